@@ -1,0 +1,48 @@
+# The vocabulary of the project: install, test, lint, flow-meta-production, flow-production, dag, report, bench.
+# Every target installs the virtualenv (.venv) on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= meta_production
+CORES ?= 2
+MANIFEST ?= config/manifest.json
+RUN_ID ?=
+PROFILES ?=
+ARGS ?=
+
+RUN_OPTS = --profile $(PROFILE) --manifest $(MANIFEST) --cores $(CORES) \
+	$(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(PROFILES),--profiles $(PROFILES)) \
+	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(ARGS)
+
+.PHONY: install test lint flow-meta-production flow-production dag report bench clean-runs
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check tradingview_scraper scripts tests bench
+	$(VENV)/bin/snakemake -s workflow/Snakefile --lint --config profile=meta_demo run_id=lint
+
+flow-meta-production: install
+	$(PY) scripts/run_meta_pipeline.py $(RUN_OPTS)
+
+flow-production: install
+	$(PY) scripts/run_production_pipeline.py $(RUN_OPTS)
+
+dag: install
+	$(PY) scripts/run_meta_pipeline.py $(RUN_OPTS) --dry-run
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean-runs:
+	rm -rf data/runs .snakemake

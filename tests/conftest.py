@@ -1,0 +1,52 @@
+"""Shared fixtures: the small test manifest and a runner for real workflow runs in tmp dirs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+SMALL_MANIFEST = PROJECT / "tests" / "data" / "manifest_small.json"
+
+
+@pytest.fixture(autouse=True)
+def _project_cwd(monkeypatch):
+    """Tests run from the project root, as a user would."""
+    monkeypatch.chdir(PROJECT)
+
+
+@pytest.fixture
+def small_manifest() -> Path:
+    return SMALL_MANIFEST
+
+
+@pytest.fixture
+def write_manifest(tmp_path):
+    """Write a manifest dict to a file and return its path."""
+
+    def _write(manifest: dict, name: str = "manifest.json") -> Path:
+        path = tmp_path / name
+        path.write_text(json.dumps(manifest, indent=2))
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def small_manifest_dict() -> dict:
+    return json.loads(SMALL_MANIFEST.read_text())
+
+
+@pytest.fixture
+def runs_root(tmp_path) -> Path:
+    root = tmp_path / "runs"
+    root.mkdir()
+    return root
+
+
+def pytest_configure(config):
+    # Ray and Snakemake must never reach beyond loopback in tests.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

@@ -1,0 +1,390 @@
+"""Tests of the hash-chained audit ledger (tradingview_scraper.audit)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tradingview_scraper import __version__, audit
+from tradingview_scraper.audit import (
+    GENESIS_PREV_HASH,
+    file_sha256,
+    genesis,
+    record_stage,
+    stage_audit,
+    verify,
+)
+from tradingview_scraper.errors import PipelineError
+from tradingview_scraper.layout import Node, run_node, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _no_git(monkeypatch):
+    """Tests never shell out to git: the commit lookup is stubbed."""
+    monkeypatch.setattr(audit, "_git_commit", lambda: "f" * 40)
+
+
+def _start(run: Path, run_id: str = "r1") -> dict:
+    return genesis(
+        run,
+        run_id=run_id,
+        meta_profile="meta_demo",
+        manifest_path="config/manifest.json",
+        manifest_sha256="a" * 64,
+    )
+
+
+def _lines(run: Path) -> list[dict]:
+    return [json.loads(line) for line in Node(run).file("audit").read_text().splitlines()]
+
+
+def _write_lines(run: Path, entries: list[dict]) -> None:
+    text = "".join(json.dumps(e, sort_keys=True, separators=(",", ":")) + "\n" for e in entries)
+    Node(run).file("audit").write_text(text)
+
+
+def _build_run(run: Path) -> dict[str, Path]:
+    """A small run: genesis, one sleeve stage, one meta stage, all artifacts written."""
+    node = Node(run)
+    tech = node.child("tech")
+    _start(run)
+    returns = tech.file("returns")
+    returns.parent.mkdir(parents=True)
+    returns.write_bytes(b"parquet-bytes")
+    weights = tech.file("weights", profile="hrp")
+    write_json(weights, {"weights": [{"symbol": "AAPL", "weight": 1.0}]})
+    record_stage(
+        run, stage="sleeve", node=tech, params={"profile": "atomic_tech", "risk": ["hrp"]},
+        inputs=[], outputs=[returns, weights], outcome="success", duration_s=0.5,
+    )
+    meta = node.file("meta_weights", profile="hrp")
+    write_json(meta, {"weights": {"tech": 1.0}})
+    record_stage(
+        run, stage="meta_optimize", node=".", params={"risk_profile": "hrp"},
+        inputs=[returns], outputs=[meta], outcome="success",
+    )
+    return {"returns": returns, "weights": weights, "meta": meta}
+
+
+# --------------------------------------------------------------------------- clean chain
+
+
+def test_clean_chain_verifies_and_entries_are_well_formed(tmp_path):
+    run = tmp_path / "run"
+    paths = _build_run(run)
+    assert verify(run) == []
+
+    entries = _lines(run)
+    assert [e["seq"] for e in entries] == [0, 1, 2]
+    assert entries[0]["prev_hash"] == GENESIS_PREV_HASH
+    for prev, cur in zip(entries, entries[1:], strict=False):
+        assert cur["prev_hash"] == prev["hash"]
+    for e in entries:
+        body = {k: v for k, v in e.items() if k != "hash"}
+        canon = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        assert e["hash"] == hashlib.sha256(canon.encode()).hexdigest()
+
+    sleeve = entries[1]
+    assert sleeve["kind"] == "stage" and sleeve["stage"] == "sleeve"
+    assert sleeve["node"] == "sleeves/tech"
+    assert sleeve["outcome"] == "success" and sleeve["error"] is None
+    assert sleeve["duration_s"] == 0.5
+    assert sleeve["outputs"] == [
+        {"path": "sleeves/tech/returns.parquet", "sha256": file_sha256(paths["returns"])},
+        {"path": "sleeves/tech/weights_hrp.json", "sha256": file_sha256(paths["weights"])},
+    ]
+    assert entries[2]["node"] == "."
+    assert entries[2]["inputs"][0]["path"] == "sleeves/tech/returns.parquet"
+
+
+def test_genesis_payload(tmp_path):
+    g = genesis(
+        tmp_path / "run", run_id="r1", meta_profile="meta_demo",
+        manifest_path=Path("config/manifest.json"), manifest_sha256="b" * 64,
+        extra={"profiles": ["hrp"]},
+    )
+    assert g["seq"] == 0 and g["kind"] == "genesis"
+    assert g["run_id"] == "r1" and g["meta_profile"] == "meta_demo"
+    assert g["manifest"] == {"path": "config/manifest.json", "sha256": "b" * 64}
+    assert g["package_version"] == __version__
+    assert g["git_commit"] == "f" * 40
+    assert g["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert g["platform"]
+    assert set(g["libraries"]) == {
+        "snakemake", "ray", "pandas", "numpy", "pyarrow", "skfolio", "scipy"
+    }
+    assert g["libraries"]["pandas"]
+    assert g["extra"] == {"profiles": ["hrp"]}
+    assert _lines(tmp_path / "run") == [g]
+
+
+def test_git_commit_is_none_without_git(monkeypatch, tmp_path):
+    monkeypatch.undo()  # the real lookup, but with no git on PATH
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert audit._git_commit() is None
+
+
+def test_paths_relative_to_cwd_or_run_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    node = run_node("r1")  # data/runs/r1, relative to the working directory
+    _start(node.dir)
+    flat = node.file("flattened", profile="hrp")
+    write_json(flat, {"weights": []})
+    entry = record_stage(
+        node, stage="flatten", node=node, params={}, inputs=["meta/weights_hrp.json"],
+        outputs=[flat], outcome="success",
+    )
+    assert entry["node"] == "."
+    assert entry["outputs"] == [{"path": "flattened_hrp.json", "sha256": file_sha256(flat)}]
+    assert entry["inputs"] == [{"path": "meta/weights_hrp.json", "sha256": None}]
+    assert verify(node.dir) == []
+
+
+def test_file_sha256_file_and_directory(tmp_path):
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"x" * 3_000_000)
+    assert file_sha256(f) == hashlib.sha256(b"x" * 3_000_000).hexdigest()
+    d = tmp_path / "assets"
+    d.mkdir()
+    (d / "p.png").write_bytes(b"1")
+    before = file_sha256(d)
+    (d / "p.png").write_bytes(b"2")
+    assert file_sha256(d) != before
+    with pytest.raises(FileNotFoundError):
+        file_sha256(tmp_path / "missing")
+
+
+def test_long_entries_chain_correctly(tmp_path):
+    """Entries longer than the backwards-read chunk still chain (last entry read from the end)."""
+    run = tmp_path / "run"
+    _start(run)
+    for i in range(3):
+        record_stage(run, stage="big", node=".", params={"blob": "z" * 20_000, "i": i},
+                     inputs=[], outputs=[], outcome="success")
+    assert [e["seq"] for e in _lines(run)] == [0, 1, 2, 3]
+    assert verify(run) == []
+
+
+# --------------------------------------------------------------------------- tampering
+
+
+def test_altered_artifact_is_named(tmp_path):
+    run = tmp_path / "run"
+    paths = _build_run(run)
+    paths["weights"].write_text('{"weights": []}\n')
+    problems = verify(run)
+    assert len(problems) == 1
+    assert "artifact sleeves/tech/weights_hrp.json changed since stage sleeve" in problems[0]
+
+
+def test_missing_artifact_is_named(tmp_path):
+    run = tmp_path / "run"
+    paths = _build_run(run)
+    paths["meta"].unlink()
+    problems = verify(run)
+    assert problems == [
+        "artifact meta/weights_hrp.json missing (recorded by stage meta_optimize, seq 2)"
+    ]
+
+
+def test_rerun_rewriting_an_artifact_is_not_a_problem(tmp_path):
+    run = tmp_path / "run"
+    paths = _build_run(run)
+    write_json(paths["meta"], {"weights": {"tech": 1.0}, "rerun": True})
+    record_stage(run, stage="meta_optimize", node=".", params={"risk_profile": "hrp"},
+                 inputs=[paths["returns"]], outputs=[paths["meta"]], outcome="success")
+    assert verify(run) == []
+    # a failed rerun does not vouch for the file
+    paths["meta"].write_text("garbage")
+    record_stage(run, stage="meta_optimize", node=".", params={}, inputs=[],
+                 outputs=[paths["meta"]], outcome="error", error="boom")
+    assert any("meta/weights_hrp.json changed since stage meta_optimize" in p for p in verify(run))
+
+
+def test_altered_payload_is_detected(tmp_path):
+    run = tmp_path / "run"
+    _build_run(run)
+    ledger = Node(run).file("audit")
+    text = ledger.read_text()
+    assert '"risk_profile":"hrp"' in text
+    ledger.write_text(text.replace('"risk_profile":"hrp"', '"risk_profile":"min_variance"'))
+    problems = verify(run)
+    assert problems and all("seq 2" in p for p in problems)
+    assert any("bad hash" in p for p in problems)
+
+
+def test_deleted_line_is_detected(tmp_path):
+    run = tmp_path / "run"
+    _build_run(run)
+    entries = _lines(run)
+    _write_lines(run, [entries[0], entries[2]])
+    problems = verify(run)
+    assert any("seq gap" in p for p in problems)
+    assert any("broken chain" in p for p in problems)
+
+
+def test_deleted_genesis_and_malformed_line(tmp_path):
+    run = tmp_path / "run"
+    _build_run(run)
+    entries = _lines(run)
+    _write_lines(run, entries[1:])
+    assert any("missing genesis" in p for p in verify(run))
+
+    ledger = Node(run).file("audit")
+    _write_lines(run, entries)
+    with open(ledger, "a") as fh:
+        fh.write("{not json\n")
+    assert any("line 4: malformed" in p for p in verify(run))
+
+
+def test_empty_or_absent_ledger(tmp_path):
+    assert any("missing genesis" in p for p in verify(tmp_path))
+    Node(tmp_path).file("audit").write_text("")
+    assert any("missing genesis" in p for p in verify(tmp_path))
+
+
+# --------------------------------------------------------------------------- genesis rules
+
+
+def test_genesis_is_idempotent_and_rejects_other_run_id(tmp_path):
+    run = tmp_path / "run"
+    first = _start(run)
+    again = _start(run)
+    assert again == first
+    assert len(_lines(run)) == 1
+    with pytest.raises(PipelineError, match="r2"):
+        _start(run, run_id="r2")
+    assert len(_lines(run)) == 1
+
+
+def test_record_stage_requires_genesis(tmp_path):
+    with pytest.raises(PipelineError, match="genesis"):
+        record_stage(tmp_path, stage="sleeve", node=".", params={}, inputs=[], outputs=[],
+                     outcome="success")
+    Node(tmp_path).file("audit").write_text("")
+    with pytest.raises(PipelineError, match="genesis"):
+        record_stage(tmp_path, stage="sleeve", node=".", params={}, inputs=[], outputs=[],
+                     outcome="success")
+    _start(tmp_path)
+    with pytest.raises(ValueError, match="outcome"):
+        record_stage(tmp_path, stage="sleeve", node=".", params={}, inputs=[], outputs=[],
+                     outcome="maybe")
+
+
+# --------------------------------------------------------------------------- stage_audit
+
+
+def test_stage_audit_success_records_outputs(tmp_path):
+    run = tmp_path / "run"
+    _start(run)
+    out = Node(run).file("report_md")
+    with stage_audit(run, "report", ".", {"fmt": "md"}, [], [out]) as sa:
+        out.write_text("# report\n")
+    assert sa.entry["outcome"] == "success"
+    assert sa.entry["outputs"] == [{"path": "report.md", "sha256": file_sha256(out)}]
+    assert sa.entry["duration_s"] >= 0
+    assert verify(run) == []
+
+
+def test_stage_audit_records_error_and_reraises(tmp_path):
+    run = tmp_path / "run"
+    _start(run)
+    with pytest.raises(RuntimeError, match="optimizer diverged"):
+        with stage_audit(run, "meta_optimize", ".", {"risk_profile": "hrp"}, [],
+                         ["meta/weights_hrp.json"]):
+            raise RuntimeError("optimizer diverged\nlong traceback-ish detail")
+    last = _lines(run)[-1]
+    assert last["outcome"] == "error"
+    assert last["error"] == "RuntimeError: optimizer diverged"
+    assert last["outputs"] == [{"path": "meta/weights_hrp.json", "sha256": None}]
+    assert isinstance(last["duration_s"], float)
+    assert verify(run) == []  # an error entry vouches for no artifact
+
+
+def test_stage_audit_never_masks_the_stage_error(tmp_path):
+    # no genesis: recording fails, but the stage's own exception propagates
+    with pytest.raises(KeyError) as info:
+        with stage_audit(tmp_path, "sleeve", ".", {}, [], []):
+            raise KeyError("tech")
+    assert any("could not record" in note for note in info.value.__notes__)
+
+
+# --------------------------------------------------------------------------- concurrency
+
+N_APPENDS = 25
+
+
+def _append_many(run: str, who: str, start) -> None:
+    start.wait(30)
+    for i in range(N_APPENDS):
+        record_stage(run, stage="sleeve", node=".", params={"who": who, "i": i},
+                     inputs=[], outputs=[], outcome="success")
+
+
+def test_concurrent_processes_and_threads_keep_the_chain(tmp_path):
+    run = tmp_path / "run"
+    _start(run)
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    procs = [ctx.Process(target=_append_many, args=(str(run), f"p{k}", start)) for k in range(4)]
+    threads = [threading.Thread(target=_append_many, args=(str(run), f"t{k}", start))
+               for k in range(4)]
+    for p in procs:
+        p.start()
+    for t in threads:
+        t.start()
+    start.set()
+    for t in threads:
+        t.join(60)
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+
+    entries = _lines(run)
+    assert len(entries) == 1 + 8 * N_APPENDS
+    assert [e["seq"] for e in entries] == list(range(len(entries)))
+    seen = sorted((e["params"]["who"], e["params"]["i"]) for e in entries[1:])
+    assert seen == sorted((w, i) for w in [f"p{k}" for k in range(4)] + [f"t{k}" for k in range(4)]
+                          for i in range(N_APPENDS))
+    assert verify(run) == []
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "tradingview_scraper.audit", *args],
+        capture_output=True, text=True, timeout=60, env=env, cwd=REPO,
+    )
+
+
+def test_cli_exit_codes(tmp_path):
+    run = tmp_path / "run"
+    paths = _build_run(run)
+    ok = _cli("verify", str(run))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.strip() == "audit OK: 3 entries, 3 artifacts verified"
+
+    paths["returns"].write_bytes(b"tampered")
+    bad = _cli("verify", str(run))
+    assert bad.returncode == 1
+    assert bad.stdout.strip().splitlines() == [
+        "artifact sleeves/tech/returns.parquet changed since stage sleeve (seq 1)"
+    ]
+
+    for args in [(), ("frobnicate",), ("verify",), ("verify", str(tmp_path / "nope"))]:
+        usage = _cli(*args)
+        assert usage.returncode == 2, args
+        assert len(usage.stderr.strip().splitlines()) == 1, usage.stderr

@@ -1,0 +1,105 @@
+"""The meta layer: inner join, bounded allocation, exact flattening."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tradingview_scraper.errors import ConservationError, DataError
+from tradingview_scraper.meta import flatten, meta_optimize, meta_returns
+
+
+def _series(dates, values, name):
+    return pd.Series(values, index=pd.DatetimeIndex(dates), name=name)
+
+
+def test_meta_returns_is_an_inner_join_without_padding():
+    weekdays = pd.bdate_range("2024-01-01", periods=30)
+    every_day = pd.date_range("2024-01-01", periods=42)
+    crypto = _series(every_day, np.linspace(-0.01, 0.01, 42), "crypto")
+    equity = _series(weekdays, np.linspace(0.01, -0.01, 30), "equity")
+    frame = meta_returns({"crypto": crypto, "equity": equity}, min_obs=10)
+    assert list(frame.index) == list(weekdays), "weekends dropped, nothing filled"
+    assert not frame.isna().any().any()
+    np.testing.assert_allclose(frame["crypto"], crypto.loc[weekdays])
+
+
+def test_meta_returns_too_little_overlap_is_an_error():
+    a = _series(pd.bdate_range("2024-01-01", periods=20), np.zeros(20), "a")
+    b = _series(pd.bdate_range("2024-01-15", periods=20), np.zeros(20), "b")
+    with pytest.raises(DataError, match=r"share only 10 common dates, fewer than the 30"):
+        meta_returns({"a": a, "b": b}, min_obs=30)
+
+
+@pytest.mark.parametrize("profile", ["equal_weight", "min_variance", "hrp", "risk_parity", "inverse_volatility"])
+def test_meta_weights_respect_bounds(profile):
+    rng = np.random.default_rng(0)
+    idx = pd.bdate_range("2020-01-01", periods=300)
+    vols = np.array([0.002, 0.01, 0.02, 0.04])
+    R = pd.DataFrame(rng.normal(0.0003, vols, size=(300, 4)), index=idx, columns=list("abcd"))
+    record, stream, _ = meta_optimize(R, profile, min_weight=0.1, max_weight=0.4, train_window=100, test_window=20)
+    w = np.array(list(record["weights"].values()))
+    assert w.sum() == pytest.approx(1, abs=1e-9)
+    assert (w >= 0.1 - 1e-9).all() and (w <= 0.4 + 1e-9).all()
+    assert len(stream) == 200 and stream.index[0] == idx[100], "stream starts after the first train window"
+    assert record["walk_forward"]["windows_attempted"] == 10
+
+
+def test_flatten_hand_computed_btc_in_two_sleeves():
+    holdings = {
+        "crypto": [{"symbol": "BTC", "direction": "LONG", "weight": 0.5}, {"symbol": "ETH", "direction": "LONG", "weight": 0.5}],
+        "mixed": [
+            {"symbol": "BTC", "direction": "LONG", "weight": 0.25},
+            {"symbol": "BTC", "direction": "SHORT", "weight": 0.25},
+            {"symbol": "SPY", "direction": "LONG", "weight": 0.5},
+        ],
+    }
+    out = flatten({"crypto": 0.6, "mixed": 0.4}, holdings)
+    rows = {(r["symbol"], r["direction"]): r for r in out["weights"]}
+    assert rows[("BTC", "LONG")]["weight"] == pytest.approx(0.6 * 0.5 + 0.4 * 0.25)
+    assert rows[("BTC", "LONG")]["sleeves"] == pytest.approx({"crypto": 0.3, "mixed": 0.1})
+    assert rows[("BTC", "SHORT")]["net_weight"] == pytest.approx(-0.1), "LONG and SHORT kept as two rows"
+    assert out["gross"] == pytest.approx(1.0, abs=1e-12)
+    assert out["net"] == pytest.approx(0.8) and out["short"] == pytest.approx(0.1)
+
+
+def test_flatten_refuses_leaking_sleeves():
+    with pytest.raises(ConservationError, match=r"sleeve 'b': asset weights sum to 0.9"):
+        flatten({"a": 0.5, "b": 0.5}, {"a": [{"symbol": "X", "direction": "LONG", "weight": 1.0}],
+                                       "b": [{"symbol": "Y", "direction": "LONG", "weight": 0.9}]})
+    with pytest.raises(ConservationError, match=r"meta weights sum to"):
+        flatten({"a": 0.7, "b": 0.5}, {"a": [{"symbol": "X", "direction": "LONG", "weight": 1.0}],
+                                       "b": [{"symbol": "Y", "direction": "LONG", "weight": 1.0}]})
+
+
+@st.composite
+def _trees(draw):
+    n = draw(st.integers(2, 6))
+    raw = np.array(draw(st.lists(st.floats(0.01, 1.0), min_size=n, max_size=n)))
+    meta = dict(zip([f"s{i}" for i in range(n)], raw / raw.sum(), strict=True))
+    holdings = {}
+    for sid in meta:
+        k = draw(st.integers(1, 5))
+        syms = draw(st.lists(st.sampled_from(["A", "B", "C", "D", "E", "F"]), min_size=k, max_size=k, unique=True))
+        dirs = draw(st.lists(st.sampled_from(["LONG", "SHORT"]), min_size=k, max_size=k))
+        w = np.array(draw(st.lists(st.floats(0.01, 1.0), min_size=k, max_size=k)))
+        w = w / w.sum()
+        holdings[sid] = [{"symbol": s, "direction": d, "weight": float(x)} for s, d, x in zip(syms, dirs, w, strict=True)]
+    return meta, holdings
+
+
+@settings(max_examples=200, deadline=None)
+@given(_trees())
+def test_flatten_conserves_weight_on_random_trees(tree):
+    meta, holdings = tree
+    out = flatten(meta, holdings)
+    assert abs(sum(r["weight"] for r in out["weights"]) - 1.0) <= 1e-9
+    for row in out["weights"]:
+        assert abs(sum(row["sleeves"].values()) - row["weight"]) <= 1e-12
+        expected = sum(meta[s] * h["weight"] for s in meta for h in holdings[s]
+                       if (h["symbol"], h["direction"]) == (row["symbol"], row["direction"]))
+        assert row["weight"] == pytest.approx(expected, abs=1e-12)
+        assert np.sign(row["net_weight"]) == (-1 if row["direction"] == "SHORT" else 1)

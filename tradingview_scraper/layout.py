@@ -1,0 +1,167 @@
+"""The run-directory layout and atomic artifact writes: the only module that builds artifact paths.
+
+A run directory is a tree of *nodes*. Every node exposes the same sleeve interface
+(``returns.parquet`` plus per-risk-profile asset weights), so recursion is uniform::
+
+    data/runs/<run_id>/                 root node (a meta profile, or one atomic sleeve)
+      manifest.resolved.json
+      sleeves/<sleeve_id>/              child node: atomic sleeve or nested meta run
+      meta/returns_<profile>.parquet
+      meta/weights_<profile>.json
+      meta/stream_<profile>.parquet     the meta level's out-of-sample walk-forward returns
+      meta/cluster_tree_<profile>.json
+      flattened_<profile>.json
+      report.md, report.html, audit.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+#: Where run directories live, relative to the working directory.
+RUNS_ROOT = Path("data") / "runs"
+
+#: File names of a node, relative to the node directory. ``{profile}`` is a risk profile.
+NODE_FILES: dict[str, str] = {
+    "returns": "returns.parquet",
+    "health": "health.json",
+    "provenance": "provenance.json",
+    "sign_test": "sign_test.json",
+    "weights": "weights_{profile}.json",
+    "meta_returns": "meta/returns_{profile}.parquet",
+    "meta_weights": "meta/weights_{profile}.json",
+    "meta_stream": "meta/stream_{profile}.parquet",
+    "cluster_tree": "meta/cluster_tree_{profile}.json",
+    "flattened": "flattened_{profile}.json",
+    "resolved": "manifest.resolved.json",
+    "report_md": "report.md",
+    "report_html": "report.html",
+    "report_assets": "report_assets",
+    "audit": "audit.jsonl",
+    "log": "logs/{stage}.log",
+    "benchmark": "logs/{stage}.benchmark.tsv",
+}
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_name(value: object, what: str) -> str:
+    """Return ``value`` if it is safe as one path component, else raise ConfigError.
+
+    Run ids, sleeve ids and profile names become directory names; they may only use
+    letters, digits, ``_``, ``-`` and ``.``, must start with a letter or digit and be at
+    most 100 characters, so they can never escape ``data/runs/``.
+    """
+    if not isinstance(value, str) or not _SAFE_NAME.match(value) or ".." in value:
+        raise ConfigError(
+            f"{what} {value!r} is not a safe name: use 1-100 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit (no '/', no '..')"
+        )
+    return value
+
+
+def new_run_id(prefix: str = "") -> str:
+    """A fresh run id that sorts by time, e.g. ``20261125-181530-123456``."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{int(now * 1e6) % 1_000_000:06d}"
+    return f"{prefix}{stamp}"
+
+
+@dataclass(frozen=True)
+class Node:
+    """Paths of one node of a run tree (the root run directory or a nested sleeve)."""
+
+    dir: Path
+
+    def file(self, name: str, **fields: str) -> Path:
+        """Path of artifact ``name`` (a key of NODE_FILES) of this node."""
+        return self.dir / NODE_FILES[name].format(**fields)
+
+    def child(self, sleeve_id: str) -> Node:
+        """The node of sleeve ``sleeve_id`` inside this node."""
+        return Node(self.dir / "sleeves" / check_name(sleeve_id, "sleeve id"))
+
+
+def run_dir(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Path:
+    """Directory of run ``run_id`` under ``runs_root``."""
+    return Path(runs_root) / check_name(run_id, "run id")
+
+
+def run_node(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Node:
+    """Root node of run ``run_id``."""
+    return Node(run_dir(run_id, runs_root))
+
+
+def node_pattern(name: str, node: str = "{node}", **fields: str) -> str:
+    """A Snakemake path pattern for artifact ``name`` below the node wildcard ``node``."""
+    return f"{node}/" + NODE_FILES[name].format(**fields) if fields else f"{node}/" + NODE_FILES[name]
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temp file and a rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def dumps_json(obj: Any) -> str:
+    """Canonical JSON text of ``obj``: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
+
+
+def write_json(path: Path | str, obj: Any) -> Path:
+    """Atomically write ``obj`` as canonical JSON."""
+    return atomic_write_bytes(path, dumps_json(obj).encode())
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    """Atomically write a text file."""
+    return atomic_write_bytes(path, text.encode())
+
+
+def read_json(path: Path | str) -> Any:
+    """Read a JSON artifact."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def write_parquet(path: Path | str, frame: Any) -> Path:
+    """Atomically write a pandas DataFrame as parquet (deterministic bytes, no pandas pickle)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=True)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def read_parquet(path: Path | str) -> Any:
+    """Read a parquet artifact into a pandas DataFrame."""
+    import pandas as pd
+
+    return pd.read_parquet(path)

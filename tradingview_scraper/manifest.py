@@ -1,0 +1,368 @@
+"""Manifest loading, schema validation and resolution of a profile into a run plan."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .engines import RISK_PROFILES
+from .errors import ConfigError
+from .layout import check_name
+
+DEFAULT_MANIFEST = Path("config") / "manifest.json"
+
+#: Built-in defaults under the manifest's own ``defaults`` block.
+BUILTIN_DEFAULTS: dict[str, Any] = {
+    "data": {"source": "skfolio", "dataset": "sp500"},
+    "universe": {"direction": "LONG"},
+    "selection": {"method": "all"},
+    "backtest": {
+        "train_window": 252,
+        "test_window": 20,
+        "commission": 0.0,
+        "slippage": 0.0,
+        "num_cpus": 1,
+        "fail_on_error": False,
+    },
+    "health": {"min_success_ratio": 0.75, "on_unhealthy": "error", "on_parity_mismatch": "error"},
+    "meta_allocation": {"min_weight": 0.05, "max_weight": 0.5},
+    "profiles": ["equal_weight", "min_variance", "hrp", "risk_parity"],
+}
+
+ATOMIC_KEYS = ("data", "universe", "selection", "backtest", "health")
+ROOT = "."
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """``over`` merged into a copy of ``base``: dicts merge recursively, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@cache
+def _schema() -> dict:
+    text = resources.files("tradingview_scraper").joinpath("schemas/manifest.schema.json").read_text()
+    return json.loads(text)
+
+
+def _where(path: list) -> str:
+    parts = list(path)
+    if len(parts) >= 2 and parts[0] == "profiles":
+        rest = ".".join(str(p) for p in parts[2:])
+        return f"profile {parts[1]!r}" + (f", key {rest!r}" if rest else "")
+    return "key " + repr(".".join(str(p) for p in parts)) if parts else "top level"
+
+
+def validate_manifest(manifest: Any, source: str = "manifest") -> dict:
+    """Check ``manifest`` against the manifest JSON schema.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the profile and key, the bad value and what would be valid.
+    """
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(manifest), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        err = jsonschema.exceptions.best_match(errors)
+        msg = err.message
+        if err.validator == "additionalProperties":
+            allowed = sorted(err.schema.get("properties", {}))
+            msg += f" (allowed keys: {', '.join(allowed)})" if allowed else ""
+        elif err.validator == "oneOf" and err.schema is _schema()["$defs"]["sleeve"]:
+            msg = "a sleeve needs exactly one of 'profile' (atomic) or 'meta_profile' (nested meta)"
+        elif err.validator == "enum":
+            msg = f"{err.instance!r} is not valid; valid values: {', '.join(map(str, err.validator_value))}"
+        raise ConfigError(f"{source}: {_where(list(err.absolute_path))}: {msg}")
+    return manifest
+
+
+def load_manifest(path: str | Path = DEFAULT_MANIFEST) -> tuple[dict, str]:
+    """Read and validate a manifest file; return ``(manifest, sha256 of its bytes)``.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, is not JSON, or violates the schema.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"manifest {str(path)!r} not found: pass an existing file (default {DEFAULT_MANIFEST})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"manifest {str(path)!r} is a directory, not a JSON file") from None
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"manifest {str(path)!r} is not valid JSON: {exc}") from None
+    validate_manifest(manifest, source=f"manifest {str(path)!r}")
+    return manifest, hashlib.sha256(raw).hexdigest()
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class NodeSpec:
+    """One node of a run tree: an atomic sleeve or a meta profile.
+
+    ``path`` is relative to the run directory (``"."`` for the root,
+    ``"sleeves/a/sleeves/b"`` for nested nodes).
+    """
+
+    path: str
+    kind: str  # "atomic" | "meta"
+    profile: str
+    sleeve_id: str | None
+    config: dict
+    children: list[str] = field(default_factory=list)
+    pin: str | None = None
+
+    @property
+    def is_meta(self) -> bool:
+        return self.kind == "meta"
+
+
+@dataclass
+class Plan:
+    """The resolved tree of one run: every node keyed by its path relative to the run dir."""
+
+    profile: str
+    risk_profiles: list[str]
+    nodes: dict[str, NodeSpec]
+    manifest_path: str
+    manifest_sha256: str
+
+    @property
+    def root(self) -> NodeSpec:
+        return self.nodes[ROOT]
+
+    def atomic_nodes(self) -> list[NodeSpec]:
+        return [n for n in self.nodes.values() if n.kind == "atomic"]
+
+    def meta_nodes(self) -> list[NodeSpec]:
+        return [n for n in self.nodes.values() if n.kind == "meta"]
+
+    def to_dict(self) -> dict:
+        return {
+            "profile": self.profile,
+            "risk_profiles": self.risk_profiles,
+            "manifest_path": self.manifest_path,
+            "manifest_sha256": self.manifest_sha256,
+            "nodes": {k: asdict(v) for k, v in self.nodes.items()},
+        }
+
+
+def _profile_block(manifest: dict, name: str, manifest_path: str, referrer: str | None = None) -> dict:
+    profiles = manifest["profiles"]
+    if name not in profiles:
+        known = ", ".join(sorted(profiles))
+        who = f"{referrer} refers to unknown profile {name!r}" if referrer else f"unknown profile {name!r}"
+        raise ConfigError(f"manifest {manifest_path!r}: {who}; known profiles: {known}")
+    defaults = deep_merge(BUILTIN_DEFAULTS, manifest.get("defaults", {}))
+    return deep_merge(defaults, profiles[name])
+
+
+def is_meta_profile(manifest: dict, name: str) -> bool:
+    """Whether profile ``name`` of ``manifest`` is a meta profile (has ``sleeves``)."""
+    return "sleeves" in manifest["profiles"].get(name, {})
+
+
+def _atomic_config(block: dict, name: str, where: str) -> dict:
+    cfg = {k: block[k] for k in ATOMIC_KEYS}
+    sel = cfg["selection"]
+    if sel["method"] == "momentum":
+        if "top_n" not in sel:
+            raise ConfigError(f"{where}: selection 'momentum' needs 'top_n' (a positive integer)")
+        sel.setdefault("lookback", 126)
+    symbols = cfg["universe"].get("symbols")
+    if sel.get("top_n") and symbols and sel["top_n"] > len(symbols):
+        raise ConfigError(
+            f"{where}: selection.top_n={sel['top_n']} exceeds the universe's {len(symbols)} symbols"
+        )
+    bt = cfg["backtest"]
+    if bt["train_window"] < 2 or bt["test_window"] < 1:
+        raise ConfigError(f"{where}: backtest windows must be train_window >= 2 and test_window >= 1")
+    return cfg
+
+
+def _check_bounds(n: int, alloc: dict, where: str) -> None:
+    lo, hi = alloc["min_weight"], alloc["max_weight"]
+    if lo > hi:
+        raise ConfigError(f"{where}: meta_allocation.min_weight={lo} exceeds max_weight={hi}")
+    if n * lo > 1 + 1e-12:
+        raise ConfigError(
+            f"{where}: infeasible meta_allocation: {n} sleeves x min_weight {lo} = {n * lo:g} > 1; "
+            f"use min_weight <= {1 / n:.4g}"
+        )
+    if n * hi < 1 - 1e-12:
+        raise ConfigError(
+            f"{where}: infeasible meta_allocation: {n} sleeves x max_weight {hi} = {n * hi:g} < 1; "
+            f"use max_weight >= {1 / n:.4g}"
+        )
+
+
+def _check_risk_profiles(names: list[str], where: str) -> list[str]:
+    for name in names:
+        if name not in RISK_PROFILES:
+            raise ConfigError(f"{where}: unknown risk profile {name!r}; valid: {', '.join(RISK_PROFILES)}")
+    return list(names)
+
+
+def resolve(
+    manifest: dict,
+    profile: str,
+    *,
+    risk_profiles: list[str] | None = None,
+    manifest_path: str = str(DEFAULT_MANIFEST),
+    manifest_sha256: str = "",
+) -> Plan:
+    """Resolve ``profile`` of ``manifest`` into a :class:`Plan` (the whole sleeve tree).
+
+    Every configuration error is raised here, before any work starts: unknown
+    profiles, empty or single-sleeve meta profiles, duplicate sleeve ids, cycles,
+    infeasible bounds, unknown or unconfigured risk profiles, window mismatches.
+
+    Raises
+    ------
+    ConfigError
+    """
+    if not isinstance(profile, str) or not profile:
+        raise ConfigError("profile is empty: pass --profile <name> (e.g. meta_demo)")
+    check_name(profile, "profile")
+    block = _profile_block(manifest, profile, manifest_path)
+    where = f"manifest {manifest_path!r}: profile {profile!r}"
+    configured = _check_risk_profiles(block["profiles"], where)
+    if risk_profiles is None:
+        chosen = configured
+    else:
+        if not risk_profiles:
+            raise ConfigError(f"--profiles is empty; choose from {', '.join(configured)}")
+        _check_risk_profiles(risk_profiles, "--profiles")
+        missing = [p for p in risk_profiles if p not in configured]
+        if missing:
+            raise ConfigError(
+                f"--profiles: {', '.join(missing)} not configured for profile {profile!r}; "
+                f"configured: {', '.join(configured)}"
+            )
+        chosen = list(dict.fromkeys(risk_profiles))
+
+    nodes: dict[str, NodeSpec] = {}
+    if is_meta_profile(manifest, profile):
+        _resolve_meta(manifest, profile, ROOT, None, [], nodes, chosen, manifest_path)
+    else:
+        nodes[ROOT] = NodeSpec(ROOT, "atomic", profile, None, _atomic_config(block, profile, where))
+    return Plan(profile, chosen, nodes, manifest_path, manifest_sha256)
+
+
+def _resolve_meta(
+    manifest: dict,
+    name: str,
+    path: str,
+    sleeve_id: str | None,
+    stack: list[str],
+    nodes: dict[str, NodeSpec],
+    risk_profiles: list[str],
+    manifest_path: str,
+) -> None:
+    where = f"manifest {manifest_path!r}: profile {name!r}"
+    if name in stack:
+        loop = " -> ".join([*stack[stack.index(name):], name])
+        raise ConfigError(f"manifest {manifest_path!r}: meta profiles form a cycle: {loop}")
+    block = _profile_block(manifest, name, manifest_path)
+    sleeves = block.get("sleeves") or []
+    if len(sleeves) < 2:
+        raise ConfigError(f"{where}: a meta profile needs at least 2 sleeves, found {len(sleeves)}")
+    ids = [s["id"] for s in sleeves]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"{where}: duplicate sleeve ids {', '.join(dupes)}; sleeve ids must be unique")
+    alloc = block["meta_allocation"]
+    _check_bounds(len(sleeves), alloc, where)
+    if stack:  # a nested meta profile must offer the risk profiles the root runs
+        missing = [p for p in risk_profiles if p not in block["profiles"]]
+        if missing:
+            raise ConfigError(
+                f"{where}: nested meta profile does not configure risk profile(s) {', '.join(missing)} "
+                f"that its parent runs"
+            )
+    bt = block["backtest"]
+    config = {
+        "meta_allocation": alloc,
+        "backtest": {"train_window": bt["train_window"], "test_window": bt["test_window"]},
+        "health": block["health"],
+        "sleeve_ids": ids,
+    }
+    node = NodeSpec(path, "meta", name, sleeve_id, config)
+    nodes[path] = node
+    windows = (bt["train_window"], bt["test_window"])
+    for sleeve in sleeves:
+        sid = sleeve["id"]
+        child = f"sleeves/{sid}" if path == ROOT else f"{path}/sleeves/{sid}"
+        node.children.append(child)
+        swhere = f"{where}: sleeve {sid!r}"
+        if "meta_profile" in sleeve:
+            target = sleeve["meta_profile"]
+            _profile_block(manifest, target, manifest_path, referrer=f"profile {name!r} sleeve {sid!r}")
+            if not is_meta_profile(manifest, target):
+                raise ConfigError(f"{swhere}: meta_profile {target!r} is an atomic profile; use 'profile'")
+            if "run_id" in sleeve:
+                raise ConfigError(f"{swhere}: a nested meta sleeve cannot be pinned with run_id")
+            _resolve_meta(manifest, target, child, sid, [*stack, name], nodes, risk_profiles, manifest_path)
+            child_bt = nodes[child].config["backtest"]
+        else:
+            target = sleeve["profile"]
+            if target == name:
+                raise ConfigError(f"manifest {manifest_path!r}: meta profiles form a cycle: {name} -> {name}")
+            sblock = _profile_block(manifest, target, manifest_path, referrer=f"profile {name!r} sleeve {sid!r}")
+            if is_meta_profile(manifest, target):
+                raise ConfigError(f"{swhere}: profile {target!r} is a meta profile; use 'meta_profile'")
+            pin = check_name(sleeve["run_id"], f"{swhere}: run_id") if "run_id" in sleeve else None
+            cfg = _atomic_config(sblock, target, f"manifest {manifest_path!r}: profile {target!r}")
+            nodes[child] = NodeSpec(child, "atomic", target, sid, cfg, pin=pin)
+            child_bt = cfg["backtest"]
+        child_windows = (child_bt["train_window"], child_bt["test_window"])
+        if child_windows != windows:
+            msg = (
+                f"{swhere}: walk-forward windows train/test {child_windows[0]}/{child_windows[1]} "
+                f"differ from the meta profile's {windows[0]}/{windows[1]}; sleeves must share windows"
+            )
+            if block["health"]["on_parity_mismatch"] == "error":
+                raise ConfigError(msg)
+            node.config.setdefault("parity_warnings", []).append(msg)
+
+
+def load_plan(
+    profile: str,
+    manifest_path: str | Path = DEFAULT_MANIFEST,
+    risk_profiles: list[str] | None = None,
+) -> Plan:
+    """Load, validate and resolve in one step (what every entry point calls first)."""
+    manifest, sha = load_manifest(manifest_path)
+    return resolve(manifest, profile, risk_profiles=risk_profiles, manifest_path=str(manifest_path), manifest_sha256=sha)
+
+
+def parse_risk_profiles(value: str | list[str] | None) -> list[str] | None:
+    """``"hrp,min_variance"`` or a list -> list; None/"" -> None (the profile's own list)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+        if not value.strip() or any(not v for v in items):
+            raise ConfigError(f"--profiles {value!r} is not a comma-separated list of risk profiles")
+        return items
+    return list(value)

@@ -1,0 +1,1 @@
+"""Orchestration: the canonical runner (Snakemake API) and the Ray compute backend."""

@@ -1,0 +1,183 @@
+"""The canonical runner: every entry point drives ``workflow/Snakefile`` through Snakemake's API."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError, PipelineError
+from ..layout import RUNS_ROOT, check_name, new_run_id, run_dir
+from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SNAKEFILE = PROJECT_ROOT / "workflow" / "Snakefile"
+
+
+@dataclass
+class JobRecord:
+    """One scheduled job: rule name and output files (what a dry run reports)."""
+
+    rule: str
+    outputs: tuple[str, ...]
+    wildcards: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """Outcome of :meth:`MetaPipeline.execute`."""
+
+    run_id: str
+    run_dir: Path
+    jobs: list[JobRecord]
+    dry_run: bool
+
+
+class _JobCollector(logging.Handler):
+    """Collects the jobs Snakemake announces (in a valid topological order)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.jobs: list[JobRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(getattr(record, "event", "")).lower().endswith("job_info"):
+            outs = tuple(sorted(str(o) for o in (getattr(record, "output", None) or [])))
+            wc = dict(getattr(record, "wildcards", None) or {})
+            self.jobs.append(JobRecord(str(getattr(record, "rule_name", "")), outs, wc))
+
+
+@dataclass
+class MetaPipeline:
+    """One run of the canonical meta-portfolio pipeline.
+
+    sleeves (parallel, on Ray) -> meta returns -> meta optimize -> flatten -> report,
+    for every risk profile, as the file targets of ``workflow/Snakefile``.
+
+    Parameters
+    ----------
+    meta_profile : str
+        Meta profile of the manifest (an atomic profile runs that one sleeve).
+    profiles : list of str or str, optional
+        Risk profiles (default: the profile's own list).
+    execute_sleeves : bool
+        Recompute every sleeve, pinned ones included.
+    run_id : str, optional
+        Run directory name; generated (time-sortable) when None.
+    manifest : path
+        The manifest JSON (default ``config/manifest.json``).
+    cores : int
+        Cores for Snakemake's scheduler.
+    dry_run : bool
+        Schedule only: report the jobs, run nothing.
+    ray : bool
+        Dispatch sleeves to Ray (False: sequential, in-process).
+    ray_address : str, optional
+        An existing Ray cluster; default a private loopback cluster per run.
+    """
+
+    meta_profile: str
+    profiles: list[str] | str | None = None
+    execute_sleeves: bool = False
+    run_id: str | None = None
+    manifest: str | Path = DEFAULT_MANIFEST
+    cores: int = 2
+    dry_run: bool = False
+    ray: bool = True
+    ray_address: str | None = None
+    ray_num_cpus: int | None = None
+    runs_root: str | Path = RUNS_ROOT
+    forceall: bool = False
+    quiet: bool = True
+
+    def __post_init__(self) -> None:
+        self.profiles = parse_risk_profiles(self.profiles)
+        if self.run_id is None:
+            self.run_id = new_run_id()
+        check_name(self.run_id, "run id")
+        if not isinstance(self.cores, int) or self.cores < 1:
+            raise ConfigError(f"cores={self.cores!r} must be a positive integer")
+        # Configuration errors surface here, as one line, before Snakemake starts.
+        self.plan = load_plan(self.meta_profile, self.manifest, self.profiles)
+
+    @property
+    def run_dir(self) -> Path:
+        return run_dir(self.run_id, self.runs_root)
+
+    def config(self) -> dict:
+        """The Snakemake config of this run (scalars only: they travel on command lines)."""
+        cfg = {
+            "profile": self.meta_profile,
+            "run_id": self.run_id,
+            "manifest": str(self.manifest),
+            "profiles": ",".join(self.plan.risk_profiles),
+            "execute_sleeves": bool(self.execute_sleeves),
+            "ray": bool(self.ray),
+            "runs_root": str(self.runs_root),
+        }
+        if self.ray_address:
+            cfg["ray_address"] = self.ray_address
+        if self.ray_num_cpus:
+            cfg["ray_num_cpus"] = int(self.ray_num_cpus)
+        return cfg
+
+    def execute(self) -> RunResult:
+        """Run (or dry-run) the workflow; raise PipelineError with the failing job's message."""
+        from snakemake.api import SnakemakeApi
+        from snakemake.logging import logger as smk_logger
+        from snakemake.settings.types import (
+            ConfigSettings,
+            DAGSettings,
+            ExecutionSettings,
+            OutputSettings,
+            Quietness,
+            ResourceSettings,
+        )
+
+        from .compute import shutdown_all
+
+        collector = _JobCollector()
+        forcerun = ["sleeve"] if self.execute_sleeves else []
+        try:
+            with SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if self.quiet else None, show_failed_logs=True)) as api:
+                smk_logger.addHandler(collector)
+                try:
+                    workflow = api.workflow(
+                        snakefile=SNAKEFILE,
+                        workdir=Path.cwd(),
+                        resource_settings=ResourceSettings(cores=self.cores),
+                        config_settings=ConfigSettings(config=self.config()),
+                    )
+                    dag = workflow.dag(DAGSettings(forceall=self.forceall, forcerun=forcerun))
+                    dag.execute_workflow(
+                        executor="local",
+                        pseudo_executor="dryrun" if self.dry_run else None,
+                        execution_settings=ExecutionSettings(use_threads=True),
+                    )
+                finally:
+                    smk_logger.removeHandler(collector)
+        except PipelineError:
+            raise
+        except Exception as exc:  # Snakemake wraps job failures; surface the root cause
+            raise PipelineError(_root_message(exc)) from exc
+        finally:
+            shutdown_all()
+        return RunResult(self.run_id, self.run_dir, collector.jobs, self.dry_run)
+
+
+def _root_message(exc: BaseException) -> str:
+    """The most specific one-line message in an exception chain (ours if present)."""
+    seen, cur, best = set(), exc, None
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, PipelineError):
+            best = cur
+        for attr in ("args",):
+            for arg in getattr(cur, attr, ()) or ():
+                if isinstance(arg, PipelineError):
+                    best = arg
+        cur = cur.__cause__ or cur.__context__
+    if best is not None:
+        return str(best).strip().splitlines()[0]
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and ln.strip() != "Error:"]
+    return " ".join(lines)[:800] or type(exc).__name__

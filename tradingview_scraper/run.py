@@ -1,0 +1,97 @@
+"""The settings of one run (plan, run id, directories, compute mode), shared by every stage."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .layout import RUNS_ROOT, Node, check_name, new_run_id, run_node
+from .manifest import DEFAULT_MANIFEST, ROOT, NodeSpec, Plan, load_plan, parse_risk_profiles
+
+#: Environment variable carrying a generated run id to every process of one workflow run.
+RUN_ID_ENV = "TVS_RUN_ID"
+
+
+def _as_bool(value: object, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        return value.lower() in {"1", "true", "yes", "on"}
+    raise ConfigError(f"config {key}={value!r} is not a boolean; use true or false")
+
+
+@dataclass
+class RunContext:
+    """Everything a stage needs to know about its run.
+
+    Built once per workflow run from the Snakemake config (or the runner's options):
+    the resolved plan, the run directory and the compute settings.
+    """
+
+    plan: Plan
+    run_id: str
+    runs_root: Path
+    execute_sleeves: bool = False
+    ray: bool = True
+    ray_address: str | None = None
+    ray_num_cpus: int | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    @property
+    def root(self) -> Node:
+        return run_node(self.run_id, self.runs_root)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root.dir
+
+    def node(self, path: str) -> Node:
+        """Node of plan path ``path`` (``"."`` or ``"sleeves/a/sleeves/b"``)."""
+        return self.root if path == ROOT else Node(self.run_dir / path)
+
+    def spec(self, path: str) -> NodeSpec:
+        return self.plan.nodes[path]
+
+    def path_of(self, node_dir: str | Path) -> str:
+        """Plan path of a node directory (inverse of :meth:`node`)."""
+        rel = os.path.relpath(Path(node_dir), self.run_dir)
+        return ROOT if rel == "." else Path(rel).as_posix()
+
+    @classmethod
+    def from_config(cls, config: dict, *, environ: dict | None = None) -> RunContext:
+        """Resolve a Snakemake-style config (scalars) into a context.
+
+        Keys: ``profile`` (required), ``run_id``, ``manifest``, ``profiles``,
+        ``execute_sleeves``, ``ray``, ``ray_address``, ``ray_num_cpus``, ``runs_root``.
+        A missing run id is generated once and exported in ``TVS_RUN_ID`` so every
+        process of the run agrees on it.
+        """
+        env = os.environ if environ is None else environ
+        profile = config.get("profile")
+        if not profile:
+            raise ConfigError("no profile given: use --config profile=<meta profile> (e.g. meta_demo)")
+        run_id = config.get("run_id") or env.get(RUN_ID_ENV) or new_run_id()
+        check_name(str(run_id), "run id")
+        env[RUN_ID_ENV] = str(run_id)
+        execute = _as_bool(config.get("execute_sleeves", False), "execute_sleeves")
+        plan = load_plan(
+            str(profile),
+            config.get("manifest") or DEFAULT_MANIFEST,
+            parse_risk_profiles(config.get("profiles") or None),
+        )
+        if execute:
+            for node in plan.atomic_nodes():
+                node.pin = None
+        address = config.get("ray_address") or env.get("RAY_ADDRESS") or None
+        cpus = config.get("ray_num_cpus")
+        return cls(
+            plan=plan,
+            run_id=str(run_id),
+            runs_root=Path(config.get("runs_root") or RUNS_ROOT),
+            execute_sleeves=execute,
+            ray=_as_bool(config.get("ray", True), "ray"),
+            ray_address=str(address) if address else None,
+            ray_num_cpus=int(cpus) if cpus else None,
+        )

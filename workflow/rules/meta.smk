@@ -1,0 +1,76 @@
+# The meta layer of every meta node (the root and nested meta sleeves), per risk profile:
+# meta returns (inner join) -> meta optimize (walk-forward, bounded) -> flatten.
+
+
+wildcard_constraints:
+    profile="|".join(PROFILES),
+
+
+rule meta_returns:
+    input:
+        get_children_returns,
+    output:
+        "{node}/meta/returns_{profile}.parquet",
+    params:
+        meta=get_meta_params,
+    wildcard_constraints:
+        node=META_NODES,
+    log:
+        "{node}/logs/meta_returns_{profile}.log",
+    run:
+        stages.run_meta_returns(RUN, node_path(wildcards), wildcards.profile, log[0])
+
+
+rule meta_optimize:
+    input:
+        "{node}/meta/returns_{profile}.parquet",
+    output:
+        weights="{node}/meta/weights_{profile}.json",
+        stream="{node}/meta/stream_{profile}.parquet",
+    params:
+        meta=get_meta_params,
+    wildcard_constraints:
+        node=META_NODES,
+        profile=FLAT_PROFILES,
+    log:
+        "{node}/logs/meta_optimize_{profile}.log",
+    benchmark:
+        "{node}/logs/meta_optimize_{profile}.benchmark.tsv"
+    run:
+        stages.run_meta_optimize(RUN, node_path(wildcards), wildcards.profile, log[0])
+
+
+use rule meta_optimize as meta_optimize_hierarchical with:
+    output:
+        weights="{node}/meta/weights_{profile}.json",
+        stream="{node}/meta/stream_{profile}.parquet",
+        tree="{node}/meta/cluster_tree_{profile}.json",
+    wildcard_constraints:
+        node=META_NODES,
+        profile=HIERARCHICAL_PROFILES,
+
+
+rule meta_stream:
+    input:
+        get_node_streams,
+    output:
+        "{node}/returns.parquet",
+    wildcard_constraints:
+        node=META_NODES,
+    log:
+        "{node}/logs/meta_stream.log",
+    run:
+        stages.run_node_returns(RUN, node_path(wildcards), log[0])
+
+
+rule flatten:
+    input:
+        get_flatten_inputs,
+    output:
+        "{node}/flattened_{profile}.json",
+    wildcard_constraints:
+        node=META_NODES,
+    log:
+        "{node}/logs/flatten_{profile}.log",
+    run:
+        stages.run_flatten(RUN, node_path(wildcards), wildcards.profile, log[0])
