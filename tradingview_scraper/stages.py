@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import audit
-from .engines import HIERARCHICAL  # noqa: F401  (re-exported for the workflow)
+from .engines import HIERARCHICAL
 from .errors import DataError, SleeveError
 from .layout import Node, read_json, read_parquet, write_json, write_parquet, write_text
 from .manifest import ROOT
@@ -35,8 +35,13 @@ class _ThreadFilter(logging.Filter):
 
 
 @contextlib.contextmanager
-def _stage(ctx: RunContext, stage: str, node_path: str, logfile: str | None, params: dict, inputs, outputs) -> Iterator[None]:
-    """Log this thread's records to ``logfile`` and audit the stage's inputs and outputs."""
+def _stage(
+    ctx: RunContext, stage: str, node_path: str, logfile: str | None, params: dict, inputs, outputs
+) -> Iterator[audit.stage_audit]:
+    """Log this thread's records to ``logfile`` and audit the stage's inputs and outputs.
+
+    Yields the audit record, whose ``params`` a stage may extend with its outcome.
+    """
     handler = None
     if logfile:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
@@ -48,9 +53,9 @@ def _stage(ctx: RunContext, stage: str, node_path: str, logfile: str | None, par
     t0 = time.perf_counter()
     try:
         ensure_genesis(ctx)
-        with audit.stage_audit(ctx.run_dir, stage, node_path, params, list(inputs), list(outputs)):
+        with audit.stage_audit(ctx.run_dir, stage, node_path, params, list(inputs), list(outputs)) as record:
             log.info("%s %s: start", stage, node_path)
-            yield
+            yield record
         log.info("%s %s: done in %.2f s", stage, node_path, time.perf_counter() - t0)
     except Exception as exc:
         log.error("%s %s: %s", stage, node_path, exc)
@@ -233,8 +238,10 @@ def run_meta_optimize(ctx: RunContext, node_path: str, profile: str, logfile: st
     src = node.file("meta_returns", profile=profile)
     outs = [node.file("meta_weights", profile=profile), node.file("meta_stream", profile=profile)]
     tree_file = node.file("cluster_tree", profile=profile)
+    if profile in HIERARCHICAL:
+        outs.append(tree_file)
     alloc, bt = spec.config["meta_allocation"], spec.config["backtest"]
-    with _stage(ctx, "meta_optimize", node_path, logfile, {"profile": profile, **alloc, **bt}, [src], outs):
+    with _stage(ctx, "meta_optimize", node_path, logfile, {"profile": profile, **alloc, **bt}, [src], outs) as rec:
         record, stream, tree = meta_optimize(
             read_parquet(src),
             profile,
@@ -243,10 +250,11 @@ def run_meta_optimize(ctx: RunContext, node_path: str, profile: str, logfile: st
             train_window=bt["train_window"],
             test_window=bt["test_window"],
         )
+        rec.params.update(fallback=record["fallback"], fallback_reason=record["fallback_reason"])
         if record["fallback"]:
             log.warning("meta %s %s: optimizer failed, equal-weight fallback: %s", node_path, profile, record["fallback_reason"])
-        if tree is not None:
-            write_json(tree_file, {"meta_profile": spec.profile, "risk_profile": profile, **tree})
+        if profile in HIERARCHICAL:
+            write_json(tree_file, {"meta_profile": spec.profile, "risk_profile": profile, **(tree or {"available": False})})
         write_json(outs[0], {"meta_profile": spec.profile, "risk_profile": profile, **record})
         write_parquet(outs[1], stream.to_frame(profile))
 

@@ -62,9 +62,11 @@ def get_pin_source(wildcards):
     return str(stages.pin_source(RUN, node_path(wildcards)).file("returns"))
 
 
-def get_children_returns(wildcards):
+def get_children_interface(wildcards):
+    """Each child's sleeve interface for one risk profile: returns, holdings (and health)."""
     spec = PLAN.nodes[node_path(wildcards)]
     files = [str(RUN.node(c).file("returns")) for c in spec.children]
+    files += [str(stages.child_holdings_file(RUN, c, wildcards.profile)) for c in spec.children]
     files += [str(RUN.node(c).file("health")) for c in spec.children if not PLAN.nodes[c].is_meta]
     return files
 

@@ -8,7 +8,7 @@ wildcard_constraints:
 
 rule meta_returns:
     input:
-        get_children_returns,
+        get_children_interface,
     output:
         "{node}/meta/returns_{profile}.parquet",
     params:
