@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
@@ -263,7 +264,7 @@ def resolve(
 
     nodes: dict[str, NodeSpec] = {}
     if is_meta_profile(manifest, profile):
-        _resolve_meta(manifest, profile, ROOT, None, [], nodes, chosen, manifest_path)
+        _resolve_meta(manifest, profile, ROOT, None, [], nodes, chosen, manifest_path, {})
     else:
         nodes[ROOT] = NodeSpec(ROOT, "atomic", profile, None, _atomic_config(block, profile, where))
     return Plan(profile, chosen, nodes, manifest_path, manifest_sha256)
@@ -278,7 +279,13 @@ def _resolve_meta(
     nodes: dict[str, NodeSpec],
     risk_profiles: list[str],
     manifest_path: str,
+    atomic: dict[str, dict],
 ) -> None:
+    """Add meta profile ``name`` at ``path`` and its subtree to ``nodes``.
+
+    ``atomic`` memoizes resolved atomic configs: sleeves sharing a profile share one
+    (read-only) config, so a manifest with thousands of sleeves resolves quickly.
+    """
     where = f"manifest {manifest_path!r}: profile {name!r}"
     if name in stack:
         loop = " -> ".join([*stack[stack.index(name):], name])
@@ -288,7 +295,7 @@ def _resolve_meta(
     if len(sleeves) < 2:
         raise ConfigError(f"{where}: a meta profile needs at least 2 sleeves, found {len(sleeves)}")
     ids = [s["id"] for s in sleeves]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    dupes = sorted(i for i, k in Counter(ids).items() if k > 1)
     if dupes:
         raise ConfigError(f"{where}: duplicate sleeve ids {', '.join(dupes)}; sleeve ids must be unique")
     alloc = block["meta_allocation"]
@@ -322,17 +329,19 @@ def _resolve_meta(
                 raise ConfigError(f"{swhere}: meta_profile {target!r} is an atomic profile; use 'profile'")
             if "run_id" in sleeve:
                 raise ConfigError(f"{swhere}: a nested meta sleeve cannot be pinned with run_id")
-            _resolve_meta(manifest, target, child, sid, [*stack, name], nodes, risk_profiles, manifest_path)
+            _resolve_meta(manifest, target, child, sid, [*stack, name], nodes, risk_profiles, manifest_path, atomic)
             child_bt = nodes[child].config["backtest"]
         else:
             target = sleeve["profile"]
             if target == name:
                 raise ConfigError(f"manifest {manifest_path!r}: meta profiles form a cycle: {name} -> {name}")
-            sblock = _profile_block(manifest, target, manifest_path, referrer=f"profile {name!r} sleeve {sid!r}")
-            if is_meta_profile(manifest, target):
-                raise ConfigError(f"{swhere}: profile {target!r} is a meta profile; use 'meta_profile'")
+            if target not in atomic:
+                sblock = _profile_block(manifest, target, manifest_path, referrer=f"profile {name!r} sleeve {sid!r}")
+                if is_meta_profile(manifest, target):
+                    raise ConfigError(f"{swhere}: profile {target!r} is a meta profile; use 'meta_profile'")
+                atomic[target] = _atomic_config(sblock, target, f"manifest {manifest_path!r}: profile {target!r}")
             pin = check_name(sleeve["run_id"], f"{swhere}: run_id") if "run_id" in sleeve else None
-            cfg = _atomic_config(sblock, target, f"manifest {manifest_path!r}: profile {target!r}")
+            cfg = atomic[target]
             nodes[child] = NodeSpec(child, "atomic", target, sid, cfg, pin=pin)
             child_bt = cfg["backtest"]
         child_windows = (child_bt["train_window"], child_bt["test_window"])

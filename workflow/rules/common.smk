@@ -63,11 +63,13 @@ def get_pin_source(wildcards):
 
 
 def get_children_interface(wildcards):
-    """Each child's sleeve interface for one risk profile: returns, holdings (and health)."""
+    """Each child's returns, plus a nested child's flattened holdings for this profile.
+
+    (An atomic child's holdings and health come from the same job as its returns.)
+    """
     spec = PLAN.nodes[node_path(wildcards)]
     files = [str(RUN.node(c).file("returns")) for c in spec.children]
-    files += [str(stages.child_holdings_file(RUN, c, wildcards.profile)) for c in spec.children]
-    files += [str(RUN.node(c).file("health")) for c in spec.children if not PLAN.nodes[c].is_meta]
+    files += [str(RUN.node(c).file("flattened", profile=wildcards.profile)) for c in spec.children if PLAN.nodes[c].is_meta]
     return files
 
 
