@@ -78,3 +78,33 @@ def test_report_and_audit(small_run):
     for p in PROFILES:
         assert f"## {p}" in md
     assert audit.verify(small_run) == []
+
+
+def _artifact_set(run_dir):
+    return {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()}
+
+
+def test_snakemake_cli_and_scripts_produce_the_same_artifact_set(small_run, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    runs = tmp_path / "runs"
+    snakemake = Path(sys.executable).with_name("snakemake")
+    subprocess.run(
+        [str(snakemake), "-s", "workflow/Snakefile", "--config", "profile=meta_small", f"manifest={SMALL_MANIFEST}",
+         "run_id=cli", f"runs_root={runs}", "ray=false", "--cores", "2", "-q"],
+        check=True, capture_output=True, text=True,
+    )
+    subprocess.run(
+        [sys.executable, "scripts/run_production_pipeline.py", "--profile", "meta_small", "--manifest",
+         str(SMALL_MANIFEST), "--run-id", "prod", "--runs-root", str(runs), "--no-ray"],
+        check=True, capture_output=True, text=True,
+    )
+    expected = _artifact_set(small_run)
+    assert _artifact_set(runs / "cli") == expected
+    assert _artifact_set(runs / "prod") == expected
+    for name in ("flattened_hrp.json", "meta/weights_min_variance.json"):
+        a, b = _json(small_run / name), _json(runs / "cli" / name)
+        a.pop("run_id", None), b.pop("run_id", None)
+        assert a == b
