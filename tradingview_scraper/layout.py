@@ -16,6 +16,7 @@ A run directory is a tree of *nodes*. Every node exposes the same sleeve interfa
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -46,10 +47,20 @@ NODE_FILES: dict[str, str] = {
     "report_md": "report.md",
     "report_html": "report.html",
     "report_assets": "report_assets",
+    "report_figure": "report_assets/{asset}.png",
+    "report_table": "report_assets/{asset}.html",
+    "snakemake_report": "snakemake_report.html",
     "audit": "audit.jsonl",
+    "run_lock": ".run.lock",
     "log": "logs/{stage}.log",
     "benchmark": "logs/{stage}.benchmark.tsv",
 }
+
+#: Suffix of the temp files of atomic writes (``.<name>.<random>.tmp``, renamed when complete).
+_TMP_SUFFIX = ".tmp"
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -96,8 +107,9 @@ def run_dir(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Path:
     return Path(runs_root) / check_name(run_id, "run id")
 
 
+@functools.lru_cache(maxsize=256)
 def run_node(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Node:
-    """Root node of run ``run_id``."""
+    """Root node of run ``run_id`` (cached: input functions ask for it once per job)."""
     return Node(run_dir(run_id, runs_root))
 
 
@@ -113,17 +125,35 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temp file and a rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; artifacts get the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_partial_writes(directory: Path | str) -> list[Path]:
+    """Delete the temp files of atomic writes a killed process left below ``directory``.
+
+    Only safe while no live process writes there: the holder of the run lock
+    (:mod:`tradingview_scraper.runlock`) calls it right after taking the lock.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    leftovers = [p for p in Path(directory).rglob(f".*{_TMP_SUFFIX}") if p.is_file()]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
 
 
 def dumps_json(obj: Any) -> str:

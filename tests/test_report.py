@@ -1,0 +1,305 @@
+"""The portfolio manager's report: metrics, anomalies, diversification, a real run, Snakemake's report, audit."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tradingview_scraper import audit, report
+from tradingview_scraper.errors import DataError
+from tradingview_scraper.layout import read_parquet, run_node, write_parquet
+from tradingview_scraper.orchestration.pipeline import MetaPipeline
+from tradingview_scraper.run import RunContext
+
+from .conftest import PROJECT, SMALL_MANIFEST
+
+PROFILES = ["equal_weight", "min_variance", "hrp", "risk_parity"]
+SLEEVES = ["tech", "staples", "factors"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    result = MetaPipeline("meta_small", manifest=SMALL_MANIFEST, run_id="rep", runs_root=root, ray=False).execute()
+    return result.run_dir
+
+
+def _ctx(runs_root, run_id="rep") -> RunContext:
+    config = {"profile": "meta_small", "run_id": run_id, "manifest": str(SMALL_MANIFEST), "runs_root": str(runs_root)}
+    return RunContext.from_config(config, environ={})
+
+
+def _returns(n=300, cols=("a", "b"), scale=0.01, seed=0, freq="B") -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2021-01-04", periods=n, freq=freq, name="date")
+    return pd.DataFrame(rng.normal(0.0003, scale, (n, len(cols))), index=index, columns=list(cols))
+
+
+# --------------------------------------------------------------------------- pure functions
+
+
+def test_performance_matches_hand_computation():
+    r = _returns(cols=("x",))["x"]
+    m = report.performance(r, 252)
+    x = r.to_numpy()
+    wealth = np.cumprod(1 + x)
+    assert m["ann_return"] == pytest.approx(wealth[-1] ** (252 / len(x)) - 1, rel=1e-12)
+    assert m["volatility"] == pytest.approx(x.std(ddof=1) * np.sqrt(252), rel=1e-12)
+    assert m["sharpe"] == pytest.approx(x.mean() / x.std(ddof=1) * np.sqrt(252), rel=1e-12)
+    downside = np.sqrt(np.sum(np.minimum(x, 0) ** 2) / (len(x) - 1))
+    assert m["sortino"] == pytest.approx(x.mean() / downside * np.sqrt(252), rel=1e-12)
+    mdd = np.min(wealth / np.maximum.accumulate(np.maximum(wealth, 1.0)) - 1)
+    assert m["max_drawdown"] == pytest.approx(mdd, rel=1e-12) and m["max_drawdown"] < 0
+    assert m["calmar"] == pytest.approx(m["ann_return"] / -mdd, rel=1e-12)
+    assert (m["n_obs"], m["start"], m["end"]) == (300, "2021-01-04", r.index[-1].date().isoformat())
+
+
+def test_calendar_picks_252_or_365_and_annualization_follows():
+    weekdays = _returns(cols=("x",))
+    daily = _returns(cols=("x",), freq="D")
+    assert report.calendar(weekdays.index)[0] == 252 and "252" in report.calendar(weekdays.index)[1]
+    assert report.calendar(daily.index)[0] == 365 and "24x7" in report.calendar(daily.index)[1]
+    v252 = report.performance(daily["x"], 252)["volatility"]
+    v365 = report.performance(daily["x"], 365)["volatility"]
+    assert v365 / v252 == pytest.approx(np.sqrt(365 / 252), rel=1e-12)
+
+
+def test_wealth_wiped_out_gives_no_geometric_return():
+    r = pd.Series([0.1, -1.2, 0.05], index=pd.bdate_range("2021-01-04", periods=3))
+    m = report.performance(r, 252)
+    assert np.isnan(m["ann_return"]) and m["max_drawdown"] < -1.0
+
+
+def test_effective_number_and_tournament():
+    assert report.effective_number({"a": 0.5, "b": 0.5}) == pytest.approx(2.0)
+    assert report.effective_number({"a": 0.6, "b": 0.3, "c": 0.1}) == pytest.approx(1 / 0.46)
+    perf = {"a": {"sharpe": 0.5}, "b": {"sharpe": float("nan")}, "c": {"sharpe": 1.5}, "d": {"sharpe": -0.2}}
+    for m in perf.values():
+        m.update(ann_return=0.0, volatility=0.1, max_drawdown=-0.1)
+    assert [t["profile"] for t in report.tournament(perf)] == ["c", "a", "d", "b"]
+    assert [t["rank"] for t in report.tournament(perf)] == [1, 2, 3, 4]
+
+
+def test_diversification_check_passes_for_uncorrelated_sleeves():
+    sleeves = _returns(cols=("calm", "wild"))
+    sleeves["wild"] *= 1.2
+    meta = sleeves.mean(axis=1)
+    d = report.diversification_check(meta, sleeves, 252)
+    assert d["passed"] is True and d["least_volatile"] == "calm"
+    assert d["meta_volatility"] == pytest.approx(meta.std() * np.sqrt(252), rel=1e-12)
+    assert d["least_volatility"] == pytest.approx(sleeves["calm"].std() * np.sqrt(252), rel=1e-12)
+    assert d["meta_volatility"] < 0.8 * d["least_volatility"]  # ~1/sqrt(2) for independent sleeves
+
+
+def test_diversification_check_fails_for_perfectly_correlated_sleeves():
+    base = _returns(cols=("calm",))
+    sleeves = base.assign(loud=base["calm"] * 2.0)
+    meta = 0.5 * sleeves["calm"] + 0.5 * sleeves["loud"]  # = 1.5 x the calm sleeve
+    d = report.diversification_check(meta, sleeves, 252)
+    assert d["passed"] is False and d["least_volatile"] == "calm"
+    assert d["meta_volatility"] == pytest.approx(1.5 * d["least_volatility"], rel=1e-12)
+
+
+def test_diversification_check_uses_only_the_meta_dates():
+    sleeves = _returns(cols=("a", "b"))
+    meta = sleeves.mean(axis=1).iloc[100:]
+    sleeves.iloc[:100] *= 50  # a wild early history the meta stream never saw
+    d = report.diversification_check(meta, sleeves, 252)
+    assert d["n_obs"] == 200 and d["passed"] is True
+    with pytest.raises(DataError, match="share 0 dates"):
+        report.diversification_check(meta, sleeves.iloc[:100], 252)
+
+
+def test_impossible_values_each_listed():
+    frame = _returns(cols=("ok", "bust"))
+    assert report.impossible_values(frame) == []
+    frame.iloc[50, 1] = -1.5
+    frame.iloc[80, 1] = np.nan
+    found = report.impossible_values(frame)
+    day = frame.index[50].date().isoformat()
+    assert {(f["series"], f["reason"], f["date"]) for f in found} == {
+        ("bust", "return <= -100%", day),
+        ("bust", "non-finite return", frame.index[80].date().isoformat()),
+        ("bust", "compounded wealth <= 0 (drawdown beyond -100%)", day),
+    }
+    worst = next(f for f in found if f["reason"].startswith("compounded"))
+    assert worst["value"] < -1.0
+
+
+def test_rolling_anomalies_flag_extreme_volatility_and_sharpe():
+    # +-1% alternating: ~16% volatility and Sharpe ~0 in every window (random noise would
+    # itself cross |Sharpe| 10 now and then: a 21-period Sharpe has a sampling error of ~3.5)
+    index = pd.bdate_range("2021-01-04", periods=400)
+    frame = pd.DataFrame({c: np.resize([0.01, -0.01], 400) for c in ("ok", "spike", "smooth")}, index=index)
+    assert report.rolling_anomalies(frame[["ok"]], 21, 252) == []
+    frame.iloc[200, 1] = 0.8  # one +80% day: ~300% annualized volatility in every window holding it
+    frame.iloc[300:330, 2] = 0.004 + 0.0005 * np.sin(np.arange(30))  # a too-steady climb: Sharpe >> 10
+    found = report.rolling_anomalies(frame, 21, 252)
+    spike = [f for f in found if f["series"] == "spike"]
+    assert len(spike) == 1, spike  # 21 overlapping windows, one episode
+    assert spike[0]["n_windows"] == 21 and spike[0]["volatility"] > 2.0 and "volatility" in spike[0]["reason"]
+    assert spike[0]["start"] <= frame.index[200].date().isoformat() <= spike[0]["end"]
+    smooth = [f for f in found if f["series"] == "smooth"]
+    assert len(smooth) == 1 and smooth[0]["sharpe"] > 10 and "Sharpe" in smooth[0]["reason"]
+    assert not [f for f in found if f["series"] == "ok"]
+    with pytest.raises(ValueError, match="at least 2"):
+        report.rolling_anomalies(frame, 1, 252)
+
+
+def _synthetic_node(**weights_extra) -> report.NodeData:
+    """A 24x7 node with one SHORT holding, an equal-weight fallback and degenerate bounds."""
+    stream = _returns(n=200, cols=("hrp",), freq="D", seed=5)
+    sleeves = _returns(n=260, cols=("btc", "eth"), freq="D", seed=6)
+    weights = {
+        "weights": {"btc": 0.5, "eth": 0.5},
+        "bounds": {"min_weight": 0.5, "max_weight": 0.5},
+        "fallback": True,
+        "fallback_reason": "OptimizationError: solver failed",
+        "degenerate_bounds": True,
+        "walk_forward": {"train_window": 40, "test_window": 20, "windows_attempted": 10, "windows_succeeded": 9,
+                         "windows_fallback": 1, "errors": ["window 3: solver failed"]},
+        **weights_extra,
+    }
+    flat = {"gross": 1.0, "net": 0.4, "long": 0.7, "short": 0.3,
+            "weights": [{"symbol": "BTC", "direction": "LONG", "weight": 0.7, "net_weight": 0.7, "sleeves": {"btc": 0.5, "eth": 0.2}},
+                        {"symbol": "DOGE", "direction": "SHORT", "weight": 0.3, "net_weight": -0.3, "sleeves": {"eth": 0.3}}]}
+    return report.NodeData("meta_crypto", "r1", ".", ["hrp"], stream, {"hrp": sleeves}, {"hrp": weights}, {"hrp": flat})
+
+
+def test_document_shows_notes_calendar_and_short_holdings():
+    data = _synthetic_node()
+    a = report.analyse(data)
+    assert a.periods_per_year == 365
+    md = report.to_markdown(report.document(data, a))
+    assert "365 periods per year (24x7 calendar" in md
+    assert "FALLBACK to equal weight: OptimizationError: solver failed" in md
+    assert "DEGENERATE BOUNDS" in md and "Walk-forward error: window 3: solver failed" in md
+    assert "| DOGE | SHORT | 30.00% | -30.00% | eth 30.00% |" in md
+    assert "| BTC | LONG | 70.00% | 70.00% | btc 50.00%, eth 20.00% |" in md
+    assert "gross 100.00%, net 40.00%, long 70.00%, short 30.00%" in md
+
+
+def test_missing_test_window_is_a_one_line_error():
+    data = _synthetic_node(walk_forward={})
+    with pytest.raises(DataError, match=r"weights_hrp\.json .*walk_forward\.test_window is None"):
+        report.analyse(data)
+
+
+def test_html_escapes_and_embeds():
+    blocks = [report.Heading(1, "T <x>"), report.Para("a & b", "fail"),
+              report.Table(("h",), (("<td>",),), "l"), report.Image("fig", "Fig")]
+    page = report.to_html(blocks, "t", {"fig": PNG_MAGIC})
+    assert "T &lt;x&gt;" in page and "a &amp; b" in page and "&lt;td&gt;" in page
+    assert 'src="data:image/png;base64,' + base64.b64encode(PNG_MAGIC).decode() + '"' in page
+    with pytest.raises(KeyError):
+        report.to_html(blocks, "t", {})
+
+
+# --------------------------------------------------------------------------- a real run
+
+
+def test_report_has_every_section_for_every_profile(small_run):
+    md = (small_run / "report.md").read_text()
+    for heading in ("# Meta-portfolio report: meta_small", "## Headline (out of sample)", "## Tournament",
+                    "## Anomalies", "## Diversification", "## Figures"):
+        assert heading + "\n" in md, heading
+    assert "252 periods per year" in md
+    chapters = md.split("\n## ")
+    for p in PROFILES:
+        assert re.search(rf"^\| {p} \| -?\d+\.\d\d% \| \d+\.\d\d% \|", md, re.M), f"headline row of {p}"
+        assert f"### Sleeve correlation: {p}\n" in md
+        chapter = next(c for c in chapters if c.startswith(f"{p}\n"))
+        for part in ("### Sleeve allocation", "### Top holdings", "Exposure: gross", "In-sample weighted sum, NOT out of sample"):
+            assert part in chapter, (p, part)
+        for s in SLEEVES:
+            assert f"| {s} |" in chapter
+    for name in report.FIGURES:
+        assert f"(report_assets/{name}.png)" in md
+
+
+def test_headline_numbers_and_tournament_match_the_stream(small_run):
+    stream = pd.read_parquet(small_run / "returns.parquet")
+    md = (small_run / "report.md").read_text()
+    sharpe = {}
+    for p in PROFILES:
+        x = stream[p].to_numpy()
+        sharpe[p] = x.mean() / x.std(ddof=1) * np.sqrt(252)
+        ann = np.prod(1 + x) ** (252 / len(x)) - 1
+        row = re.search(rf"^\| {p} \| (.*)$", md, re.M).group(1).split(" | ")
+        assert float(row[0].rstrip("%")) == pytest.approx(100 * ann, abs=0.006)
+        assert float(row[2]) == pytest.approx(sharpe[p], abs=0.006)
+    tour = md.split("## Tournament")[1].split("##")[0]
+    ranked = re.findall(r"^\| (\d) \| (\w+) \|", tour, re.M)
+    assert [p for _, p in ranked] == sorted(PROFILES, key=lambda p: -sharpe[p])
+
+
+def test_html_is_self_contained_with_every_figure(small_run):
+    page = (small_run / "report.html").read_text()
+    uris = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(uris) == len(report.FIGURES)
+    node = run_node("rep", small_run.parent)
+    for name, uri in zip(report.FIGURES, uris, strict=True):
+        png = base64.b64decode(uri)
+        assert png.startswith(PNG_MAGIC) and png == node.file("report_figure", asset=name).read_bytes()
+    assert not re.search(r'(src|href)="(?!data:|#)', page), "the page must not load anything from outside"
+    for p in PROFILES:
+        assert f"<h2 id=\"s-{p.replace('_', '-')}\">{p}</h2>" in page
+    for name in report.TABLES:
+        table = node.file("report_table", asset=name).read_text()
+        assert table.startswith("<!doctype html>") and "<table>" in table
+
+
+def test_injected_extreme_return_shows_up_under_anomalies(small_run, tmp_path):
+    copy = tmp_path / "rep"
+    shutil.copytree(small_run, copy)
+    path = copy / "meta" / "returns_hrp.parquet"
+    frame = read_parquet(path)
+    day = frame.index[len(frame) // 2]
+    frame.loc[day, "tech"] = -1.5
+    write_parquet(path, frame)
+    md = report.build_report(_ctx(tmp_path), ".")[copy / "report.md"].decode()
+    anomalies = md.split("## Anomalies")[1].split("\n## ")[0]
+    d = day.date().isoformat()
+    assert f"| hrp | sleeve | tech | impossible value | {d} | return <= -100% (-150.00%) |" in anomalies
+    assert f"| hrp | sleeve | tech | impossible value | {d} | compounded wealth <= 0 (drawdown beyond -100%)" in anomalies
+    assert "| hrp | sleeve | tech | rolling 21-period window |" in anomalies
+    assert "WARNING: 2 impossible values" in md
+
+
+def test_audit_verifies_the_run_and_rejects_a_tampered_copy(small_run, tmp_path, capsys):
+    assert audit.main(["verify", str(small_run)]) == 0
+    lines = (small_run / "audit.jsonl").read_text().splitlines()
+    entries = [e for e in map(json.loads, lines) if e.get("stage") == "report"]
+    recorded = {o["path"] for o in entries[-1]["outputs"]}
+    assert {f"report_assets/{n}.png" for n in report.FIGURES} <= recorded
+    copy = tmp_path / "tampered"
+    shutil.copytree(small_run, copy)
+    with open(copy / "report_assets" / "correlation.png", "ab") as fh:
+        fh.write(b"\0")
+    capsys.readouterr()
+    assert audit.main(["verify", str(copy)]) == 1
+    assert "artifact report_assets/correlation.png changed since stage report" in capsys.readouterr().out
+
+
+def test_snakemake_report_registers_figures_and_tables(small_run, tmp_path):
+    out = tmp_path / "snakemake_report.html"
+    cmd = [sys.executable, "-m", "snakemake", "-s", "workflow/Snakefile", "--config", "profile=meta_small",
+           "run_id=rep", f"manifest={SMALL_MANIFEST}", f"runs_root={small_run.parent}", "--report", str(out)]
+    proc = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    page = out.read_text()
+    for name in report.FIGURES:
+        assert f"filename={name}.png;base64" in page, name
+    for name in (*report.TABLES, "report"):
+        assert f"{name}.html" in page, name
+    assert "least volatile sleeve (pass or fail, numbers shown)" in page  # a caption
+    assert "Meta-portfolio run of profile" in page  # the workflow description
