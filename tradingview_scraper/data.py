@@ -93,13 +93,7 @@ def load_prices(
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"data must be a mapping with a 'source' key, got {type(data).__name__}")
-    source = data.get("source", SOURCES[0])
-    if source not in SOURCES:
-        raise ConfigError(f"unknown data source {source!r}: valid sources are {_names(SOURCES)}")
-    start, end = _bound(data, "start"), _bound(data, "end")
-    if start is not None and end is not None and start > end:
-        raise ConfigError(f"data.start {data['start']!r} is after data.end {data['end']!r}")
-
+    source, start, end = _source_and_bounds(data)
     if source == "skfolio":
         series = _load_skfolio(data, symbols)
     elif source == "table":
@@ -107,6 +101,64 @@ def load_prices(
     else:
         series = _load_tradingview(data, symbols, Path(base_dir))
     return _join(series, data, start, end)
+
+
+def check_source(
+    data: Mapping[str, Any],
+    symbols: Sequence[str] | None = None,
+    *,
+    base_dir: str | Path = ".",
+    min_returns: int = 0,
+) -> None:
+    """Check a ``data`` block without reading a price: cheap enough to run before any work starts.
+
+    Checks the source, dataset and layout names, ``start`` / ``end``, that ``path`` exists
+    (a non-empty table file; an export directory and the files ``files`` names for
+    ``symbols``) and, for the skfolio datasets (US trading days, so never more rows than
+    weekdays), that ``[start, end]`` has room for ``min_returns`` returns. Everything else
+    (content, symbols, the exact number of rows) is checked when the prices load.
+
+    Parameters
+    ----------
+    data : dict
+        The ``data`` block of a profile (see :func:`load_prices`).
+    symbols : list of str, optional
+        Symbols the sleeve will load (None: all).
+    base_dir : str or Path, default "."
+        Directory that a relative ``data["path"]`` is resolved against.
+    min_returns : int, default 0
+        Returns the sleeve needs (train_window + test_window).
+
+    Raises
+    ------
+    ConfigError
+        Unknown source / dataset / layout, invalid ``start`` / ``end`` or ``files``, or a
+        skfolio date range with fewer weekdays than ``min_returns`` + 1 prices.
+    DataError
+        The table file or export directory (or a mapped export) does not exist, or the
+        table file is empty.
+    """
+    source, start, end = _source_and_bounds(data)
+    if source == "table":
+        path = _table_path(data, Path(base_dir))
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: empty file (no header, no rows); expected a price table")
+    elif source == "tradingview":
+        _, mapping = _export_dir(data, Path(base_dir))
+        for sym, path in (mapping or {}).items():
+            if (symbols is None or sym in symbols) and not path.is_file():
+                raise DataError(f"TradingView export for symbol {sym!r} not found: {path}")
+    else:
+        name = _dataset(data)
+        if start is not None:
+            last = (end if end is not None else pd.Timestamp.today()).normalize() + pd.Timedelta(days=1)
+            weekdays = int(np.busday_count(start.date(), last.date())) if last > start else 0
+            if weekdays - 1 < min_returns:
+                raise ConfigError(
+                    f"data {data.get('start')}..{data.get('end') or 'today'} holds at most {max(weekdays - 1, 0)} "
+                    f"daily returns of skfolio dataset {name!r}, fewer than train_window + test_window = "
+                    f"{min_returns}; widen data.start/end or shorten the windows"
+                )
 
 
 def periods_per_year(index: pd.DatetimeIndex) -> int:
@@ -149,12 +201,7 @@ def prices_to_returns(prices: pd.DataFrame) -> pd.DataFrame:
 
 def _load_skfolio(data: Mapping[str, Any], symbols: Sequence[str] | None) -> dict[str, pd.Series]:
     """Series per symbol of one of skfolio's offline datasets."""
-    name = data.get("dataset", "sp500")
-    if name not in SKFOLIO_DATASETS:
-        raise ConfigError(
-            f"unknown skfolio dataset {name!r}: valid datasets are {_names(SKFOLIO_DATASETS)} "
-            "(the other skfolio datasets download from the internet and are not supported)"
-        )
+    name = _dataset(data)
     import skfolio.datasets  # lazy: importing skfolio takes ~1.5 s
 
     frame = getattr(skfolio.datasets, SKFOLIO_DATASETS[name])()
@@ -182,20 +229,9 @@ def _load_table(
     data: Mapping[str, Any], symbols: Sequence[str] | None, base_dir: Path
 ) -> dict[str, pd.Series]:
     """Series per symbol of a wide or long parquet/CSV price table."""
-    path = _resolve(data, base_dir)
+    path = _table_path(data, base_dir)
     layout = data.get("layout")
-    if layout is not None and layout not in LAYOUTS:
-        raise ConfigError(f"unknown table layout {layout!r}: valid layouts are {_names(LAYOUTS)}")
-    if not path.exists():
-        raise DataError(f"price table not found: {path} (data.path resolved against {base_dir})")
-    if not path.is_file():
-        raise DataError(f"price table {path} is a directory; expected a .parquet, .pq or .csv file")
-    lower_name = path.name.lower()
-    if not lower_name.endswith(_TABLE_SUFFIXES):
-        raise DataError(
-            f"price table {path} has an unsupported extension; expected {_names(_TABLE_SUFFIXES)}"
-        )
-    if lower_name.endswith((".parquet", ".pq")):
+    if path.name.lower().endswith((".parquet", ".pq")):
         raw, missing, index_cols = _read_parquet(path)
         label = _row_label
     else:
@@ -295,25 +331,8 @@ def _load_tradingview(
     data: Mapping[str, Any], symbols: Sequence[str] | None, base_dir: Path
 ) -> dict[str, pd.Series]:
     """Series per symbol of a directory of TradingView chart exports."""
-    directory = _resolve(data, base_dir)
-    if not directory.exists():
-        raise DataError(
-            f"TradingView export directory not found: {directory} "
-            f"(data.path resolved against {base_dir})"
-        )
-    if not directory.is_dir():
-        raise DataError(
-            f"TradingView data.path {directory} is not a directory; expected a directory of "
-            "chart-export CSV files"
-        )
-    files = data.get("files")
-    if files is not None:
-        if not isinstance(files, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in files.items()
-        ):
-            raise ConfigError("data.files must map symbol -> CSV file name inside data.path")
-        mapping = {sym: directory / name for sym, name in files.items()}
-    else:
+    directory, mapping = _export_dir(data, base_dir)
+    if mapping is None:
         mapping = {}
         csvs = sorted(
             p
@@ -643,6 +662,68 @@ def _select(symbols: Sequence[str] | None, available: list[str], where: str) -> 
             f"{where}: {what} {_names(unknown)} not found; available: {_names(available)}"
         )
     return symbols
+
+
+def _source_and_bounds(data: Mapping[str, Any]) -> tuple[str, pd.Timestamp | None, pd.Timestamp | None]:
+    """The checked ``source``, ``start`` and ``end`` of a data block."""
+    source = data.get("source", SOURCES[0])
+    if source not in SOURCES:
+        raise ConfigError(f"unknown data source {source!r}: valid sources are {_names(SOURCES)}")
+    start, end = _bound(data, "start"), _bound(data, "end")
+    if start is not None and end is not None and start > end:
+        raise ConfigError(f"data.start {data['start']!r} is after data.end {data['end']!r}")
+    return source, start, end
+
+
+def _dataset(data: Mapping[str, Any]) -> str:
+    """The checked skfolio ``dataset`` name of a ``source="skfolio"`` block."""
+    name = data.get("dataset", "sp500")
+    if name not in SKFOLIO_DATASETS:
+        raise ConfigError(
+            f"unknown skfolio dataset {name!r}: valid datasets are {_names(SKFOLIO_DATASETS)} "
+            "(the other skfolio datasets download from the internet and are not supported)"
+        )
+    return name
+
+
+def _table_path(data: Mapping[str, Any], base_dir: Path) -> Path:
+    """The existing price-table file of a ``source="table"`` block (layout checked too)."""
+    path = _resolve(data, base_dir)
+    layout = data.get("layout")
+    if layout is not None and layout not in LAYOUTS:
+        raise ConfigError(f"unknown table layout {layout!r}: valid layouts are {_names(LAYOUTS)}")
+    if not path.exists():
+        raise DataError(f"price table not found: {path} (data.path resolved against {base_dir})")
+    if not path.is_file():
+        raise DataError(f"price table {path} is a directory; expected a .parquet, .pq or .csv file")
+    if not path.name.lower().endswith(_TABLE_SUFFIXES):
+        raise DataError(
+            f"price table {path} has an unsupported extension; expected {_names(_TABLE_SUFFIXES)}"
+        )
+    return path
+
+
+def _export_dir(data: Mapping[str, Any], base_dir: Path) -> tuple[Path, dict[str, Path] | None]:
+    """The existing export directory of a ``source="tradingview"`` block, and ``files`` as paths."""
+    directory = _resolve(data, base_dir)
+    if not directory.exists():
+        raise DataError(
+            f"TradingView export directory not found: {directory} "
+            f"(data.path resolved against {base_dir})"
+        )
+    if not directory.is_dir():
+        raise DataError(
+            f"TradingView data.path {directory} is not a directory; expected a directory of "
+            "chart-export CSV files"
+        )
+    files = data.get("files")
+    if files is None:
+        return directory, None
+    if not isinstance(files, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    ):
+        raise ConfigError("data.files must map symbol -> CSV file name inside data.path")
+    return directory, {sym: directory / name for sym, name in files.items()}
 
 
 def _resolve(data: Mapping[str, Any], base_dir: Path) -> Path:

@@ -12,6 +12,8 @@ from .backtest import Selector, walk_forward
 from .errors import DataError
 
 SHORT_LOSS_CAP = 1.0
+#: Largest absolute difference the sign test accepts between a stream and its recomputation.
+_SIGN_TOL = 1e-10
 
 
 def synthetic_long(raw: pd.DataFrame) -> pd.DataFrame:
@@ -23,25 +25,81 @@ def synthetic_long(raw: pd.DataFrame) -> pd.DataFrame:
     return -raw.clip(upper=SHORT_LOSS_CAP)
 
 
-def sign_test(raw: pd.DataFrame, used: pd.DataFrame, direction: str) -> dict:
-    """Prove that the returns handed to the optimizer carry the sleeve's direction.
+def sign_test(
+    raw: pd.DataFrame,
+    used: pd.DataFrame,
+    direction: str,
+    streams: dict[str, tuple[pd.Series, pd.DataFrame]] | None = None,
+) -> dict:
+    """Prove that the returns the optimizer sees, and the streams it hands on, carry the direction.
 
-    For SHORT, every used return must equal ``-min(raw, 1)`` and the correlation of
-    raw and used returns must be negative; for LONG they must be identical.
+    Two checks. *Inputs*: every return handed to the optimizer equals ``-min(raw, 1)``
+    for SHORT (``raw`` for LONG), and raw and used returns are negatively (positively)
+    correlated. *Streams*: each risk profile's out-of-sample stream (what the meta layer
+    consumes) equals the used returns held with that window's weights on every day
+    but rebalance days (which carry frictions), and it is negatively (positively)
+    correlated with the raw basket held with the same weights. A correlation that is
+    undefined (a constant series) does not fail the test; the equalities still must hold.
+
+    Parameters
+    ----------
+    raw, used : DataFrame of shape (n_obs, n_assets)
+        Raw simple returns and the returns given to the optimizer.
+    direction : {"LONG", "SHORT"}
+    streams : dict of risk profile -> (Series of shape (n_test_obs,), DataFrame of shape (n_windows, n_assets))
+        Each profile's out-of-sample stream and its window weights, indexed by the
+        window's first test date.
+
+    Returns
+    -------
+    dict
+        JSON-able record: ``direction``, ``rule``, ``inputs``, ``streams`` (per profile)
+        and ``passed``.
     """
     expected = synthetic_long(raw) if direction == "SHORT" else raw
-    max_err = float(np.nanmax(np.abs(expected.to_numpy() - used.to_numpy()))) if raw.size else 0.0
-    a, b = raw.to_numpy().ravel(), used.to_numpy().ravel()
-    corr = float(np.corrcoef(a, b)[0, 1]) if a.size > 1 and a.std() > 0 and b.std() > 0 else float("nan")
-    passed = max_err < 1e-12 and (corr < 0 if direction == "SHORT" else corr > 0)
+    inputs_err = _max_abs(expected.to_numpy() - used.to_numpy())
+    corr = _corr(raw.to_numpy().ravel(), used.to_numpy().ravel())
+    passed = inputs_err < _SIGN_TOL and _sign_ok(corr, direction)
+    per_profile = {}
+    for rp, (stream, window_weights) in (streams or {}).items():
+        held = window_weights.reindex(stream.index, method="ffill").to_numpy()
+        dates = stream.index
+        raw_basket = (raw.loc[dates].to_numpy() * held).sum(axis=1)
+        used_basket = (used.loc[dates].to_numpy() * held).sum(axis=1)
+        held_days = ~dates.isin(window_weights.index)
+        err = _max_abs(stream.to_numpy()[held_days] - used_basket[held_days])
+        c = _corr(stream.to_numpy(), raw_basket)
+        ok = err < _SIGN_TOL and _sign_ok(c, direction)
+        per_profile[rp] = {
+            "max_abs_error": err,
+            "corr_stream_vs_raw_basket": c,
+            "n_obs": int(len(stream)),
+            "passed": bool(ok),
+        }
+        passed = passed and ok
     return {
         "direction": direction,
         "rule": "r_syn = -min(r_raw, 1.0)" if direction == "SHORT" else "r = r_raw",
-        "max_abs_error": max_err,
-        "corr_raw_vs_used": None if np.isnan(corr) else corr,
-        "n_values": int(a.size),
+        "inputs": {"max_abs_error": inputs_err, "corr_raw_vs_used": corr, "n_values": int(raw.size)},
+        "streams": per_profile,
         "passed": bool(passed),
     }
+
+
+
+def _max_abs(diff: np.ndarray) -> float:
+    return float(np.nanmax(np.abs(diff))) if diff.size else 0.0
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation of two flat arrays, None when undefined (too short or constant)."""
+    if a.size < 2 or not a.std() > 0 or not b.std() > 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _sign_ok(corr: float | None, direction: str) -> bool:
+    return corr is None or (corr < 0 if direction == "SHORT" else corr > 0)
 
 
 def momentum_selector(top_n: int, lookback: int) -> Selector:
@@ -137,10 +195,11 @@ def compute_sleeve(
     cost_rate = float(bt.get("commission", 0.0)) + float(bt.get("slippage", 0.0))
     selector = make_selector(config["selection"])
 
-    columns, weights, health = {}, {}, {}
+    columns, weights, health, streams = {}, {}, {}, {}
     for rp in risk_profiles:
         res = walk_forward(used, rp, train_window=train, test_window=test, cost_rate=cost_rate, selector=selector)
         columns[rp] = res.returns
+        streams[rp] = (res.returns, res.weights)
         health[rp] = res.health()
         weights[rp] = {
             "sleeve": sleeve_id,
@@ -158,7 +217,7 @@ def compute_sleeve(
         returns=returns,
         weights=weights,
         health={"sleeve": sleeve_id, "profile": profile, "direction": direction, "profiles": health},
-        sign_test=sign_test(raw, used, direction),
+        sign_test=sign_test(raw, used, direction, streams),
     )
 
 
@@ -172,16 +231,35 @@ def holdings_rows(weights: pd.Series, direction: str) -> list[dict]:
     ]
 
 
-def unhealthy_profiles(health: dict, min_success_ratio: float) -> list[str]:
+def unhealthy_profiles(health: dict, min_success_ratio: float, risk_profiles: list[str] | None = None) -> list[str]:
     """Risk profiles of a health record whose success ratio is below the threshold.
 
-    A missing or empty record counts as a failure, never as healthy.
+    Parameters
+    ----------
+    health : dict
+        A ``health.json`` record (``{"profiles": {rp: {"windows_attempted", ...}}}``).
+    min_success_ratio : float
+        Smallest accepted ``windows_succeeded / windows_attempted``.
+    risk_profiles : list of str, optional
+        The profiles the run consumes: only these are judged, and each must be present.
+        Default: every profile of the record.
+
+    Returns
+    -------
+    list of str
+        One description per failing profile, e.g. ``"hrp (3/40 windows succeeded)"``.
+        A missing or empty record, a missing profile or zero attempted windows counts
+        as a failure, never as healthy.
     """
     profiles = (health or {}).get("profiles") or {}
     if not profiles:
         return ["<no health record>"]
     bad = []
-    for rp, h in profiles.items():
+    for rp in profiles if risk_profiles is None else risk_profiles:
+        h = profiles.get(rp)
+        if not h:
+            bad.append(f"{rp} (no health record)")
+            continue
         attempted = int(h.get("windows_attempted", 0))
         ok = int(h.get("windows_succeeded", 0))
         if attempted <= 0 or ok / attempted < min_success_ratio:
