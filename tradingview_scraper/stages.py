@@ -8,8 +8,8 @@ itself in the run's audit ledger.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -17,9 +17,17 @@ from pathlib import Path
 
 from . import audit
 from .engines import HIERARCHICAL
-from .errors import DataError, SleeveError
-from .layout import Node, read_json, read_parquet, write_json, write_parquet, write_text
-from .manifest import ROOT
+from .errors import DataError, PipelineError, SleeveError
+from .layout import (
+    Node,
+    atomic_write_bytes,
+    read_json,
+    read_parquet,
+    run_node,
+    write_json,
+    write_parquet,
+)
+from .manifest import ROOT, NodeSpec, Plan
 from .run import RunContext
 
 log = logging.getLogger("tradingview_scraper")
@@ -32,6 +40,24 @@ class _ThreadFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.thread == self.thread
+
+
+_IMPORT_GUARD = threading.Lock()
+#: Stages that fit skfolio models in this process (a sleeve too, when it runs without Ray).
+_NUMERIC_STAGES = frozenset({"meta_optimize", "report"})
+
+
+def _import_numerics() -> None:
+    """Import skfolio (and through it sklearn, scipy) once, one thread at a time.
+
+    Job threads that import them for the first time concurrently can see a partially
+    initialized module (``ImportError: cannot import name 'clone' from partially
+    initialized module 'sklearn.base'``).
+    """
+    with _IMPORT_GUARD:
+        import skfolio.datasets  # noqa: F401
+        import skfolio.model_selection  # noqa: F401
+        import skfolio.optimization  # noqa: F401
 
 
 @contextlib.contextmanager
@@ -52,13 +78,15 @@ def _stage(
         log.setLevel(logging.INFO)
     t0 = time.perf_counter()
     try:
+        if stage in _NUMERIC_STAGES or (stage == "sleeve" and not ctx.ray):
+            _import_numerics()
         ensure_genesis(ctx)
         with audit.stage_audit(ctx.run_dir, stage, node_path, params, list(inputs), list(outputs)) as record:
             log.info("%s %s: start", stage, node_path)
             yield record
         log.info("%s %s: done in %.2f s", stage, node_path, time.perf_counter() - t0)
     except Exception as exc:
-        log.error("%s %s: %s", stage, node_path, exc)
+        log.error("%s %s: %s", stage, node_path, exc, extra={"error": exc})  # the runner reports it
         raise
     finally:
         if handler is not None:
@@ -99,10 +127,53 @@ def _sleeve_task(config: dict, risk_profiles: list[str], sleeve_id: str, profile
     return compute_sleeve(config, risk_profiles, sleeve_id=sleeve_id, profile=profile, base_dir=base_dir).to_payload()
 
 
+#: Heavy modules the driver's later stages import: skfolio (meta optimize) and matplotlib (report).
+_PREWARM_MODULES = (
+    "skfolio.optimization",
+    "skfolio.model_selection",
+    "skfolio.measures",
+    "matplotlib.figure",
+    "matplotlib.backends.backend_agg",
+    "matplotlib.dates",
+    "tradingview_scraper.meta",
+    "tradingview_scraper.report",
+)
+_prewarm_lock = threading.Lock()
+_prewarm_thread: threading.Thread | None = None
+
+
+def prewarm() -> None:
+    """Import the meta stages' and the report's heavy modules in a background thread, once per process.
+
+    While the sleeves compute on Ray the driver only waits; importing skfolio and matplotlib
+    then (about 2 s) takes them off the critical path, where the first meta optimize and
+    the report would otherwise import them after the last sleeve (see docs/performance.md).
+    """
+    global _prewarm_thread
+    with _prewarm_lock:
+        if _prewarm_thread is None:
+            _prewarm_thread = threading.Thread(target=_import_modules, args=(_PREWARM_MODULES,), name="tvs-prewarm")
+            _prewarm_thread.start()
+
+
+def _await_prewarm() -> None:
+    """Wait for :func:`prewarm`'s imports: two threads importing one package at once can deadlock."""
+    with _prewarm_lock:
+        thread = _prewarm_thread
+    if thread is not None:
+        thread.join()
+
+
+def _import_modules(names: tuple[str, ...]) -> None:
+    for name in names:
+        with contextlib.suppress(Exception):  # the stage that needs the module reports the error
+            importlib.import_module(name)
+
+
 def run_sleeve(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
     """Compute atomic sleeve ``node_path`` (on Ray unless ``ray`` is off) and write its artifacts."""
     from .orchestration import compute
-    from .sleeve import SleeveResult
+    from .sleeve import SleeveResult, unhealthy_profiles
 
     spec, node = ctx.spec(node_path), ctx.node(node_path)
     sid = spec.sleeve_id or spec.profile
@@ -114,6 +185,7 @@ def run_sleeve(ctx: RunContext, node_path: str, logfile: str | None = None) -> N
             if backend is None:
                 payload, prov = compute.local_call(_sleeve_task, *args)
             else:
+                prewarm()
                 cpus = float(spec.config["backtest"].get("num_cpus", 1))
                 payload, prov = backend.run(_sleeve_task, *args, name=sid, num_cpus=cpus)
         except SleeveError:
@@ -121,66 +193,211 @@ def run_sleeve(ctx: RunContext, node_path: str, logfile: str | None = None) -> N
         except Exception as exc:
             raise SleeveError(f"sleeve {sid!r} failed: {type(exc).__name__}: {exc}") from exc
         result = SleeveResult.from_payload(payload)
-        _write_sleeve(ctx, node, result, prov)
+        _write_sleeve(ctx, spec, node, result, prov)
+        bad = unhealthy_profiles(result.health, float(spec.config["health"]["min_success_ratio"]))
+        if bad:
+            log.warning("sleeve %s is unhealthy: %s (a meta run consuming it stops)", sid, ", ".join(bad))
 
 
-def _write_sleeve(ctx: RunContext, node: Node, result, provenance: dict) -> None:
+def _write_sleeve(ctx: RunContext, spec: NodeSpec, node: Node, result, provenance: dict) -> None:
     for rp, record in result.weights.items():
         write_json(node.file("weights", profile=rp), record)
     write_json(node.file("health"), result.health)
     write_json(node.file("sign_test"), result.sign_test)
-    write_json(node.file("provenance"), {"computed": True, "run_id": ctx.run_id, **provenance})
+    write_json(
+        node.file("provenance"),
+        {"computed": True, "run_id": ctx.run_id, "profile": spec.profile, "sleeve": spec.sleeve_id, **provenance},
+    )
     write_parquet(node.file("returns"), result.returns)  # last: the file Snakemake's DAG waits on
 
 
-def pin_source(ctx: RunContext, node_path: str) -> Node:
-    """The sleeve directory a pinned sleeve reuses, or DataError naming the paths looked at.
+#: Artifacts a pinned sleeve directory must hold, besides ``weights_<p>.json`` per risk profile.
+PIN_REQUIRED = ("returns", "health", "sign_test")
 
-    A pin ``run_id`` resolves to ``data/runs/<run_id>/sleeves/<sleeve_id>/`` (a sleeve of an
-    earlier meta run) or ``data/runs/<run_id>/`` (a standalone sleeve run of the same
-    profile). Never a fallback to another run.
+
+def resolve_pin(
+    spec: NodeSpec, runs_root: Path, risk_profiles: list[str], run_id: str | None = None
+) -> tuple[Node, dict]:
+    """The sleeve directory pinned sleeve ``spec`` reuses, checked, and what it was made from.
+
+    A pin ``run_id`` resolves to ``<runs_root>/<run_id>/sleeves/<sleeve_id>/`` (a sleeve of an
+    earlier meta run) or ``<runs_root>/<run_id>/`` (a standalone run of the same atomic
+    profile, from ``run_production_pipeline.py --profile <atomic>``). Never a fallback to
+    another run.
+
+    Parameters
+    ----------
+    spec : NodeSpec
+        An atomic node with ``pin`` set.
+    runs_root : Path
+        Directory of run directories.
+    risk_profiles : list of str
+        Risk profiles the new run consumes; the pinned sleeve must hold each.
+    run_id : str, optional
+        The new run's id (a run cannot pin itself).
+
+    Returns
+    -------
+    source : Node
+        The pinned sleeve directory.
+    info : dict
+        ``profile``, ``direction``, ``config`` (the source's resolved config, or None when
+        the pinned run has no ``manifest.resolved.json``) and ``manifest_sha256``.
+
+    Raises
+    ------
+    DataError
+        The pin does not resolve (the message names the sleeve and the paths looked at), the
+        pinned directory lacks a required artifact or a risk profile, or it belongs to
+        another profile, direction or walk-forward windows.
     """
-    from .layout import run_node
+    sid, pin = spec.sleeve_id, spec.pin
+    who = f"sleeve {sid!r}: pinned run_id {pin!r}"
+    if pin == run_id:
+        raise DataError(f"{who} is this run's own id; pin an earlier run")
+    pinned = run_node(pin, runs_root)
+    resolved = read_json(pinned.file("resolved")) if pinned.file("resolved").is_file() else None
+    nodes = (resolved or {}).get("nodes") or {}
+    candidates = [(pinned.child(sid), f"sleeves/{sid}"), (pinned, ROOT)]
+    source, source_spec = None, None
+    for cand, path in candidates:
+        if resolved is not None:
+            found = nodes.get(path, {}).get("kind") == "atomic" and cand.dir.is_dir()
+        else:
+            found = any(cand.file(k).exists() for k in PIN_REQUIRED)
+        if found:
+            source, source_spec = cand, nodes.get(path)
+            break
+    if source is None:
+        looked = " or ".join(str(c.dir) for c, _ in candidates)
+        raise DataError(f"{who} not found: no sleeve of that run in {looked}")
+    required = [source.file(k) for k in PIN_REQUIRED] + [source.file("weights", profile=p) for p in risk_profiles]
+    missing = [f.name for f in required if not f.is_file()]
+    if missing:
+        raise DataError(f"{who} is incomplete: {source.dir} lacks {', '.join(missing)}")
+    health = read_json(source.file("health"))
+    profile = (source_spec or {}).get("profile") or health.get("profile")
+    if profile != spec.profile:
+        raise DataError(
+            f"{who} ({source.dir}) is a run of profile {profile!r}, not {spec.profile!r}; "
+            f"pin a run of {spec.profile!r}"
+        )
+    direction = health.get("direction") or read_json(source.file("weights", profile=risk_profiles[0])).get("direction")
+    want = spec.config["universe"].get("direction", "LONG")
+    if direction != want:
+        raise DataError(f"{who} ({source.dir}) has direction {direction!r}, but profile {spec.profile!r} is {want!r}")
+    config = (source_spec or {}).get("config")
+    if config is not None:
+        old = (config["backtest"]["train_window"], config["backtest"]["test_window"])
+        new = (spec.config["backtest"]["train_window"], spec.config["backtest"]["test_window"])
+        if old != new:
+            raise DataError(
+                f"{who} ({source.dir}) used walk-forward windows train/test {old[0]}/{old[1]}, the manifest now "
+                f"says {new[0]}/{new[1]}; sleeves must share windows (rerun it, or use --execute-sleeves)"
+            )
+    columns = read_parquet(source.file("returns")).columns
+    absent = [p for p in risk_profiles if p not in columns]
+    if absent:
+        raise DataError(f"{who} has no risk profile(s) {', '.join(absent)} in {source.file('returns')}")
+    info = {
+        "profile": profile,
+        "direction": direction,
+        "config": config,
+        "manifest_sha256": (resolved or {}).get("manifest_sha256"),
+    }
+    return source, info
 
-    spec = ctx.spec(node_path)
-    pinned = run_node(spec.pin, ctx.runs_root)
-    candidates = [pinned.child(spec.sleeve_id), pinned]
-    for cand in candidates:
-        if cand.file("returns").exists():
-            return cand
-    looked = " or ".join(str(c.dir) for c in candidates)
-    raise DataError(f"sleeve {spec.sleeve_id!r}: pinned run_id {spec.pin!r} not found (looked in {looked})")
+
+def check_pins(plan: Plan, runs_root: Path | str, run_id: str | None = None) -> None:
+    """Resolve every pinned sleeve of ``plan`` before any work starts.
+
+    Raises
+    ------
+    DataError
+        The first pin that does not resolve or is unusable (see :func:`resolve_pin`).
+    """
+    for spec in plan.atomic_nodes():
+        if spec.pin:
+            resolve_pin(spec, Path(runs_root), plan.risk_profiles, run_id)
+
+
+def check_data(plan: Plan, base_dir: Path | str = ".", *, include_pinned: bool = False) -> None:
+    """Check the data of every sleeve ``plan`` computes before any work starts (no price is read).
+
+    Parameters
+    ----------
+    plan : Plan
+        The resolved run.
+    base_dir : path-like
+        Directory that relative ``data.path`` values are resolved against.
+    include_pinned : bool
+        Check pinned sleeves too (``--execute-sleeves`` recomputes them).
+
+    Raises
+    ------
+    ConfigError, DataError
+        From :func:`data.check_source`, prefixed with the profile.
+    """
+    from .data import check_source
+
+    seen = set()
+    for spec in plan.atomic_nodes():
+        if (spec.pin and not include_pinned) or spec.profile in seen:
+            continue
+        seen.add(spec.profile)
+        bt = spec.config["backtest"]
+        try:
+            check_source(
+                spec.config["data"],
+                spec.config["universe"].get("symbols"),
+                base_dir=base_dir,
+                min_returns=int(bt["train_window"]) + int(bt["test_window"]),
+            )
+        except PipelineError as exc:
+            raise type(exc)(f"profile {spec.profile!r}: {exc}") from None
+
+
+def pin_source(ctx: RunContext, node_path: str) -> Node:
+    """The checked sleeve directory pinned node ``node_path`` reuses (see :func:`resolve_pin`)."""
+    return resolve_pin(ctx.spec(node_path), ctx.runs_root, ctx.plan.risk_profiles, ctx.run_id)[0]
 
 
 def run_pin(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
-    """Copy a pinned sleeve's artifacts into this run, recording their provenance."""
+    """Copy a pinned sleeve's artifacts into this run, recording where they came from.
+
+    Raises
+    ------
+    DataError
+        The pin does not resolve or is unusable (see :func:`resolve_pin`).
+    """
     spec, node = ctx.spec(node_path), ctx.node(node_path)
-    src = pin_source(ctx, node_path)
+    src, info = resolve_pin(spec, ctx.runs_root, ctx.plan.risk_profiles, ctx.run_id)
     outputs = sleeve_outputs(ctx, node)
-    with _stage(ctx, "pin", node_path, logfile, {"pin": spec.pin, "source": str(src.dir)}, [], outputs):
-        names = [(src.file(k), node.file(k)) for k in ("health", "sign_test")]
-        names += [(src.file("weights", profile=p), node.file("weights", profile=p)) for p in ctx.plan.risk_profiles]
-        missing = [str(s) for s, _ in names if not s.exists()]
-        if missing:
-            raise DataError(f"sleeve {spec.sleeve_id!r}: pinned run {spec.pin!r} is incomplete: missing {missing[0]}")
-        returns = read_parquet(src.file("returns"))
-        absent = [p for p in ctx.plan.risk_profiles if p not in returns.columns]
-        if absent:
-            raise DataError(
-                f"sleeve {spec.sleeve_id!r}: pinned run {spec.pin!r} has no risk profile(s) {', '.join(absent)} "
-                f"in {src.file('returns')}"
-            )
-        prov = read_json(src.file("provenance")) if src.file("provenance").exists() else {}
-        if prov.get("profile", spec.profile) != spec.profile:
-            raise DataError(
-                f"sleeve {spec.sleeve_id!r}: pinned run {spec.pin!r} belongs to profile {prov.get('profile')!r}, "
-                f"not {spec.profile!r}"
-            )
-        for s, d in names:
-            d.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(s, d)
-        write_json(node.file("provenance"), {"computed": False, "pinned_run_id": spec.pin, "source": str(src.dir), "source_provenance": prov})
-        write_parquet(node.file("returns"), returns[ctx.plan.risk_profiles])
+    params = {"pin": spec.pin, "source": str(src.dir)}
+    with _stage(ctx, "pin", node_path, logfile, params, [src.file("returns")], outputs):
+        pairs = [(src.file(k), node.file(k)) for k in ("health", "sign_test")]
+        pairs += [(src.file("weights", profile=p), node.file("weights", profile=p)) for p in ctx.plan.risk_profiles]
+        for s, d in pairs:
+            atomic_write_bytes(d, s.read_bytes())
+        prov_file = src.file("provenance")
+        write_json(
+            node.file("provenance"),
+            {
+                "computed": False,
+                "run_id": ctx.run_id,
+                "profile": spec.profile,
+                "sleeve": spec.sleeve_id,
+                "pinned_run_id": spec.pin,
+                "source": str(src.dir),
+                "source_profile": info["profile"],
+                "source_manifest_sha256": info["manifest_sha256"],
+                "source_config": info["config"],
+                "source_provenance": read_json(prov_file) if prov_file.is_file() else None,
+                "copied": sorted(d.name for _, d in pairs) + [node.file("returns").name],
+                "sha256": {d.name: audit.file_sha256(d) for _, d in pairs},
+            },
+        )
+        write_parquet(node.file("returns"), read_parquet(src.file("returns"))[ctx.plan.risk_profiles])
 
 
 # --------------------------------------------------------------------------- meta layer
@@ -192,7 +409,19 @@ def child_holdings_file(ctx: RunContext, child_path: str, profile: str) -> Path:
     return ctx.node(child_path).file(name, profile=profile)
 
 
-def _check_health(ctx: RunContext, spec) -> None:
+def _check_health(ctx: RunContext, spec: NodeSpec) -> None:
+    """Stop the meta layer of ``spec`` on an unhealthy atomic child or a failed sign test.
+
+    Every risk profile the run consumes must have at least ``health.min_success_ratio`` of
+    its walk-forward windows succeeded; a missing or empty health record is a failure.
+    ``health.on_unhealthy = "warn"`` logs instead of stopping. A missing or failed sign test
+    (``sign_test.json``) always stops: the stream's direction cannot be trusted.
+
+    Raises
+    ------
+    SleeveError
+        Naming the first failing sleeve, what failed and the threshold.
+    """
     from .sleeve import unhealthy_profiles
 
     threshold = float(spec.config["health"]["min_success_ratio"])
@@ -200,19 +429,30 @@ def _check_health(ctx: RunContext, spec) -> None:
         child = ctx.spec(child_path)
         if child.is_meta:
             continue
-        hfile = ctx.node(child_path).file("health")
-        health = read_json(hfile) if hfile.exists() else {}
-        sub = {"profiles": {p: v for p, v in (health.get("profiles") or {}).items() if p in ctx.plan.risk_profiles}}
-        bad = unhealthy_profiles(sub, threshold)
-        if bad and spec.config["health"]["on_unhealthy"] == "error":
+        node = ctx.node(child_path)
+        sfile = node.file("sign_test")
+        if not (sfile.is_file() and read_json(sfile).get("passed") is True):
             raise SleeveError(
-                f"sleeve {child.sleeve_id!r} is unhealthy: {', '.join(bad)}; the minimum success ratio is "
-                f"{threshold:.0%} (health.min_success_ratio)"
+                f"sleeve {child.sleeve_id!r}: sign test missing or failed ({sfile}); its streams do not provably "
+                f"carry direction {child.config['universe'].get('direction', 'LONG')}"
             )
+        hfile = node.file("health")
+        health = read_json(hfile) if hfile.is_file() else {}
+        bad = unhealthy_profiles(health, threshold, ctx.plan.risk_profiles)
+        if not bad:
+            continue
+        msg = (
+            f"sleeve {child.sleeve_id!r} is unhealthy: {', '.join(bad)} in {hfile}; the minimum success ratio is "
+            f"{threshold:.0%} (health.min_success_ratio)"
+        )
+        if spec.config["health"]["on_unhealthy"] == "error":
+            raise SleeveError(msg)
+        log.warning("%s; continuing (health.on_unhealthy = warn)", msg)
 
 
 def run_meta_returns(ctx: RunContext, node_path: str, profile: str, logfile: str | None = None) -> None:
     """Inner-join the children's ``profile`` streams into ``meta/returns_<profile>.parquet``."""
+    _await_prewarm()
     from .meta import meta_returns
 
     spec, node = ctx.spec(node_path), ctx.node(node_path)
@@ -232,6 +472,7 @@ def run_meta_returns(ctx: RunContext, node_path: str, profile: str, logfile: str
 
 def run_meta_optimize(ctx: RunContext, node_path: str, profile: str, logfile: str | None = None) -> None:
     """Allocate across sleeves: ``meta/weights_<p>.json``, the stream, the cluster tree."""
+    _await_prewarm()
     from .meta import meta_optimize
 
     spec, node = ctx.spec(node_path), ctx.node(node_path)
@@ -274,6 +515,7 @@ def run_node_returns(ctx: RunContext, node_path: str, logfile: str | None = None
 
 def run_flatten(ctx: RunContext, node_path: str, profile: str, logfile: str | None = None) -> None:
     """Physical-asset weights of ``profile``: meta weights @ the children's asset weights."""
+    _await_prewarm()
     from .meta import flatten
 
     spec, node = ctx.spec(node_path), ctx.node(node_path)
@@ -314,13 +556,12 @@ def report_inputs(ctx: RunContext, node_path: str) -> list[Path]:
 
 
 def run_report(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
-    """Write ``report.md`` and ``report.html`` of a meta node."""
+    """Write a meta node's ``report.md``, self-contained ``report.html`` and ``report_assets/``."""
+    _await_prewarm()
     from . import report
 
-    node = ctx.node(node_path)
     inputs = report_inputs(ctx, node_path)
-    outs = [node.file("report_md"), node.file("report_html")]
+    outs = report.output_files(ctx.node(node_path))
     with _stage(ctx, "report", node_path, logfile, {}, inputs, outs):
-        md, html = report.build_report(ctx, node_path)
-        write_text(outs[0], md)
-        write_text(outs[1], html)
+        for path, data in report.build_report(ctx, node_path).items():
+            atomic_write_bytes(path, data)

@@ -6,9 +6,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import runlock
 from ..errors import ConfigError, PipelineError
 from ..layout import RUNS_ROOT, check_name, new_run_id, run_dir
 from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
+from ..stages import check_data, check_pins
+from .compute import backend_from_config, interrupted, shutdown_all, watch_interrupts
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SNAKEFILE = PROJECT_ROOT / "workflow" / "Snakefile"
@@ -47,6 +50,22 @@ class _JobCollector(logging.Handler):
             self.jobs.append(JobRecord(str(getattr(record, "rule_name", "")), outs, wc))
 
 
+class _FirstStageError(logging.Handler):
+    """Keeps the first error a stage raised (stages log it with ``extra={"error": exc}``).
+
+    Snakemake reports a failed job's exception only as text; this is the exception itself.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.error: PipelineError | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err = getattr(record, "error", None)
+        if self.error is None and isinstance(err, PipelineError):
+            self.error = err
+
+
 @dataclass
 class MetaPipeline:
     """One run of the canonical meta-portfolio pipeline.
@@ -73,7 +92,10 @@ class MetaPipeline:
     ray : bool
         Dispatch sleeves to Ray (False: sequential, in-process).
     ray_address : str, optional
-        An existing Ray cluster; default a private loopback cluster per run.
+        An existing Ray cluster; default ``RAY_ADDRESS``, else a private loopback
+        cluster per run.
+    ray_num_cpus : int, optional
+        CPUs of the private cluster (default and maximum: this machine's).
     """
 
     meta_profile: str
@@ -99,6 +121,10 @@ class MetaPipeline:
             raise ConfigError(f"cores={self.cores!r} must be a positive integer")
         # Configuration errors surface here, as one line, before Snakemake starts.
         self.plan = load_plan(self.meta_profile, self.manifest, self.profiles)
+        if not self.execute_sleeves:  # --execute-sleeves recomputes pinned sleeves instead
+            check_pins(self.plan, self.runs_root, self.run_id)
+        check_data(self.plan, Path.cwd(), include_pinned=self.execute_sleeves)
+        backend_from_config(self.ray, self.ray_address, self.ray_num_cpus)  # checks the Ray settings; starts nothing
 
     @property
     def run_dir(self) -> Path:
@@ -122,7 +148,21 @@ class MetaPipeline:
         return cfg
 
     def execute(self) -> RunResult:
-        """Run (or dry-run) the workflow; raise PipelineError with the failing job's message."""
+        """Run (or dry-run) the workflow; raise PipelineError with the failing job's message.
+
+        A real run holds the run's lock (:mod:`tradingview_scraper.runlock`) throughout, so
+        Snakemake's own lock is off; jobs a killed earlier driver left incomplete rerun.
+
+        Raises
+        ------
+        RunInProgressError
+            Another live process runs the same run id (nothing is touched).
+        PipelineError
+            A job failed; the message is the root cause's one line.
+        KeyboardInterrupt
+            On Ctrl-C (SIGINT), once the running sleeves' Ray tasks are cancelled and the
+            run's private cluster is stopped.
+        """
         from snakemake.api import SnakemakeApi
         from snakemake.logging import logger as smk_logger
         from snakemake.settings.types import (
@@ -134,34 +174,49 @@ class MetaPipeline:
             ResourceSettings,
         )
 
-        from .compute import shutdown_all
-
-        collector = _JobCollector()
+        collector, failed = _JobCollector(), _FirstStageError()
         forcerun = ["sleeve"] if self.execute_sleeves else []
+        locked = not self.dry_run and runlock.acquire(self.run_dir, self.run_id)
+        stage_log = logging.getLogger("tradingview_scraper")
+        stage_log.addHandler(failed)
+        watch_interrupts()
         try:
+            # Sleeve jobs reserve ray_cpus: no more run at once than the cluster can place.
+            # An external cluster is asked (and so proven reachable) before any work starts.
+            backend = backend_from_config(self.ray, self.ray_address, self.ray_num_cpus)
+            ray_cpus = backend.capacity(connect=not self.dry_run) if backend is not None else None
             with SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if self.quiet else None, show_failed_logs=True)) as api:
                 smk_logger.addHandler(collector)
                 try:
                     workflow = api.workflow(
                         snakefile=SNAKEFILE,
                         workdir=Path.cwd(),
-                        resource_settings=ResourceSettings(cores=self.cores),
+                        resource_settings=ResourceSettings(
+                            cores=self.cores, resources={"ray_cpus": ray_cpus} if ray_cpus else {}
+                        ),
                         config_settings=ConfigSettings(config=self.config()),
                     )
-                    dag = workflow.dag(DAGSettings(forceall=self.forceall, forcerun=forcerun))
+                    dag = workflow.dag(DAGSettings(forceall=self.forceall, forcerun=forcerun, force_incomplete=True))
                     dag.execute_workflow(
                         executor="local",
                         pseudo_executor="dryrun" if self.dry_run else None,
-                        execution_settings=ExecutionSettings(use_threads=True),
+                        execution_settings=ExecutionSettings(use_threads=True, lock=False),
                     )
                 finally:
                     smk_logger.removeHandler(collector)
         except PipelineError:
             raise
         except Exception as exc:  # Snakemake wraps job failures; surface the root cause
+            if interrupted():  # Snakemake turned Ctrl-C into a failed run: report it as Ctrl-C
+                raise KeyboardInterrupt from exc
+            if failed.error is not None:
+                raise type(failed.error)(str(failed.error).strip().splitlines()[0]) from exc
             raise PipelineError(_root_message(exc)) from exc
         finally:
+            stage_log.removeHandler(failed)
             shutdown_all()
+            if locked:
+                runlock.release(self.run_dir)
         return RunResult(self.run_id, self.run_dir, collector.jobs, self.dry_run)
 
 

@@ -2,14 +2,16 @@
 # constraints and the input functions (get_<noun>). Imports stay light: the package's
 # heavy modules (pandas, skfolio, ray) load inside the stage functions.
 
+import functools
 import json
+import math
 import re
 
 from snakemake.utils import validate
 
-from tradingview_scraper import stages
+from tradingview_scraper import runlock, stages
 from tradingview_scraper.errors import PipelineError
-from tradingview_scraper.orchestration.compute import shutdown_all
+from tradingview_scraper.orchestration.compute import backend_from_config, shutdown_all, watch_interrupts
 from tradingview_scraper.run import RunContext
 
 
@@ -17,11 +19,33 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 try:
     RUN = RunContext.from_config(config)
+    stages.check_data(RUN.plan, RUN.base_dir)
+    BACKEND = backend_from_config(RUN.ray, RUN.ray_address, RUN.ray_num_cpus)  # checks; starts nothing
 except PipelineError as exc:
     raise WorkflowError(str(exc)) from None
 
+# Ctrl-C cancels the running sleeves' Ray tasks at once; the hooks then stop the cluster.
+watch_interrupts()
+# Rule sleeve reserves ray_cpus: no more sleeves run at once than the cluster's CPUs.
+# `--resources ray_cpus=N` (or the runner, which asks an external cluster) wins; the plain
+# command knows a private cluster's CPUs, while an external one is bounded by --cores.
+if BACKEND is not None and "ray_cpus" not in workflow.global_resources and BACKEND.capacity():
+    workflow.register_resource("ray_cpus", BACKEND.capacity())
+
 PLAN = RUN.plan
 PROFILES = PLAN.risk_profiles
+# What the resolved plan is made of: the params of rule resolved_manifest (serializing the
+# plan itself would cost about a second per parse at 10,000 sleeves).
+PLAN_SOURCE = json.dumps(
+    {
+        "profile": PLAN.profile,
+        "risk_profiles": PROFILES,
+        "manifest": PLAN.manifest_path,
+        "manifest_sha256": PLAN.manifest_sha256,
+        "execute_sleeves": RUN.execute_sleeves,
+    },
+    sort_keys=True,
+)
 if not config.get("run_id"):
     print(f"run id: {RUN.run_id}  (run directory {RUN.run_dir})")
 
@@ -32,30 +56,42 @@ def _alternation(paths):
 
 META_NODES = _alternation([n.path for n in PLAN.meta_nodes()])
 PINNED_NODES = _alternation([n.path for n in PLAN.atomic_nodes() if n.pin])
-COMPUTED_NODES = _alternation([n.path for n in PLAN.atomic_nodes() if not n.pin])
 # A computed sleeve is any node below the run directory that is neither meta nor pinned.
 # (A lookahead, not an alternation of every sleeve: thousands of sleeves stay cheap to match.)
 SLEEVE_NODE_RE = (
     rf"(?!(?:{META_NODES}|{PINNED_NODES})/[^/]+$){re.escape(str(RUN.run_dir))}(?:/sleeves/[^/]+)*"
     if PLAN.root.is_meta
-    else COMPUTED_NODES
+    else _alternation([PLAN.root.path])  # an atomic run: the root is its one sleeve
 )
 HIERARCHICAL_PROFILES = "|".join(p for p in PROFILES if p in stages.HIERARCHICAL) or "(?!)"
 FLAT_PROFILES = "|".join(p for p in PROFILES if p not in stages.HIERARCHICAL) or "(?!)"
 
 
+# Every node of the plan and its directory, built once: the functions below run once per
+# job, so with thousands of sleeves each must cost microseconds (see docs/performance.md).
+NODES = {path: RUN.node(path) for path in PLAN.nodes}
+NODE_PATHS = {str(node.dir): path for path, node in NODES.items()}
+
+
 def node_path(wildcards):
     """Plan path ("." or "sleeves/a/...") of the {node} wildcard."""
-    return RUN.path_of(wildcards.node)
+    return NODE_PATHS.get(wildcards.node) or RUN.path_of(wildcards.node)
+
+
+@functools.cache
+def _sleeve_params(profile, pin):
+    # Sleeves of one atomic profile share one resolved config: serialize it once.
+    spec = next(n for n in PLAN.atomic_nodes() if (n.profile, n.pin) == (profile, pin))
+    return json.dumps({"config": spec.config, "profiles": PROFILES, "pin": pin}, sort_keys=True)
 
 
 def get_sleeve_params(wildcards):
     spec = PLAN.nodes[node_path(wildcards)]
-    return json.dumps({"config": spec.config, "profiles": PROFILES, "pin": spec.pin}, sort_keys=True)
+    return _sleeve_params(spec.profile, spec.pin)
 
 
 def get_sleeve_cpus(wildcards):
-    return int(PLAN.nodes[node_path(wildcards)].config["backtest"].get("num_cpus", 1))
+    return math.ceil(PLAN.nodes[node_path(wildcards)].config["backtest"].get("num_cpus", 1))
 
 
 def get_pin_source(wildcards):
@@ -68,8 +104,8 @@ def get_children_interface(wildcards):
     (An atomic child's holdings and health come from the same job as its returns.)
     """
     spec = PLAN.nodes[node_path(wildcards)]
-    files = [str(RUN.node(c).file("returns")) for c in spec.children]
-    files += [str(RUN.node(c).file("flattened", profile=wildcards.profile)) for c in spec.children if PLAN.nodes[c].is_meta]
+    files = [str(NODES[c].file("returns")) for c in spec.children]
+    files += [str(NODES[c].file("flattened", profile=wildcards.profile)) for c in spec.children if PLAN.nodes[c].is_meta]
     return files
 
 
@@ -85,10 +121,10 @@ def get_node_streams(wildcards):
 
 def get_flatten_inputs(wildcards):
     path = node_path(wildcards)
-    node = RUN.node(path)
+    profile = wildcards.profile
     children = PLAN.nodes[path].children
-    return [str(node.file("meta_weights", profile=wildcards.profile))] + [
-        str(stages.child_holdings_file(RUN, c, wildcards.profile)) for c in children
+    return [str(NODES[path].file("meta_weights", profile=profile))] + [
+        str(stages.child_holdings_file(RUN, c, profile)) for c in children
     ]
 
 
@@ -109,6 +145,21 @@ def get_final_targets():
     return [str(t) for t in targets]
 
 
+# Run directories whose lock start_run took (the runner takes it before Snakemake starts).
+_LOCKED_HERE = []
+
+
+def start_run():
+    """Take the run's lock before any job starts (not on dry runs: onstart does not fire).
+
+    Raises RunInProgressError when another live process runs the same run id.
+    """
+    if runlock.acquire(RUN.run_dir, RUN.run_id):
+        _LOCKED_HERE.append(RUN.run_dir)
+
+
 def finish_run():
-    """Stop the run's private Ray cluster (if one was started)."""
+    """Stop the run's private Ray cluster (if one was started) and release a lock start_run took."""
     shutdown_all()
+    while _LOCKED_HERE:
+        runlock.release(_LOCKED_HERE.pop())
