@@ -13,9 +13,9 @@ ARGS ?=
 
 RUN_OPTS = --profile $(PROFILE) --manifest $(MANIFEST) --cores $(CORES) \
 	$(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(PROFILES),--profiles $(PROFILES)) \
-	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(ARGS)
+	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(RAY_NUM_CPUS),--ray-num-cpus $(RAY_NUM_CPUS)) $(ARGS)
 
-.PHONY: install test lint flow-meta-production flow-production dag report bench clean-runs
+.PHONY: install test lint flow-meta-production flow-production dag report snakemake-report bench bench-ray clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,8 +41,18 @@ flow-production: install
 dag: install
 	$(PY) scripts/run_meta_pipeline.py $(RUN_OPTS) --dry-run
 
+# Snakemake's own HTML report of a finished run: data/runs/<RUN_ID>/snakemake_report.html.
+snakemake-report: install
+	$(if $(RUN_ID),,$(error snakemake-report needs RUN_ID=<a finished run of PROFILE>))
+	$(VENV)/bin/snakemake -s workflow/Snakefile --config profile=$(PROFILE) run_id=$(RUN_ID) manifest=$(MANIFEST) \
+		$(if $(PROFILES),profiles=$(PROFILES)) --report data/runs/$(RUN_ID)/snakemake_report.html
+
 bench: install
 	$(PY) bench/run_all.py
+
+# Ray against sequential mode, K = 4 and 8 CPU-bound sleeves (docs/performance.md).
+bench-ray: install
+	$(PY) bench/bench_ray.py
 
 clean-runs:
 	rm -rf data/runs .snakemake

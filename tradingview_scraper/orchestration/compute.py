@@ -26,8 +26,10 @@ from tradingview_scraper.errors import ConfigError, PipelineError, SleeveError
 __all__ = [
     "RayBackend",
     "backend_from_config",
+    "interrupted",
     "local_call",
     "shutdown_all",
+    "watch_interrupts",
 ]
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +51,10 @@ logger = logging.getLogger(__name__)
 # Ray allows one connection per process: the backend holding it.
 _connected: RayBackend | None = None
 _connected_lock = threading.Lock()
+
+# Set by the SIGINT handler of watch_interrupts(); a plain bool, since a signal handler
+# must not take the locks an Event uses.
+_interrupt_requested = False
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -138,6 +144,12 @@ def _validate_address(address: str, source: str) -> str:
     return value
 
 
+def _label(names: Iterable[str]) -> str:
+    """Return ``sleeve 'a'`` or ``sleeves ['a', 'b']`` for error messages."""
+    names = sorted(names)
+    return f"sleeve {names[0]!r}" if len(names) == 1 else f"sleeves {names}"
+
+
 def _one_line(text: str) -> str:
     """Join the non-blank lines of ``text`` with spaces."""
     return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
@@ -150,6 +162,84 @@ def _log_tail(path: Path, lines: int = 25) -> str:
     except OSError as exc:
         return f"<no log at {path}: {exc}>"
     return "\n".join(text.splitlines()[-lines:]) or "<empty log>"
+
+
+def _child_env() -> dict[str, str]:
+    """Return this process's environment plus the project root on PYTHONPATH.
+
+    Ray workers import the project's code, so every process this module starts
+    (a head, a node, the reaper) gets it.
+    """
+    env = dict(os.environ)
+    paths = [str(_PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def _node_env(token_path: Path) -> dict[str, str]:
+    """Return the environment of a loopback Ray node authenticated by ``token_path``.
+
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` keeps every listener on 127.0.0.1, token
+    authentication reads the token file (never ``RAY_AUTH_TOKEN``), SIGTERM stops the
+    node without a drain, and a ``RAY_ADDRESS`` of ours is not inherited.
+    """
+    env = _child_env()
+    env.update(
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token_path),
+        RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    env.pop("RAY_AUTH_TOKEN", None)
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _head_command(port: int, num_cpus: int, temp_dir: Path) -> list[str]:
+    """Return the ``ray start --head --block`` command of a loopback head on ``port``.
+
+    The Ray client server defaults to port 10001 with SO_REUSEPORT: two heads would
+    share it, so each head gets a free port of its own.
+    """
+    client_port = _free_port()
+    while client_port == port:
+        client_port = _free_port()
+    return [
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+        f"--node-ip-address={_LOOPBACK}", f"--port={port}",
+        f"--ray-client-server-port={client_port}", f"--num-cpus={num_cpus}",
+        "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+    ]  # fmt: skip
+
+
+def _alive_nodes(address: str, token: str, timeout_s: float = 1.0) -> int:
+    """Return how many alive nodes the GCS at ``address`` reports, asked with ``token``.
+
+    Raises
+    ------
+    grpc.RpcError
+        If the GCS does not answer within ``timeout_s`` or refuses the token.
+    """
+    import grpc
+    from ray.core.generated import gcs_pb2, gcs_service_pb2, gcs_service_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        reply = stub.GetAllNodeInfo(
+            gcs_service_pb2.GetAllNodeInfoRequest(),
+            timeout=timeout_s,
+            metadata=[("authorization", f"Bearer {token}")],
+        )
+    return sum(node.state == gcs_pb2.GcsNodeInfo.ALIVE for node in reply.node_info_list)
+
+
+def _grpc_reason(exc: Exception) -> str:
+    """Return ``CODE: details`` of a gRPC error, else the exception's text."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details):
+        return f"{code().name}: {details()}"
+    return str(exc)
 
 
 def _refresh_ray_auth_state() -> None:
@@ -298,8 +388,8 @@ class RayBackend:
         auth settings (``RAY_AUTH_MODE``, ``RAY_AUTH_TOKEN_PATH``) come from the
         environment.
     num_cpus : int, optional
-        CPUs of the private head; default ``os.cpu_count()``. Ignored for an
-        external cluster.
+        CPUs of the private head; default ``os.cpu_count()``, and never more.
+        Ignored for an external cluster.
     session_dir : str or Path, optional
         Parent directory of the private head's temp dir; default ``/tmp``. It
         must be short: Ray's unix sockets live below it (108-character limit).
@@ -314,7 +404,8 @@ class RayBackend:
     Raises
     ------
     ConfigError
-        If ``address``, ``num_cpus`` or ``session_dir`` is invalid.
+        If ``address``, ``num_cpus`` or ``session_dir`` is invalid, or ``num_cpus``
+        exceeds this machine's CPUs for a private head.
 
     Notes
     -----
@@ -336,6 +427,14 @@ class RayBackend:
             isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1
         ):
             raise ConfigError(f"num_cpus={num_cpus!r} is invalid: give a positive integer or None")
+        machine = os.cpu_count() or 1
+        private = address is None and not os.environ.get("RAY_ADDRESS")
+        if private and num_cpus is not None and num_cpus > machine:
+            raise ConfigError(
+                f"num_cpus={num_cpus} (config ray_num_cpus) exceeds this machine's {machine} CPUs: "
+                f"a private Ray cluster must not oversubscribe it; give at most {machine}, or "
+                "the address of an external cluster"
+            )
         parent = Path(session_dir) if session_dir is not None else Path("/tmp")
         # The run dir adds "/tvr" + 8 random characters, Ray's temp dir "/r".
         if len(str(parent.resolve())) + 14 + _SOCKET_SUFFIX_CHARS > _UNIX_SOCKET_MAX_CHARS:
@@ -462,7 +561,9 @@ class RayBackend:
             If two items share a name or an item is malformed.
         SleeveError
             At the first failure (in completion order), naming that item; the
-            remaining tasks are cancelled. Also on timeout, naming the pending items.
+            remaining tasks are cancelled. Also on timeout or interruption (SIGINT, see
+            :func:`watch_interrupts`), naming the pending items, and when a private
+            cluster has fewer CPUs than ``num_cpus``.
         PipelineError
             If the cluster cannot be started or reached.
         """
@@ -477,6 +578,15 @@ class RayBackend:
             raise ConfigError(f"map items have duplicate names {duplicates}: names must be unique")
         if not items:
             return {}
+        if _interrupt_requested:
+            raise SleeveError(f"{_label(names)} not started: the run was interrupted (SIGINT)")
+        private_cpus = self._private_cpus()
+        if private_cpus is not None and num_cpus > private_cpus:
+            raise SleeveError(
+                f"{_label(names)} needs num_cpus={num_cpus:g} (backtest.num_cpus) but the "
+                f"private Ray cluster has {private_cpus} CPUs: lower it, or use an external "
+                "cluster with larger nodes"
+            )
         with self._inflight_cond:
             self._inflight += 1
         try:
@@ -538,14 +648,9 @@ class RayBackend:
         if not self._started:
             address = self._requested_address or os.environ.get("RAY_ADDRESS") or None
             mode = "external" if address else "private"
-        num_cpus: float | None = self._requested_cpus
-        if self._started and not self._closing.is_set():
-            import ray
-
-            if ray.is_initialized():
-                num_cpus = int(ray.cluster_resources().get("CPU", 0))
-        elif mode == "private" and num_cpus is None:
-            num_cpus = os.cpu_count()
+        num_cpus = self.capacity()
+        if num_cpus is None:
+            num_cpus = self._requested_cpus
         return {
             "mode": mode,
             "address": address,
@@ -555,6 +660,48 @@ class RayBackend:
             "started": self._started,
             "reaper_pid": self._reaper.pid if self._reaper is not None else None,
         }
+
+    def capacity(self, *, connect: bool = False) -> int | None:
+        """Return how many CPUs the cluster offers to tasks.
+
+        A private head's CPUs are known without starting it: ``num_cpus``, by default
+        every CPU of this machine. An external cluster is asked once connected.
+
+        Parameters
+        ----------
+        connect : bool, default False
+            Connect to an external cluster now if not yet connected (a private head
+            is never started by this method).
+
+        Returns
+        -------
+        int or None
+            Total CPUs; None for an external cluster not connected to.
+
+        Raises
+        ------
+        ConfigError
+            If ``RAY_ADDRESS`` is not an explicit address (only with ``connect``).
+        PipelineError
+            If the external cluster cannot be reached (only with ``connect``).
+        """
+        private = self._private_cpus()
+        if private is not None:
+            return private
+        if connect and not self._started:
+            self._ensure_started()
+        if self._started and not self._closing.is_set():
+            import ray
+
+            return int(ray.cluster_resources().get("CPU", 0))
+        return None
+
+    def _private_cpus(self) -> int | None:
+        """CPUs of the private head this backend runs (or will start); None if external."""
+        external = self._requested_address is not None or (
+            self._mode != "private" and bool(os.environ.get("RAY_ADDRESS"))
+        )
+        return None if external else self._requested_cpus or os.cpu_count() or 1
 
     def shutdown(self) -> None:
         """Disconnect; stop the private head, its watchdog and files. Idempotent.
@@ -653,41 +800,17 @@ class RayBackend:
         # temp dir world-writable, the run dir keeps other users out of both.
         self._temp_dir = Path(tempfile.mkdtemp(prefix="tvr", dir=self._session_parent))
         self._token_path = self._temp_dir / "auth_token"
-        ray_temp_dir = self._temp_dir / "r"
         fd = os.open(self._token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
         port = _free_port()
-        client_port = _free_port()
-        while client_port == port:
-            client_port = _free_port()
         self._mode, self._address = "private", f"{_LOOPBACK}:{port}"
-        ncpu = self._requested_cpus or os.cpu_count() or 1
-        # The ray client server defaults to port 10001 with SO_REUSEPORT: two heads
-        # would share it, so each head gets a port of its own.
-        cmd = [
-            sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
-            f"--node-ip-address={_LOOPBACK}", f"--port={port}",
-            f"--ray-client-server-port={client_port}", f"--num-cpus={ncpu}",
-            "--include-dashboard=false", "--disable-usage-stats",
-            f"--temp-dir={ray_temp_dir}",
-        ]  # fmt: skip
-        env = self._child_env()
-        env.update(
-            RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-            RAY_AUTH_MODE="token",
-            RAY_AUTH_TOKEN_PATH=str(self._token_path),
-            RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
-            RAY_USAGE_STATS_ENABLED="0",
-        )
-        env.pop("RAY_AUTH_TOKEN", None)
-        env.pop("RAY_ADDRESS", None)
         head_log = self._temp_dir / "head.log"
         started = time.monotonic()
         with open(head_log, "wb") as log:
             self._head = subprocess.Popen(
-                cmd,
-                env=env,
+                _head_command(port, self.capacity(), self._temp_dir / "r"),
+                env=_node_env(self._token_path),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -702,14 +825,14 @@ class RayBackend:
             RAY_AUTH_TOKEN_PATH=str(self._token_path),
             RAY_AUTH_TOKEN=None,
         )
-        self._wait_for_head(port, head_log, started + _HEAD_START_TIMEOUT_S)
+        self._wait_for_head(head_log, started + _HEAD_START_TIMEOUT_S)
         self.head_start_s = time.monotonic() - started
         try:
             self._connect(self._address, private=True)
         except PipelineError as exc:
             raise PipelineError(f"{exc}; last lines of {head_log}:\n{_log_tail(head_log)}") from exc
 
-    def _wait_for_head(self, port: int, head_log: Path, deadline: float) -> None:
+    def _wait_for_head(self, head_log: Path, deadline: float) -> None:
         """Poll the head's GCS, with the token, until its node is alive.
 
         A bare TCP check is not enough: ``ray.init`` against a port that accepts but
@@ -720,8 +843,8 @@ class RayBackend:
         Raises
         ------
         PipelineError
-            If the head exits or its node is not alive by ``deadline``; the message
-            ends with the tail of the head's log.
+            If the head exits or its node is not alive by ``deadline`` (the message
+            ends with the tail of the head's log), or the run is interrupted (SIGINT).
         """
 
         def failure(reason: str) -> PipelineError:
@@ -729,44 +852,30 @@ class RayBackend:
                 f"the private Ray head {reason}; last lines of {head_log}:\n{_log_tail(head_log)}"
             )
 
-        try:
-            import grpc
-            from ray.core.generated import gcs_pb2, gcs_service_pb2, gcs_service_pb2_grpc
-        except ImportError:  # pragma: no cover - other Ray layouts: TCP only
-            grpc = None
-        metadata = [("authorization", f"Bearer {self._token_path.read_text().strip()}")]
+        token = self._token_path.read_text().strip()
         last_error = "no answer"
-        channel = grpc.insecure_channel(f"{_LOOPBACK}:{port}") if grpc else None
-        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel) if grpc else None
-        try:
-            while True:
-                if self._head.poll() is not None:
-                    raise failure(
-                        f"exited with code {self._head.returncode} while starting on {self._address}"
-                    )
-                try:
-                    if channel is None:
-                        socket.create_connection((_LOOPBACK, port), timeout=0.5).close()
-                        return
-                    reply = stub.GetAllNodeInfo(
-                        gcs_service_pb2.GetAllNodeInfoRequest(), timeout=1.0, metadata=metadata
-                    )
-                    if any(n.state == gcs_pb2.GcsNodeInfo.ALIVE for n in reply.node_info_list):
-                        return
-                    last_error = "GCS up, node not registered yet"
-                except OSError as exc:
-                    last_error = str(exc)
-                except grpc.RpcError as exc:
-                    last_error = f"{exc.code().name}: {exc.details()}"
-                if time.monotonic() > deadline:
-                    raise failure(
-                        f"did not come up on {self._address} within {_HEAD_START_TIMEOUT_S:.0f} s "
-                        f"({_one_line(last_error)})"
-                    )
-                time.sleep(0.1)
-        finally:
-            if channel is not None:
-                channel.close()
+        while True:
+            if self._head.poll() is not None:
+                raise failure(
+                    f"exited with code {self._head.returncode} while starting on {self._address}"
+                )
+            if _interrupt_requested or self._closing.is_set():
+                raise PipelineError(
+                    f"the private Ray head on {self._address} was stopped while starting: "
+                    "the run was interrupted"
+                )
+            try:
+                if _alive_nodes(self._address, token) > 0:
+                    return
+                last_error = "GCS up, node not registered yet"
+            except Exception as exc:  # grpc.RpcError or OSError while the GCS starts
+                last_error = _grpc_reason(exc)
+            if time.monotonic() > deadline:
+                raise failure(
+                    f"did not come up on {self._address} within {_HEAD_START_TIMEOUT_S:.0f} s "
+                    f"({_one_line(last_error)})"
+                )
+            time.sleep(0.1)
 
     def _start_reaper(self) -> None:
         """Start the watchdog that stops the head when this process dies."""
@@ -780,7 +889,7 @@ class RayBackend:
         ]  # fmt: skip
         self._reaper = subprocess.Popen(
             cmd,
-            env=self._child_env(),
+            env=_child_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -822,6 +931,8 @@ class RayBackend:
                     f"cannot reach the Ray cluster at {address!r}: {exc}{rewritten}; check the "
                     "address (config key or RAY_ADDRESS) and that the cluster is running"
                 ) from exc
+        ray_log = logging.getLogger("ray._private.worker")
+        ray_log.addFilter(_drop_sigterm_note)
         try:
             ray.init(address=address, **options)
         except Exception as exc:
@@ -829,6 +940,8 @@ class RayBackend:
                 f"cannot connect to the Ray cluster at {address!r}: {type(exc).__name__}: "
                 f"{_one_line(exc)}{hint}"
             ) from exc
+        finally:
+            ray_log.removeFilter(_drop_sigterm_note)
         self._ray_initialized = True
         self.connect_s = time.monotonic() - started
         self._remote = ray.remote(_traced_call)
@@ -880,6 +993,12 @@ class RayBackend:
         import ray
 
         while True:
+            if _interrupt_requested:
+                self._cancel(pending)
+                raise SleeveError(
+                    f"{_label(names[r] for r in pending)} interrupted (SIGINT): its Ray task "
+                    "was cancelled"
+                )
             if self._closing.is_set() or not _main_thread_alive():
                 self._cancel(pending)
                 raise SleeveError(
@@ -891,9 +1010,10 @@ class RayBackend:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._cancel(pending)
-                    waiting = sorted(names[r] for r in pending)
-                    label = f"sleeve {waiting[0]!r}" if len(waiting) == 1 else f"sleeves {waiting}"
-                    raise SleeveError(f"{label} timed out after {timeout_s:g} s and was cancelled")
+                    raise SleeveError(
+                        f"{_label(names[r] for r in pending)} timed out after {timeout_s:g} s "
+                        "and was cancelled"
+                    )
                 slice_s = min(slice_s, remaining)
             ready, rest = ray.wait(pending, num_returns=1, timeout=slice_s, fetch_local=False)
             if ready:
@@ -944,13 +1064,6 @@ class RayBackend:
 
     # -- teardown and environment -----------------------------------------------------
 
-    def _child_env(self) -> dict[str, str]:
-        """Environment for the head and reaper: ours plus the project root on PYTHONPATH."""
-        env = dict(os.environ)
-        paths = [str(_PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-        return env
-
     def _set_driver_env(self, **values: str | None) -> None:
         """Set (or unset, for None) variables in this process, remembering the old values."""
         for key, value in values.items():
@@ -992,6 +1105,14 @@ class RayBackend:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def _drop_sigterm_note(record: logging.LogRecord) -> bool:
+    """Filter out Ray's warning that ``ray.init`` in a job thread cannot set a SIGTERM handler.
+
+    Expected here: Snakemake owns the signals, and the job threads connect.
+    """
+    return "SIGTERM handler is not set" not in record.getMessage()
+
+
 def _main_thread_alive() -> bool:
     """Return False once the interpreter is exiting (the main thread has stopped)."""
     return threading.main_thread().is_alive()
@@ -1014,8 +1135,8 @@ def backend_from_config(ray: bool, address: str | None, num_cpus: int | None) ->
     ray : bool
         Whether sleeves run on Ray; False returns None.
     address : str, optional
-        External cluster address (see :class:`RayBackend`); None for a private
-        head (or ``RAY_ADDRESS``).
+        External cluster address (see :class:`RayBackend`); None for
+        ``RAY_ADDRESS`` if set, else a private head.
     num_cpus : int, optional
         CPUs of a private head.
 
@@ -1026,10 +1147,12 @@ def backend_from_config(ray: bool, address: str | None, num_cpus: int | None) ->
     Raises
     ------
     ConfigError
-        If ``address`` or ``num_cpus`` is invalid.
+        If ``address``, ``RAY_ADDRESS`` or ``num_cpus`` is invalid.
     """
     if not ray:
         return None
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = _validate_address(os.environ["RAY_ADDRESS"], "RAY_ADDRESS")
     key = (address, num_cpus)
     with _registry_lock:
         backend = _registry.get(key)
@@ -1050,6 +1173,46 @@ def shutdown_all() -> None:
         _registry.clear()
     for backend in backends:
         backend.shutdown()
+
+
+def watch_interrupts() -> None:
+    """Make Ctrl-C (SIGINT) stop the run's Ray tasks promptly; call at the start of a run.
+
+    Snakemake answers Ctrl-C by waiting for its running jobs, and a job thread
+    waiting for a Ray task does not see the KeyboardInterrupt: the run would
+    only stop once every running sleeve finished. The handler installed here
+    first flags the interrupt, which makes every waiting job cancel its task
+    within half a second and fail, then hands the signal to the handler it
+    replaced (by default: raise KeyboardInterrupt). The hooks then stop the
+    cluster as after any failure.
+
+    Idempotent; resets the flag of an earlier run. Only the main thread may set
+    signal handlers, so elsewhere (and where SIGINT is ignored) only the flag
+    is reset.
+    """
+    global _interrupt_requested
+    _interrupt_requested = False
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN or getattr(previous, "_stops_ray_tasks", False):
+        return
+
+    def _on_sigint(signum: int, frame: Any) -> None:
+        global _interrupt_requested
+        _interrupt_requested = True
+        if callable(previous):
+            previous(signum, frame)
+        else:  # SIG_DFL or a handler not set from Python
+            raise KeyboardInterrupt
+
+    _on_sigint._stops_ray_tasks = True
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
+def interrupted() -> bool:
+    """Return whether SIGINT arrived since the last :func:`watch_interrupts` call."""
+    return _interrupt_requested
 
 
 # ----------------------------------------------------------------------------- reaper CLI
