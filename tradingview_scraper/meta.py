@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from itertools import chain
+from operator import itemgetter
+
 import numpy as np
 import pandas as pd
 
@@ -140,8 +143,125 @@ def cluster_tree(model: object | None, labels: list[str]) -> dict | None:
     }
 
 
+def flatten_matrix(
+    meta_weights: np.ndarray,
+    holdings: np.ndarray,
+    short: np.ndarray,
+    *,
+    sleeves: list[str] | None = None,
+    assets: list[tuple[str, str]] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Physical-asset weights as one product: meta weights @ sleeve-by-asset weight matrix.
+
+    The vectorized core of :func:`flatten` (no Python loop over sleeves or assets), like
+    skfolio's ``StackingOptimization`` computing ``outer_weights @ inner_weights``.
+
+    Parameters
+    ----------
+    meta_weights : ndarray of shape (n_sleeves,)
+        Meta weight of each sleeve, summing to 1.
+    holdings : ndarray of shape (n_sleeves, n_assets)
+        Each sleeve's gross asset weights (a row sums to 1). A column is one
+        (symbol, direction) pair: a symbol held LONG and SHORT has two columns.
+    short : ndarray of bool, shape (n_assets,)
+        True for SHORT columns.
+    sleeves : list of str, optional
+        Sleeve ids, naming the culprit in errors (default: row numbers).
+    assets : list of (symbol, direction), optional
+        Column keys, naming the culprit in errors (default: column numbers).
+
+    Returns
+    -------
+    gross : ndarray of shape (n_assets,)
+        Flattened gross weight of each column, summing to 1.
+    contributions : ndarray of shape (n_sleeves, n_assets)
+        ``meta_weights[i] * holdings[i, j]``: what sleeve ``i`` puts into column ``j``.
+
+    Raises
+    ------
+    ConservationError
+        The shapes disagree; a sleeve's row or the meta weights do not sum to 1 within
+        1e-9; the flattened gross weights do not sum to 1 within 1e-9; a column differs
+        from the sum of its contributions by more than 1e-12; or a SHORT column would
+        carry a positive net weight (a LONG one a negative one).
+    """
+    w = np.asarray(meta_weights, dtype=float)
+    matrix = np.asarray(holdings, dtype=float)
+    short = np.asarray(short, dtype=bool)
+    if matrix.ndim != 2 or w.shape != (matrix.shape[0],) or short.shape != (matrix.shape[1],):
+        raise ConservationError(
+            f"shapes disagree: meta weights {w.shape}, holdings {matrix.shape}, short flags {short.shape}; "
+            "need (n_sleeves,), (n_sleeves, n_assets), (n_assets,)"
+        )
+    row_sums = matrix.sum(axis=1)
+    bad = np.flatnonzero(np.abs(row_sums - 1.0) > GROSS_TOL)
+    if bad.size:
+        i = int(bad[0])
+        raise ConservationError(f"sleeve {_label(sleeves, i)!r}: asset weights sum to {float(row_sums[i])!r}, not 1")
+    if abs(w.sum() - 1.0) > GROSS_TOL:
+        raise ConservationError(f"meta weights sum to {float(w.sum())!r}, not 1")
+    gross = w @ matrix
+    contributions = w[:, None] * matrix
+    total = float(gross.sum())
+    if abs(total - 1.0) > GROSS_TOL:
+        raise ConservationError(f"flattened gross weights sum to {total!r}, not 1")
+    drift = np.abs(contributions.sum(axis=0) - gross)
+    if drift.size and drift.max() > CONTRIB_TOL:
+        j = int(drift.argmax())
+        raise ConservationError(f"asset {_label(assets, j)} weight differs from its contributions by {drift[j]:g}")
+    wrong = np.flatnonzero(gross < -CONTRIB_TOL)
+    if wrong.size:
+        j = int(wrong[0])
+        side = "SHORT" if short[j] else "LONG"
+        raise ConservationError(
+            f"asset {_label(assets, j)} would carry a {'positive' if short[j] else 'negative'} net weight "
+            f"({-gross[j] if short[j] else gross[j]:g}) as a {side} position; gross weights must be >= 0"
+        )
+    return gross, contributions
+
+
+def _label(labels: list | None, i: int) -> object:
+    return labels[i] if labels is not None else i
+
+
+def holdings_matrix(sleeves: list[str], holdings: dict[str, list[dict]]) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """The sleeve-by-asset weight matrix of asset rows, one column per (symbol, direction).
+
+    Parameters
+    ----------
+    sleeves : list of str
+        Sleeve ids, in row order.
+    holdings : dict of sleeve id -> list of rows
+        Each sleeve's rows ``{"symbol", "direction", "weight"}``; repeated keys add up.
+
+    Returns
+    -------
+    matrix : ndarray of shape (n_sleeves, n_assets)
+    assets : list of (symbol, direction)
+        Column keys, in order of first appearance.
+
+    Raises
+    ------
+    ConservationError
+        A sleeve has no holdings.
+    """
+    missing = [s for s in sleeves if s not in holdings]
+    if missing:
+        raise ConservationError(f"no holdings for sleeve(s) {', '.join(missing)}")
+    counts = [len(holdings[s]) for s in sleeves]
+    rows = list(chain.from_iterable(holdings[s] for s in sleeves))
+    column: dict[tuple, int] = {}
+    key = itemgetter("symbol", "direction")
+    cols = np.fromiter((column.setdefault(k, len(column)) for k in map(key, rows)), dtype=np.int64, count=len(rows))
+    weights = np.fromiter(map(itemgetter("weight"), rows), dtype=float, count=len(rows))
+    n, m = len(sleeves), len(column)
+    cells = np.repeat(np.arange(n), counts) * m + cols
+    matrix = np.bincount(cells, weights=weights, minlength=n * m).reshape(n, m)
+    return matrix, [(str(sym), str(d)) for sym, d in column]
+
+
 def flatten(sleeve_weights: dict[str, float], holdings: dict[str, list[dict]]) -> dict:
-    """Physical-asset weights: meta weights @ sleeve-by-asset weight matrix.
+    """Physical-asset weights of JSON rows: :func:`holdings_matrix`, then :func:`flatten_matrix`.
 
     Parameters
     ----------
@@ -161,60 +281,34 @@ def flatten(sleeve_weights: dict[str, float], holdings: dict[str, list[dict]]) -
     Raises
     ------
     ConservationError
-        A sleeve's rows or the result do not sum to 1, or a row differs from the sum of
-        its contributions.
+        See :func:`holdings_matrix` and :func:`flatten_matrix`.
     """
     sleeves = list(sleeve_weights)
-    missing = [s for s in sleeves if s not in holdings]
-    if missing:
-        raise ConservationError(f"no holdings for sleeve(s) {', '.join(missing)}")
-    keys: dict[tuple[str, str], int] = {}
-    rows, cols, vals = [], [], []
-    for i, sid in enumerate(sleeves):
-        total = 0.0
-        for h in holdings[sid]:
-            key = (str(h["symbol"]), str(h["direction"]))
-            j = keys.setdefault(key, len(keys))
-            rows.append(i)
-            cols.append(j)
-            vals.append(float(h["weight"]))
-            total += float(h["weight"])
-        if abs(total - 1.0) > GROSS_TOL:
-            raise ConservationError(f"sleeve {sid!r}: asset weights sum to {total!r}, not 1")
-    matrix = np.zeros((len(sleeves), len(keys)))
-    np.add.at(matrix, (np.array(rows, dtype=int), np.array(cols, dtype=int)), np.array(vals))
+    matrix, assets = holdings_matrix(sleeves, holdings)
+    short = np.array([d == "SHORT" for _, d in assets], dtype=bool)
     w = np.array([sleeve_weights[s] for s in sleeves], dtype=float)
-    if abs(w.sum() - 1.0) > GROSS_TOL:
-        raise ConservationError(f"meta weights sum to {w.sum()!r}, not 1")
-    contrib = w[:, None] * matrix  # (n_sleeves, n_assets)
-    flat = w @ matrix
-    return _rows(flat, contrib, list(keys), sleeves)
-
-
-def _rows(flat: np.ndarray, contrib: np.ndarray, keys: list[tuple[str, str]], sleeves: list[str]) -> dict:
-    gross = float(flat.sum())
-    if abs(gross - 1.0) > GROSS_TOL:
-        raise ConservationError(f"flattened gross weights sum to {gross!r}, not 1")
-    drift = np.abs(contrib.sum(axis=0) - flat)
-    if drift.size and drift.max() > CONTRIB_TOL:
-        j = int(drift.argmax())
-        raise ConservationError(f"asset {keys[j]} weight differs from its contributions by {drift[j]:g}")
-    sign = np.array([-1.0 if d == "SHORT" else 1.0 for _, d in keys])
-    order = sorted(range(len(keys)), key=lambda j: (-flat[j], keys[j]))
+    gross, contributions = flatten_matrix(w, matrix, short, sleeves=sleeves, assets=assets)
+    weight = gross.tolist()
+    held = sorted(np.flatnonzero(gross > 0).tolist(), key=lambda j: (-weight[j], assets[j]))
+    by_asset = np.ascontiguousarray(contributions.T)
+    names = np.array(sleeves, dtype=object)
     out = []
-    for j in order:
-        if flat[j] <= 0:
-            continue
-        nz = np.nonzero(contrib[:, j])[0]
+    for j in held:
+        col = by_asset[j]
+        nz = np.flatnonzero(col)
         out.append(
             {
-                "symbol": keys[j][0],
-                "direction": keys[j][1],
-                "weight": float(flat[j]),
-                "net_weight": float(sign[j] * flat[j]),
-                "sleeves": {sleeves[i]: float(contrib[i, j]) for i in nz},
+                "symbol": assets[j][0],
+                "direction": assets[j][1],
+                "weight": weight[j],
+                "net_weight": -weight[j] if short[j] else weight[j],
+                "sleeves": dict(zip(names[nz].tolist(), col[nz].tolist(), strict=True)),
             }
         )
-    net = float((sign * flat).sum())
-    long_ = float(flat[sign > 0].sum())
-    return {"weights": out, "gross": gross, "net": net, "long": long_, "short": float(flat[sign < 0].sum())}
+    return {
+        "weights": out,
+        "gross": float(gross.sum()),
+        "net": float(np.where(short, -gross, gross).sum()),
+        "long": float(gross[~short].sum()),
+        "short": float(gross[short].sum()),
+    }

@@ -1,0 +1,54 @@
+"""One pipeline run through the canonical runner, timed in-process; prints wall time and jobs as JSON.
+
+    python bench/run_pipeline.py --manifest M --profile P --run-id R --runs-root D [--no-ray] [--dry-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from common import cores
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--profile", required=True)
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--runs-root", required=True)
+    p.add_argument("--profiles")
+    p.add_argument("--cores", type=int, default=cores())
+    p.add_argument("--no-ray", action="store_true")
+    p.add_argument("--dry-run", action="store_true")
+    args = p.parse_args(argv)
+    started = time.time()
+    t0 = time.perf_counter()
+    from tradingview_scraper.orchestration import compute
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    backend = compute.backend_from_config(not args.no_ray, None, None)  # the instance the sleeve jobs share
+    t1 = time.perf_counter()
+    result = MetaPipeline(
+        args.profile,
+        profiles=args.profiles,
+        run_id=args.run_id,
+        manifest=args.manifest,
+        cores=args.cores,
+        ray=not args.no_ray,
+        runs_root=args.runs_root,
+        dry_run=args.dry_run,
+    ).execute()
+    t2 = time.perf_counter()
+    jobs = [{"rule": j.rule, "wildcards": j.wildcards} for j in result.jobs]
+    out = {"import_s": t1 - t0, "runner_s": t2 - t1, "started": started, "ended": time.time()}
+    out["ray_head_start_s"] = backend.head_start_s if backend else None
+    out["ray_connect_s"] = backend.connect_s if backend else None
+    print(json.dumps({**out, "run_dir": str(result.run_dir), "jobs": jobs}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
