@@ -483,7 +483,10 @@ def run_meta_optimize(ctx: RunContext, node_path: str, profile: str, logfile: st
         outs.append(tree_file)
     alloc, bt = spec.config["meta_allocation"], spec.config["backtest"]
     with _stage(ctx, "meta_optimize", node_path, logfile, {"profile": profile, **alloc, **bt}, [src], outs) as rec:
-        record, stream, tree = meta_optimize(
+        record, stream, tree = _on_running_cluster(
+            ctx,
+            f"meta_optimize {node_path} {profile}",
+            meta_optimize,
             read_parquet(src),
             profile,
             min_weight=alloc["min_weight"],
@@ -498,6 +501,25 @@ def run_meta_optimize(ctx: RunContext, node_path: str, profile: str, logfile: st
             write_json(tree_file, {"meta_profile": spec.profile, "risk_profile": profile, **(tree or {"available": False})})
         write_json(outs[0], {"meta_profile": spec.profile, "risk_profile": profile, **record})
         write_parquet(outs[1], stream.to_frame(profile))
+
+
+def _on_running_cluster(ctx: RunContext, name: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on the run's Ray cluster if it is already up, else in-process.
+
+    The meta stages run as threads of the driver and would share its GIL; when the
+    sleeves have started a cluster, its workers (with skfolio already imported) run the
+    risk profiles' optimizations in parallel. No cluster is started for this.
+    """
+    from .orchestration import compute
+
+    backend = compute.backend_from_config(ctx.ray, ctx.ray_address, ctx.ray_num_cpus)
+    if backend is None or not backend.info()["started"]:
+        return fn(*args, **kwargs)
+    try:
+        result, _ = backend.run(fn, *args, name=name, max_retries=1, **kwargs)
+    except SleeveError as exc:  # the backend words its errors for sleeves
+        raise PipelineError(str(exc).removeprefix("sleeve ")) from exc
+    return result
 
 
 def run_node_returns(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
