@@ -227,10 +227,7 @@ def _root_message(exc: BaseException) -> str:
         seen.add(id(cur))
         if isinstance(cur, PipelineError):
             best = cur
-        for attr in ("args",):
-            for arg in getattr(cur, attr, ()) or ():
-                if isinstance(arg, PipelineError):
-                    best = arg
+        best = next((a for a in getattr(cur, "args", ()) or () if isinstance(a, PipelineError)), best)
         cur = cur.__cause__ or cur.__context__
     if best is not None:
         return str(best).strip().splitlines()[0]
