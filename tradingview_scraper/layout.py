@@ -102,6 +102,16 @@ class Node:
         return Node(self.dir / "sleeves" / check_name(sleeve_id, "sleeve id"))
 
 
+#: Plan path of a run's root node; children are ``sleeves/<id>`` below their parent.
+ROOT = "."
+
+
+def child_path(parent: str, sleeve_id: str) -> str:
+    """Plan path (relative to the run directory) of sleeve ``sleeve_id`` under node ``parent``."""
+    name = f"sleeves/{check_name(sleeve_id, 'sleeve id')}"
+    return name if parent == ROOT else f"{parent}/{name}"
+
+
 def run_dir(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Path:
     """Directory of run ``run_id`` under ``runs_root``."""
     return Path(runs_root) / check_name(run_id, "run id")

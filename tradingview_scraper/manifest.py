@@ -14,7 +14,7 @@ from typing import Any
 
 from .engines import RISK_PROFILES
 from .errors import ConfigError
-from .layout import check_name
+from .layout import ROOT, check_name, child_path
 
 DEFAULT_MANIFEST = Path("config") / "manifest.json"
 
@@ -36,7 +36,6 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
 }
 
 ATOMIC_KEYS = ("data", "universe", "selection", "backtest", "health")
-ROOT = "."
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -326,7 +325,7 @@ def _resolve_meta(
     windows = (bt["train_window"], bt["test_window"])
     for sleeve in sleeves:
         sid = sleeve["id"]
-        child = f"sleeves/{sid}" if path == ROOT else f"{path}/sleeves/{sid}"
+        child = child_path(path, sid)
         node.children.append(child)
         swhere = f"{where}: sleeve {sid!r}"
         if "meta_profile" in sleeve:

@@ -21,6 +21,7 @@ from .errors import DataError, PipelineError, SleeveError
 from .layout import (
     Node,
     atomic_write_bytes,
+    child_path,
     read_json,
     read_parquet,
     run_node,
@@ -258,7 +259,7 @@ def resolve_pin(
     pinned = run_node(pin, runs_root)
     resolved = read_json(pinned.file("resolved")) if pinned.file("resolved").is_file() else None
     nodes = (resolved or {}).get("nodes") or {}
-    candidates = [(pinned.child(sid), f"sleeves/{sid}"), (pinned, ROOT)]
+    candidates = [(pinned.child(sid), child_path(ROOT, sid)), (pinned, ROOT)]
     source, source_spec = None, None
     for cand, path in candidates:
         if resolved is not None:
@@ -403,10 +404,10 @@ def run_pin(ctx: RunContext, node_path: str, logfile: str | None = None) -> None
 # --------------------------------------------------------------------------- meta layer
 
 
-def child_holdings_file(ctx: RunContext, child_path: str, profile: str) -> Path:
+def child_holdings_file(ctx: RunContext, child: str, profile: str) -> Path:
     """A child node's per-profile asset weights: ``weights_<p>.json`` or ``flattened_<p>.json``."""
-    name = "flattened" if ctx.spec(child_path).is_meta else "weights"
-    return ctx.node(child_path).file(name, profile=profile)
+    name = "flattened" if ctx.spec(child).is_meta else "weights"
+    return ctx.node(child).file(name, profile=profile)
 
 
 def _check_health(ctx: RunContext, spec: NodeSpec) -> None:
@@ -425,11 +426,11 @@ def _check_health(ctx: RunContext, spec: NodeSpec) -> None:
     from .sleeve import unhealthy_profiles
 
     threshold = float(spec.config["health"]["min_success_ratio"])
-    for child_path in spec.children:
-        child = ctx.spec(child_path)
+    for cpath in spec.children:
+        child = ctx.spec(cpath)
         if child.is_meta:
             continue
-        node = ctx.node(child_path)
+        node = ctx.node(cpath)
         sfile = node.file("sign_test")
         if not (sfile.is_file() and read_json(sfile).get("passed") is True):
             raise SleeveError(
@@ -462,11 +463,11 @@ def run_meta_returns(ctx: RunContext, node_path: str, profile: str, logfile: str
         _check_health(ctx, spec)
         bt = spec.config["backtest"]
         streams = {}
-        for child_path, path in zip(spec.children, inputs, strict=True):
+        for child, path in zip(spec.children, inputs, strict=True):
             frame = read_parquet(path)
             if profile not in frame.columns:
                 raise DataError(f"{path}: no column for risk profile {profile!r} (has {', '.join(frame.columns)})")
-            streams[ctx.spec(child_path).sleeve_id] = frame[profile]
+            streams[ctx.spec(child).sleeve_id] = frame[profile]
         write_parquet(out, meta_returns(streams, min_obs=bt["train_window"] + bt["test_window"]))
 
 

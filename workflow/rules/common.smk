@@ -19,7 +19,6 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 try:
     RUN = RunContext.from_config(config)
-    stages.check_data(RUN.plan, RUN.base_dir)
     BACKEND = backend_from_config(RUN.ray, RUN.ray_address, RUN.ray_num_cpus)  # checks; starts nothing
 except PipelineError as exc:
     raise WorkflowError(str(exc)) from None
@@ -150,10 +149,15 @@ _LOCKED_HERE = []
 
 
 def start_run():
-    """Take the run's lock before any job starts (not on dry runs: onstart does not fire).
+    """Check pins and data sources, then take the run's lock, before any job starts.
 
-    Raises RunInProgressError when another live process runs the same run id.
+    onstart fires only when jobs will run (not on dry runs, lint or no-op reruns), so parsing
+    the workflow stays free of pandas. Raises RunInProgressError when another live process
+    runs the same run id.
     """
+    if not RUN.execute_sleeves:
+        stages.check_pins(PLAN, RUN.runs_root, RUN.run_id)
+    stages.check_data(PLAN, RUN.base_dir, include_pinned=RUN.execute_sleeves)
     if runlock.acquire(RUN.run_dir, RUN.run_id):
         _LOCKED_HERE.append(RUN.run_dir)
 
