@@ -46,7 +46,7 @@ def _sleeve_phase(run_dir: Path) -> tuple[float, list[float]]:
 def _task_seconds(run_dir: Path) -> list[float]:
     """Seconds each sleeve's computation took where it ran (provenance ``duration_s``)."""
     return [
-        json.loads(p.read_text())["duration_s"]
+        sum(t["duration_s"] for t in json.loads(p.read_text())["tasks"].values())
         for p in sorted(run_dir.glob("sleeves/*/provenance.json"))
     ]
 

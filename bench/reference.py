@@ -32,6 +32,37 @@ def _sleeve(config: dict, risk_profiles: list[str], sleeve_id: str, profile: str
     return time.perf_counter() - t0, result
 
 
+def _sleeves(pool: ProcessPoolExecutor, children: list, rps: list[str]) -> dict:
+    """Each sleeve's risk profiles as one task each (as the pipeline splits them), merged per sleeve."""
+    from tradingview_scraper.sleeve import SleeveResult
+
+    futures = {
+        (c.sleeve_id, rp): pool.submit(_sleeve, c.config, [rp], c.sleeve_id, c.profile) for c in children for rp in rps
+    }
+    done = {key: f.result() for key, f in futures.items()}
+    return {
+        c.sleeve_id: (
+            sum(done[c.sleeve_id, rp][0] for rp in rps),
+            SleeveResult.merge([done[c.sleeve_id, rp][1] for rp in rps]),
+        )
+        for c in children
+    }
+
+
+def _metas(pool: ProcessPoolExecutor, results: dict, rps: list[str], config: dict) -> dict:
+    futures = {
+        rp: pool.submit(
+            _meta,
+            rp,
+            {sid: r.returns[rp] for sid, (_, r) in results.items()},
+            {sid: r.weights[rp]["weights"] for sid, (_, r) in results.items()},
+            config,
+        )
+        for rp in rps
+    }
+    return {rp: f.result() for rp, f in futures.items()}
+
+
 def _meta(profile: str, streams: dict, holdings: dict, config: dict) -> tuple[float, dict]:
     from tradingview_scraper.meta import flatten, meta_optimize, meta_returns
 
@@ -53,6 +84,8 @@ def _meta(profile: str, streams: dict, holdings: dict, config: dict) -> tuple[fl
 def run_reference(manifest: str | Path, profile: str, n_cores: int) -> dict:
     """Compute every atomic sleeve, then every risk profile's meta layer, in one pool.
 
+    Each (sleeve, risk profile) is one task, as in the pipeline.
+
     Parameters
     ----------
     manifest : path
@@ -65,7 +98,8 @@ def run_reference(manifest: str | Path, profile: str, n_cores: int) -> dict:
     Returns
     -------
     dict
-        ``wall`` (seconds, pool start-up included), ``sleeves_wall`` (until the last sleeve
+        ``wall`` (seconds, pool start-up included), ``incremental_wall`` (recomputing the first
+        sleeve and then the meta layer, in a fresh pool), ``sleeves_wall`` (until the last sleeve
         returned), ``sleeve_seconds`` (sum of the sleeves' compute), ``meta_seconds`` (sum of
         the meta layers' compute) and ``flattened`` (gross weight sums per risk profile).
 
@@ -84,23 +118,20 @@ def run_reference(manifest: str | Path, profile: str, n_cores: int) -> dict:
         os.environ.setdefault(var, "1")  # one thread per task, as Ray gives its num_cpus=1 workers
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=n_cores) as pool:
-        futures = {c.sleeve_id: pool.submit(_sleeve, c.config, rps, c.sleeve_id, c.profile) for c in children}
-        results = {sid: f.result() for sid, f in futures.items()}
+        results = _sleeves(pool, children, rps)
         sleeves_wall = time.perf_counter() - t0
-        metas = {
-            rp: pool.submit(
-                _meta,
-                rp,
-                {sid: r.returns[rp] for sid, (_, r) in results.items()},
-                {sid: r.weights[rp]["weights"] for sid, (_, r) in results.items()},
-                root.config,
-            )
-            for rp in rps
-        }
-        meta_results = {rp: f.result() for rp, f in metas.items()}
+        meta_results = _metas(pool, results, rps, root.config)
     wall = time.perf_counter() - t0
+    # What a rerun after changing the first sleeve must compute, in a fresh pool as the full
+    # run had: that sleeve, then the whole meta layer again.
+    t1 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=n_cores) as pool:
+        results |= _sleeves(pool, children[:1], rps)
+        _metas(pool, results, rps, root.config)
+    incremental_wall = time.perf_counter() - t1
     return {
         "wall": wall,
+        "incremental_wall": incremental_wall,
         "sleeves_wall": sleeves_wall,
         "sleeve_seconds": sum(t for t, _ in results.values()),
         "meta_seconds": sum(t for t, _ in meta_results.values()),

@@ -333,6 +333,9 @@ def test_map_failure_names_the_item(backend):
     items = [("good", (2,), {}), ("bad", (-1,), {}), ("fine", (3,), {})]
     with pytest.raises(SleeveError, match=r"sleeve 'bad' failed: RuntimeError: negative input -1"):
         backend.map(_square_or_fail, items)
+    parts = [(("s", "hrp"), (2,), {}), (("s", "equal_weight"), (-1,), {})]  # one sleeve's parts
+    with pytest.raises(SleeveError, match=r"sleeve 's' \(equal_weight\) failed: RuntimeError: negative input -1"):
+        backend.map(_square_or_fail, parts)
 
 
 def test_map_puts_a_large_shared_frame_once(backend, monkeypatch):
@@ -396,6 +399,30 @@ def test_head_that_does_not_come_up_is_cleaned_up(shared, monkeypatch):
     )
     with pytest.raises(PipelineError, match="failed to start earlier"):
         backend.run(np.sum, [1], name="x")
+
+
+def test_start_in_background_boots_the_head_before_the_first_task(shared, monkeypatch):
+    shared.release()  # Ray allows one connection per process
+    backend = RayBackend(num_cpus=1)
+    try:
+        backend.start_in_background()
+        deadline = time.monotonic() + 90
+        while not backend.info()["started"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert backend.info()["started"], "the cluster did not come up in the background"
+        head = backend.info()["head_pid"]
+        backend.start_in_background()  # once: a second call starts nothing
+        assert backend.run(np.sum, [1, 2], name="x")[0] == 3
+        assert backend.info()["head_pid"] == head
+    finally:
+        backend.shutdown()
+    # A start that fails in the background is reported by the first task.
+    monkeypatch.setattr(compute, "_HEAD_START_TIMEOUT_S", 0.0)
+    failing = RayBackend(num_cpus=1)
+    failing.start_in_background()
+    with pytest.raises(PipelineError, match=r"did not come up on 127\.0\.0\.1:\d+ within 0 s"):
+        failing.run(np.sum, [1], name="x")  # waits for the background start, then reports it
+    failing.shutdown()
 
 
 def _sid(pid: int) -> int | None:

@@ -67,7 +67,7 @@ MANIFEST = {
     },
 }
 # Where a sleeve ran: differs between modes and runs by design.
-WORKER_FIELDS = {"node_id", "node_ip", "worker_pid", "duration_s", "address", "mode"}
+WORKER_FIELDS = {"tasks", "address", "mode"}
 # A second `ray start --address` node on this machine: `ray start` refuses to join a cluster
 # while RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (which keeps every listener on loopback) and
 # would rewrite 127.0.0.1 to the external IP otherwise; lift only the guard, in the launcher.
@@ -191,6 +191,11 @@ def _provenance(run_dir: Path) -> dict[str, dict]:
         p.parent.name: json.loads(p.read_text())
         for p in sorted(run_dir.glob("sleeves/*/provenance.json"))
     }
+
+
+def _tasks(prov: dict[str, dict]) -> list[dict]:
+    """Where each risk profile's task of every sleeve ran."""
+    return [task for p in prov.values() for task in p["tasks"].values()]
 
 
 def _artifacts(run_dir: Path) -> dict[str, Path]:
@@ -381,8 +386,9 @@ def test_run_starts_one_private_cluster_and_stops_it(ray_run):
     assert sorted(prov) == sorted(SP500)
     assert {p["mode"] for p in prov.values()} == {"private"}
     assert len({p["address"] for p in prov.values()}) == 1
-    assert {p["node_ip"] for p in prov.values()} == {"127.0.0.1"}
-    assert os.getpid() not in {p["worker_pid"] for p in prov.values()}
+    assert all(sorted(p["tasks"]) == ["equal_weight", "hrp"] for p in prov.values())
+    assert {t["node_ip"] for t in _tasks(prov)} == {"127.0.0.1"}
+    assert os.getpid() not in {t["worker_pid"] for t in _tasks(prov)}
 
 
 def test_sleeve_jobs_never_exceed_the_cluster_cpus(ray_run):
@@ -405,7 +411,7 @@ def test_every_sleeve_finishes_on_ray_before_meta_returns_starts(ray_run):
     assert stages == ["sleeve"] * 4 + ["meta_returns"] * 2
     durations = {node.split("/")[-1]: end - start for start, end, node in sleeves}
     for sid, p in _provenance(result.run_dir).items():  # the Ray task ran inside its job
-        assert 0 < p["duration_s"] <= durations[sid]
+        assert all(0 < t["duration_s"] <= durations[sid] for t in p["tasks"].values())
 
 
 def test_up_to_date_rerun_and_all_pinned_run_start_no_cluster(ray_run, manifest):
@@ -457,7 +463,7 @@ def test_two_node_cluster_runs_sleeves_on_both_nodes_and_is_left_running(
     prov = _provenance(ext.run_dir)
     assert {p["mode"] for p in prov.values()} == {"external"}
     assert {p["address"] for p in prov.values()} == {two_nodes["address"]}
-    assert len({p["node_id"] for p in prov.values()}) == 2, prov  # 2 at a time, 1 CPU per node
+    assert len({t["node_id"] for t in _tasks(prov)}) == 2, prov  # 1 CPU per node, tasks on both
     # At most the cluster's 2 CPUs (the runner asked it) though 4 cores were given.
     assert _max_overlap(_intervals(ext.run_dir, "sleeve")) <= 2
     assert_same_artifacts(result.run_dir, ext.run_dir)
@@ -547,7 +553,7 @@ def test_failing_sleeve_stops_the_plain_command_before_meta_and_a_rerun_recomput
     tail = output[-3000:]
     # Every sleeve job reserves ray_cpus; the command knows the private cluster's CPUs.
     assert re.search(rf"Provided resources: .*ray_cpus\D+{os.cpu_count()}\b", output), tail
-    assert re.search(r"sleeve 'bad' failed: DataError: [^\n]*'NOPE' not found", output), tail
+    assert re.search(r"sleeve 'bad' \(\w+\) failed: DataError: [^\n]*'NOPE' not found", output), tail
     run_dir = tmp_path / "ff"
     assert not (run_dir / "meta").exists() and not list(run_dir.glob("flattened_*.json"))
     assert not (run_dir / "report.md").exists()

@@ -27,7 +27,7 @@ PACKAGE = PROJECT / "tradingview_scraper"
 SCRIPT = "scripts/run_meta_pipeline.py"
 SLEEVES = ("tech", "staples", "factors")
 # Where and how long a sleeve ran: differs between runs by design.
-PLACEMENT = {"address", "duration_s", "mode", "node_id", "node_ip", "worker_pid"}
+PLACEMENT = {"address", "mode", "tasks"}
 # Not artifacts: logs, the ledger (timestamps) and the lock files.
 SKIPPED = re.compile(r"(^|/)(logs/|audit\.jsonl|\.run\.lock)")
 
@@ -122,7 +122,7 @@ def test_concurrent_runs_with_different_ids_both_succeed(clean_runs):
         assert code == 0, f"run {name}: {err}"
         assert (root / name / "report.html").is_file() and _no_partial_writes(root / name) == []
     ray_prov = json.loads((root / "ray/sleeves/tech/provenance.json").read_text())
-    assert ray_prov["mode"] == "private" and ray_prov["node_ip"] == "127.0.0.1"
+    assert ray_prov["mode"] == "private" and {t["node_ip"] for t in ray_prov["tasks"].values()} == {"127.0.0.1"}
     assert audit.verify(root / "ray") == [] and audit.verify(root / "local") == []
 
 

@@ -93,7 +93,7 @@ def _corrupt(lines: list[str], kind: str) -> list[str]:
     return out
 
 
-JOB = r"^sleeve 'user' failed: DataError: .*"
+JOB = r"^sleeve 'user' \(\w+\) failed: DataError: .*"
 BAD_FILES = [
     # a missing file is caught by the runner's pre-flight check, before any job starts
     ("missing", None, r"^profile 'user': price table not found: .*absent\.csv"),
@@ -132,7 +132,7 @@ def test_bad_data_file_on_ray_stops_the_meta_run(prices, small_manifest_dict, wr
                    "profiles": ["equal_weight"]},
     )
     runs = tmp_path / "runs"
-    with pytest.raises(PipelineError, match=r"^sleeve 'user' failed: DataError: .*BINANCE_PEP, 1D\.csv: symbol 'PEP'"):
+    with pytest.raises(PipelineError, match=r"^sleeve 'user' \(\w+\) failed: DataError: .*BINANCE_PEP, 1D\.csv: symbol 'PEP'"):
         MetaPipeline("meta_user", manifest=write_manifest(m), run_id="ray", runs_root=runs, ray_num_cpus=1).execute()
     run = runs / "ray"
     assert leftovers(run, run / "sleeves" / "user") == []
@@ -329,3 +329,27 @@ def test_crypto_tradingview_sleeve_keeps_its_24x7_calendar(write_manifest, tmp_p
     weights = json.loads((run / "weights_min_variance.json").read_text())
     assert {r["symbol"] for r in weights["weights"]} == {"BTCUSDT", "ETHUSDT"}
     assert json.loads((run / "sign_test.json").read_text())["passed"]
+
+
+@pytest.mark.parametrize("direction", ["LONG", "SHORT"])
+def test_a_sleeve_computed_per_risk_profile_merges_to_the_whole(direction):
+    """The pipeline runs each risk profile as its own task: the merged parts equal one call."""
+    from tradingview_scraper.sleeve import SleeveResult
+
+    config = {
+        "data": {"source": "skfolio", "start": "2019-01-01", "end": "2021-12-31"},
+        "universe": {"symbols": SYMBOLS, "direction": direction},
+        "selection": {"method": "all"},
+        "backtest": {"train_window": 126, "test_window": 21, "commission": 0.001},
+    }
+    rps = ["equal_weight", "min_variance", "hrp"]
+    whole = compute_sleeve(config, rps, sleeve_id="x", profile="p")
+    parts = [
+        SleeveResult.from_payload(compute_sleeve(config, [rp], sleeve_id="x", profile="p").to_payload())
+        for rp in reversed(rps)
+    ]
+    merged = SleeveResult.merge(parts)
+    assert merged.to_payload() == whole.to_payload()  # every number, the sign test included
+    failing = copy.deepcopy(parts)
+    failing[1].sign_test["passed"] = False
+    assert SleeveResult.merge(failing).sign_test["passed"] is False

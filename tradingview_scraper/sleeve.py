@@ -151,6 +151,26 @@ class SleeveResult:
         returns = pd.DataFrame(payload["columns"], index=idx, dtype=float)
         return cls(returns, payload["weights"], payload["health"], payload["sign_test"])
 
+    @classmethod
+    def merge(cls, parts: list[SleeveResult]) -> SleeveResult:
+        """One sleeve's result from the results of disjoint sets of its risk profiles.
+
+        ``merge([compute_sleeve(c, [rp], ...) for rp in rps])`` equals
+        ``compute_sleeve(c, rps, ...)``: the parts share the sleeve's returns (so the sign
+        test's input check), and each adds its profiles' columns, weights, health and
+        stream checks.
+        """
+        first = parts[0]
+        returns = pd.concat([p.returns for p in parts], axis=1)
+        returns.index.name = "date"
+        streams = {rp: rec for p in parts for rp, rec in p.sign_test["streams"].items()}
+        return cls(
+            returns=returns,
+            weights={rp: rec for p in parts for rp, rec in p.weights.items()},
+            health={**first.health, "profiles": {rp: h for p in parts for rp, h in p.health["profiles"].items()}},
+            sign_test={**first.sign_test, "streams": streams, "passed": all(p.sign_test["passed"] for p in parts)},
+        )
+
 
 def compute_sleeve(
     config: dict,

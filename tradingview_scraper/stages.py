@@ -172,7 +172,12 @@ def _import_modules(names: tuple[str, ...]) -> None:
 
 
 def run_sleeve(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
-    """Compute atomic sleeve ``node_path`` (on Ray unless ``ray`` is off) and write its artifacts."""
+    """Compute atomic sleeve ``node_path`` (on Ray unless ``ray`` is off) and write its artifacts.
+
+    Each risk profile's walk-forward is a task of its own (they are independent), so one
+    sleeve's profiles spread over the cluster's CPUs: a run that recomputes one sleeve
+    uses every core, not one. The parts are merged into the sleeve's one set of artifacts.
+    """
     from .orchestration import compute
     from .sleeve import SleeveResult, unhealthy_profiles
 
@@ -180,34 +185,51 @@ def run_sleeve(ctx: RunContext, node_path: str, logfile: str | None = None) -> N
     sid = spec.sleeve_id or spec.profile
     outputs = sleeve_outputs(ctx, node)
     with _stage(ctx, "sleeve", node_path, logfile, {"profile": spec.profile, "config": spec.config}, [], outputs):
-        args = (spec.config, ctx.plan.risk_profiles, sid, spec.profile, str(ctx.base_dir))
+        tasks = [
+            ((sid, rp), (spec.config, [rp], sid, spec.profile, str(ctx.base_dir)), {})
+            for rp in ctx.plan.risk_profiles
+        ]
         backend = compute.backend_from_config(ctx.ray, ctx.ray_address, ctx.ray_num_cpus)
-        try:
-            if backend is None:
-                payload, prov = compute.local_call(_sleeve_task, *args)
-            else:
-                prewarm()
-                cpus = float(spec.config["backtest"].get("num_cpus", 1))
-                payload, prov = backend.run(_sleeve_task, *args, name=sid, num_cpus=cpus)
-        except SleeveError:
-            raise
-        except Exception as exc:
-            raise SleeveError(f"sleeve {sid!r} failed: {type(exc).__name__}: {exc}") from exc
-        result = SleeveResult.from_payload(payload)
-        _write_sleeve(ctx, spec, node, result, prov)
+        if backend is None:
+            done = {}
+            for name, args, _ in tasks:
+                try:
+                    done[name] = compute.local_call(_sleeve_task, *args)
+                except Exception as exc:
+                    raise SleeveError(f"sleeve {sid!r} ({name[1]}) failed: {type(exc).__name__}: {exc}") from exc
+        else:
+            prewarm()
+            cpus = float(spec.config["backtest"].get("num_cpus", 1))
+            done = backend.map(_sleeve_task, tasks, num_cpus=cpus)
+        result = SleeveResult.merge([SleeveResult.from_payload(payload) for payload, _ in done.values()])
+        placement = {name[1]: prov for name, (_, prov) in done.items()}
+        _write_sleeve(ctx, spec, node, result, placement)
         bad = unhealthy_profiles(result.health, float(spec.config["health"]["min_success_ratio"]))
         if bad:
             log.warning("sleeve %s is unhealthy: %s (a meta run consuming it stops)", sid, ", ".join(bad))
 
 
-def _write_sleeve(ctx: RunContext, spec: NodeSpec, node: Node, result, provenance: dict) -> None:
+def _write_sleeve(ctx: RunContext, spec: NodeSpec, node: Node, result, placement: dict[str, dict]) -> None:
+    """Write a computed sleeve's artifacts; ``placement`` maps each risk profile to where it ran."""
     for rp, record in result.weights.items():
         write_json(node.file("weights", profile=rp), record)
     write_json(node.file("health"), result.health)
     write_json(node.file("sign_test"), result.sign_test)
+    first = next(iter(placement.values()))
+    tasks = {
+        rp: {k: prov[k] for k in ("node_id", "node_ip", "worker_pid", "duration_s")} for rp, prov in placement.items()
+    }
     write_json(
         node.file("provenance"),
-        {"computed": True, "run_id": ctx.run_id, "profile": spec.profile, "sleeve": spec.sleeve_id, **provenance},
+        {
+            "computed": True,
+            "run_id": ctx.run_id,
+            "profile": spec.profile,
+            "sleeve": spec.sleeve_id,
+            "mode": first["mode"],
+            "address": first["address"],
+            "tasks": tasks,
+        },
     )
     write_parquet(node.file("returns"), result.returns)  # last: the file Snakemake's DAG waits on
 
