@@ -268,14 +268,14 @@ def test_nothing_unpickles():
 # Every line of the package that can write a file, and why each is allowed; anything else
 # writing a file bypasses layout's atomic writers (temp file + fsync + rename).
 WRITE = re.compile(r"\.to_parquet\(|\.to_csv\(|\.to_json\(|\.to_pickle\(|\.write_text\(|\.write_bytes\(|"
-                   r"json\.dump\(|savefig\(|shutil\.(copy|move)|os\.rename\(|open\([^)]*['\"][wax]b?\+?['\"]|"
+                   r"json\.dump\(|savefig\(|\.save\(|shutil\.(copy|move)|os\.rename\(|open\([^)]*['\"][wax]b?\+?['\"]|"
                    r"fdopen\(|O_WRONLY|O_RDWR|FileHandler\(")  # fmt: skip
 ALLOWED_WRITES = {
     "tradingview_scraper/layout.py": ['os.fdopen(fd, "wb")'],  # the atomic writer itself
     "tradingview_scraper/audit.py": ["O_APPEND", "_lock_path(ledger)"],  # append-only ledger + its flock file
     "tradingview_scraper/runlock.py": ["os.open(path, os.O_RDWR"],  # the run's lock file
     "tradingview_scraper/stages.py": ["logging.FileHandler(logfile"],  # per-stage logs (not artifacts)
-    "tradingview_scraper/report.py": ["savefig(buf,"],  # into memory; written by atomic_write_bytes
+    "tradingview_scraper/report.py": [".save(buf,"],  # PNGs into memory; written by atomic_write_bytes
     # the Ray head's token and log, in the private temp dir of the run's cluster
     "tradingview_scraper/orchestration/compute.py": ["self._token_path, os.O_WRONLY", 'os.fdopen(fd, "w")', "open(head_log,"],
 }

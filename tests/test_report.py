@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import shutil
@@ -12,6 +13,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from tradingview_scraper import audit, report
 from tradingview_scraper.errors import DataError
@@ -256,6 +258,30 @@ def test_html_is_self_contained_with_every_figure(small_run):
     for name in report.TABLES:
         table = node.file("report_table", asset=name).read_text()
         assert table.startswith("<!doctype html>") and "<table>" in table
+
+
+def _rgb(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_figures_have_the_pixels_of_matplotlibs_own_constrained_savefig(small_run, monkeypatch):
+    # the report lays each figure out once and skips work that changes no pixel; matplotlib's
+    # own path (a constrained-layout engine, savefig) must give the very same image
+    data = report.load_node(_ctx(small_run.parent), ".")
+    a = report.analyse(data)
+    fast = report.figures(data, a)
+
+    def savefig_png(fig):
+        fig.set_layout_engine("constrained")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=report._DPI)
+        return buf.getvalue()
+
+    monkeypatch.setattr(report, "_png", savefig_png)
+    reference = report.figures(data, a)
+    for name in report.FIGURES:
+        assert Image.open(io.BytesIO(fast[name])).info["dpi"] == pytest.approx((report._DPI, report._DPI), abs=0.01)
+        np.testing.assert_array_equal(_rgb(fast[name]), _rgb(reference[name]), err_msg=name)
 
 
 def test_injected_extreme_return_shows_up_under_anomalies(small_run, tmp_path):

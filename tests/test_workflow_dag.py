@@ -31,13 +31,14 @@ def test_meta_demo_dry_run_order(runs_root):
     position = {stage: [i for i, r in enumerate(rules) if r == stage] for stage in STAGE_ORDER}
     assert len(position["sleeve"]) == 3
     assert len(position["flatten"]) == 4, "one flatten job per configured risk profile"
-    assert len(position["meta_returns"]) == 4 and len(position["meta_optimize"]) == 4
+    assert len(position["meta_optimize"]) == 4
+    assert len(position["meta_returns"]) == 1, "one meta_returns job writes every profile's file"
     for earlier, later in zip(STAGE_ORDER, STAGE_ORDER[1:], strict=False):
         assert max(position[earlier]) < min(position[later]), f"{earlier} must finish before {later}"
-    # per profile: returns -> optimize -> flatten
+    # per profile: (the node's meta returns) -> optimize -> flatten
     for profile in ("equal_weight", "min_variance", "hrp", "risk_parity"):
         seq = [_stage(j.rule) for j in jobs if j.wildcards.get("profile") == profile]
-        assert seq == ["meta_returns", "meta_optimize", "flatten"]
+        assert seq == ["meta_optimize", "flatten"]
     assert not (runs_root / "dryrun").exists(), "a dry run writes nothing"
 
 

@@ -426,10 +426,9 @@ def run_pin(ctx: RunContext, node_path: str, logfile: str | None = None) -> None
 # --------------------------------------------------------------------------- meta layer
 
 
-def child_holdings_file(ctx: RunContext, child: str, profile: str) -> Path:
+def child_holdings_file(spec: NodeSpec, node: Node, profile: str) -> Path:
     """A child node's per-profile asset weights: ``weights_<p>.json`` or ``flattened_<p>.json``."""
-    name = "flattened" if ctx.spec(child).is_meta else "weights"
-    return ctx.node(child).file(name, profile=profile)
+    return node.file("flattened" if spec.is_meta else "weights", profile=profile)
 
 
 def _check_health(ctx: RunContext, spec: NodeSpec) -> None:
@@ -473,24 +472,29 @@ def _check_health(ctx: RunContext, spec: NodeSpec) -> None:
         log.warning("%s; continuing (health.on_unhealthy = warn)", msg)
 
 
-def run_meta_returns(ctx: RunContext, node_path: str, profile: str, logfile: str | None = None) -> None:
-    """Inner-join the children's ``profile`` streams into ``meta/returns_<profile>.parquet``."""
+def run_meta_returns(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
+    """Inner-join the children's streams into ``meta/returns_<profile>.parquet``, every profile.
+
+    Each child's returns are read once for all profiles.
+    """
     _await_prewarm()
     from .meta import meta_returns
 
     spec, node = ctx.spec(node_path), ctx.node(node_path)
+    profiles = ctx.plan.risk_profiles
     inputs = [ctx.node(c).file("returns") for c in spec.children]
-    out = node.file("meta_returns", profile=profile)
-    with _stage(ctx, "meta_returns", node_path, logfile, {"profile": profile}, inputs, [out]):
+    outs = [node.file("meta_returns", profile=p) for p in profiles]
+    with _stage(ctx, "meta_returns", node_path, logfile, {"profiles": profiles}, inputs, outs):
         _check_health(ctx, spec)
         bt = spec.config["backtest"]
-        streams = {}
-        for child, path in zip(spec.children, inputs, strict=True):
-            frame = read_parquet(path)
-            if profile not in frame.columns:
-                raise DataError(f"{path}: no column for risk profile {profile!r} (has {', '.join(frame.columns)})")
-            streams[ctx.spec(child).sleeve_id] = frame[profile]
-        write_parquet(out, meta_returns(streams, min_obs=bt["train_window"] + bt["test_window"]))
+        frames = {ctx.spec(c).sleeve_id: (path, read_parquet(path)) for c, path in zip(spec.children, inputs, strict=True)}
+        for profile, out in zip(profiles, outs, strict=True):
+            streams = {}
+            for sid, (path, frame) in frames.items():
+                if profile not in frame.columns:
+                    raise DataError(f"{path}: no column for risk profile {profile!r} (has {', '.join(frame.columns)})")
+                streams[sid] = frame[profile]
+            write_parquet(out, meta_returns(streams, min_obs=bt["train_window"] + bt["test_window"]))
 
 
 def run_meta_optimize(ctx: RunContext, node_path: str, profile: str, logfile: str | None = None) -> None:
@@ -565,7 +569,7 @@ def run_flatten(ctx: RunContext, node_path: str, profile: str, logfile: str | No
 
     spec, node = ctx.spec(node_path), ctx.node(node_path)
     wfile = node.file("meta_weights", profile=profile)
-    hfiles = {ctx.spec(c).sleeve_id: child_holdings_file(ctx, c, profile) for c in spec.children}
+    hfiles = {ctx.spec(c).sleeve_id: child_holdings_file(ctx.spec(c), ctx.node(c), profile) for c in spec.children}
     out = node.file("flattened", profile=profile)
     with _stage(ctx, "flatten", node_path, logfile, {"profile": profile}, [wfile, *hfiles.values()], [out]):
         sleeve_weights = read_json(wfile)["weights"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +176,7 @@ class MetaPipeline:
         )
 
         collector, failed = _JobCollector(), _FirstStageError()
+        gc_thresholds = gc.get_threshold()  # the Snakefile raises them for the DAG build
         forcerun = ["sleeve"] if self.execute_sleeves else []
         locked = not self.dry_run and runlock.acquire(self.run_dir, self.run_id)
         stage_log = logging.getLogger("tradingview_scraper")
@@ -213,6 +215,7 @@ class MetaPipeline:
                 raise type(failed.error)(str(failed.error).strip().splitlines()[0]) from exc
             raise PipelineError(_root_message(exc)) from exc
         finally:
+            gc.set_threshold(*gc_thresholds)
             stage_log.removeHandler(failed)
             shutdown_all()
             if locked:

@@ -3,6 +3,7 @@
 # heavy modules (pandas, skfolio, ray) load inside the stage functions.
 
 import functools
+import gc
 import json
 import math
 import re
@@ -71,6 +72,13 @@ FLAT_PROFILES = "|".join(p for p in PROFILES if p not in stages.HIERARCHICAL) or
 NODES = {path: RUN.node(path) for path in PLAN.nodes}
 NODE_PATHS = {str(node.dir): path for path, node in NODES.items()}
 
+# Building the DAG of thousands of jobs allocates millions of objects that live until the
+# run ends, and CPython's cycle collector (run every 700 allocations) rescans them again and
+# again: a quarter of a 10,000-sleeve dry run. Exempt what parsing built, and collect less
+# often (docs/performance.md; the runner restores its caller's thresholds afterwards).
+gc.freeze()
+gc.set_threshold(50_000, 20, 20)
+
 
 def node_path(wildcards):
     """Plan path ("." or "sleeves/a/...") of the {node} wildcard."""
@@ -98,13 +106,15 @@ def get_pin_source(wildcards):
 
 
 def get_children_interface(wildcards):
-    """Each child's returns, plus a nested child's flattened holdings for this profile.
+    """Each child's returns, plus a nested child's flattened holdings of every profile.
 
     (An atomic child's holdings and health come from the same job as its returns.)
     """
     spec = PLAN.nodes[node_path(wildcards)]
     files = [str(NODES[c].file("returns")) for c in spec.children]
-    files += [str(NODES[c].file("flattened", profile=wildcards.profile)) for c in spec.children if PLAN.nodes[c].is_meta]
+    for c in spec.children:
+        if PLAN.nodes[c].is_meta:
+            files += [str(NODES[c].file("flattened", profile=p)) for p in PROFILES]
     return files
 
 
@@ -123,7 +133,7 @@ def get_flatten_inputs(wildcards):
     profile = wildcards.profile
     children = PLAN.nodes[path].children
     return [str(NODES[path].file("meta_weights", profile=profile))] + [
-        str(stages.child_holdings_file(RUN, c, profile)) for c in children
+        str(stages.child_holdings_file(PLAN.nodes[c], NODES[c], profile)) for c in children
     ]
 
 

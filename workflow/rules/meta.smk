@@ -1,5 +1,8 @@
 # The meta layer of every meta node (the root and nested meta sleeves), per risk profile:
 # meta returns (inner join) -> meta optimize (walk-forward, bounded) -> flatten.
+# One meta_returns job per node writes every profile's file: it reads each child's returns
+# once (not once per profile), and the DAG has one edge per child instead of one per
+# child and profile.
 
 
 wildcard_constraints:
@@ -10,15 +13,15 @@ rule meta_returns:
     input:
         get_children_interface,
     output:
-        "{node}/meta/returns_{profile}.parquet",
+        expand("{{node}}/meta/returns_{profile}.parquet", profile=PROFILES),
     params:
         meta=get_meta_params,
     wildcard_constraints:
         node=META_NODES,
     log:
-        "{node}/logs/meta_returns_{profile}.log",
+        "{node}/logs/meta_returns.log",
     run:
-        stages.run_meta_returns(RUN, node_path(wildcards), wildcards.profile, log[0])
+        stages.run_meta_returns(RUN, node_path(wildcards), log[0])
 
 
 rule meta_optimize:
