@@ -106,6 +106,11 @@ class Node:
 ROOT = "."
 
 
+def node_at(run_dir: Path | str, path: str) -> Node:
+    """The node of plan path ``path`` (``"."`` or ``"sleeves/a/sleeves/b"``) in ``run_dir``."""
+    return Node(Path(run_dir)) if path == ROOT else Node(Path(run_dir) / path)
+
+
 def child_path(parent: str, sleeve_id: str) -> str:
     """Plan path (relative to the run directory) of sleeve ``sleeve_id`` under node ``parent``."""
     name = f"sleeves/{check_name(sleeve_id, 'sleeve id')}"

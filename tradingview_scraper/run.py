@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
-from .layout import RUNS_ROOT, Node, check_name, new_run_id, run_node
+from .layout import RUNS_ROOT, Node, check_name, new_run_id, node_at, run_node
 from .manifest import DEFAULT_MANIFEST, ROOT, NodeSpec, Plan, load_plan, parse_risk_profiles
 
 #: Environment variable carrying a generated run id to every process of one workflow run.
@@ -49,7 +49,7 @@ class RunContext:
 
     def node(self, path: str) -> Node:
         """Node of plan path ``path`` (``"."`` or ``"sleeves/a/sleeves/b"``)."""
-        return self.root if path == ROOT else Node(self.run_dir / path)
+        return self.root if path == ROOT else node_at(self.run_dir, path)
 
     def spec(self, path: str) -> NodeSpec:
         return self.plan.nodes[path]

@@ -226,9 +226,10 @@ def _head_command(port: int, num_cpus: int, temp_dir: Path) -> list[str]:
         f"--node-ip-address={_LOOPBACK}", f"--port={port}",
         f"--ray-client-server-port={client_port}", f"--num-cpus={num_cpus}",
         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
-        # A fixed-size private cluster has nothing to autoscale: no monitor process
-        # (about 0.3 s of start-up and CPU per run).
-        "--no-monitor",
+        # A fixed-size private cluster has nothing to autoscale (no monitor process), and
+        # its workers' output is not streamed to the driver (no log monitor; a task's
+        # error still is): two Python processes fewer, about 0.5 s of CPU per run.
+        "--no-monitor", "--include-log-monitor=false",
     ]  # fmt: skip
 
 
@@ -480,6 +481,7 @@ class RayBackend:
         self._token_path: Path | None = None
         self._saved_env: dict[str, str | None] = {}
         self._remote = None
+        self._starter: threading.Thread | None = None
         self._ray_initialized = False
         self._saved_enable_cluster = False
         self.head_start_s: float | None = None
@@ -660,9 +662,10 @@ class RayBackend:
         (the workflow's pre-flight checks, the first jobs), and the first task waits for it
         rather than starting it. A failure to start is raised by that first task.
         """
-        if self._started or self._closing.is_set() or self._start_error is not None:
-            return
-        threading.Thread(target=self._start_quietly, name="tvs-ray-start", daemon=True).start()
+        if self._started or self._closing.is_set() or self._start_error is not None or self._starter:
+            return  # (two racing first calls start two threads: the second finds it started)
+        self._starter = threading.Thread(target=self._start_quietly, name="tvs-ray-start", daemon=True)
+        self._starter.start()
 
     def _start_quietly(self) -> None:
         # The error is recorded (PipelineError) or met again by the first task's own start.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import runlock
 from ..errors import ConfigError, PipelineError
-from ..layout import RUNS_ROOT, check_name, new_run_id, run_dir
+from ..layout import RUNS_ROOT, check_name, new_run_id, node_at, run_dir
 from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
 from ..stages import check_data, check_pins
 from .compute import backend_from_config, interrupted, shutdown_all, watch_interrupts
@@ -131,6 +131,14 @@ class MetaPipeline:
     def run_dir(self) -> Path:
         return run_dir(self.run_id, self.runs_root)
 
+    def _missing_sleeves(self) -> bool:
+        """Whether a sleeve this run computes has no returns yet (so its job will surely run)."""
+        return any(
+            not node_at(self.run_dir, spec.path).file("returns").is_file()
+            for spec in self.plan.atomic_nodes()
+            if self.execute_sleeves or not spec.pin
+        )
+
     def config(self) -> dict:
         """The Snakemake config of this run (scalars only: they travel on command lines)."""
         cfg = {
@@ -187,6 +195,8 @@ class MetaPipeline:
             # An external cluster is asked (and so proven reachable) before any work starts.
             backend = backend_from_config(self.ray, self.ray_address, self.ray_num_cpus)
             ray_cpus = backend.capacity(connect=not self.dry_run) if backend is not None else None
+            if backend is not None and not self.dry_run and self._missing_sleeves():
+                backend.start_in_background()  # boots while Snakemake parses and builds the DAG
             with SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if self.quiet else None, show_failed_logs=True)) as api:
                 smk_logger.addHandler(collector)
                 try:
