@@ -26,6 +26,7 @@ from common import (
     bench_env,
     cores,
     emit,
+    loopback_cluster,
     realistic_manifest,
     run_timed,
     write_json,
@@ -38,11 +39,11 @@ RECORD_RULES = {"resolved_manifest", "all"}
 REPEATS = 3
 
 
-def _runner(manifest: Path, run_id: str, runs_root: Path, n_cores: int) -> tuple[float, dict]:
+def _runner(manifest: Path, run_id: str, runs_root: Path, n_cores: int, env: dict | None = None) -> tuple[float, dict]:
     """Run the pipeline through the runner in a fresh process: (process wall, its JSON report)."""
     cmd = [PYTHON, str(BENCH / "run_pipeline.py"), "--manifest", str(manifest), "--profile", "bench",
            "--run-id", run_id, "--runs-root", str(runs_root), "--cores", str(n_cores)]
-    timed = run_timed(cmd, env=bench_env())
+    timed = run_timed(cmd, env={**bench_env(), **(env or {})})
     return timed.wall, json.loads(timed.stdout.strip().splitlines()[-1])
 
 
@@ -108,6 +109,16 @@ def measure(workdir: Path, n_sleeves: int, start: str, end: str, n_cores: int) -
                       "breakdown": parts, "pipeline_runner_s": full["runner_s"],
                       "pipeline_without_report": full_wall - parts["report"]}),
     ]
+
+    # The same run on a cluster that is already up (fresh, so its workers are as cold as a
+    # private head's): what remains is the orchestration without the per-run head.
+    with loopback_cluster(n_cores) as cluster_env:
+        ext_wall, ext = _runner(manifest, run_id + "-ext", runs_root, n_cores, env=cluster_env)
+    figures.append(
+        Figure("1", "overhead ratio on an already running cluster (--ray-address)", ext_wall / ref.wall, 1.15, "x",
+               note=f"pipeline {ext_wall:.1f} s / reference {ref.wall:.1f} s; the private head's start and stop "
+                    f"cost the full run {full_wall - ext_wall:.1f} s",
+               extra={"pipeline_wall": ext_wall, "breakdown": breakdown(ext, n_cores)}))
 
     # 3. No-op reruns of the same run id.
     noop_runner, noop_cli, noop_script, jobs_seen = [], [], [], set()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -202,3 +205,41 @@ def bench_env() -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "TVS_RUN_ID")}
     env.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     return env
+
+
+@contextlib.contextmanager
+def loopback_cluster(num_cpus: int) -> Iterator[dict]:
+    """A fresh Ray head on 127.0.0.1 with its own token, up before the block, stopped after.
+
+    Yields the environment variables a client needs (``RAY_ADDRESS``, token auth). Started
+    the way the pipeline starts its private head (``compute``'s own command and environment),
+    so a run on it differs from a private run only by not starting (or stopping) the head.
+    """
+    import secrets
+    import tempfile
+
+    from tradingview_scraper.orchestration import compute
+
+    temp = Path(tempfile.mkdtemp(prefix="tvb", dir="/tmp"))
+    token = temp / "auth_token"
+    fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32))
+    port = compute._free_port()
+    with open(temp / "head.log", "wb") as log:
+        head = subprocess.Popen(compute._head_command(port, num_cpus, temp / "r"), env=compute._node_env(token),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(Exception):
+                if compute._alive_nodes(address, token.read_text().strip()) > 0:
+                    break
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"loopback Ray head did not come up; see {temp / 'head.log'}")
+            time.sleep(0.1)
+        yield {"RAY_ADDRESS": address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    finally:
+        compute._kill_session(head.pid, 0.0, leader=head)
+        shutil.rmtree(temp, ignore_errors=True)
