@@ -120,6 +120,14 @@ def table(figures: list[Figure], before: dict, after: dict, walls: dict, errors:
             f"Reference: sleeves {overhead.extra['reference']['sleeves_wall']:.1f} s, whole "
             f"{overhead.extra['reference_wall']:.1f} s.",
         ]
+    running = next((f for f in figures if f.item == "1" and f is not overhead and f.extra.get("breakdown")), None)
+    if running is not None:
+        b = running.extra["breakdown"]
+        lines[-1] += (
+            f" On an already running cluster ({running.extra['pipeline_wall']:.1f} s): start-up "
+            f"{b['startup']:.1f} s (connecting {b['ray_start']:.1f} s), sleeve phase {b['sleeves']:.1f} s, meta "
+            f"layer {b['meta']:.1f} s, report {b['report']:.1f} s, teardown {b['teardown']:.1f} s."
+        )
     if errors:
         lines += ["", *[f"**Not measured:** {e}" for e in errors]]
     return "\n".join([*lines, "", END])
