@@ -55,7 +55,9 @@ def breakdown(report: dict, n_cores: int) -> dict:
     start-up and the driver's connection); ``sleeve_compute``:
     the sleeves' compute inside the workers, summed, and ``sleeve_ideal`` that divided by the
     cores; ``meta``: last sleeve to the meta node's returns (meta returns, optimize, flatten);
-    ``report``; ``teardown``: report written to the runner's return (Ray shutdown).
+    ``report``; ``teardown``: report written to the runner's return (Ray shutdown);
+    ``driver_cpu``: CPU seconds of the driver process (all its threads), the work that
+    competes with the workers for the cores.
     """
     run_dir = Path(report["run_dir"])
     records = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines() if line.strip()]
@@ -84,6 +86,7 @@ def breakdown(report: dict, n_cores: int) -> dict:
         "meta": meta_done - last_sleeve,
         "report": report_done - meta_done,
         "teardown": report["ended"] - report_done,
+        "driver_cpu": report.get("driver_cpu_s", float("nan")),
     }
 
 

@@ -116,7 +116,8 @@ def table(figures: list[Figure], before: dict, after: dict, walls: dict, errors:
             f"start-up to the first stage {b['startup']:.1f} s; sleeve phase {b['sleeves']:.1f} s (Ray head "
             f"start-up and connection {b['ray_start']:.1f} s of it) for "
             f"{b['sleeve_compute']:.1f} s of sleeve compute ({b['sleeve_ideal']:.1f} s ideal on the cores); "
-            f"meta layer {b['meta']:.1f} s; report {b['report']:.1f} s; teardown {b['teardown']:.1f} s. "
+            f"meta layer {b['meta']:.1f} s; report {b['report']:.1f} s; teardown {b['teardown']:.1f} s; "
+            f"the driver used {b.get('driver_cpu', float('nan')):.1f} CPU-seconds. "
             f"Reference: sleeves {overhead.extra['reference']['sleeves_wall']:.1f} s, whole "
             f"{overhead.extra['reference_wall']:.1f} s.",
         ]
@@ -126,7 +127,8 @@ def table(figures: list[Figure], before: dict, after: dict, walls: dict, errors:
         lines[-1] += (
             f" On an already running cluster ({running.extra['pipeline_wall']:.1f} s): start-up "
             f"{b['startup']:.1f} s (connecting {b['ray_start']:.1f} s), sleeve phase {b['sleeves']:.1f} s, meta "
-            f"layer {b['meta']:.1f} s, report {b['report']:.1f} s, teardown {b['teardown']:.1f} s."
+            f"layer {b['meta']:.1f} s, report {b['report']:.1f} s, teardown {b['teardown']:.1f} s; the driver used "
+            f"{b.get('driver_cpu', float('nan')):.1f} CPU-seconds."
         )
     if errors:
         lines += ["", *[f"**Not measured:** {e}" for e in errors]]

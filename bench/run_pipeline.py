@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 
@@ -43,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     ).execute()
     t2 = time.perf_counter()
     jobs = [{"rule": j.rule, "wildcards": j.wildcards} for j in result.jobs]
-    out = {"import_s": t1 - t0, "runner_s": t2 - t1, "started": started, "ended": time.time()}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out = {"import_s": t1 - t0, "runner_s": t2 - t1, "started": started, "ended": time.time(),
+           "driver_cpu_s": usage.ru_utime + usage.ru_stime}
     out["ray_head_start_s"] = backend.head_start_s if backend else None
     out["ray_connect_s"] = backend.connect_s if backend else None
     print(json.dumps({**out, "run_dir": str(result.run_dir), "jobs": jobs}))
