@@ -95,3 +95,16 @@ def test_cli_errors_are_one_line_exit_2(small_manifest, runs_root, argv, needle)
     assert needle in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert list(runs_root.iterdir()) == []
+
+
+def test_runner_restores_the_callers_gc_thresholds(runs_root):
+    """The Snakefile raises the GC thresholds for the DAG build; the runner's caller gets theirs back."""
+    import gc
+
+    before = gc.get_threshold()
+    gc.set_threshold(1234, 11, 12)
+    try:
+        jobs = dry_jobs("meta_demo", "config/manifest.json", runs_root)
+        assert jobs and gc.get_threshold() == (1234, 11, 12)
+    finally:
+        gc.set_threshold(*before)
