@@ -329,3 +329,38 @@ def test_snakemake_report_registers_figures_and_tables(small_run, tmp_path):
         assert f"{name}.html" in page, name
     assert "least volatile sleeve (pass or fail, numbers shown)" in page  # a caption
     assert "Meta-portfolio run of profile" in page  # the workflow description
+
+
+def test_figures_of_many_sleeves_name_the_largest_and_stay_bounded():
+    """A meta node of hundreds of sleeves: figures show the largest by weight; sizes do not grow."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    names = [f"s{i:03d}" for i in range(300)]
+    idx = pd.date_range("2019-01-01", periods=320, freq="B")
+    returns = pd.DataFrame(rng.normal(0, 0.01, (len(idx), len(names))), index=idx, columns=names)
+    w = rng.random(len(names))
+    w = dict(zip(names, (w / w.sum()).tolist(), strict=True))
+
+    def node(sleeves: list[str]) -> report.NodeData:
+        weights = {"weights": {s: w[s] for s in sleeves}, "bounds": {"min_weight": 0.0, "max_weight": 1.0},
+                   "fallback": False, "walk_forward": {"train_window": 60, "test_window": 20, "windows_attempted": 13,
+                                                       "windows_succeeded": 13, "windows_fallback": 0, "errors": []}}
+        flat = {"gross": 1.0, "net": 1.0, "long": 1.0, "short": 0.0,
+                "weights": [{"symbol": "AAA", "direction": "LONG", "weight": 1.0, "net_weight": 1.0,
+                             "sleeves": {s: w[s] for s in sleeves}}]}
+        stream = pd.DataFrame({"hrp": returns[sleeves].mean(axis=1).iloc[60:]})
+        return report.NodeData("big", "r", ".", ["hrp"], stream, {"hrp": returns[sleeves]}, {"hrp": weights}, {"hrp": flat})
+
+    largest = report._largest({"hrp": w}, names)
+    assert len(largest) == report.MAX_FIGURE_SLEEVES
+    assert set(largest) == set(sorted(names, key=w.get)[-report.MAX_FIGURE_SLEEVES:])
+    assert largest == sorted(largest)  # in the sleeves' order
+    assert report._largest({"hrp": w}, names[:5]) == names[:5]
+
+    every, top = node(names), node(largest)
+    many, few = (report.figures(d, report.analyse(d)) for d in (every, top))
+    for name in ("allocation", "correlation", "sleeves"):
+        assert Image.open(io.BytesIO(many[name])).size == Image.open(io.BytesIO(few[name])).size, name

@@ -35,6 +35,23 @@ _FIGURE_TITLES = {
     "correlation": "Sleeve correlation per risk profile",
 }
 _DPI = 90
+#: Sleeves a figure shows by name at most: beyond, the largest by meta weight (the tables list
+#: every sleeve). A bar or a legend entry per sleeve would make figures of thousands of
+#: sleeves unreadable, then larger than an image can be.
+MAX_FIGURE_SLEEVES = 12
+
+
+def _largest(weights: Mapping[str, Mapping[str, float]], names: list[str]) -> list[str]:
+    """``names`` if few enough, else the :data:`MAX_FIGURE_SLEEVES` with the largest weight in any profile, in order."""
+    if len(names) <= MAX_FIGURE_SLEEVES:
+        return names
+    peak = {s: max(w.get(s, 0.0) for w in weights.values()) for s in names}
+    keep = set(sorted(names, key=lambda s: (-peak[s], str(s)))[:MAX_FIGURE_SLEEVES])
+    return [s for s in names if s in keep]
+
+
+def _shown(shown: int, total: int) -> str:
+    return "" if shown == total else f" ({shown} largest of {total} sleeves)"
 
 
 # --------------------------------------------------------------------------- metrics (pure)
@@ -936,18 +953,20 @@ def figures(data: NodeData, a: Analysis) -> dict[str, bytes]:
     fig, axes = _grid(len(profiles))
     for ax, p in zip(axes, profiles, strict=True):
         sl = data.sleeves[p].loc[data.stream.index.intersection(data.sleeves[p].index)]
-        cum = get_cumulative_returns(sl.to_numpy(dtype=float), compounded=True) - 1.0
-        for j, s in enumerate(sl.columns):
+        names = _largest({p: data.weights[p]["weights"]}, list(sl.columns))
+        cum = get_cumulative_returns(sl[names].to_numpy(dtype=float), compounded=True) - 1.0
+        for j, s in enumerate(names):
             ax.plot(sl.index.to_numpy(), cum[:, j], lw=1.0, label=str(s))
         meta = get_cumulative_returns(data.stream[p].to_numpy(dtype=float), compounded=True) - 1.0
         ax.plot(dates, meta, lw=2.0, color="black", label="meta")
         _date_axis(ax)
-        ax.set_title(p, fontsize=10, y=1.0)
+        ax.set_title(p + _shown(len(names), len(sl.columns)), fontsize=10, y=1.0)
         ax.legend(fontsize=7)
     fig.suptitle(_FIGURE_TITLES["sleeves"], fontsize=11)
     out["sleeves"] = _png(fig)
 
-    sleeves = list(data.weights[profiles[0]]["weights"])
+    every = list(data.weights[profiles[0]]["weights"])
+    sleeves = _largest({p: data.weights[p]["weights"] for p in profiles}, every)
     fig = _figure(9, 1.2 + 0.35 * len(sleeves) * max(1, len(profiles) / 2))
     ax = fig.add_subplot()
     height = 0.8 / len(profiles)
@@ -960,26 +979,27 @@ def figures(data: NodeData, a: Analysis) -> dict[str, bytes]:
     ax.set_yticks(np.arange(len(sleeves)) + 0.4 - height / 2, sleeves)
     ax.invert_yaxis()
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_title(_FIGURE_TITLES["allocation"] + " (dashed)", fontsize=11, y=1.0)
+    ax.set_title(_FIGURE_TITLES["allocation"] + " (dashed)" + _shown(len(sleeves), len(every)), fontsize=11, y=1.0)
     ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     out["allocation"] = _png(fig)
 
-    k = len(data.sleeves[profiles[0]].columns)
+    k = min(len(data.sleeves[profiles[0]].columns), MAX_FIGURE_SLEEVES)
     fig, axes = _grid(len(profiles), width=min(4.0 + 0.35 * k, 7.0), height=min(3.2 + 0.3 * k, 6.5))
     for ax, p in zip(axes, profiles, strict=True):
-        c = a.correlation[p]
+        names = _largest({p: data.weights[p]["weights"]}, list(a.correlation[p].columns))
+        c = a.correlation[p].loc[names, names]
         im = ax.imshow(c.to_numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
         labels = [str(s) for s in c.columns]
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(labels)), labels, fontsize=8)
-        if len(labels) <= 12:
+        if len(labels) <= MAX_FIGURE_SLEEVES:
             for i in range(len(labels)):
                 for j in range(len(labels)):
                     v = c.iat[i, j]
                     ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, in_layout=False,
                             color="white" if abs(v) > 0.6 else "black")
-        ax.set_title(p, fontsize=10, y=1.0)
+        ax.set_title(p + _shown(len(names), len(a.correlation[p].columns)), fontsize=10, y=1.0)
         fig.colorbar(im, ax=ax, shrink=0.8, use_gridspec=False)
     fig.suptitle(_FIGURE_TITLES["correlation"], fontsize=11)
     out["correlation"] = _png(fig)
