@@ -163,17 +163,16 @@ def start_run():
 
     onstart fires only when jobs will run (not on dry runs, lint or no-op reruns), so parsing
     the workflow stays free of pandas. Raises RunInProgressError when another live process
-    runs the same run id. When sleeves will be computed on Ray, the cluster starts in the
-    background first: it boots while the checks and the first jobs run (a run refused here
-    stops it again at exit).
+    runs the same run id. Then, when sleeves will be computed on Ray, the cluster starts in
+    the background: it boots while the first jobs start, and the first sleeve task waits for it.
     """
-    if BACKEND is not None and any(job.rule.name == "sleeve" for job in workflow.dag.needrun_jobs()):
-        BACKEND.start_in_background()
     if not RUN.execute_sleeves:
         stages.check_pins(PLAN, RUN.runs_root, RUN.run_id)
     stages.check_data(PLAN, RUN.base_dir, include_pinned=RUN.execute_sleeves)
     if runlock.acquire(RUN.run_dir, RUN.run_id):
         _LOCKED_HERE.append(RUN.run_dir)
+    if BACKEND is not None and any(job.rule.name == "sleeve" for job in workflow.dag.needrun_jobs()):
+        BACKEND.start_in_background()
 
 
 def finish_run():
