@@ -528,6 +528,26 @@ def test_sigint_stops_the_run_promptly_and_a_sigkilled_driver_leaves_no_cluster(
     assert not list((tmp_path / "sigint/sleeves").glob("*/returns.parquet"))
 
 
+def test_plain_command_refused_by_the_pre_flight_check_starts_no_cluster(tmp_path):
+    """The head starts in onstart after the checks: a run with a missing data file starts none."""
+    manifest = tmp_path / "manifest.json"
+    broken = json.loads(json.dumps(MANIFEST))
+    broken["profiles"]["bad"]["data"] = {"source": "table", "path": str(tmp_path / "nope.csv")}
+    manifest.write_text(json.dumps(broken))
+    cmd = [
+        str(Path(sys.executable).with_name("snakemake")), "-s", "workflow/Snakefile", "--cores", "2", "--config",
+        "profile=meta_pair", f"manifest={manifest}", f"runs_root={tmp_path}", "run_id=refused",
+    ]  # fmt: skip
+    driver = subprocess.Popen(
+        cmd, cwd=PROJECT, env=_env_without_ray(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    with ClusterWatch(driver.pid) as watch:
+        output, _ = driver.communicate(timeout=120)
+    assert driver.returncode != 0 and "price table not found" in output, output[-3000:]
+    watch.assert_gone(heads=0)
+    assert not (tmp_path / "refused").exists()
+
+
 def test_failing_sleeve_stops_the_plain_command_before_meta_and_a_rerun_recomputes_only_it(
     two_nodes, tmp_path
 ):
