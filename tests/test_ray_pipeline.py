@@ -528,22 +528,28 @@ def test_sigint_stops_the_run_promptly_and_a_sigkilled_driver_leaves_no_cluster(
     assert not list((tmp_path / "sigint/sleeves").glob("*/returns.parquet"))
 
 
+def _plain_command(manifest: Path, run_id: str, cores: int) -> tuple[int, str, ClusterWatch]:
+    """Run meta_pair with the plain ``snakemake`` command, watched: (exit code, output, watch)."""
+    cmd = [
+        str(Path(sys.executable).with_name("snakemake")), "-s", "workflow/Snakefile", "--cores", str(cores), "--config",
+        "profile=meta_pair", f"manifest={manifest}", f"runs_root={manifest.parent}", f"run_id={run_id}",
+    ]  # fmt: skip
+    driver = subprocess.Popen(
+        cmd, cwd=PROJECT, env=_env_without_ray(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    with ClusterWatch(driver.pid) as watch:
+        output, _ = driver.communicate(timeout=180)
+    return driver.returncode, output, watch
+
+
 def test_plain_command_refused_by_the_pre_flight_check_starts_no_cluster(tmp_path):
     """The head starts in onstart after the checks: a run with a missing data file starts none."""
     manifest = tmp_path / "manifest.json"
     broken = json.loads(json.dumps(MANIFEST))
     broken["profiles"]["bad"]["data"] = {"source": "table", "path": str(tmp_path / "nope.csv")}
     manifest.write_text(json.dumps(broken))
-    cmd = [
-        str(Path(sys.executable).with_name("snakemake")), "-s", "workflow/Snakefile", "--cores", "2", "--config",
-        "profile=meta_pair", f"manifest={manifest}", f"runs_root={tmp_path}", "run_id=refused",
-    ]  # fmt: skip
-    driver = subprocess.Popen(
-        cmd, cwd=PROJECT, env=_env_without_ray(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    with ClusterWatch(driver.pid) as watch:
-        output, _ = driver.communicate(timeout=120)
-    assert driver.returncode != 0 and "price table not found" in output, output[-3000:]
+    code, output, watch = _plain_command(manifest, "refused", cores=2)
+    assert code != 0 and "price table not found" in output, output[-3000:]
     watch.assert_gone(heads=0)
     assert not (tmp_path / "refused").exists()
 
@@ -554,21 +560,8 @@ def test_failing_sleeve_stops_the_plain_command_before_meta_and_a_rerun_recomput
     """The plain snakemake command (its hooks stop the cluster); the fixed rerun goes to RAY_ADDRESS."""
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps(MANIFEST))
-    cmd = [
-        str(Path(sys.executable).with_name("snakemake")), "-s", "workflow/Snakefile", "--cores", "3", "--config",
-        "profile=meta_pair", f"manifest={manifest}", f"runs_root={tmp_path}", "run_id=ff",
-    ]  # fmt: skip
-    driver = subprocess.Popen(
-        cmd,
-        cwd=PROJECT,
-        env=_env_without_ray(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    with ClusterWatch(driver.pid) as watch:
-        output, _ = driver.communicate(timeout=180)
-    assert driver.returncode != 0, output[-3000:]
+    code, output, watch = _plain_command(manifest, "ff", cores=3)
+    assert code != 0, output[-3000:]
     watch.assert_gone(heads=1)
     tail = output[-3000:]
     # Every sleeve job reserves ray_cpus; the command knows the private cluster's CPUs.
