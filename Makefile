@@ -1,4 +1,4 @@
-# The vocabulary of the project: install, test, lint, flow-meta-production, flow-production, dag, report, bench.
+# The vocabulary of the project: install, test, test-fast, lint, flow-meta-production, flow-production, dag, report, bench.
 # Every target installs the virtualenv (.venv) on first use.
 
 PYTHON ?= python3
@@ -15,7 +15,7 @@ RUN_OPTS = --profile $(PROFILE) --manifest $(MANIFEST) --cores $(CORES) \
 	$(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(PROFILES),--profiles $(PROFILES)) \
 	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(RAY_NUM_CPUS),--ray-num-cpus $(RAY_NUM_CPUS)) $(ARGS)
 
-.PHONY: install test lint flow-meta-production flow-production dag report snakemake-report bench bench-ray clean-runs
+.PHONY: install test test-fast lint flow-meta-production flow-production dag report snakemake-report bench bench-ray clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,14 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The full suite: what CI runs.
 test: install
 	$(PY) -m pytest -q
+
+# The developer's loop: unit tests, dry-run DAG tests and one small in-process run (no Ray
+# cluster, no killed drivers); tests marked e2e are left to `make test`.
+test-fast: install
+	$(PY) -m pytest -q -m "not e2e"
 
 lint: install
 	$(VENV)/bin/ruff check tradingview_scraper scripts tests bench

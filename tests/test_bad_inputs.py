@@ -29,6 +29,9 @@ from tradingview_scraper.orchestration.pipeline import MetaPipeline
 from .conftest import PROJECT, SMALL_MANIFEST
 from .test_manifest import BAD
 
+# Every test here runs a real workflow or a Ray cluster (the full tier, not make test-fast).
+pytestmark = pytest.mark.e2e
+
 PROG = "run_meta_pipeline.py"
 WINDOWS = {"train_window": 40, "test_window": 10}
 SLEEVE_FILES = ("returns.parquet", "health.json", "sign_test.json", "provenance.json")

@@ -30,6 +30,9 @@ from tradingview_scraper.orchestration.compute import (
     shutdown_all,
 )
 
+# Every test here runs a real workflow or a Ray cluster (the full tier, not make test-fast).
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[1]
 PROVENANCE_KEYS = {"node_id", "node_ip", "worker_pid", "duration_s", "address", "mode"}
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}

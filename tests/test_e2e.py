@@ -13,6 +13,9 @@ from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
 from .conftest import SMALL_MANIFEST
 
+# Every test here runs a real workflow or a Ray cluster (the full tier, not make test-fast).
+pytestmark = pytest.mark.e2e
+
 PROFILES = ["equal_weight", "min_variance", "hrp", "risk_parity"]
 SLEEVES = ["tech", "staples", "factors"]
 

@@ -18,6 +18,9 @@ from tradingview_scraper.run import RunContext
 
 from .conftest import SMALL_MANIFEST
 
+# Every test here runs a real workflow or a Ray cluster (the full tier, not make test-fast).
+pytestmark = pytest.mark.e2e
+
 DEEP_PROFILES = ["equal_weight", "hrp"]
 # meta_deep -> {branch: meta_mid -> {inner: meta_small -> {tech, staples, factors}, energy}, tech}
 META_NODES = [".", "sleeves/branch", "sleeves/branch/sleeves/inner"]

@@ -15,6 +15,9 @@ from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
 from .conftest import SMALL_MANIFEST
 
+# Every test here runs a real workflow or a Ray cluster (the full tier, not make test-fast).
+pytestmark = pytest.mark.e2e
+
 PROFILES = ["equal_weight", "min_variance", "hrp"]
 LONG, SHORT = ["tech", "staples"], "energy_short"
 SHORT_SYMBOLS = {"CVX", "XOM", "RRC"}

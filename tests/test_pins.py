@@ -21,6 +21,9 @@ from tradingview_scraper.stages import check_pins, resolve_pin
 
 from .conftest import PROJECT, SMALL_MANIFEST
 
+# Every test here runs a real workflow or a Ray cluster (the full tier, not make test-fast).
+pytestmark = pytest.mark.e2e
+
 PROFILES = ["equal_weight", "hrp"]
 COPIED = ["health.json", "sign_test.json", *(f"weights_{p}.json" for p in PROFILES)]
 

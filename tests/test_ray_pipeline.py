@@ -27,6 +27,9 @@ from tradingview_scraper.orchestration.pipeline import MetaPipeline
 from .conftest import PROJECT
 from .test_compute import _wait_gone
 
+# Every test here runs a real workflow or a Ray cluster (the full tier, not make test-fast).
+pytestmark = pytest.mark.e2e
+
 SP500 = {
     "a": ["AAPL", "MSFT", "AMD"],
     "b": ["KO", "PEP", "PG"],

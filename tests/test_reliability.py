@@ -23,6 +23,9 @@ from tradingview_scraper.layout import write_json
 from .conftest import PROJECT, SMALL_MANIFEST
 from .test_compute import LOOPBACK, _alive, _listening, _sid, _wait_gone
 
+# Every test here runs a real workflow or a Ray cluster (the full tier, not make test-fast).
+pytestmark = pytest.mark.e2e
+
 PACKAGE = PROJECT / "tradingview_scraper"
 SCRIPT = "scripts/run_meta_pipeline.py"
 SLEEVES = ("tech", "staples", "factors")

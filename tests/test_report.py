@@ -316,6 +316,7 @@ def test_audit_verifies_the_run_and_rejects_a_tampered_copy(small_run, tmp_path,
     assert "artifact report_assets/correlation.png changed since stage report" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_snakemake_report_registers_figures_and_tables(small_run, tmp_path):
     out = tmp_path / "snakemake_report.html"
     cmd = [sys.executable, "-m", "snakemake", "-s", "workflow/Snakefile", "--config", "profile=meta_small",

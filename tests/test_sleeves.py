@@ -105,6 +105,7 @@ BAD_FILES = [
 ]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", BAD_FILES, ids=[c[0] for c in BAD_FILES])
 def test_bad_data_file_fails_the_sleeve_and_leaves_nothing(prices, small_manifest_dict, write_manifest, tmp_path, case):
     _, kind, pattern = case
@@ -123,6 +124,7 @@ def test_bad_data_file_fails_the_sleeve_and_leaves_nothing(prices, small_manifes
         assert leftovers(runs / "bad", runs / "bad") == []
 
 
+@pytest.mark.e2e
 def test_bad_data_file_on_ray_stops_the_meta_run(prices, small_manifest_dict, write_manifest, tmp_path):
     csv = write_lines(tmp_path / "BINANCE_PEP, 1D.csv", _corrupt(csv_lines(prices), "text"))
     m = with_profiles(
@@ -230,6 +232,7 @@ def halted_run(prices, tmp_path_factory):
     return proc, runs / "sick", manifest
 
 
+@pytest.mark.e2e
 def test_unhealthy_sleeve_stops_the_meta_run(halted_run):
     proc, run, _ = halted_run
     assert proc.returncode == 1, proc.stderr
@@ -243,6 +246,7 @@ def test_unhealthy_sleeve_stops_the_meta_run(halted_run):
     assert (run / "sleeves/staples/health.json").exists()
 
 
+@pytest.mark.e2e
 def test_health_threshold_and_action_are_configurable(halted_run, caplog):
     _, run, manifest = halted_run
     plan = load_plan("meta_health", manifest)
@@ -258,6 +262,7 @@ def test_health_threshold_and_action_are_configurable(halted_run, caplog):
     assert "sleeve 'halted' is unhealthy" in caplog.text and "continuing" in caplog.text
 
 
+@pytest.mark.e2e
 def test_missing_health_or_sign_test_counts_as_failure(halted_run, tmp_path):
     _, run, manifest = halted_run
     plan = load_plan("meta_health", manifest)
@@ -310,6 +315,7 @@ def write_tradingview_exports(directory: Path, days: int = 500) -> None:
         write_lines(directory / f"BINANCE_{symbol}, 1D.csv", lines)
 
 
+@pytest.mark.e2e
 def test_crypto_tradingview_sleeve_keeps_its_24x7_calendar(write_manifest, tmp_path):
     exports = tmp_path / "tradingview"
     write_tradingview_exports(exports)
