@@ -17,6 +17,17 @@ from .errors import ConfigError
 from .layout import ROOT, check_name, child_path
 
 DEFAULT_MANIFEST = Path("config") / "manifest.json"
+#: The example manifest shipped inside the package: the default where the working
+#: directory has no ``config/manifest.json`` (an installed wheel, outside a checkout).
+PACKAGED_MANIFEST = Path(__file__).resolve().parent / "config" / "manifest.json"
+
+
+def manifest_file(path: str | Path = DEFAULT_MANIFEST) -> Path:
+    """The manifest file ``path`` names: the default falls back to the packaged example."""
+    path = Path(path)
+    if path == DEFAULT_MANIFEST and not path.exists():
+        return PACKAGED_MANIFEST
+    return path
 
 #: Built-in defaults under the manifest's own ``defaults`` block.
 BUILTIN_DEFAULTS: dict[str, Any] = {
@@ -97,7 +108,7 @@ def load_manifest(path: str | Path = DEFAULT_MANIFEST) -> tuple[dict, str]:
     ConfigError
         The file is missing, is not JSON, or violates the schema.
     """
-    path = Path(path)
+    path = manifest_file(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

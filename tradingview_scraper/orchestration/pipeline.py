@@ -14,8 +14,8 @@ from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
 from ..stages import check_data, check_pins
 from .compute import backend_from_config, interrupted, shutdown_all, watch_interrupts
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SNAKEFILE = PROJECT_ROOT / "workflow" / "Snakefile"
+#: The workflow ships inside the package (in a checkout, a link to the top-level workflow/).
+SNAKEFILE = Path(__file__).resolve().parents[1] / "workflow" / "Snakefile"
 
 
 @dataclass

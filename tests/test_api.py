@@ -1,0 +1,71 @@
+"""The public Python API: the in-memory plan equals the file-target pipeline's artifacts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tradingview_scraper as tvs
+
+from .conftest import SMALL_MANIFEST
+
+
+@pytest.fixture(scope="module")
+def nested():
+    """meta_deep (meta_mid (meta_small, energy), tech) on two risk profiles, in memory."""
+    return tvs.run_plan("meta_deep", manifest=SMALL_MANIFEST, profiles="equal_weight,hrp")
+
+
+def test_public_names_are_exported():
+    assert {"run_plan", "run_pipeline", "PlanResult", "load_plan", "MetaPipeline"} <= set(tvs.__all__)
+    for name in tvs.__all__:
+        assert getattr(tvs, name) is not None
+
+
+def test_in_memory_plan_holds_every_node_and_conserves_weight(nested):
+    assert set(nested.nodes) == set(nested.plan.nodes)
+    for rp in nested.risk_profiles:
+        w = nested.meta_weights(rp)
+        assert w.sum() == pytest.approx(1.0, abs=1e-12)
+        holdings = nested.holdings(rp)
+        assert holdings["weight"].sum() == pytest.approx(1.0, abs=1e-9)
+        assert set(holdings["symbol"]) >= set(nested.holdings(rp, node="sleeves/tech")["symbol"])
+    metrics = nested.metrics()
+    assert list(metrics.index) == nested.risk_profiles and metrics.notna().any(axis=None)
+
+
+def test_unhealthy_sleeve_stops_the_in_memory_plan_too(small_manifest_dict, write_manifest, tmp_path):
+    rng = np.random.default_rng(0)
+    idx = pd.bdate_range("2019-01-01", periods=400)
+    prices = pd.DataFrame(100 * np.exp(np.cumsum(rng.normal(0, 0.01, (400, 3)), axis=0)), idx, ["A", "B", "HALT"])
+    prices.loc[idx[:320], "HALT"] = 50.0  # a constant price: min-variance fails on most windows
+    prices.index.name = "date"
+    prices.to_csv(tmp_path / "halted.csv")
+    m = small_manifest_dict
+    m["profiles"]["halted"] = {
+        "data": {"source": "table", "path": str(tmp_path / "halted.csv")},
+        "universe": {"symbols": ["A", "B", "HALT"]},
+    }
+    m["profiles"]["meta_sick"] = {"sleeves": [{"id": "tech", "profile": "tech"}, {"id": "halted", "profile": "halted"}]}
+    with pytest.raises(tvs.SleeveError, match="sleeve 'halted' is unhealthy: min_variance"):
+        tvs.run_plan("meta_sick", manifest=write_manifest(m), profiles="min_variance")
+
+
+@pytest.mark.e2e
+def test_in_memory_plan_equals_the_file_target_pipeline(nested, tmp_path):
+    result = tvs.run_pipeline(
+        "meta_deep", manifest=SMALL_MANIFEST, profiles="equal_weight,hrp", run_id="api", runs_root=tmp_path, ray=False
+    )
+    for path, node in nested.nodes.items():
+        d = result.run_dir if path == "." else result.run_dir / path
+        pd.testing.assert_frame_equal(node.returns, pd.read_parquet(d / "returns.parquet"), rtol=1e-12, atol=1e-14)
+        for rp in nested.risk_profiles:
+            if node.spec.is_meta:
+                flat = json.loads((d / f"flattened_{rp}.json").read_text())
+                got = {(r["symbol"], r["direction"]): r["weight"] for r in node.flattened[rp]["weights"]}
+                want = {(r["symbol"], r["direction"]): r["weight"] for r in flat["weights"]}
+                assert got.keys() == want.keys()
+                np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=0, atol=1e-12)

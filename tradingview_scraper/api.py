@@ -1,0 +1,246 @@
+"""The public Python API: a whole plan in memory, or the file-target pipeline, from Python."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import SleeveError
+from .layout import RUNS_ROOT, read_json, read_parquet
+from .manifest import DEFAULT_MANIFEST, ROOT, NodeSpec, Plan, load_plan, parse_risk_profiles
+
+
+@dataclass
+class NodeResult:
+    """One node of a plan, computed: the same sleeve interface every node exposes.
+
+    Attributes
+    ----------
+    path : str
+        Plan path (``"."`` for the root, ``"sleeves/a/sleeves/b"`` below it).
+    returns : DataFrame of shape (n_dates, n_risk_profiles)
+        The node's out-of-sample stream per risk profile (what a parent consumes).
+    holdings : dict of risk profile -> list of dict
+        Physical-asset rows (``symbol``, ``direction``, ``weight``, ``net_weight``): an
+        atomic sleeve's own weights, a meta node's flattened weights.
+    health, sign_test : dict
+        An atomic sleeve's walk-forward health and SHORT sign test (empty for meta nodes).
+    meta_returns, meta_weights, flattened : dict of risk profile -> ...
+        A meta node's aligned sleeve returns (DataFrame of shape (n_common_dates,
+        n_sleeves)), its meta allocation record and its flattened holdings record.
+    warnings : list of str
+        Health warnings a ``health.on_unhealthy = "warn"`` policy let through.
+    """
+
+    path: str
+    spec: NodeSpec
+    returns: pd.DataFrame
+    holdings: dict[str, list[dict]]
+    health: dict = field(default_factory=dict)
+    sign_test: dict = field(default_factory=dict)
+    meta_returns: dict[str, pd.DataFrame] = field(default_factory=dict)
+    meta_weights: dict[str, dict] = field(default_factory=dict)
+    flattened: dict[str, dict] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PlanResult:
+    """A plan computed in memory by :func:`run_plan`: every node, and views of the root."""
+
+    plan: Plan
+    nodes: dict[str, NodeResult]
+
+    @property
+    def root(self) -> NodeResult:
+        return self.nodes[ROOT]
+
+    @property
+    def risk_profiles(self) -> list[str]:
+        return self.plan.risk_profiles
+
+    def sleeve_streams(self, risk_profile: str, node: str = ROOT) -> pd.DataFrame:
+        """DataFrame of shape (n_common_dates, n_sleeves): the aligned streams a meta node allocates over."""
+        return self.nodes[node].meta_returns[risk_profile]
+
+    def meta_weights(self, risk_profile: str, node: str = ROOT) -> pd.Series:
+        """Series of sleeve id -> meta weight (sums to 1)."""
+        return pd.Series(self.nodes[node].meta_weights[risk_profile]["weights"], name=risk_profile)
+
+    def holdings(self, risk_profile: str, node: str = ROOT) -> pd.DataFrame:
+        """DataFrame of shape (n_positions, 4): symbol, direction, weight, net_weight."""
+        rows = self.nodes[node].holdings[risk_profile]
+        return pd.DataFrame(rows, columns=["symbol", "direction", "weight", "net_weight"])
+
+    def metrics(self, node: str = ROOT) -> pd.DataFrame:
+        """The report's headline measures of the node's stream, one row per risk profile."""
+        from .report import calendar, performance
+
+        returns = self.nodes[node].returns
+        periods, _ = calendar(returns.index)
+        return pd.DataFrame({rp: performance(returns[rp], periods) for rp in returns.columns}).T
+
+
+def run_plan(
+    profile: str,
+    *,
+    manifest: str | Path = DEFAULT_MANIFEST,
+    profiles: list[str] | str | None = None,
+    base_dir: str | Path | None = None,
+    runs_root: str | Path = RUNS_ROOT,
+    max_workers: int | None = 1,
+) -> PlanResult:
+    """Compute a whole plan in memory: sleeves, gates, meta returns, meta optimize, flatten.
+
+    The same functions the workflow's stages call, in the same order, with the same
+    health and sign-test gates; nothing is written. Nested meta profiles recurse.
+
+    Parameters
+    ----------
+    profile : str
+        A meta profile (or an atomic one: its one sleeve) of ``manifest``.
+    manifest : path-like
+        The manifest JSON (default ``config/manifest.json`` of the working directory).
+    profiles : list of str or comma-separated str, optional
+        Risk profiles (default: the profile's own list).
+    base_dir : path-like, optional
+        Directory relative ``data.path`` values resolve against (default: the working directory).
+    runs_root : path-like
+        Where pinned sleeves' earlier runs are (default ``data/runs``).
+    max_workers : int or None
+        Processes computing atomic sleeves at once (1: in this process; None: every core).
+
+    Returns
+    -------
+    PlanResult
+
+    Raises
+    ------
+    ConfigError, DataError, SleeveError
+        The same errors, with the same one-line messages, as the file-target pipeline.
+    """
+    from .stages import check_data, check_pins
+
+    plan = load_plan(profile, manifest, parse_risk_profiles(profiles))
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    check_pins(plan, runs_root)
+    check_data(plan, base)
+    atomic = _compute_atomic(plan, base, Path(runs_root), max_workers)
+    nodes: dict[str, NodeResult] = dict(atomic)
+    for spec in sorted(plan.meta_nodes(), key=lambda s: -s.path.count("/")):  # children before parents
+        nodes[spec.path] = _compute_meta(plan, spec, nodes)
+    return PlanResult(plan, nodes)
+
+
+def run_pipeline(profile: str, **options) -> object:
+    """Run the file-target pipeline (``workflow/Snakefile`` through Snakemake's API).
+
+    ``options`` are those of :class:`~tradingview_scraper.orchestration.pipeline.MetaPipeline`
+    (``run_id``, ``manifest``, ``profiles``, ``execute_sleeves``, ``cores``, ``ray``, ...).
+    Returns its ``RunResult`` (``run_id``, ``run_dir``, the jobs).
+    """
+    from .orchestration.pipeline import MetaPipeline
+
+    return MetaPipeline(profile, **options).execute()
+
+
+def _sleeve_job(spec: NodeSpec, risk_profiles: list[str], base_dir: str) -> dict:
+    from .sleeve import compute_sleeve
+
+    return compute_sleeve(
+        spec.config, risk_profiles, sleeve_id=spec.sleeve_id or spec.profile, profile=spec.profile, base_dir=base_dir
+    ).to_payload()
+
+
+def _compute_atomic(plan: Plan, base: Path, runs_root: Path, max_workers: int | None) -> dict[str, NodeResult]:
+    from .sleeve import SleeveResult
+
+    rps = plan.risk_profiles
+    computed = [s for s in plan.atomic_nodes() if not s.pin]
+    if max_workers == 1 or len(computed) <= 1:
+        payloads = [_sleeve_job(s, rps, str(base)) for s in computed]
+    else:
+        with ProcessPoolExecutor(max_workers=max_workers) as pool:
+            payloads = list(pool.map(_sleeve_job, computed, [rps] * len(computed), [str(base)] * len(computed)))
+    out = {}
+    for spec, payload in zip(computed, payloads, strict=True):
+        res = SleeveResult.from_payload(payload)
+        holdings = {rp: rec["weights"] for rp, rec in res.weights.items()}
+        out[spec.path] = NodeResult(spec.path, spec, res.returns, holdings, res.health, res.sign_test)
+    for spec in plan.atomic_nodes():
+        if spec.pin:
+            out[spec.path] = _pinned(spec, runs_root, rps)
+    return out
+
+
+def _pinned(spec: NodeSpec, runs_root: Path, rps: list[str]) -> NodeResult:
+    from .stages import resolve_pin
+
+    src, _ = resolve_pin(spec, runs_root, rps)
+    holdings = {rp: read_json(src.file("weights", profile=rp))["weights"] for rp in rps}
+    return NodeResult(
+        spec.path,
+        spec,
+        read_parquet(src.file("returns"))[rps],
+        holdings,
+        read_json(src.file("health")),
+        read_json(src.file("sign_test")),
+    )
+
+
+def _check_children(spec: NodeSpec, nodes: Mapping[str, NodeResult], rps: list[str]) -> list[str]:
+    """The meta layer's gates over the children's results; returns the warnings let through."""
+    from .sleeve import unhealthy_profiles
+
+    threshold = float(spec.config["health"]["min_success_ratio"])
+    warnings = []
+    for cpath in spec.children:
+        child = nodes[cpath]
+        if child.spec.is_meta:
+            continue
+        sid = child.spec.sleeve_id
+        if child.sign_test.get("passed") is not True:
+            raise SleeveError(f"sleeve {sid!r}: sign test missing or failed; its streams do not provably carry its direction")
+        bad = unhealthy_profiles(child.health, threshold, rps)
+        if bad:
+            msg = f"sleeve {sid!r} is unhealthy: {', '.join(bad)}; the minimum success ratio is {threshold:.0%}"
+            if spec.config["health"]["on_unhealthy"] == "error":
+                raise SleeveError(msg)
+            warnings.append(msg)
+    return warnings
+
+
+def _compute_meta(plan: Plan, spec: NodeSpec, nodes: Mapping[str, NodeResult]) -> NodeResult:
+    from .meta import flatten, meta_optimize, meta_returns
+
+    rps = plan.risk_profiles
+    warnings = _check_children(spec, nodes, rps)
+    bt, alloc = spec.config["backtest"], spec.config["meta_allocation"]
+    children = {nodes[c].spec.sleeve_id: nodes[c] for c in spec.children}
+    result = NodeResult(spec.path, spec, pd.DataFrame(), {}, warnings=warnings)
+    streams = {}
+    for rp in rps:
+        aligned = meta_returns(
+            {sid: child.returns[rp] for sid, child in children.items()}, min_obs=bt["train_window"] + bt["test_window"]
+        )
+        record, stream, _ = meta_optimize(
+            aligned,
+            rp,
+            min_weight=alloc["min_weight"],
+            max_weight=alloc["max_weight"],
+            train_window=bt["train_window"],
+            test_window=bt["test_window"],
+        )
+        flat = flatten(record["weights"], {sid: child.holdings[rp] for sid, child in children.items()})
+        result.meta_returns[rp] = aligned
+        result.meta_weights[rp] = {"meta_profile": spec.profile, "risk_profile": rp, **record}
+        result.flattened[rp] = {"meta_profile": spec.profile, "risk_profile": rp, "sleeve_weights": record["weights"], **flat}
+        result.holdings[rp] = flat["weights"]
+        streams[rp] = stream
+    result.returns = pd.concat(streams, axis=1, join="inner")
+    result.returns.index.name = "date"
+    return result
