@@ -8,7 +8,7 @@ The package reads a meta node's artifacts (:func:`load_node`), computes every nu
 
 from ._analysis import Analysis, analyse
 from ._build import build_report, output_files
-from ._document import TABLES, TOP_HOLDINGS, Heading, Image, Para, Table, document, sections
+from ._document import Heading, Image, Para, Section, Table, assemble
 from ._figures import FIGURES, MAX_FIGURE_SLEEVES, figures
 from ._metrics import (
     MAX_ABS_SHARPE,
@@ -23,12 +23,14 @@ from ._metrics import (
 )
 from ._node import NodeData, load_node
 from ._rendering import to_html, to_markdown
+from ._sections import SECTIONS, TABLES, TOP_HOLDINGS, document, sections
 
 __all__ = [
     "FIGURES",
     "MAX_ABS_SHARPE",
     "MAX_FIGURE_SLEEVES",
     "MAX_VOLATILITY",
+    "SECTIONS",
     "TABLES",
     "TOP_HOLDINGS",
     "Analysis",
@@ -36,8 +38,10 @@ __all__ = [
     "Image",
     "NodeData",
     "Para",
+    "Section",
     "Table",
     "analyse",
+    "assemble",
     "build_report",
     "calendar",
     "diversification_check",

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from ..layout import Node
 from ._analysis import analyse
-from ._document import TABLES, document, sections
 from ._figures import FIGURES, figures
 from ._node import load_node
 from ._rendering import to_html, to_markdown
+from ._sections import TABLES, document, sections
 
 
 def output_files(node: Node) -> list[Path]:
