@@ -245,6 +245,15 @@ def test_headline_numbers_and_tournament_match_the_stream(small_run):
     assert [p for _, p in ranked] == sorted(PROFILES, key=lambda p: -sharpe[p])
 
 
+def test_in_sample_volatility_uses_the_sample_std_like_every_other_dispersion(small_run):
+    # one convention (skfolio's ddof=1) for every standard deviation the report shows
+    rec = json.loads((small_run / "meta" / "weights_hrp.json").read_text())
+    sleeves = read_parquet(small_run / "meta" / "returns_hrp.parquet")
+    r = sleeves.to_numpy() @ np.array([rec["weights"][c] for c in sleeves.columns])
+    assert rec["in_sample_weighted_sum"]["std"] == pytest.approx(r.std(ddof=1), rel=1e-12)
+    assert rec["in_sample_weighted_sum"]["std"] != pytest.approx(r.std(ddof=0), rel=1e-6)
+
+
 def test_html_is_self_contained_with_every_figure(small_run):
     page = (small_run / "report.html").read_text()
     uris = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)

@@ -38,7 +38,16 @@ def calendar(index: pd.DatetimeIndex) -> tuple[int, str]:
 
 
 def performance(returns: pd.Series, periods_per_year: int) -> dict:
-    """Out-of-sample performance of one return stream, with skfolio's measures.
+    """Out-of-sample performance of one return stream, from skfolio's ``Portfolio``.
+
+    Volatility, Sharpe, Sortino and max drawdown are the measures of a skfolio
+    ``Portfolio`` holding the stream alone (weight 1, ``compounded=True``, zero risk-free
+    rate, ``min_acceptable_return=0``), whose dispersions are sample statistics (ddof=1).
+    The annualized return and the Calmar ratio stay here: skfolio's ``annualized_mean`` is
+    the arithmetic mean times ``periods_per_year`` and its ``calmar_ratio`` the arithmetic
+    mean per period over the max drawdown, while a portfolio manager reads the compounded
+    growth a year (the CAGR: what the capital actually did) and Calmar as CAGR over max
+    drawdown.
 
     Parameters
     ----------
@@ -56,15 +65,10 @@ def performance(returns: pd.Series, periods_per_year: int) -> dict:
         semi-deviation below 0 * sqrt(ppy)), ``max_drawdown`` (of the compounded wealth,
         a negative fraction; below -1 means the wealth went negative), ``calmar``
         (ann_return / |max_drawdown|), ``final_wealth``, ``n_obs``, ``start``, ``end``.
-        Ratios are NaN when their denominator is 0.
+        Ratios are NaN when their denominator is 0; every measure is NaN with fewer
+        than 2 returns or a non-finite one.
     """
-    from skfolio.measures import (
-        get_drawdowns,
-        max_drawdown,
-        mean,
-        semi_deviation,
-        standard_deviation,
-    )
+    from skfolio.portfolio import Portfolio
 
     r = returns.to_numpy(dtype=float)
     n = len(r)
@@ -72,18 +76,23 @@ def performance(returns: pd.Series, periods_per_year: int) -> dict:
     out = {"n_obs": n, "start": _day(returns.index[0]) if n else None, "end": _day(returns.index[-1]) if n else None}
     if n < 2 or not np.isfinite(r).all():
         return {**out, **dict.fromkeys(("ann_return", "volatility", "sharpe", "sortino", "max_drawdown", "calmar", "final_wealth"), nan)}
+    pf = Portfolio(
+        X=r[:, None],
+        weights=np.ones(1),
+        annualization_factor=periods_per_year,
+        compounded=True,
+        risk_free_rate=0.0,
+        min_acceptable_return=0.0,
+    )
     wealth = float(np.prod(1.0 + r))
     ann_return = wealth ** (periods_per_year / n) - 1.0 if wealth > 0 else nan
-    mu, sd = float(mean(r)), float(standard_deviation(r))
-    down = float(semi_deviation(r, min_acceptable_return=0.0))
-    mdd = -float(max_drawdown(get_drawdowns(r, compounded=True)))
-    root = math.sqrt(periods_per_year)
+    mdd = -float(pf.max_drawdown)
     return {
         **out,
         "ann_return": ann_return,
-        "volatility": sd * root,
-        "sharpe": mu / sd * root if sd > 0 else nan,
-        "sortino": mu / down * root if down > 0 else nan,
+        "volatility": float(pf.annualized_standard_deviation),
+        "sharpe": float(pf.annualized_sharpe_ratio) if pf.standard_deviation > 0 else nan,
+        "sortino": float(pf.annualized_sortino_ratio) if pf.semi_deviation > 0 else nan,
         "max_drawdown": mdd,
         "calmar": ann_return / abs(mdd) if mdd < 0 else nan,
         "final_wealth": wealth,
