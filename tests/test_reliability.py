@@ -278,7 +278,7 @@ ALLOWED_WRITES = {
     "tradingview_scraper/audit.py": ["O_APPEND", "_lock_path(ledger)"],  # append-only ledger + its flock file
     "tradingview_scraper/runlock.py": ["os.open(path, os.O_RDWR"],  # the run's lock file
     "tradingview_scraper/stages.py": ["logging.FileHandler(logfile"],  # per-stage logs (not artifacts)
-    "tradingview_scraper/report.py": [".save(buf,"],  # PNGs into memory; written by atomic_write_bytes
+    "tradingview_scraper/report/_figures.py": [".save(buf,"],  # PNGs into memory; written by atomic_write_bytes
     # the Ray head's token and log, in the private temp dir of the run's cluster
     "tradingview_scraper/orchestration/compute.py": ["self._token_path, os.O_WRONLY", 'os.fdopen(fd, "w")', "open(head_log,"],
 }

@@ -19,6 +19,7 @@ from tradingview_scraper import audit, report
 from tradingview_scraper.errors import DataError
 from tradingview_scraper.layout import read_parquet, run_node, write_parquet
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
+from tradingview_scraper.report import _figures
 from tradingview_scraper.run import RunContext
 
 from .conftest import PROJECT, SMALL_MANIFEST
@@ -244,6 +245,15 @@ def test_headline_numbers_and_tournament_match_the_stream(small_run):
     assert [p for _, p in ranked] == sorted(PROFILES, key=lambda p: -sharpe[p])
 
 
+def test_in_sample_volatility_uses_the_sample_std_like_every_other_dispersion(small_run):
+    # one convention (skfolio's ddof=1) for every standard deviation the report shows
+    rec = json.loads((small_run / "meta" / "weights_hrp.json").read_text())
+    sleeves = read_parquet(small_run / "meta" / "returns_hrp.parquet")
+    r = sleeves.to_numpy() @ np.array([rec["weights"][c] for c in sleeves.columns])
+    assert rec["in_sample_weighted_sum"]["std"] == pytest.approx(r.std(ddof=1), rel=1e-12)
+    assert rec["in_sample_weighted_sum"]["std"] != pytest.approx(r.std(ddof=0), rel=1e-6)
+
+
 def test_html_is_self_contained_with_every_figure(small_run):
     page = (small_run / "report.html").read_text()
     uris = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
@@ -274,13 +284,13 @@ def test_figures_have_the_pixels_of_matplotlibs_own_constrained_savefig(small_ru
     def savefig_png(fig):
         fig.set_layout_engine("constrained")
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=report._DPI)
+        fig.savefig(buf, format="png", dpi=_figures._DPI)
         return buf.getvalue()
 
-    monkeypatch.setattr(report, "_png", savefig_png)
+    monkeypatch.setattr(_figures, "_png", savefig_png)
     reference = report.figures(data, a)
     for name in report.FIGURES:
-        assert Image.open(io.BytesIO(fast[name])).info["dpi"] == pytest.approx((report._DPI, report._DPI), abs=0.01)
+        assert Image.open(io.BytesIO(fast[name])).info["dpi"] == pytest.approx((_figures._DPI, _figures._DPI), abs=0.01)
         np.testing.assert_array_equal(_rgb(fast[name]), _rgb(reference[name]), err_msg=name)
 
 
@@ -355,11 +365,11 @@ def test_figures_of_many_sleeves_name_the_largest_and_stay_bounded():
         stream = pd.DataFrame({"hrp": returns[sleeves].mean(axis=1).iloc[60:]})
         return report.NodeData("big", "r", ".", ["hrp"], stream, {"hrp": returns[sleeves]}, {"hrp": weights}, {"hrp": flat})
 
-    largest = report._largest({"hrp": w}, names)
+    largest = _figures._largest({"hrp": w}, names)
     assert len(largest) == report.MAX_FIGURE_SLEEVES
     assert set(largest) == set(sorted(names, key=w.get)[-report.MAX_FIGURE_SLEEVES:])
     assert largest == sorted(largest)  # in the sleeves' order
-    assert report._largest({"hrp": w}, names[:5]) == names[:5]
+    assert _figures._largest({"hrp": w}, names[:5]) == names[:5]
 
     every, top = node(names), node(largest)
     many, few = (report.figures(d, report.analyse(d)) for d in (every, top))

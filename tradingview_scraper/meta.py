@@ -112,7 +112,7 @@ def meta_optimize(
 def _in_sample(returns: pd.DataFrame, weights: dict) -> dict:
     """Summary of the in-sample weighted sum (final weights over all history), labelled as such."""
     r = returns.to_numpy() @ np.array([weights[c] for c in returns.columns])
-    return {"label": "in-sample (final weights applied to all history)", "mean": float(r.mean()), "std": float(r.std())}
+    return {"label": "in-sample (final weights applied to all history)", "mean": float(r.mean()), "std": float(r.std(ddof=1))}
 
 
 def degenerate_bounds(n: int, lo: float, hi: float) -> bool:
