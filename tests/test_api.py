@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 
 import tradingview_scraper as tvs
 
-from .conftest import SMALL_MANIFEST
+from .conftest import PROJECT, SMALL_MANIFEST
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +70,18 @@ def test_in_memory_plan_equals_the_file_target_pipeline(nested, tmp_path):
                 want = {(r["symbol"], r["direction"]): r["weight"] for r in flat["weights"]}
                 assert got.keys() == want.keys()
                 np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=0, atol=1e-12)
+
+
+def _doc_examples() -> list[str]:
+    text = (PROJECT / "docs" / "api.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("index", range(len(_doc_examples())))
+def test_docs_api_examples_run(index, tmp_path, monkeypatch):
+    (tmp_path / "config").symlink_to(PROJECT / "config")  # the shipped manifest, as in the checkout
+    monkeypatch.chdir(tmp_path)
+    exec(compile(_doc_examples()[index], f"docs/api.md example {index + 1}", "exec"), {})
+    if "run_pipeline" in _doc_examples()[index]:
+        assert (tmp_path / "data" / "runs" / "api-example" / "flattened_hrp.json").is_file()
