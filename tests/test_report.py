@@ -92,70 +92,99 @@ def test_effective_number_and_tournament():
     assert [t["rank"] for t in report.tournament(perf)] == [1, 2, 3, 4]
 
 
-def test_diversification_check_passes_for_uncorrelated_sleeves():
-    sleeves = _returns(cols=("calm", "wild"))
-    sleeves["wild"] *= 1.2
+def test_diversification_measures_of_independent_and_identical_sleeves():
+    sleeves = _returns(n=20000, cols=("a", "b"), seed=1)
     meta = sleeves.mean(axis=1)
-    d = report.diversification_check(meta, sleeves, 252)
-    assert d["passed"] is True and d["least_volatile"] == "calm"
-    assert d["meta_volatility"] == pytest.approx(meta.std() * np.sqrt(252), rel=1e-12)
-    assert d["least_volatility"] == pytest.approx(sleeves["calm"].std() * np.sqrt(252), rel=1e-12)
-    assert d["meta_volatility"] < 0.8 * d["least_volatility"]  # ~1/sqrt(2) for independent sleeves
+    d = report.diversification(meta, sleeves, {"a": 0.5, "b": 0.5}, 252)
+    # two independent sleeves of equal volatility, equally weighted: two bets, ratio sqrt(2)
+    assert d["independent_bets"] == pytest.approx(2.0, abs=0.02)
+    assert d["diversification_ratio"] == pytest.approx(np.sqrt(2), abs=0.02)
+    assert d["effective_sleeves"] == pytest.approx(2.0)
+    x = sleeves.to_numpy()
+    assert d["volatility"] == pytest.approx((x @ [0.5, 0.5]).std(ddof=1) * np.sqrt(252), rel=1e-12)
+    assert d["weighted_volatility"] == pytest.approx(0.5 * (x.std(axis=0, ddof=1)).sum() * np.sqrt(252), rel=1e-12)
+    assert d["diversification_ratio"] == pytest.approx(d["weighted_volatility"] / d["volatility"], rel=1e-12)
+    same = sleeves.assign(b=sleeves["a"] * 2.0)
+    d = report.diversification(meta, same, {"a": 0.3, "b": 0.7}, 252)
+    assert d["independent_bets"] == pytest.approx(1.0, abs=1e-9)
+    assert d["diversification_ratio"] == pytest.approx(1.0, rel=1e-12)
+    assert d["correlation"].loc["a", "b"] == pytest.approx(1.0)
 
 
-def test_diversification_check_fails_for_perfectly_correlated_sleeves():
-    base = _returns(cols=("calm",))
-    sleeves = base.assign(loud=base["calm"] * 2.0)
-    meta = 0.5 * sleeves["calm"] + 0.5 * sleeves["loud"]  # = 1.5 x the calm sleeve
-    d = report.diversification_check(meta, sleeves, 252)
-    assert d["passed"] is False and d["least_volatile"] == "calm"
-    assert d["meta_volatility"] == pytest.approx(1.5 * d["least_volatility"], rel=1e-12)
-
-
-def test_diversification_check_uses_only_the_meta_dates():
+def test_diversification_uses_only_the_meta_dates():
     sleeves = _returns(cols=("a", "b"))
     meta = sleeves.mean(axis=1).iloc[100:]
+    d = report.diversification(meta, sleeves, {"a": 0.5, "b": 0.5}, 252)
     sleeves.iloc[:100] *= 50  # a wild early history the meta stream never saw
-    d = report.diversification_check(meta, sleeves, 252)
-    assert d["n_obs"] == 200 and d["passed"] is True
+    assert report.diversification(meta, sleeves, {"a": 0.5, "b": 0.5}, 252)["sleeve_volatilities"] == d["sleeve_volatilities"]
+    assert d["n_obs"] == 200
     with pytest.raises(DataError, match="share 0 dates"):
-        report.diversification_check(meta, sleeves.iloc[:100], 252)
+        report.diversification(meta, sleeves.iloc[:100], {"a": 0.5, "b": 0.5}, 252)
 
 
-def test_impossible_values_each_listed():
+def _fat_tailed(n=2000, seed=0, cols=("x",)) -> pd.DataFrame:
+    """Clean daily returns with the fat tails of real ones: Student t, 3 degrees of freedom."""
+    rng = np.random.default_rng(seed)
+    index = pd.bdate_range("2015-01-05", periods=n, name="date")
+    return pd.DataFrame(0.0003 + 0.006 * rng.standard_t(3, (n, len(cols))), index=index, columns=list(cols))
+
+
+def test_jump_cutoff_is_the_fat_tailed_null_at_the_stated_false_alarm_rate():
+    from scipy.stats import t
+
+    assert report.jump_cutoff(252) < report.jump_cutoff(2000) < report.jump_cutoff(10000)
+    k = report.jump_cutoff(2000)
+    scale = 1.4826 * t.ppf(0.75, report.TAIL_DF)
+    assert 2 * t.sf(k * scale, report.TAIL_DF) * 2000 == pytest.approx(report.FALSE_ALARMS, rel=1e-9)
+    # 200 clean fat-tailed series of 2,000 returns: false jumps stay near the stated rate (0.01 each)
+    frame = _fat_tailed(cols=[f"s{i}" for i in range(200)], seed=11)
+    found, _ = report.anomalies(frame)
+    assert len(found) <= 6, found
+
+
+def test_a_tenfold_price_spike_is_a_jump_and_nothing_else_is():
+    frame = _fat_tailed(cols=("clean", "spiked"), seed=2)
+    assert report.anomalies(frame)[0] == []
+    day = frame.index[1000]
+    frame.loc[day, "spiked"] = 0.25 * 9.0  # a quarter of the sleeve in a price recorded 10x too high
+    found, thresholds = report.anomalies(frame)
+    assert [(f["series"], f["check"], f["severity"], f["dates"]) for f in found] == [
+        ("spiked", report.Check.JUMP, "warning", day.date().isoformat())
+    ]
+    assert "robust z +" in found[0]["detail"] and thresholds["spiked"]["jump_cutoff"] == pytest.approx(report.jump_cutoff(2000))
+
+
+def test_impossible_values_and_broken_wealth_each_listed():
     frame = _returns(cols=("ok", "bust"))
-    assert report.impossible_values(frame) == []
+    assert report.anomalies(frame)[0] == []
     frame.iloc[50, 1] = -1.5
-    frame.iloc[80, 1] = np.nan
-    found = report.impossible_values(frame)
-    day = frame.index[50].date().isoformat()
-    assert {(f["series"], f["reason"], f["date"]) for f in found} == {
-        ("bust", "return <= -100%", day),
-        ("bust", "non-finite return", frame.index[80].date().isoformat()),
-        ("bust", "compounded wealth <= 0 (drawdown beyond -100%)", day),
+    frame.iloc[80:83, 1] = np.nan
+    found, _ = report.anomalies(frame)
+    days = [d.date().isoformat() for d in frame.index[[50, 80, 82]]]
+    assert {(f["series"], f["check"].value, f["dates"]) for f in found} == {
+        ("bust", "return <= -100%", days[0]),
+        ("bust", "non-finite return", f"{days[1]} .. {days[2]} (3 returns)"),
+        ("bust", "broken wealth path", days[0]),
     }
-    worst = next(f for f in found if f["reason"].startswith("compounded"))
-    assert worst["value"] < -1.0
+    assert all(f["severity"] == "error" for f in found)
+    assert "max drawdown -" in next(f for f in found if f["check"] == report.Check.BROKEN_WEALTH)["detail"]
+    shuffled = _returns(cols=("x",)).iloc[[0, 2, 1, *range(3, 300)]]
+    found, _ = report.anomalies(shuffled)
+    assert [f["check"] for f in found] == [report.Check.BROKEN_WEALTH] and "not strictly increasing" in found[0]["detail"]
 
 
-def test_rolling_anomalies_flag_extreme_volatility_and_sharpe():
-    # +-1% alternating: ~16% volatility and Sharpe ~0 in every window (random noise would
-    # itself cross |Sharpe| 10 now and then: a 21-period Sharpe has a sampling error of ~3.5)
-    index = pd.bdate_range("2021-01-04", periods=400)
-    frame = pd.DataFrame({c: np.resize([0.01, -0.01], 400) for c in ("ok", "spike", "smooth")}, index=index)
-    assert report.rolling_anomalies(frame[["ok"]], 21, 252) == []
-    frame.iloc[200, 1] = 0.8  # one +80% day: ~300% annualized volatility in every window holding it
-    frame.iloc[300:330, 2] = 0.004 + 0.0005 * np.sin(np.arange(30))  # a too-steady climb: Sharpe >> 10
-    found = report.rolling_anomalies(frame, 21, 252)
-    spike = [f for f in found if f["series"] == "spike"]
-    assert len(spike) == 1, spike  # 21 overlapping windows, one episode
-    assert spike[0]["n_windows"] == 21 and spike[0]["volatility"] > 2.0 and "volatility" in spike[0]["reason"]
-    assert spike[0]["start"] <= frame.index[200].date().isoformat() <= spike[0]["end"]
-    smooth = [f for f in found if f["series"] == "smooth"]
-    assert len(smooth) == 1 and smooth[0]["sharpe"] > 10 and "Sharpe" in smooth[0]["reason"]
-    assert not [f for f in found if f["series"] == "ok"]
-    with pytest.raises(ValueError, match="at least 2"):
-        report.rolling_anomalies(frame, 1, 252)
+def test_stale_prices_threshold_follows_the_series_own_zero_rate():
+    frame = _returns(n=1000, cols=("x",))
+    frame.iloc[[100, 300, 500], 0] = 0.0  # isolated exact zeros happen (a holiday, a halted asset)
+    assert report.anomalies(frame)[0] == []
+    frame.iloc[600:610, 0] = 0.0
+    found, thresholds = report.anomalies(frame)
+    k = thresholds["x"]["stale_run"]
+    assert k == report.stale_run(1000, 13 / 1000) and 2 <= k <= 10
+    assert [(f["check"], f["dates"]) for f in found] == [
+        (report.Check.STALE, f"{frame.index[600].date()} .. {frame.index[609].date()} (10 returns)")
+    ]
+    assert report.stale_run(1000, 0.0) == 2 and report.stale_run(1000, 0.5) == 17
 
 
 def _synthetic_node(**weights_extra) -> report.NodeData:
@@ -189,12 +218,6 @@ def test_document_shows_notes_calendar_and_short_holdings():
     assert "| DOGE | SHORT | 30.00% | -30.00% | eth 30.00% |" in md
     assert "| BTC | LONG | 70.00% | 70.00% | btc 50.00%, eth 20.00% |" in md
     assert "gross 100.00%, net 40.00%, long 70.00%, short 30.00%" in md
-
-
-def test_missing_test_window_is_a_one_line_error():
-    data = _synthetic_node(walk_forward={})
-    with pytest.raises(DataError, match=r"weights_hrp\.json .*walk_forward\.test_window is None"):
-        report.analyse(data)
 
 
 def test_html_escapes_and_embeds():
@@ -305,10 +328,9 @@ def test_injected_extreme_return_shows_up_under_anomalies(small_run, tmp_path):
     md = report.build_report(_ctx(tmp_path), ".")[copy / "report.md"].decode()
     anomalies = md.split("## Anomalies")[1].split("\n## ")[0]
     d = day.date().isoformat()
-    assert f"| hrp | sleeve | tech | impossible value | {d} | return <= -100% (-150.00%) |" in anomalies
-    assert f"| hrp | sleeve | tech | impossible value | {d} | compounded wealth <= 0 (drawdown beyond -100%)" in anomalies
-    assert "| hrp | sleeve | tech | rolling 21-period window |" in anomalies
-    assert "WARNING: 2 impossible values" in md
+    assert f"| hrp | sleeve | tech | return <= -100% | {d} | return -150.00% |" in anomalies
+    assert f"| hrp | sleeve | tech | broken wealth path | {d} | compounded wealth <= 0 from here" in anomalies
+    assert "**WARNING: 2 anomalies (2 errors, 0 warnings) in sleeve tech (hrp);" in md
 
 
 def test_audit_verifies_the_run_and_rejects_a_tampered_copy(small_run, tmp_path, capsys):
@@ -338,7 +360,7 @@ def test_snakemake_report_registers_figures_and_tables(small_run, tmp_path):
         assert f"filename={name}.png;base64" in page, name
     for name in (*report.TABLES, "report"):
         assert f"{name}.html" in page, name
-    assert "least volatile sleeve (pass or fail, numbers shown)" in page  # a caption
+    assert "effective number of independent bets" in page  # a caption
     assert "Meta-portfolio run of profile" in page  # the workflow description
 
 
@@ -375,3 +397,46 @@ def test_figures_of_many_sleeves_name_the_largest_and_stay_bounded():
     many, few = (report.figures(d, report.analyse(d)) for d in (every, top))
     for name in ("allocation", "correlation", "sleeves"):
         assert Image.open(io.BytesIO(many[name])).size == Image.open(io.BytesIO(few[name])).size, name
+
+
+# --------------------------------------------------------------------------- anomalies on real runs
+
+
+@pytest.mark.e2e
+def test_the_shipped_demo_on_clean_data_raises_no_banner(tmp_path):
+    result = MetaPipeline("meta_demo", run_id="clean", runs_root=tmp_path, ray=False).execute()
+    md = (result.run_dir / "report.md").read_text()
+    anomalies = md.split("## Anomalies")[1]
+    assert "WARNING" not in md and "None found." in anomalies
+    assert "| equal_weight | meta |" in anomalies and "| hrp | tech |" in anomalies  # thresholds stated per series
+    assert "FAIL" not in md and "PASS" not in md  # diversification is shown, not judged
+    assert "diversification ratio" in md.split("## Diversification")[1]
+
+
+@pytest.mark.e2e
+def test_a_tenfold_spike_in_a_user_price_table_is_flagged_and_named(tmp_path, small_manifest_dict, write_manifest):
+    from skfolio.datasets import load_sp500_dataset
+
+    prices = load_sp500_dataset().loc["2019-01-01":"2021-12-31", ["KO", "PEP", "PG"]]
+    day = prices.index[600]  # out of sample for the sleeve (train 126) and the meta level (126 more)
+    prices.loc[day, "PEP"] *= 10.0
+    table = tmp_path / "prices.csv"
+    prices.rename_axis("date").to_csv(table)
+    manifest = small_manifest_dict
+    manifest["profiles"]["staples_user"] = {"data": {"source": "table", "path": str(table)},
+                                            "universe": {"symbols": ["KO", "PEP", "PG"]}}
+    manifest["profiles"]["meta_spike"] = {
+        "sleeves": [{"id": "tech", "profile": "tech"}, {"id": "staples", "profile": "staples_user"},
+                    {"id": "factors", "profile": "factors"}],
+        "profiles": ["equal_weight", "hrp"],
+    }
+    path = write_manifest(manifest)
+    result = MetaPipeline("meta_spike", manifest=path, run_id="spike", runs_root=tmp_path / "runs", ray=False).execute()
+    md = (result.run_dir / "report.md").read_text()
+    d = day.date().isoformat()
+    banner = next(line for line in md.splitlines() if line.startswith("**WARNING"))
+    assert "sleeve staples (equal_weight, hrp)" in banner and "sleeve tech" not in banner and "sleeve factors" not in banner
+    anomalies = md.split("## Anomalies")[1]
+    for p in ("equal_weight", "hrp"):
+        assert re.search(rf"^\| {p} \| sleeve \| staples \| jump \| {d} \| return \+\d+\.\d\d%: robust z \+\d+, beyond", anomalies, re.M), p
+    assert not re.search(r"^\| \w+ \| sleeve \| (tech|factors) \|.*\| jump \|", anomalies, re.M)

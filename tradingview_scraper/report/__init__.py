@@ -1,39 +1,39 @@
 """The report a portfolio manager reads: out-of-sample performance, allocation, diversification, holdings, anomalies.
 
 The package reads a meta node's artifacts (:func:`load_node`), computes every number
-(:func:`analyse`, over the pure metrics), builds a document of blocks (:func:`document`,
+(:func:`analyse`, over the pure metrics and anomaly checks), builds a document of blocks (:func:`document`,
 :func:`sections`), renders it (:func:`to_markdown`, :func:`to_html`) with its figures
 (:func:`figures`), and assembles every output file (:func:`build_report`).
 """
 
 from ._analysis import Analysis, analyse
+from ._anomalies import (
+    FALSE_ALARMS,
+    TAIL_DF,
+    Check,
+    anomalies,
+    jump_cutoff,
+    series_anomalies,
+    stale_run,
+)
 from ._build import build_report, output_files
 from ._document import Heading, Image, Para, Section, Table, assemble
 from ._figures import FIGURES, MAX_FIGURE_SLEEVES, figures
-from ._metrics import (
-    MAX_ABS_SHARPE,
-    MAX_VOLATILITY,
-    calendar,
-    diversification_check,
-    effective_number,
-    impossible_values,
-    performance,
-    rolling_anomalies,
-    tournament,
-)
+from ._metrics import calendar, diversification, effective_number, performance, tournament
 from ._node import NodeData, load_node
 from ._rendering import to_html, to_markdown
 from ._sections import SECTIONS, TABLES, TOP_HOLDINGS, document, sections
 
 __all__ = [
+    "FALSE_ALARMS",
     "FIGURES",
-    "MAX_ABS_SHARPE",
     "MAX_FIGURE_SLEEVES",
-    "MAX_VOLATILITY",
     "SECTIONS",
     "TABLES",
+    "TAIL_DF",
     "TOP_HOLDINGS",
     "Analysis",
+    "Check",
     "Heading",
     "Image",
     "NodeData",
@@ -41,20 +41,22 @@ __all__ = [
     "Section",
     "Table",
     "analyse",
+    "anomalies",
     "assemble",
     "build_report",
     "calendar",
-    "diversification_check",
+    "diversification",
     "document",
     "effective_number",
     "figures",
-    "impossible_values",
+    "jump_cutoff",
     "load_node",
     "output_files",
     "performance",
-    "rolling_anomalies",
     "sections",
-    "tournament",
+    "series_anomalies",
+    "stale_run",
     "to_html",
     "to_markdown",
+    "tournament",
 ]

@@ -4,25 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
-from ..errors import DataError
-from ._metrics import (
-    calendar,
-    diversification_check,
-    effective_number,
-    impossible_values,
-    performance,
-    rolling_anomalies,
-    tournament,
-)
+from ._anomalies import anomalies
+from ._metrics import calendar, diversification, effective_number, performance, tournament
 from ._node import NodeData
 
 
 @dataclass
 class Analysis:
-    """The numbers of a report, computed from :class:`NodeData` without any I/O."""
+    """The numbers of a report, computed from :class:`NodeData` without any I/O.
+
+    ``anomalies`` holds every finding (``{"profile", "scope", "series", "check",
+    "severity", "dates", "detail"}``, errors first); ``thresholds[p]`` the thresholds the
+    checks of risk profile ``p`` used, per series (``"meta"`` for the meta stream).
+    """
 
     periods_per_year: int
     calendar: str
@@ -32,16 +28,7 @@ class Analysis:
     diversification: dict[str, dict]
     correlation: dict[str, pd.DataFrame]
     anomalies: list[dict]
-
-
-def _test_window(data: NodeData, profile: str) -> int:
-    wf = data.weights[profile].get("walk_forward") or {}
-    if not isinstance(wf.get("test_window"), int):
-        raise DataError(
-            f"meta/weights_{profile}.json of node {data.node_path!r}: walk_forward.test_window is "
-            f"{wf.get('test_window')!r}; an integer number of periods is needed"
-        )
-    return wf["test_window"]
+    thresholds: dict[str, dict[str, dict]]
 
 
 def analyse(data: NodeData) -> Analysis:
@@ -55,57 +42,35 @@ def analyse(data: NodeData) -> Analysis:
     -------
     Analysis
         Performance and effective number of sleeves per profile, the tournament, the
-        diversification check and sleeve correlation per profile, and every anomaly
-        (``{"profile", "scope", "series", "kind", "dates", "detail"}``), impossible values first.
+        diversification measures and sleeve correlation per profile (on the meta stream's
+        dates), and the anomalies of the meta stream and of every sleeve.
 
     Raises
     ------
     DataError
-        If a weights record lacks its walk-forward test window, or the meta stream and
-        the sleeves share fewer than 2 dates.
+        If the meta stream and the sleeves share fewer than 2 dates.
     """
-    from skfolio.measures import correlation
-
     ppy, cal = calendar(data.stream.index)
     perf = {p: performance(data.stream[p], ppy) for p in data.risk_profiles}
-    anomalies: list[dict] = []
-    diversification, corr = {}, {}
+    found: list[dict] = []
+    div, corr, thresholds = {}, {}, {}
     for p in data.risk_profiles:
         sleeves = data.sleeves[p]
-        diversification[p] = diversification_check(data.stream[p], sleeves, ppy)
-        corr[p] = pd.DataFrame(correlation(sleeves.to_numpy(dtype=float)), index=sleeves.columns, columns=sleeves.columns)
-        window = _test_window(data, p)
-        for scope, frame in (("meta stream", data.stream[[p]]), ("sleeve", sleeves)):
-            for a in rolling_anomalies(frame, window, ppy):
-                anomalies.append(
-                    {
-                        "profile": p,
-                        "scope": scope,
-                        "series": a["series"] if scope == "sleeve" else "meta",
-                        "kind": f"rolling {window}-period window",
-                        "dates": f"{a['start']} .. {a['end']} ({a['n_windows']} window{'s' * (a['n_windows'] > 1)})",
-                        "detail": a["reason"],
-                    }
-                )
-            for a in impossible_values(frame):
-                value = "" if not np.isfinite(a["value"]) else f" ({a['value']:.2%})"
-                anomalies.append(
-                    {
-                        "profile": p,
-                        "scope": scope,
-                        "series": a["series"] if scope == "sleeve" else "meta",
-                        "kind": "impossible value",
-                        "dates": a["date"],
-                        "detail": a["reason"] + value,
-                    }
-                )
+        div[p] = diversification(data.stream[p], sleeves, data.weights[p]["weights"], ppy)
+        corr[p] = div[p]["correlation"]
+        thresholds[p] = {}
+        for scope, frame in (("meta stream", data.stream[[p]].rename(columns={p: "meta"})), ("sleeve", sleeves)):
+            items, used = anomalies(frame)
+            thresholds[p].update(used)
+            found += [{"profile": p, "scope": scope, **x} for x in items]
     return Analysis(
         periods_per_year=ppy,
         calendar=cal,
         performance=perf,
         effective_sleeves={p: effective_number(data.weights[p]["weights"]) for p in data.risk_profiles},
         tournament=tournament(perf),
-        diversification=diversification,
+        diversification=div,
         correlation=corr,
-        anomalies=sorted(anomalies, key=lambda x: x["kind"] != "impossible value"),  # errors first
+        anomalies=sorted(found, key=lambda x: x["severity"] != "error"),  # errors first, order kept
+        thresholds=thresholds,
     )

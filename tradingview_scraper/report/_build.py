@@ -40,7 +40,7 @@ def build_report(ctx, node_path: str) -> dict[Path, bytes]:
     Raises
     ------
     DataError
-        If an artifact lacks a risk profile or a walk-forward test window.
+        If an artifact lacks a risk profile, or the meta stream and the sleeves share fewer than 2 dates.
     """
     data = load_node(ctx, node_path)
     a = analyse(data)

@@ -47,12 +47,12 @@ class Image:
     title: str
 
 
-def _pct(x: float) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:.2%}"
+def _pct(x: float, digits: int = 2) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}%}"
 
 
-def _num(x: float) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:.2f}"
+def _num(x: float, digits: int = 2) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
 

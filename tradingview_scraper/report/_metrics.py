@@ -1,4 +1,4 @@
-"""Metrics of return streams (pure): performance, effective number, tournament, diversification, anomalies."""
+"""Metrics of return streams (pure): performance, calendar, effective number, tournament, diversification."""
 
 from __future__ import annotations
 
@@ -9,11 +9,6 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-
-#: A rolling window whose annualized |Sharpe| exceeds this is an anomaly.
-MAX_ABS_SHARPE = 10.0
-#: A rolling window whose annualized volatility exceeds this (200%) is an anomaly.
-MAX_VOLATILITY = 2.0
 
 
 def calendar(index: pd.DatetimeIndex) -> tuple[int, str]:
@@ -134,166 +129,64 @@ def tournament(perf: Mapping[str, dict]) -> list[dict]:
     ]
 
 
-def diversification_check(meta: pd.Series, sleeves: pd.DataFrame, periods_per_year: int) -> dict:
-    """Is the meta stream less volatile than its least volatile sleeve, on the same dates?
+def diversification(meta: pd.Series, sleeves: pd.DataFrame, weights: Mapping[str, float], periods_per_year: int) -> dict:
+    """Standard diversification measures of the current sleeve weights, on the meta stream's dates.
 
     Parameters
     ----------
     meta : Series of shape (n_dates,)
-        The meta level's out-of-sample returns.
+        The meta level's out-of-sample returns: only its dates are used.
     sleeves : DataFrame of shape (n_dates_sleeves, n_sleeves)
-        The sleeves' returns; only the dates of ``meta`` are used.
+        The sleeves' returns.
+    weights : mapping of sleeve id -> weight, n_sleeves items
+        The current allocation (weights of sleeves missing from it count as 0).
     periods_per_year : int
 
     Returns
     -------
     dict
-        ``meta_volatility``, ``sleeve_volatilities`` (sleeve -> annualized volatility),
-        ``least_volatile`` (sleeve id), ``least_volatility``, ``passed`` (meta volatility
-        strictly below the least volatile sleeve's), ``n_obs``.
+        ``diversification_ratio``: the weighted average of the sleeves' volatilities over
+        the volatility of the weighted sleeves (skfolio's ``Portfolio.diversification``;
+        1 when the sleeves move as one). ``independent_bets``: its square, the effective
+        number of independent bets the allocation holds (Choueifaty, Froidure & Reynier
+        2013, "Properties of the most diversified portfolio"): 2 for two uncorrelated
+        sleeves of equal volatility held equally, 1 for sleeves that move as one, at most
+        the number of sleeves with a positive weight for long-only sleeves.
+        ``effective_sleeves``: 1 / sum(w^2), from the capital weights alone.
+        ``volatility`` (of the weighted sleeves) and ``weighted_volatility`` (the
+        weighted average of the sleeves' volatilities), annualized; ``sleeve_volatilities``
+        (sleeve -> annualized volatility); ``correlation`` (DataFrame of shape (n_sleeves,
+        n_sleeves)); ``n_obs``. Dispersions are sample statistics (ddof=1).
 
     Raises
     ------
     DataError
         If the meta stream and the sleeves share fewer than 2 dates, or there are no sleeves.
     """
-    from skfolio.measures import standard_deviation
+    from skfolio.measures import correlation, standard_deviation
+    from skfolio.portfolio import Portfolio
 
     common = meta.index.intersection(sleeves.index)
     if len(common) < 2 or sleeves.shape[1] == 0:
         raise DataError(
-            f"diversification check: the meta stream and sleeves {list(sleeves.columns)} share "
+            f"diversification: the meta stream and sleeves {list(sleeves.columns)} share "
             f"{len(common)} dates; at least 2 are needed"
         )
-    root = math.sqrt(periods_per_year)
-    meta_vol = float(standard_deviation(meta.loc[common].to_numpy(dtype=float))) * root
-    vols = standard_deviation(sleeves.loc[common].to_numpy(dtype=float)) * root
-    sleeve_vols = {str(s): float(v) for s, v in zip(sleeves.columns, vols, strict=True)}
-    least = min(sleeve_vols, key=sleeve_vols.get)
+    x = sleeves.loc[common].to_numpy(dtype=float)
+    w = np.array([float(weights.get(s, 0.0)) for s in sleeves.columns])
+    pf = Portfolio(X=x, weights=w, annualization_factor=periods_per_year)
+    ratio = float(pf.diversification)
+    vols = standard_deviation(x) * math.sqrt(periods_per_year)
     return {
-        "meta_volatility": meta_vol,
-        "sleeve_volatilities": sleeve_vols,
-        "least_volatile": least,
-        "least_volatility": sleeve_vols[least],
-        "passed": bool(meta_vol < sleeve_vols[least]),
+        "diversification_ratio": ratio,
+        "independent_bets": ratio**2,
+        "effective_sleeves": effective_number(dict(zip(sleeves.columns, w, strict=True))),
+        "volatility": float(pf.annualized_standard_deviation),
+        "weighted_volatility": float(w @ vols),
+        "sleeve_volatilities": {str(s): float(v) for s, v in zip(sleeves.columns, vols, strict=True)},
+        "correlation": pd.DataFrame(correlation(x), index=sleeves.columns, columns=sleeves.columns),
         "n_obs": len(common),
     }
-
-
-def rolling_anomalies(
-    returns: pd.DataFrame,
-    window: int,
-    periods_per_year: int,
-    *,
-    max_abs_sharpe: float = MAX_ABS_SHARPE,
-    max_volatility: float = MAX_VOLATILITY,
-) -> list[dict]:
-    """Episodes of rolling windows with an implausible annualized Sharpe or volatility.
-
-    Every window of ``window`` consecutive periods is checked; overlapping flagged windows
-    are merged into one episode, so one bad day is listed once, with its worst values.
-
-    Parameters
-    ----------
-    returns : DataFrame of shape (n_dates, n_series)
-        One column per return stream.
-    window : int
-        Window length in periods (the walk-forward test window).
-    periods_per_year : int
-    max_abs_sharpe, max_volatility : float
-        Thresholds: a window is flagged when |Sharpe| > ``max_abs_sharpe`` or volatility >
-        ``max_volatility`` (annualized, as fractions).
-
-    Returns
-    -------
-    list of dict
-        ``{"series", "start", "end", "n_windows", "sharpe", "volatility", "reason"}``,
-        ``sharpe`` the most extreme and ``volatility`` the largest value in the episode.
-
-    Raises
-    ------
-    ValueError
-        If ``window`` < 2.
-    """
-    if window < 2:
-        raise ValueError(f"rolling window must be at least 2 periods, got {window}")
-    root = math.sqrt(periods_per_year)
-    roll = returns.rolling(window)
-    sd = roll.std(ddof=1)
-    vol = sd * root
-    sharpe = (roll.mean() / sd.where(sd > 0)) * root
-    flagged = ((sharpe.abs() > max_abs_sharpe) | (vol > max_volatility)).to_numpy()
-    sharpe, vol = sharpe.to_numpy(), vol.to_numpy()
-    dates = returns.index
-    out = []
-    for j, col in enumerate(returns.columns):
-        ends = np.flatnonzero(flagged[:, j])
-        if not len(ends):
-            continue
-        # windows ending less than `window` periods apart overlap: one episode
-        groups = np.split(ends, np.flatnonzero(np.diff(ends) >= window) + 1)
-        for g in groups:
-            s, v = sharpe[g, j], vol[g, j]
-            worst = float(s[np.nanargmax(np.abs(s))]) if np.isfinite(s).any() else float("nan")
-            peak = float(np.nanmax(v))
-            reasons = []
-            if np.isfinite(worst) and abs(worst) > max_abs_sharpe:
-                reasons.append(f"|Sharpe| {abs(worst):.1f} > {max_abs_sharpe:g}")
-            if peak > max_volatility:
-                reasons.append(f"volatility {peak:.0%} > {max_volatility:.0%}")
-            out.append(
-                {
-                    "series": str(col),
-                    "start": _day(dates[g[0] - window + 1]),
-                    "end": _day(dates[g[-1]]),
-                    "n_windows": len(g),
-                    "sharpe": worst,
-                    "volatility": peak,
-                    "reason": "; ".join(reasons),
-                }
-            )
-    return out
-
-
-def impossible_values(returns: pd.DataFrame) -> list[dict]:
-    """Values no real return stream can have, each listed.
-
-    Parameters
-    ----------
-    returns : DataFrame of shape (n_dates, n_series)
-
-    Returns
-    -------
-    list of dict
-        ``{"series", "date", "value", "reason"}`` for every return <= -100% (a loss beyond
-        the whole capital), every non-finite return, and the first date on which the
-        compounded wealth reaches <= 0 (a drawdown beyond -100%; ``value`` is the worst
-        drawdown of the series).
-    """
-    from skfolio.measures import get_drawdowns
-
-    out = []
-    for col in returns.columns:
-        s = returns[col]
-        r = s.to_numpy(dtype=float)
-        for i in np.flatnonzero(~np.isfinite(r)):
-            out.append({"series": str(col), "date": _day(s.index[i]), "value": float("nan"), "reason": "non-finite return"})
-        for i in np.flatnonzero(r <= -1.0):
-            out.append({"series": str(col), "date": _day(s.index[i]), "value": float(r[i]), "reason": "return <= -100%"})
-        clean = np.where(np.isfinite(r), r, 0.0)
-        wealth = np.cumprod(1.0 + clean)
-        broke = np.flatnonzero(wealth <= 0)
-        if len(broke):
-            worst = float(np.min(get_drawdowns(clean, compounded=True)))
-            out.append(
-                {
-                    "series": str(col),
-                    "date": _day(s.index[broke[0]]),
-                    "value": worst,
-                    "reason": "compounded wealth <= 0 (drawdown beyond -100%)",
-                }
-            )
-    return out
 
 
 def _day(ts) -> str:

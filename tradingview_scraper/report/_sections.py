@@ -1,13 +1,13 @@
-"""The report's sections, in order: headline and tournament, diversification, allocation and holdings per risk profile, figures, anomalies."""
+"""The report's sections, in order: a warning line (only with anomalies), headline and tournament, diversification, allocation and holdings per risk profile, figures, anomalies."""
 
 from __future__ import annotations
 
 import math
 
-from ._analysis import Analysis, _test_window
+from ._analysis import Analysis
+from ._anomalies import FALSE_ALARMS, TAIL_DF
 from ._document import Heading, Image, Para, Section, Table, _num, _pct, assemble
 from ._figures import _FIGURE_TITLES, FIGURES
-from ._metrics import MAX_ABS_SHARPE, MAX_VOLATILITY
 from ._node import NodeData
 
 #: Rows of the top-holdings table per risk profile.
@@ -50,67 +50,114 @@ def _performance_blocks(data: NodeData, a: Analysis) -> list:
             tuple("pass" if t["rank"] == 1 else "" for t in a.tournament),
         ),
     ]
-    if a.anomalies:
-        n_bad = sum(x["kind"] == "impossible value" for x in a.anomalies)
-        blocks.append(
-            Para(
-                f"WARNING: {n_bad} impossible values and {len(a.anomalies) - n_bad} rolling-window episodes beyond "
-                "the plausibility thresholds; each is listed under Anomalies at the end.",
-                "warn",
-            )
-        )
     return blocks
 
 
-def _anomaly_blocks(a: Analysis, windows: list[int]) -> list:
-    noise = math.sqrt(a.periods_per_year / min(windows))
+def _banner(data: NodeData, a: Analysis) -> list:
+    """One warning line naming every series with an anomaly; nothing on clean data."""
+    if not a.anomalies:
+        return []
+    where: dict[tuple[str, str], list[str]] = {}
+    for x in a.anomalies:
+        profiles = where.setdefault((x["scope"], x["series"]), [])
+        if x["profile"] not in profiles:
+            profiles.append(x["profile"])
+    n_err = sum(x["severity"] == "error" for x in a.anomalies)
+    named = "; ".join(
+        (f"sleeve {series}" if scope == "sleeve" else "meta stream") + f" ({', '.join(ps)})"
+        for (scope, series), ps in where.items()
+    )
+    return [
+        Para(
+            f"WARNING: {len(a.anomalies)} anomalies ({n_err} errors, {len(a.anomalies) - n_err} warnings) in "
+            f"{named}; each is listed under Anomalies at the end.",
+            "fail" if n_err else "warn",
+        )
+    ]
+
+
+def _span(values: list[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{lo:{fmt}} .. {hi:{fmt}}"
+
+
+def _anomaly_blocks(data: NodeData, a: Analysis) -> list:
+    used = [t for p in data.risk_profiles for t in a.thresholds[p].values()]
+    cutoffs = [t["jump_cutoff"] for t in used if t["n_obs"]]
+    with_zeros = [t for t in used if t["zero_share"] > 0]
+    stale = (
+        f"here {_span([t['stale_run'] for t in with_zeros], 'd')} for the {len(with_zeros)} series with exact zeros"
+        if with_zeros else "no series has an exact zero return"
+    )
     blocks = [
         Heading(2, "Anomalies"),
         Para(
-            f"Checked: rolling windows of {', '.join(map(str, windows))} periods (the walk-forward test "
-            f"window) of the meta stream and of every sleeve, for |Sharpe| > {MAX_ABS_SHARPE:g} or annualized "
-            f"volatility > {MAX_VOLATILITY:.0%}; and impossible values: returns <= -100%, a compounded wealth "
-            "<= 0 (a drawdown beyond -100%), non-finite returns. Every finding is listed; overlapping "
-            "flagged windows form one episode. The impossible values are errors in the data or the "
-            f"pipeline. A {min(windows)}-period Sharpe is noisy (sampling error about {noise:.1f} annualized), "
-            "so a steady rally can cross the Sharpe threshold: read those rows as warnings to check."
+            "Checked, for the meta stream and every sleeve of every risk profile: impossible values "
+            "(non-finite returns, returns <= -100%) and broken wealth paths (dates not strictly "
+            "increasing, a compounded wealth <= 0): errors in the data or the computation. Jumps: a "
+            "return whose robust z-score (r - median) / (1.4826 * MAD) of its own series is beyond a "
+            f"cutoff that grows with the series' length n: the |z| that a clean series of Student-t "
+            f"returns with {TAIL_DF} degrees of freedom (the fat tails of daily asset returns) exceeds "
+            f"with probability {FALSE_ALARMS:g} over n returns; here |z| > "
+            f"{_span(cutoffs, '.0f') if cutoffs else 'n/a'} for n = {_span([t['n_obs'] for t in used], 'd')}. "
+            "Stale prices: a run of exactly-zero returns at least k long, k the shortest run that zeros "
+            f"arriving independently at the series' own rate would produce less than {FALSE_ALARMS:g} "
+            f"times; {stale}. Jumps and stale runs are warnings: check the data of the series named."
         ),
     ]
     if not a.anomalies:
-        return [*blocks, Para("None found.", "pass")]
-    bad = [x["kind"] == "impossible value" for x in a.anomalies]
+        blocks.append(Para("None found.", "pass"))
+    else:
+        bad = [x["severity"] == "error" for x in a.anomalies]
+        blocks += [
+            Para(f"{sum(bad)} errors, {len(bad) - sum(bad)} warnings.", "fail" if any(bad) else "warn"),
+            Table(
+                ("risk profile", "scope", "series", "check", "dates", "detail"),
+                tuple((x["profile"], x["scope"], x["series"], x["check"].value, x["dates"], x["detail"])
+                      for x in a.anomalies),
+                "llllll",
+                tuple("fail" if b else "warn" for b in bad),
+            ),
+        ]
+    rows = tuple(
+        (p, s, str(t["n_obs"]), _pct(t["median"], 3), _pct(t["mad"], 3), _num(t["jump_cutoff"], 0),
+         _pct(t["zero_share"]), str(t["stale_run"]))
+        for p in data.risk_profiles for s, t in a.thresholds[p].items()
+    )
     return [
         *blocks,
-        Para(
-            f"{sum(bad)} impossible values, {len(bad) - sum(bad)} rolling-window episodes.",
-            "fail" if any(bad) else "warn",
-        ),
-        Table(
-            ("risk profile", "scope", "series", "check", "dates", "detail"),
-            tuple((x["profile"], x["scope"], x["series"], x["kind"], x["dates"], x["detail"]) for x in a.anomalies),
-            "llllll",
-            tuple("fail" if b else "warn" for b in bad),
-        ),
+        Heading(3, "Thresholds per series"),
+        Table(("risk profile", "series", "obs", "median", "MAD", "jump cutoff |z|", "zero returns", "stale run"),
+              rows, "llrrrrrr"),
     ]
 
 
 def _diversification_blocks(data: NodeData, a: Analysis) -> list:
-    rows, tones = [], []
+    rows = []
     for p in data.risk_profiles:
         d = a.diversification[p]
         rows.append(
-            (p, _pct(d["meta_volatility"]), d["least_volatile"], _pct(d["least_volatility"]),
-             "PASS" if d["passed"] else "FAIL", str(d["n_obs"]))
+            (p, _num(d["effective_sleeves"]), _num(d["independent_bets"]), _num(d["diversification_ratio"]),
+             _pct(d["volatility"]), _pct(d["weighted_volatility"]), str(d["n_obs"]))
         )
-        tones.append("pass" if d["passed"] else "fail")
     blocks = [
         Heading(2, "Diversification"),
         Para(
-            "Check: the meta portfolio's annualized volatility is below that of its least volatile "
-            "sleeve, both measured on the meta stream's out-of-sample dates."
+            "Each risk profile's current sleeve weights, measured on the sleeves' returns over the meta "
+            "stream's out-of-sample dates. Effective sleeves: 1 / sum(w^2), from the capital weights "
+            "alone. Diversification ratio: the weighted average of the sleeves' volatilities over the "
+            "volatility of the weighted sleeves: 1 when the sleeves move as one, higher the more they "
+            "offset. Independent bets: its square, the effective number of independent bets held "
+            "(Choueifaty, Froidure and Reynier 2013): 2 for two uncorrelated sleeves of equal volatility "
+            "held equally, 1 for sleeves that move as one. "
+            "Correlations and volatilities below are on the same dates (sample statistics)."
         ),
-        Table(("risk profile", "meta volatility", "least volatile sleeve", "its volatility", "verdict", "obs"),
-              tuple(rows), "lrlrlr", tuple(tones)),
+        Table(
+            ("risk profile", "eff. sleeves", "independent bets", "diversification ratio", "volatility at these weights",
+             "weighted sleeve volatility", "obs"),
+            tuple(rows),
+            "lrrrrrr",
+        ),
     ]
     for p in data.risk_profiles:
         c = a.correlation[p]
@@ -216,19 +263,17 @@ def _figure_blocks(data: NodeData, a: Analysis) -> list:
     return [Heading(2, "Figures"), *(Image(n, _FIGURE_TITLES[n]) for n in FIGURES)]
 
 
-def _anomalies(data: NodeData, a: Analysis) -> list:
-    return _anomaly_blocks(a, sorted({_test_window(data, p) for p in data.risk_profiles}))
-
-
 #: The report's sections in the document's order. A new section is one more entry here
-#: (and, if it has a stand-alone table, one more output of the ``report`` rule).
+#: (and, if it has a stand-alone table, one more output of the ``report`` rule): see
+#: docs/report.md, "Adding a section".
 SECTIONS: list[Section] = [
+    Section("warnings", blocks=_banner, table=False),
     Section("performance", blocks=_performance_blocks),
     Section("diversification", blocks=_diversification_blocks),
     Section("allocation", per_profile=_allocation_blocks),
     Section("holdings", per_profile=_holdings_blocks),
     Section("figures", blocks=_figure_blocks, table=False),
-    Section("anomalies", blocks=_anomalies),
+    Section("anomalies", blocks=_anomaly_blocks),
 ]
 #: Stand-alone HTML tables of ``report_assets/`` (``<name>.html``), one per section that has one.
 TABLES = tuple(s.name for s in SECTIONS if s.table)
