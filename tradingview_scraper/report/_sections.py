@@ -65,7 +65,7 @@ def _banner(data: NodeData, a: Analysis) -> list:
     n_err = sum(x["severity"] == "error" for x in a.anomalies)
     named = "; ".join(
         (f"sleeve {series}" if scope == "sleeve" else "meta stream") + f" ({', '.join(ps)})"
-        for (scope, series), ps in where.items()
+        for (scope, series), ps in sorted(where.items(), key=lambda kv: kv[0][0] != "sleeve")  # sources first
     )
     return [
         Para(
