@@ -7,7 +7,7 @@ serialized by the GIL) and on a private Ray cluster, in-process, on this machine
 
 The sleeve phase runs from the first sleeve job's start to the last one's end (audit
 ledger). In Ray mode it includes the fixed cost of starting the head and connecting
-(``RayBackend.head_start_s`` / ``connect_s``), reported apart; the speedup is the
+(``Cluster.start_s``, logged when the cluster is up), reported apart; the speedup is the
 sequential sleeve phase over the Ray sleeve phase without that fixed cost (target on 2
 cores: >= 1.8 for K = 8). End-to-end wall times of both runs are printed too.
 
@@ -27,7 +27,16 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from common import PROJECT, Figure, cores, cpu_seconds, emit, machine, realistic_manifest
+from common import (
+    PROJECT,
+    ClusterStart,
+    Figure,
+    cores,
+    cpu_seconds,
+    emit,
+    machine,
+    realistic_manifest,
+)
 
 
 def _sleeve_phase(run_dir: Path) -> tuple[float, list[float]]:
@@ -53,23 +62,22 @@ def _task_seconds(run_dir: Path) -> list[float]:
 
 def run_mode(manifest: Path, runs_root: Path, k: int, ray: bool) -> dict:
     """Run meta profile ``bench`` once; return wall, sleeve phase, fixed cost and CPU use."""
-    from tradingview_scraper.orchestration import compute
     from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
-    backend = compute.backend_from_config(ray, None, None)  # the instance the sleeve jobs share
     cpu0, t0 = cpu_seconds(), time.perf_counter()
-    result = MetaPipeline(
-        "bench",
-        manifest=manifest,
-        run_id=f"k{k}-{'ray' if ray else 'seq'}",
-        runs_root=runs_root,
-        cores=cores(),
-        ray=ray,
-    ).execute()
+    with ClusterStart() as cluster:
+        result = MetaPipeline(
+            "bench",
+            manifest=manifest,
+            run_id=f"k{k}-{'ray' if ray else 'seq'}",
+            runs_root=runs_root,
+            cores=cores(),
+            ray=ray,
+        ).execute()
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     phase, jobs = _sleeve_phase(result.run_dir)
-    head = (backend.head_start_s or 0.0) if backend else 0.0
-    connect = (backend.connect_s or 0.0) if backend else 0.0
+    head = cluster.start_s or 0.0  # start-up of the private cluster, its connection included
+    connect = cluster.connect_s or 0.0
     tasks = _task_seconds(result.run_dir)
     return {
         "k": k,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -209,37 +209,59 @@ def bench_env() -> dict:
 
 @contextlib.contextmanager
 def loopback_cluster(num_cpus: int) -> Iterator[dict]:
-    """A fresh Ray head on 127.0.0.1 with its own token, up before the block, stopped after.
+    """A fresh private Ray cluster on 127.0.0.1 with its own token, up before the block, stopped after.
 
     Yields the environment variables a client needs (``RAY_ADDRESS``, token auth). Started
-    the way the pipeline starts its private head (``compute``'s own command and environment),
-    so a run on it differs from a private run only by not starting (or stopping) the head.
+    by another process exactly as the pipeline starts its own (``Cluster.start``), so a run
+    on it differs from a private run only by not starting (or stopping) the cluster.
     """
-    import secrets
-    import tempfile
-
-    from tradingview_scraper.orchestration import compute
-
-    temp = Path(tempfile.mkdtemp(prefix="tvb", dir="/tmp"))
-    token = temp / "auth_token"
-    fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_hex(32))
-    port = compute._free_port()
-    with open(temp / "head.log", "wb") as log:
-        head = subprocess.Popen(compute._head_command(port, num_cpus, temp / "r"), env=compute._node_env(token),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"127.0.0.1:{port}"
+    script = (
+        "import json, sys\n"
+        "from tradingview_scraper.cluster import Cluster\n"
+        f"cluster = Cluster(num_cpus={int(num_cpus)}).start()\n"
+        "print(json.dumps(cluster.job_config()), flush=True)\n"
+        "sys.stdin.read()\n"
+        "cluster.shutdown()\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], cwd=PROJECT, env=bench_env(), text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(Exception):
-                if compute._alive_nodes(address, token.read_text().strip()) > 0:
-                    break
-            if head.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"loopback Ray head did not come up; see {temp / 'head.log'}")
-            time.sleep(0.1)
-        yield {"RAY_ADDRESS": address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+        line = owner.stdout.readline()
+        if not line:
+            raise RuntimeError("loopback Ray cluster did not come up")
+        settings = json.loads(line)
+        yield {"RAY_ADDRESS": settings["ray_address"], "RAY_AUTH_MODE": "token",
+               "RAY_AUTH_TOKEN_PATH": settings["ray_token_path"]}
     finally:
-        compute._kill_session(head.pid, 0.0, leader=head)
-        shutil.rmtree(temp, ignore_errors=True)
+        owner.stdin.close()
+        try:
+            owner.wait(60)
+        except subprocess.TimeoutExpired:
+            owner.kill()
+            owner.wait()
+
+
+class ClusterStart(logging.Handler):
+    """Catches the run's Ray cluster start-up time, which the cluster logs when it is up."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.start_s: float | None = None
+        self.connect_s: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        seconds = getattr(record, "ray_start_s", None)
+        if seconds is not None:
+            if getattr(record, "ray_owner", False):
+                self.start_s = seconds
+            else:
+                self.connect_s = seconds
+
+    def __enter__(self) -> ClusterStart:
+        log = logging.getLogger("tradingview_scraper.cluster")
+        log.addHandler(self)
+        log.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger("tradingview_scraper.cluster").removeHandler(self)

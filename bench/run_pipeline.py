@@ -11,7 +11,7 @@ import resource
 import sys
 import time
 
-from common import cores
+from common import ClusterStart, cores
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,28 +27,27 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     started = time.time()
     t0 = time.perf_counter()
-    from tradingview_scraper.orchestration import compute
     from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
-    backend = compute.backend_from_config(not args.no_ray, None, None)  # the instance the sleeve jobs share
     t1 = time.perf_counter()
-    result = MetaPipeline(
-        args.profile,
-        profiles=args.profiles,
-        run_id=args.run_id,
-        manifest=args.manifest,
-        cores=args.cores,
-        ray=not args.no_ray,
-        runs_root=args.runs_root,
-        dry_run=args.dry_run,
-    ).execute()
+    with ClusterStart() as cluster:
+        result = MetaPipeline(
+            args.profile,
+            profiles=args.profiles,
+            run_id=args.run_id,
+            manifest=args.manifest,
+            cores=args.cores,
+            ray=not args.no_ray,
+            runs_root=args.runs_root,
+            dry_run=args.dry_run,
+        ).execute()
     t2 = time.perf_counter()
     jobs = [{"rule": j.rule, "wildcards": j.wildcards} for j in result.jobs]
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out = {"import_s": t1 - t0, "runner_s": t2 - t1, "started": started, "ended": time.time(),
            "driver_cpu_s": usage.ru_utime + usage.ru_stime}
-    out["ray_head_start_s"] = backend.head_start_s if backend else None
-    out["ray_connect_s"] = backend.connect_s if backend else None
+    out["ray_head_start_s"] = cluster.start_s  # the private cluster's start, connection included
+    out["ray_connect_s"] = cluster.connect_s  # joining a running cluster
     print(json.dumps({**out, "run_dir": str(result.run_dir), "jobs": jobs}))
     return 0
 

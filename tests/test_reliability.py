@@ -21,7 +21,7 @@ from tradingview_scraper.errors import RunInProgressError
 from tradingview_scraper.layout import write_json
 
 from .conftest import PROJECT, SMALL_MANIFEST
-from .test_compute import LOOPBACK, _alive, _listening, _sid, _wait_gone
+from .helpers import LOOPBACK, alive, cluster_members, listening, wait_gone
 
 # Every test here runs a real workflow or a Ray cluster (the full tier, not make test-fast).
 pytestmark = pytest.mark.e2e
@@ -136,13 +136,6 @@ def test_two_clean_runs_are_identical(clean_runs):
     assert_same_artifacts(root / "ray", root / "local")
 
 
-def _cmdline(proc: psutil.Process) -> list[str]:
-    try:
-        return proc.cmdline()
-    except psutil.Error:  # a short-lived helper that already exited
-        return []
-
-
 def _wait_for_partial_sleeves(run_dir: Path, driver: subprocess.Popen, timeout: float = 120) -> int:
     """Wait until some but not all sleeves are written; return how many are."""
     deadline = time.monotonic() + timeout
@@ -164,14 +157,11 @@ def test_kill_9_then_rerun_resumes_and_equals_a_clean_run(clean_runs):
     try:
         done = _wait_for_partial_sleeves(run_dir, driver)
         os.kill(driver.pid, signal.SIGSTOP)  # freeze the driver: its files cannot change now
-        tracked = psutil.Process(driver.pid).children(recursive=True)
-        assert tracked, "a Ray run has a head, its workers and a reaper below the driver"
-        sessions = {_sid(p.pid) for p in tracked} - {None, os.getsid(0)}  # the head's own session
-        assert sessions
-        sockets = _listening([p.pid for p in tracked])
+        tracked = list(cluster_members(f"/tmp/tvr-{driver.pid}-"))  # its private cluster, by token dir
+        assert len(tracked) >= 4, "a Ray run has a GCS, a raylet, agents and workers"
+        sockets = listening(tracked)
         assert sockets and {ip for _, ip, _ in sockets} <= LOOPBACK, sockets
-        head = [p for p in tracked if "--head" in _cmdline(p)]
-        assert head and all(p.environ().get("RAY_AUTH_MODE") == "token" for p in head)
+        assert all(psutil.Process(pid).environ().get("RAY_AUTH_MODE") == "token" for pid in alive(tracked))
 
         before = _snapshot(run_dir)
         code, err = _finish(_start("killed", root))  # the same command while the first is live
@@ -182,14 +172,13 @@ def test_kill_9_then_rerun_resumes_and_equals_a_clean_run(clean_runs):
 
         os.kill(driver.pid, signal.SIGKILL)
         driver.communicate(timeout=30)
-        assert _wait_gone([p.pid for p in tracked], 30) == [], "Ray processes outlived the killed driver"
-        session_left = _alive(p.pid for p in psutil.process_iter() if _sid(p.pid) in sessions)
-        assert _wait_gone(session_left, 30) == [], "a process of the run's Ray sessions survived"
+        # Ray's fate-sharing: the GCS and raylet die with the driver, their agents within a minute.
+        assert wait_gone(tracked, 100) == [], "Ray processes outlived the killed driver"
     finally:
         if driver.poll() is None:
             driver.kill()
             driver.communicate()
-        for pid in _alive([p.pid for p in tracked]):  # only our own leftovers, by PID
+        for pid in alive(tracked):  # only our own leftovers, by PID
             os.kill(pid, signal.SIGKILL)
     assert done < len(SLEEVES) and not (run_dir / "report.html").exists()
     print(f"killed with {done} of {len(SLEEVES)} sleeves written")
@@ -279,8 +268,8 @@ ALLOWED_WRITES = {
     "tradingview_scraper/runlock.py": ["os.open(path, os.O_RDWR"],  # the run's lock file
     "tradingview_scraper/stages.py": ["logging.FileHandler(logfile"],  # per-stage logs (not artifacts)
     "tradingview_scraper/report/_figures.py": [".save(buf,"],  # PNGs into memory; written by atomic_write_bytes
-    # the Ray head's token and log, in the private temp dir of the run's cluster
-    "tradingview_scraper/orchestration/compute.py": ["self._token_path, os.O_WRONLY", 'os.fdopen(fd, "w")', "open(head_log,"],
+    # the token of the run's private Ray cluster, in its private temp dir
+    "tradingview_scraper/cluster/_cluster.py": ["os.open(token_path, os.O_WRONLY", 'os.fdopen(fd, "w")'],
 }
 
 

@@ -69,11 +69,11 @@ def test_relative_data_path_resolves_against_base_dir(prices, small_manifest_dic
     write_lines(tmp_path / "project" / "prices" / "user.csv", csv_lines(prices))
     path = write_manifest(with_profiles(small_manifest_dict, user=user_profile("prices/user.csv")))
     plan = load_plan("user", path, ["equal_weight"])
-    ctx = RunContext(plan=plan, run_id="rel", runs_root=tmp_path / "runs", ray=False, base_dir=tmp_path / "project")
+    ctx = RunContext(plan=plan, run_id="rel", runs_root=tmp_path / "runs", base_dir=tmp_path / "project")
     stages.run_sleeve(ctx, ".")
     returns = pd.read_parquet(ctx.run_dir / "returns.parquet")
     assert returns.index[-1] == pd.Timestamp("2021-12-31") and len(returns) == len(prices) - 1 - 126
-    elsewhere = RunContext(plan=plan, run_id="rel2", runs_root=tmp_path / "runs", ray=False, base_dir=tmp_path / "x")
+    elsewhere = RunContext(plan=plan, run_id="rel2", runs_root=tmp_path / "runs", base_dir=tmp_path / "x")
     with pytest.raises(SleeveError, match=rf"price table not found: {tmp_path / 'x' / 'prices' / 'user.csv'}"):
         stages.run_sleeve(elsewhere, ".")
     assert RunContext.from_config({"profile": "user", "manifest": str(path)}, environ={}).base_dir == Path.cwd()
@@ -93,7 +93,7 @@ def _corrupt(lines: list[str], kind: str) -> list[str]:
     return out
 
 
-JOB = r"^sleeve 'user' \(\w+\) failed: DataError: .*"
+JOB = r"^sleeve 'user' failed: DataError: .*"
 BAD_FILES = [
     # a missing file is caught by the runner's pre-flight check, before any job starts
     ("missing", None, r"^profile 'user': price table not found: .*absent\.csv"),
@@ -134,7 +134,7 @@ def test_bad_data_file_on_ray_stops_the_meta_run(prices, small_manifest_dict, wr
                    "profiles": ["equal_weight"]},
     )
     runs = tmp_path / "runs"
-    with pytest.raises(PipelineError, match=r"^sleeve 'user' \(\w+\) failed: DataError: .*BINANCE_PEP, 1D\.csv: symbol 'PEP'"):
+    with pytest.raises(PipelineError, match=r"^sleeve 'user' failed: DataError: .*BINANCE_PEP, 1D\.csv: symbol 'PEP'"):
         MetaPipeline("meta_user", manifest=write_manifest(m), run_id="ray", runs_root=runs, ray_num_cpus=1).execute()
     run = runs / "ray"
     assert leftovers(run, run / "sleeves" / "user") == []
@@ -250,7 +250,7 @@ def test_unhealthy_sleeve_stops_the_meta_run(halted_run):
 def test_health_threshold_and_action_are_configurable(halted_run, caplog):
     _, run, manifest = halted_run
     plan = load_plan("meta_health", manifest)
-    ctx = RunContext(plan=plan, run_id="sick", runs_root=run.parent, ray=False)
+    ctx = RunContext(plan=plan, run_id="sick", runs_root=run.parent)
     health = plan.root.config["health"]
     with pytest.raises(SleeveError, match=r"sleeve 'halted' is unhealthy"):
         stages._check_health(ctx, plan.root)
@@ -274,7 +274,7 @@ def test_missing_health_or_sign_test_counts_as_failure(halted_run, tmp_path):
             for src in (run / f).glob("*.json"):
                 (copy_dir / f / src.name).write_bytes(src.read_bytes())
         (copy_dir / "sleeves/halted" / name).unlink()
-        ctx = RunContext(plan=plan, run_id="sick", runs_root=copy_dir.parent, ray=False)
+        ctx = RunContext(plan=plan, run_id="sick", runs_root=copy_dir.parent)
         with pytest.raises(SleeveError, match=rf"sleeve 'halted'.*{needle}"):
             stages._check_health(ctx, plan.root)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
 from .layout import RUNS_ROOT, Node, check_name, new_run_id, node_at, run_node
 from .manifest import DEFAULT_MANIFEST, ROOT, NodeSpec, Plan, load_plan, parse_risk_profiles
 
-#: Environment variable carrying a generated run id to every process of one workflow run.
-RUN_ID_ENV = "TVS_RUN_ID"
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 
 def _as_bool(value: object, key: str) -> bool:
@@ -27,17 +28,20 @@ class RunContext:
     """Everything a stage needs to know about its run.
 
     Built once per workflow run from the Snakemake config (or the runner's options):
-    the resolved plan, the run directory and the compute settings.
+    the resolved plan, the run directory and the run's Ray cluster (None: sequential),
+    which the process owning the run starts and every stage uses.
     """
 
     plan: Plan
     run_id: str
     runs_root: Path
     execute_sleeves: bool = False
-    ray: bool = True
-    ray_address: str | None = None
-    ray_num_cpus: int | None = None
+    cluster: Cluster | None = None
     base_dir: Path = field(default_factory=Path.cwd)
+
+    @property
+    def ray(self) -> bool:
+        return self.cluster is not None
 
     @property
     def root(self) -> Node:
@@ -64,17 +68,20 @@ class RunContext:
         """Resolve a Snakemake-style config (scalars) into a context.
 
         Keys: ``profile`` (required), ``run_id``, ``manifest``, ``profiles``,
-        ``execute_sleeves``, ``ray``, ``ray_address``, ``ray_num_cpus``, ``runs_root``.
-        A missing run id is generated once and exported in ``TVS_RUN_ID`` so every
-        process of the run agrees on it.
+        ``execute_sleeves``, ``ray``, ``ray_address``, ``ray_token_path``, ``ray_mode``,
+        ``ray_num_cpus``, ``runs_root``. A missing run id is generated; the process owning
+        the run passes it (and the cluster's address and token file) to its jobs as config,
+        so a job needs nothing from the environment. ``RAY_ADDRESS`` and
+        ``RAY_AUTH_TOKEN_PATH`` in ``environ`` are defaults for the owner's config.
         """
+        from .cluster import Cluster
+
         env = os.environ if environ is None else environ
         profile = config.get("profile")
         if not profile:
             raise ConfigError("no profile given: use --config profile=<meta profile> (e.g. meta_demo)")
-        run_id = config.get("run_id") or env.get(RUN_ID_ENV) or new_run_id()
+        run_id = config.get("run_id") or new_run_id()
         check_name(str(run_id), "run id")
-        env[RUN_ID_ENV] = str(run_id)
         execute = _as_bool(config.get("execute_sleeves", False), "execute_sleeves")
         plan = load_plan(
             str(profile),
@@ -84,14 +91,21 @@ class RunContext:
         if execute:
             for node in plan.atomic_nodes():
                 node.pin = None
-        address = config.get("ray_address") or env.get("RAY_ADDRESS") or None
-        cpus = config.get("ray_num_cpus")
+        cluster = None
+        if _as_bool(config.get("ray", True), "ray"):
+            address = config.get("ray_address") or env.get("RAY_ADDRESS") or None
+            token = config.get("ray_token_path") or (env.get("RAY_AUTH_TOKEN_PATH") if address else None)
+            cpus = config.get("ray_num_cpus")
+            cluster = Cluster(
+                str(address) if address else None,
+                token_path=token or None,
+                num_cpus=int(cpus) if cpus else None,
+                mode=config.get("ray_mode") or None,
+            )
         return cls(
             plan=plan,
             run_id=str(run_id),
             runs_root=Path(config.get("runs_root") or RUNS_ROOT),
             execute_sleeves=execute,
-            ray=_as_bool(config.get("ray", True), "ray"),
-            ray_address=str(address) if address else None,
-            ray_num_cpus=int(cpus) if cpus else None,
+            cluster=cluster,
         )

@@ -179,6 +179,7 @@ def compute_sleeve(
     sleeve_id: str,
     profile: str,
     base_dir: str | Path = ".",
+    prices: pd.DataFrame | None = None,
 ) -> SleeveResult:
     """Run an atomic sleeve: load prices, build returns, walk forward every risk profile.
 
@@ -188,6 +189,9 @@ def compute_sleeve(
         The resolved atomic profile (``data``, ``universe``, ``selection``, ``backtest``).
     risk_profiles : list of str
         Risk profiles to backtest; one returns column and one weights record each.
+    prices : DataFrame of shape (n_dates, n_symbols), optional
+        The sleeve's close prices as :func:`~tradingview_scraper.data.load_prices` returns
+        them (read where the file is); loaded from ``config["data"]`` when None.
 
     Returns
     -------
@@ -200,7 +204,8 @@ def compute_sleeve(
     """
     from .data import load_prices, prices_to_returns
 
-    prices = load_prices(config["data"], config["universe"].get("symbols"), base_dir=base_dir)
+    if prices is None:
+        prices = load_prices(config["data"], config["universe"].get("symbols"), base_dir=base_dir)
     raw = prices_to_returns(prices)
     direction = config["universe"].get("direction", "LONG")
     used = synthetic_long(raw) if direction == "SHORT" else raw

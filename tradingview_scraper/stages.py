@@ -121,11 +121,27 @@ def sleeve_outputs(ctx: RunContext, node: Node) -> list[Path]:
     ]
 
 
-def _sleeve_task(config: dict, risk_profiles: list[str], sleeve_id: str, profile: str, base_dir: str) -> dict:
+def _sleeve_task(
+    config: dict, risk_profiles: list[str], sleeve_id: str, profile: str, base_dir: str, prices=None
+) -> dict:
     """What runs on a Ray worker (or in-process): the sleeve's computation as plain data."""
     from .sleeve import compute_sleeve
 
-    return compute_sleeve(config, risk_profiles, sleeve_id=sleeve_id, profile=profile, base_dir=base_dir).to_payload()
+    result = compute_sleeve(config, risk_profiles, sleeve_id=sleeve_id, profile=profile, base_dir=base_dir, prices=prices)
+    return result.to_payload()
+
+
+def _driver_prices(config: dict, base_dir: Path):
+    """A file-based sleeve's prices, read here so they travel with its tasks (None for skfolio data).
+
+    The worker that computes the sleeve may be on a node without the file; skfolio's
+    datasets ship inside skfolio and load anywhere.
+    """
+    if config["data"].get("source", "skfolio") == "skfolio":
+        return None
+    from .data import load_prices
+
+    return load_prices(config["data"], config["universe"].get("symbols"), base_dir=base_dir)
 
 
 #: Heavy modules the driver's later stages import: skfolio (meta optimize) and matplotlib (report).
@@ -178,29 +194,32 @@ def run_sleeve(ctx: RunContext, node_path: str, logfile: str | None = None) -> N
     sleeve's profiles spread over the cluster's CPUs: a run that recomputes one sleeve
     uses every core, not one. The parts are merged into the sleeve's one set of artifacts.
     """
-    from .orchestration import compute
+    from .cluster import local_call
     from .sleeve import SleeveResult, unhealthy_profiles
 
     spec, node = ctx.spec(node_path), ctx.node(node_path)
     sid = spec.sleeve_id or spec.profile
     outputs = sleeve_outputs(ctx, node)
     with _stage(ctx, "sleeve", node_path, logfile, {"profile": spec.profile, "config": spec.config}, [], outputs):
+        try:
+            prices = _driver_prices(spec.config, ctx.base_dir)
+        except PipelineError as exc:
+            raise SleeveError(f"sleeve {sid!r} failed: {type(exc).__name__}: {exc}") from exc
         tasks = [
-            ((sid, rp), (spec.config, [rp], sid, spec.profile, str(ctx.base_dir)), {})
+            ((sid, rp), (spec.config, [rp], sid, spec.profile, str(ctx.base_dir), prices), {})
             for rp in ctx.plan.risk_profiles
         ]
-        backend = compute.backend_from_config(ctx.ray, ctx.ray_address, ctx.ray_num_cpus)
-        if backend is None:
+        if ctx.cluster is None:
             done = {}
             for name, args, _ in tasks:
                 try:
-                    done[name] = compute.local_call(_sleeve_task, *args)
+                    done[name] = local_call(_sleeve_task, *args)
                 except Exception as exc:
                     raise SleeveError(f"sleeve {sid!r} ({name[1]}) failed: {type(exc).__name__}: {exc}") from exc
         else:
             prewarm()
             cpus = float(spec.config["backtest"].get("num_cpus", 1))
-            done = backend.map(_sleeve_task, tasks, num_cpus=cpus)
+            done = ctx.cluster.map(_sleeve_task, tasks, num_cpus=cpus)
         result = SleeveResult.merge([SleeveResult.from_payload(payload) for payload, _ in done.values()])
         placement = {name[1]: prov for name, (_, prov) in done.items()}
         _write_sleeve(ctx, spec, node, result, placement)
@@ -537,13 +556,10 @@ def _on_running_cluster(ctx: RunContext, name: str, fn, *args, **kwargs):
     sleeves have started a cluster, its workers (with skfolio already imported) run the
     risk profiles' optimizations in parallel. No cluster is started for this.
     """
-    from .orchestration import compute
-
-    backend = compute.backend_from_config(ctx.ray, ctx.ray_address, ctx.ray_num_cpus)
-    if backend is None or not backend.info()["started"]:
+    if ctx.cluster is None or not ctx.cluster.is_up:
         return fn(*args, **kwargs)
     try:
-        result, _ = backend.run(fn, *args, name=name, max_retries=1, **kwargs)
+        result, _ = ctx.cluster.map(fn, [(name, args, kwargs)], max_retries=1)[name]
     except SleeveError as exc:  # the backend words its errors for sleeves
         raise PipelineError(str(exc).removeprefix("sleeve ")) from exc
     return result

@@ -1,1 +1,1 @@
-"""Orchestration: the canonical runner (Snakemake API) and the Ray compute backend."""
+"""Orchestration: the canonical runner (Snakemake API) and the command-line front end."""

@@ -26,6 +26,7 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the jobs without running them")
     p.add_argument("--no-ray", action="store_true", help="compute sleeves sequentially in-process (debugging)")
     p.add_argument("--ray-address", help="existing Ray cluster to use (default: RAY_ADDRESS or a private cluster)")
+    p.add_argument("--ray-token-path", help="token file of the cluster at --ray-address (default: RAY_AUTH_TOKEN_PATH)")
     p.add_argument("--ray-num-cpus", type=int, help="CPUs of the private Ray cluster (default and maximum: all cores)")
     p.add_argument("--runs-root", default="data/runs", help="directory of run directories (default: %(default)s)")
     p.add_argument("--verbose", action="store_true", help="show Snakemake's job log")
@@ -60,6 +61,7 @@ def main(argv: list[str] | None, *, prog: str, require_meta: bool) -> int:
             dry_run=args.dry_run,
             ray=not args.no_ray,
             ray_address=args.ray_address,
+            ray_token_path=args.ray_token_path,
             ray_num_cpus=args.ray_num_cpus,
             runs_root=args.runs_root,
             quiet=not args.verbose,

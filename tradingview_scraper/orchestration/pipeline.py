@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import runlock
+from ..cluster import Cluster, interrupted, watch_interrupts
 from ..errors import ConfigError, PipelineError
-from ..layout import RUNS_ROOT, check_name, new_run_id, node_at, run_dir
+from ..layout import RUNS_ROOT, check_name, new_run_id, run_dir
 from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
 from ..stages import check_data, check_pins
-from .compute import backend_from_config, interrupted, shutdown_all, watch_interrupts
 
 #: The workflow ships inside the package (in a checkout, a link to the top-level workflow/).
 SNAKEFILE = Path(__file__).resolve().parents[1] / "workflow" / "Snakefile"
@@ -94,7 +95,9 @@ class MetaPipeline:
         Dispatch sleeves to Ray (False: sequential, in-process).
     ray_address : str, optional
         An existing Ray cluster; default ``RAY_ADDRESS``, else a private loopback
-        cluster per run.
+        cluster per run (started by the workflow's main process, this one).
+    ray_token_path : str, optional
+        Token file of the cluster at ``ray_address``; default ``RAY_AUTH_TOKEN_PATH``.
     ray_num_cpus : int, optional
         CPUs of the private cluster (default and maximum: this machine's).
     """
@@ -108,6 +111,7 @@ class MetaPipeline:
     dry_run: bool = False
     ray: bool = True
     ray_address: str | None = None
+    ray_token_path: str | None = None
     ray_num_cpus: int | None = None
     runs_root: str | Path = RUNS_ROOT
     forceall: bool = False
@@ -125,19 +129,19 @@ class MetaPipeline:
         if not self.execute_sleeves:  # --execute-sleeves recomputes pinned sleeves instead
             check_pins(self.plan, self.runs_root, self.run_id)
         check_data(self.plan, Path.cwd(), include_pinned=self.execute_sleeves)
-        backend_from_config(self.ray, self.ray_address, self.ray_num_cpus)  # checks the Ray settings; starts nothing
+        self._cluster()  # checks the Ray settings; starts nothing
+
+    def _cluster(self) -> Cluster | None:
+        """The run's cluster as this runner sees it (None: sequential); nothing starts."""
+        if not self.ray:
+            return None
+        address = self.ray_address or os.environ.get("RAY_ADDRESS") or None
+        token = self.ray_token_path or (os.environ.get("RAY_AUTH_TOKEN_PATH") if address else None)
+        return Cluster(address, token_path=token, num_cpus=self.ray_num_cpus)
 
     @property
     def run_dir(self) -> Path:
         return run_dir(self.run_id, self.runs_root)
-
-    def _missing_sleeves(self) -> bool:
-        """Whether a sleeve this run computes has no returns yet (so its job will surely run)."""
-        return any(
-            not node_at(self.run_dir, spec.path).file("returns").is_file()
-            for spec in self.plan.atomic_nodes()
-            if self.execute_sleeves or not spec.pin
-        )
 
     def config(self) -> dict:
         """The Snakemake config of this run (scalars only: they travel on command lines)."""
@@ -150,8 +154,6 @@ class MetaPipeline:
             "ray": bool(self.ray),
             "runs_root": str(self.runs_root),
         }
-        if self.ray_address:
-            cfg["ray_address"] = self.ray_address
         if self.ray_num_cpus:
             cfg["ray_num_cpus"] = int(self.ray_num_cpus)
         return cfg
@@ -190,13 +192,18 @@ class MetaPipeline:
         stage_log = logging.getLogger("tradingview_scraper")
         stage_log.addHandler(failed)
         watch_interrupts()
+        cluster = self._cluster()
+        config = self.config()
         try:
             # Sleeve jobs reserve ray_cpus: no more run at once than the cluster can place.
-            # An external cluster is asked (and so proven reachable) before any work starts.
-            backend = backend_from_config(self.ray, self.ray_address, self.ray_num_cpus)
-            ray_cpus = backend.capacity(connect=not self.dry_run) if backend is not None else None
-            if backend is not None and not self.dry_run and self._missing_sleeves():
-                backend.start_in_background()  # boots while Snakemake parses and builds the DAG
+            # A named cluster is joined (and so proven reachable) before any work starts and
+            # its jobs reuse this connection; a private one is started by the workflow's
+            # onstart hook, in this process, only if a sleeve is to be computed.
+            ray_cpus = None
+            if cluster is not None and (cluster.address is None or not self.dry_run):
+                ray_cpus = cluster.cpus()
+                if cluster.address is not None:
+                    config.update(cluster.job_config())
             with SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if self.quiet else None, show_failed_logs=True)) as api:
                 smk_logger.addHandler(collector)
                 try:
@@ -206,7 +213,7 @@ class MetaPipeline:
                         resource_settings=ResourceSettings(
                             cores=self.cores, resources={"ray_cpus": ray_cpus} if ray_cpus else {}
                         ),
-                        config_settings=ConfigSettings(config=self.config()),
+                        config_settings=ConfigSettings(config=config),
                     )
                     dag = workflow.dag(DAGSettings(forceall=self.forceall, forcerun=forcerun, force_incomplete=True))
                     dag.execute_workflow(
@@ -227,7 +234,8 @@ class MetaPipeline:
         finally:
             gc.set_threshold(*gc_thresholds)
             stage_log.removeHandler(failed)
-            shutdown_all()
+            if cluster is not None:
+                cluster.shutdown()  # a named cluster: disconnect (the hooks stop a private one)
             if locked:
                 runlock.release(self.run_dir)
         return RunResult(self.run_id, self.run_dir, collector.jobs, self.dry_run)

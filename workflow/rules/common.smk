@@ -11,26 +11,49 @@ import re
 from snakemake.utils import validate
 
 from tradingview_scraper import runlock, stages
+from tradingview_scraper.cluster import watch_interrupts
 from tradingview_scraper.errors import PipelineError
-from tradingview_scraper.orchestration.compute import backend_from_config, shutdown_all, watch_interrupts
 from tradingview_scraper.run import RunContext
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 
+
+def pass_to_jobs(settings):
+    """Give ``settings`` to this run's jobs wherever they execute (threads, cluster-generic, SLURM).
+
+    A spawned job re-parses this workflow with the main process's ``--config`` and nothing
+    else of ours (a scheduler need not export the environment), so the run id and the
+    cluster's address and token file travel there.
+    """
+    config.update(settings)
+    args = list(workflow.config_settings.config_args or [])
+    workflow.config_settings.config_args = args + [f"{k}={v}" for k, v in settings.items()]
+
+
 try:
     RUN = RunContext.from_config(config)
-    BACKEND = backend_from_config(RUN.ray, RUN.ray_address, RUN.ray_num_cpus)  # checks; starts nothing
 except PipelineError as exc:
     raise WorkflowError(str(exc)) from None
 
-# Ctrl-C cancels the running sleeves' Ray tasks at once; the hooks then stop the cluster.
-watch_interrupts()
-# Rule sleeve reserves ray_cpus: no more sleeves run at once than the cluster's CPUs.
-# `--resources ray_cpus=N` (or the runner, which asks an external cluster) wins; the plain
-# command knows a private cluster's CPUs, while an external one is bounded by --cores.
-if BACKEND is not None and "ray_cpus" not in workflow.global_resources and BACKEND.capacity():
-    workflow.register_resource("ray_cpus", BACKEND.capacity())
+# The run's Ray cluster (None: sequential). The main process owns it: it starts a private
+# one in onstart and stops it in onsuccess/onerror; jobs join it with the config it passes.
+CLUSTER = RUN.cluster
+if workflow.is_main_process:
+    # Ctrl-C cancels the running sleeves' Ray tasks at once; the hooks then stop the cluster.
+    watch_interrupts()
+    if not config.get("run_id"):
+        pass_to_jobs({"run_id": RUN.run_id})
+        print(f"run id: {RUN.run_id}  (run directory {RUN.run_dir})")
+    if CLUSTER is not None and CLUSTER.address is not None and "ray_address" not in config:
+        pass_to_jobs(CLUSTER.job_config())  # a cluster named by RAY_ADDRESS
+    # Rule sleeve reserves ray_cpus: no more sleeves run at once than the cluster's CPUs
+    # (a private cluster's are known before it starts; a named one is asked).
+    if CLUSTER is not None and "ray_cpus" not in workflow.global_resources:
+        try:
+            workflow.register_resource("ray_cpus", CLUSTER.cpus())
+        except PipelineError as exc:
+            raise WorkflowError(str(exc)) from None
 
 PLAN = RUN.plan
 PROFILES = PLAN.risk_profiles
@@ -46,9 +69,6 @@ PLAN_SOURCE = json.dumps(
     },
     sort_keys=True,
 )
-if not config.get("run_id"):
-    print(f"run id: {RUN.run_id}  (run directory {RUN.run_dir})")
-
 
 def _alternation(paths):
     return "|".join(re.escape(str(RUN.node(p).dir)) for p in paths) or "(?!)"
@@ -159,24 +179,30 @@ _LOCKED_HERE = []
 
 
 def start_run():
-    """Check pins and data sources, then take the run's lock, before any job starts.
+    """Check pins and data sources, take the run's lock, then start the run's Ray cluster.
 
     onstart fires only when jobs will run (not on dry runs, lint or no-op reruns), so parsing
-    the workflow stays free of pandas. Raises RunInProgressError when another live process
-    runs the same run id. Then, when sleeves will be computed on Ray, the cluster starts in
-    the background: it boots while the first jobs start, and the first sleeve task waits for it.
+    the workflow stays free of pandas and Ray. Raises RunInProgressError when another live
+    process runs the same run id. A private cluster starts only when a sleeve will be
+    computed, after the checks and the lock (a refused run starts none).
     """
     if not RUN.execute_sleeves:
         stages.check_pins(PLAN, RUN.runs_root, RUN.run_id)
     stages.check_data(PLAN, RUN.base_dir, include_pinned=RUN.execute_sleeves)
     if runlock.acquire(RUN.run_dir, RUN.run_id):
         _LOCKED_HERE.append(RUN.run_dir)
-    if BACKEND is not None and any(job.rule.name == "sleeve" for job in workflow.dag.needrun_jobs()):
-        BACKEND.start_in_background()
+    if (
+        CLUSTER is not None
+        and CLUSTER.address is None
+        and any(job.rule.name == "sleeve" for job in workflow.dag.needrun_jobs())
+    ):
+        CLUSTER.start()
+        pass_to_jobs(CLUSTER.job_config())
 
 
 def finish_run():
-    """Stop the run's private Ray cluster (if one was started) and release a lock start_run took."""
-    shutdown_all()
+    """Stop (or leave) the run's Ray cluster and release a lock start_run took."""
+    if CLUSTER is not None:
+        CLUSTER.shutdown()
     while _LOCKED_HERE:
         runlock.release(_LOCKED_HERE.pop())

@@ -1,0 +1,124 @@
+"""Helpers shared by tests: processes of a run's Ray cluster, found by PID and temp dir, never by name."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
+#: Prefix of the temp dirs of the private clusters a driver starts (see tradingview_scraper.cluster).
+TEMP_PREFIX = "/tmp/tvr-"
+
+
+def alive(pids) -> list[int]:
+    """The PIDs still running (zombies count as gone)."""
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.Error:
+            continue
+    return out
+
+
+def wait_gone(pids, timeout_s: float) -> list[int]:
+    """Wait until none of ``pids`` runs; return those still alive at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while (left := alive(pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def listening(pids) -> list[tuple[int, str, int]]:
+    """(pid, ip, port) of every listening TCP socket of ``pids``."""
+    sockets = []
+    for pid in pids:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        sockets += [(pid, c.laddr.ip, c.laddr.port) for c in conns if c.status == "LISTEN"]
+    return sockets
+
+
+def environ(pid: int) -> dict[str, str]:
+    """The environment a process was started with, read from /proc ({} if unreadable)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(): v.decode(errors="replace") for k, v in pairs}
+
+
+def cluster_members(token_dir_prefix: str) -> dict[int, Path]:
+    """Every process whose Ray token file lies below ``token_dir_prefix``: PID -> its temp dir.
+
+    Every process of a private cluster (GCS, raylet, agents, workers) inherits the
+    ``RAY_AUTH_TOKEN_PATH`` of the driver that started it, which names that run's temp dir.
+    """
+    members = {}
+    for pid in psutil.pids():
+        token = environ(pid).get("RAY_AUTH_TOKEN_PATH", "")
+        if token.startswith(token_dir_prefix):
+            members[pid] = Path(token).parent
+    return members
+
+
+class ClusterWatch:
+    """Records every private Ray cluster a driver process starts, with all its processes.
+
+    A cluster of driver ``pid`` is a temp dir ``/tmp/tvr-<pid>-*``; its members are the
+    processes started with a token file there.
+    """
+
+    def __init__(self, driver_pid: int) -> None:
+        self.prefix = f"{TEMP_PREFIX}{driver_pid}-"
+        self.clusters: set[Path] = set()
+        self.members: set[int] = set()
+        self.tasks: set[str] = set()  # titles of workers seen executing a sleeve task
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> ClusterWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._scan()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.15):
+            self._scan()
+
+    def _scan(self) -> None:
+        for pid, temp in cluster_members(self.prefix).items():
+            self.clusters.add(temp)
+            self.members.add(pid)
+            try:
+                title = (psutil.Process(pid).cmdline() or [""])[0]
+            except psutil.Error:
+                continue
+            if title.startswith("ray::sleeve:"):
+                self.tasks.add(title)
+
+    def wait_for_task(self, proc, timeout_s: float = 120) -> None:
+        """Wait until a worker of the driver's cluster executes a sleeve task."""
+        deadline = time.monotonic() + timeout_s
+        while not self.tasks:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no sleeve task ever ran on the driver's cluster"
+            time.sleep(0.1)
+
+    def assert_gone(self, clusters: int = 1, timeout_s: float = 20, files: bool = True) -> None:
+        """Exactly ``clusters`` were started; all their processes (and, with ``files``, temp dirs) are gone."""
+        assert len(self.clusters) == clusters, self.clusters
+        assert wait_gone(self.members, timeout_s) == []
+        if files:
+            assert [d for d in self.clusters if d.exists()] == []

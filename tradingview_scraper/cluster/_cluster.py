@@ -1,0 +1,384 @@
+"""The one object that owns a run's Ray cluster: a private loopback cluster it starts, or one it joins."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, PipelineError, SleeveError
+from . import _tasks
+from ._interrupts import interrupted
+
+__all__ = ["Cluster"]
+
+_LOOPBACK = "127.0.0.1"
+_HOST_PORT = re.compile(r"^(ray://)?[A-Za-z0-9.\-_\[\]:]+:\d{1,5}$")
+_TEMP_PREFIX = "tvr-"
+#: The package directory: what ``runtime_env`` ships to the workers of an external cluster.
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+#: Parent of private clusters' temp dirs: short, as Ray's unix sockets live 75 characters below.
+_TEMP_ROOT = Path("/tmp")
+
+logger = logging.getLogger(__name__)
+
+# Ray loads the auth token once per process and keeps it: every private cluster this
+# process starts shares one secret, each written to that run's own 0600 file.
+_process_token: str | None = None
+
+
+def _validate_address(address: str) -> str:
+    value = str(address).strip()
+    if value.lower() in {"", "auto", "local"} or not _HOST_PORT.match(value):
+        raise ConfigError(f"ray_address={address!r} is not an explicit Ray address: give 'host:port' (the "
+                          "GCS port, 6379 by default) or 'ray://host:port' ('auto' and 'local' are not "
+                          "allowed), or leave it unset for a private loopback cluster")  # fmt: skip
+    return value
+
+
+def _sweep_stale() -> None:
+    """Remove private temp dirs (token, logs) that drivers killed by SIGKILL left behind."""
+    for path in _TEMP_ROOT.glob(f"{_TEMP_PREFIX}*-*"):
+        pid = path.name[len(_TEMP_PREFIX) :].split("-", 1)[0]
+        with contextlib.suppress(OSError):
+            if pid.isdigit() and path.stat().st_uid == os.getuid() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+class Cluster:
+    """The Ray cluster of one run: started (private) or joined (named) once, shared by its jobs.
+
+    Nothing starts at construction. The process owning the run calls :meth:`start` for a
+    private cluster: ``ray.init(address="local")``, every listener on 127.0.0.1, token auth
+    with a fresh 0600 token file in a private 0700 temp dir, and Ray's own fate-sharing
+    (its processes die with the starting thread, even on SIGKILL). :meth:`connect` joins a
+    named cluster (what a job does); a joined cluster is never stopped.
+
+    Parameters
+    ----------
+    address : str, optional
+        A cluster to join, ``host:port`` or ``ray://host:port``; None for a private one.
+    token_path : path-like, optional
+        Token file of the cluster to join.
+    num_cpus : int, optional
+        CPUs of a private cluster; default and maximum: this machine's.
+    mode : {"private", "external"}, optional
+        What provenance records (a job on its run's private cluster says "private");
+        default "external" with an address, else "private".
+
+    Raises ConfigError for an invalid setting.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        token_path: str | Path | None = None,
+        num_cpus: int | None = None,
+        mode: str | None = None,
+    ) -> None:
+        if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1):
+            raise ConfigError(f"ray_num_cpus={num_cpus!r} is invalid: give a positive integer or nothing")
+        machine = os.cpu_count() or 1
+        if address is None and num_cpus is not None and num_cpus > machine:
+            raise ConfigError(f"num_cpus={num_cpus} (config ray_num_cpus) exceeds this machine's {machine} "
+                              f"CPUs: a private Ray cluster must not oversubscribe it; give at most {machine}, "
+                              "or the address of an external cluster")  # fmt: skip
+        if mode not in (None, "private", "external"):
+            raise ConfigError(f"ray_mode={mode!r} is invalid: give 'private' or 'external'")
+        self.address = _validate_address(address) if address is not None else None
+        self.token_path = Path(token_path) if token_path and address is not None else None
+        self.mode = mode or ("external" if address is not None else "private")
+        self.num_cpus = None if address is not None else (num_cpus or machine)
+        self.start_s: float | None = None  #: seconds ``start``/``connect`` took
+        self._temp_dir: Path | None = None
+        self._started = False  # this object started the private cluster
+        self._initialized = False  # this object called ray.init (so it calls ray.shutdown)
+        self._up = False
+        self._closing = threading.Event()
+        self._lock = threading.RLock()
+        self._remote = None
+        self._saved_env: dict[str, str | None] = {}
+        self._owner_pid = os.getpid()
+
+    def __repr__(self) -> str:
+        return f"Cluster(mode={self.mode!r}, address={self.address!r}, up={self._up})"
+
+    @property
+    def is_up(self) -> bool:
+        """Whether this process is connected to the cluster through this object."""
+        return self._up and not self._closing.is_set()
+
+    def start(self) -> Cluster:
+        """Start the private cluster (a named one is joined instead) and connect; idempotent.
+
+        From the main thread: Ray ties the processes it starts to the starting thread
+        (SIGKILLed when it ends). The process keeps its own SIGTERM handler, not Ray's.
+        Raises PipelineError (one line) if the cluster does not come up.
+        """
+        if self.address is not None and not self._started:
+            return self.connect()
+        with self._lock:
+            self._check_usable()
+            if self._up:
+                return self
+            if threading.current_thread() is not threading.main_thread():
+                raise PipelineError("start the run's private Ray cluster from the main thread: Ray ties "
+                                    "its processes to the thread that starts them")  # fmt: skip
+            if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+                raise PipelineError("Ray is already connected in this process: one process owns one "
+                                    "cluster; shut the other connection down first")  # fmt: skip
+            started = time.monotonic()
+            _sweep_stale()
+            self._temp_dir = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-", dir=_TEMP_ROOT))
+            token_path = self._temp_dir / "token"
+            global _process_token
+            _process_token = _process_token or secrets.token_hex(32)
+            fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(_process_token)
+            # Read by Ray at import and by every process it starts: loopback listeners only.
+            self._set_env(
+                RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+                RAY_AUTH_MODE="token",
+                RAY_AUTH_TOKEN_PATH=str(token_path),
+                RAY_AUTH_TOKEN=None,
+                RAY_ADDRESS=None,
+                RAY_USAGE_STATS_ENABLED="0",
+            )
+            try:
+                context = self._init(
+                    address="local",
+                    num_cpus=self.num_cpus,
+                    include_dashboard=False,
+                    _node_ip_address=_LOOPBACK,
+                    _temp_dir=str(self._temp_dir / "r"),
+                )
+                self._started = True
+                self.address = context.address_info["gcs_address"]
+                self.token_path = token_path
+                if not self.address.startswith(f"{_LOOPBACK}:"):
+                    raise PipelineError(f"the private Ray cluster bound {self.address}, not 127.0.0.1: set "
+                                        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before anything imports ray")  # fmt: skip
+            except BaseException:
+                self._teardown()
+                raise
+            self._restore_env()  # Ray has read them: nothing of the cluster leaks to child processes
+            self._up = True
+            self._log_up(started)
+            return self
+
+    def connect(self) -> Cluster:
+        """Join the cluster at :attr:`address` (what a job does); idempotent.
+
+        If this process is already connected to it (the run owner's connection, jobs being
+        its threads), that connection is used and left to its owner. An external cluster's
+        workers get this package through ``runtime_env`` (``py_modules``): they need Ray
+        and the dependencies, not the project. Raises PipelineError if there is no address
+        yet, the cluster is unreachable or refuses the token, or this process is connected
+        to another cluster.
+        """
+        with self._lock:
+            self._check_usable()
+            if self._up:
+                return self
+            if self.address is None:
+                raise PipelineError("the run's private Ray cluster is not started: the process that owns "
+                                    "the run starts it (Cluster.start) before sleeve jobs run")  # fmt: skip
+            ray_module = sys.modules.get("ray")
+            if ray_module is not None and ray_module.is_initialized():
+                current = ray_module.get_runtime_context().gcs_address
+                if current != self.address.removeprefix("ray://"):
+                    raise PipelineError(f"this process is connected to the Ray cluster at {current}, "
+                                        f"not {self.address}: one process joins one cluster")  # fmt: skip
+                self._up = True
+                return self
+            host, _, port = self.address.removeprefix("ray://").rpartition(":")
+            if ray_module is None:  # read once, at import: keep loopback, or a real address
+                self._set_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0" if host in {_LOOPBACK, "localhost"} else "1")
+            if self.token_path is not None:
+                self._set_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path), RAY_AUTH_TOKEN=None)
+            started = time.monotonic()
+            try:
+                # ray.init retries an unreachable address for minutes: fail fast instead.
+                socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+            except OSError as exc:
+                self._restore_env()
+                raise PipelineError(
+                    f"cannot reach the Ray cluster at {self.address!r}: {exc}; check the address "
+                    "(config ray_address) and that the cluster is running"
+                ) from exc
+            options: dict[str, Any] = {"address": self.address}
+            if self.mode == "external":
+                options["runtime_env"] = {"py_modules": [str(_PACKAGE_DIR)]}
+            try:
+                self._init(**options)
+            except BaseException:
+                self._teardown()
+                raise
+            self._restore_env()
+            self._up = True
+            self._log_up(started)
+            return self
+
+    def shutdown(self) -> None:
+        """Disconnect, and stop the cluster if this object started it; idempotent.
+
+        Tasks waited for in other threads fail with SleeveError. ``ray.shutdown()`` stops
+        every process of a private cluster; its temp dir and token are deleted. A joined
+        cluster keeps running.
+        """
+        self._closing.set()
+        if os.getpid() != self._owner_pid:
+            return  # a forked child: the cluster belongs to the parent
+        with self._lock:
+            atexit.unregister(self.shutdown)
+            self._teardown()
+
+    def cpus(self) -> int:
+        """CPUs the cluster offers to tasks: ``ray.cluster_resources()``, connecting if needed.
+
+        A private cluster not started yet answers the CPUs it will have, without starting.
+        """
+        if self.address is None:
+            return int(self.num_cpus)
+        self.connect()
+        import ray
+
+        return int(ray.cluster_resources().get("CPU", 0))
+
+    def job_config(self) -> dict[str, str]:
+        """The settings a job needs to join this cluster: Snakemake config keys, as strings."""
+        if self.address is None:
+            raise PipelineError("the run's private Ray cluster is not started: it has no address yet")
+        out = {"ray_address": self.address, "ray_mode": self.mode}
+        if self.token_path is not None:
+            out["ray_token_path"] = str(self.token_path)
+        return out
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[tuple],
+        *,
+        num_cpus: float = 1,
+        max_retries: int = 2,
+        timeout_s: float | None = None,
+    ) -> dict:
+        """Run ``fn`` once per ``(name, args, kwargs)`` item as Ray tasks, all submitted first.
+
+        A name is a sleeve id or ``(sleeve id, part)``. Each task reserves ``num_cpus``; a
+        task whose worker died is retried ``max_retries`` times (exceptions of ``fn`` never
+        are); ``timeout_s`` bounds all tasks together. A pandas argument is put in the object
+        store once per map: a sleeve's prices travel from here to wherever its tasks run.
+
+        Returns ``{name: (result, provenance)}`` in the order of ``items``; provenance holds
+        the task's ``node_id``, ``node_ip``, ``worker_pid``, ``duration_s`` and the cluster's
+        ``address`` and ``mode``. Raises ConfigError for malformed items; SleeveError (one
+        line, naming the sleeve) at the first failure, a timeout, an interrupt or a shutdown
+        (the other tasks are cancelled); PipelineError if the cluster cannot be used.
+        """
+        items = list(items)
+        names = _tasks.check_items(items)
+        if not items:
+            return {}
+        if interrupted():
+            raise SleeveError(f"{_tasks.label(names)} not started: the run was interrupted (SIGINT)")
+        if self.num_cpus is not None and num_cpus > self.num_cpus:
+            raise SleeveError(f"{_tasks.label(names)} needs num_cpus={num_cpus:g} (backtest.num_cpus) but the "
+                              f"private Ray cluster has {self.num_cpus} CPUs: lower it, or use an external "
+                              "cluster with larger nodes")  # fmt: skip
+        self.connect()
+        if self._remote is None:
+            import ray
+
+            self._remote = ray.remote(_tasks.traced_call)
+        results = _tasks.run_tasks(self._remote, fn, items, names, num_cpus=num_cpus, max_retries=max_retries,
+                                   timeout_s=timeout_s, closing=self._closing.is_set)  # fmt: skip
+        for _, provenance in results.values():
+            provenance.update(address=self.address, mode=self.mode)
+        return results
+
+    def _check_usable(self) -> None:
+        if self._closing.is_set():
+            raise PipelineError("the run's Ray cluster was shut down; make a new Cluster to run more tasks")
+        if os.getpid() != self._owner_pid:
+            raise PipelineError("a Cluster cannot be used from a forked child process")
+
+    def _init(self, **options: Any):
+        """``ray.init(**options)`` quietly, keeping this process's SIGTERM handler."""
+        import ray
+
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if main else None
+        try:
+            context = ray.init(logging_level=logging.WARNING, **options)
+            self._initialized = True
+            return context
+        except PipelineError:
+            raise
+        except Exception as exc:
+            hint = ""
+            if self.address is not None and self.mode == "external":
+                hint = "; a token-auth cluster needs its token file (config ray_token_path)"
+            where = self.address or "a private loopback cluster"
+            raise PipelineError(
+                f"cannot start or join the Ray cluster ({where}): {type(exc).__name__}: "
+                f"{_tasks.one_line(exc)[:400]}{hint}"
+            ) from exc
+        finally:
+            if main and previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _log_up(self, started: float) -> None:
+        self.start_s = time.monotonic() - started
+        atexit.register(self.shutdown)
+        verb = "started" if self._started else "joined"
+        extra = {"ray_start_s": self.start_s, "ray_mode": self.mode, "ray_owner": self._started}
+        logger.info("%s the %s Ray cluster at %s in %.2f s", verb, self.mode, self.address, self.start_s, extra=extra)
+
+    def _teardown(self) -> None:
+        self._up = False
+        if self._initialized:
+            import ray
+
+            try:
+                ray.shutdown()
+            except Exception as exc:  # best effort: the cluster may already be gone
+                logger.warning("ray.shutdown() failed: %s", exc)
+            self._initialized = False
+        self._restore_env()
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+
+    def _set_env(self, **values: str | None) -> None:
+        for key, value in values.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            _put_env(key, value)
+
+    def _restore_env(self) -> None:
+        for key, value in self._saved_env.items():
+            _put_env(key, value)
+        self._saved_env.clear()
+
+
+def _put_env(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
+

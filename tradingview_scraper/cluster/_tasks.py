@@ -1,0 +1,156 @@
+"""Sleeve tasks on Ray: submit all, collect in completion order, cancel the rest at the first failure."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..errors import ConfigError, SleeveError
+from ._interrupts import interrupted
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between two looks at the interrupt flag while waiting for tasks.
+WAIT_SLICE_S = 0.5
+
+TaskName = str | tuple[str, str]
+
+
+def traced_call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
+    """Run ``fn(*args, **kwargs)`` inside a Ray worker; return it with where and how long it ran."""
+    import ray
+
+    started = time.perf_counter()
+    result = fn(*args, **kwargs)
+    node = {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+    return result, {**node, "worker_pid": os.getpid(), "duration_s": time.perf_counter() - started}
+
+
+def local_call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
+    """Run ``fn(*args, **kwargs)`` in this process (sequential mode): (result, provenance).
+
+    Exceptions propagate unchanged; provenance has the keys of :meth:`Cluster.map`'s, with
+    this process as the worker and ``mode`` "sequential".
+    """
+    started = time.perf_counter()
+    result = fn(*args, **kwargs)
+    where = {"node_id": None, "node_ip": None, "address": None, "mode": "sequential"}
+    return result, {**where, "worker_pid": os.getpid(), "duration_s": time.perf_counter() - started}
+
+
+def _name(name: TaskName) -> str:
+    """``'a'`` for a sleeve's task, ``'a' (hrp)`` for one part ``(sleeve, part)`` of it."""
+    return repr(name) if isinstance(name, str) else f"{name[0]!r} ({name[1]})"
+
+
+def label(names: Iterable[TaskName]) -> str:
+    """``sleeve 'a'`` or ``sleeves ['a', 'b' (hrp)]`` for error messages."""
+    shown = sorted(_name(n) for n in names)
+    return f"sleeve {shown[0]}" if len(shown) == 1 else f"sleeves [{', '.join(shown)}]"
+
+
+def one_line(text: object) -> str:
+    """The non-blank lines of ``text`` joined with spaces."""
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def check_items(items: list) -> list[TaskName]:
+    """Return the names of ``(name, args, kwargs)`` items; raise ConfigError if malformed or duplicated."""
+    names = []
+    for item in items:
+        name = item[0] if isinstance(item, tuple | list) and len(item) == 3 else None
+        pair = isinstance(name, tuple) and len(name) == 2 and all(isinstance(n, str) for n in name)
+        if not (isinstance(name, str) or pair):
+            raise ConfigError(f"map item {item!r} is invalid: give (name, args, kwargs)")
+        names.append(name)
+    duplicates = sorted({str(n) for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"map items have duplicate names {duplicates}: names must be unique")
+    return names
+
+
+def _put_frames(value: Any, puts: dict[int, Any]) -> Any:
+    """Return an object-store reference for a pandas object (put once per map), else ``value``."""
+    pd = sys.modules.get("pandas")
+    if pd is None or not isinstance(value, pd.DataFrame | pd.Series):
+        return value
+    if id(value) not in puts:
+        import ray
+
+        puts[id(value)] = (ray.put(value), value)  # keep value alive: ids stay unique
+    return puts[id(value)][0]
+
+
+def cancel(refs: Iterable) -> None:
+    """Cancel tasks, killing their workers; errors of a cluster going away are ignored."""
+    import ray
+
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception as exc:  # the cluster may already be gone
+            logger.debug("cancel failed: %s", exc)
+
+
+def sleeve_error(name: TaskName, err: Exception, max_retries: int) -> SleeveError:
+    """Translate a Ray error into a one-line SleeveError naming the sleeve."""
+    from ray import exceptions as rex
+
+    if isinstance(err, rex.RayTaskError):
+        cause = getattr(err, "cause", None)
+        if cause is None:
+            return SleeveError(f"sleeve {_name(name)} failed: {one_line(err)}")
+        return SleeveError(f"sleeve {_name(name)} failed: {type(cause).__name__}: {one_line(cause)}")
+    if isinstance(err, rex.TaskCancelledError):
+        return SleeveError(f"sleeve {_name(name)} was cancelled")
+    died = (rex.WorkerCrashedError, rex.OutOfMemoryError, rex.NodeDiedError, rex.LocalRayletDiedError)
+    if isinstance(err, died):
+        retries = f"{max_retries} retr{'y' if max_retries == 1 else 'ies'}"
+        return SleeveError(f"sleeve {_name(name)} failed: worker died ({type(err).__name__}) after {retries}")
+    return SleeveError(f"sleeve {_name(name)} failed: {type(err).__name__}: {one_line(err)[:300]}")
+
+
+def run_tasks(remote: Any, fn: Callable[..., Any], items: list, names: list[TaskName], *, num_cpus: float,
+              max_retries: int, timeout_s: float | None, closing: Callable[[], bool]) -> dict:  # fmt: skip
+    """Submit one task per item, then collect them in completion order (see :meth:`Cluster.map`)."""
+    import ray
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    puts: dict[int, Any] = {}
+    refs: dict[Any, TaskName] = {}
+    for name, args, kwargs in items:
+        title = f"sleeve:{name if isinstance(name, str) else '/'.join(name)}"
+        task = remote.options(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False, name=title)
+        try:
+            args = tuple(_put_frames(a, puts) for a in args)
+            kwargs = {k: _put_frames(v, puts) for k, v in (kwargs or {}).items()}
+            refs[task.remote(fn, *args, **kwargs)] = name
+        except Exception as err:
+            cancel(refs)
+            raise SleeveError(f"sleeve {_name(name)} could not be submitted: {type(err).__name__}: {one_line(err)}") from err
+    done: dict[TaskName, tuple[Any, dict]] = {}
+    pending = list(refs)
+    while pending:
+        reason = None
+        if interrupted():
+            reason = "interrupted (SIGINT): its Ray task was cancelled"
+        elif closing():
+            reason = "interrupted: the run's Ray cluster is shutting down"
+        elif deadline is not None and time.monotonic() >= deadline:
+            reason = f"timed out after {timeout_s:g} s and was cancelled"
+        if reason:
+            cancel(pending)
+            raise SleeveError(f"{label(refs[r] for r in pending)} {reason}")
+        slice_s = WAIT_SLICE_S if deadline is None else max(0.0, min(WAIT_SLICE_S, deadline - time.monotonic()))
+        ready, pending = ray.wait(pending, num_returns=1, timeout=slice_s, fetch_local=False)
+        for ref in ready:
+            try:
+                done[refs[ref]] = ray.get(ref)
+            except Exception as err:
+                cancel(pending)
+                raise sleeve_error(refs[ref], err, max_retries) from err
+    return {name: done[name] for name in names}
