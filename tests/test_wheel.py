@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -33,9 +34,19 @@ print(json.dumps({"package": tvs.__file__, "run_dir": str(result.run_dir), "jobs
 
 
 def test_wheel_installed_outside_the_checkout_runs_meta_demo(tmp_path):
+    # Build from a copy of the tracked files: an in-tree build would leave build/ in the checkout.
+    src = tmp_path / "src"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=PROJECT, capture_output=True, check=True).stdout
+    for rel in filter(None, tracked.decode().split("\0")):
+        dest = src / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if (PROJECT / rel).is_symlink():
+            dest.symlink_to(os.readlink(PROJECT / rel))
+        else:
+            shutil.copy2(PROJECT / rel, dest)
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(PROJECT)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(src)],
         check=True, capture_output=True, timeout=300,
     )
     (wheel,) = wheels.glob("tradingview_scraper-*.whl")
