@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from tradingview_scraper.backtest import project_to_bounds, walk_forward
+from tradingview_scraper.backtest import WEIGHT_TOL, check_window_weights, project_to_bounds, walk_forward
+from tradingview_scraper.errors import ConfigError, ConservationError
 from tradingview_scraper.sleeve import momentum_selector, synthetic_long
 
 
@@ -65,3 +68,94 @@ def test_project_to_bounds(lo, hi):
     w = project_to_bounds(np.array([0.7, 0.2, 0.05, 0.05]), lo, hi)
     assert w.sum() == pytest.approx(1.0)
     assert (w >= lo - 1e-12).all() and (w <= hi + 1e-12).all()
+
+
+@pytest.mark.parametrize(
+    "v, lo, hi, expected",
+    [
+        ([0.98, 0.01, 0.01], 0.05, 0.5, [0.5, 0.25, 0.25]),  # the case: no capital lost
+        ([0.7, 0.2, 0.05, 0.05], 0.1, 0.4, [0.4, 0.3, 0.15, 0.15]),
+        ([0.7, 0.2, 0.05, 0.05], 0.25, 0.25, [0.25] * 4),  # degenerate bounds
+        ([0.2, 0.3, 0.5], 0.0, 1.0, [0.2, 0.3, 0.5]),  # feasible: unchanged
+        ([1.0, 1.0, 1.0, 1.0], 0.05, 0.5, [0.25] * 4),  # an equal shift, not a rescale
+        ([0.6, 0.4, 0.0], 0.1, 0.5, [0.5, 0.4, 0.1]),
+    ],
+)
+def test_project_to_bounds_known_cases(v, lo, hi, expected):
+    w = project_to_bounds(np.array(v), lo, hi)
+    np.testing.assert_allclose(w, expected, atol=1e-12)
+    assert abs(w.sum() - 1.0) <= 1e-12
+
+
+def test_project_to_bounds_refuses_infeasible_bounds_and_non_finite_weights():
+    with pytest.raises(ConfigError, match=r"bounds \[0.4, 0.5\] are infeasible for 3 weights"):
+        project_to_bounds(np.array([0.2, 0.3, 0.5]), 0.4, 0.5)
+    with pytest.raises(ConfigError, match="non-finite"):
+        project_to_bounds(np.array([np.nan, 0.5]), 0.0, 1.0)
+
+
+@st.composite
+def _problem(draw):
+    n = draw(st.integers(1, 12))
+    v = np.array(draw(st.lists(st.floats(-2.0, 3.0, allow_nan=False), min_size=n, max_size=n)))
+    lo = draw(st.floats(0.0, 1.0 / n))
+    hi = draw(st.floats(1.0 / n, 1.0))
+    assume(lo <= hi)
+    return v, lo, hi
+
+
+@settings(max_examples=400, deadline=None)
+@given(_problem())
+def test_project_to_bounds_properties(problem):
+    v, lo, hi = problem
+    w = project_to_bounds(v, lo, hi)
+    assert abs(w.sum() - 1.0) <= 1e-12
+    assert (w >= lo - 1e-12).all() and (w <= hi + 1e-12).all()
+    np.testing.assert_allclose(project_to_bounds(w, lo, hi), w, atol=1e-12)  # idempotent
+    # Euclidean optimality (KKT): w = clip(v - tau, lo, hi) for one tau. Weights strictly
+    # inside the bounds share the shift tau; a weight at lo has v - lo <= tau, at hi v - hi >= tau.
+    if hi - lo < 2e-9:
+        return  # one feasible point: nothing to optimize
+    shift = v - w
+    inside = (w > lo + 1e-9) & (w < hi - 1e-9)
+    if inside.any():
+        tau = shift[inside].mean()
+        np.testing.assert_allclose(shift[inside], tau, atol=1e-9)
+        assert (v[w <= lo + 1e-9] - lo <= tau + 1e-9).all()
+        assert (v[w >= hi - 1e-9] - hi >= tau - 1e-9).all()
+    else:  # every weight at a bound: some tau separates the two groups
+        assert (v[w <= lo + 1e-9] - lo).max(initial=-np.inf) <= (v[w >= hi - 1e-9] - hi).min(initial=np.inf) + 1e-9
+
+
+@settings(max_examples=100, deadline=None)
+@given(_problem(), st.integers(0, 2**32 - 1))
+def test_project_to_bounds_is_nearest(problem, seed):
+    v, lo, hi = problem
+    w = project_to_bounds(v, lo, hi)
+    rng = np.random.default_rng(seed)
+    for _ in range(20):  # random feasible points: none is closer than the projection
+        other = project_to_bounds(rng.normal(0, 1, len(v)), lo, hi)
+        assert np.linalg.norm(v - w) <= np.linalg.norm(v - other) + 1e-9
+
+
+def test_check_window_weights_refuses_lost_capital_and_broken_bounds():
+    check_window_weights(np.array([0.5, 0.25, 0.25]), 0.05, 0.5, window="2020-01-31", profile="hrp")
+    with pytest.raises(ConservationError, match=r"inverse_volatility walk-forward window trained up to 2020-01-31: weights sum to 0.6"):
+        check_window_weights(np.array([0.5, 0.05, 0.05]), 0.05, 0.5, window="2020-01-31", profile="inverse_volatility")
+    with pytest.raises(ConservationError, match=r"outside the bounds \[0.05, 0.5\]"):
+        check_window_weights(np.array([0.6, 0.2, 0.2]), 0.05, 0.5, window="2020-01-31", profile="hrp")
+    with pytest.raises(ConservationError, match=r"sum to"):
+        check_window_weights(np.array([0.5, 0.25, 0.25 + 10 * WEIGHT_TOL]), 0.05, 0.5, window="w", profile="hrp")
+
+
+@pytest.mark.parametrize("profile", ["equal_weight", "inverse_volatility", "min_variance", "hrp", "risk_parity", "max_diversification"])
+def test_every_window_sums_to_one_within_bounds(profile):
+    rng = np.random.default_rng(3)
+    idx = pd.bdate_range("2020-01-01", periods=260)
+    vols = np.array([0.001, 0.004, 0.02, 0.05])  # inverse volatility wants ~0.8 in the first
+    X = pd.DataFrame(rng.normal(0.0002, vols, size=(260, 4)), index=idx, columns=list("abcd"))
+    res = walk_forward(X, profile, train_window=100, test_window=20, min_weight=0.1, max_weight=0.4)
+    W = res.weights.to_numpy()
+    np.testing.assert_array_less(np.abs(W.sum(axis=1) - 1.0), 1e-12 + 1e-18)
+    assert (W >= 0.1 - 1e-12).all() and (W <= 0.4 + 1e-12).all()
+    assert abs(res.final_weights.sum() - 1.0) <= 1e-12

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .errors import ConfigError, ConservationError, DataError
 
 #: A selection rule: train-window returns -> the columns to hold in the next test window.
 Selector = Callable[[pd.DataFrame], list[str]]
@@ -49,30 +49,104 @@ class WalkForwardResult:
         }
 
 
-def project_to_bounds(weights: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Nearest-in-proportion weights within [lo, hi] that sum to 1 (capped simplex).
+#: Tolerance of a window's weights: they sum to 1 and stay within their bounds to this.
+WEIGHT_TOL = 1e-12
 
-    Weights at a bound are frozen; the remainder is redistributed in proportion to the
-    free weights, until nothing violates a bound. Feasible whenever ``n*lo <= 1 <= n*hi``.
+
+def project_to_bounds(weights: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Euclidean projection of ``weights`` onto the capped simplex {w : sum w = 1, lo <= w <= hi}.
+
+    The nearest point in the Euclidean norm is ``clip(weights - tau, lo, hi)`` for the one
+    shift ``tau`` that makes it sum to 1 (the KKT conditions of the projection): weights
+    strictly between the bounds all move by the same amount. ``tau`` is bracketed by
+    bisection, then solved exactly on the bracket's set of free weights, so the result sums
+    to 1 within 1e-12 and every weight lies within [lo, hi]. A feasible input is returned
+    unchanged (up to rounding).
+
+    Parameters
+    ----------
+    weights : array-like of shape (n,)
+        Finite weights (any sum).
+    lo, hi : float
+        Bounds on every weight, feasible: ``n * lo <= 1 <= n * hi`` and ``lo <= hi``.
+
+    Returns
+    -------
+    ndarray of shape (n,)
+
+    Raises
+    ------
+    ConfigError
+        The bounds are infeasible for ``n`` weights, or a weight is not finite.
     """
-    w = np.asarray(weights, dtype=float).copy()
-    n = len(w)
+    v = np.asarray(weights, dtype=float).copy()
+    n = len(v)
     if n == 0:
-        return w
-    free = np.ones(n, dtype=bool)
-    for _ in range(n + 1):
-        budget = 1.0 - w[~free].sum()
-        base = w[free]
-        base = base / base.sum() * budget if base.sum() > 0 else np.full(free.sum(), budget / free.sum())
-        w[free] = base
-        over, under = free & (w > hi + 1e-15), free & (w < lo - 1e-15)
-        if not over.any() and not under.any():
+        return v
+    if not np.isfinite(v).all():
+        raise ConfigError(f"cannot project non-finite weights {v.tolist()!r} onto bounds [{lo}, {hi}]")
+    if lo > hi or n * lo > 1 + WEIGHT_TOL or n * hi < 1 - WEIGHT_TOL:
+        raise ConfigError(
+            f"bounds [{lo}, {hi}] are infeasible for {n} weights summing to 1; "
+            f"need min_weight <= {1 / n:.4g} <= max_weight"
+        )
+
+    def total(tau: float) -> float:
+        return float(np.clip(v - tau, lo, hi).sum())
+
+    # total() falls from n*hi (tau <= min(v) - hi) to n*lo (tau >= max(v) - lo).
+    left, right = float(v.min() - hi), float(v.max() - lo)
+    for _ in range(200):
+        mid = 0.5 * (left + right)
+        if mid in (left, right):
             break
-        w[over], w[under] = hi, lo
-        free &= ~(over | under)
-        if not free.any():
-            break
+        if total(mid) > 1.0:
+            left = mid
+        else:
+            right = mid
+    tau = 0.5 * (left + right)
+    at_hi, at_lo = v - tau >= hi, v - tau <= lo
+    free = ~(at_hi | at_lo)
+    if free.any():  # on the linear piece: sum(v_free - tau) = 1 - (capped mass)
+        budget = 1.0 - hi * at_hi.sum() - lo * at_lo.sum()
+        tau = float((v[free].sum() - budget) / free.sum())
+    w = np.clip(v - tau, lo, hi)
+    slack = 1.0 - w.sum()  # rounding only: put it where the bounds leave room
+    room = (w < hi) if slack > 0 else (w > lo)
+    if slack and room.any():
+        w[room] += slack / room.sum()
+        w = np.clip(w, lo, hi)
     return w
+
+
+def check_window_weights(weights: np.ndarray, lo: float, hi: float, *, window: str, profile: str) -> None:
+    """Refuse a walk-forward window whose weights are not a full, bounded allocation.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (n_held,)
+        The window's weights over the columns it holds.
+    lo, hi : float
+        The bounds every held weight must respect.
+    window, profile : str
+        The window (its last train date) and the risk profile, to name the culprit.
+
+    Raises
+    ------
+    ConservationError
+        The weights are not finite, do not sum to 1 within 1e-12, or leave [lo, hi] by more
+        than 1e-12.
+    """
+    w = np.asarray(weights, dtype=float)
+    where = f"{profile} walk-forward window trained up to {window}"
+    if not np.isfinite(w).all():
+        raise ConservationError(f"{where}: weights {w.tolist()!r} are not finite")
+    if abs(w.sum() - 1.0) > WEIGHT_TOL:
+        raise ConservationError(f"{where}: weights sum to {float(w.sum())!r}, not 1 (tolerance {WEIGHT_TOL:g})")
+    if w.size and (w.min() < lo - WEIGHT_TOL or w.max() > hi + WEIGHT_TOL):
+        raise ConservationError(
+            f"{where}: weights span [{float(w.min())!r}, {float(w.max())!r}], outside the bounds [{lo}, {hi}]"
+        )
 
 
 def fit_weights(
@@ -93,7 +167,7 @@ def fit_weights(
         raise ValueError(f"optimizer {profile} returned invalid weights (sum {w.sum():.6g})")
     w = np.clip(w, 0.0, None)
     w = w / w.sum()
-    if (w < min_weight - 1e-9).any() or (w > max_weight + 1e-9).any():
+    if (w < min_weight).any() or (w > max_weight).any() or abs(w.sum() - 1.0) > WEIGHT_TOL:
         w = project_to_bounds(w, min_weight, max_weight)
     return w, model
 
@@ -181,6 +255,7 @@ def walk_forward(
     except Exception as exc:  # noqa: BLE001 - any optimizer failure falls back, recorded
         w_sub = project_to_bounds(np.full(len(sub), 1.0 / len(sub)), min_weight, max_weight)
         res.final_fallback, res.final_error = True, f"{type(exc).__name__}: {exc}"
+    check_window_weights(w_sub, min_weight, max_weight, window=str(last.index[-1].date()), profile=profile)
     res.final_weights = pd.Series(w_sub, index=sub, name=profile).reindex(columns, fill_value=0.0)
     res.fitted_on = {
         "start": last.index[0].date().isoformat(),
@@ -207,5 +282,6 @@ def _fit_window(
         w_sub = project_to_bounds(np.full(len(sub), 1.0 / len(sub)), lo, hi)
         res.windows_fallback += 1
         res.errors.append(f"{train.index[-1].date()}: {type(exc).__name__}: {exc}")
+    check_window_weights(w_sub, lo, hi, window=str(train.index[-1].date()), profile=profile)
     w = pd.Series(w_sub, index=sub).reindex(columns, fill_value=0.0)
     return w.to_numpy()
