@@ -1,4 +1,5 @@
-"""Helpers shared by tests: processes of a run's Ray cluster, found by PID and temp dir, never by name."""
+"""Helpers shared by tests: processes of a run's Ray cluster (found by PID and temp dir, never by name);
+synthetic TradingView chart exports."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import psutil
 
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
@@ -122,3 +125,30 @@ class ClusterWatch:
         assert wait_gone(self.members, timeout_s) == []
         if files:
             assert [d for d in self.clusters if d.exists()] == []
+
+
+def write_tradingview_export(directory: Path, symbol: str, dates: pd.DatetimeIndex, closes: np.ndarray) -> Path:
+    """Write one TradingView-format daily chart export (``time,open,high,low,close,Volume``).
+
+    ``time`` is in unix seconds, as TradingView exports it; the file is named like a real
+    export (``BINANCE_<symbol>, 1D.csv``), so the symbol comes from the file name.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = ["time,open,high,low,close,Volume"]
+    for day, close in zip(dates, closes, strict=True):
+        t = int(pd.Timestamp(day).timestamp())
+        c = repr(float(close))
+        lines.append(f"{t},{c},{c},{c},{c},100")
+    path = directory / f"BINANCE_{symbol}, 1D.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def synthetic_crypto(directory: Path, symbols: list[str], start: str, end: str, *, vol: float, seed: int) -> Path:
+    """Random-walk 24x7 daily prices (weekends included) for ``symbols``, as TradingView exports."""
+    rng = np.random.default_rng(seed)
+    days = pd.date_range(start, end, freq="D")
+    for sym in symbols:
+        closes = 100.0 * np.cumprod(1.0 + rng.normal(0.0005, vol, len(days)))
+        write_tradingview_export(directory, sym, days, closes)
+    return directory

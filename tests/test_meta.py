@@ -16,15 +16,61 @@ def _series(dates, values, name):
     return pd.Series(values, index=pd.DatetimeIndex(dates), name=name)
 
 
-def test_meta_returns_is_an_inner_join_without_padding():
+def test_meta_returns_compounds_weekends_into_the_next_common_date():
     weekdays = pd.bdate_range("2024-01-01", periods=30)
     every_day = pd.date_range("2024-01-01", periods=42)
     crypto = _series(every_day, np.linspace(-0.01, 0.01, 42), "crypto")
     equity = _series(weekdays, np.linspace(0.01, -0.01, 30), "equity")
     frame = meta_returns({"crypto": crypto, "equity": equity}, min_obs=10)
-    assert list(frame.index) == list(weekdays), "weekends dropped, nothing filled"
+    assert list(frame.index) == list(weekdays), "only common dates: weekends not padded"
     assert not frame.isna().any().any()
-    np.testing.assert_allclose(frame["crypto"], crypto.loc[weekdays])
+    np.testing.assert_allclose(frame["equity"], equity.loc[weekdays], rtol=0, atol=0)
+    # Monday 2024-01-08 carries Saturday's and Sunday's crypto returns: nothing is dropped.
+    sat, sun, mon = (crypto[pd.Timestamp(d)] for d in ("2024-01-06", "2024-01-07", "2024-01-08"))
+    assert frame.loc["2024-01-08", "crypto"] == pytest.approx((1 + sat) * (1 + sun) * (1 + mon) - 1, abs=1e-15)
+    assert frame.loc["2024-01-05", "crypto"] == crypto[pd.Timestamp("2024-01-05")], "a weekday stays as it is"
+    cal = frame.attrs["calendar"]
+    assert cal["common_dates"] == 30 and (cal["start"], cal["end"]) == ("2024-01-01", "2024-02-09")
+    # 2024-01-01 .. 2024-02-09 holds 40 calendar days, 30 of them common; 2 crypto days follow the span.
+    assert cal["sleeves"]["crypto"] == {"periods": 42, "compounded": 10, "before_span": 0, "after_span": 2}
+    assert cal["sleeves"]["equity"] == {"periods": 30, "compounded": 0, "before_span": 0, "after_span": 0}
+
+
+def test_meta_returns_the_first_common_date_starts_the_span():
+    crypto = _series(pd.date_range("2023-12-28", periods=20), np.full(20, 0.01), "crypto")
+    equity = _series(pd.bdate_range("2024-01-02", periods=10), np.full(10, 0.002), "equity")
+    frame = meta_returns({"crypto": crypto, "equity": equity}, min_obs=5)
+    assert frame.index[0] == pd.Timestamp("2024-01-02")
+    assert frame["crypto"].iloc[0] == 0.01, "days before the first common date are not folded into it"
+    assert frame.attrs["calendar"]["sleeves"]["crypto"]["before_span"] == 5
+
+
+def _assert_compounding_property(frame: pd.DataFrame, streams: dict[str, pd.Series]) -> None:
+    """prod(1 + meta column) == prod(1 + own returns) over the common span, to 1e-12."""
+    start, end = frame.index[0], frame.index[-1]
+    for sid, own in streams.items():
+        span = own.loc[start:end]
+        want = float(np.prod(1.0 + span.to_numpy()))
+        got = float(np.prod(1.0 + frame[sid].to_numpy()))
+        assert abs(got - want) <= 1e-12 * max(1.0, abs(want)), (sid, got, want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 4))
+def test_meta_returns_compounding_property(seed, n):
+    rng = np.random.default_rng(seed)
+    days = pd.date_range("2024-01-01", periods=200)
+    streams = {}
+    for i in range(n):  # each sleeve keeps a random ~70% of the days, all keep every 5th
+        keep = (rng.random(len(days)) < 0.7) | (np.arange(len(days)) % 5 == 0)
+        idx = days[keep]
+        streams[f"s{i}"] = _series(idx, rng.normal(0.0, 0.03, len(idx)), f"s{i}")
+    frame = meta_returns(streams, min_obs=10)
+    _assert_compounding_property(frame, streams)
+    cal = frame.attrs["calendar"]["sleeves"]
+    for sid, own in streams.items():
+        c = cal[sid]
+        assert c["compounded"] + len(frame) + c["before_span"] + c["after_span"] == len(own)
 
 
 def test_meta_returns_too_little_overlap_is_an_error():

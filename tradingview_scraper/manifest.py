@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -100,6 +101,91 @@ def validate_manifest(manifest: Any, source: str = "manifest") -> dict:
     return manifest
 
 
+class _NonFinite:
+    """Stands in for a NaN / Infinity / -Infinity (or overflowing) number while parsing."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class _DuplicateKeys(dict):
+    """An object that repeated a key (the last value won, as plain ``json.loads`` keeps it)."""
+
+    duplicate: str = ""
+
+
+def strict_json(raw: bytes | str, source: str = "manifest") -> Any:
+    """``json.loads`` that refuses what plain JSON parsing lets through silently.
+
+    ``NaN``, ``Infinity``, ``-Infinity`` and numbers that overflow to infinity (``1e999``)
+    are not finite JSON numbers; a key repeated within one object would silently keep its
+    last value.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the first offending key path (``profiles.meta_demo.meta_allocation.
+        min_weight``) and what is wrong.
+    ValueError
+        The text is not JSON at all (``json.JSONDecodeError``).
+    """
+    seen_bad = []
+
+    def constant(name: str) -> _NonFinite:
+        seen_bad.append(name)
+        return _NonFinite(name)
+
+    def number(text: str) -> float | _NonFinite:
+        value = float(text)
+        if math.isfinite(value):
+            return value
+        seen_bad.append(text)
+        return _NonFinite(text)
+
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        obj = dict(items)
+        if len(obj) == len(items):
+            return obj
+        seen_bad.append("duplicate")
+        dup = _DuplicateKeys(obj)
+        keys: set[str] = set()
+        dup.duplicate = next(k for k, _ in items if k in keys or keys.add(k))
+        return dup
+
+    data = json.loads(raw, parse_constant=constant, parse_float=number, object_pairs_hook=pairs)
+    if seen_bad:  # only then walk the tree, to name the first culprit in document order
+        path, problem = _first_problem(data, [])
+        raise ConfigError(f"{source}: key {_dotted(path)!r} {problem}")
+    return data
+
+
+def _first_problem(value: Any, path: list) -> tuple[list, str] | None:
+    if isinstance(value, _NonFinite):
+        return path, f"is {value.text}; numbers must be finite (NaN and Infinity are not JSON numbers)"
+    if isinstance(value, dict):
+        if isinstance(value, _DuplicateKeys):
+            return [*path, value.duplicate], "appears more than once in its object; each key must be unique"
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, child in items:
+        found = _first_problem(child, [*path, key])
+        if found:
+            return found
+    return None
+
+
+def _dotted(path: list) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
 def load_manifest(path: str | Path = DEFAULT_MANIFEST) -> tuple[dict, str]:
     """Read and validate a manifest file; return ``(manifest, sha256 of its bytes)``.
 
@@ -116,8 +202,8 @@ def load_manifest(path: str | Path = DEFAULT_MANIFEST) -> tuple[dict, str]:
     except IsADirectoryError:
         raise ConfigError(f"manifest {str(path)!r} is a directory, not a JSON file") from None
     try:
-        manifest = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        manifest = strict_json(raw, f"manifest {str(path)!r}")
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise ConfigError(f"manifest {str(path)!r} is not valid JSON: {exc}") from None
     sha = hashlib.sha256(raw).hexdigest()
     if sha not in _VALIDATED:

@@ -1,4 +1,4 @@
-"""The meta layer: inner-joined sleeve returns, bounded meta allocation, exact flattening."""
+"""The meta layer: sleeve returns on common dates (compounded between them), bounded meta allocation, exact flattening."""
 
 from __future__ import annotations
 
@@ -17,7 +17,16 @@ CONTRIB_TOL = 1e-12
 
 
 def meta_returns(streams: dict[str, pd.Series], *, min_obs: int) -> pd.DataFrame:
-    """Inner join of the sleeves' same-profile return streams.
+    """Sleeves' same-profile return streams on their common dates, compounded in between.
+
+    The common calendar is the dates on which every sleeve has a return; nothing is padded,
+    forward-filled or zero-filled. A sleeve's value on a common date is its return
+    compounded over its own periods since the previous common date (its wealth curve,
+    aligned on the common dates, then turned back into returns), so a 24x7 sleeve's weekend
+    returns reach the meta layer on Monday. The span is the first to the last common date:
+    on the first common date a sleeve contributes that date's own return, and its periods
+    before the first or after the last common date lie outside the span (counted, not used).
+    For every sleeve, ``prod(1 + column)`` equals ``prod(1 + own returns)`` over the span.
 
     Parameters
     ----------
@@ -29,28 +38,79 @@ def meta_returns(streams: dict[str, pd.Series], *, min_obs: int) -> pd.DataFrame
     Returns
     -------
     DataFrame of shape (n_common_dates, n_sleeves)
-        Only dates on which every sleeve has a return: never padded or filled.
+        Index ``date``. ``attrs["calendar"]`` (stored in the parquet file's metadata) holds
+        the span (``start``, ``end``, ``common_dates``) and per sleeve (``sleeves``) its
+        ``periods``, ``compounded`` (periods inside the span that are not common dates,
+        each compounded into the next common date), ``before_span`` and ``after_span``.
 
     Raises
     ------
     DataError
-        A stream has missing values, or the common calendar is shorter than ``min_obs``.
+        A stream has missing or non-finite values or repeated dates, or the common calendar
+        is shorter than ``min_obs``.
     """
+    own = {}
     for sid, s in streams.items():
         if s.isna().any() or not np.isfinite(s.to_numpy(dtype=float)).all():
             raise DataError(f"sleeve {sid!r}: return stream has missing or non-finite values")
-    frame = pd.concat(streams, axis=1, join="inner").sort_index()
-    frame.index.name = "date"
-    if len(frame) < min_obs:
+        if not s.index.is_unique:
+            dup = s.index[s.index.duplicated()][0]
+            raise DataError(f"sleeve {sid!r}: return stream repeats date {dup.date()}; one return per date is needed")
+        own[sid] = s.sort_index()
+    common = None
+    for s in own.values():
+        common = s.index if common is None else common.intersection(s.index)
+    common = pd.DatetimeIndex([] if common is None else common).sort_values()
+    if len(common) < max(min_obs, 1):
         spans = ", ".join(
             f"{sid} {s.index.min().date()}..{s.index.max().date()} ({len(s)})" if len(s) else f"{sid} (empty)"
-            for sid, s in streams.items()
+            for sid, s in own.items()
         )
         raise DataError(
-            f"sleeves share only {len(frame)} common dates, fewer than the {min_obs} needed for one "
+            f"sleeves share only {len(common)} common dates, fewer than the {min_obs} needed for one "
             f"meta train+test window; sleeve calendars: {spans}"
         )
+    columns, counts = {}, {}
+    for sid, s in own.items():
+        # Period d belongs to the first common date >= d; those before the first common
+        # date (bucket 0 but not on it) and after the last are outside the span.
+        bucket = common.searchsorted(s.index, side="left")
+        before = (bucket == 0) & (s.index < common[0])
+        after = bucket == len(common)
+        inside = ~(before | after)
+        r, b = s.to_numpy(dtype=float)[inside], bucket[inside]
+        first = np.searchsorted(b, np.arange(len(common)), side="left")  # every bucket holds its common date
+        size = np.diff(np.append(first, len(b)))
+        # A lone period keeps its return bit for bit; (1 + r) - 1 would round it.
+        columns[sid] = np.where(size == 1, r[first + size - 1], np.multiply.reduceat(1.0 + r, first) - 1.0)
+        counts[sid] = {
+            "periods": int(len(s)),
+            "compounded": int(inside.sum() - len(common)),
+            "before_span": int(before.sum()),
+            "after_span": int(after.sum()),
+        }
+    frame = pd.DataFrame(columns, index=pd.DatetimeIndex(common, name="date"))
+    frame.attrs["calendar"] = {
+        "start": common[0].date().isoformat(),
+        "end": common[-1].date().isoformat(),
+        "common_dates": int(len(common)),
+        "sleeves": counts,
+    }
     return frame
+
+
+def compounded_note(calendar: dict | None) -> str:
+    """One sentence on which sleeves' periods were compounded into the common dates."""
+    if not calendar:
+        return ""
+    folded = {s: c for s, c in calendar["sleeves"].items() if c["compounded"]}
+    if not folded:
+        return f"Every sleeve trades on all {calendar['common_dates']} common dates: no period was compounded."
+    parts = ", ".join(f"{s} {c['compounded']} of {c['periods']}" for s, c in folded.items())
+    return (
+        f"Sleeves are aligned on the {calendar['common_dates']} dates they all trade; periods compounded into the "
+        f"next common date (none dropped): {parts}."
+    )
 
 
 def meta_optimize(

@@ -492,18 +492,20 @@ def _check_health(ctx: RunContext, spec: NodeSpec) -> None:
 
 
 def run_meta_returns(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
-    """Inner-join the children's streams into ``meta/returns_<profile>.parquet``, every profile.
+    """Align the children's streams into ``meta/returns_<profile>.parquet``, every profile.
 
-    Each child's returns are read once for all profiles.
+    Each child's returns are read once for all profiles; a child's periods between common
+    dates are compounded into the next one (:func:`meta.meta_returns`), counted per sleeve
+    in the file's metadata and in the audit record.
     """
     _await_prewarm()
-    from .meta import meta_returns
+    from .meta import compounded_note, meta_returns
 
     spec, node = ctx.spec(node_path), ctx.node(node_path)
     profiles = ctx.plan.risk_profiles
     inputs = [ctx.node(c).file("returns") for c in spec.children]
     outs = [node.file("meta_returns", profile=p) for p in profiles]
-    with _stage(ctx, "meta_returns", node_path, logfile, {"profiles": profiles}, inputs, outs):
+    with _stage(ctx, "meta_returns", node_path, logfile, {"profiles": profiles}, inputs, outs) as rec:
         _check_health(ctx, spec)
         bt = spec.config["backtest"]
         frames = {ctx.spec(c).sleeve_id: (path, read_parquet(path)) for c, path in zip(spec.children, inputs, strict=True)}
@@ -513,7 +515,13 @@ def run_meta_returns(ctx: RunContext, node_path: str, logfile: str | None = None
                 if profile not in frame.columns:
                     raise DataError(f"{path}: no column for risk profile {profile!r} (has {', '.join(frame.columns)})")
                 streams[sid] = frame[profile]
-            write_parquet(out, meta_returns(streams, min_obs=bt["train_window"] + bt["test_window"]))
+            aligned = meta_returns(streams, min_obs=bt["train_window"] + bt["test_window"])
+            write_parquet(out, aligned)
+        cal = aligned.attrs["calendar"]  # every profile of a sleeve shares its calendar
+        folded = {sid: c["compounded"] for sid, c in cal["sleeves"].items() if c["compounded"]}
+        rec.params.update(common_dates=cal["common_dates"], compounded_periods=folded)
+        if folded:
+            log.info("meta_returns %s: %s", node_path, compounded_note(cal))
 
 
 def run_meta_optimize(ctx: RunContext, node_path: str, profile: str, logfile: str | None = None) -> None:

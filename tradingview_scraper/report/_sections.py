@@ -8,6 +8,7 @@ from ._analysis import Analysis
 from ._anomalies import FALSE_ALARMS, TAIL_DF
 from ._document import Heading, Image, Para, Section, Table, _num, _pct, assemble
 from ._figures import _FIGURE_TITLES, FIGURES
+from ..meta import compounded_note
 from ._node import NodeData
 
 #: Rows of the top-holdings table per risk profile.
@@ -254,7 +255,8 @@ def _header(data: NodeData, a: Analysis) -> list:
         Para(
             f"Run {data.run_id}, node {'(the run root)' if data.node_path == '.' else data.node_path}. Risk profiles: {', '.join(data.risk_profiles)}. "
             f"Sleeves: {', '.join(sleeves)}. Out-of-sample period {data.stream.index[0].date()} .. "
-            f"{data.stream.index[-1].date()} ({len(data.stream)} obs), annualized with {a.calendar}."
+            f"{data.stream.index[-1].date()} ({len(data.stream)} obs), annualized with {a.calendar}. "
+            f"{compounded_note(data.sleeves[data.risk_profiles[0]].attrs.get('calendar'))}"
         ),
     ]
 
