@@ -51,16 +51,31 @@ def meta_returns(streams: dict[str, pd.Series], *, min_obs: int) -> pd.DataFrame
     """
     own = {}
     for sid, s in streams.items():
-        if s.isna().any() or not np.isfinite(s.to_numpy(dtype=float)).all():
+        if not np.isfinite(s.to_numpy(dtype=float)).all():  # NaN included
             raise DataError(f"sleeve {sid!r}: return stream has missing or non-finite values")
+        if not s.index.is_monotonic_increasing:
+            s = s.sort_index()
         if not s.index.is_unique:
             dup = s.index[s.index.duplicated()][0]
             raise DataError(f"sleeve {sid!r}: return stream repeats date {dup.date()}; one return per date is needed")
-        own[sid] = s.sort_index()
-    common = None
-    for s in own.values():
-        common = s.index if common is None else common.intersection(s.index)
-    common = pd.DatetimeIndex([] if common is None else common).sort_values()
+        own[sid] = s
+    # Sleeves read from separate files share calendars but not index objects: group them,
+    # so the common dates and each calendar's buckets are computed once per calendar.
+    calendars: dict[tuple, list[tuple[pd.DatetimeIndex, list[str]]]] = {}
+    for sid, s in own.items():
+        key = (len(s), s.index[0], s.index[-1]) if len(s) else (0,)
+        same = calendars.setdefault(key, [])
+        for index, members in same:
+            if index.equals(s.index):
+                members.append(sid)
+                break
+        else:
+            same.append((s.index, [sid]))
+    groups = [g for same in calendars.values() for g in same]
+    common = groups[0][0] if groups else pd.DatetimeIndex([])
+    for index, _ in groups[1:]:
+        common = common.intersection(index)
+    common = pd.DatetimeIndex(common).sort_values()
     if len(common) < max(min_obs, 1):
         spans = ", ".join(
             f"{sid} {s.index.min().date()}..{s.index.max().date()} ({len(s)})" if len(s) else f"{sid} (empty)"
@@ -71,25 +86,36 @@ def meta_returns(streams: dict[str, pd.Series], *, min_obs: int) -> pd.DataFrame
             f"meta train+test window; sleeve calendars: {spans}"
         )
     columns, counts = {}, {}
-    for sid, s in own.items():
-        # Period d belongs to the first common date >= d; those before the first common
-        # date (bucket 0 but not on it) and after the last are outside the span.
-        bucket = common.searchsorted(s.index, side="left")
-        before = (bucket == 0) & (s.index < common[0])
-        after = bucket == len(common)
-        inside = ~(before | after)
-        r, b = s.to_numpy(dtype=float)[inside], bucket[inside]
-        first = np.searchsorted(b, np.arange(len(common)), side="left")  # every bucket holds its common date
-        size = np.diff(np.append(first, len(b)))
-        # A lone period keeps its return bit for bit; (1 + r) - 1 would round it.
-        columns[sid] = np.where(size == 1, r[first + size - 1], np.multiply.reduceat(1.0 + r, first) - 1.0)
-        counts[sid] = {
-            "periods": int(len(s)),
-            "compounded": int(inside.sum() - len(common)),
-            "before_span": int(before.sum()),
-            "after_span": int(after.sum()),
-        }
-    frame = pd.DataFrame(columns, index=pd.DatetimeIndex(common, name="date"))
+    for index, members in groups:
+        values = np.column_stack([own[sid].to_numpy(dtype=float) for sid in members])
+        if index.equals(common):  # on the common calendar already: nothing to compound
+            out, count = values, {"periods": len(index), "compounded": 0, "before_span": 0, "after_span": 0}
+        else:
+            # Period d belongs to the first common date >= d; those before the first common
+            # date (bucket 0 but not on it) and after the last are outside the span.
+            bucket = common.searchsorted(index, side="left")
+            before = (bucket == 0) & (index < common[0])
+            after = bucket == len(common)
+            inside = ~(before | after)
+            r, b = values[inside], bucket[inside]
+            first = np.searchsorted(b, np.arange(len(common)), side="left")  # each bucket holds its common date
+            size = np.diff(np.append(first, len(b)))
+            # A lone period keeps its return bit for bit; (1 + r) - 1 would round it.
+            grown = np.multiply.reduceat(1.0 + r, first, axis=0) - 1.0
+            out = np.where((size == 1)[:, None], r[first + size - 1], grown)
+            count = {
+                "periods": len(index),
+                "compounded": int(inside.sum() - len(common)),
+                "before_span": int(before.sum()),
+                "after_span": int(after.sum()),
+            }
+        for j, sid in enumerate(members):
+            columns[sid], counts[sid] = out[:, j], dict(count)
+    order = list(own)
+    frame = pd.DataFrame(
+        np.column_stack([columns[sid] for sid in order]), index=pd.DatetimeIndex(common, name="date"), columns=order
+    )
+    counts = {sid: counts[sid] for sid in order}
     frame.attrs["calendar"] = {
         "start": common[0].date().isoformat(),
         "end": common[-1].date().isoformat(),

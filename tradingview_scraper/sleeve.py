@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .backtest import Selector, walk_forward
-from .errors import DataError
+from .errors import DataError, SleeveError
 
 SHORT_LOSS_CAP = 1.0
 #: Largest absolute difference the sign test accepts between a stream and its recomputation.
@@ -290,3 +290,51 @@ def unhealthy_profiles(health: dict, min_success_ratio: float, risk_profiles: li
         if attempted <= 0 or ok / attempted < min_success_ratio:
             bad.append(f"{rp} ({ok}/{attempted} windows succeeded)")
     return bad
+
+
+def health_gate(
+    who: str,
+    health: dict,
+    policy: dict,
+    risk_profiles: list[str] | None = None,
+    where: str | None = None,
+) -> str | None:
+    """The health verdict on one node (atomic sleeve or meta node) from its walk-forward results.
+
+    Parameters
+    ----------
+    who : str
+        The node, as the message names it (``"sleeve 'tech'"``, ``"meta profile 'meta_demo'"``).
+    health : dict
+        Its health record, ``{"profiles": {rp: {"windows_attempted", "windows_succeeded", ...}}}``
+        (``health.json`` of a sleeve; a meta node's ``walk_forward`` blocks).
+    policy : dict
+        The manifest's ``health`` block: ``min_success_ratio`` and ``on_unhealthy``
+        (``"error"`` or ``"warn"``).
+    risk_profiles : list of str, optional
+        The profiles judged (see :func:`unhealthy_profiles`).
+    where : str, optional
+        Where the record comes from (a file, a node path), for the message.
+
+    Returns
+    -------
+    str or None
+        None when healthy; the warning line when unhealthy and ``on_unhealthy`` is ``"warn"``.
+
+    Raises
+    ------
+    SleeveError
+        Unhealthy and ``on_unhealthy`` is ``"error"``: one line naming the node, the failing
+        profiles and the threshold.
+    """
+    threshold = float(policy["min_success_ratio"])
+    bad = unhealthy_profiles(health, threshold, risk_profiles)
+    if not bad:
+        return None
+    msg = (
+        f"{who} is unhealthy: {', '.join(bad)}{f' in {where}' if where else ''}; the minimum success ratio is "
+        f"{threshold:.0%} (health.min_success_ratio)"
+    )
+    if policy.get("on_unhealthy", "error") == "error":
+        raise SleeveError(msg)
+    return f"{msg}; continuing (health.on_unhealthy = warn)"

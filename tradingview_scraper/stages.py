@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -195,7 +196,7 @@ def run_sleeve(ctx: RunContext, node_path: str, logfile: str | None = None) -> N
     uses every core, not one. The parts are merged into the sleeve's one set of artifacts.
     """
     from .cluster import local_call
-    from .sleeve import SleeveResult, unhealthy_profiles
+    from .sleeve import SleeveResult, health_gate, unhealthy_profiles
 
     spec, node = ctx.spec(node_path), ctx.node(node_path)
     sid = spec.sleeve_id or spec.profile
@@ -223,9 +224,17 @@ def run_sleeve(ctx: RunContext, node_path: str, logfile: str | None = None) -> N
         result = SleeveResult.merge([SleeveResult.from_payload(payload) for payload, _ in done.values()])
         placement = {name[1]: prov for name, (_, prov) in done.items()}
         _write_sleeve(ctx, spec, node, result, placement)
-        bad = unhealthy_profiles(result.health, float(spec.config["health"]["min_success_ratio"]))
-        if bad:
-            log.warning("sleeve %s is unhealthy: %s (a meta run consuming it stops)", sid, ", ".join(bad))
+        if node_path == ROOT:  # a standalone run warns its user now; a meta run applies the policy
+            try:
+                warning = health_gate(f"sleeve {sid!r}", result.health, spec.config["health"], where=str(node.file("health")))
+            except SleeveError as exc:
+                warning = f"{exc}; a meta run consuming it stops"
+            if warning:
+                console_warning(warning)
+        else:
+            bad = unhealthy_profiles(result.health, float(spec.config["health"]["min_success_ratio"]))
+            if bad:
+                log.warning("sleeve %s is unhealthy: %s (a meta run consuming it stops)", sid, ", ".join(bad))
 
 
 def _write_sleeve(ctx: RunContext, spec: NodeSpec, node: Node, result, placement: dict[str, dict]) -> None:
@@ -455,7 +464,7 @@ def _check_health(ctx: RunContext, spec: NodeSpec) -> None:
 
     Every risk profile the run consumes must have at least ``health.min_success_ratio`` of
     its walk-forward windows succeeded; a missing or empty health record is a failure.
-    ``health.on_unhealthy = "warn"`` logs instead of stopping. A missing or failed sign test
+    ``health.on_unhealthy = "warn"`` warns on the console instead of stopping. A missing or failed sign test
     (``sign_test.json``) always stops: the stream's direction cannot be trusted.
 
     Raises
@@ -463,9 +472,8 @@ def _check_health(ctx: RunContext, spec: NodeSpec) -> None:
     SleeveError
         Naming the first failing sleeve, what failed and the threshold.
     """
-    from .sleeve import unhealthy_profiles
+    from .sleeve import health_gate
 
-    threshold = float(spec.config["health"]["min_success_ratio"])
     for cpath in spec.children:
         child = ctx.spec(cpath)
         if child.is_meta:
@@ -479,16 +487,26 @@ def _check_health(ctx: RunContext, spec: NodeSpec) -> None:
             )
         hfile = node.file("health")
         health = read_json(hfile) if hfile.is_file() else {}
-        bad = unhealthy_profiles(health, threshold, ctx.plan.risk_profiles)
-        if not bad:
-            continue
-        msg = (
-            f"sleeve {child.sleeve_id!r} is unhealthy: {', '.join(bad)} in {hfile}; the minimum success ratio is "
-            f"{threshold:.0%} (health.min_success_ratio)"
-        )
-        if spec.config["health"]["on_unhealthy"] == "error":
-            raise SleeveError(msg)
-        log.warning("%s; continuing (health.on_unhealthy = warn)", msg)
+        warning = health_gate(f"sleeve {child.sleeve_id!r}", health, spec.config["health"], ctx.plan.risk_profiles, str(hfile))
+        if warning:
+            console_warning(warning)
+
+
+def console_warning(message: str) -> None:
+    """A warning the person running the pipeline must see: on stderr, whatever the entry point.
+
+    Stages run as threads of the driver (the runner's or plain ``snakemake``'s), so stderr
+    is the console's; the stage log keeps the line too.
+    """
+    log.warning("%s", message)
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def node_name(spec: NodeSpec) -> str:
+    """How messages name a meta node: the root's meta profile, or a nested sleeve and its profile."""
+    if spec.path == ROOT:
+        return f"meta profile {spec.profile!r}"
+    return f"meta sleeve {spec.sleeve_id!r} (meta profile {spec.profile!r}, node {spec.path})"
 
 
 def run_meta_returns(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
@@ -528,6 +546,7 @@ def run_meta_optimize(ctx: RunContext, node_path: str, profile: str, logfile: st
     """Allocate across sleeves: ``meta/weights_<p>.json``, the stream, the cluster tree."""
     _await_prewarm()
     from .meta import meta_optimize
+    from .sleeve import health_gate
 
     spec, node = ctx.spec(node_path), ctx.node(node_path)
     src = node.file("meta_returns", profile=profile)
@@ -549,6 +568,15 @@ def run_meta_optimize(ctx: RunContext, node_path: str, profile: str, logfile: st
             test_window=bt["test_window"],
         )
         rec.params.update(fallback=record["fallback"], fallback_reason=record["fallback_reason"])
+        # The meta level answers to the same health policy as its sleeves (sleeve.health_gate).
+        for err in record["walk_forward"]["errors"][:3]:
+            log.info("meta %s %s: window fell back: %s", node_path, profile, err)
+        warning = health_gate(
+            node_name(spec), {"profiles": {profile: record["walk_forward"]}}, spec.config["health"], [profile],
+            "its meta walk-forward",
+        )
+        if warning:
+            console_warning(warning)
         if record["fallback"]:
             log.warning("meta %s %s: optimizer failed, equal-weight fallback: %s", node_path, profile, record["fallback_reason"])
         if profile in HIERARCHICAL:

@@ -1,5 +1,5 @@
 # The meta layer of every meta node (the root and nested meta sleeves), per risk profile:
-# meta returns (inner join) -> meta optimize (walk-forward, bounded) -> flatten.
+# meta returns (common dates, compounded between them) -> meta optimize (walk-forward, bounded) -> flatten.
 # One meta_returns job per node writes every profile's file: it reads each child's returns
 # once (not once per profile), and the DAG has one edge per child instead of one per
 # child and profile.
