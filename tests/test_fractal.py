@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tradingview_scraper import stages
-from tradingview_scraper.errors import ConfigError
+from tradingview_scraper.errors import ConfigError, SleeveError
 from tradingview_scraper.layout import write_parquet
 from tradingview_scraper.manifest import load_plan
 from tradingview_scraper.meta import meta_optimize
@@ -131,12 +131,19 @@ def test_meta_fallback_is_recorded_in_weights_and_audit(runs_root):
     idx = pd.bdate_range("2020-01-01", periods=200, name="date")
     write_parquet(ctx.root.file("meta_returns", profile="risk_parity"),
                   pd.DataFrame(0.0, index=idx, columns=["tech", "staples", "factors"]))
+    # Every window falls back: under the default policy the node is unhealthy and stops ...
+    with pytest.raises(SleeveError, match=r"meta profile 'meta_small' is unhealthy: risk_parity \(0/4 windows"):
+        stages.run_meta_optimize(ctx, ".", "risk_parity")
+    assert not ctx.root.file("meta_weights", profile="risk_parity").exists()
+    # ... and with on_unhealthy = warn it goes on, recording the fallback.
+    ctx.plan.root.config["health"]["on_unhealthy"] = "warn"
     stages.run_meta_optimize(ctx, ".", "risk_parity")
     record = _json(ctx.root.file("meta_weights", profile="risk_parity"))
     assert record["fallback"] is True and "NonPositiveVarianceError" in record["fallback_reason"]
     assert record["weights"] == pytest.approx({"tech": 1 / 3, "staples": 1 / 3, "factors": 1 / 3})
     entries = [json.loads(line) for line in ctx.root.file("audit").read_text().splitlines()]
-    stage = next(e for e in entries if e.get("kind") == "stage" and e["stage"] == "meta_optimize")
+    first, stage = [e for e in entries if e.get("kind") == "stage" and e["stage"] == "meta_optimize"]
+    assert first["outcome"] != "success"
     assert stage["params"]["fallback"] is True and stage["outcome"] == "success"
 
 
