@@ -20,7 +20,7 @@ from tradingview_scraper.errors import ConfigError, PipelineError, SleeveError
 from tradingview_scraper.manifest import load_plan, resolve
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 from tradingview_scraper.run import RunContext
-from tradingview_scraper.sleeve import compute_sleeve, sign_test, synthetic_long, unhealthy_profiles
+from tradingview_scraper.sleeve import compute_sleeve, health_gate, sign_test, synthetic_long, unhealthy_profiles
 
 from .conftest import PROJECT
 
@@ -205,6 +205,15 @@ def test_unhealthy_profiles_thresholds():
         assert unhealthy_profiles(empty, 0.0) == ["<no health record>"]
     zero = {"profiles": {"hrp": {"windows_attempted": 0, "windows_succeeded": 0}}}
     assert unhealthy_profiles(zero, 0.0) == ["hrp (0/0 windows succeeded)"]
+
+
+def test_health_gate_is_one_policy_for_every_node():
+    record = {"profiles": {"hrp": {"windows_attempted": 14, "windows_succeeded": 1, "windows_fallback": 13}}}
+    strict, lenient = {"min_success_ratio": 0.75, "on_unhealthy": "error"}, {"min_success_ratio": 0.75, "on_unhealthy": "warn"}
+    with pytest.raises(SleeveError, match=r"^meta profile 'm' is unhealthy: hrp \(1/14 windows succeeded\) in x; the minimum"):
+        health_gate("meta profile 'm'", record, strict, where="x")
+    assert health_gate("meta profile 'm'", record, lenient).endswith("; continuing (health.on_unhealthy = warn)")
+    assert health_gate("meta profile 'm'", record, {**strict, "min_success_ratio": 0.05}) is None
 
 
 @pytest.fixture(scope="module")
