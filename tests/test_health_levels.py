@@ -122,3 +122,15 @@ def test_an_unhealthy_standalone_sleeve_warns_on_the_console(setup):
     assert warnings[0].startswith("warning: sleeve 'halted_strict' is unhealthy: min_variance (16/30 windows succeeded)")
     assert warnings[0].endswith("minimum success ratio is 75% (health.min_success_ratio); a meta run consuming it stops")
     assert (run / "health.json").exists() and "done:" in proc.stdout
+
+
+def test_the_in_memory_plan_applies_the_same_meta_gate(setup):
+    from tradingview_scraper import run_plan
+    from tradingview_scraper.errors import SleeveError
+
+    manifest, _ = setup
+    with pytest.raises(SleeveError, match=r"^meta profile 'meta_sick' is unhealthy: min_variance \("):
+        run_plan("meta_sick", manifest=manifest)
+    result = run_plan("meta_sick_warn", manifest=manifest)
+    warned = [w for w in result.root.warnings if w.startswith("meta profile 'meta_sick_warn' is unhealthy")]
+    assert len(warned) == 1 and warned[0].endswith("; continuing (health.on_unhealthy = warn)")

@@ -20,7 +20,13 @@ from tradingview_scraper.errors import ConfigError, PipelineError, SleeveError
 from tradingview_scraper.manifest import load_plan, resolve
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 from tradingview_scraper.run import RunContext
-from tradingview_scraper.sleeve import compute_sleeve, health_gate, sign_test, synthetic_long, unhealthy_profiles
+from tradingview_scraper.sleeve import (
+    compute_sleeve,
+    health_gate,
+    sign_test,
+    synthetic_long,
+    unhealthy_profiles,
+)
 
 from .conftest import PROJECT
 

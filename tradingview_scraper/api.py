@@ -194,28 +194,25 @@ def _pinned(spec: NodeSpec, runs_root: Path, rps: list[str]) -> NodeResult:
 
 def _check_children(spec: NodeSpec, nodes: Mapping[str, NodeResult], rps: list[str]) -> list[str]:
     """The meta layer's gates over the children's results; returns the warnings let through."""
-    from .sleeve import unhealthy_profiles
+    from .sleeve import health_gate
 
-    threshold = float(spec.config["health"]["min_success_ratio"])
     warnings = []
     for cpath in spec.children:
         child = nodes[cpath]
         if child.spec.is_meta:
-            continue
+            continue  # a meta child passed its own gate on its meta walk-forward
         sid = child.spec.sleeve_id
         if child.sign_test.get("passed") is not True:
             raise SleeveError(f"sleeve {sid!r}: sign test missing or failed; its streams do not provably carry its direction")
-        bad = unhealthy_profiles(child.health, threshold, rps)
-        if bad:
-            msg = f"sleeve {sid!r} is unhealthy: {', '.join(bad)}; the minimum success ratio is {threshold:.0%}"
-            if spec.config["health"]["on_unhealthy"] == "error":
-                raise SleeveError(msg)
-            warnings.append(msg)
+        warning = health_gate(f"sleeve {sid!r}", child.health, spec.config["health"], rps)
+        if warning:
+            warnings.append(warning)
     return warnings
 
 
 def _compute_meta(plan: Plan, spec: NodeSpec, nodes: Mapping[str, NodeResult]) -> NodeResult:
     from .meta import flatten, meta_optimize, meta_returns
+    from .sleeve import health_gate
 
     rps = plan.risk_profiles
     warnings = _check_children(spec, nodes, rps)
@@ -235,6 +232,11 @@ def _compute_meta(plan: Plan, spec: NodeSpec, nodes: Mapping[str, NodeResult]) -
             train_window=bt["train_window"],
             test_window=bt["test_window"],
         )
+        warning = health_gate(
+            spec.label, {"profiles": {rp: record["walk_forward"]}}, spec.config["health"], [rp], "its meta walk-forward"
+        )
+        if warning:
+            result.warnings.append(warning)
         flat = flatten(record["weights"], {sid: child.holdings[rp] for sid, child in children.items()})
         result.meta_returns[rp] = aligned
         result.meta_weights[rp] = {"meta_profile": spec.profile, "risk_profile": rp, **record}

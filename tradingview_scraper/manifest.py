@@ -240,6 +240,16 @@ class NodeSpec:
     def is_meta(self) -> bool:
         return self.kind == "meta"
 
+    @property
+    def label(self) -> str:
+        """How messages name the node: ``sleeve 'tech'``, ``meta profile 'meta_demo'`` (the root),
+        ``meta sleeve 'branch' (meta profile 'meta_mid', node sleeves/branch)``."""
+        if not self.is_meta:
+            return f"sleeve {self.sleeve_id or self.profile!r}"
+        if self.path == ROOT:
+            return f"meta profile {self.profile!r}"
+        return f"meta sleeve {self.sleeve_id!r} (meta profile {self.profile!r}, node {self.path})"
+
 
 @dataclass
 class Plan:

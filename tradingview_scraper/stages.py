@@ -502,13 +502,6 @@ def console_warning(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def node_name(spec: NodeSpec) -> str:
-    """How messages name a meta node: the root's meta profile, or a nested sleeve and its profile."""
-    if spec.path == ROOT:
-        return f"meta profile {spec.profile!r}"
-    return f"meta sleeve {spec.sleeve_id!r} (meta profile {spec.profile!r}, node {spec.path})"
-
-
 def run_meta_returns(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
     """Align the children's streams into ``meta/returns_<profile>.parquet``, every profile.
 
@@ -572,7 +565,7 @@ def run_meta_optimize(ctx: RunContext, node_path: str, profile: str, logfile: st
         for err in record["walk_forward"]["errors"][:3]:
             log.info("meta %s %s: window fell back: %s", node_path, profile, err)
         warning = health_gate(
-            node_name(spec), {"profiles": {profile: record["walk_forward"]}}, spec.config["health"], [profile],
+            spec.label, {"profiles": {profile: record["walk_forward"]}}, spec.config["health"], [profile],
             "its meta walk-forward",
         )
         if warning:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
+from ..meta import compounded_note
 from ._analysis import Analysis
 from ._anomalies import FALSE_ALARMS, TAIL_DF
 from ._document import Heading, Image, Para, Section, Table, _num, _pct, assemble
 from ._figures import _FIGURE_TITLES, FIGURES
-from ..meta import compounded_note
 from ._node import NodeData
 
 #: Rows of the top-holdings table per risk profile.
