@@ -134,3 +134,18 @@ def test_the_in_memory_plan_applies_the_same_meta_gate(setup):
     result = run_plan("meta_sick_warn", manifest=manifest)
     warned = [w for w in result.root.warnings if w.startswith("meta profile 'meta_sick_warn' is unhealthy")]
     assert len(warned) == 1 and warned[0].endswith("; continuing (health.on_unhealthy = warn)")
+
+
+def test_plain_snakemake_shows_the_warning_too(setup):
+    from pathlib import Path
+
+    manifest, runs = setup
+    snakemake = Path(sys.executable).with_name("snakemake")
+    proc = subprocess.run(
+        [str(snakemake), "-s", "workflow/Snakefile", "--config", "profile=meta_sick_warn", f"manifest={manifest}",
+         "run_id=plain", f"runs_root={runs}", "ray=false", "--cores", "2", "-q"],
+        cwd=PROJECT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert "warning: meta profile 'meta_sick_warn' is unhealthy: min_variance (" in out
