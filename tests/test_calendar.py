@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from tradingview_scraper.backtest import walk_forward
+from tradingview_scraper.layout import read_parquet_metadata
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
 from .conftest import SMALL_MANIFEST
@@ -68,15 +69,14 @@ def test_meta_returns_compound_every_sleeve_period(mixed_run, profile):
     dropped = crypto.loc[start:end].index.difference(meta.index)
     assert len(dropped) > 100, "the crypto sleeve trades every weekend"
     assert not np.isclose(np.prod(1.0 + plain), np.prod(1.0 + meta["crypto"]), rtol=1e-6), "an inner join loses P&L"
-    cal = meta.attrs["calendar"]
+    cal = read_parquet_metadata(mixed_run / f"meta/returns_{profile}.parquet")["calendar"]
     assert cal["common_dates"] == len(meta)
     assert cal["sleeves"]["crypto"]["compounded"] == len(dropped)
     assert cal["sleeves"]["tech"]["compounded"] == cal["sleeves"]["staples"]["compounded"] == 0
 
 
 def test_report_and_audit_count_the_compounded_periods(mixed_run):
-    meta = pd.read_parquet(mixed_run / "meta/returns_hrp.parquet")
-    c = meta.attrs["calendar"]["sleeves"]["crypto"]
+    c = read_parquet_metadata(mixed_run / "meta/returns_hrp.parquet")["calendar"]["sleeves"]["crypto"]
     report = (mixed_run / "report.md").read_text()
     assert f"crypto {c['compounded']} of {c['periods']}" in report
     records = [json.loads(line) for line in (mixed_run / "audit.jsonl").read_text().splitlines()]

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tradingview_scraper.errors import ConservationError, DataError
-from tradingview_scraper.meta import flatten, meta_optimize, meta_returns
+from tradingview_scraper.meta import aligned_returns, flatten, meta_optimize, meta_returns
 
 
 def _series(dates, values, name):
@@ -21,7 +21,7 @@ def test_meta_returns_compounds_weekends_into_the_next_common_date():
     every_day = pd.date_range("2024-01-01", periods=42)
     crypto = _series(every_day, np.linspace(-0.01, 0.01, 42), "crypto")
     equity = _series(weekdays, np.linspace(0.01, -0.01, 30), "equity")
-    frame = meta_returns({"crypto": crypto, "equity": equity}, min_obs=10)
+    frame, cal = aligned_returns({"crypto": crypto, "equity": equity}, min_obs=10)
     assert list(frame.index) == list(weekdays), "only common dates: weekends not padded"
     assert not frame.isna().any().any()
     np.testing.assert_allclose(frame["equity"], equity.loc[weekdays], rtol=0, atol=0)
@@ -29,7 +29,6 @@ def test_meta_returns_compounds_weekends_into_the_next_common_date():
     sat, sun, mon = (crypto[pd.Timestamp(d)] for d in ("2024-01-06", "2024-01-07", "2024-01-08"))
     assert frame.loc["2024-01-08", "crypto"] == pytest.approx((1 + sat) * (1 + sun) * (1 + mon) - 1, abs=1e-15)
     assert frame.loc["2024-01-05", "crypto"] == crypto[pd.Timestamp("2024-01-05")], "a weekday stays as it is"
-    cal = frame.attrs["calendar"]
     assert cal["common_dates"] == 30 and (cal["start"], cal["end"]) == ("2024-01-01", "2024-02-09")
     # 2024-01-01 .. 2024-02-09 holds 40 calendar days, 30 of them common; 2 crypto days follow the span.
     assert cal["sleeves"]["crypto"] == {"periods": 42, "compounded": 10, "before_span": 0, "after_span": 2}
@@ -39,10 +38,10 @@ def test_meta_returns_compounds_weekends_into_the_next_common_date():
 def test_meta_returns_the_first_common_date_starts_the_span():
     crypto = _series(pd.date_range("2023-12-28", periods=20), np.full(20, 0.01), "crypto")
     equity = _series(pd.bdate_range("2024-01-02", periods=10), np.full(10, 0.002), "equity")
-    frame = meta_returns({"crypto": crypto, "equity": equity}, min_obs=5)
+    frame, cal = aligned_returns({"crypto": crypto, "equity": equity}, min_obs=5)
     assert frame.index[0] == pd.Timestamp("2024-01-02")
     assert frame["crypto"].iloc[0] == 0.01, "days before the first common date are not folded into it"
-    assert frame.attrs["calendar"]["sleeves"]["crypto"]["before_span"] == 5
+    assert cal["sleeves"]["crypto"]["before_span"] == 5
 
 
 def _assert_compounding_property(frame: pd.DataFrame, streams: dict[str, pd.Series]) -> None:
@@ -65,9 +64,10 @@ def test_meta_returns_compounding_property(seed, n):
         keep = (rng.random(len(days)) < 0.7) | (np.arange(len(days)) % 5 == 0)
         idx = days[keep]
         streams[f"s{i}"] = _series(idx, rng.normal(0.0, 0.03, len(idx)), f"s{i}")
-    frame = meta_returns(streams, min_obs=10)
+    frame, calendar = aligned_returns(streams, min_obs=10)
     _assert_compounding_property(frame, streams)
-    cal = frame.attrs["calendar"]["sleeves"]
+    pd.testing.assert_frame_equal(meta_returns(streams, min_obs=10), frame)
+    cal = calendar["sleeves"]
     for sid, own in streams.items():
         c = cal[sid]
         assert c["compounded"] + len(frame) + c["before_span"] + c["after_span"] == len(own)

@@ -192,14 +192,26 @@ def read_json(path: Path | str) -> Any:
         return json.load(fh)
 
 
-def write_parquet(path: Path | str, frame: Any) -> Path:
-    """Atomically write a pandas DataFrame as parquet (deterministic bytes, no pandas pickle)."""
+#: Prefix of the project's own keys in a parquet file's schema metadata.
+_META_PREFIX = "tvs."
+
+
+def write_parquet(path: Path | str, frame: Any, metadata: dict[str, Any] | None = None) -> Path:
+    """Atomically write a pandas DataFrame as parquet (deterministic bytes, no pandas pickle).
+
+    ``metadata`` (JSON-able values) goes into the file's schema metadata, read back by
+    :func:`read_parquet_metadata`; ``pd.read_parquet`` leaves it out of the frame, so large
+    metadata costs nothing when the frame is sliced.
+    """
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(frame, preserve_index=True)
+    if metadata:
+        extra = {f"{_META_PREFIX}{k}".encode(): json.dumps(v, sort_keys=True).encode() for k, v in metadata.items()}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return atomic_write_bytes(path, buf.getvalue())
@@ -210,3 +222,12 @@ def read_parquet(path: Path | str) -> Any:
     import pandas as pd
 
     return pd.read_parquet(path)
+
+
+def read_parquet_metadata(path: Path | str) -> dict[str, Any]:
+    """The metadata :func:`write_parquet` stored with a parquet artifact (empty if none)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    prefix = _META_PREFIX.encode()
+    return {k[len(prefix):].decode(): json.loads(v) for k, v in meta.items() if k.startswith(prefix)}

@@ -19,6 +19,14 @@ CONTRIB_TOL = 1e-12
 def meta_returns(streams: dict[str, pd.Series], *, min_obs: int) -> pd.DataFrame:
     """Sleeves' same-profile return streams on their common dates, compounded in between.
 
+    The frame of :func:`aligned_returns` (which see), without its calendar record.
+    """
+    return aligned_returns(streams, min_obs=min_obs)[0]
+
+
+def aligned_returns(streams: dict[str, pd.Series], *, min_obs: int) -> tuple[pd.DataFrame, dict]:
+    """Sleeves' same-profile return streams on their common dates, compounded in between, and how.
+
     The common calendar is the dates on which every sleeve has a return; nothing is padded,
     forward-filled or zero-filled. A sleeve's value on a common date is its return
     compounded over its own periods since the previous common date (its wealth curve,
@@ -37,11 +45,13 @@ def meta_returns(streams: dict[str, pd.Series], *, min_obs: int) -> pd.DataFrame
 
     Returns
     -------
-    DataFrame of shape (n_common_dates, n_sleeves)
-        Index ``date``. ``attrs["calendar"]`` (stored in the parquet file's metadata) holds
-        the span (``start``, ``end``, ``common_dates``) and per sleeve (``sleeves``) its
+    frame : DataFrame of shape (n_common_dates, n_sleeves)
+        Index ``date``.
+    calendar : dict
+        The span (``start``, ``end``, ``common_dates``) and per sleeve (``sleeves``) its
         ``periods``, ``compounded`` (periods inside the span that are not common dates,
-        each compounded into the next common date), ``before_span`` and ``after_span``.
+        each compounded into the next common date), ``before_span`` and ``after_span``
+        (stored in ``meta/returns_<p>.parquet``'s metadata).
 
     Raises
     ------
@@ -116,13 +126,13 @@ def meta_returns(streams: dict[str, pd.Series], *, min_obs: int) -> pd.DataFrame
         np.column_stack([columns[sid] for sid in order]), index=pd.DatetimeIndex(common, name="date"), columns=order
     )
     counts = {sid: counts[sid] for sid in order}
-    frame.attrs["calendar"] = {
+    calendar = {
         "start": common[0].date().isoformat(),
         "end": common[-1].date().isoformat(),
         "common_dates": int(len(common)),
         "sleeves": counts,
     }
-    return frame
+    return frame, calendar
 
 
 def compounded_note(calendar: dict | None) -> str:

@@ -506,11 +506,11 @@ def run_meta_returns(ctx: RunContext, node_path: str, logfile: str | None = None
     """Align the children's streams into ``meta/returns_<profile>.parquet``, every profile.
 
     Each child's returns are read once for all profiles; a child's periods between common
-    dates are compounded into the next one (:func:`meta.meta_returns`), counted per sleeve
-    in the file's metadata and in the audit record.
+    dates are compounded into the next one (:func:`meta.aligned_returns`), counted per
+    sleeve in the file's metadata (``layout.read_parquet_metadata``) and the audit record.
     """
     _await_prewarm()
-    from .meta import compounded_note, meta_returns
+    from .meta import aligned_returns, compounded_note
 
     spec, node = ctx.spec(node_path), ctx.node(node_path)
     profiles = ctx.plan.risk_profiles
@@ -526,9 +526,9 @@ def run_meta_returns(ctx: RunContext, node_path: str, logfile: str | None = None
                 if profile not in frame.columns:
                     raise DataError(f"{path}: no column for risk profile {profile!r} (has {', '.join(frame.columns)})")
                 streams[sid] = frame[profile]
-            aligned = meta_returns(streams, min_obs=bt["train_window"] + bt["test_window"])
-            write_parquet(out, aligned)
-        cal = aligned.attrs["calendar"]  # every profile of a sleeve shares its calendar
+            aligned, cal = aligned_returns(streams, min_obs=bt["train_window"] + bt["test_window"])
+            write_parquet(out, aligned, metadata={"calendar": cal})
+        # every profile of a sleeve shares its calendar: the last one speaks for all
         folded = {sid: c["compounded"] for sid, c in cal["sleeves"].items() if c["compounded"]}
         rec.params.update(common_dates=cal["common_dates"], compounded_periods=folded)
         if folded:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..errors import DataError
-from ..layout import read_json, read_parquet
+from ..layout import read_json, read_parquet, read_parquet_metadata
 
 
 @dataclass
@@ -16,7 +16,8 @@ class NodeData:
 
     ``stream`` is the node's ``returns.parquet``: DataFrame of shape (n_oos_dates,
     n_profiles); ``sleeves[p]`` is ``meta/returns_<p>.parquet``: DataFrame of shape
-    (n_dates, n_sleeves); ``weights[p]`` / ``flattened[p]`` the JSON records.
+    (n_dates, n_sleeves); ``weights[p]`` / ``flattened[p]`` the JSON records; ``calendar``
+    how the sleeves were aligned (``meta.aligned_returns``; None for files without it).
     """
 
     meta_profile: str
@@ -27,6 +28,7 @@ class NodeData:
     sleeves: dict[str, pd.DataFrame]
     weights: dict[str, dict]
     flattened: dict[str, dict]
+    calendar: dict | None = None
 
 
 def load_node(ctx, node_path: str) -> NodeData:
@@ -55,4 +57,5 @@ def load_node(ctx, node_path: str) -> NodeData:
         sleeves={p: read_parquet(node.file("meta_returns", profile=p)) for p in profiles},
         weights={p: read_json(node.file("meta_weights", profile=p)) for p in profiles},
         flattened={p: read_json(node.file("flattened", profile=p)) for p in profiles},
+        calendar=read_parquet_metadata(node.file("meta_returns", profile=profiles[0])).get("calendar"),
     )

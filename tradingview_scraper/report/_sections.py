@@ -256,7 +256,7 @@ def _header(data: NodeData, a: Analysis) -> list:
             f"Run {data.run_id}, node {'(the run root)' if data.node_path == '.' else data.node_path}. Risk profiles: {', '.join(data.risk_profiles)}. "
             f"Sleeves: {', '.join(sleeves)}. Out-of-sample period {data.stream.index[0].date()} .. "
             f"{data.stream.index[-1].date()} ({len(data.stream)} obs), annualized with {a.calendar}. "
-            f"{compounded_note(data.sleeves[data.risk_profiles[0]].attrs.get('calendar'))}"
+            f"{compounded_note(data.calendar)}"
         ),
     ]
 
