@@ -1,8 +1,13 @@
 """Helpers shared by tests: processes of a run's Ray cluster (found by PID and temp dir, never by name);
-synthetic TradingView chart exports."""
+synthetic TradingView chart exports; small price tables, a copy of the project to run from, the ledger's stages."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -10,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psutil
+
+from .conftest import PROJECT, SMALL_MANIFEST
 
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
 #: Prefix of the temp dirs of the private clusters a driver starts (see tradingview_scraper.cluster).
@@ -152,3 +159,111 @@ def synthetic_crypto(directory: Path, symbols: list[str], start: str, end: str, 
         closes = 100.0 * np.cumprod(1.0 + rng.normal(0.0005, vol, len(days)))
         write_tradingview_export(directory, sym, days, closes)
     return directory
+
+
+# ----------------------------------------------------------------------------- user data, project copies, ledgers
+
+WINDOWS = {"train_window": 40, "test_window": 10}
+
+
+def prices(symbols, start="2020-01-01", n=120, seed=0) -> pd.DataFrame:
+    """A wide table of positive random-walk prices, one column per symbol."""
+    rng = np.random.default_rng(seed)
+    values = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (n, len(symbols))), axis=0))
+    frame = pd.DataFrame(values, index=pd.bdate_range(start, periods=n, name="date"), columns=list(symbols))
+    return frame.round(6)
+
+
+def tradingview_export(path: Path, seed: int, n: int = 120) -> None:
+    """A TradingView chart export (time in unix seconds, OHLC, Volume) of one random-walk symbol."""
+    close = prices(["X"], n=n, seed=seed)["X"]
+    frame = pd.DataFrame(
+        {"time": [int(t.timestamp()) for t in close.index], "open": close, "high": close, "low": close, "close": close, "Volume": 1}
+    )
+    frame.to_csv(path, index=False)
+
+
+def table_manifest(data_dir: Path, *, nested: bool = False) -> dict:
+    """The small test manifest plus three sleeves on user data and meta profiles of them.
+
+    ``ta`` reads ``a.csv``, ``tb`` reads ``b.csv`` (tables), ``tv`` reads the TradingView
+    exports ``tv/X_ONE, 1D.csv`` and ``tv/X_TWO, 1D.csv``. ``meta_tables`` holds all three;
+    with ``nested``, ``meta_outer`` holds ``meta_tables`` as a sleeve next to ``tb`` again.
+    """
+    m = json.loads(SMALL_MANIFEST.read_text())
+    for name, symbols in (("ta", ["AAA", "BBB"]), ("tb", ["CCC", "DDD"])):
+        m["profiles"][name] = {
+            "data": {"source": "table", "path": str(data_dir / f"{name[1]}.csv")},
+            "universe": {"symbols": symbols},
+            "backtest": dict(WINDOWS),
+        }
+    m["profiles"]["tv"] = {
+        "data": {"source": "tradingview", "path": str(data_dir / "tv")},
+        "universe": {"symbols": ["ONE", "TWO"]},
+        "backtest": dict(WINDOWS),
+    }
+    m["profiles"]["meta_tables"] = {
+        "sleeves": [{"id": "a", "profile": "ta"}, {"id": "b", "profile": "tb"}, {"id": "c", "profile": "tv"}],
+        "backtest": dict(WINDOWS),
+        "profiles": ["equal_weight", "min_variance"],
+    }
+    if nested:
+        m["profiles"]["meta_outer"] = {
+            "sleeves": [{"id": "inner", "meta_profile": "meta_tables"}, {"id": "b2", "profile": "tb"}],
+            "backtest": dict(WINDOWS),
+            "profiles": ["equal_weight", "min_variance"],
+        }
+    return m
+
+
+def write_table_data(data_dir: Path) -> None:
+    """The price files of :func:`table_manifest`."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    prices(["AAA", "BBB"]).to_csv(data_dir / "a.csv")
+    prices(["CCC", "DDD"], seed=1).to_csv(data_dir / "b.csv")
+    (data_dir / "tv").mkdir(exist_ok=True)
+    tradingview_export(data_dir / "tv" / "X_ONE, 1D.csv", seed=2)
+    tradingview_export(data_dir / "tv" / "X_TWO, 1D.csv", seed=3)
+
+
+def copy_project(dest: Path) -> Path:
+    """A copy of the package, the workflow and the scripts, to run (and edit) without touching the checkout."""
+    for name in ("tradingview_scraper", "workflow", "scripts", "config"):
+        shutil.copytree(PROJECT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return dest
+
+
+def run_script(cwd: Path, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``scripts/run_meta_pipeline.py`` as a subprocess from ``cwd``, importing the package found there."""
+    full_env = {**os.environ, "PYTHONPATH": str(cwd), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "scripts/run_meta_pipeline.py", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env,
+    )  # fmt: skip
+
+
+def ledger(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
+
+
+def stages_since(run_dir: Path, seq: int) -> list[tuple[str, str]]:
+    """(stage, node) of every successful stage the ledger recorded after entry ``seq``, sorted."""
+    return sorted(
+        (e["stage"], e["node"])
+        for e in ledger(run_dir)
+        if e["seq"] > seq and e["kind"] == "stage" and e["outcome"] == "success"
+    )
+
+
+def last_seq(run_dir: Path) -> int:
+    return ledger(run_dir)[-1]["seq"]
+
+
+def file_bytes(root: Path, skip: tuple[str, ...] = ("logs/", "audit.jsonl", ".run.lock")) -> dict[str, bytes]:
+    """Every file below ``root`` (relative posix path -> bytes), logs, the ledger and locks aside."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and not any(s in rel for s in skip):
+            out[rel] = path.read_bytes()
+    return out

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .deps import export_files
+from .deps import resolve_path as _resolve
 from .errors import ConfigError, DataError
 
 #: Valid values of ``data["source"]``; the first is the default.
@@ -333,23 +335,7 @@ def _load_tradingview(
     """Series per symbol of a directory of TradingView chart exports."""
     directory, mapping = _export_dir(data, base_dir)
     if mapping is None:
-        mapping = {}
-        csvs = sorted(
-            p
-            for p in directory.iterdir()
-            if p.is_file() and p.suffix.lower() == ".csv" and not p.name.startswith(".")
-        )
-        if not csvs:
-            raise DataError(f"{directory}: no *.csv TradingView exports in this directory")
-        for csv in csvs:
-            sym = _symbol_from_filename(csv.name)
-            if sym in mapping:
-                raise DataError(
-                    f"{directory}: files {mapping[sym].name!r} and {csv.name!r} both give symbol "
-                    f"{sym!r}; keep one or map symbols to files with data.files"
-                )
-            mapping[sym] = csv
-        mapping = dict(sorted(mapping.items()))
+        mapping = export_files(directory, None)
     wanted = _select(symbols, list(mapping), str(directory))
     out: dict[str, pd.Series] = {}
     for sym in wanted:
@@ -387,20 +373,6 @@ def _load_tradingview(
             missing_ok=False,
         )
     return out
-
-
-def _symbol_from_filename(name: str) -> str:
-    """Symbol of a TradingView export file name.
-
-    ``"BINANCE_BTCUSDT, 1D.csv"`` -> ``"BTCUSDT"`` (the exchange prefix before the
-    first ``_`` and the ``, <timeframe>`` suffix are dropped); ``"BTCUSDT.csv"`` ->
-    ``"BTCUSDT"``.
-    """
-    stem = name[:-4] if name.lower().endswith(".csv") else name
-    base = stem.split(",", 1)[0].strip()
-    if "_" in base:
-        base = base.split("_", 1)[1].strip()
-    return base or stem
 
 
 # --------------------------------------------------------------------------- readers
@@ -724,15 +696,6 @@ def _export_dir(data: Mapping[str, Any], base_dir: Path) -> tuple[Path, dict[str
     ):
         raise ConfigError("data.files must map symbol -> CSV file name inside data.path")
     return directory, {sym: directory / name for sym, name in files.items()}
-
-
-def _resolve(data: Mapping[str, Any], base_dir: Path) -> Path:
-    """``data["path"]`` resolved against ``base_dir``."""
-    raw = data.get("path")
-    if not isinstance(raw, (str, Path)) or not str(raw):
-        raise ConfigError(f"data.path is required for source {data.get('source')!r}, got {raw!r}")
-    path = Path(raw).expanduser()
-    return path if path.is_absolute() else base_dir / path
 
 
 def _bound(data: Mapping[str, Any], key: str) -> pd.Timestamp | None:

@@ -10,7 +10,7 @@ import re
 
 from snakemake.utils import validate
 
-from tradingview_scraper import runlock, stages
+from tradingview_scraper import deps, runlock, stages
 from tradingview_scraper.cluster import watch_interrupts
 from tradingview_scraper.errors import PipelineError
 from tradingview_scraper.run import RunContext
@@ -107,9 +107,23 @@ def node_path(wildcards):
 
 @functools.cache
 def _sleeve_params(profile, pin):
-    # Sleeves of one atomic profile share one resolved config: serialize it once.
+    # Sleeves of one atomic profile share one resolved config: serialize it once. A skfolio
+    # dataset ships inside skfolio, so its version pins the prices.
     spec = next(n for n in PLAN.atomic_nodes() if (n.profile, n.pin) == (profile, pin))
-    return json.dumps({"config": spec.config, "profiles": PROFILES, "pin": pin}, sort_keys=True)
+    dataset = deps.dataset_pin(spec.config["data"])
+    return json.dumps({"config": spec.config, "profiles": PROFILES, "pin": pin, "dataset": dataset}, sort_keys=True)
+
+
+@functools.cache
+def _price_files(profile):
+    spec = next(n for n in PLAN.atomic_nodes() if n.profile == profile)
+    files = deps.price_files(spec.config["data"], spec.config["universe"].get("symbols"), RUN.base_dir)
+    return [str(f) for f in files]
+
+
+def get_sleeve_prices(wildcards):
+    """The price files a computed sleeve reads (table and TradingView sources; none for skfolio)."""
+    return _price_files(PLAN.nodes[node_path(wildcards)].profile)
 
 
 def get_sleeve_params(wildcards):

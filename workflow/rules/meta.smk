@@ -16,6 +16,8 @@ rule meta_returns:
         expand("{{node}}/meta/returns_{profile}.parquet", profile=PROFILES),
     params:
         meta=get_meta_params,
+        # The package code and library versions the rule runs: editing them reruns it.
+        code=deps.code_hash("meta_returns"),
     wildcard_constraints:
         node=META_NODES,
     log:
@@ -32,6 +34,8 @@ rule meta_optimize:
         stream="{node}/meta/stream_{profile}.parquet",
     params:
         meta=get_meta_params,
+        # The package code and library versions the rule runs: editing them reruns it.
+        code=deps.code_hash("meta_optimize"),
     wildcard_constraints:
         node=META_NODES,
         profile=FLAT_PROFILES,
@@ -58,6 +62,9 @@ rule meta_stream:
         get_node_streams,
     output:
         "{node}/returns.parquet",
+    params:
+        # The package code and library versions the rule runs: editing them reruns it.
+        code=deps.code_hash("meta_stream"),
     wildcard_constraints:
         node=META_NODES,
     log:
@@ -71,6 +78,9 @@ rule flatten:
         get_flatten_inputs,
     output:
         "{node}/flattened_{profile}.json",
+    params:
+        # The package code and library versions the rule runs: editing them reruns it.
+        code=deps.code_hash("flatten"),
     wildcard_constraints:
         node=META_NODES,
     log:

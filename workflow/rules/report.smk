@@ -11,6 +11,8 @@ rule resolved_manifest:
         RUN.root.file("resolved"),
     params:
         plan=PLAN_SOURCE,
+        # The package code and library versions the rule runs: editing them reruns it.
+        code=deps.code_hash("resolved_manifest"),
     log:
         str(RUN.root.file("log", stage="resolve")),
     run:
@@ -33,6 +35,9 @@ rule report:
         diversification=report("{node}/report_assets/diversification.html", caption="../report/diversification.rst", category="5. Diversification", subcategory="{node}"),
         correlation=report("{node}/report_assets/correlation.png", caption="../report/correlation.rst", category="5. Diversification", subcategory="{node}"),
         holdings=report("{node}/report_assets/holdings.html", caption="../report/holdings.rst", category="6. Holdings", subcategory="{node}"),
+    params:
+        # The package code and library versions the rule runs: editing them reruns it.
+        code=deps.code_hash("report"),
     wildcard_constraints:
         node=META_NODES,
     log:

@@ -2,6 +2,8 @@
 
 
 rule sleeve:
+    input:
+        prices=get_sleeve_prices,
     output:
         returns="{node}/returns.parquet",
         health="{node}/health.json",
@@ -10,6 +12,8 @@ rule sleeve:
         weights=expand("{{node}}/weights_{profile}.json", profile=PROFILES),
     params:
         sleeve=get_sleeve_params,
+        # The package code and library versions the rule runs: editing them reruns it.
+        code=deps.code_hash("sleeve"),
     resources:
         ray_cpus=get_sleeve_cpus,
     wildcard_constraints:
@@ -33,6 +37,8 @@ rule pinned_sleeve:
         weights=expand("{{node}}/weights_{profile}.json", profile=PROFILES),
     params:
         sleeve=get_sleeve_params,
+        # The package code and library versions the rule runs: editing them reruns it.
+        code=deps.code_hash("pinned_sleeve"),
     wildcard_constraints:
         node=PINNED_NODES,
     log:
