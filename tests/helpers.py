@@ -216,14 +216,14 @@ def table_manifest(data_dir: Path, *, nested: bool = False) -> dict:
     return m
 
 
-def write_table_data(data_dir: Path) -> None:
-    """The price files of :func:`table_manifest`."""
+def write_table_data(data_dir: Path, n: int = 200) -> None:
+    """The price files of :func:`table_manifest`, ``n`` weekdays each (enough for two nested levels)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    prices(["AAA", "BBB"]).to_csv(data_dir / "a.csv")
-    prices(["CCC", "DDD"], seed=1).to_csv(data_dir / "b.csv")
+    prices(["AAA", "BBB"], n=n).to_csv(data_dir / "a.csv")
+    prices(["CCC", "DDD"], n=n, seed=1).to_csv(data_dir / "b.csv")
     (data_dir / "tv").mkdir(exist_ok=True)
-    tradingview_export(data_dir / "tv" / "X_ONE, 1D.csv", seed=2)
-    tradingview_export(data_dir / "tv" / "X_TWO, 1D.csv", seed=3)
+    tradingview_export(data_dir / "tv" / "X_ONE, 1D.csv", seed=2, n=n)
+    tradingview_export(data_dir / "tv" / "X_TWO, 1D.csv", seed=3, n=n)
 
 
 def copy_project(dest: Path) -> Path:

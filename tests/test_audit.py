@@ -17,6 +17,7 @@ from tradingview_scraper import __version__, audit
 from tradingview_scraper.audit import (
     GENESIS_PREV_HASH,
     file_sha256,
+    fingerprint,
     genesis,
     record_stage,
     stage_audit,
@@ -100,8 +101,8 @@ def test_clean_chain_verifies_and_entries_are_well_formed(tmp_path):
     assert sleeve["outcome"] == "success" and sleeve["error"] is None
     assert sleeve["duration_s"] == 0.5
     assert sleeve["outputs"] == [
-        {"path": "sleeves/tech/returns.parquet", "sha256": file_sha256(paths["returns"])},
-        {"path": "sleeves/tech/weights_hrp.json", "sha256": file_sha256(paths["weights"])},
+        {"path": "sleeves/tech/returns.parquet", "sha256": file_sha256(paths["returns"]), "stat": fingerprint(paths["returns"])},
+        {"path": "sleeves/tech/weights_hrp.json", "sha256": file_sha256(paths["weights"]), "stat": fingerprint(paths["weights"])},
     ]
     assert entries[2]["node"] == "."
     assert entries[2]["inputs"][0]["path"] == "sleeves/tech/returns.parquet"
@@ -145,7 +146,7 @@ def test_paths_relative_to_cwd_or_run_dir(tmp_path, monkeypatch):
         outputs=[flat], outcome="success",
     )
     assert entry["node"] == "."
-    assert entry["outputs"] == [{"path": "flattened_hrp.json", "sha256": file_sha256(flat)}]
+    assert entry["outputs"] == [{"path": "flattened_hrp.json", "sha256": file_sha256(flat), "stat": fingerprint(flat)}]
     assert entry["inputs"] == [{"path": "meta/weights_hrp.json", "sha256": None}]
     assert verify(node.dir) == []
 
@@ -291,7 +292,7 @@ def test_stage_audit_success_records_outputs(tmp_path):
     with stage_audit(run, "report", ".", {"fmt": "md"}, [], [out]) as sa:
         out.write_text("# report\n")
     assert sa.entry["outcome"] == "success"
-    assert sa.entry["outputs"] == [{"path": "report.md", "sha256": file_sha256(out)}]
+    assert sa.entry["outputs"] == [{"path": "report.md", "sha256": file_sha256(out), "stat": fingerprint(out)}]
     assert sa.entry["duration_s"] >= 0
     assert verify(run) == []
 
@@ -306,7 +307,7 @@ def test_stage_audit_records_error_and_reraises(tmp_path):
     last = _lines(run)[-1]
     assert last["outcome"] == "error"
     assert last["error"] == "RuntimeError: optimizer diverged"
-    assert last["outputs"] == [{"path": "meta/weights_hrp.json", "sha256": None}]
+    assert last["outputs"] == [{"path": "meta/weights_hrp.json", "sha256": None, "stat": None}]
     assert isinstance(last["duration_s"], float)
     assert verify(run) == []  # an error entry vouches for no artifact
 

@@ -19,6 +19,10 @@ class OptimizationError(PipelineError):
     """An optimizer failed where no fallback is allowed."""
 
 
+class StageError(PipelineError):
+    """A stage failed on an error that is not the pipeline's own; the message names the stage and node."""
+
+
 class SleeveError(PipelineError):
     """A sleeve's computation failed; the message names the sleeve."""
 
@@ -29,3 +33,9 @@ class ConservationError(PipelineError):
 
 class RunInProgressError(PipelineError):
     """Another live process holds the run directory."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``"<Type>: <message>"`` of an exception, its message folded onto one line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError, one_line
 
 #: Where run directories live, relative to the working directory.
 RUNS_ROOT = Path("data") / "runs"
@@ -122,6 +122,23 @@ def run_dir(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Path:
     return Path(runs_root) / check_name(run_id, "run id")
 
 
+def refuse_symlink(path: Path | str, what: str) -> Path:
+    """Return ``path`` unless it is a symlink: run directories and locks are never followed through links.
+
+    Raises
+    ------
+    ConfigError
+        ``path`` is a symlink (the message names it and its target).
+    """
+    path = Path(path)
+    if path.is_symlink():
+        raise ConfigError(
+            f"{what} {path} is a symlink (to {os.readlink(path)}); refusing to follow it: "
+            "remove the link, or choose another run id"
+        )
+    return path
+
+
 @functools.lru_cache(maxsize=256)
 def run_node(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Node:
     """Root node of run ``run_id`` (cached: input functions ask for it once per job)."""
@@ -171,6 +188,17 @@ def remove_partial_writes(directory: Path | str) -> list[Path]:
     return leftovers
 
 
+def remove_artifact(path: Path | str) -> None:
+    """Delete an artifact (a file, or a directory such as ``report_assets``) so its producer reruns."""
+    import shutil
+
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def dumps_json(obj: Any) -> str:
     """Canonical JSON text of ``obj``: sorted keys, two-space indent, trailing newline."""
     return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
@@ -187,9 +215,18 @@ def write_text(path: Path | str, text: str) -> Path:
 
 
 def read_json(path: Path | str) -> Any:
-    """Read a JSON artifact."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """Read a JSON artifact.
+
+    Raises
+    ------
+    DataError
+        The file is missing, not UTF-8 or not JSON (the message names it).
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read as JSON: {one_line(exc)}") from exc
 
 
 #: Prefix of the project's own keys in a parquet file's schema metadata.
@@ -218,10 +255,20 @@ def write_parquet(path: Path | str, frame: Any, metadata: dict[str, Any] | None 
 
 
 def read_parquet(path: Path | str) -> Any:
-    """Read a parquet artifact into a pandas DataFrame."""
+    """Read a parquet artifact into a pandas DataFrame.
+
+    Raises
+    ------
+    DataError
+        The file is missing or not a readable parquet file (the message names it).
+    """
     import pandas as pd
 
-    return pd.read_parquet(path)
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow's errors name no file
+        raise DataError(f"{path}: cannot read as parquet: {one_line(exc)}") from exc
+
 
 
 def read_parquet_metadata(path: Path | str) -> dict[str, Any]:

@@ -13,8 +13,8 @@ import os
 import threading
 from pathlib import Path
 
-from .errors import RunInProgressError
-from .layout import Node, remove_partial_writes
+from .errors import ConfigError, RunInProgressError
+from .layout import Node, refuse_symlink, remove_partial_writes
 
 # Lock file path -> descriptor holding the lock, for the locks this process holds.
 _held: dict[str, int] = {}
@@ -47,14 +47,25 @@ def acquire(run_dir: Path | str, run_id: str) -> bool:
     ------
     RunInProgressError
         Another live process holds the lock.
+    ConfigError
+        The run directory or the lock file is a symlink (never followed: the lock would
+        truncate the link's target), or the lock path is not a regular file.
     """
     path = _lock_file(run_dir)
     key = os.path.abspath(path)
     with _guard:
         if key in _held:
             return False
+        refuse_symlink(Path(run_dir), "run directory")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if path.is_symlink():
+                raise ConfigError(
+                    f"lock file {path} is a symlink (to {os.readlink(path)}); refusing to follow it: remove the link"
+                ) from None
+            raise ConfigError(f"cannot open lock file {path}: {exc.strerror}; it must be a regular file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -71,15 +82,24 @@ def acquire(run_dir: Path | str, run_id: str) -> bool:
     return True
 
 
-def release(run_dir: Path | str) -> None:
+def release(run_dir: Path | str, *, discard_empty: bool = False) -> None:
     """Release this process's lock on ``run_dir`` (no-op if it does not hold it).
 
-    The lock file stays: deleting it would let a waiting process lock a file nobody
-    else sees.
+    The lock file stays: deleting it would let a process that opened it meanwhile lock a
+    file nobody else sees. Except with ``discard_empty``, for a run directory this run
+    created: when it holds nothing but the lock (the run was refused before any stage
+    ran), the lock file and the directory are deleted, still under the lock.
     """
+    path = _lock_file(run_dir)
     with _guard:
-        fd = _held.pop(os.path.abspath(_lock_file(run_dir)), None)
-    if fd is not None:
+        fd = _held.pop(os.path.abspath(path), None)
+    if fd is None:
+        return
+    try:
+        if discard_empty and [p.name for p in Path(run_dir).iterdir()] == [path.name]:
+            path.unlink()
+            Path(run_dir).rmdir()
+    finally:
         os.ftruncate(fd, 0)
         os.close(fd)
 

@@ -10,21 +10,24 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
+import re
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import audit
+from . import audit, runlock
 from .engines import HIERARCHICAL
-from .errors import DataError, PipelineError, SleeveError
+from .errors import DataError, PipelineError, RunInProgressError, SleeveError, StageError, one_line
 from .layout import (
     Node,
     atomic_write_bytes,
     child_path,
     read_json,
     read_parquet,
+    refuse_symlink,
     run_node,
     write_json,
     write_parquet,
@@ -79,16 +82,23 @@ def _stage(
         log.addHandler(handler)
         log.setLevel(logging.INFO)
     t0 = time.perf_counter()
+    what = f"{stage} {node_path}" + (f" ({params['profile']})" if stage != "sleeve" and "profile" in params else "")
     try:
         if stage in _NUMERIC_STAGES or (stage == "sleeve" and not ctx.ray):
             _import_numerics()
         ensure_genesis(ctx)
         with audit.stage_audit(ctx.run_dir, stage, node_path, params, list(inputs), list(outputs)) as record:
-            log.info("%s %s: start", stage, node_path)
-            yield record
+            try:
+                audit.check_inputs(ctx.run_dir, record.inputs)  # never consume an artifact changed since written
+                log.info("%s %s: start", stage, node_path)
+                yield record
+            except PipelineError:
+                raise
+            except Exception as exc:  # a library's error: name the stage and node it broke
+                raise StageError(f"{what}: {one_line(exc)}") from exc
         log.info("%s %s: done in %.2f s", stage, node_path, time.perf_counter() - t0)
     except Exception as exc:
-        log.error("%s %s: %s", stage, node_path, exc, extra={"error": exc})  # the runner reports it
+        log.error("%s: %s", what, exc)  # for the stage's log file; the ledger and the exception carry it
         raise
     finally:
         if handler is not None:
@@ -105,6 +115,85 @@ def ensure_genesis(ctx: RunContext) -> None:
         manifest_path=ctx.plan.manifest_path,
         manifest_sha256=ctx.plan.manifest_sha256,
     )
+
+
+# --------------------------------------------------------------------------- the run's artifacts against its ledger
+
+#: What a run directory may hold before its ledger exists (a run killed before any stage wrote).
+_BEFORE_LEDGER = re.compile(r"^(\.run\.lock|audit\.jsonl\.lock|logs/.*|(.*/)?\.[^/]*\.tmp)$")
+
+
+def discard_damaged(run_dir: Path | str, run_id: str, stream=None) -> list[str]:
+    """Before the DAG is built: delete every artifact that no longer has the bytes its ledger recorded.
+
+    What was computed with or from it goes too (see :func:`audit.discard`), so Snakemake
+    reruns the job that writes it and everything downstream. Each damaged file is one line
+    on ``stream`` (default stderr); the ledger records the discard. Stat first: only files whose
+    size, mtime, ctime or inode differ from the record are hashed. Nothing happens while
+    another live process holds the run (it is refused when its jobs start), or when the
+    run directory does not exist.
+
+    Returns
+    -------
+    list of str
+        The lines printed.
+
+    Raises
+    ------
+    ConfigError
+        The run directory is a symlink.
+    PipelineError
+        The ledger does not verify, or the directory holds artifacts but no ledger: either
+        way nothing in it can be trusted (the message says what to do).
+    """
+    import sys
+
+    run_dir = refuse_symlink(Path(run_dir), "run directory")
+    if not run_dir.is_dir():
+        return []
+    try:
+        taken = runlock.acquire(run_dir, run_id)
+    except RunInProgressError:
+        return []
+    try:
+        if not Node(run_dir).file("audit").is_file():
+            stray = [
+                rel
+                for p in sorted(run_dir.rglob("*"))
+                if p.is_file() and not _BEFORE_LEDGER.match(rel := p.relative_to(run_dir).as_posix())
+            ]
+            if stray:
+                raise PipelineError(
+                    f"{run_dir} holds artifacts ({stray[0]}, ...) but no audit ledger (audit.jsonl): they cannot "
+                    "be verified; remove the directory or choose another run id"
+                )
+            return []
+        damages = audit.damaged(run_dir)
+        audit.discard(run_dir, damages)
+    finally:
+        if taken:
+            runlock.release(run_dir)
+    lines = [f"{d.line(run_dir)}: discarded with what was computed from it; recomputing" for d in damages]
+    for line in lines:
+        print(line, file=stream or sys.stderr, flush=True)
+    return lines
+
+
+def first_failure(run_dir: Path | str, after: int = -1) -> PipelineError | None:
+    """The first stage failure the run's ledger recorded after entry ``after``, as the pipeline error it was.
+
+    Stages run as threads, processes or cluster jobs; Snakemake reports their exceptions only
+    as text, but every stage records its failure's one line in the ledger.
+    """
+    from . import errors
+
+    for entry in audit.failures(run_dir, after):
+        name, _, message = str(entry.get("error") or "").partition(": ")
+        cls = getattr(errors, name, None)
+        if isinstance(cls, type) and issubclass(cls, PipelineError) and message:
+            return cls(message)
+        return StageError(f"{entry.get('stage')} {entry.get('node')}: {entry.get('error')}")
+    return None
 
 
 # --------------------------------------------------------------------------- sleeves
@@ -307,6 +396,8 @@ def resolve_pin(
     if pin == run_id:
         raise DataError(f"{who} is this run's own id; pin an earlier run")
     pinned = run_node(pin, runs_root)
+    if pinned.dir.is_symlink():
+        raise DataError(f"{who}: run directory {pinned.dir} is a symlink (to {os.readlink(pinned.dir)}); pins are never followed through links")
     resolved = read_json(pinned.file("resolved")) if pinned.file("resolved").is_file() else None
     nodes = (resolved or {}).get("nodes") or {}
     candidates = [(pinned.child(sid), child_path(ROOT, sid)), (pinned, ROOT)]
@@ -515,8 +606,9 @@ def run_meta_returns(ctx: RunContext, node_path: str, logfile: str | None = None
     spec, node = ctx.spec(node_path), ctx.node(node_path)
     profiles = ctx.plan.risk_profiles
     inputs = [ctx.node(c).file("returns") for c in spec.children]
+    checked = [ctx.node(c).file(k) for c in spec.children if not ctx.spec(c).is_meta for k in ("health", "sign_test")]
     outs = [node.file("meta_returns", profile=p) for p in profiles]
-    with _stage(ctx, "meta_returns", node_path, logfile, {"profiles": profiles}, inputs, outs) as rec:
+    with _stage(ctx, "meta_returns", node_path, logfile, {"profiles": profiles}, inputs + checked, outs) as rec:
         _check_health(ctx, spec)
         bt = spec.config["backtest"]
         frames = {ctx.spec(c).sleeve_id: (path, read_parquet(path)) for c, path in zip(spec.children, inputs, strict=True)}

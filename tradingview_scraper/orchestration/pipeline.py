@@ -5,15 +5,17 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import runlock
+from .. import audit, runlock
 from ..cluster import Cluster, interrupted, watch_interrupts
 from ..errors import ConfigError, PipelineError
-from ..layout import RUNS_ROOT, check_name, new_run_id, run_dir
+from ..layout import RUNS_ROOT, check_name, new_run_id, refuse_symlink, run_dir
 from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
-from ..stages import check_data, check_pins
+from ..stages import check_data, check_pins, first_failure
 
 #: The workflow ships inside the package (in a checkout, a link to the top-level workflow/).
 SNAKEFILE = Path(__file__).resolve().parents[1] / "workflow" / "Snakefile"
@@ -52,20 +54,48 @@ class _JobCollector(logging.Handler):
             self.jobs.append(JobRecord(str(getattr(record, "rule_name", "")), outs, wc))
 
 
-class _FirstStageError(logging.Handler):
-    """Keeps the first error a stage raised (stages log it with ``extra={"error": exc}``).
-
-    Snakemake reports a failed job's exception only as text; this is the exception itself.
-    """
+class _SnakemakeErrors(logging.Handler):
+    """The first error Snakemake itself reports as text (a failure outside any stage, e.g. a missing output)."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.ERROR)
-        self.error: PipelineError | None = None
+        self.first: str | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        err = getattr(record, "error", None)
-        if self.error is None and isinstance(err, PipelineError):
-            self.error = err
+        if self.first is None:
+            lines = [ln.strip() for ln in record.getMessage().splitlines() if ln.strip()]
+            self.first = next((ln for ln in lines if not ln.startswith(("Error in rule", "Traceback"))), None)
+
+
+_terminated = False
+
+
+def terminated() -> bool:
+    """Whether SIGTERM stopped the last :meth:`MetaPipeline.execute` (it then raised KeyboardInterrupt)."""
+    return _terminated
+
+
+def _sigterm_like_ctrl_c() -> object:
+    """Make SIGTERM stop the run the way Ctrl-C does; return the handler it replaced (None off the main thread).
+
+    The handler hands the signal to SIGINT's current handler (which cancels the running Ray
+    tasks, then raises KeyboardInterrupt), so the run stops, cleans up and reports as after
+    Ctrl-C.
+    """
+    global _terminated
+    _terminated = False
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def _on_sigterm(signum: int, frame) -> None:
+        global _terminated
+        _terminated = True
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 @dataclass
@@ -122,6 +152,7 @@ class MetaPipeline:
         if self.run_id is None:
             self.run_id = new_run_id()
         check_name(self.run_id, "run id")
+        refuse_symlink(self.run_dir, "run directory")
         if not isinstance(self.cores, int) or self.cores < 1:
             raise ConfigError(f"cores={self.cores!r} must be a positive integer")
         # Configuration errors surface here, as one line, before Snakemake starts.
@@ -185,12 +216,20 @@ class MetaPipeline:
             ResourceSettings,
         )
 
-        collector, failed = _JobCollector(), _FirstStageError()
+        collector, smk_errors = _JobCollector(), _SnakemakeErrors()
         gc_thresholds = gc.get_threshold()  # the Snakefile raises them for the DAG build
         forcerun = ["sleeve"] if self.execute_sleeves else []
-        locked = not self.dry_run and runlock.acquire(self.run_dir, self.run_id)
-        stage_log = logging.getLogger("tradingview_scraper")
-        stage_log.addHandler(failed)
+        # Ray's own SIGTERM handler in the driver dumps a C++ stack and aborts; ours stops like Ctrl-C.
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+        previous_sigterm = _sigterm_like_ctrl_c()
+        existed = self.run_dir.exists()
+        try:
+            locked = not self.dry_run and runlock.acquire(self.run_dir, self.run_id)
+        except BaseException:
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
+            raise
+        start_seq = audit.last_seq(self.run_dir)  # failures after it are this run's
         watch_interrupts()
         cluster = self._cluster()
         config = self.config()
@@ -206,6 +245,7 @@ class MetaPipeline:
                     config.update(cluster.job_config())
             with SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if self.quiet else None, show_failed_logs=True)) as api:
                 smk_logger.addHandler(collector)
+                smk_logger.addHandler(smk_errors)
                 try:
                     workflow = api.workflow(
                         snakefile=SNAKEFILE,
@@ -223,26 +263,33 @@ class MetaPipeline:
                     )
                 finally:
                     smk_logger.removeHandler(collector)
+                    smk_logger.removeHandler(smk_errors)
+            if not self.dry_run:  # never "done" while an artifact differs from its record
+                left = audit.damaged(self.run_dir)
+                if left:
+                    raise PipelineError(f"{left[0].line(self.run_dir)}; rerun the same command to recompute it")
         except PipelineError:
             raise
-        except Exception as exc:  # Snakemake wraps job failures; surface the root cause
-            if interrupted():  # Snakemake turned Ctrl-C into a failed run: report it as Ctrl-C
+        except Exception as exc:  # Snakemake reports a job's exception only as text: the ledger has it
+            if interrupted() or _terminated:  # Snakemake turned Ctrl-C into a failed run: report it as Ctrl-C
                 raise KeyboardInterrupt from exc
-            if failed.error is not None:
-                raise type(failed.error)(str(failed.error).strip().splitlines()[0]) from exc
-            raise PipelineError(_root_message(exc)) from exc
+            failure = first_failure(self.run_dir, start_seq)
+            if failure is not None:
+                raise failure from exc
+            raise PipelineError(_root_message(exc, smk_errors.first)) from exc
         finally:
             gc.set_threshold(*gc_thresholds)
-            stage_log.removeHandler(failed)
             if cluster is not None:
                 cluster.shutdown()  # a named cluster: disconnect (the hooks stop a private one)
-            if locked:
-                runlock.release(self.run_dir)
+            if locked:  # a run refused before any stage ran leaves no run directory behind
+                runlock.release(self.run_dir, discard_empty=not existed)
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
         return RunResult(self.run_id, self.run_dir, collector.jobs, self.dry_run)
 
 
-def _root_message(exc: BaseException) -> str:
-    """The most specific one-line message in an exception chain (ours if present)."""
+def _root_message(exc: BaseException, logged: str | None = None) -> str:
+    """The most specific one-line message in an exception chain (ours if present), else what Snakemake logged."""
     seen, cur, best = set(), exc, None
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
@@ -252,5 +299,7 @@ def _root_message(exc: BaseException) -> str:
         cur = cur.__cause__ or cur.__context__
     if best is not None:
         return str(best).strip().splitlines()[0]
+    if logged and "did not complete successfully" in str(exc):
+        return logged
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and ln.strip() != "Error:"]
     return " ".join(lines)[:800] or type(exc).__name__

@@ -2,15 +2,17 @@
 # constraints and the input functions (get_<noun>). Imports stay light: the package's
 # heavy modules (pandas, skfolio, ray) load inside the stage functions.
 
+import atexit
 import functools
 import gc
 import json
 import math
 import re
+import sys
 
 from snakemake.utils import validate
 
-from tradingview_scraper import deps, runlock, stages
+from tradingview_scraper import audit, deps, runlock, stages
 from tradingview_scraper.cluster import watch_interrupts
 from tradingview_scraper.errors import PipelineError
 from tradingview_scraper.run import RunContext
@@ -33,6 +35,11 @@ def pass_to_jobs(settings):
 
 try:
     RUN = RunContext.from_config(config)
+    if workflow.is_main_process:
+        # Before the DAG is built: an artifact whose bytes differ from its audit record is
+        # deleted with what was computed from it (one line each), so that chain reruns.
+        stages.discard_damaged(RUN.run_dir, RUN.run_id)
+    START_SEQ = audit.last_seq(RUN.run_dir)  # failures after it are this run's
 except PipelineError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -214,9 +221,25 @@ def start_run():
         pass_to_jobs(CLUSTER.job_config())
 
 
-def finish_run():
-    """Stop (or leave) the run's Ray cluster and release a lock start_run took."""
+def finish_run(failed=False):
+    """Stop (or leave) the run's Ray cluster and release a lock start_run took.
+
+    Then the run's verdict: on failure, the root cause's one line (from the ledger) is the
+    last line the command prints; on success, every recorded artifact must still match.
+    """
     if CLUSTER is not None:
         CLUSTER.shutdown()
-    while _LOCKED_HERE:
-        runlock.release(_LOCKED_HERE.pop())
+    plain = bool(_LOCKED_HERE)  # the plain command: in the runner's process, the runner reports
+    try:
+        error = stages.first_failure(RUN.run_dir, START_SEQ) if failed else None
+        left = [] if failed else audit.damaged(RUN.run_dir)
+        if left:
+            error = PipelineError(f"{left[0].line(RUN.run_dir)}; rerun the same command to recompute it")
+        if error is not None and plain:
+            # At exit, so it comes after Snakemake's own closing lines.
+            atexit.register(print, f"error: {error}", file=sys.stderr, flush=True)
+        if left:
+            raise WorkflowError(str(error))
+    finally:
+        while _LOCKED_HERE:
+            runlock.release(_LOCKED_HERE.pop(), discard_empty=True)
