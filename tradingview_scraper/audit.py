@@ -594,31 +594,40 @@ class _Index:
         self._reset()
 
     def _reset(self) -> None:
-        self.offset, self.inode, self.line = 0, None, 0
+        self.offset, self.inode, self.line, self.tail = 0, None, 0, b""
         self.next_seq, self.prev_hash = 0, GENESIS_PREV_HASH
         self.latest: dict[str, Recorded] = {}
         self.io: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # seq -> (inputs, outputs)
 
-    def refresh(self) -> dict[str, Recorded]:
+    def refresh(self, reread: bool = False) -> dict[str, Recorded]:
+        """Read what was appended since the last call (``reread``: the whole ledger, verifying it anew)."""
         with self.lock:
             try:
                 st = self.ledger.stat()
             except FileNotFoundError:
                 self._reset()
                 return {}
-            if st.st_ino != self.inode or st.st_size < self.offset:  # replaced or cut: read it anew
+            if reread or st.st_ino != self.inode or st.st_size < self.offset:
                 self._reset()
-                self.inode = st.st_ino
+            self.inode = st.st_ino
             if st.st_size == self.offset:
                 return self.latest
             with open(self.ledger, "rb") as fh:
-                fh.seek(self.offset)
+                fh.seek(self.offset - len(self.tail))
                 data = fh.read()
+            if not data.startswith(self.tail):  # rewritten in place (a reused inode): read it anew
+                self._reset()
+                with open(self.ledger, "rb") as fh:
+                    data = fh.read()
+            data = data[len(self.tail) :]
             end = data.rfind(b"\n") + 1  # an incomplete last line is being written: read it later
-            for raw in data[:end].splitlines():
+            lines = data[:end].splitlines(keepends=True)
+            for raw in lines:
                 self.line += 1
                 self._add(raw)
             self.offset += end
+            if lines:
+                self.tail = lines[-1]
             return self.latest
 
     def _add(self, raw: bytes) -> None:
@@ -695,8 +704,9 @@ def _check(root: Path, record: Recorded) -> str | None:
 def damaged(run_dir: Path | str | Node) -> list[Damage]:
     """Every artifact the ledger records whose file is missing or no longer has the recorded bytes.
 
-    Stat first: a file whose fingerprint (size, mtime, ctime, inode) equals the one recorded
-    at write time is not read; any other is hashed. A missing ledger means nothing recorded.
+    The whole ledger is read and its chain verified; then stat first: a file whose
+    fingerprint (size, mtime, ctime, inode) equals the one recorded at write time is not
+    read, any other is hashed. A missing ledger means nothing recorded.
 
     Raises
     ------
@@ -705,7 +715,7 @@ def damaged(run_dir: Path | str | Node) -> list[Damage]:
     """
     root = _run_dir_of(run_dir)
     out = []
-    for record in list(_index(run_dir).refresh().values()):
+    for record in list(_index(run_dir).refresh(reread=True).values()):
         problem = _check(root, record)
         if problem:
             out.append(Damage(record, problem))
@@ -738,7 +748,9 @@ def failures(run_dir: Path | str | Node, after: int = -1) -> list[dict[str, Any]
     return out
 
 
-def check_inputs(run_dir: Path | str | Node, inputs: list[Any]) -> None:
+def check_inputs(
+    run_dir: Path | str | Node, inputs: list[Any], hint: str = "rerun the same command to recompute it"
+) -> None:
     """Refuse to consume an input artifact that no longer matches its record in the run's ledger.
 
     Inputs outside ``run_dir`` and inputs without a record (not written by a stage of this
@@ -764,7 +776,7 @@ def check_inputs(run_dir: Path | str | Node, inputs: list[Any]) -> None:
             continue
         problem = _check(root, record)
         if problem:
-            raise DataError(f"{Damage(record, problem).line(root)}; rerun the same command to recompute it")
+            raise DataError(f"{Damage(record, problem).line(root)}; {hint}")
 
 
 def discard(run_dir: Path | str | Node, damages: list[Damage]) -> list[str]:

@@ -179,6 +179,36 @@ def discard_damaged(run_dir: Path | str, run_id: str, stream=None) -> list[str]:
     return lines
 
 
+_runner_active = 0
+_runner_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def runner_reports_errors() -> Iterator[None]:
+    """While the runner drives the workflow in this process, it prints the run's error line itself."""
+    global _runner_active
+    with _runner_guard:
+        _runner_active += 1
+    try:
+        yield
+    finally:
+        with _runner_guard:
+            _runner_active -= 1
+
+
+def report_at_exit(error: BaseException | None) -> None:
+    """Print ``error`` as one line when the process exits, i.e. after Snakemake's own closing lines.
+
+    For the plain ``snakemake`` command, whose last line is then the root cause; the runner
+    (see :func:`runner_reports_errors`) prints its own.
+    """
+    import atexit
+    import sys
+
+    if error is not None and not _runner_active:
+        atexit.register(print, f"error: {error}", file=sys.stderr, flush=True)
+
+
 def first_failure(run_dir: Path | str, after: int = -1) -> PipelineError | None:
     """The first stage failure the run's ledger recorded after entry ``after``, as the pipeline error it was.
 
@@ -417,6 +447,10 @@ def resolve_pin(
     missing = [f.name for f in required if not f.is_file()]
     if missing:
         raise DataError(f"{who} is incomplete: {source.dir} lacks {', '.join(missing)}")
+    try:  # a pinned run's files must still be what its ledger recorded
+        audit.check_inputs(pinned.dir, required, hint=f"rerun run {pin!r}, or pin another run")
+    except PipelineError as exc:
+        raise DataError(f"{who}: {exc}") from None
     health = read_json(source.file("health"))
     profile = (source_spec or {}).get("profile") or health.get("profile")
     if profile != spec.profile:

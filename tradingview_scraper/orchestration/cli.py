@@ -36,10 +36,13 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
 def main(argv: list[str] | None, *, prog: str, require_meta: bool) -> int:
     """Parse ``argv``, run the canonical pipeline, print where the run went; return an exit code.
 
-    Exit codes: 0 success, 2 configuration or usage error (nothing ran), 1 a stage failed.
+    Exit codes: 0 success, 2 configuration or usage error (nothing ran), 1 a stage failed,
+    130 Ctrl-C (SIGINT), 143 SIGTERM: both stop the same way (the running tasks cancelled,
+    the run's cluster stopped, a resume hint, no traceback).
     """
     from ..manifest import is_meta_profile, load_manifest
     from .pipeline import MetaPipeline
+    from .signals import terminated
 
     desc = "Run the canonical meta-portfolio pipeline (workflow/Snakefile) for one profile."
     args = build_parser(prog, desc).parse_args(argv)
@@ -73,8 +76,9 @@ def main(argv: list[str] | None, *, prog: str, require_meta: bool) -> int:
     try:
         result = pipeline.execute()
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; rerun the same command to resume run {pipeline.run_id}", file=sys.stderr)
-        return 130
+        how = "terminated (SIGTERM)" if terminated() else "interrupted"
+        print(f"{prog}: {how}; rerun the same command to resume run {pipeline.run_id}", file=sys.stderr)
+        return 143 if terminated() else 130
     except PipelineError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1

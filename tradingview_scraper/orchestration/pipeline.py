@@ -6,7 +6,6 @@ import gc
 import logging
 import os
 import signal
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +14,8 @@ from ..cluster import Cluster, interrupted, watch_interrupts
 from ..errors import ConfigError, PipelineError
 from ..layout import RUNS_ROOT, check_name, new_run_id, refuse_symlink, run_dir
 from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
-from ..stages import check_data, check_pins, first_failure
+from ..stages import check_data, check_pins, first_failure, runner_reports_errors
+from . import signals
 
 #: The workflow ships inside the package (in a checkout, a link to the top-level workflow/).
 SNAKEFILE = Path(__file__).resolve().parents[1] / "workflow" / "Snakefile"
@@ -65,37 +65,6 @@ class _SnakemakeErrors(logging.Handler):
         if self.first is None:
             lines = [ln.strip() for ln in record.getMessage().splitlines() if ln.strip()]
             self.first = next((ln for ln in lines if not ln.startswith(("Error in rule", "Traceback"))), None)
-
-
-_terminated = False
-
-
-def terminated() -> bool:
-    """Whether SIGTERM stopped the last :meth:`MetaPipeline.execute` (it then raised KeyboardInterrupt)."""
-    return _terminated
-
-
-def _sigterm_like_ctrl_c() -> object:
-    """Make SIGTERM stop the run the way Ctrl-C does; return the handler it replaced (None off the main thread).
-
-    The handler hands the signal to SIGINT's current handler (which cancels the running Ray
-    tasks, then raises KeyboardInterrupt), so the run stops, cleans up and reports as after
-    Ctrl-C.
-    """
-    global _terminated
-    _terminated = False
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def _on_sigterm(signum: int, frame) -> None:
-        global _terminated
-        _terminated = True
-        handler = signal.getsignal(signal.SIGINT)
-        if callable(handler):
-            handler(signal.SIGINT, frame)
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 @dataclass
@@ -221,7 +190,8 @@ class MetaPipeline:
         forcerun = ["sleeve"] if self.execute_sleeves else []
         # Ray's own SIGTERM handler in the driver dumps a C++ stack and aborts; ours stops like Ctrl-C.
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
-        previous_sigterm = _sigterm_like_ctrl_c()
+        signals.reset()
+        previous_sigterm = signals.sigterm_like_ctrl_c()
         existed = self.run_dir.exists()
         try:
             locked = not self.dry_run and runlock.acquire(self.run_dir, self.run_id)
@@ -243,7 +213,10 @@ class MetaPipeline:
                 ray_cpus = cluster.cpus()
                 if cluster.address is not None:
                     config.update(cluster.job_config())
-            with SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if self.quiet else None, show_failed_logs=True)) as api:
+            with (
+                runner_reports_errors(),
+                SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if self.quiet else None, show_failed_logs=True)) as api,
+            ):
                 smk_logger.addHandler(collector)
                 smk_logger.addHandler(smk_errors)
                 try:
@@ -271,7 +244,7 @@ class MetaPipeline:
         except PipelineError:
             raise
         except Exception as exc:  # Snakemake reports a job's exception only as text: the ledger has it
-            if interrupted() or _terminated:  # Snakemake turned Ctrl-C into a failed run: report it as Ctrl-C
+            if interrupted() or signals.terminated():  # Snakemake turned Ctrl-C into a failed run: report it as Ctrl-C
                 raise KeyboardInterrupt from exc
             failure = first_failure(self.run_dir, start_seq)
             if failure is not None:

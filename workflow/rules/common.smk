@@ -2,19 +2,18 @@
 # constraints and the input functions (get_<noun>). Imports stay light: the package's
 # heavy modules (pandas, skfolio, ray) load inside the stage functions.
 
-import atexit
 import functools
 import gc
 import json
 import math
 import re
-import sys
 
 from snakemake.utils import validate
 
 from tradingview_scraper import audit, deps, runlock, stages
 from tradingview_scraper.cluster import watch_interrupts
 from tradingview_scraper.errors import PipelineError
+from tradingview_scraper.orchestration import signals
 from tradingview_scraper.run import RunContext
 
 
@@ -41,6 +40,7 @@ try:
         stages.discard_damaged(RUN.run_dir, RUN.run_id)
     START_SEQ = audit.last_seq(RUN.run_dir)  # failures after it are this run's
 except PipelineError as exc:
+    stages.report_at_exit(exc)  # the plain command's last line
     raise WorkflowError(str(exc)) from None
 
 # The run's Ray cluster (None: sequential). The main process owns it: it starts a private
@@ -143,7 +143,11 @@ def get_sleeve_cpus(wildcards):
 
 
 def get_pin_source(wildcards):
-    return str(stages.pin_source(RUN, node_path(wildcards)).file("returns"))
+    try:
+        return str(stages.pin_source(RUN, node_path(wildcards)).file("returns"))
+    except PipelineError as exc:
+        stages.report_at_exit(exc)
+        raise WorkflowError(str(exc)) from None
 
 
 def get_children_interface(wildcards):
@@ -205,13 +209,19 @@ def start_run():
     onstart fires only when jobs will run (not on dry runs, lint or no-op reruns), so parsing
     the workflow stays free of pandas and Ray. Raises RunInProgressError when another live
     process runs the same run id. A private cluster starts only when a sleeve will be
-    computed, after the checks and the lock (a refused run starts none).
+    computed, after the checks and the lock (a refused run starts none). SIGTERM then stops
+    the run like Ctrl-C (the scheduler, just started, set its own handler).
     """
-    if not RUN.execute_sleeves:
-        stages.check_pins(PLAN, RUN.runs_root, RUN.run_id)
-    stages.check_data(PLAN, RUN.base_dir, include_pinned=RUN.execute_sleeves)
-    if runlock.acquire(RUN.run_dir, RUN.run_id):
-        _LOCKED_HERE.append(RUN.run_dir)
+    signals.sigterm_like_ctrl_c()
+    try:
+        if not RUN.execute_sleeves:
+            stages.check_pins(PLAN, RUN.runs_root, RUN.run_id)
+        stages.check_data(PLAN, RUN.base_dir, include_pinned=RUN.execute_sleeves)
+        if runlock.acquire(RUN.run_dir, RUN.run_id):
+            _LOCKED_HERE.append(RUN.run_dir)
+    except PipelineError as exc:
+        stages.report_at_exit(exc)
+        raise
     if (
         CLUSTER is not None
         and CLUSTER.address is None
@@ -229,15 +239,12 @@ def finish_run(failed=False):
     """
     if CLUSTER is not None:
         CLUSTER.shutdown()
-    plain = bool(_LOCKED_HERE)  # the plain command: in the runner's process, the runner reports
     try:
         error = stages.first_failure(RUN.run_dir, START_SEQ) if failed else None
         left = [] if failed else audit.damaged(RUN.run_dir)
         if left:
             error = PipelineError(f"{left[0].line(RUN.run_dir)}; rerun the same command to recompute it")
-        if error is not None and plain:
-            # At exit, so it comes after Snakemake's own closing lines.
-            atexit.register(print, f"error: {error}", file=sys.stderr, flush=True)
+        stages.report_at_exit(error)
         if left:
             raise WorkflowError(str(error))
     finally:
