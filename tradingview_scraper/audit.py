@@ -9,6 +9,8 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
+import stat
 import subprocess
 import sys
 import threading
@@ -99,12 +101,12 @@ def fingerprint(path: Path | str) -> str | None:
     file whose fingerprint equals the one recorded when it was written has the recorded
     bytes, and needs no hashing. A directory's fingerprint covers every file below it.
     """
-    path = Path(path)
     try:
-        st = path.stat()
+        st = os.stat(path)
     except FileNotFoundError:
         return None
-    if path.is_dir():
+    if stat.S_ISDIR(st.st_mode):
+        path = Path(path)
         lines = sorted(f"{p.relative_to(path).as_posix()}\0{fingerprint(p)}\n" for p in path.rglob("*") if p.is_file())
         return "tree:" + hashlib.sha256("".join(lines).encode()).hexdigest()
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
@@ -581,6 +583,26 @@ class Damage:
         return f"{where} {self.problem} since stage {self.record.stage} wrote it (audit seq {self.record.seq})"
 
 
+_HASH_FIELD = re.compile(rb',"hash":"([0-9a-f]{64})"|"hash":"([0-9a-f]{64})",')
+
+
+def _line_hash_ok(raw: bytes, entry: dict[str, Any]) -> bool:
+    """Whether ``entry`` (parsed from ledger line ``raw``) carries its own hash.
+
+    The ledger writes canonical JSON, so the hashed body is the line without its ``hash``
+    field: one sha256 of bytes instead of re-serializing the entry. Any other spelling of
+    the line falls back to :func:`_entry_hash`.
+    """
+    want = entry.get("hash")
+    body = raw.rstrip(b"\n")
+    for match in _HASH_FIELD.finditer(body):
+        if (match[1] or match[2]).decode() == want:
+            cut = body[: match.start()] + body[match.end() :]
+            if hashlib.sha256(cut).hexdigest() == want:
+                return True
+    return _entry_hash(entry) == want
+
+
 class _Index:
     """Latest record per artifact of one ledger, read incrementally (the ledger is append-only).
 
@@ -638,7 +660,7 @@ class _Index:
             entry = None
         if not isinstance(entry, dict) or not all(k in entry for k in ENTRY_KEYS):
             raise PipelineError(f"{where} is not a ledger entry; {_DAMAGED_LEDGER}")
-        if _entry_hash(entry) != entry["hash"] or entry["seq"] != self.next_seq or entry["prev_hash"] != self.prev_hash:
+        if not _line_hash_ok(raw, entry) or entry["seq"] != self.next_seq or entry["prev_hash"] != self.prev_hash:
             raise PipelineError(f"{where} (seq {entry['seq']}) was altered or breaks the hash chain; {_DAMAGED_LEDGER}")
         self.next_seq, self.prev_hash = entry["seq"] + 1, entry["hash"]
         kind = entry["kind"]
@@ -690,7 +712,7 @@ def _index(run_dir: Path | str | Node) -> _Index:
 
 def _check(root: Path, record: Recorded) -> str | None:
     """None if the file still matches ``record`` (its fingerprint, else its sha256), else the problem."""
-    full = root / record.path
+    full = os.path.join(root, record.path)
     fp = fingerprint(full)
     if fp is None:
         return "is missing"
