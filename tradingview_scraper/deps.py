@@ -228,14 +228,20 @@ def code_modules(entries: Sequence[str], root: Path | None = None) -> dict[str, 
             mod = ".".join(path.relative_to(root).with_suffix("").parts)
             is_pkg = path.name == "__init__.py"
             mod = mod.removesuffix(".__init__")
-            for imported in _imports(path.read_text(encoding="utf-8"), mod, is_pkg):
-                if _module_file(imported, root):
-                    todo.append(imported)
+            todo.extend(_imported_modules(path, mod, is_pkg, root))
     return dict(sorted(files.items()))
 
 
+@functools.cache
 def _source_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@functools.cache
+def _imported_modules(path: Path, module: str, is_package: bool, root: Path) -> tuple[str, ...]:
+    """The package modules (that exist) file ``path`` of ``module`` imports; read once per process."""
+    names = _imports(path.read_text(encoding="utf-8"), module, is_package)
+    return tuple(sorted(n for n in names if _module_file(n, root)))
 
 
 @functools.cache
@@ -252,7 +258,9 @@ def code_hash(rule: str) -> str:
 
     A rule's params carry it, so editing a module reruns exactly the rules that run it (and
     what depends on their outputs). The bytes count, comments included: telling a comment
-    from code would cost a parse of every module per process. Computed once per process.
+    from code would cost a parse of every module per process. Computed once per process,
+    like the imports it describes: a process that edited a module without reloading it
+    still runs, and so still hashes, the code it imported.
 
     Raises
     ------
