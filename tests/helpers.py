@@ -229,7 +229,7 @@ def write_table_data(data_dir: Path, n: int = 200) -> None:
 def copy_project(dest: Path) -> Path:
     """A copy of the package, the workflow and the scripts, to run (and edit) without touching the checkout."""
     for name in ("tradingview_scraper", "workflow", "scripts", "config"):
-        shutil.copytree(PROJECT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copytree(PROJECT / name, dest / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     return dest
 
 
