@@ -82,7 +82,7 @@ def _stage(
         log.addHandler(handler)
         log.setLevel(logging.INFO)
     t0 = time.perf_counter()
-    what = f"{stage} {node_path}" + (f" ({params['profile']})" if stage != "sleeve" and "profile" in params else "")
+    what = f"{stage} {node_path}" + (f" ({params['profile']})" if stage in ("meta_optimize", "flatten") else "")
     try:
         if stage in _NUMERIC_STAGES or (stage == "sleeve" and not ctx.ray):
             _import_numerics()
