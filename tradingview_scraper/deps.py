@@ -21,8 +21,11 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE = PACKAGE_DIR.name
 
 #: Package modules whose own source counts but whose imports are not followed: ``stages``
-#: lazily imports every stage's code, and ``orchestration`` only decides where a task runs.
-GLUE = frozenset({"stages", "orchestration"})
+#: lazily imports every stage's code.
+GLUE = frozenset({"stages"})
+#: Package modules that never count: they decide where and how a task runs (Ray, the
+#: runner), not what it computes.
+PLACEMENT = frozenset({"cluster", "orchestration"})
 
 #: Per rule, the package modules that compute its outputs; their package imports are
 #: followed (see :func:`code_modules`). ``stages`` (the rule's entry point) and ``layout``
@@ -203,7 +206,8 @@ def code_modules(entries: Sequence[str], root: Path | None = None) -> dict[str, 
     """Every package source file that modules ``entries`` run: themselves and what they import.
 
     Imports are followed transitively (top-level and inside functions), except through
-    :data:`GLUE` modules, which count for their own source only.
+    :data:`GLUE` modules, which count for their own source only; :data:`PLACEMENT` modules
+    do not count.
 
     Returns
     -------
@@ -214,7 +218,7 @@ def code_modules(entries: Sequence[str], root: Path | None = None) -> dict[str, 
     todo, seen, files = list(entries), set(), {}
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or name.split(".")[0] in PLACEMENT:
             continue
         seen.add(name)
         paths = _module_file(name, root)

@@ -60,6 +60,7 @@ if workflow.is_main_process:
         try:
             workflow.register_resource("ray_cpus", CLUSTER.cpus())
         except PipelineError as exc:
+            stages.report_at_exit(exc)  # the plain command's last line
             raise WorkflowError(str(exc)) from None
 
 PLAN = RUN.plan
