@@ -13,7 +13,8 @@ from ..cluster import Cluster, interrupted, watch_interrupts
 from ..errors import ConfigError, PipelineError
 from ..layout import RUNS_ROOT, check_name, new_run_id, run_dir
 from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
-from ..stages import check_data, check_pins
+from ..run import rebalance_book
+from ..stages import check_data, check_pins, check_rebalance
 
 #: The workflow ships inside the package (in a checkout, a link to the top-level workflow/).
 SNAKEFILE = Path(__file__).resolve().parents[1] / "workflow" / "Snakefile"
@@ -100,6 +101,10 @@ class MetaPipeline:
         Token file of the cluster at ``ray_address``; default ``RAY_AUTH_TOKEN_PATH``.
     ray_num_cpus : int, optional
         CPUs of the private cluster (default and maximum: this machine's).
+    previous_run, holdings : str, optional
+        The current book (at most one): an earlier run id, or a holdings file (CSV or
+        JSON of symbol, direction, weight). Adds ``rebalance_<profile>.json`` per risk
+        profile; a previous run also adds the change view to the report.
     """
 
     meta_profile: str
@@ -116,6 +121,8 @@ class MetaPipeline:
     runs_root: str | Path = RUNS_ROOT
     forceall: bool = False
     quiet: bool = True
+    previous_run: str | None = None
+    holdings: str | Path | None = None
 
     def __post_init__(self) -> None:
         self.profiles = parse_risk_profiles(self.profiles)
@@ -129,6 +136,8 @@ class MetaPipeline:
         if not self.execute_sleeves:  # --execute-sleeves recomputes pinned sleeves instead
             check_pins(self.plan, self.runs_root, self.run_id)
         check_data(self.plan, Path.cwd(), include_pinned=self.execute_sleeves)
+        self.previous_run, self.holdings = rebalance_book(self.previous_run, self.holdings)
+        check_rebalance(self.plan, self.runs_root, self.run_id, self.previous_run, self.holdings)
         self._cluster()  # checks the Ray settings; starts nothing
 
     def _cluster(self) -> Cluster | None:
@@ -156,6 +165,10 @@ class MetaPipeline:
         }
         if self.ray_num_cpus:
             cfg["ray_num_cpus"] = int(self.ray_num_cpus)
+        if self.previous_run:
+            cfg["previous_run"] = self.previous_run
+        if self.holdings:
+            cfg["holdings"] = str(self.holdings)
         return cfg
 
     def execute(self) -> RunResult:
