@@ -7,6 +7,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from .. import runlock
 from ..cluster import Cluster, interrupted, watch_interrupts
@@ -51,6 +52,52 @@ class _JobCollector(logging.Handler):
             outs = tuple(sorted(str(o) for o in (getattr(record, "output", None) or [])))
             wc = dict(getattr(record, "wildcards", None) or {})
             self.jobs.append(JobRecord(str(getattr(record, "rule_name", "")), outs, wc))
+
+
+class _Progress(logging.Handler):
+    """Prints one line per finished job: ``[7/16] sleeve tech done (4.1 s)``.
+
+    Reads Snakemake's own log records: ``run_info`` (the job count), ``job_info`` (a job
+    starts) and ``job_finished``. The workflow's closing ``all`` job is not counted.
+    """
+
+    _NAMES = {"meta_optimize_hierarchical": "meta_optimize", "pinned_sleeve": "sleeve", "resolved_manifest": "manifest"}
+
+    def __init__(self, stream: TextIO, run_dir: Path) -> None:
+        super().__init__(level=logging.INFO)
+        self.stream, self.run_dir = stream, os.path.abspath(run_dir)
+        self.total: int | None = None
+        self.done = 0
+        self.started: dict[str, tuple[str, float]] = {}
+
+    def _label(self, rule: str, wildcards: dict) -> str:
+        parts = [self._NAMES.get(rule, rule)]
+        node = wildcards.get("node")
+        if node:
+            rel = os.path.relpath(os.path.abspath(node), self.run_dir)
+            if rel != ".":
+                parts.append("/".join(p for p in Path(rel).parts if p != "sleeves"))
+        if wildcards.get("profile"):
+            parts.append(str(wildcards["profile"]))
+        return " ".join(parts) + (" (pinned)" if rule == "pinned_sleeve" else "")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = str(getattr(record, "event", "")).lower().rsplit(".", 1)[-1]
+        if event == "run_info" and isinstance(getattr(record, "stats", None), dict):
+            stats = record.stats
+            self.total = sum(int(v) for k, v in stats.items() if k not in ("all", "total"))
+        elif event == "job_info":
+            rule = str(getattr(record, "rule_name", ""))
+            if rule != "all":
+                label = self._label(rule, dict(getattr(record, "wildcards", None) or {}))
+                self.started[str(getattr(record, "jobid", ""))] = (label, record.created)
+        elif event == "job_finished":
+            job = self.started.pop(str(getattr(record, "job_id", "")), None)
+            if job is not None:
+                self.done += 1
+                label, t0 = job
+                self.stream.write(f"[{self.done}/{self.total or '?'}] {label} done ({record.created - t0:.1f} s)\n")
+                self.stream.flush()
 
 
 class _FirstStageError(logging.Handler):
@@ -123,6 +170,8 @@ class MetaPipeline:
     quiet: bool = True
     previous_run: str | None = None
     holdings: str | Path | None = None
+    #: Where to print one line per finished job (None: nothing; the CLI's default is stderr).
+    progress: TextIO | None = None
 
     def __post_init__(self) -> None:
         self.profiles = parse_risk_profiles(self.profiles)
@@ -219,6 +268,9 @@ class MetaPipeline:
                     config.update(cluster.job_config())
             with SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if self.quiet else None, show_failed_logs=True)) as api:
                 smk_logger.addHandler(collector)
+                progress = _Progress(self.progress, self.run_dir) if self.progress is not None else None
+                if progress is not None:
+                    smk_logger.addHandler(progress)
                 try:
                     workflow = api.workflow(
                         snakefile=SNAKEFILE,
@@ -236,6 +288,8 @@ class MetaPipeline:
                     )
                 finally:
                     smk_logger.removeHandler(collector)
+                    if progress is not None:
+                        smk_logger.removeHandler(progress)
         except PipelineError:
             raise
         except Exception as exc:  # Snakemake wraps job failures; surface the root cause
