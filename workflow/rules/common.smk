@@ -157,6 +157,10 @@ def get_flatten_inputs(wildcards):
     ]
 
 
+def get_risk_inputs(wildcards):
+    return [str(p) for p in stages.risk_inputs(RUN, node_path(wildcards))]
+
+
 def get_rebalance_book(wildcards):
     return str(stages.rebalance_source(RUN, wildcards.profile))
 
@@ -179,6 +183,7 @@ def get_final_targets():
         for meta in PLAN.meta_nodes():  # every level is a run directory of its own, with its report
             node = RUN.node(meta.path)
             targets += [node.file("report_md"), node.file("report_html")]
+            targets += [node.file("risk", profile=p) for p in PROFILES]
         if RUN.previous_run or RUN.holdings:
             targets += [root.file("rebalance", profile=p) for p in PROFILES]
     else:
