@@ -645,7 +645,9 @@ def report_inputs(ctx: RunContext, node_path: str) -> list[Path]:
     node = ctx.node(node_path)
     files = [node.file("returns")]
     for p in ctx.plan.risk_profiles:
-        files += [node.file(k, profile=p) for k in ("meta_returns", "meta_weights", "flattened")]
+        files += [node.file(k, profile=p) for k in ("meta_returns", "meta_weights", "flattened", "risk")]
+        if node_path == ROOT and (ctx.previous_run or ctx.holdings):
+            files.append(node.file("rebalance", profile=p))
     return files
 
 
