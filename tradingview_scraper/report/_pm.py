@@ -108,7 +108,14 @@ def _rebalance_blocks(data: NodeData, a: Analysis, p: str) -> list:
     reb = data.rebalance.get(p)
     if reb is None:
         return []
-    top = reb["rows"][:TOP_ROWS]
+    trades = [r for r in reb["rows"] if r["trade"] != 0.0]
+    top = trades[:TOP_ROWS]
+    shown = (
+        f"The {len(top)} largest of {len(trades)} trades (a position that appears or disappears is a trade); "
+        f"{len(reb['rows']) - len(trades)} positions are unchanged."
+        if trades
+        else "No trades: the current book already holds the target weights."
+    )
     return [
         Heading(3, "Rebalance"),
         Para(
@@ -116,9 +123,9 @@ def _rebalance_blocks(data: NodeData, a: Analysis, p: str) -> list:
             f"{reb['turnover_one_way']:.2%} (half of sum |trade| = {reb['traded']:.2%}), estimated cost "
             f"{_bps(reb['estimated_cost'])} of portfolio value at {_bps(reb['cost_rate'])} per unit traded "
             f"(commission {_bps(reb['commission'])} + slippage {_bps(reb['slippage'])}). Current book gross "
-            f"{reb['current_gross']:.2%}, target gross {reb['target_gross']:.2%}."
+            f"{reb['current_gross']:.2%}, target gross {reb['target_gross']:.2%}. {shown}"
         ),
-        Table(
+        *([] if not top else [Table(
             ("symbol", "direction", "current", "target", "trade", "driven by"),
             tuple(
                 (r["symbol"], r["direction"], _pct(r["current_weight"]), _pct(r["target_weight"]),
@@ -126,7 +133,7 @@ def _rebalance_blocks(data: NodeData, a: Analysis, p: str) -> list:
                 for r in top
             ),
             "llrrrl",
-        ),
+        )]),
     ]
 
 
@@ -144,7 +151,7 @@ def _changes_blocks(data: NodeData, a: Analysis) -> list:
         big = max(sw.items(), key=lambda kv: abs(kv[1]["change"]), default=None)
         summary.append(
             (p, _pct(reb["turnover_one_way"]), _bps(reb["estimated_cost"]), str(reb["n_trades"]),
-             f"{big[0]} {big[1]['change']:+.2%}" if big else "-")
+             f"{big[0]} {big[1]['change']:+.2%}" if big and abs(big[1]["change"]) >= 5e-5 else "none")
         )
         for sid, v in sw.items():
             sleeves.append((p, sid, _pct(v["previous"]), _pct(v["target"]), f"{v['change']:+.2%}"))
@@ -199,6 +206,7 @@ def pm_figures(data: NodeData) -> dict[str, bytes]:
     every = list(data.weights[profiles[0]]["weights"])
     names = _largest({p: data.weights[p]["weights"] for p in profiles}, every)
     fig, axes = _grid(len(profiles), height=1.4 + 0.45 * len(names))
+    handles = ([], [])
     for ax, p in zip(axes, profiles, strict=True):
         risk = data.risk.get(p)
         if risk is None:
@@ -218,7 +226,9 @@ def pm_figures(data: NodeData) -> dict[str, bytes]:
         ax.xaxis.set_major_formatter(PercentFormatter(1.0))
         ax.grid(axis="x", alpha=0.3)
         ax.set_title(p + _shown(len(names), len(every)), fontsize=10, y=1.0)
-        ax.legend(fontsize=7)
+        handles = ax.get_legend_handles_labels()
+    if data.risk:
+        fig.legend(*handles, loc="outside lower center", ncols=3, fontsize=8)
     fig.suptitle(PM_FIGURE_TITLES["risk"], fontsize=11)
     out["risk"] = _png(fig)
 
