@@ -173,3 +173,20 @@ def test_bad_holdings_file_stops_the_cli_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "line 3" in err and "'x'" in err, err
     assert not (runs / "bad").exists()
+
+
+@pytest.mark.e2e
+def test_plain_snakemake_takes_previous_run_and_refuses_both(pm_runs):
+    import subprocess
+    import sys
+
+    from .conftest import PROJECT
+
+    base = [sys.executable, "-m", "snakemake", "-s", "workflow/Snakefile", "-n", "--cores", "1", "--config",
+            "profile=meta_small", "run_id=plain", f"manifest={SMALL_MANIFEST}", f"runs_root={pm_runs['root']}"]
+    proc = subprocess.run([*base, "previous_run=prev"], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "rebalance" in proc.stdout + proc.stderr
+    proc = subprocess.run([*base, "previous_run=prev", "holdings=book.csv"], cwd=PROJECT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and "are both set" in proc.stdout + proc.stderr
