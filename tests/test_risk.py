@@ -90,3 +90,15 @@ def test_risk_contributions_add_up_on_a_real_run(pm_runs, profile):
     assert real["n_obs"] == len(stream) and real["residual"] < 1e-12
     assert sum(s["return"] for s in real["sleeves"].values()) == pytest.approx(stream.sum(), abs=1e-12)
     assert sum(s["variance_share"] for s in real["sleeves"].values()) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.e2e
+def test_holdings_view_reproduces_the_sleeve_view_when_the_weights_never_change(pm_runs):
+    """Equal weights inside and across sleeves are the same in every window, and the small
+    manifest's sleeves share one calendar: the book held over the window is then exactly the
+    sleeves' streams, so prices -> returns -> positions must give the same contributions."""
+    risk = json.loads((pm_runs["now"] / "risk_equal_weight.json").read_text())
+    by_sleeve, streams = risk["assets"]["by_sleeve"], risk["sleeves"]["rows"]
+    assert risk["assets"]["volatility"] == pytest.approx(risk["sleeves"]["volatility"], rel=1e-9)
+    for sid, row in streams.items():
+        assert by_sleeve[sid]["contribution"] == pytest.approx(row["contribution"], rel=1e-8)
