@@ -23,7 +23,10 @@ def test_progress_lines_count_every_job_and_the_last_line_names_the_report(tmp_p
     runs = tmp_path / "runs"
     assert cli.main(_argv(runs, "p"), prog="run_meta_pipeline.py", require_meta=True) == 0
     out, err = capsys.readouterr()
-    lines = err.strip().splitlines()
+    assert err == ""  # stderr is for the one-line error
+    lines = out.strip().splitlines()
+    assert lines[0] == f"run id: p  (run directory {runs / 'p'})"
+    last, lines = lines[-1], lines[1:-1]
     parsed = [LINE.match(line) for line in lines]
     assert all(parsed), lines
     counts = [int(m.group(1)) for m in parsed]
@@ -33,7 +36,6 @@ def test_progress_lines_count_every_job_and_the_last_line_names_the_report(tmp_p
     for sleeve in ("tech", "staples", "factors"):
         assert f"sleeve {sleeve}" in labels
     assert {"meta_optimize hrp", "flatten equal_weight", "risk", "report"} <= set(labels), labels
-    last = out.strip().splitlines()[-1]
     assert last == f"done: {runs / 'p'}  (report: {runs / 'p' / 'report.html'})"
 
     assert cli.main(_argv(runs, "q", "--quiet"), prog="run_meta_pipeline.py", require_meta=True) == 0

@@ -71,7 +71,7 @@ def main(argv: list[str] | None, *, prog: str, require_meta: bool) -> int:
             quiet=not args.verbose,
             previous_run=args.previous_run,
             holdings=args.holdings,
-            progress=None if (args.quiet or args.verbose or args.dry_run) else sys.stderr,
+            progress=None if (args.quiet or args.verbose or args.dry_run) else sys.stdout,
         )
     except PipelineError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

@@ -170,7 +170,7 @@ class MetaPipeline:
     quiet: bool = True
     previous_run: str | None = None
     holdings: str | Path | None = None
-    #: Where to print one line per finished job (None: nothing; the CLI's default is stderr).
+    #: Where to print one line per finished job (None: nothing; the CLI prints them to stdout).
     progress: TextIO | None = None
 
     def __post_init__(self) -> None:
