@@ -9,10 +9,13 @@ CORES ?= 2
 MANIFEST ?= config/manifest.json
 RUN_ID ?=
 PROFILES ?=
+PREVIOUS_RUN ?=
+HOLDINGS ?=
 ARGS ?=
 
 RUN_OPTS = --profile $(PROFILE) --manifest $(MANIFEST) --cores $(CORES) \
 	$(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(PROFILES),--profiles $(PROFILES)) \
+	$(if $(PREVIOUS_RUN),--previous-run $(PREVIOUS_RUN)) $(if $(HOLDINGS),--holdings $(HOLDINGS)) \
 	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(RAY_NUM_CPUS),--ray-num-cpus $(RAY_NUM_CPUS)) $(ARGS)
 
 .PHONY: install test test-fast lint flow-meta-production flow-production dag report snakemake-report bench bench-ray clean-runs

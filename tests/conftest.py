@@ -50,3 +50,22 @@ def runs_root(tmp_path) -> Path:
 def pytest_configure(config):
     # Ray and Snakemake must never reach beyond loopback in tests.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+@pytest.fixture(scope="session")
+def pm_runs(tmp_path_factory):
+    """Two real runs of ``meta_small``: ``prev`` on data to mid-2021, ``now`` on the full data with
+    ``previous_run="prev"`` (so its weights differ and it carries rebalance and change artifacts)."""
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    base = tmp_path_factory.mktemp("pm")
+    root = base / "runs"
+    manifest = json.loads(SMALL_MANIFEST.read_text())
+    manifest["defaults"]["data"]["end"] = "2021-06-30"
+    earlier = base / "manifest_earlier.json"
+    earlier.write_text(json.dumps(manifest))
+    MetaPipeline("meta_small", manifest=earlier, run_id="prev", runs_root=root, ray=False).execute()
+    MetaPipeline(
+        "meta_small", manifest=SMALL_MANIFEST, run_id="now", runs_root=root, ray=False, previous_run="prev"
+    ).execute()
+    return {"root": root, "prev": root / "prev", "now": root / "now"}

@@ -39,6 +39,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "flatten": ("meta",),
     "resolved_manifest": ("manifest", "run"),
     "report": ("report",),
+    "rebalance": ("rebalance",),
+    "risk": ("risk", "data", "sleeve"),
 }
 _COMMON_CODE = ("stages", "layout")
 
@@ -54,6 +56,8 @@ STAGE_LIBRARIES: dict[str, tuple[str, ...]] = {
     "pinned_sleeve": _FRAME_LIBS,
     "resolved_manifest": (),
     "report": (*_FIT_LIBS, "matplotlib"),
+    "rebalance": _FRAME_LIBS,
+    "risk": _FIT_LIBS,
 }
 
 _TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz")

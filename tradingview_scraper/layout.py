@@ -10,7 +10,10 @@ A run directory is a tree of *nodes*. Every node exposes the same sleeve interfa
       meta/weights_<profile>.json
       meta/stream_<profile>.parquet     the meta level's out-of-sample walk-forward returns
       meta/cluster_tree_<profile>.json
+      meta/window_weights_<profile>.parquet   sleeve weights of every walk-forward window
       flattened_<profile>.json
+      risk_<profile>.json               ex-ante and realised risk contributions
+      rebalance_<profile>.json          (root, with a previous run or a holdings file)
       report.md, report.html, audit.jsonl
 """
 
@@ -43,6 +46,9 @@ NODE_FILES: dict[str, str] = {
     "meta_stream": "meta/stream_{profile}.parquet",
     "cluster_tree": "meta/cluster_tree_{profile}.json",
     "flattened": "flattened_{profile}.json",
+    "meta_window_weights": "meta/window_weights_{profile}.parquet",
+    "risk": "risk_{profile}.json",
+    "rebalance": "rebalance_{profile}.json",
     "resolved": "manifest.resolved.json",
     "report_md": "report.md",
     "report_html": "report.html",

@@ -426,6 +426,8 @@ def _resolve_meta(
         "backtest": {"train_window": bt["train_window"], "test_window": bt["test_window"]},
         "health": block["health"],
         "sleeve_ids": ids,
+        # What a rebalance of this profile's book costs per unit of traded weight.
+        "frictions": {"commission": bt["commission"], "slippage": bt["slippage"]},
     }
     node = NodeSpec(path, "meta", name, sleeve_id, config)
     nodes[path] = node

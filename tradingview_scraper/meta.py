@@ -200,6 +200,11 @@ def meta_optimize(
             **{k: v for k, v in res.health().items()},
         },
         "in_sample_weighted_sum": _in_sample(returns, weights),
+        # Each window's sleeve weights: what the out-of-sample stream held (risk attribution).
+        "windows": {
+            "start": [d.date().isoformat() for d in res.weights.index],
+            "weights": {str(c): res.weights[c].astype(float).tolist() for c in res.weights.columns},
+        },
     }
     tree = cluster_tree(res.final_model, list(returns.columns)) if profile in HIERARCHICAL else None
     return record, res.returns, tree

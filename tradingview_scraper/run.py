@@ -38,6 +38,9 @@ class RunContext:
     execute_sleeves: bool = False
     cluster: Cluster | None = None
     base_dir: Path = field(default_factory=Path.cwd)
+    #: The current book of a rebalance: an earlier run's id, or a holdings file (not both).
+    previous_run: str | None = None
+    holdings: str | None = None
 
     @property
     def ray(self) -> bool:
@@ -69,7 +72,7 @@ class RunContext:
 
         Keys: ``profile`` (required), ``run_id``, ``manifest``, ``profiles``,
         ``execute_sleeves``, ``ray``, ``ray_address``, ``ray_token_path``, ``ray_mode``,
-        ``ray_num_cpus``, ``runs_root``. A missing run id is generated; the process owning
+        ``ray_num_cpus``, ``runs_root``, ``previous_run``, ``holdings``. A missing run id is generated; the process owning
         the run passes it (and the cluster's address and token file) to its jobs as config,
         so a job needs nothing from the environment. ``RAY_ADDRESS`` and
         ``RAY_AUTH_TOKEN_PATH`` in ``environ`` are defaults for the owner's config.
@@ -102,10 +105,32 @@ class RunContext:
                 num_cpus=int(cpus) if cpus else None,
                 mode=config.get("ray_mode") or None,
             )
+        previous, holdings = rebalance_book(config.get("previous_run"), config.get("holdings"))
         return cls(
             plan=plan,
             run_id=str(run_id),
             runs_root=Path(config.get("runs_root") or RUNS_ROOT),
             execute_sleeves=execute,
             cluster=cluster,
+            previous_run=previous,
+            holdings=holdings,
         )
+
+
+def rebalance_book(previous_run: object, holdings: object) -> tuple[str | None, str | None]:
+    """The checked ``previous_run`` / ``holdings`` settings (empty means unset).
+
+    Raises
+    ------
+    ConfigError
+        Both are set, or ``previous_run`` is not a safe run id.
+    """
+    previous = str(previous_run) if previous_run not in (None, "") else None
+    book = str(holdings) if holdings not in (None, "") else None
+    if previous and book:
+        raise ConfigError(
+            f"previous_run={previous!r} and holdings={book!r} are both set; the current book is one of them"
+        )
+    if previous:
+        check_name(previous, "previous_run")
+    return previous, book

@@ -29,7 +29,11 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--ray-token-path", help="token file of the cluster at --ray-address (default: RAY_AUTH_TOKEN_PATH)")
     p.add_argument("--ray-num-cpus", type=int, help="CPUs of the private Ray cluster (default and maximum: all cores)")
     p.add_argument("--runs-root", default="data/runs", help="directory of run directories (default: %(default)s)")
-    p.add_argument("--verbose", action="store_true", help="show Snakemake's job log")
+    p.add_argument("--previous-run", metavar="RUN_ID", help="rebalance from this earlier run's weights (report shows the changes)")
+    p.add_argument("--holdings", metavar="FILE", help="rebalance from this book: CSV or JSON of symbol, direction, weight")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--verbose", action="store_true", help="show Snakemake's full job log instead of the progress lines")
+    out.add_argument("--quiet", action="store_true", help="no progress lines: only the final line (or the error)")
     return p
 
 
@@ -68,11 +72,15 @@ def main(argv: list[str] | None, *, prog: str, require_meta: bool) -> int:
             ray_num_cpus=args.ray_num_cpus,
             runs_root=args.runs_root,
             quiet=not args.verbose,
+            previous_run=args.previous_run,
+            holdings=args.holdings,
+            progress=None if (args.quiet or args.verbose or args.dry_run) else sys.stdout,
         )
     except PipelineError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    print(f"run id: {pipeline.run_id}  (run directory {pipeline.run_dir})", flush=True)
+    if not args.quiet:
+        print(f"run id: {pipeline.run_id}  (run directory {pipeline.run_dir})", flush=True)
     try:
         result = pipeline.execute()
     except KeyboardInterrupt:

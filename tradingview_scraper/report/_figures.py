@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._pm import PM_FIGURE_TITLES, pm_figures
+
 if TYPE_CHECKING:
     from ._analysis import Analysis
     from ._node import NodeData
 
 #: Figures of ``report_assets/`` (``<name>.png``), in the report's order.
-FIGURES = ("cumulative", "drawdowns", "sleeves", "allocation", "correlation")
+FIGURES = ("cumulative", "drawdowns", "sleeves", "allocation", "correlation", "risk", "changes")
 
 _FIGURE_TITLES = {
     "cumulative": "Cumulative out-of-sample return per risk profile",
@@ -22,6 +24,7 @@ _FIGURE_TITLES = {
     "sleeves": "Cumulative out-of-sample return per sleeve, with the meta stream",
     "allocation": "Sleeve allocation per risk profile, with the weight bounds",
     "correlation": "Sleeve correlation per risk profile",
+    **PM_FIGURE_TITLES,
 }
 _DPI = 90
 #: Sleeves a figure shows by name at most: beyond, the largest by meta weight (the tables list
@@ -205,4 +208,5 @@ def figures(data: NodeData, a: Analysis) -> dict[str, bytes]:
         fig.colorbar(im, ax=ax, shrink=0.8, use_gridspec=False)
     fig.suptitle(_FIGURE_TITLES["correlation"], fontsize=11)
     out["correlation"] = _png(fig)
+    out.update(pm_figures(data))
     return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -29,6 +29,9 @@ class NodeData:
     weights: dict[str, dict]
     flattened: dict[str, dict]
     calendar: dict | None = None
+    #: ``risk_<p>.json`` per risk profile; ``rebalance_<p>.json`` (the root, with a current book).
+    risk: dict[str, dict] = field(default_factory=dict)
+    rebalance: dict[str, dict] = field(default_factory=dict)
 
 
 def load_node(ctx, node_path: str) -> NodeData:
@@ -58,4 +61,10 @@ def load_node(ctx, node_path: str) -> NodeData:
         weights={p: read_json(node.file("meta_weights", profile=p)) for p in profiles},
         flattened={p: read_json(node.file("flattened", profile=p)) for p in profiles},
         calendar=read_parquet_metadata(node.file("meta_returns", profile=profiles[0])).get("calendar"),
+        risk={p: read_json(f) for p in profiles if (f := node.file("risk", profile=p)).is_file()},
+        rebalance=(
+            {p: read_json(node.file("rebalance", profile=p)) for p in profiles}
+            if node_path == "." and (getattr(ctx, "previous_run", None) or getattr(ctx, "holdings", None))
+            else {}
+        ),
     )

@@ -10,6 +10,7 @@ from ._anomalies import FALSE_ALARMS, TAIL_DF
 from ._document import Heading, Image, Para, Section, Table, _num, _pct, assemble
 from ._figures import _FIGURE_TITLES, FIGURES
 from ._node import NodeData
+from ._pm import PM_SECTIONS
 
 #: Rows of the top-holdings table per risk profile.
 TOP_HOLDINGS = 15
@@ -274,6 +275,7 @@ SECTIONS: list[Section] = [
     Section("diversification", blocks=_diversification_blocks),
     Section("allocation", per_profile=_allocation_blocks),
     Section("holdings", per_profile=_holdings_blocks),
+    *PM_SECTIONS,
     Section("figures", blocks=_figure_blocks, table=False),
     Section("anomalies", blocks=_anomaly_blocks),
 ]

@@ -183,6 +183,20 @@ def get_flatten_inputs(wildcards):
     ]
 
 
+def get_risk_inputs(wildcards):
+    return [str(p) for p in stages.risk_inputs(RUN, node_path(wildcards))]
+
+
+def get_rebalance_book(wildcards):
+    return str(stages.rebalance_source(RUN, wildcards.profile))
+
+
+def get_rebalance_params(wildcards):
+    return json.dumps(
+        {"previous_run": RUN.previous_run, "holdings": RUN.holdings, **PLAN.root.config["frictions"]}, sort_keys=True
+    )
+
+
 def get_report_inputs(wildcards):
     return [str(p) for p in stages.report_inputs(RUN, node_path(wildcards))]
 
@@ -195,6 +209,9 @@ def get_final_targets():
         for meta in PLAN.meta_nodes():  # every level is a run directory of its own, with its report
             node = RUN.node(meta.path)
             targets += [node.file("report_md"), node.file("report_html")]
+            targets += [node.file("risk", profile=p) for p in PROFILES]
+        if RUN.previous_run or RUN.holdings:
+            targets += [root.file("rebalance", profile=p) for p in PROFILES]
     else:
         targets += stages.sleeve_outputs(RUN, root)
     return [str(t) for t in targets]
@@ -218,6 +235,7 @@ def start_run():
         if not RUN.execute_sleeves:
             stages.check_pins(PLAN, RUN.runs_root, RUN.run_id)
         stages.check_data(PLAN, RUN.base_dir, include_pinned=RUN.execute_sleeves)
+        stages.check_rebalance(PLAN, RUN.runs_root, RUN.run_id, RUN.previous_run, RUN.holdings)
         if runlock.acquire(RUN.run_dir, RUN.run_id):
             _LOCKED_HERE.append(RUN.run_dir)
     except PipelineError as exc:

@@ -35,6 +35,9 @@ rule report:
         diversification=report("{node}/report_assets/diversification.html", caption="../report/diversification.rst", category="5. Diversification", subcategory="{node}"),
         correlation=report("{node}/report_assets/correlation.png", caption="../report/correlation.rst", category="5. Diversification", subcategory="{node}"),
         holdings=report("{node}/report_assets/holdings.html", caption="../report/holdings.rst", category="6. Holdings", subcategory="{node}"),
+        risk_table=report("{node}/report_assets/risk.html", caption="../report/risk_table.rst", category="7. Risk", subcategory="{node}"),
+        risk=report("{node}/report_assets/risk.png", caption="../report/risk.rst", category="7. Risk", subcategory="{node}"),
+        changes=report("{node}/report_assets/changes.png", caption="../report/changes.rst", category="8. Rebalance", subcategory="{node}"),
     params:
         # The package code and library versions the rule runs: editing them reruns it.
         code=deps.code_hash("report"),

@@ -1,0 +1,19 @@
+# The trades from the current book (a previous run, or a holdings file) to the root's
+# flattened weights, per risk profile. The book is an input: a changed holdings file reruns
+# only the rebalance (and the report that shows it).
+
+
+rule rebalance:
+    input:
+        target=RUN.root.file("flattened", profile="{profile}"),
+        current=get_rebalance_book,
+    output:
+        RUN.root.file("rebalance", profile="{profile}"),
+    params:
+        book=get_rebalance_params,
+        # The package code and library versions the rule runs: editing them reruns it.
+        code=deps.code_hash("rebalance"),
+    log:
+        RUN.root.file("log", stage="rebalance_{profile}"),
+    run:
+        stages.run_rebalance(RUN, wildcards.profile, log[0])

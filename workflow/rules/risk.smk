@@ -1,0 +1,20 @@
+# Where the risk sits, per meta node: ex-ante Euler risk contributions of the sleeves and of
+# the physical positions on the last training window, and the sleeves' realised contributions
+# to the out-of-sample stream. One job per node writes every risk profile's file: each
+# atomic sleeve's prices load once.
+
+
+rule risk:
+    input:
+        get_risk_inputs,
+    output:
+        expand("{{node}}/risk_{profile}.json", profile=PROFILES),
+    params:
+        # The package code and library versions the rule runs: editing them reruns it.
+        code=deps.code_hash("risk"),
+    wildcard_constraints:
+        node=META_NODES,
+    log:
+        "{node}/logs/risk.log",
+    run:
+        stages.run_risk(RUN, node_path(wildcards), log[0])
