@@ -1,4 +1,5 @@
-# The vocabulary of the project: install, test, test-fast, lint, flow-meta-production, flow-production, dag, report, bench.
+# The vocabulary of the project: install, test, test-fast, lint, flow-meta-production, flow-production, dag, report, bench,
+# slurm-up / slurm-down (a single-node SLURM cluster on this machine, docs/scale-out.md).
 # Every target installs the virtualenv (.venv) on first use.
 
 PYTHON ?= python3
@@ -18,7 +19,7 @@ RUN_OPTS = --profile $(PROFILE) --manifest $(MANIFEST) --cores $(CORES) \
 	$(if $(PREVIOUS_RUN),--previous-run $(PREVIOUS_RUN)) $(if $(HOLDINGS),--holdings $(HOLDINGS)) \
 	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(RAY_NUM_CPUS),--ray-num-cpus $(RAY_NUM_CPUS)) $(ARGS)
 
-.PHONY: install test test-fast lint flow-meta-production flow-production dag report snakemake-report bench bench-ray clean-runs
+.PHONY: install test test-fast lint flow-meta-production flow-production dag report snakemake-report bench bench-ray clean-runs slurm-up slurm-down
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,3 +66,11 @@ bench-ray: install
 
 clean-runs:
 	rm -rf data/runs .snakemake
+
+# A real single-node SLURM cluster on 127.0.0.1 (installs slurm-wlm and munge with apt-get if
+# missing; needs root): what tests/test_slurm.py and CI run the workflow on.
+slurm-up:
+	scripts/slurm.sh up
+
+slurm-down:
+	scripts/slurm.sh down

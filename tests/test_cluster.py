@@ -325,9 +325,10 @@ def test_a_killed_or_terminated_driver_leaves_no_cluster():
             assert wait_gone(core, 15) == [], f"GCS or raylet outlived the driver ({sig.name})"
         for sig in drivers:  # Ray's agents notice their raylet is gone and exit (within a minute)
             assert wait_gone(members[sig], 100) == [], f"a process of the cluster outlived the driver ({sig.name})"
-        # A killed driver cannot delete its temp dir (logs, token): the next start sweeps it.
+        # A killed driver cannot delete its temp dir (logs, token): the next start sweeps it
+        # (any private start by this user: another one may have swept it already).
         left = {d for m in members.values() for d in m.values()}
-        assert left and all(d.exists() for d in left)
+        assert len(left) == 2
         Cluster(num_cpus=1).start().shutdown()
         assert [d for d in left if d.exists()] == []
     finally:

@@ -515,3 +515,24 @@ def test_failing_sleeve_stops_the_plain_command_before_meta_and_a_rerun_recomput
     assert (run_dir / "report.md").exists() and (run_dir / "sleeves/bad/returns.parquet").exists()
     assert _provenance(run_dir)["bad"]["address"] == two_nodes["address"]
     assert two_nodes["proc"].poll() is None  # left running
+
+
+def test_cluster_generic_jobs_with_a_bare_environment_share_the_run_id_and_cluster(manifest, tmp_path):
+    """Every job under `env -i` (a scheduler exporting nothing), no run id: one run, one cluster."""
+    bin_dir = Path(sys.executable).parent
+    cmd = [
+        str(bin_dir / "snakemake"), "-s", "workflow/Snakefile", "--executor", "cluster-generic", "--jobs", "4",
+        "--cluster-generic-submit-cmd", f"env -i HOME={os.environ.get('HOME', '/root')} PATH={bin_dir}:/usr/bin:/bin",
+        "--config", "profile=meta_ab", f"manifest={manifest}", f"runs_root={tmp_path}",
+    ]  # fmt: skip
+    driver = subprocess.Popen(cmd, cwd=PROJECT, env=_env_without_ray(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    with ClusterWatch(driver.pid) as watch:
+        output, _ = driver.communicate(timeout=900)
+    assert driver.returncode == 0, output[-3000:]
+    watch.assert_gone(clusters=1)
+    [run_dir] = list(tmp_path.iterdir())
+    prov = _provenance(run_dir)
+    assert sorted(prov) == ["a", "b"] and {p["run_id"] for p in prov.values()} == {run_dir.name}
+    assert len({p["address"] for p in prov.values()}) == 1 and {p["mode"] for p in prov.values()} == {"private"}
+    assert (run_dir / "report.md").exists()

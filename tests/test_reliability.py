@@ -21,7 +21,7 @@ from tradingview_scraper.errors import RunInProgressError
 from tradingview_scraper.layout import write_json
 
 from .conftest import PROJECT, SMALL_MANIFEST
-from .helpers import LOOPBACK, alive, cluster_members, listening, wait_gone
+from .helpers import LOOPBACK, alive, cluster_members, environ, listening, wait_gone
 
 # Every test here runs a real workflow or a Ray cluster (the full tier, not make test-fast).
 pytestmark = pytest.mark.e2e
@@ -161,7 +161,8 @@ def test_kill_9_then_rerun_resumes_and_equals_a_clean_run(clean_runs):
         assert len(tracked) >= 4, "a Ray run has a GCS, a raylet, agents and workers"
         sockets = listening(tracked)
         assert sockets and {ip for _, ip, _ in sockets} <= LOOPBACK, sockets
-        assert all(psutil.Process(pid).environ().get("RAY_AUTH_MODE") == "token" for pid in alive(tracked))
+        modes = {pid: environ(pid).get("RAY_AUTH_MODE") for pid in tracked}  # None: exited meanwhile
+        assert {m for m in modes.values() if m is not None} == {"token"}, modes
 
         before = _snapshot(run_dir)
         code, err = _finish(_start("killed", root))  # the same command while the first is live

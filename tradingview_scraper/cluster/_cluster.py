@@ -230,6 +230,8 @@ class Cluster:
                 self._teardown()
                 raise
             self._restore_env()
+            if not self.address.startswith("ray://"):  # as Ray names it (a host name resolved)
+                self.address = sys.modules["ray"].get_runtime_context().gcs_address
             self._up = True
             self._log_up(started)
             return self
