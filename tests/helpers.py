@@ -4,7 +4,9 @@ synthetic TradingView chart exports; small price tables, a copy of the project t
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -267,3 +269,68 @@ def file_bytes(root: Path, skip: tuple[str, ...] = ("logs/", "audit.jsonl", ".ru
         if path.is_file() and not any(s in rel for s in skip):
             out[rel] = path.read_bytes()
     return out
+
+
+# --------------------------------------------------------------------------- artifact equality
+
+#: Where and how a sleeve ran: differs between runs by design (provenance.json).
+PLACEMENT = frozenset({"address", "mode", "tasks"})
+#: Not artifacts: logs, the ledger (timestamps) and the lock files.
+NOT_ARTIFACTS = re.compile(r"(^|/)(logs/|audit\.jsonl|\.run\.lock)")
+#: The one tolerance of "the same numbers" between two runs of the same inputs.
+RTOL, ATOL = 1e-12, 1e-14
+
+
+def load_artifacts(run_dir: Path, skip: frozenset[str] = frozenset()) -> dict[str, object]:
+    """Every artifact of a run, loaded, with its run id and run directory masked.
+
+    Parquet files become frames, JSON files records (placement fields of provenance
+    dropped), reports masked text, anything else bytes. ``skip``: file names left out.
+    """
+    out: dict[str, object] = {}
+    for path in sorted(run_dir.rglob("*")):
+        rel = path.relative_to(run_dir).as_posix()
+        if not path.is_file() or NOT_ARTIFACTS.search(rel) or path.name in skip:
+            continue
+        if path.suffix == ".parquet":
+            out[rel] = pd.read_parquet(path)
+        elif path.suffix == ".json":
+            record = json.loads(path.read_text().replace(str(run_dir), "<run_dir>"))
+            if path.name == "provenance.json":
+                record = {k: v for k, v in record.items() if k not in PLACEMENT | {"run_id"}}
+            elif isinstance(record, dict) and "run_id" in record:
+                record["run_id"] = "<run>"
+            out[rel] = record
+        elif path.suffix in {".md", ".html"}:
+            text = path.read_text().replace(str(run_dir), "<run_dir>")
+            out[rel] = re.sub(rf"\b{re.escape(run_dir.name)}\b", "<run>", text)
+        else:
+            out[rel] = path.read_bytes()
+    return out
+
+
+def assert_close(a, b, where: str) -> None:
+    """``a`` equals ``b`` (frames, records, text), floats to :data:`RTOL` / :data:`ATOL`."""
+    if isinstance(a, pd.DataFrame):
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=RTOL, atol=ATOL, obj=where)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys {sorted(a)} != {sorted(b)}"
+        for k in a:
+            assert_close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), f"{where}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        assert math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL), f"{where}: {a} != {b}"
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def assert_same_artifacts(left: Path, right: Path, skip: frozenset[str] = frozenset()) -> None:
+    """Two runs hold the same artifacts with the same contents (but for ``skip``, file names)."""
+    a, b = load_artifacts(left, skip), load_artifacts(right, skip)
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+    assert any(k.startswith("meta/") for k in a) and any(k.startswith("sleeves/") for k in a)
+    for rel in a:
+        assert_close(a[rel], b[rel], rel)

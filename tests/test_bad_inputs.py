@@ -2,7 +2,7 @@
 
 Every case runs the real entry point (``scripts/run_meta_pipeline.py``): the command-line
 cases as a subprocess, the others through the same ``cli.main`` in-process (a subprocess
-per case would cost seconds of imports each). ``test_manifest.py`` (the ``BAD`` table,
+per case would cost seconds of imports each). ``bad_manifests.py`` (the ``BAD`` table,
 reused here through the entry point) and ``test_workflow_dag.py`` (nine more command-line
 cases) hold further cases.
 """
@@ -26,8 +26,8 @@ import pytest
 from tradingview_scraper.orchestration.cli import main
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
+from .bad_manifests import BAD
 from .conftest import PROJECT, SMALL_MANIFEST
-from .test_manifest import BAD
 
 # Every test here runs a real workflow or a Ray cluster (the full tier, not make test-fast).
 pytestmark = pytest.mark.e2e
@@ -160,7 +160,7 @@ MANIFEST_CASES = [
     Case("profile name escapes the run dir", r"profile '\.\./x' is not a safe name", profile="../x"),
 ]  # fmt: skip
 
-# test_manifest.BAD, through the entry point this time (same mutations, same messages).
+# bad_manifests.BAD, through the entry point this time (same mutations, same messages).
 MANIFEST_CASES += [
     Case(f"test_manifest: {name}", pattern, profile=profile, manifest=mutate) for name, mutate, profile, pattern in BAD
 ]

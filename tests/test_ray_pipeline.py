@@ -25,7 +25,14 @@ from tradingview_scraper.errors import ConfigError, SleeveError
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
 from .conftest import PROJECT
-from .helpers import LOOPBACK, ClusterWatch, alive, cluster_members, listening
+from .helpers import (
+    LOOPBACK,
+    ClusterWatch,
+    alive,
+    assert_same_artifacts,
+    cluster_members,
+    listening,
+)
 
 # Every test here runs a real workflow or a Ray cluster (the full tier, not make test-fast).
 pytestmark = pytest.mark.e2e
@@ -69,8 +76,6 @@ MANIFEST = {
         "meta_slow": {"sleeves": [{"id": s, "profile": f"slow_{s}"} for s in "ab"]},
     },
 }
-# Where a sleeve ran: differs between modes and runs by design.
-WORKER_FIELDS = {"tasks", "address", "mode"}
 # A two-node cluster on 127.0.0.1 (1 CPU each), Ray's documented multi-node test utility, run
 # in a mount namespace of its own where the price data and the project's source are hidden
 # (empty tmpfs mounts): its workers get the code through runtime_env and the prices with
@@ -137,54 +142,6 @@ def _provenance(run_dir: Path) -> dict[str, dict]:
 def _tasks(prov: dict[str, dict]) -> list[dict]:
     """Where each risk profile's task of every sleeve ran."""
     return [task for p in prov.values() for task in p["tasks"].values()]
-
-
-def _artifacts(run_dir: Path) -> dict[str, Path]:
-    """Parquet and JSON artifacts of a run (logs, the ledger and the report excluded)."""
-    return {
-        p.relative_to(run_dir).as_posix(): p
-        for p in run_dir.rglob("*")
-        if p.suffix in {".parquet", ".json"}
-        and "logs" not in p.parts
-        and not p.name.startswith(".")
-    }
-
-
-def _same_json(left, right, where: str) -> None:
-    if isinstance(left, dict):
-        assert isinstance(right, dict) and set(left) == set(right), where
-        for key in left:
-            _same_json(left[key], right[key], f"{where}.{key}")
-    elif isinstance(left, list):
-        assert isinstance(right, list) and len(left) == len(right), where
-        for i, (x, y) in enumerate(zip(left, right, strict=True)):
-            _same_json(x, y, f"{where}[{i}]")
-    elif isinstance(left, float) or isinstance(right, float):
-        np.testing.assert_allclose(right, left, rtol=1e-9, atol=1e-12, err_msg=where)
-    else:
-        assert left == right, where
-
-
-def assert_same_artifacts(left: Path, right: Path, skip: set[str] = frozenset()) -> None:
-    """Both runs hold the same artifacts with equal contents (tolerance 1e-9), but for ``skip``."""
-    a, b = _artifacts(left), _artifacts(right)
-    a, b = ({k: v for k, v in d.items() if Path(k).name not in skip} for d in (a, b))
-    assert sorted(a) == sorted(b)
-    assert any(k.startswith("meta/") for k in a) and any(k.startswith("sleeves/") for k in a)
-    for name, path in a.items():
-        if path.suffix == ".parquet":
-            pd.testing.assert_frame_equal(
-                pd.read_parquet(b[name]),
-                pd.read_parquet(path),
-                check_exact=False,
-                rtol=1e-9,
-                atol=1e-12,
-            )
-            continue
-        x, y = json.loads(path.read_text()), json.loads(b[name].read_text())
-        if path.name == "provenance.json":
-            x, y = ({k: v for k, v in d.items() if k not in WORKER_FIELDS} for d in (x, y))
-        _same_json(x, y, name)
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -395,7 +352,7 @@ def test_two_nodes_without_the_data_or_the_code_compute_every_sleeve_and_are_lef
     assert {t["node_ip"] for t in _tasks(prov)} == {"127.0.0.1"}
     # At most the cluster's 2 CPUs (the runner asked it) though 4 cores were given.
     assert _max_overlap(_intervals(run_dir, "sleeve")) <= 2
-    assert_same_artifacts(result.run_dir, run_dir, skip={"manifest.resolved.json"})
+    assert_same_artifacts(result.run_dir, run_dir, skip=frozenset({"manifest.resolved.json"}))
     assert two_nodes["proc"].poll() is None  # left running
     members = cluster_members(str(two_nodes["token_path"].parent))
     assert len([pid for pid in members if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet"]) == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import signal
@@ -12,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import psutil
 import pytest
 
@@ -21,7 +19,15 @@ from tradingview_scraper.errors import RunInProgressError
 from tradingview_scraper.layout import write_json
 
 from .conftest import PROJECT, SMALL_MANIFEST
-from .helpers import LOOPBACK, alive, cluster_members, environ, listening, wait_gone
+from .helpers import (
+    LOOPBACK,
+    alive,
+    assert_same_artifacts,
+    cluster_members,
+    environ,
+    listening,
+    wait_gone,
+)
 
 # Every test here runs a real workflow or a Ray cluster (the full tier, not make test-fast).
 pytestmark = pytest.mark.e2e
@@ -29,10 +35,6 @@ pytestmark = pytest.mark.e2e
 PACKAGE = PROJECT / "tradingview_scraper"
 SCRIPT = "scripts/run_meta_pipeline.py"
 SLEEVES = ("tech", "staples", "factors")
-# Where and how long a sleeve ran: differs between runs by design.
-PLACEMENT = {"address", "mode", "tasks"}
-# Not artifacts: logs, the ledger (timestamps) and the lock files.
-SKIPPED = re.compile(r"(^|/)(logs/|audit\.jsonl|\.run\.lock)")
 
 
 def _command(run_id: str, runs_root: Path, *extra: str) -> list[str]:
@@ -53,55 +55,6 @@ def _finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
 
 def _snapshot(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _artifacts(run_dir: Path) -> dict[str, object]:
-    """Every artifact of a run, loaded, with its run id and run directory masked."""
-    out: dict[str, object] = {}
-    for path in sorted(run_dir.rglob("*")):
-        rel = path.relative_to(run_dir).as_posix()
-        if not path.is_file() or SKIPPED.search(rel):
-            continue
-        if path.suffix == ".parquet":
-            out[rel] = pd.read_parquet(path)
-        elif path.suffix == ".json":
-            text = path.read_text().replace(str(run_dir), "<run_dir>")
-            record = json.loads(text)
-            if path.name == "provenance.json":
-                record = {k: v for k, v in record.items() if k not in PLACEMENT | {"run_id"}}
-            elif isinstance(record, dict) and "run_id" in record:
-                record["run_id"] = "<run>"
-            out[rel] = record
-        elif path.suffix in {".md", ".html"}:
-            out[rel] = re.sub(rf"\b{re.escape(run_dir.name)}\b", "<run>", path.read_text().replace(str(run_dir), "<run_dir>"))
-        else:
-            out[rel] = path.read_bytes()
-    return out
-
-
-def _assert_close(a, b, where: str) -> None:
-    if isinstance(a, pd.DataFrame):
-        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12, atol=1e-14, obj=where)
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys {sorted(a)} != {sorted(b)}"
-        for k in a:
-            _assert_close(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), f"{where}: lengths differ"
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_close(x, y, f"{where}[{i}]")
-    elif isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
-        assert math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-14), f"{where}: {a} != {b}"
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-
-
-def assert_same_artifacts(left: Path, right: Path) -> None:
-    a, b = _artifacts(left), _artifacts(right)
-    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
-    assert len(a) > 30, "a meta_small run has dozens of artifacts"
-    for rel in a:
-        _assert_close(a[rel], b[rel], rel)
 
 
 def _no_partial_writes(run_dir: Path) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from tradingview_scraper.run import RunContext
 from tradingview_scraper.sleeve import (
     compute_sleeve,
     health_gate,
+    sign_gate,
     sign_test,
     synthetic_long,
     unhealthy_profiles,
@@ -262,36 +262,26 @@ def test_unhealthy_sleeve_stops_the_meta_run(halted_run):
 
 
 @pytest.mark.e2e
-def test_health_threshold_and_action_are_configurable(halted_run, caplog):
-    _, run, manifest = halted_run
-    plan = load_plan("meta_health", manifest)
-    ctx = RunContext(plan=plan, run_id="sick", runs_root=run.parent)
-    health = plan.root.config["health"]
-    with pytest.raises(SleeveError, match=r"sleeve 'halted' is unhealthy"):
-        stages._check_health(ctx, plan.root)
-    health["min_success_ratio"] = 0.2
-    stages._check_health(ctx, plan.root)
-    health["min_success_ratio"], health["on_unhealthy"] = 0.75, "warn"
-    with caplog.at_level(logging.WARNING, logger="tradingview_scraper"):
-        stages._check_health(ctx, plan.root)
-    assert "sleeve 'halted' is unhealthy" in caplog.text and "continuing" in caplog.text
+def test_health_threshold_and_action_are_configurable(halted_run):
+    _, run, _ = halted_run
+    health = json.loads((run / "sleeves/halted/health.json").read_text())
+    rps = ["equal_weight", "min_variance"]
+    with pytest.raises(SleeveError, match=r"sleeve 'halted' is unhealthy: min_variance \(7/30"):
+        health_gate("sleeve 'halted'", health, {"min_success_ratio": 0.75, "on_unhealthy": "error"}, rps)
+    assert health_gate("sleeve 'halted'", health, {"min_success_ratio": 0.2, "on_unhealthy": "error"}, rps) is None
+    warning = health_gate("sleeve 'halted'", health, {"min_success_ratio": 0.75, "on_unhealthy": "warn"}, rps)
+    assert "sleeve 'halted' is unhealthy" in warning and "continuing" in warning
 
 
-@pytest.mark.e2e
-def test_missing_health_or_sign_test_counts_as_failure(halted_run, tmp_path):
-    _, run, manifest = halted_run
-    plan = load_plan("meta_health", manifest)
-    plan.root.config["health"]["min_success_ratio"] = 0.0
-    for name, needle in (("health.json", "no health record"), ("sign_test.json", "sign test missing or failed")):
-        copy_dir = tmp_path / name / "sick"
-        for f in ("sleeves/staples", "sleeves/halted"):
-            (copy_dir / f).mkdir(parents=True)
-            for src in (run / f).glob("*.json"):
-                (copy_dir / f / src.name).write_bytes(src.read_bytes())
-        (copy_dir / "sleeves/halted" / name).unlink()
-        ctx = RunContext(plan=plan, run_id="sick", runs_root=copy_dir.parent)
-        with pytest.raises(SleeveError, match=rf"sleeve 'halted'.*{needle}"):
-            stages._check_health(ctx, plan.root)
+def test_missing_health_or_sign_test_counts_as_failure():
+    policy = {"min_success_ratio": 0.0, "on_unhealthy": "error"}
+    for record in ({}, {"profiles": {}}, {"profiles": {"hrp": {}}}):
+        with pytest.raises(SleeveError, match=r"sleeve 'halted' is unhealthy: .*no health record"):
+            health_gate("sleeve 'halted'", record, policy, ["hrp"])
+    for record in (None, {}, {"passed": False}):
+        with pytest.raises(SleeveError, match=r"sleeve 'halted': sign test missing or failed"):
+            sign_gate("sleeve 'halted'", record, "LONG")
+    sign_gate("sleeve 'halted'", {"passed": True}, "LONG")
 
 
 # --------------------------------------------------------------------------- parity

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import SleeveError
 from .layout import RUNS_ROOT, read_json, read_parquet
 from .manifest import DEFAULT_MANIFEST, ROOT, NodeSpec, Plan, load_plan, parse_risk_profiles
 
@@ -194,7 +193,7 @@ def _pinned(spec: NodeSpec, runs_root: Path, rps: list[str]) -> NodeResult:
 
 def _check_children(spec: NodeSpec, nodes: Mapping[str, NodeResult], rps: list[str]) -> list[str]:
     """The meta layer's gates over the children's results; returns the warnings let through."""
-    from .sleeve import health_gate
+    from .sleeve import health_gate, sign_gate
 
     warnings = []
     for cpath in spec.children:
@@ -202,8 +201,7 @@ def _check_children(spec: NodeSpec, nodes: Mapping[str, NodeResult], rps: list[s
         if child.spec.is_meta:
             continue  # a meta child passed its own gate on its meta walk-forward
         sid = child.spec.sleeve_id
-        if child.sign_test.get("passed") is not True:
-            raise SleeveError(f"sleeve {sid!r}: sign test missing or failed; its streams do not provably carry its direction")
+        sign_gate(f"sleeve {sid!r}", child.sign_test, child.spec.config["universe"].get("direction", "LONG"))
         warning = health_gate(f"sleeve {sid!r}", child.health, spec.config["health"], rps)
         if warning:
             warnings.append(warning)

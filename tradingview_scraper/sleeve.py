@@ -338,3 +338,20 @@ def health_gate(
     if policy.get("on_unhealthy", "error") == "error":
         raise SleeveError(msg)
     return f"{msg}; continuing (health.on_unhealthy = warn)"
+
+
+def sign_gate(who: str, sign_test: dict | None, direction: str, where: str | None = None) -> None:
+    """The sign-test verdict on one atomic sleeve: its streams provably carry its direction.
+
+    Raises
+    ------
+    SleeveError
+        The record is missing or did not pass (always: a stream of unknown sign cannot be
+        allocated), naming the sleeve and where the record comes from.
+    """
+    if (sign_test or {}).get("passed") is not True:
+        raise SleeveError(
+            f"{who}: sign test missing or failed{f' ({where})' if where else ''}; its streams do not provably "
+            f"carry direction {direction}"
+        )
+

@@ -605,7 +605,7 @@ def _check_health(ctx: RunContext, spec: NodeSpec) -> None:
     SleeveError
         Naming the first failing sleeve, what failed and the threshold.
     """
-    from .sleeve import health_gate
+    from .sleeve import health_gate, sign_gate
 
     for cpath in spec.children:
         child = ctx.spec(cpath)
@@ -613,11 +613,8 @@ def _check_health(ctx: RunContext, spec: NodeSpec) -> None:
             continue
         node = ctx.node(cpath)
         sfile = node.file("sign_test")
-        if not (sfile.is_file() and read_json(sfile).get("passed") is True):
-            raise SleeveError(
-                f"sleeve {child.sleeve_id!r}: sign test missing or failed ({sfile}); its streams do not provably "
-                f"carry direction {child.config['universe'].get('direction', 'LONG')}"
-            )
+        direction = child.config["universe"].get("direction", "LONG")
+        sign_gate(f"sleeve {child.sleeve_id!r}", read_json(sfile) if sfile.is_file() else None, direction, str(sfile))
         hfile = node.file("health")
         health = read_json(hfile) if hfile.is_file() else {}
         warning = health_gate(f"sleeve {child.sleeve_id!r}", health, spec.config["health"], ctx.plan.risk_profiles, str(hfile))
