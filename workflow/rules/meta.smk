@@ -19,7 +19,7 @@ rule meta_returns:
         # The package code and library versions the rule runs: editing them reruns it.
         code=deps.code_hash("meta_returns"),
     wildcard_constraints:
-        node=META_NODES,
+        node=W.meta_nodes,
     log:
         "{node}/logs/meta_returns.log",
     run:
@@ -37,8 +37,8 @@ rule meta_optimize:
         # The package code and library versions the rule runs: editing them reruns it.
         code=deps.code_hash("meta_optimize"),
     wildcard_constraints:
-        node=META_NODES,
-        profile=FLAT_PROFILES,
+        node=W.meta_nodes,
+        profile=W.flat_profiles,
     log:
         "{node}/logs/meta_optimize_{profile}.log",
     benchmark:
@@ -53,8 +53,8 @@ use rule meta_optimize as meta_optimize_hierarchical with:
         stream="{node}/meta/stream_{profile}.parquet",
         tree="{node}/meta/cluster_tree_{profile}.json",
     wildcard_constraints:
-        node=META_NODES,
-        profile=HIERARCHICAL_PROFILES,
+        node=W.meta_nodes,
+        profile=W.hierarchical_profiles,
 
 
 rule meta_stream:
@@ -66,7 +66,7 @@ rule meta_stream:
         # The package code and library versions the rule runs: editing them reruns it.
         code=deps.code_hash("meta_stream"),
     wildcard_constraints:
-        node=META_NODES,
+        node=W.meta_nodes,
     log:
         "{node}/logs/meta_stream.log",
     run:
@@ -82,7 +82,7 @@ rule flatten:
         # The package code and library versions the rule runs: editing them reruns it.
         code=deps.code_hash("flatten"),
     wildcard_constraints:
-        node=META_NODES,
+        node=W.meta_nodes,
     log:
         "{node}/logs/flatten_{profile}.log",
     run:

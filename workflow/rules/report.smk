@@ -10,7 +10,7 @@ rule resolved_manifest:
     output:
         RUN.root.file("resolved"),
     params:
-        plan=PLAN_SOURCE,
+        plan=W.plan_source,
         # The package code and library versions the rule runs: editing them reruns it.
         code=deps.code_hash("resolved_manifest"),
     log:
@@ -42,7 +42,7 @@ rule report:
         # The package code and library versions the rule runs: editing them reruns it.
         code=deps.code_hash("report"),
     wildcard_constraints:
-        node=META_NODES,
+        node=W.meta_nodes,
     log:
         "{node}/logs/report.log",
     benchmark:

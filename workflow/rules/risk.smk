@@ -13,7 +13,7 @@ rule risk:
         # The package code and library versions the rule runs: editing them reruns it.
         code=deps.code_hash("risk"),
     wildcard_constraints:
-        node=META_NODES,
+        node=W.meta_nodes,
     log:
         "{node}/logs/risk.log",
     run:

@@ -17,7 +17,7 @@ rule sleeve:
     resources:
         ray_cpus=get_sleeve_cpus,
     wildcard_constraints:
-        node=SLEEVE_NODE_RE,
+        node=W.sleeve_nodes,
     log:
         "{node}/logs/sleeve.log",
     benchmark:
@@ -40,7 +40,7 @@ rule pinned_sleeve:
         # The package code and library versions the rule runs: editing them reruns it.
         code=deps.code_hash("pinned_sleeve"),
     wildcard_constraints:
-        node=PINNED_NODES,
+        node=W.pinned_nodes,
     log:
         "{node}/logs/pin.log",
     run:

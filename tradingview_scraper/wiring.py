@@ -1,0 +1,295 @@
+"""What the workflow's rules are wired with: node patterns, input functions, the run's lifecycle.
+
+``workflow/rules/common.smk`` builds one :class:`Wiring` per process and only forwards to
+it, so everything here is plain Python, tested without Snakemake (this module never
+imports it). The input functions take the ``{node}`` directory (and profile) a job's
+wildcards name and return path strings, as Snakemake expects.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from . import audit, deps, runlock, stages
+from .cluster import watch_interrupts
+from .engines import HIERARCHICAL
+from .errors import PipelineError
+from .run import RunContext
+
+#: A pattern that matches nothing: the constraint of a node kind the plan does not have.
+NOTHING = "(?!)"
+
+
+def alternation(dirs: list[Path | str]) -> str:
+    """A regex matching exactly one of ``dirs``."""
+    return "|".join(re.escape(str(d)) for d in dirs) or NOTHING
+
+
+def computed_sleeve_pattern(run_dir: Path | str, excluded: list[Path | str]) -> str:
+    """A regex for the ``{node}`` of a computed sleeve: any node directory but ``excluded``.
+
+    A node directory is the run directory or a chain of ``sleeves/<id>`` below it. The
+    lookahead refuses a value that is exactly an excluded directory (one not continued by
+    ``/sleeves/<id>``), whatever the output's path below the node looks like; it costs the
+    same for ten sleeves or ten thousand, where an alternation of every sleeve would not.
+    """
+    node = rf"{re.escape(str(run_dir))}(?:/sleeves/[^/]+)*"
+    if not excluded:
+        return node
+    return rf"(?!(?:{alternation(excluded)})(?!/sleeves/[^/]+)){node}"
+
+
+def tune_gc_for_dag() -> tuple[int, int, int]:
+    """Exempt what parsing built from the cycle collector and collect less often; return the old thresholds.
+
+    A DAG of thousands of jobs allocates millions of objects that live until the run ends;
+    the default collector rescans them on every 700 allocations (docs/performance.md). The
+    runner restores its caller's thresholds when the run ends.
+    """
+    old = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    return old
+
+
+class Wiring:
+    """The run's plan as the rules need it, and the main process's start and finish.
+
+    Parameters
+    ----------
+    run : RunContext
+        The run (plan, run id, directories, cluster).
+    pass_to_jobs : callable
+        Gives ``{key: value}`` settings to this run's spawned jobs (Snakemake's config).
+    main_process : bool
+        Whether this process owns the run (not a job re-parsing the workflow).
+    """
+
+    def __init__(self, run: RunContext, *, pass_to_jobs: Callable[[dict], None], main_process: bool) -> None:
+        self.run, self.plan = run, run.plan
+        self.profiles = self.plan.risk_profiles
+        self.cluster = run.cluster
+        self._pass_to_jobs = pass_to_jobs
+        self._locked: list[Path] = []
+        self.nodes = {path: run.node(path) for path in self.plan.nodes}
+        self._paths = {str(node.dir): path for path, node in self.nodes.items()}
+        meta = [self.nodes[n.path].dir for n in self.plan.meta_nodes()]
+        pinned = [self.nodes[n.path].dir for n in self.plan.atomic_nodes() if n.pin]
+        self.meta_nodes = alternation(meta)
+        self.pinned_nodes = alternation(pinned)
+        self.sleeve_nodes = (
+            computed_sleeve_pattern(run.run_dir, meta + pinned) if self.plan.root.is_meta else alternation([run.run_dir])
+        )
+        self.hierarchical_profiles = "|".join(p for p in self.profiles if p in HIERARCHICAL) or NOTHING
+        self.flat_profiles = "|".join(p for p in self.profiles if p not in HIERARCHICAL) or NOTHING
+        # The resolved plan's identity: the params of rule resolved_manifest (cheaper to
+        # serialize than the plan itself, which is derived from these).
+        self.plan_source = json.dumps(
+            {
+                "profile": self.plan.profile,
+                "risk_profiles": self.profiles,
+                "manifest": self.plan.manifest_path,
+                "manifest_sha256": self.plan.manifest_sha256,
+                "execute_sleeves": run.execute_sleeves,
+            },
+            sort_keys=True,
+        )
+        if main_process:
+            # An artifact whose bytes differ from its audit record is deleted before the DAG is
+            # built, with what was computed from it (one line each), so that chain reruns.
+            stages.discard_damaged(run.run_dir, run.run_id)
+        self.start_seq = audit.last_seq(run.run_dir)  # failures after it are this run's
+        # Sleeves of one atomic profile share their params and price files: computed once.
+        self._sleeve_params = functools.cache(self._sleeve_params_of)
+        self._price_files = functools.cache(self._price_files_of)
+
+    def own_run(self, config: dict) -> None:
+        """The main process's part at parse time: interrupts, and what its jobs must be told.
+
+        Ctrl-C cancels the running sleeves' Ray tasks at once (the hooks then stop the
+        cluster); a generated run id and a cluster named by ``RAY_ADDRESS`` travel to the
+        jobs as config, so a job needs nothing from the environment.
+        """
+        watch_interrupts()
+        if not config.get("run_id"):
+            self._pass_to_jobs({"run_id": self.run.run_id})
+            print(f"run id: {self.run.run_id}  (run directory {self.run.run_dir})")
+        if self.cluster is not None and self.cluster.address is not None and "ray_address" not in config:
+            self._pass_to_jobs(self.cluster.job_config())
+
+    def ray_cpus(self) -> int | None:
+        """How many sleeve jobs may run at once: the cluster's CPUs (a named cluster is asked)."""
+        if self.cluster is None:
+            return None
+        try:
+            return self.cluster.cpus()
+        except PipelineError as exc:
+            stages.report_at_exit(exc)
+            raise
+
+    @classmethod
+    def from_config(cls, config: dict, **kwargs) -> Wiring:
+        """Build from the workflow's config; a refusal is the plain command's last line too."""
+        try:
+            return cls(RunContext.from_config(config), **kwargs)
+        except PipelineError as exc:
+            stages.report_at_exit(exc)
+            raise
+
+    # ----------------------------------------------------------------- input functions
+
+    def node_path(self, node_dir: str) -> str:
+        """Plan path (``"."`` or ``"sleeves/a/..."``) of a ``{node}`` directory."""
+        return self._paths.get(node_dir) or self.run.path_of(node_dir)
+
+    def spec(self, node_dir: str):
+        return self.plan.nodes[self.node_path(node_dir)]
+
+    def _sleeve_params_of(self, profile: str, pin: str | None) -> str:
+        # Sleeves of one atomic profile share one resolved config: serialized once. A skfolio
+        # dataset ships inside skfolio, so its version pins the prices.
+        spec = next(n for n in self.plan.atomic_nodes() if (n.profile, n.pin) == (profile, pin))
+        dataset = deps.dataset_pin(spec.config["data"])
+        return json.dumps(
+            {"config": spec.config, "profiles": self.profiles, "pin": pin, "dataset": dataset}, sort_keys=True
+        )
+
+    def sleeve_params(self, node_dir: str) -> str:
+        spec = self.spec(node_dir)
+        return self._sleeve_params(spec.profile, spec.pin)
+
+    def _price_files_of(self, profile: str) -> list[str]:
+        spec = next(n for n in self.plan.atomic_nodes() if n.profile == profile)
+        files = deps.price_files(spec.config["data"], spec.config["universe"].get("symbols"), self.run.base_dir)
+        return [str(f) for f in files]
+
+    def sleeve_prices(self, node_dir: str) -> list[str]:
+        """The price files a computed sleeve reads (table and TradingView sources; none for skfolio)."""
+        return self._price_files(self.spec(node_dir).profile)
+
+    def sleeve_cpus(self, node_dir: str) -> int:
+        return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))
+
+    def pin_source(self, node_dir: str) -> str:
+        try:
+            return str(stages.pin_source(self.run, self.node_path(node_dir)).file("returns"))
+        except PipelineError as exc:
+            stages.report_at_exit(exc)
+            raise
+
+    def children_interface(self, node_dir: str) -> list[str]:
+        """Each child's returns, plus a nested child's flattened holdings of every profile.
+
+        (An atomic child's holdings and health come from the same job as its returns.)
+        """
+        children = self.spec(node_dir).children
+        files = [str(self.nodes[c].file("returns")) for c in children]
+        for c in children:
+            if self.plan.nodes[c].is_meta:
+                files += [str(self.nodes[c].file("flattened", profile=p)) for p in self.profiles]
+        return files
+
+    def meta_params(self, node_dir: str) -> str:
+        spec = self.spec(node_dir)
+        return json.dumps({k: spec.config[k] for k in ("meta_allocation", "backtest", "health")}, sort_keys=True)
+
+    def node_streams(self, node_dir: str) -> list[str]:
+        node = self.nodes[self.node_path(node_dir)]
+        return [str(node.file("meta_stream", profile=p)) for p in self.profiles]
+
+    def flatten_inputs(self, node_dir: str, profile: str) -> list[str]:
+        path = self.node_path(node_dir)
+        children = self.plan.nodes[path].children
+        return [str(self.nodes[path].file("meta_weights", profile=profile))] + [
+            str(stages.child_holdings_file(self.plan.nodes[c], self.nodes[c], profile)) for c in children
+        ]
+
+    def risk_inputs(self, node_dir: str) -> list[str]:
+        return [str(p) for p in stages.risk_inputs(self.run, self.node_path(node_dir))]
+
+    def rebalance_book(self, profile: str) -> str:
+        return str(stages.rebalance_source(self.run, profile))
+
+    def rebalance_params(self) -> str:
+        book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
+        return json.dumps({**book, **self.plan.root.config["frictions"]}, sort_keys=True)
+
+    def report_inputs(self, node_dir: str) -> list[str]:
+        return [str(p) for p in stages.report_inputs(self.run, self.node_path(node_dir))]
+
+    def final_targets(self) -> list[str]:
+        root = self.run.root
+        targets = [root.file("resolved"), root.file("returns")]
+        if self.plan.root.is_meta:
+            targets += [root.file("flattened", profile=p) for p in self.profiles]
+            for meta in self.plan.meta_nodes():  # every level is a run directory of its own, with its report
+                node = self.nodes[meta.path]
+                targets += [node.file("report_md"), node.file("report_html")]
+                targets += [node.file("risk", profile=p) for p in self.profiles]
+            if self.run.previous_run or self.run.holdings:
+                targets += [root.file("rebalance", profile=p) for p in self.profiles]
+        else:
+            targets += stages.sleeve_outputs(self.run, root)
+        return [str(t) for t in targets]
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self, sleeves_to_compute: bool) -> None:
+        """Check pins, data and the book, take the run's lock, then start a private Ray cluster.
+
+        Runs in onstart: only when jobs will run (not on dry runs, lint or no-op reruns), so
+        parsing stays free of pandas and Ray. A private cluster starts only when a sleeve
+        will be computed, after the checks and the lock (a refused run starts none).
+
+        Raises
+        ------
+        RunInProgressError
+            Another live process runs the same run id.
+        PipelineError
+            A pin, a data source or the rebalance book is unusable.
+        """
+        run = self.run
+        try:
+            if not run.execute_sleeves:
+                stages.check_pins(self.plan, run.runs_root, run.run_id)
+            stages.check_data(self.plan, run.base_dir, include_pinned=run.execute_sleeves)
+            stages.check_rebalance(self.plan, run.runs_root, run.run_id, run.previous_run, run.holdings)
+            if runlock.acquire(run.run_dir, run.run_id):
+                self._locked.append(run.run_dir)
+        except PipelineError as exc:
+            stages.report_at_exit(exc)
+            raise
+        if self.cluster is not None and self.cluster.address is None and sleeves_to_compute:
+            self.cluster.start()
+            self._pass_to_jobs(self.cluster.job_config())
+
+    def finish(self, failed: bool = False) -> None:
+        """Stop (or leave) the run's Ray cluster and release a lock :meth:`start` took.
+
+        Then the run's verdict: on failure, the root cause's one line (from the ledger) is
+        the last line the command prints; on success, every recorded artifact must still match.
+
+        Raises
+        ------
+        PipelineError
+            The run succeeded but an artifact no longer matches its audit record.
+        """
+        if self.cluster is not None:
+            self.cluster.shutdown()
+        try:
+            error = stages.first_failure(self.run.run_dir, self.start_seq) if failed else None
+            left = [] if failed else audit.damaged(self.run.run_dir)
+            if left:
+                error = PipelineError(f"{left[0].line(self.run.run_dir)}; rerun the same command to recompute it")
+            stages.report_at_exit(error)
+            if left:
+                raise error
+        finally:
+            while self._locked:
+                runlock.release(self._locked.pop(), discard_empty=True)
