@@ -167,7 +167,7 @@ def table(rows: list[dict], before: dict, after: dict, wall: float) -> str:
         "alternate window by window, so the ratios compare like with like; absolute times carry the load.",
         "",
         "| assets | risk profile | windows | stock fits/s | engine fits/s | speedup | engine, shared prior: fits/s | speedup | "
-        f"target (optimizing, 20 assets) | max abs weight diff | stock ms: prior / build / solve / rest | "
+        "target (optimizing, 20 assets) | max abs weight diff | stock ms: prior / build / solve / rest | "
         "engine ms: prior / build / solve / rest |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
     ]

@@ -35,7 +35,17 @@ from pathlib import Path
 
 import numpy as np
 from bench_overhead import breakdown
-from common import PROJECT, PYTHON, SP500_BASKETS, Figure, bench_env, cores, machine, write_block, write_json
+from common import (
+    PROJECT,
+    PYTHON,
+    SP500_BASKETS,
+    Figure,
+    bench_env,
+    cores,
+    machine,
+    write_block,
+    write_json,
+)
 
 BENCH = Path(__file__).resolve().parent
 DOC = PROJECT / "docs" / "performance.md"
