@@ -120,16 +120,13 @@ def test_failed_windows_fall_back_and_are_counted_as_before():
     assert hrp.windows_fallback > 0 and len(hrp.errors) == hrp.windows_fallback
 
 
-def test_engine_uses_skfolio_for_non_finite_windows_and_other_profiles():
+def test_engine_fits_non_finite_windows_with_skfolio():
     x = _sleeve_returns(SLEEVES["tech"]).iloc[:252].to_numpy().copy()
-    engine = WindowEngine("max_diversification")
-    expected = make_optimizer("max_diversification").fit(x).weights_
-    np.testing.assert_allclose(engine.fit(x), expected, atol=TOL)
-    assert (engine.fast_fits, engine.skfolio_fits) == (0, 1)
     x[3, 1] = np.nan
-    hrp = WindowEngine("hrp")
-    with pytest.raises(Exception):  # noqa: B017 - whatever skfolio raises on NaN input
-        make_optimizer("hrp").fit(x)
-    with pytest.raises(Exception):  # noqa: B017
-        hrp.fit(x)
-    assert hrp.skfolio_fits == 1
+    for rp in ("hrp", "max_diversification"):
+        engine = WindowEngine(rp)
+        with pytest.raises(Exception):  # noqa: B017 - whatever skfolio raises on NaN input
+            make_optimizer(rp).fit(x)
+        with pytest.raises(Exception):  # noqa: B017
+            engine.fit(x)
+        assert (engine.fast_fits, engine.skfolio_fits) == (0, 1)

@@ -86,6 +86,7 @@ FAST_PROFILES = frozenset(
         RiskProfile.MIN_VARIANCE,
         RiskProfile.HRP,
         RiskProfile.RISK_PARITY,
+        RiskProfile.MAX_DIVERSIFICATION,
     }
 )
 
@@ -109,10 +110,11 @@ class WindowEngine:
     window's prior from :func:`window_prior` (computed once per window, shared by every
     profile), and
 
-    * ``min_variance`` / ``risk_parity``: builds skfolio's own problem once per number of
-      assets, the covariance square root as a cvxpy ``Parameter``, and per window
-      solves the same Clarabel problem skfolio would (same data, same sparsity, same
-      settings: identical weights);
+    * ``min_variance`` / ``risk_parity`` / ``max_diversification``: builds skfolio's own
+      problem once per shape, the covariance square root (and for max_diversification
+      the volatilities and skfolio's homogenization factor) as cvxpy ``Parameter``s, and
+      per window solves the same Clarabel problem skfolio would (same data, same
+      sparsity, same settings: identical weights);
     * ``hrp``: skfolio's algorithm (Pearson distance of the prior's returns, Ward
       linkage, optimal leaf ordering, recursive bisection on the variance, weight
       bounds), on arrays;
@@ -120,7 +122,7 @@ class WindowEngine:
 
     Whenever a fast fit is not clean (a solver status other than optimal, non-finite
     values, a bound violated), the window is fitted by the skfolio estimator itself,
-    so failures raise exactly what skfolio raises. Other profiles always use skfolio.
+    so failures raise exactly what skfolio raises.
     ``tests/test_engine_equivalence.py`` checks the weights against skfolio's on every
     window of every shipped sleeve.
 
@@ -205,15 +207,19 @@ class WindowEngine:
         with _PROBLEMS_LOCK:
             if key not in _PROBLEMS:
                 _PROBLEMS[key] = (*self._build(n), threading.Lock())
-        problem, w, factor, sqrt_cov, lock = _PROBLEMS[key]
+        problem, w, factor, sqrt_cov, ratio, lock = _PROBLEMS[key]
         with lock:  # one compiled problem per process: sleeves may be threads of one driver
             t0 = perf_counter()
             sqrt_cov.value = prior.covariance_sqrt.components[0]
+            if ratio is not None:  # skfolio's homogenization factor, from the prior's mean
+                ratio[0].value = np.sqrt(np.diag(prior.covariance))
+                ratio[1].value = min(1e3, max(1e-3, np.mean(np.abs(prior.mu))))
             data, chain, inverse = problem.get_problem_data(cp.CLARABEL, solver_opts=_CLARABEL_OPTS)
             # A parameter leaves its structural zeros (the Cholesky factor's upper triangle)
             # in the matrices; dropped, the data equal skfolio's entry for entry.
-            data[cp.settings.A] = _without_zeros(data[cp.settings.A])
-            data[cp.settings.P] = _without_zeros(data[cp.settings.P])
+            for name in (cp.settings.A, cp.settings.P):
+                if data.get(name) is not None:
+                    data[name] = _without_zeros(data[name])
             t1 = perf_counter()
             try:
                 solution = chain.solve_via_data(problem, data, False, False, _CLARABEL_OPTS)
@@ -246,12 +252,17 @@ class WindowEngine:
         w = cp.Variable(n)
         sqrt_cov = cp.Parameter((n, n))
         risk = cp.Variable(nonneg=True)
+        ratio = None
         if self.profile == RiskProfile.MIN_VARIANCE:  # MeanRisk: minimize variance, factor 1
             factor, f = None, cp.Constant(1)
             constraints = []
-        else:  # RiskBudgeting: equal budgets, homogenized by a factor variable
+        elif self.profile == RiskProfile.RISK_PARITY:  # RiskBudgeting: equal budgets, homogenized
             factor = f = cp.Variable()
             constraints = [np.ones(n) @ cp.log(w) * one >= 0]
+        else:  # MaximumDiversification: MeanRisk maximizing (volatilities @ w) / std, Charnes-Cooper
+            factor = f = cp.Variable()
+            constraints = []
+            ratio = (cp.Parameter(n, nonneg=True), cp.Parameter(nonneg=True))
         constraints += [
             w * one >= self.min_weight * f * one,
             w * one <= self.max_weight * f * one,
@@ -260,9 +271,14 @@ class WindowEngine:
         ]
         if self.profile == RiskProfile.MIN_VARIANCE:
             objective = cp.Minimize(cp.square(risk) * one + (zero + zero) * one + zero * one)
-        else:
+        elif self.profile == RiskProfile.RISK_PARITY:
             objective = cp.Minimize(cp.square(risk) * one + zero * one)
-        return cp.Problem(objective, constraints), w, factor, sqrt_cov
+        else:
+            volatilities, homogenization = ratio
+            expected = volatilities @ w - zero - zero - zero  # less costs, fees, uncertainty: none
+            constraints.append(expected * one - cp.Constant(0.0) * f * one == homogenization * one)
+            objective = cp.Minimize(risk * one + (zero + zero) * one + zero * one)
+        return cp.Problem(objective, constraints), w, factor, sqrt_cov, ratio
 
     def _hrp(self, returns, cov):
         import numpy as np
