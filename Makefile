@@ -19,7 +19,7 @@ RUN_OPTS = --profile $(PROFILE) --manifest $(MANIFEST) --cores $(CORES) \
 	$(if $(PREVIOUS_RUN),--previous-run $(PREVIOUS_RUN)) $(if $(HOLDINGS),--holdings $(HOLDINGS)) \
 	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(RAY_NUM_CPUS),--ray-num-cpus $(RAY_NUM_CPUS)) $(ARGS)
 
-.PHONY: install test test-fast lint flow-meta-production flow-production dag report snakemake-report bench bench-ray clean-runs slurm-up slurm-down
+.PHONY: install test test-fast lint flow-meta-production flow-production dag report snakemake-report bench bench-ray bench-engine bench-scale clean-runs slurm-up slurm-down
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,14 @@ bench: install
 # Ray against sequential mode, K = 4 and 8 CPU-bound sleeves (docs/performance.md).
 bench-ray: install
 	$(PY) bench/bench_ray.py
+
+# Fits per second per risk profile: skfolio's stock fit against the window engine (docs/performance.md).
+bench-engine: install
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) bench/bench_engine.py
+
+# Production size: 24 sleeves, meta and nested meta, through the pipeline against bench/reference.py.
+bench-scale: install
+	$(PY) bench/bench_scale.py
 
 clean-runs:
 	rm -rf data/runs .snakemake

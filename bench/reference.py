@@ -6,7 +6,7 @@ by calling the package's pure functions (``sleeve.compute_sleeve``, ``meta.meta_
 cores: no Snakemake, no Ray, no artifacts, no report. Its wall time is the denominator of
 the overhead ratio (bench/bench_overhead.py).
 
-    python bench/reference.py --manifest M --profile P [--cores N]
+    python bench/reference.py --manifest M --profile P [--cores N] [--tree]
 """
 
 from __future__ import annotations
@@ -63,13 +63,13 @@ def _metas(pool: ProcessPoolExecutor, results: dict, rps: list[str], config: dic
     return {rp: f.result() for rp, f in futures.items()}
 
 
-def _meta(profile: str, streams: dict, holdings: dict, config: dict) -> tuple[float, dict]:
+def _meta(profile: str, streams: dict, holdings: dict, config: dict, with_stream: bool = False) -> tuple:
     from tradingview_scraper.meta import flatten, meta_optimize, meta_returns
 
     t0 = time.perf_counter()
     alloc, bt = config["meta_allocation"], config["backtest"]
     frame = meta_returns(streams, min_obs=bt["train_window"] + bt["test_window"])
-    record, _stream, _tree = meta_optimize(
+    record, stream, _tree = meta_optimize(
         frame,
         profile,
         min_weight=alloc["min_weight"],
@@ -78,7 +78,73 @@ def _meta(profile: str, streams: dict, holdings: dict, config: dict) -> tuple[fl
         test_window=bt["test_window"],
     )
     flat = flatten(record["weights"], holdings)
+    if with_stream:  # a nested meta node hands its stream and flattened rows to its parent
+        return time.perf_counter() - t0, flat, stream
     return time.perf_counter() - t0, flat
+
+
+def run_reference_tree(manifest: str | Path, profile: str, n_cores: int) -> dict:
+    """Like :func:`run_reference` for a tree of meta profiles: every atomic sleeve, then each meta level.
+
+    All atomic sleeves (one task per sleeve and risk profile) run in one pool; then the meta
+    nodes bottom-up, each level's (node, risk profile) pairs as parallel tasks, a nested
+    node's stream and flattened weights feeding its parent (as the pipeline's sleeve
+    interface does).
+
+    Returns
+    -------
+    dict
+        ``wall``, ``sleeves_wall``, ``sleeve_seconds``, ``meta_seconds``, ``n_atomic``,
+        ``n_meta`` and ``flattened`` (the root's gross weight sums per risk profile).
+    """
+    plan = load_plan(profile, manifest)
+    rps = plan.risk_profiles
+    atomic = [n for n in plan.atomic_nodes() if not n.pin]
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+    def depth(path: str) -> int:
+        return 0 if path == "." else path.count("/sleeves/") + 1
+
+    metas = sorted((k for k, n in plan.nodes.items() if n.is_meta), key=depth, reverse=True)
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=n_cores) as pool:
+        by_id = _sleeves(pool, atomic, rps)
+        sleeves_wall = time.perf_counter() - t0
+        path_of = {n.sleeve_id: k for k, n in plan.nodes.items() if not n.is_meta}
+        streams = {path_of[sid]: {rp: r.returns[rp] for rp in rps} for sid, (_, r) in by_id.items()}
+        holdings = {path_of[sid]: {rp: r.weights[rp]["weights"] for rp in rps} for sid, (_, r) in by_id.items()}
+        meta_seconds, flattened = 0.0, {}
+        for level in sorted({depth(k) for k in metas}, reverse=True):
+            keys = [k for k in metas if depth(k) == level]
+            futures = {
+                (k, rp): pool.submit(
+                    _meta,
+                    rp,
+                    {plan.nodes[c].sleeve_id: streams[c][rp] for c in plan.nodes[k].children},
+                    {plan.nodes[c].sleeve_id: holdings[c][rp] for c in plan.nodes[k].children},
+                    plan.nodes[k].config,
+                    True,
+                )
+                for k in keys
+                for rp in rps
+            }
+            for (k, rp), f in futures.items():
+                seconds, flat, stream = f.result()
+                meta_seconds += seconds
+                streams.setdefault(k, {})[rp] = stream
+                holdings.setdefault(k, {})[rp] = flat["weights"]
+                if k == ".":
+                    flattened[rp] = flat["gross"]
+    return {
+        "wall": time.perf_counter() - t0,
+        "sleeves_wall": sleeves_wall,
+        "sleeve_seconds": sum(t for t, _ in by_id.values()),
+        "meta_seconds": meta_seconds,
+        "n_atomic": len(atomic),
+        "n_meta": len(metas),
+        "flattened": flattened,
+    }
 
 
 def run_reference(manifest: str | Path, profile: str, n_cores: int) -> dict:
@@ -144,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--manifest", required=True)
     p.add_argument("--profile", required=True)
     p.add_argument("--cores", type=int, default=cores())
+    p.add_argument("--tree", action="store_true", help="nested meta profiles too; no incremental figure")
     args = p.parse_args(argv)
-    print(json.dumps(run_reference(args.manifest, args.profile, args.cores)))
+    run = run_reference_tree if args.tree else run_reference
+    print(json.dumps(run(args.manifest, args.profile, args.cores)))
     return 0
 
 

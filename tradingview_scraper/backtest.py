@@ -162,14 +162,25 @@ def fit_weights(
 
     model = make_optimizer(profile, min_weight=min_weight, max_weight=max_weight)
     model.fit(X)
-    w = np.asarray(model.weights_, dtype=float)
-    if w.shape != (X.shape[1],) or not np.all(np.isfinite(w)) or abs(w.sum() - 1) > 1e-6:
+    return checked_weights(model.weights_, X.shape[1], profile, min_weight, max_weight), model
+
+
+def checked_weights(weights, n_assets: int, profile: str, min_weight: float, max_weight: float) -> np.ndarray:
+    """An optimizer's weights, checked (shape, finite, sum 1), clipped at 0 and held within bounds.
+
+    Raises
+    ------
+    ValueError
+        The weights are not ``n_assets`` finite numbers summing to 1 within 1e-6.
+    """
+    w = np.asarray(weights, dtype=float)
+    if w.shape != (n_assets,) or not np.all(np.isfinite(w)) or abs(w.sum() - 1) > 1e-6:
         raise ValueError(f"optimizer {profile} returned invalid weights (sum {w.sum():.6g})")
     w = np.clip(w, 0.0, None)
     w = w / w.sum()
     if (w < min_weight).any() or (w > max_weight).any() or abs(w.sum() - 1.0) > WEIGHT_TOL:
         w = project_to_bounds(w, min_weight, max_weight)
-    return w, model
+    return w
 
 
 def walk_forward(
@@ -182,6 +193,7 @@ def walk_forward(
     max_weight: float = 1.0,
     cost_rate: float = 0.0,
     selector: Selector | None = None,
+    priors: dict | None = None,
 ) -> WalkForwardResult:
     """Walk-forward backtest: fit on each train window, hold for the next test window.
 
@@ -202,12 +214,18 @@ def walk_forward(
         buys from cash, turnover 1).
     selector : callable, optional
         Train-window returns -> columns to hold; decided inside each window.
+    priors : dict, optional
+        Window priors (:func:`engines.window_prior`) by window and columns, filled and
+        reused: pass one dict to the walk-forwards of several risk profiles over the
+        same ``X`` and each window's moments are estimated once.
 
     Returns
     -------
     WalkForwardResult
         A window whose optimizer fails falls back to equal weight over the selected
-        columns (projected to bounds) and is counted in ``windows_fallback``.
+        columns (projected to bounds) and is counted in ``windows_fallback``. Windows
+        are fitted by :class:`engines.WindowEngine` (skfolio's weights, without
+        skfolio's per-fit overhead); the final weights by the skfolio estimator itself.
 
     Raises
     ------
@@ -215,6 +233,8 @@ def walk_forward(
         Fewer observations than one train window plus one test observation.
     """
     from skfolio.model_selection import WalkForward
+
+    from .engines import WindowEngine
 
     n_obs, n_assets = X.shape
     if n_obs < train_window + 1:
@@ -232,9 +252,10 @@ def walk_forward(
     history: list[np.ndarray] = []
     starts = []
     prev = np.zeros(n_assets)
+    engine = WindowEngine(profile, min_weight=min_weight, max_weight=max_weight)
     for train, test in splitter.split(values):
         res.windows_attempted += 1
-        w = _fit_window(X.iloc[train], profile, min_weight, max_weight, selector, columns, res)
+        w = _fit_window(X, values, train, engine, selector, columns, res, {} if priors is None else priors)
         r = values[test] @ w
         r[0] -= cost_rate * np.abs(w - prev).sum()
         prev = w
@@ -266,22 +287,33 @@ def walk_forward(
 
 
 def _fit_window(
-    train: pd.DataFrame,
-    profile: str,
-    lo: float,
-    hi: float,
+    X: pd.DataFrame,
+    values: np.ndarray,
+    train: np.ndarray,
+    engine,
     selector: Selector | None,
     columns: list[str],
     res: WalkForwardResult,
+    priors: dict,
 ) -> np.ndarray:
-    sub = selector(train) if selector else columns
+    from .engines import window_prior
+
+    lo, hi = engine.min_weight, engine.max_weight
+    sub = selector(X.iloc[train]) if selector else columns
+    picked = [columns.index(c) for c in sub] if selector else list(range(len(columns)))
     try:
-        w_sub, _ = fit_weights(train[sub], profile, min_weight=lo, max_weight=hi)
+        x = values[train][:, picked]
+        prior = None
+        if engine.needs_prior:
+            key = (int(train[0]), len(train), tuple(picked))
+            prior = priors[key] if key in priors else priors.setdefault(key, window_prior(x))
+        w_sub = checked_weights(engine.fit(x, prior), len(sub), engine.profile, lo, hi)
         res.windows_succeeded += 1
     except Exception as exc:  # noqa: BLE001 - a failed window falls back and is counted
         w_sub = project_to_bounds(np.full(len(sub), 1.0 / len(sub)), lo, hi)
         res.windows_fallback += 1
-        res.errors.append(f"{train.index[-1].date()}: {type(exc).__name__}: {exc}")
-    check_window_weights(w_sub, lo, hi, window=str(train.index[-1].date()), profile=profile)
-    w = pd.Series(w_sub, index=sub).reindex(columns, fill_value=0.0)
-    return w.to_numpy()
+        res.errors.append(f"{X.index[train[-1]].date()}: {type(exc).__name__}: {exc}")
+    check_window_weights(w_sub, lo, hi, window=str(X.index[train[-1]].date()), profile=engine.profile)
+    w = np.zeros(len(columns))
+    w[picked] = w_sub
+    return w

@@ -221,8 +221,11 @@ def compute_sleeve(
     selector = make_selector(config["selection"])
 
     columns, weights, health, streams = {}, {}, {}, {}
+    priors: dict = {}  # each window's moments, estimated once for all risk profiles
     for rp in risk_profiles:
-        res = walk_forward(used, rp, train_window=train, test_window=test, cost_rate=cost_rate, selector=selector)
+        res = walk_forward(
+            used, rp, train_window=train, test_window=test, cost_rate=cost_rate, selector=selector, priors=priors
+        )
         columns[rp] = res.returns
         streams[rp] = (res.returns, res.weights)
         health[rp] = res.health()

@@ -41,8 +41,6 @@ rule meta_optimize:
         profile=W.flat_profiles,
     log:
         "{node}/logs/meta_optimize_{profile}.log",
-    benchmark:
-        "{node}/logs/meta_optimize_{profile}.benchmark.tsv"
     run:
         stages.run_meta_optimize(RUN, node_path(wildcards), wildcards.profile, log[0])
 

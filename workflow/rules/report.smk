@@ -45,7 +45,5 @@ rule report:
         node=W.meta_nodes,
     log:
         "{node}/logs/report.log",
-    benchmark:
-        "{node}/logs/report.benchmark.tsv"
     run:
         stages.run_report(RUN, node_path(wildcards), log[0])

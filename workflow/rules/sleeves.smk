@@ -20,8 +20,6 @@ rule sleeve:
         node=W.sleeve_nodes,
     log:
         "{node}/logs/sleeve.log",
-    benchmark:
-        "{node}/logs/sleeve.benchmark.tsv"
     run:
         stages.run_sleeve(RUN, node_path(wildcards), log[0])
 
