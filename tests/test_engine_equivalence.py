@@ -67,7 +67,10 @@ def _stock_walk_forward(X, profile, *, train_window, test_window, lo=0.0, hi=1.0
     return np.array(rows), attempted, succeeded
 
 
-@pytest.mark.parametrize("sleeve", sorted(SLEEVES))
+# One sleeve stays in the fast tier; the sweep over every shipped sleeve is the full tier's.
+@pytest.mark.parametrize(
+    "sleeve", [s if s == "tech" else pytest.param(s, marks=pytest.mark.e2e) for s in sorted(SLEEVES)]
+)
 def test_window_weights_equal_skfolio_on_every_window_of_every_shipped_sleeve(sleeve):
     config = SLEEVES[sleeve]
     X = _sleeve_returns(config)
@@ -87,7 +90,7 @@ def test_window_weights_equal_skfolio_on_every_window_of_every_shipped_sleeve(sl
             np.testing.assert_allclose(res.weights.to_numpy(), stock, rtol=0, atol=TOL, err_msg=f"{sleeve} {rp}")
 
 
-@pytest.mark.parametrize("bounds", [(0.05, 0.5), (0.1, 0.4)])
+@pytest.mark.parametrize("bounds", [(0.05, 0.5), pytest.param((0.1, 0.4), marks=pytest.mark.e2e)])
 def test_bounded_window_weights_equal_skfolio(bounds):
     """Sleeve bounds as the meta layer uses them (the shipped meta profiles' own), on every window."""
     lo, hi = bounds

@@ -59,7 +59,6 @@ NODE_FILES: dict[str, str] = {
     "audit": "audit.jsonl",
     "run_lock": ".run.lock",
     "log": "logs/{stage}.log",
-    "benchmark": "logs/{stage}.benchmark.tsv",
 }
 
 #: Suffix of the temp files of atomic writes (``.<name>.<random>.tmp``, renamed when complete).
