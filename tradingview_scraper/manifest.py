@@ -213,7 +213,7 @@ def load_manifest(path: str | Path = DEFAULT_MANIFEST) -> tuple[dict, str]:
 
 
 #: sha256 of manifest bytes this process has validated: the runner, then the Snakefile, load the
-#: same manifest, and validating 10,000 sleeves takes about a second.
+#: same manifest, and schema validation grows with the sleeves (docs/performance.md).
 _VALIDATED: set[str] = set()
 
 

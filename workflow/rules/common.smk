@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from tradingview_scraper import deps, stages
 from tradingview_scraper.errors import PipelineError
+from tradingview_scraper.layout import node_pattern as artifact  # a rule's file patterns: artifact(name, **fields)
 from tradingview_scraper.orchestration import signals
 from tradingview_scraper.wiring import Wiring, tune_gc_for_dag
 

@@ -13,7 +13,7 @@ rule meta_returns:
     input:
         get_children_interface,
     output:
-        expand("{{node}}/meta/returns_{profile}.parquet", profile=PROFILES),
+        [artifact("meta_returns", profile=p) for p in PROFILES],
     params:
         meta=get_meta_params,
         # The package code and library versions the rule runs: editing them reruns it.
@@ -21,17 +21,17 @@ rule meta_returns:
     wildcard_constraints:
         node=W.meta_nodes,
     log:
-        "{node}/logs/meta_returns.log",
+        artifact("log", stage="meta_returns"),
     run:
         stages.run_meta_returns(RUN, node_path(wildcards), log[0])
 
 
 rule meta_optimize:
     input:
-        "{node}/meta/returns_{profile}.parquet",
+        artifact("meta_returns"),
     output:
-        weights="{node}/meta/weights_{profile}.json",
-        stream="{node}/meta/stream_{profile}.parquet",
+        weights=artifact("meta_weights"),
+        stream=artifact("meta_stream"),
     params:
         meta=get_meta_params,
         # The package code and library versions the rule runs: editing them reruns it.
@@ -40,16 +40,16 @@ rule meta_optimize:
         node=W.meta_nodes,
         profile=W.flat_profiles,
     log:
-        "{node}/logs/meta_optimize_{profile}.log",
+        artifact("log", stage="meta_optimize_{profile}"),
     run:
         stages.run_meta_optimize(RUN, node_path(wildcards), wildcards.profile, log[0])
 
 
 use rule meta_optimize as meta_optimize_hierarchical with:
     output:
-        weights="{node}/meta/weights_{profile}.json",
-        stream="{node}/meta/stream_{profile}.parquet",
-        tree="{node}/meta/cluster_tree_{profile}.json",
+        weights=artifact("meta_weights"),
+        stream=artifact("meta_stream"),
+        tree=artifact("cluster_tree"),
     wildcard_constraints:
         node=W.meta_nodes,
         profile=W.hierarchical_profiles,
@@ -59,14 +59,14 @@ rule meta_stream:
     input:
         get_node_streams,
     output:
-        "{node}/returns.parquet",
+        artifact("returns"),
     params:
         # The package code and library versions the rule runs: editing them reruns it.
         code=deps.code_hash("meta_stream"),
     wildcard_constraints:
         node=W.meta_nodes,
     log:
-        "{node}/logs/meta_stream.log",
+        artifact("log", stage="meta_stream"),
     run:
         stages.run_node_returns(RUN, node_path(wildcards), log[0])
 
@@ -75,13 +75,13 @@ rule flatten:
     input:
         get_flatten_inputs,
     output:
-        "{node}/flattened_{profile}.json",
+        artifact("flattened"),
     params:
         # The package code and library versions the rule runs: editing them reruns it.
         code=deps.code_hash("flatten"),
     wildcard_constraints:
         node=W.meta_nodes,
     log:
-        "{node}/logs/flatten_{profile}.log",
+        artifact("log", stage="flatten_{profile}"),
     run:
         stages.run_flatten(RUN, node_path(wildcards), wildcards.profile, log[0])

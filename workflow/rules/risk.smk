@@ -8,13 +8,13 @@ rule risk:
     input:
         get_risk_inputs,
     output:
-        expand("{{node}}/risk_{profile}.json", profile=PROFILES),
+        [artifact("risk", profile=p) for p in PROFILES],
     params:
         # The package code and library versions the rule runs: editing them reruns it.
         code=deps.code_hash("risk"),
     wildcard_constraints:
         node=W.meta_nodes,
     log:
-        "{node}/logs/risk.log",
+        artifact("log", stage="risk"),
     run:
         stages.run_risk(RUN, node_path(wildcards), log[0])

@@ -5,11 +5,11 @@ rule sleeve:
     input:
         prices=get_sleeve_prices,
     output:
-        returns="{node}/returns.parquet",
-        health="{node}/health.json",
-        sign_test="{node}/sign_test.json",
-        provenance="{node}/provenance.json",
-        weights=expand("{{node}}/weights_{profile}.json", profile=PROFILES),
+        returns=artifact("returns"),
+        health=artifact("health"),
+        sign_test=artifact("sign_test"),
+        provenance=artifact("provenance"),
+        weights=[artifact("weights", profile=p) for p in PROFILES],
     params:
         sleeve=get_sleeve_params,
         # The package code and library versions the rule runs: editing them reruns it.
@@ -19,7 +19,7 @@ rule sleeve:
     wildcard_constraints:
         node=W.sleeve_nodes,
     log:
-        "{node}/logs/sleeve.log",
+        artifact("log", stage="sleeve"),
     run:
         stages.run_sleeve(RUN, node_path(wildcards), log[0])
 
@@ -28,11 +28,11 @@ rule pinned_sleeve:
     input:
         source=get_pin_source,
     output:
-        returns="{node}/returns.parquet",
-        health="{node}/health.json",
-        sign_test="{node}/sign_test.json",
-        provenance="{node}/provenance.json",
-        weights=expand("{{node}}/weights_{profile}.json", profile=PROFILES),
+        returns=artifact("returns"),
+        health=artifact("health"),
+        sign_test=artifact("sign_test"),
+        provenance=artifact("provenance"),
+        weights=[artifact("weights", profile=p) for p in PROFILES],
     params:
         sleeve=get_sleeve_params,
         # The package code and library versions the rule runs: editing them reruns it.
@@ -40,6 +40,6 @@ rule pinned_sleeve:
     wildcard_constraints:
         node=W.pinned_nodes,
     log:
-        "{node}/logs/pin.log",
+        artifact("log", stage="pin"),
     run:
         stages.run_pin(RUN, node_path(wildcards), log[0])
