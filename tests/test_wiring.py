@@ -10,7 +10,7 @@ import pytest
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 from tradingview_scraper.wiring import alternation, computed_sleeve_pattern
 
-from .conftest import SMALL_MANIFEST
+from .conftest import PROJECT, SMALL_MANIFEST
 
 RUN = "/runs/r"
 META = [RUN, f"{RUN}/sleeves/branch"]
@@ -70,3 +70,21 @@ def test_every_file_a_run_writes_is_one_rules_output(tmp_path):
         if p.is_file() and "logs" not in p.relative_to(run.run_dir).parts and p.name not in {"audit.jsonl", "audit.jsonl.lock", ".run.lock"}
     }
     assert written and written == set(planned), sorted(written ^ set(planned))
+
+
+def test_every_rule_carries_its_code_hash():
+    """A rule without ``code=deps.code_hash(<rule>)`` would not rerun when its code changes."""
+    from tradingview_scraper import deps
+
+    rules = {}
+    for smk in sorted((PROJECT / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=(?:rule|use rule) )", smk.read_text()):
+            head = re.match(r"(?:rule (\w+)|use rule \w+ as (\w+) with):", block)
+            if head:
+                rules[head.group(1) or head.group(2)] = block
+    assert {"sleeve", "meta_returns", "report", "risk", "rebalance"} <= set(rules)
+    for name, block in rules.items():
+        if name.endswith("_hierarchical"):  # `use rule ... with` keeps the parent's params
+            continue
+        assert f'code=deps.code_hash("{name}")' in block, f"rule {name} has no code hash"
+        assert name in deps.STAGE_CODE and name in deps.STAGE_LIBRARIES, name
