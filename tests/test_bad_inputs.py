@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -28,21 +27,13 @@ from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
 from .bad_manifests import BAD
 from .conftest import PROJECT, SMALL_MANIFEST
+from .helpers import WINDOWS, prices
 
 # Every test here runs a real workflow or a Ray cluster (the full tier, not make test-fast).
 pytestmark = pytest.mark.e2e
 
 PROG = "run_meta_pipeline.py"
-WINDOWS = {"train_window": 40, "test_window": 10}
 SLEEVE_FILES = ("returns.parquet", "health.json", "sign_test.json", "provenance.json")
-
-
-def _prices(symbols, start="2020-01-01", n=120, seed=0) -> pd.DataFrame:
-    """A wide table of positive random-walk prices, one column per symbol."""
-    rng = np.random.default_rng(seed)
-    values = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (n, len(symbols))), axis=0))
-    frame = pd.DataFrame(values, index=pd.bdate_range(start, periods=n, name="date"), columns=list(symbols))
-    return frame.round(6)
 
 
 def _base_manifest(data_dir: Path) -> dict:
@@ -63,8 +54,8 @@ def _base_manifest(data_dir: Path) -> dict:
 
 
 def _write_good_data(data_dir: Path) -> None:
-    _prices(["AAA", "BBB"]).to_csv(data_dir / "a.csv")
-    _prices(["CCC", "DDD"], seed=1).to_csv(data_dir / "b.csv")
+    prices(["AAA", "BBB"]).to_csv(data_dir / "a.csv")
+    prices(["CCC", "DDD"], seed=1).to_csv(data_dir / "b.csv")
 
 
 # ----------------------------------------------------------------------------- data writers
@@ -72,7 +63,7 @@ def _write_good_data(data_dir: Path) -> None:
 
 def _edit_a(fn: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], None]:
     def write(data_dir: Path) -> None:
-        fn(_prices(["AAA", "BBB"])).to_csv(data_dir / "a.csv")
+        fn(prices(["AAA", "BBB"])).to_csv(data_dir / "a.csv")
 
     return write
 
@@ -87,7 +78,7 @@ def _set_cell(row: int, col: str, value) -> Callable[[pd.DataFrame], pd.DataFram
 
 
 def _long_with_nan(data_dir: Path) -> None:
-    frame = _prices(["AAA", "BBB"]).stack().rename("close").reset_index().rename(columns={"level_1": "symbol"})
+    frame = prices(["AAA", "BBB"]).stack().rename("close").reset_index().rename(columns={"level_1": "symbol"})
     frame["close"] = frame["close"].astype(object)
     frame.loc[7, "close"] = "nan"
     frame.to_csv(data_dir / "a.csv", index=False)
@@ -98,7 +89,7 @@ def _text(name: str, text: str) -> Callable[[Path], None]:
 
 
 def _b_from(start: str, n: int = 120) -> Callable[[Path], None]:
-    return lambda data_dir: _prices(["CCC", "DDD"], start=start, n=n, seed=1).to_csv(data_dir / "b.csv")
+    return lambda data_dir: prices(["CCC", "DDD"], start=start, n=n, seed=1).to_csv(data_dir / "b.csv")
 
 
 # ----------------------------------------------------------------------------- the table
