@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tradingview_scraper import __version__, audit
+from tradingview_scraper import __version__
 from tradingview_scraper.audit import (
     GENESIS_PREV_HASH,
+    _records,
     file_sha256,
     fingerprint,
     genesis,
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def _no_git(monkeypatch):
     """Tests never shell out to git: the commit lookup is stubbed."""
-    monkeypatch.setattr(audit, "_git_commit", lambda: "f" * 40)
+    monkeypatch.setattr(_records, "_git_commit", lambda: "f" * 40)
 
 
 def _start(run: Path, run_id: str = "r1") -> dict:
@@ -132,7 +133,7 @@ def test_genesis_payload(tmp_path):
 def test_git_commit_is_none_without_git(monkeypatch, tmp_path):
     monkeypatch.undo()  # the real lookup, but with no git on PATH
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert audit._git_commit() is None
+    assert _records._git_commit() is None
 
 
 def test_paths_relative_to_cwd_or_run_dir(tmp_path, monkeypatch):
@@ -389,3 +390,11 @@ def test_cli_exit_codes(tmp_path):
         usage = _cli(*args)
         assert usage.returncode == 2, args
         assert len(usage.stderr.strip().splitlines()) == 1, usage.stderr
+
+
+def test_import_stays_light():
+    """The Snakefile imports audit and deps while it parses: neither may pull in the frame libraries."""
+    probe = "import sys, tradingview_scraper.audit, tradingview_scraper.deps; print(sorted({'numpy', 'pandas', 'pyarrow'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, check=True)  # fmt: skip
+    assert out.stdout.strip() == "[]"

@@ -46,14 +46,16 @@ def check_frame(prices: pd.DataFrame, symbols: list[str]) -> None:
 # --------------------------------------------------------------------------- module
 
 
-def test_module_imports_only_pandas_numpy_stdlib_at_top_level():
-    tree = ast.parse(Path(data_mod.__file__).read_text(encoding="utf-8"))
+def test_modules_import_only_pandas_numpy_stdlib_at_top_level():
+    modules = sorted(Path(data_mod.__file__).parent.glob("*.py"))
+    assert len(modules) > 1
     roots = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            roots |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            roots.add(node.module.split(".")[0])
+    for module in modules:
+        for node in ast.parse(module.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Import):
+                roots |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots.add(node.module.split(".")[0])
     assert roots <= {
         "__future__",
         "re",

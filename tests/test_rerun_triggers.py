@@ -135,7 +135,9 @@ def test_price_files_and_code_are_rerun_triggers(project):
 
 def test_code_hash_follows_imports_and_skips_glue():
     sleeve = deps.code_modules(("stages", "layout", *deps.STAGE_CODE["sleeve"]))
-    assert {"sleeve.py", "backtest.py", "engines.py", "data.py", "deps.py"} <= set(sleeve)
+    assert {"sleeve.py", "backtest.py", "engines.py", "deps.py"} <= set(sleeve)
+    data_pkg = Path(deps.PACKAGE_DIR) / "data"
+    assert {f"data/{p.name}" for p in data_pkg.glob("*.py")} <= set(sleeve), "a package counts with every module"
     assert not any(rel.startswith(("orchestration/", "cluster/", "report")) for rel in sleeve)
     report = deps.code_modules(("stages", "layout", *deps.STAGE_CODE["report"]))
     assert "sleeve.py" not in report and any(rel.startswith("report") for rel in report)

@@ -1,0 +1,34 @@
+"""The hash-chained audit ledger (``audit.jsonl``) of a run: genesis, stage records, verification.
+
+The ledger file itself (paths, locks, appends) lives in ``_ledger``, over the hashing of
+``_hashing``; ``_records`` writes the genesis and stage entries, ``_artifacts`` checks the
+recorded artifacts against their files (and discards damaged ones), and ``_verification``
+verifies a whole ledger (``python -m tradingview_scraper.audit verify <run_dir>``).
+"""
+
+from ._artifacts import Damage, Recorded, check_inputs, damaged, discard, failures, last_seq
+from ._hashing import file_sha256, fingerprint
+from ._ledger import ENTRY_KEYS, GENESIS_PREV_HASH
+from ._records import KEY_LIBRARIES, OUTCOMES, genesis, record_stage, stage_audit
+from ._verification import main, verify
+
+__all__ = [
+    "ENTRY_KEYS",
+    "GENESIS_PREV_HASH",
+    "KEY_LIBRARIES",
+    "OUTCOMES",
+    "Damage",
+    "Recorded",
+    "check_inputs",
+    "damaged",
+    "discard",
+    "failures",
+    "file_sha256",
+    "fingerprint",
+    "genesis",
+    "last_seq",
+    "main",
+    "record_stage",
+    "stage_audit",
+    "verify",
+]
