@@ -37,6 +37,7 @@ META_CHAIN = [
     ("meta_returns", "."),
     ("meta_stream", "."),
     ("report", "."),
+    ("risk", "."),
 ]
 
 
