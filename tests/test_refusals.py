@@ -188,11 +188,12 @@ INJECTED = [
 
 
 def _inject(repo: Path, stage: str, code: str) -> None:
-    path = repo / "tradingview_scraper" / "stages.py"
-    source = path.read_text()
     pattern = re.compile(rf'^(?P<indent>\s*)with _stage\(ctx, "{stage}".*:\n', re.MULTILINE)
-    match = pattern.search(source)
-    assert match, stage
+    found = [(path, m) for path in sorted((repo / "tradingview_scraper" / "stages").glob("*.py"))
+             if (m := pattern.search(path.read_text()))]  # fmt: skip
+    assert len(found) == 1, stage
+    path, match = found[0]
+    source = path.read_text()
     indent = match["indent"] + "    "
     path.write_text(source[: match.end()] + f"{indent}{code}\n" + source[match.end() :])
 

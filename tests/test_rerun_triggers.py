@@ -124,6 +124,12 @@ def test_price_files_and_code_are_rerun_triggers(project):
     assert stages_since(run_dir, seq) == [("report", ".")]
     assert {k: v for k, v in file_bytes(run_dir).items() if not k.startswith("report")} == kept
 
+    # The stages module of the report and the resolved manifest changes: those two rerun, not every rule.
+    _edit_module(repo, "stages/_report")
+    seq = last_seq(run_dir)
+    _run(repo)
+    assert stages_since(run_dir, seq) == [("report", "."), ("resolve", ".")]
+
     # Walk-forward code changes: every sleeve and the meta layer (which runs it too), not the manifest.
     _edit_module(repo, "backtest")
     seq = last_seq(run_dir)
@@ -135,14 +141,19 @@ def test_price_files_and_code_are_rerun_triggers(project):
 
 
 def test_code_hash_follows_imports_and_skips_glue():
-    sleeve = deps.code_modules(("stages", "layout", *deps.STAGE_CODE["sleeve"]))
+    sleeve = deps.rule_modules("sleeve")
     assert {"sleeve.py", "backtest.py", "engines.py", "deps.py"} <= set(sleeve)
     data_pkg = Path(deps.PACKAGE_DIR) / "data"
     assert {f"data/{p.name}" for p in data_pkg.glob("*.py")} <= set(sleeve), "a package counts with every module"
     assert not any(rel.startswith(("orchestration/", "cluster/", "report")) for rel in sleeve)
-    report = deps.code_modules(("stages", "layout", *deps.STAGE_CODE["report"]))
+    report = deps.rule_modules("report")
     assert "sleeve.py" not in report and any(rel.startswith("report") for rel in report)
     assert len({deps.code_hash(rule) for rule in ("sleeve", "meta_optimize", "report")}) == 3
+    # A rule counts the stages module it calls and the stage context, not the other stages.
+    assert {rel for rel in report if rel.startswith("stages/")} == {"stages/_common.py", "stages/_report.py"}
+    pinned = {rel for rel in deps.rule_modules("pinned_sleeve") if rel.startswith("stages/")}
+    assert pinned == {"stages/_common.py", "stages/_pins.py", "stages/_sleeves.py"}  # imports within stages
+
 
 
 def test_code_modules_follow_relative_imports_only(tmp_path):

@@ -74,7 +74,7 @@ def test_every_file_a_run_writes_is_one_rules_output(tmp_path):
 
 def test_every_rule_carries_its_code_hash():
     """A rule without ``code=deps.code_hash(<rule>)`` would not rerun when its code changes."""
-    from tradingview_scraper import deps
+    from tradingview_scraper import deps, stages
 
     rules = {}
     for smk in sorted((PROJECT / "workflow" / "rules").glob("*.smk")):
@@ -88,3 +88,6 @@ def test_every_rule_carries_its_code_hash():
             continue
         assert f'code=deps.code_hash("{name}")' in block, f"rule {name} has no code hash"
         assert name in deps.STAGE_CODE and name in deps.STAGE_LIBRARIES, name
+        # its hash counts the stages module its run block calls
+        call = re.search(r"\n    run:\n\s+stages\.(\w+)\(", block)
+        assert call and getattr(stages, call[1]).__module__ == f"tradingview_scraper.{deps.STAGE_ENTRY[name]}", name

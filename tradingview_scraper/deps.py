@@ -20,16 +20,30 @@ from .errors import ConfigError, DataError
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE = PACKAGE_DIR.name
 
-#: Package modules whose own source counts but whose imports are not followed: ``stages``
-#: lazily imports every stage's code.
+#: Package modules whose own source counts but whose imports are followed only within
+#: themselves: the ``stages`` modules lazily import every stage's code.
 GLUE = frozenset({"stages"})
 #: Package modules that never count: they decide where and how a task runs (Ray, the
 #: runner), not what it computes.
 PLACEMENT = frozenset({"cluster", "orchestration"})
 
+#: Per rule, the ``stages`` module of the function its ``run:`` block calls (its entry point).
+STAGE_ENTRY: dict[str, str] = {
+    "sleeve": "stages._sleeves",
+    "pinned_sleeve": "stages._pins",
+    "meta_returns": "stages._meta",
+    "meta_optimize": "stages._meta",
+    "meta_stream": "stages._meta",
+    "flatten": "stages._meta",
+    "resolved_manifest": "stages._report",
+    "report": "stages._report",
+    "rebalance": "stages._rebalance",
+    "risk": "stages._risk",
+}
 #: Per rule, the package modules that compute its outputs; their package imports are
-#: followed (see :func:`code_modules`). ``stages`` (the rule's entry point) and ``layout``
-#: (how artifacts are written) count for every rule.
+#: followed (see :func:`code_modules`). Besides these and the rule's entry point,
+#: ``stages._common`` (the stage context) and ``layout`` (how artifacts are written) count
+#: for every rule; ``stages/__init__.py`` only re-exports and counts for none.
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "sleeve": ("sleeve", "data"),
     "pinned_sleeve": (),
@@ -42,7 +56,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "rebalance": ("rebalance",),
     "risk": ("risk", "data", "sleeve"),
 }
-_COMMON_CODE = ("stages", "layout")
+_COMMON_CODE = ("stages._common", "layout")
 
 #: Per rule, the libraries whose versions can change its numbers or bytes.
 _FRAME_LIBS = ("numpy", "pandas", "pyarrow")
@@ -209,9 +223,9 @@ def _imports(source: str, module: str, is_package: bool) -> set[str]:
 def code_modules(entries: Sequence[str], root: Path | None = None) -> dict[str, Path]:
     """Every package source file that modules ``entries`` run: themselves and what they import.
 
-    Imports are followed transitively (top-level and inside functions), except through
-    :data:`GLUE` modules, which count for their own source only; :data:`PLACEMENT` modules
-    do not count.
+    Imports are followed transitively (top-level and inside functions), except out of
+    :data:`GLUE` modules, whose imports are followed only within their own package;
+    :data:`PLACEMENT` modules do not count.
 
     Returns
     -------
@@ -226,17 +240,17 @@ def code_modules(entries: Sequence[str], root: Path | None = None) -> dict[str, 
             continue
         seen.add(name)
         paths = _module_file(name, root)
+        top = name.split(".")[0]
         for path in paths:
             rel = path.relative_to(root).as_posix()
             if rel in files:
                 continue
             files[rel] = path
-            if name.split(".")[0] in GLUE:
-                continue
             mod = ".".join(path.relative_to(root).with_suffix("").parts)
             is_pkg = path.name == "__init__.py"
             mod = mod.removesuffix(".__init__")
-            todo.extend(_imported_modules(path, mod, is_pkg, root))
+            imported = _imported_modules(path, mod, is_pkg, root)
+            todo.extend(m for m in imported if top not in GLUE or m.split(".")[0] == top)
     return dict(sorted(files.items()))
 
 
@@ -260,6 +274,17 @@ def _version(dist: str) -> str:
         return "absent"
 
 
+def rule_modules(rule: str) -> dict[str, Path]:
+    """The package source files rule ``rule`` runs (see :func:`code_modules`).
+
+    Raises
+    ------
+    KeyError
+        ``rule`` is not a rule of the workflow (see :data:`STAGE_CODE`).
+    """
+    return code_modules((*_COMMON_CODE, STAGE_ENTRY[rule], *STAGE_CODE[rule]))
+
+
 @functools.cache
 def code_hash(rule: str) -> str:
     """Fingerprint of the code rule ``rule`` runs: its package modules' source and its libraries' versions.
@@ -276,7 +301,7 @@ def code_hash(rule: str) -> str:
         ``rule`` is not a rule of the workflow (see :data:`STAGE_CODE`).
     """
     digest = hashlib.sha256()
-    for rel, path in code_modules((*_COMMON_CODE, *STAGE_CODE[rule])).items():
+    for rel, path in rule_modules(rule).items():
         digest.update(f"{rel}\0{_source_digest(path)}\n".encode())
     for dist in STAGE_LIBRARIES[rule]:
         digest.update(f"{dist}=={_version(dist)}\n".encode())

@@ -1,0 +1,157 @@
+"""What every stage runs in: its log file, its audit record, one-line errors, warnings, imports."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .. import audit
+from ..errors import PipelineError, StageError, one_line
+from ..run import RunContext
+
+log = logging.getLogger("tradingview_scraper")
+
+
+class _ThreadFilter(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.thread
+
+
+_IMPORT_GUARD = threading.Lock()
+
+
+#: Stages that fit skfolio models in this process (a sleeve too, when it runs without Ray).
+_NUMERIC_STAGES = frozenset({"meta_optimize", "report", "risk"})
+
+
+def _import_numerics() -> None:
+    """Import skfolio (and through it sklearn, scipy) once, one thread at a time.
+
+    Job threads that import them for the first time concurrently can see a partially
+    initialized module (``ImportError: cannot import name 'clone' from partially
+    initialized module 'sklearn.base'``).
+    """
+    with _IMPORT_GUARD:
+        import skfolio.datasets  # noqa: F401
+        import skfolio.model_selection  # noqa: F401
+        import skfolio.optimization  # noqa: F401
+
+
+@contextlib.contextmanager
+def _stage(
+    ctx: RunContext, stage: str, node_path: str, logfile: str | None, params: dict, inputs, outputs
+) -> Iterator[audit.stage_audit]:
+    """Log this thread's records to ``logfile`` and audit the stage's inputs and outputs.
+
+    Yields the audit record, whose ``params`` a stage may extend with its outcome.
+    """
+    handler = None
+    if logfile:
+        Path(logfile).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(logfile, mode="w")
+        handler.addFilter(_ThreadFilter())
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    t0 = time.perf_counter()
+    what = f"{stage} {node_path}" + (f" ({params['profile']})" if stage in ("meta_optimize", "flatten") else "")
+    try:
+        if stage in _NUMERIC_STAGES or (stage == "sleeve" and not ctx.ray):
+            _import_numerics()
+        ensure_genesis(ctx)
+        with audit.stage_audit(ctx.run_dir, stage, node_path, params, list(inputs), list(outputs)) as record:
+            try:
+                audit.check_inputs(ctx.run_dir, record.inputs)  # never consume an artifact changed since written
+                log.info("%s %s: start", stage, node_path)
+                yield record
+            except PipelineError:
+                raise
+            except Exception as exc:  # a library's error: name the stage and node it broke
+                raise StageError(f"{what}: {one_line(exc)}") from exc
+        log.info("%s %s: done in %.2f s", stage, node_path, time.perf_counter() - t0)
+    except Exception as exc:
+        log.error("%s: %s", what, exc)  # for the stage's log file; the ledger and the exception carry it
+        raise
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
+
+
+def ensure_genesis(ctx: RunContext) -> None:
+    """Start the run's audit ledger (idempotent)."""
+    audit.genesis(
+        ctx.run_dir,
+        run_id=ctx.run_id,
+        meta_profile=ctx.plan.profile,
+        manifest_path=ctx.plan.manifest_path,
+        manifest_sha256=ctx.plan.manifest_sha256,
+    )
+
+
+#: Heavy modules the driver's later stages import: skfolio (meta optimize) and matplotlib (report).
+_PREWARM_MODULES = (
+    "skfolio.optimization",
+    "skfolio.model_selection",
+    "skfolio.measures",
+    "matplotlib.figure",
+    "matplotlib.backends.backend_agg",
+    "matplotlib.dates",
+    "tradingview_scraper.meta",
+    "tradingview_scraper.report",
+)
+
+
+_prewarm_lock = threading.Lock()
+
+
+_prewarm_thread: threading.Thread | None = None
+
+
+def prewarm() -> None:
+    """Import the meta stages' and the report's heavy modules in a background thread, once per process.
+
+    While the sleeves compute on Ray the driver only waits; importing skfolio and matplotlib
+    then (about 2 s) takes them off the critical path, where the first meta optimize and
+    the report would otherwise import them after the last sleeve (see docs/performance.md).
+    """
+    global _prewarm_thread
+    with _prewarm_lock:
+        if _prewarm_thread is None:
+            _prewarm_thread = threading.Thread(target=_import_modules, args=(_PREWARM_MODULES,), name="tvs-prewarm")
+            _prewarm_thread.start()
+
+
+def _await_prewarm() -> None:
+    """Wait for :func:`prewarm`'s imports: two threads importing one package at once can deadlock."""
+    with _prewarm_lock:
+        thread = _prewarm_thread
+    if thread is not None:
+        thread.join()
+
+
+def _import_modules(names: tuple[str, ...]) -> None:
+    for name in names:
+        with contextlib.suppress(Exception):  # the stage that needs the module reports the error
+            importlib.import_module(name)
+
+
+def console_warning(message: str) -> None:
+    """A warning the person running the pipeline must see: on stderr, whatever the entry point.
+
+    Stages run as threads of the driver (the runner's or plain ``snakemake``'s), so stderr
+    is the console's; the stage log keeps the line too.
+    """
+    log.warning("%s", message)
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+

@@ -1,0 +1,182 @@
+"""Pinned sleeves: a pin resolved to an earlier run's sleeve, its pre-flight check, the pin stage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .. import audit
+from ..errors import DataError, PipelineError
+from ..layout import (
+    Node,
+    atomic_write_bytes,
+    child_path,
+    read_json,
+    read_parquet,
+    run_node,
+    write_json,
+    write_parquet,
+)
+from ..manifest import ROOT, NodeSpec, Plan
+from ..run import RunContext
+from ._common import _stage
+from ._sleeves import sleeve_outputs
+
+#: Artifacts a pinned sleeve directory must hold, besides ``weights_<p>.json`` per risk profile.
+PIN_REQUIRED = ("returns", "health", "sign_test")
+
+
+def resolve_pin(
+    spec: NodeSpec, runs_root: Path, risk_profiles: list[str], run_id: str | None = None
+) -> tuple[Node, dict]:
+    """The sleeve directory pinned sleeve ``spec`` reuses, checked, and what it was made from.
+
+    A pin ``run_id`` resolves to ``<runs_root>/<run_id>/sleeves/<sleeve_id>/`` (a sleeve of an
+    earlier meta run) or ``<runs_root>/<run_id>/`` (a standalone run of the same atomic
+    profile, from ``run_production_pipeline.py --profile <atomic>``). Never a fallback to
+    another run.
+
+    Parameters
+    ----------
+    spec : NodeSpec
+        An atomic node with ``pin`` set.
+    runs_root : Path
+        Directory of run directories.
+    risk_profiles : list of str
+        Risk profiles the new run consumes; the pinned sleeve must hold each.
+    run_id : str, optional
+        The new run's id (a run cannot pin itself).
+
+    Returns
+    -------
+    source : Node
+        The pinned sleeve directory.
+    info : dict
+        ``profile``, ``direction``, ``config`` (the source's resolved config, or None when
+        the pinned run has no ``manifest.resolved.json``) and ``manifest_sha256``.
+
+    Raises
+    ------
+    DataError
+        The pin does not resolve (the message names the sleeve and the paths looked at), the
+        pinned directory lacks a required artifact or a risk profile, or it belongs to
+        another profile, direction or walk-forward windows.
+    """
+    sid, pin = spec.sleeve_id, spec.pin
+    who = f"sleeve {sid!r}: pinned run_id {pin!r}"
+    if pin == run_id:
+        raise DataError(f"{who} is this run's own id; pin an earlier run")
+    pinned = run_node(pin, runs_root)
+    if pinned.dir.is_symlink():
+        raise DataError(f"{who}: run directory {pinned.dir} is a symlink (to {os.readlink(pinned.dir)}); pins are never followed through links")
+    resolved = read_json(pinned.file("resolved")) if pinned.file("resolved").is_file() else None
+    nodes = (resolved or {}).get("nodes") or {}
+    candidates = [(pinned.child(sid), child_path(ROOT, sid)), (pinned, ROOT)]
+    source, source_spec = None, None
+    for cand, path in candidates:
+        if resolved is not None:
+            found = nodes.get(path, {}).get("kind") == "atomic" and cand.dir.is_dir()
+        else:
+            found = any(cand.file(k).exists() for k in PIN_REQUIRED)
+        if found:
+            source, source_spec = cand, nodes.get(path)
+            break
+    if source is None:
+        looked = " or ".join(str(c.dir) for c, _ in candidates)
+        raise DataError(f"{who} not found: no sleeve of that run in {looked}")
+    required = [source.file(k) for k in PIN_REQUIRED] + [source.file("weights", profile=p) for p in risk_profiles]
+    missing = [f.name for f in required if not f.is_file()]
+    if missing:
+        raise DataError(f"{who} is incomplete: {source.dir} lacks {', '.join(missing)}")
+    try:  # a pinned run's files must still be what its ledger recorded
+        audit.check_inputs(pinned.dir, required, hint=f"rerun run {pin!r}, or pin another run")
+    except PipelineError as exc:
+        raise DataError(f"{who}: {exc}") from None
+    health = read_json(source.file("health"))
+    profile = (source_spec or {}).get("profile") or health.get("profile")
+    if profile != spec.profile:
+        raise DataError(
+            f"{who} ({source.dir}) is a run of profile {profile!r}, not {spec.profile!r}; "
+            f"pin a run of {spec.profile!r}"
+        )
+    direction = health.get("direction") or read_json(source.file("weights", profile=risk_profiles[0])).get("direction")
+    want = spec.config["universe"].get("direction", "LONG")
+    if direction != want:
+        raise DataError(f"{who} ({source.dir}) has direction {direction!r}, but profile {spec.profile!r} is {want!r}")
+    config = (source_spec or {}).get("config")
+    if config is not None:
+        old = (config["backtest"]["train_window"], config["backtest"]["test_window"])
+        new = (spec.config["backtest"]["train_window"], spec.config["backtest"]["test_window"])
+        if old != new:
+            raise DataError(
+                f"{who} ({source.dir}) used walk-forward windows train/test {old[0]}/{old[1]}, the manifest now "
+                f"says {new[0]}/{new[1]}; sleeves must share windows (rerun it, or use --execute-sleeves)"
+            )
+    columns = read_parquet(source.file("returns")).columns
+    absent = [p for p in risk_profiles if p not in columns]
+    if absent:
+        raise DataError(f"{who} has no risk profile(s) {', '.join(absent)} in {source.file('returns')}")
+    info = {
+        "profile": profile,
+        "direction": direction,
+        "config": config,
+        "manifest_sha256": (resolved or {}).get("manifest_sha256"),
+    }
+    return source, info
+
+
+def check_pins(plan: Plan, runs_root: Path | str, run_id: str | None = None) -> None:
+    """Resolve every pinned sleeve of ``plan`` before any work starts.
+
+    Raises
+    ------
+    DataError
+        The first pin that does not resolve or is unusable (see :func:`resolve_pin`).
+    """
+    for spec in plan.atomic_nodes():
+        if spec.pin:
+            resolve_pin(spec, Path(runs_root), plan.risk_profiles, run_id)
+
+
+def pin_source(ctx: RunContext, node_path: str) -> Node:
+    """The checked sleeve directory pinned node ``node_path`` reuses (see :func:`resolve_pin`)."""
+    return resolve_pin(ctx.spec(node_path), ctx.runs_root, ctx.plan.risk_profiles, ctx.run_id)[0]
+
+
+def run_pin(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
+    """Copy a pinned sleeve's artifacts into this run, recording where they came from.
+
+    Raises
+    ------
+    DataError
+        The pin does not resolve or is unusable (see :func:`resolve_pin`).
+    """
+    spec, node = ctx.spec(node_path), ctx.node(node_path)
+    src, info = resolve_pin(spec, ctx.runs_root, ctx.plan.risk_profiles, ctx.run_id)
+    outputs = sleeve_outputs(ctx, node)
+    params = {"pin": spec.pin, "source": str(src.dir)}
+    with _stage(ctx, "pin", node_path, logfile, params, [src.file("returns")], outputs):
+        pairs = [(src.file(k), node.file(k)) for k in ("health", "sign_test")]
+        pairs += [(src.file("weights", profile=p), node.file("weights", profile=p)) for p in ctx.plan.risk_profiles]
+        for s, d in pairs:
+            atomic_write_bytes(d, s.read_bytes())
+        prov_file = src.file("provenance")
+        write_json(
+            node.file("provenance"),
+            {
+                "computed": False,
+                "run_id": ctx.run_id,
+                "profile": spec.profile,
+                "sleeve": spec.sleeve_id,
+                "pinned_run_id": spec.pin,
+                "source": str(src.dir),
+                "source_profile": info["profile"],
+                "source_manifest_sha256": info["manifest_sha256"],
+                "source_config": info["config"],
+                "source_provenance": read_json(prov_file) if prov_file.is_file() else None,
+                "copied": sorted(d.name for _, d in pairs) + [node.file("returns").name],
+                "sha256": {d.name: audit.file_sha256(d) for _, d in pairs},
+            },
+        )
+        write_parquet(node.file("returns"), read_parquet(src.file("returns"))[ctx.plan.risk_profiles])
+

@@ -1,0 +1,168 @@
+"""The risk stage: ex-ante Euler contributions of sleeves and positions, realised contributions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import DataError
+from ..layout import read_json, read_parquet, write_json
+from ..manifest import NodeSpec
+from ..run import RunContext
+from ._common import _await_prewarm, _stage
+
+
+def risk_inputs(ctx: RunContext, node_path: str) -> list[Path]:
+    """Artifacts the risk decomposition of meta node ``node_path`` reads (every risk profile)."""
+    node = ctx.node(node_path)
+    return [
+        node.file(k, profile=p)
+        for p in ctx.plan.risk_profiles
+        for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")
+    ]
+
+
+def _leaves(ctx: RunContext, node_path: str) -> list[NodeSpec]:
+    """The atomic sleeves below meta node ``node_path``, in plan order (depth first)."""
+    out = []
+    for c in ctx.spec(node_path).children:
+        spec = ctx.spec(c)
+        out += _leaves(ctx, c) if spec.is_meta else [spec]
+    return out
+
+
+class _AssetPaths:
+    """Wealth paths of the physical positions below a node, loaded once per atomic profile.
+
+    A position (symbol, direction) takes its prices from the first atomic sleeve (in plan
+    order) holding it; a SHORT position's path compounds its synthetic-long returns
+    ``-min(r, 1)``, as the sleeve's optimizer saw them. Each sleeve's prices load with its
+    own universe, so the calendar is the sleeve's own.
+    """
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self._returns: dict[str, object] = {}
+
+    def wealth(self, spec: NodeSpec, symbol: str, direction: str):
+        import pandas as pd
+
+        from ..data import load_prices, prices_to_returns
+        from ..sleeve import synthetic_long
+
+        if spec.profile not in self._returns:
+            prices = load_prices(spec.config["data"], spec.config["universe"].get("symbols"), base_dir=self.base_dir)
+            self._returns[spec.profile] = (prices.index[0], prices_to_returns(prices))
+        first, raw = self._returns[spec.profile]
+        r = raw[[symbol]]
+        r = (synthetic_long(r) if direction == "SHORT" else r)[symbol]
+        wealth = (1.0 + r).cumprod()
+        start = pd.Series([1.0], index=pd.DatetimeIndex([first], name=wealth.index.name))
+        return pd.concat([start, wealth]).rename(f"{symbol} {direction}")
+
+
+def _asset_risk(ctx, node_path, profile, flat, window_dates, paths: _AssetPaths) -> dict:
+    """Ex-ante Euler contributions of the node's flattened book, per position and per sleeve."""
+    import pandas as pd
+
+    from ..data import periods_per_year
+    from ..risk import common_date_returns, euler_contributions
+
+    holders: dict[tuple[str, str], NodeSpec] = {}
+    for leaf in _leaves(ctx, node_path):
+        for row in read_json(ctx.node(leaf.path).file("weights", profile=profile))["weights"]:
+            if row["weight"] > 0:
+                holders.setdefault((row["symbol"], row["direction"]), leaf)
+    rows = flat["weights"]
+    columns, weights = {}, {}
+    for row in rows:
+        key = (row["symbol"], row["direction"])
+        if key not in holders:
+            raise DataError(f"risk: no atomic sleeve below node {node_path!r} holds {key[0]} {key[1]} ({profile})")
+        name = f"{key[0]} {key[1]}"
+        columns[name] = common_date_returns(paths.wealth(holders[key], *key), window_dates)
+        weights[name] = float(row["weight"])
+    frame = pd.DataFrame(columns)
+    res = euler_contributions(frame, pd.Series(weights))
+    sigma, ppy = res["volatility"], periods_per_year(frame.index)
+    out_rows, by_sleeve = [], {}
+    for row in rows:
+        pos = res["positions"][f"{row['symbol']} {row['direction']}"]
+        parts = {s: float(c) * pos["marginal"] for s, c in row.get("sleeves", {}).items()}
+        for s, part in parts.items():
+            agg = by_sleeve.setdefault(s, {"weight": 0.0, "contribution": 0.0})
+            agg["weight"] += float(row["sleeves"][s])
+            agg["contribution"] += part
+        out_rows.append({"symbol": row["symbol"], "direction": row["direction"], **pos, "sleeves": parts})
+    for agg in by_sleeve.values():
+        agg["share"] = agg["contribution"] / sigma if sigma > 0 else None
+    out_rows.sort(key=lambda r: (-r["contribution"], r["symbol"], r["direction"]))
+    return {
+        "volatility": sigma,
+        "annualised_volatility": sigma * ppy**0.5,
+        "periods_per_year": ppy,
+        "n_obs": res["n_obs"],
+        "start": frame.index[0].date().isoformat(),
+        "end": frame.index[-1].date().isoformat(),
+        "rows": out_rows,
+        "by_sleeve": by_sleeve,
+    }
+
+
+def run_risk(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
+    """Write ``risk_<profile>.json`` of meta node ``node_path`` for every risk profile.
+
+    Ex-ante on the last training window of the meta allocation (``fitted_on`` of
+    ``meta/weights_<p>.json``): Euler contributions of the sleeves (meta weights on the
+    sleeves' streams, what the meta optimizer fitted on) and of the physical positions
+    (the flattened book held over the same common dates, each asset's returns compounded
+    between them). Out of sample: each sleeve's realised contribution to the stream.
+    """
+    _await_prewarm()
+    import pandas as pd
+
+    from ..data import periods_per_year
+    from ..risk import euler_contributions, realised_contributions
+
+    spec, node = ctx.spec(node_path), ctx.node(node_path)
+    inputs = risk_inputs(ctx, node_path)
+    outs = [node.file("risk", profile=p) for p in ctx.plan.risk_profiles]
+    paths = _AssetPaths(ctx.base_dir)
+    with _stage(ctx, "risk", node_path, logfile, {"profiles": ctx.plan.risk_profiles}, inputs, outs):
+        for profile, out in zip(ctx.plan.risk_profiles, outs, strict=True):
+            returns = read_parquet(node.file("meta_returns", profile=profile))
+            meta = read_json(node.file("meta_weights", profile=profile))
+            flat = read_json(node.file("flattened", profile=profile))
+            stream = read_parquet(node.file("meta_stream", profile=profile))[profile]
+            fitted = meta["fitted_on"]
+            window = returns.loc[pd.Timestamp(fitted["start"]) : pd.Timestamp(fitted["end"])]
+            first = returns.index.get_loc(window.index[0])
+            dates = returns.index[max(first - 1, 0) : first + len(window)]
+            sleeves = euler_contributions(window, pd.Series(meta["weights"], dtype=float))
+            ppy = periods_per_year(window.index)
+            windows = meta.get("windows")
+            write_json(
+                out,
+                {
+                    "meta_profile": spec.profile,
+                    "risk_profile": profile,
+                    "run_id": ctx.run_id,
+                    "node": node_path,
+                    "convention": (
+                        "Euler: RC_i = w_i (S w)_i / sigma, sigma = sqrt(w' S w) = sum_i RC_i; S is skfolio's "
+                        "EmpiricalCovariance (ddof 1) of the window's per-period returns"
+                    ),
+                    "window": {**fitted, "periods_per_year": ppy},
+                    "sleeves": {
+                        "volatility": sleeves["volatility"],
+                        "annualised_volatility": sleeves["volatility"] * ppy**0.5,
+                        "rows": sleeves["positions"],
+                    },
+                    "assets": _asset_risk(ctx, node_path, profile, flat, dates, paths),
+                    "realised": (
+                        realised_contributions(returns, stream, windows["start"], windows["weights"])
+                        if windows
+                        else None
+                    ),
+                },
+            )
+

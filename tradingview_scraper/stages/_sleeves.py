@@ -1,0 +1,157 @@
+"""Atomic sleeves: the sleeve stage (on Ray or in-process) and the pre-flight check of their data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import PipelineError, SleeveError
+from ..layout import Node, write_json, write_parquet
+from ..manifest import ROOT, NodeSpec, Plan
+from ..run import RunContext
+from ._common import _stage, console_warning, log, prewarm
+
+
+def sleeve_outputs(ctx: RunContext, node: Node) -> list[Path]:
+    """Every artifact an atomic sleeve node writes."""
+    rps = ctx.plan.risk_profiles
+    return [
+        node.file("returns"),
+        node.file("health"),
+        node.file("sign_test"),
+        node.file("provenance"),
+        *[node.file("weights", profile=p) for p in rps],
+    ]
+
+
+def _sleeve_task(
+    config: dict, risk_profiles: list[str], sleeve_id: str, profile: str, base_dir: str, prices=None
+) -> dict:
+    """What runs on a Ray worker (or in-process): the sleeve's computation as plain data."""
+    from ..sleeve import compute_sleeve
+
+    result = compute_sleeve(config, risk_profiles, sleeve_id=sleeve_id, profile=profile, base_dir=base_dir, prices=prices)
+    return result.to_payload()
+
+
+def _driver_prices(config: dict, base_dir: Path):
+    """A file-based sleeve's prices, read here so they travel with its tasks (None for skfolio data).
+
+    The worker that computes the sleeve may be on a node without the file; skfolio's
+    datasets ship inside skfolio and load anywhere.
+    """
+    if config["data"].get("source", "skfolio") == "skfolio":
+        return None
+    from ..data import load_prices
+
+    return load_prices(config["data"], config["universe"].get("symbols"), base_dir=base_dir)
+
+
+def run_sleeve(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
+    """Compute atomic sleeve ``node_path`` (on Ray unless ``ray`` is off) and write its artifacts.
+
+    Each risk profile's walk-forward is a task of its own (they are independent), so one
+    sleeve's profiles spread over the cluster's CPUs: a run that recomputes one sleeve
+    uses every core, not one. The parts are merged into the sleeve's one set of artifacts.
+    """
+    from ..cluster import local_call
+    from ..sleeve import SleeveResult, health_gate, unhealthy_profiles
+
+    spec, node = ctx.spec(node_path), ctx.node(node_path)
+    sid = spec.sleeve_id or spec.profile
+    outputs = sleeve_outputs(ctx, node)
+    with _stage(ctx, "sleeve", node_path, logfile, {"profile": spec.profile, "config": spec.config}, [], outputs):
+        try:
+            prices = _driver_prices(spec.config, ctx.base_dir)
+        except PipelineError as exc:
+            raise SleeveError(f"sleeve {sid!r} failed: {type(exc).__name__}: {exc}") from exc
+        tasks = [
+            ((sid, rp), (spec.config, [rp], sid, spec.profile, str(ctx.base_dir), prices), {})
+            for rp in ctx.plan.risk_profiles
+        ]
+        if ctx.cluster is None:
+            done = {}
+            for name, args, _ in tasks:
+                try:
+                    done[name] = local_call(_sleeve_task, *args)
+                except Exception as exc:
+                    raise SleeveError(f"sleeve {sid!r} ({name[1]}) failed: {type(exc).__name__}: {exc}") from exc
+        else:
+            prewarm()
+            cpus = float(spec.config["backtest"].get("num_cpus", 1))
+            done = ctx.cluster.map(_sleeve_task, tasks, num_cpus=cpus)
+        result = SleeveResult.merge([SleeveResult.from_payload(payload) for payload, _ in done.values()])
+        placement = {name[1]: prov for name, (_, prov) in done.items()}
+        _write_sleeve(ctx, spec, node, result, placement)
+        if node_path == ROOT:  # a standalone run warns its user now; a meta run applies the policy
+            try:
+                warning = health_gate(f"sleeve {sid!r}", result.health, spec.config["health"], where=str(node.file("health")))
+            except SleeveError as exc:
+                warning = f"{exc}; a meta run consuming it stops"
+            if warning:
+                console_warning(warning)
+        else:
+            bad = unhealthy_profiles(result.health, float(spec.config["health"]["min_success_ratio"]))
+            if bad:
+                log.warning("sleeve %s is unhealthy: %s (a meta run consuming it stops)", sid, ", ".join(bad))
+
+
+def _write_sleeve(ctx: RunContext, spec: NodeSpec, node: Node, result, placement: dict[str, dict]) -> None:
+    """Write a computed sleeve's artifacts; ``placement`` maps each risk profile to where it ran."""
+    for rp, record in result.weights.items():
+        write_json(node.file("weights", profile=rp), record)
+    write_json(node.file("health"), result.health)
+    write_json(node.file("sign_test"), result.sign_test)
+    first = next(iter(placement.values()))
+    tasks = {
+        rp: {k: prov[k] for k in ("node_id", "node_ip", "worker_pid", "duration_s")} for rp, prov in placement.items()
+    }
+    write_json(
+        node.file("provenance"),
+        {
+            "computed": True,
+            "run_id": ctx.run_id,
+            "profile": spec.profile,
+            "sleeve": spec.sleeve_id,
+            "mode": first["mode"],
+            "address": first["address"],
+            "tasks": tasks,
+        },
+    )
+    write_parquet(node.file("returns"), result.returns)  # last: the file Snakemake's DAG waits on
+
+
+def check_data(plan: Plan, base_dir: Path | str = ".", *, include_pinned: bool = False) -> None:
+    """Check the data of every sleeve ``plan`` computes before any work starts (no price is read).
+
+    Parameters
+    ----------
+    plan : Plan
+        The resolved run.
+    base_dir : path-like
+        Directory that relative ``data.path`` values are resolved against.
+    include_pinned : bool
+        Check pinned sleeves too (``--execute-sleeves`` recomputes them).
+
+    Raises
+    ------
+    ConfigError, DataError
+        From :func:`data.check_source`, prefixed with the profile.
+    """
+    from ..data import check_source
+
+    seen = set()
+    for spec in plan.atomic_nodes():
+        if (spec.pin and not include_pinned) or spec.profile in seen:
+            continue
+        seen.add(spec.profile)
+        bt = spec.config["backtest"]
+        try:
+            check_source(
+                spec.config["data"],
+                spec.config["universe"].get("symbols"),
+                base_dir=base_dir,
+                min_returns=int(bt["train_window"]) + int(bt["test_window"]),
+            )
+        except PipelineError as exc:
+            raise type(exc)(f"profile {spec.profile!r}: {exc}") from None
+
