@@ -15,7 +15,7 @@ from ._series import _build_series
 def _load_skfolio(data: Mapping[str, Any], symbols: Sequence[str] | None) -> dict[str, pd.Series]:
     """Series per symbol of one of skfolio's offline datasets."""
     name = _dataset(data)
-    import skfolio.datasets  # lazy: importing skfolio takes ~1.5 s
+    import skfolio.datasets  # lazy: skfolio is a heavy import (docs/performance.md)
 
     frame = getattr(skfolio.datasets, SKFOLIO_DATASETS[name])()
     where = f"skfolio dataset {name!r}"

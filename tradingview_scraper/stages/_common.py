@@ -122,7 +122,7 @@ def prewarm() -> None:
     """Import the meta stages' and the report's heavy modules in a background thread, once per process.
 
     While the sleeves compute on Ray the driver only waits; importing skfolio and matplotlib
-    then (about 2 s) takes them off the critical path, where the first meta optimize and
+    then takes them off the critical path, where the first meta optimize and
     the report would otherwise import them after the last sleeve (see docs/performance.md).
     """
     global _prewarm_thread
