@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from tradingview_scraper.cluster import Cluster, local_call
@@ -184,6 +185,13 @@ def test_concurrent_jobs_share_one_private_cluster(cluster):
     assert cluster.map(_square_or_fail, [("k", (4,), {})])["k"][0] == 16
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return ""
+
+
 @pytest.mark.e2e
 def test_private_cluster_listens_on_loopback_only_with_token_auth(cluster):
     import grpc
@@ -196,8 +204,11 @@ def test_private_cluster_listens_on_loopback_only_with_token_auth(cluster):
     assert cluster.token_path.parent.stat().st_mode & 0o777 == 0o700
     token = cluster.token_path.read_text()
     assert len(token) == 64
-    envs = [environ(pid) for pid in members]  # {}: the process exited meanwhile
-    assert {env.get("RAY_AUTH_MODE") for env in envs if env} == {"token"}
+    # The servers that enforce auth run in token mode (the call below proves they refuse
+    # without it); no member runs in another mode ({}: a process that exited meanwhile).
+    core = [pid for pid in members if _cmdline(pid) and any(s in _cmdline(pid) for s in ("gcs_server", "raylet"))]
+    assert core and {environ(pid).get("RAY_AUTH_MODE") for pid in core} == {"token"}, core
+    assert {env.get("RAY_AUTH_MODE") for env in map(environ, members) if env} <= {"token", None}
     assert {environ(pid).get("RAY_AUTH_TOKEN_PATH") for pid in members} == {str(cluster.token_path)}
     assert os.environ.get("RAY_AUTH_TOKEN_PATH") != str(cluster.token_path)  # not leaked to later children
     # The GCS answers only with the token (a raw gRPC call: an empty request message).
