@@ -98,7 +98,7 @@ def test_cli_errors_are_one_line_exit_2(small_manifest, runs_root, argv, needle)
 
 
 def test_runner_restores_the_callers_gc_thresholds(runs_root):
-    """The Snakefile raises the GC thresholds for the DAG build; the runner's caller gets theirs back."""
+    """The Snakefile tunes the GC for the DAG build; the runner's caller gets its settings back."""
     import gc
 
     before = gc.get_threshold()
@@ -106,5 +106,6 @@ def test_runner_restores_the_callers_gc_thresholds(runs_root):
     try:
         jobs = dry_jobs("meta_demo", "config/manifest.json", runs_root)
         assert jobs and gc.get_threshold() == (1234, 11, 12)
+        assert gc.get_freeze_count() == 0, "what the DAG build froze is collectable again"
     finally:
         gc.set_threshold(*before)

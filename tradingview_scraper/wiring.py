@@ -110,13 +110,11 @@ class Wiring:
         self._price_files = functools.cache(self._price_files_of)
 
     def own_run(self, config: dict) -> None:
-        """The main process's part at parse time: interrupts, and what its jobs must be told.
+        """The main process's part at parse time: what its jobs must be told.
 
-        Ctrl-C cancels the running sleeves' Ray tasks at once (the hooks then stop the
-        cluster); a generated run id and a cluster named by ``RAY_ADDRESS`` travel to the
-        jobs as config, so a job needs nothing from the environment.
+        A generated run id and a cluster named by ``RAY_ADDRESS`` travel to the jobs as
+        config, so a job needs nothing from the environment.
         """
-        watch_interrupts()
         if not config.get("run_id"):
             self._pass_to_jobs({"run_id": self.run.run_id})
             print(f"run id: {self.run.run_id}  (run directory {self.run.run_dir})")
@@ -255,6 +253,7 @@ class Wiring:
             A pin, a data source or the rebalance book is unusable.
         """
         run = self.run
+        watch_interrupts()  # Ctrl-C cancels running sleeve tasks (not installed for -n or --lint)
         try:
             if not run.execute_sleeves:
                 stages.check_pins(self.plan, run.runs_root, run.run_id)

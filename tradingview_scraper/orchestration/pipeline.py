@@ -318,6 +318,7 @@ class MetaPipeline:
                 raise failure from exc
             raise PipelineError(_root_message(exc, smk_errors.first)) from exc
         finally:
+            gc.unfreeze()  # what the DAG build froze is collectable again
             gc.set_threshold(*gc_thresholds)
             if cluster is not None:
                 cluster.shutdown()  # a named cluster: disconnect (the hooks stop a private one)
