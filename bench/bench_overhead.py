@@ -33,7 +33,7 @@ from common import (
 )
 
 BENCH = Path(__file__).resolve().parent
-META_RULES = {"meta_returns", "meta_optimize", "meta_optimize_hierarchical", "flatten", "meta_stream", "report"}
+META_RULES = {"meta_returns", "meta_optimize", "meta_optimize_hierarchical", "flatten", "meta_stream", "risk", "report"}
 #: Rules that may rerun besides the changed sleeve and the meta layer: the run record and the target rule.
 RECORD_RULES = {"resolved_manifest", "all"}
 REPEATS = 3
