@@ -3,7 +3,8 @@
 #
 #   scripts/slurm.sh up      install Debian's slurm-wlm and munge if missing (apt-get, as root),
 #                            write /etc/slurm/slurm.conf, start munged, slurmctld and slurmd
-#   scripts/slurm.sh down    stop the daemons this script started, by the PIDs in their pid files
+#   scripts/slurm.sh down    stop the daemons this script started, by the PIDs in their pid files,
+#                            and remove the config it wrote
 #   scripts/slurm.sh status  sinfo
 #
 # Everything but the config file lives in $SLURM_STATE (default /var/tmp/tvs-slurm). The
@@ -106,6 +107,10 @@ down() {
     stop_pidfile "$STATE/slurmd.pid"
     stop_pidfile "$STATE/slurmctld.pid"
     stop_pidfile "$STATE/munged.pid"
+    # With a config naming a controller that is down, every scontrol call waits ~9 s for it, and
+    # snakemake-executor-plugin-slurm calls it when Snakemake loads its plugins: every snakemake
+    # start. Without a config scontrol fails at once. Only the config this script wrote goes.
+    if [ -f "$CONF" ] && head -1 "$CONF" | grep -q '^# Written by scripts/slurm.sh'; then rm -f "$CONF"; fi
     echo "slurm.sh: stopped"
 }
 
