@@ -145,6 +145,18 @@ def measure(workdir: Path, n_sleeves: int, start: str, end: str, n_cores: int) -
         figures.append(Figure("3", f"no-op rerun, {label}, share of a full run", 100 * med / full_wall, 5.0, "%"))
     if jobs_seen:
         figures[-1].note = f"FAILED: {note}"
+    # Snakemake's own no-op rerun of the same DAG shape without the project's code: the
+    # floor under the plain snakemake command's figure.
+    floor_cfg = ["--config", f"sleeves={n_sleeves}", f"root={workdir / 'floor'}"]
+    floor_cmd = [SNAKEMAKE, "-s", "bench/floor/Snakefile", "-q", "--cores", str(n_cores), "--force-use-threads",
+                 "--nolock", *floor_cfg]  # the settings of workflow/profiles/default
+    run_timed(floor_cmd, env=bench_env())
+    floor = statistics.median(run_timed(floor_cmd, env=bench_env()).wall for _ in range(REPEATS))
+    figures.append(Figure("3", "no-op rerun, snakemake CLI / Snakemake's own no-op of the DAG (bench/floor)",
+                          statistics.median(noop_cli) / floor, None, "x",
+                          note=f"Snakemake alone: {floor:.2f} s (median of {REPEATS}), "
+                               f"{100 * floor / full_wall:.1f} % of the full run",
+                          extra={"floor_wall": floor}))
 
     # 4. Incremental: one sleeve's commission changes.
     changed = json.loads(manifest.read_text())

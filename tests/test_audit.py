@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -296,6 +297,19 @@ def test_stage_audit_success_records_outputs(tmp_path):
     assert sa.entry["outputs"] == [{"path": "report.md", "sha256": file_sha256(out), "stat": fingerprint(out)}]
     assert sa.entry["duration_s"] >= 0
     assert verify(run) == []
+
+
+def test_stage_audit_records_the_threads_cpu_not_its_waiting(tmp_path):
+    run = tmp_path / "run"
+    _start(run)
+    with stage_audit(run, "report", ".", {}, [], []) as busy:
+        deadline = time.thread_time() + 0.05
+        while time.thread_time() < deadline:
+            pass
+    with stage_audit(run, "report", ".", {}, [], []) as idle:
+        time.sleep(0.1)
+    assert busy.entry["cpu_s"] >= 0.05
+    assert idle.entry["cpu_s"] < 0.05 <= idle.entry["duration_s"]
 
 
 def test_stage_audit_records_error_and_reraises(tmp_path):

@@ -152,6 +152,7 @@ def record_stage(
     outcome: str,
     error: str | None = None,
     duration_s: float | None = None,
+    cpu_s: float | None = None,
 ) -> dict[str, Any]:
     """Append one stage entry to the run's ledger.
 
@@ -175,6 +176,9 @@ def record_stage(
         The error message when ``outcome == "error"``.
     duration_s : float, optional
         Wall-clock duration of the stage.
+    cpu_s : float, optional
+        CPU seconds of the thread that ran the stage: its cost in the driver (what it sent
+        to Ray's workers is not counted).
 
     Returns
     -------
@@ -213,6 +217,7 @@ def record_stage(
         "outcome": outcome,
         "error": error,
         "duration_s": None if duration_s is None else round(float(duration_s), 6),
+        "cpu_s": None if cpu_s is None else round(float(cpu_s), 6),
     }
     with _locked(ledger):
         last = _read_last_entry(ledger)
@@ -251,7 +256,8 @@ class stage_audit:  # noqa: N801 - used like a function: ``with stage_audit(...)
     On a normal exit, records ``outcome="success"`` with the output hashes. When the block
     raises, records ``outcome="error"`` with the exception's one-line message and re-raises
     the exception; if recording itself fails then, the original exception still propagates
-    (with a note). ``duration_s`` is the block's wall-clock time. The recorded entry is
+    (with a note). ``duration_s`` is the block's wall-clock time, ``cpu_s`` the CPU time
+    of the thread that ran it. The recorded entry is
     available as ``.entry``.
 
     Examples
@@ -277,13 +283,16 @@ class stage_audit:  # noqa: N801 - used like a function: ``with stage_audit(...)
         self.outputs = list(outputs)
         self.entry: dict[str, Any] | None = None
         self._start: float | None = None
+        self._cpu_start: float | None = None
 
     def __enter__(self) -> stage_audit:
         self._start = time.perf_counter()
+        self._cpu_start = time.thread_time()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         duration = time.perf_counter() - (self._start or time.perf_counter())
+        cpu = time.thread_time() - (self._cpu_start or time.thread_time())
         kwargs = dict(
             stage=self.stage,
             node=self.node,
@@ -291,6 +300,7 @@ class stage_audit:  # noqa: N801 - used like a function: ``with stage_audit(...)
             inputs=self.inputs,
             outputs=self.outputs,
             duration_s=duration,
+            cpu_s=cpu,
         )
         if exc is None:
             self.entry = record_stage(self.run_dir, outcome="success", **kwargs)
