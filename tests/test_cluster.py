@@ -26,7 +26,7 @@ from tradingview_scraper.errors import ConfigError, PipelineError, SleeveError
 from .helpers import LOOPBACK, TEMP_PREFIX, alive, cluster_members, environ, listening, wait_gone
 
 ROOT = Path(__file__).resolve().parents[1]
-PROVENANCE_KEYS = {"node_id", "node_ip", "worker_pid", "duration_s", "address", "mode"}
+PROVENANCE_KEYS = {"node_id", "node_ip", "worker_pid", "duration_s", "address", "mode", "warnings"}
 
 
 # ----------------------------------------------------------------------------- task functions
@@ -53,6 +53,14 @@ def _square_or_fail(x: int) -> int:
 
 def _column_sum(frame: pd.DataFrame, column: str) -> float:
     return float(frame[column].sum())
+
+
+def _warn_twice(x: int) -> int:
+    import warnings
+
+    for _ in range(2):
+        warnings.warn(f"solution may be inaccurate for {x}", UserWarning, stacklevel=1)
+    return x
 
 
 def _free_port() -> int:
@@ -238,6 +246,15 @@ def test_task_errors_become_one_line_sleeve_errors(cluster, tmp_path):
 
 
 @pytest.mark.e2e
+def test_task_warnings_come_back_with_the_result_once_per_place(cluster):
+    """Not through the worker's stderr, which Ray forwards to the driver's console."""
+    (value, provenance), = cluster.map(_warn_twice, [("w", (7,), {})], timeout_s=60).values()
+    assert value == 7
+    assert provenance["warnings"] == ["UserWarning: solution may be inaccurate for 7"]
+    (_, quiet), = cluster.map(_square_or_fail, [("q", (3,), {})], timeout_s=60).values()
+    assert quiet["warnings"] == []
+
+
 def test_timeout_cancels_the_task(cluster):
     started = time.monotonic()
     with pytest.raises(SleeveError, match=r"sleeve 'slow' timed out after 1 s"):

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,25 +22,36 @@ TaskName = str | tuple[str, str]
 
 
 def traced_call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
-    """Run ``fn(*args, **kwargs)`` inside a Ray worker; return it with where and how long it ran."""
+    """Run ``fn(*args, **kwargs)`` inside a Ray worker; return it with where and how long it ran.
+
+    The warnings it raised (once per place, as Python shows them by default) come back in
+    the provenance's ``warnings`` instead of the worker's stderr, which Ray would forward
+    to the driver's console: the caller writes them where they belong (the job's log). A
+    worker runs one task at a time, so catching them here sees this task's alone.
+    """
     import ray
 
     started = time.perf_counter()
-    result = fn(*args, **kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        result = fn(*args, **kwargs)
     node = {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
-    return result, {**node, "worker_pid": os.getpid(), "duration_s": time.perf_counter() - started}
+    shown = [f"{w.category.__name__}: {w.message}" for w in caught]
+    return result, {**node, "worker_pid": os.getpid(), "duration_s": time.perf_counter() - started,
+                    "warnings": list(dict.fromkeys(shown))}  # fmt: skip
 
 
 def local_call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
     """Run ``fn(*args, **kwargs)`` in this process (sequential mode): (result, provenance).
 
     Exceptions propagate unchanged; provenance has the keys of :meth:`Cluster.map`'s, with
-    this process as the worker and ``mode`` "sequential".
+    this process as the worker and ``mode`` "sequential". Warnings are not caught (they show
+    as usual): catching them is process-wide and other threads of this process run too.
     """
     started = time.perf_counter()
     result = fn(*args, **kwargs)
     where = {"node_id": None, "node_ip": None, "address": None, "mode": "sequential"}
-    return result, {**where, "worker_pid": os.getpid(), "duration_s": time.perf_counter() - started}
+    return result, {**where, "worker_pid": os.getpid(), "duration_s": time.perf_counter() - started, "warnings": []}
 
 
 def _name(name: TaskName) -> str:

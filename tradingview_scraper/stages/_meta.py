@@ -134,9 +134,11 @@ def _on_running_cluster(ctx: RunContext, name: str, fn, *args, **kwargs):
     if ctx.cluster is None or not ctx.cluster.is_up:
         return fn(*args, **kwargs)
     try:
-        result, _ = ctx.cluster.map(fn, [(name, args, kwargs)], max_retries=1)[name]
+        result, provenance = ctx.cluster.map(fn, [(name, args, kwargs)], max_retries=1)[name]
     except SleeveError as exc:  # the backend words its errors for sleeves
         raise PipelineError(str(exc).removeprefix("sleeve ")) from exc
+    for warning in provenance["warnings"]:
+        log.info("%s warned on its worker: %s", name, warning)
     return result
 
 

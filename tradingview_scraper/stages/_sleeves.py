@@ -81,6 +81,9 @@ def run_sleeve(ctx: RunContext, node_path: str, logfile: str | None = None) -> N
             done = ctx.cluster.map(_sleeve_task, tasks, num_cpus=cpus)
         result = SleeveResult.merge([SleeveResult.from_payload(payload) for payload, _ in done.values()])
         placement = {name[1]: prov for name, (_, prov) in done.items()}
+        for rp, prov in placement.items():
+            for warning in prov["warnings"]:
+                log.info("sleeve %s (%s) warned on its worker: %s", sid, rp, warning)
         _write_sleeve(ctx, spec, node, result, placement)
         if node_path == ROOT:  # a standalone run warns its user now; a meta run applies the policy
             try:
