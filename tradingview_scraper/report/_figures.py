@@ -31,6 +31,9 @@ _DPI = 90
 #: every sleeve). A bar or a legend entry per sleeve would make figures of thousands of
 #: sleeves unreadable, then larger than an image can be.
 MAX_FIGURE_SLEEVES = 12
+#: Sleeves a correlation heatmap writes its values in at most: beyond, the cells are too small
+#: to read them, and the correlation table beside the figure lists every value.
+MAX_ANNOTATED_SLEEVES = 6
 
 
 def _largest(weights: Mapping[str, Mapping[str, float]], names: list[str]) -> list[str]:
@@ -198,7 +201,7 @@ def figures(data: NodeData, a: Analysis) -> dict[str, bytes]:
         labels = [str(s) for s in c.columns]
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(labels)), labels, fontsize=8)
-        if len(labels) <= MAX_FIGURE_SLEEVES:
+        if len(labels) <= MAX_ANNOTATED_SLEEVES:
             for i in range(len(labels)):
                 for j in range(len(labels)):
                     v = c.iat[i, j]
