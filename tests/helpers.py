@@ -334,3 +334,12 @@ def assert_same_artifacts(left: Path, right: Path, skip: frozenset[str] = frozen
     assert any(k.startswith("meta/") for k in a) and any(k.startswith("sleeves/") for k in a)
     for rel in a:
         assert_close(a[rel], b[rel], rel)
+
+
+def sleeve_outputs(ctx, node_path: str = ".") -> dict:
+    """The named outputs rule ``sleeve`` declares for node ``node_path``, for a stage called directly."""
+    node = ctx.node(node_path)
+    return {
+        **{k: str(node.file(k)) for k in ("returns", "health", "sign_test", "provenance")},
+        "weights": [str(node.file("weights", profile=p)) for p in ctx.plan.risk_profiles],
+    }

@@ -21,6 +21,7 @@ from tradingview_scraper.layout import read_parquet, run_node, write_parquet
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 from tradingview_scraper.report import _figures
 from tradingview_scraper.run import RunContext
+from tradingview_scraper.wiring import report_inputs
 
 from .conftest import PROJECT, SMALL_MANIFEST
 
@@ -300,7 +301,8 @@ def _rgb(png: bytes) -> np.ndarray:
 def test_figures_have_the_pixels_of_matplotlibs_own_constrained_savefig(small_run, monkeypatch):
     # the report lays each figure out once and skips work that changes no pixel; matplotlib's
     # own path (a constrained-layout engine, savefig) must give the very same image
-    data = report.load_node(_ctx(small_run.parent), ".")
+    ctx = _ctx(small_run.parent)
+    data = report.load_node(ctx, ".", report_inputs(ctx, "."))
     a = report.analyse(data)
     fast = report.figures(data, a)
 
@@ -325,7 +327,8 @@ def test_injected_extreme_return_shows_up_under_anomalies(small_run, tmp_path):
     day = frame.index[len(frame) // 2]
     frame.loc[day, "tech"] = -1.5
     write_parquet(path, frame)
-    md = report.build_report(_ctx(tmp_path), ".")[copy / "report.md"].decode()
+    ctx = _ctx(tmp_path)
+    md = report.build_report(report.load_node(ctx, ".", report_inputs(ctx, ".")))["md"].decode()
     anomalies = md.split("## Anomalies")[1].split("\n## ")[0]
     d = day.date().isoformat()
     assert f"| hrp | sleeve | tech | return <= -100% | {d} | return -150.00% |" in anomalies

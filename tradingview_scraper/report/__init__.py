@@ -16,7 +16,7 @@ from ._anomalies import (
     series_anomalies,
     stale_run,
 )
-from ._build import build_report, output_files
+from ._build import build_report, output_files, output_name
 from ._document import Heading, Image, Para, Section, Table, assemble
 from ._figures import FIGURES, MAX_FIGURE_SLEEVES, figures
 from ._metrics import calendar, diversification, effective_number, performance, tournament
@@ -52,6 +52,7 @@ __all__ = [
     "jump_cutoff",
     "load_node",
     "output_files",
+    "output_name",
     "performance",
     "sections",
     "series_anomalies",

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from .. import audit
@@ -28,6 +29,25 @@ class _ThreadFilter(logging.Filter):
 
 
 _IMPORT_GUARD = threading.Lock()
+
+
+#: A rule's named files as a stage receives them: name -> path, or name -> list of paths. Any
+#: object with ``items()`` of that shape will do: a dict, or the ``input`` / ``output`` a
+#: rule's ``run:`` block has (Snakemake's named lists, whose ``items()`` are their names).
+Files = Mapping[str, "str | os.PathLike | Iterable[str | os.PathLike]"]
+
+
+def _named(files: Files) -> dict[str, str | list[str]]:
+    """Plain strings of a rule's named files (a stage keeps no object of the workflow engine)."""
+    return {
+        name: str(value) if isinstance(value, str | os.PathLike) else [str(v) for v in value]
+        for name, value in files.items()
+    }
+
+
+def child_input(name: str, child: str) -> str:
+    """The name of input ``name`` of child ``child`` (a sleeve id or plan path) in a rule's named inputs."""
+    return f"{name}:{child}"
 
 
 #: Stages that fit skfolio models in this process (a sleeve too, when it runs without Ray).
