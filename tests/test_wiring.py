@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 
 import pytest
 
+from tradingview_scraper import stages
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 from tradingview_scraper.wiring import alternation, computed_sleeve_pattern
 
@@ -91,3 +93,66 @@ def test_every_rule_carries_its_code_hash():
         # its hash counts the stages module its run block calls
         call = re.search(r"\n    run:\n\s+stages\.(\w+)\(", block)
         assert call and getattr(stages, call[1]).__module__ == f"tradingview_scraper.{deps.STAGE_ENTRY[name]}", name
+
+
+# ----------------------------------------------------------------------------- a stage works on what its rule declares
+
+
+def _declared(result) -> dict[str, tuple[set[str], set[str]]]:
+    """Each job's declared (inputs, outputs), by its log file (every rule has one)."""
+    real = os.path.realpath
+    return {real(job.logs[0]): ({real(f) for f in job.inputs}, {real(f) for f in job.outputs}) for job in result.jobs if job.logs}
+
+
+@pytest.mark.e2e
+def test_every_stage_reads_only_what_its_rule_gives_and_writes_only_what_it_declares(tmp_path):
+    """Nested meta nodes, a pinned sleeve and a rebalance: every stage's reads and writes (through
+    layout), against the inputs and outputs its job declares in the DAG."""
+    real = os.path.realpath
+    kw = dict(manifest=SMALL_MANIFEST, profiles="equal_weight,hrp", runs_root=tmp_path)
+    MetaPipeline("tech", run_id="tech-old", ray=False, **kw).execute()
+    runs = [("meta_deep", {"run_id": "deep"}), ("meta_pinned", {"run_id": "pinned", "previous_run": "deep"})]
+    seen: list[stages.StageIO] = []
+    for profile, opts in runs:
+        declared = _declared(MetaPipeline(profile, dry_run=True, forceall=True, **kw, **opts).execute())
+        before = len(seen)
+        with stages.watch(seen.append):
+            MetaPipeline(profile, ray=False, **kw, **opts).execute()
+        assert len(seen) - before == len(declared), "one stage per job"
+        for io in seen[before:]:
+            inputs, outputs = declared[real(io.log)]
+            who = f"{io.stage} {io.node}"
+            assert {real(f) for f in io.inputs} <= inputs, (who, {real(f) for f in io.inputs} - inputs)
+            assert {real(f) for f in io.outputs} == outputs, (who, {real(f) for f in io.outputs} ^ outputs)
+            assert {real(f) for f in io.reads} <= {real(f) for f in io.inputs}, (who, set(io.reads) - set(io.inputs))
+            assert {real(f) for f in io.writes} <= outputs, (who, set(io.writes) - outputs)
+    kinds = {io.stage for io in seen}
+    assert {"sleeve", "pin", "meta_returns", "meta_optimize", "flatten", "risk", "report", "rebalance"} <= kinds, kinds
+    assert all(io.reads for io in seen if io.stage not in ("sleeve", "resolve")) and all(io.writes for io in seen)
+
+
+def test_a_stage_reports_what_it_read_and_wrote(runs_root):
+    """The seam the test above relies on: every read and write a stage makes shows in its ``StageIO``."""
+    from tradingview_scraper.layout import read_json, write_json
+    from tradingview_scraper.run import RunContext
+
+    ctx = RunContext.from_config(
+        {"profile": "meta_small", "manifest": str(SMALL_MANIFEST), "run_id": "seam", "runs_root": str(runs_root), "ray": False}
+    )
+    node = ctx.root
+    weights = {"meta_profile": "meta_small", "weights": {"tech": 0.5, "staples": 0.3, "factors": 0.2}}
+    write_json(node.file("meta_weights", profile="hrp"), weights)
+    for sid in ("tech", "staples", "factors"):
+        write_json(node.child(sid).file("weights", profile="hrp"), {"weights": [{"symbol": sid.upper(), "direction": "LONG", "weight": 1.0, "net_weight": 1.0}]})
+    files = {"meta_weights": str(node.file("meta_weights", profile="hrp"))}
+    files |= {stages.child_input("holdings", s): str(node.child(s).file("weights", profile="hrp")) for s in ("tech", "staples", "factors")}
+    out = str(node.file("flattened", profile="hrp"))
+    seen: list[stages.StageIO] = []
+    with stages.watch(seen.append):
+        stages.run_flatten(ctx, ".", "hrp", input=files, output={"flattened": out})
+        read_json(files["meta_weights"])  # outside any stage: nobody's read
+    (io,) = seen
+    assert io.stage == "flatten" and sorted(io.reads) == sorted(files.values()) and io.writes == [out]
+    assert sorted(io.inputs) == sorted(files.values()) and io.outputs == [out]
+    with pytest.raises(KeyError, match="holdings:factors"):  # a child's file the rule did not give
+        stages.run_flatten(ctx, ".", "hrp", input={k: v for k, v in files.items() if "factors" not in k}, output={"flattened": out})

@@ -292,7 +292,7 @@ class Wiring:
     # ----------------------------------------------------------------- lifecycle
 
     def start(self, sleeves_to_compute: bool) -> None:
-        """Check pins, data and the book, take the run's lock, then start a private Ray cluster.
+        """Check pins, data and the book (unless the runner did), take the run's lock, then start a private Ray cluster.
 
         Runs in onstart: only when jobs will run (not on dry runs, lint or no-op reruns), so
         parsing stays free of pandas and Ray. A private cluster starts only when a sleeve
@@ -308,10 +308,16 @@ class Wiring:
         run = self.run
         watch_interrupts()  # Ctrl-C cancels running sleeve tasks (not installed for -n or --lint)
         try:
-            if not run.execute_sleeves:
-                stages.check_pins(self.plan, run.runs_root, run.run_id)
-            stages.check_data(self.plan, run.base_dir, include_pinned=run.execute_sleeves)
-            stages.check_rebalance(self.plan, run.runs_root, run.run_id, run.previous_run, run.holdings)
+            if not run.checked:  # the runner checked before Snakemake started
+                stages.preflight(
+                    self.plan,
+                    base_dir=run.base_dir,
+                    runs_root=run.runs_root,
+                    run_id=run.run_id,
+                    execute_sleeves=run.execute_sleeves,
+                    previous_run=run.previous_run,
+                    holdings=run.holdings,
+                )
             if runlock.acquire(run.run_dir, run.run_id):
                 self._locked.append(run.run_dir)
         except PipelineError as exc:

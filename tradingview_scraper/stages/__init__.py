@@ -13,10 +13,20 @@ here: :mod:`deps` counts each rule's own stages module in its code hash, not thi
 from __future__ import annotations
 
 from ..engines import HIERARCHICAL
-from ._common import Files, child_input, console_warning, ensure_genesis, log, prewarm
+from ._common import (
+    Files,
+    StageIO,
+    child_input,
+    console_warning,
+    ensure_genesis,
+    log,
+    prewarm,
+    watch,
+)
 from ._ledger import discard_damaged, first_failure, report_at_exit, runner_reports_errors
 from ._meta import run_flatten, run_meta_optimize, run_meta_returns, run_node_returns
 from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin, run_pin
+from ._preflight import preflight
 from ._rebalance import check_rebalance, rebalance_source, run_rebalance
 from ._report import run_report, run_resolved
 from ._risk import leaves, run_risk
@@ -24,6 +34,7 @@ from ._sleeves import check_data, run_sleeve
 
 __all__ = [
     "Files",
+    "StageIO",
     "HIERARCHICAL",
     "PIN_REQUIRED",
     "check_data",
@@ -37,6 +48,7 @@ __all__ = [
     "leaves",
     "log",
     "pin_source",
+    "preflight",
     "prewarm",
     "rebalance_source",
     "report_at_exit",
@@ -52,4 +64,5 @@ __all__ = [
     "run_risk",
     "run_sleeve",
     "runner_reports_errors",
+    "watch",
 ]

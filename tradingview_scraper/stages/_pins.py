@@ -11,6 +11,7 @@ from ..layout import (
     Node,
     atomic_write_bytes,
     child_path,
+    read_bytes,
     read_json,
     read_parquet,
     run_node,
@@ -162,7 +163,7 @@ def run_pin(ctx: RunContext, node_path: str, *, input: Files, output: Files, log
         pairs = [(files[k], out[k]) for k in ("health", "sign_test")]
         pairs += list(zip(files["weights"], out["weights"], strict=True))
         for s, d in pairs:
-            atomic_write_bytes(d, Path(s).read_bytes())
+            atomic_write_bytes(d, read_bytes(s))
         write_json(
             out["provenance"],
             {
