@@ -185,12 +185,13 @@ def tradingview_export(path: Path, seed: int, n: int = 120) -> None:
     frame.to_csv(path, index=False)
 
 
-def table_manifest(data_dir: Path, *, nested: bool = False) -> dict:
-    """The small test manifest plus three sleeves on user data and meta profiles of them.
+def table_manifest(data_dir: Path, *, nested: bool = False, tradingview: bool = True) -> dict:
+    """The small test manifest plus sleeves on user data and meta profiles of them.
 
     ``ta`` reads ``a.csv``, ``tb`` reads ``b.csv`` (tables), ``tv`` reads the TradingView
-    exports ``tv/X_ONE, 1D.csv`` and ``tv/X_TWO, 1D.csv``. ``meta_tables`` holds all three;
-    with ``nested``, ``meta_outer`` holds ``meta_tables`` as a sleeve next to ``tb`` again.
+    exports ``tv/X_ONE, 1D.csv`` and ``tv/X_TWO, 1D.csv``. ``meta_tables`` holds all three
+    (without ``tradingview``: only the two tables, and no ``tv``); with ``nested``,
+    ``meta_outer`` holds ``meta_tables`` as a sleeve next to ``tb`` again.
     """
     m = json.loads(SMALL_MANIFEST.read_text())
     for name, symbols in (("ta", ["AAA", "BBB"]), ("tb", ["CCC", "DDD"])):
@@ -199,13 +200,16 @@ def table_manifest(data_dir: Path, *, nested: bool = False) -> dict:
             "universe": {"symbols": symbols},
             "backtest": dict(WINDOWS),
         }
-    m["profiles"]["tv"] = {
-        "data": {"source": "tradingview", "path": str(data_dir / "tv")},
-        "universe": {"symbols": ["ONE", "TWO"]},
-        "backtest": dict(WINDOWS),
-    }
+    sleeves = [{"id": "a", "profile": "ta"}, {"id": "b", "profile": "tb"}]
+    if tradingview:
+        m["profiles"]["tv"] = {
+            "data": {"source": "tradingview", "path": str(data_dir / "tv")},
+            "universe": {"symbols": ["ONE", "TWO"]},
+            "backtest": dict(WINDOWS),
+        }
+        sleeves.append({"id": "c", "profile": "tv"})
     m["profiles"]["meta_tables"] = {
-        "sleeves": [{"id": "a", "profile": "ta"}, {"id": "b", "profile": "tb"}, {"id": "c", "profile": "tv"}],
+        "sleeves": sleeves,
         "backtest": dict(WINDOWS),
         "profiles": ["equal_weight", "min_variance"],
     }

@@ -156,3 +156,82 @@ def test_a_stage_reports_what_it_read_and_wrote(runs_root):
     assert sorted(io.inputs) == sorted(files.values()) and io.outputs == [out]
     with pytest.raises(KeyError, match="holdings:factors"):  # a child's file the rule did not give
         stages.run_flatten(ctx, ".", "hrp", input={k: v for k, v in files.items() if "factors" not in k}, output={"flattened": out})
+
+
+# ----------------------------------------------------------------------------- the plan: resolved and checked once
+
+
+def _counting(monkeypatch, module, name: str, calls: Counter) -> None:
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls[name] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+
+
+def test_the_runner_resolves_the_plan_once(monkeypatch, runs_root):
+    """The Snakefile the runner drives takes the runner's plan (run.handed_over) instead of resolving it again."""
+    from tradingview_scraper import manifest
+
+    calls = Counter()
+    _counting(monkeypatch, manifest, "resolve", calls)
+    _counting(monkeypatch, stages, "preflight", calls)
+    result = MetaPipeline("meta_deep", manifest=SMALL_MANIFEST, run_id="once", runs_root=runs_root, dry_run=True).execute()
+    assert result.jobs and calls == {"resolve": 1, "preflight": 1}
+
+
+def test_the_workflow_checks_a_run_the_runner_did_not(monkeypatch, runs_root, small_manifest_dict, write_manifest):
+    from tradingview_scraper.manifest import load_plan
+    from tradingview_scraper.run import handed_over
+    from tradingview_scraper.wiring import Wiring
+
+    path = write_manifest(small_manifest_dict)
+    config = {"profile": "meta_small", "manifest": str(path), "run_id": "w", "runs_root": str(runs_root), "ray": False}
+    calls = Counter()
+    _counting(monkeypatch, stages, "preflight", calls)
+
+    def started(cfg) -> Wiring:
+        wiring = Wiring.from_config(cfg, pass_to_jobs=lambda settings: None, main_process=True)
+        wiring.start(sleeves_to_compute=False)
+        wiring.finish()
+        return wiring
+
+    plain = started(config)  # the plain snakemake command: resolved and checked here
+    assert not plain.run.checked and calls["preflight"] == 1
+    plan = load_plan("meta_small", path)
+    with handed_over(config, plan, checked=True):
+        handed = started(config)
+        assert handed.plan is plan and handed.run.checked and calls["preflight"] == 1
+        assert started({**config, "run_id": "other"}).plan is not plan  # another run is not this hand-off
+        path.write_text(path.read_text() + "\n")  # the manifest changed since the runner read it
+        again = started(config)
+    assert again.plan is not plan and not again.run.checked and calls["preflight"] == 3
+    assert started(config).plan is not plan  # the hand-off ends with the runner's block
+
+
+@pytest.mark.e2e
+def test_a_real_run_through_the_runner_checks_once_and_plain_snakemake_checks_itself(monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    from tradingview_scraper import manifest
+
+    calls = Counter()
+    _counting(monkeypatch, manifest, "resolve", calls)
+    _counting(monkeypatch, stages, "preflight", calls)
+    book = tmp_path / "book.csv"
+    book.write_text("symbol,direction,weight\nAAPL,LONG,0.6\nKO,LONG,0.4\n")
+    kw = dict(manifest=SMALL_MANIFEST, profiles="equal_weight,hrp", runs_root=tmp_path / "runs", holdings=str(book))
+    run = MetaPipeline("meta_two", run_id="once", ray=False, **kw).execute()
+    assert calls == {"resolve": 1, "preflight": 1}
+    assert {"sleeve", "rebalance", "report"} <= {j.rule for j in run.jobs} and (run.run_dir / "rebalance_hrp.json").is_file()
+    # The plain command has no runner: its onstart checks the book (a bad row) before any job runs.
+    book.write_text("symbol,direction,weight\nAAPL,LONG,0.6\nKO,LONG,x\n")
+    cmd = [sys.executable, "-m", "snakemake", "-s", "workflow/Snakefile", "--cores", "1", "--config", "profile=meta_two",
+           "run_id=plain", f"manifest={SMALL_MANIFEST}", f"runs_root={tmp_path / 'runs'}", f"holdings={book}", "ray=false"]
+    proc = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and last.startswith("error: ") and "line 3" in last and "'x'" in last, proc.stderr[-2000:]
+    assert not (tmp_path / "runs" / "plain" / "returns.parquet").exists()
