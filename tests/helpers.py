@@ -185,12 +185,13 @@ def tradingview_export(path: Path, seed: int, n: int = 120) -> None:
     frame.to_csv(path, index=False)
 
 
-def table_manifest(data_dir: Path, *, nested: bool = False) -> dict:
-    """The small test manifest plus three sleeves on user data and meta profiles of them.
+def table_manifest(data_dir: Path, *, nested: bool = False, tradingview: bool = True) -> dict:
+    """The small test manifest plus sleeves on user data and meta profiles of them.
 
     ``ta`` reads ``a.csv``, ``tb`` reads ``b.csv`` (tables), ``tv`` reads the TradingView
-    exports ``tv/X_ONE, 1D.csv`` and ``tv/X_TWO, 1D.csv``. ``meta_tables`` holds all three;
-    with ``nested``, ``meta_outer`` holds ``meta_tables`` as a sleeve next to ``tb`` again.
+    exports ``tv/X_ONE, 1D.csv`` and ``tv/X_TWO, 1D.csv``. ``meta_tables`` holds all three
+    (without ``tradingview``: only the two tables, and no ``tv``); with ``nested``,
+    ``meta_outer`` holds ``meta_tables`` as a sleeve next to ``tb`` again.
     """
     m = json.loads(SMALL_MANIFEST.read_text())
     for name, symbols in (("ta", ["AAA", "BBB"]), ("tb", ["CCC", "DDD"])):
@@ -199,13 +200,16 @@ def table_manifest(data_dir: Path, *, nested: bool = False) -> dict:
             "universe": {"symbols": symbols},
             "backtest": dict(WINDOWS),
         }
-    m["profiles"]["tv"] = {
-        "data": {"source": "tradingview", "path": str(data_dir / "tv")},
-        "universe": {"symbols": ["ONE", "TWO"]},
-        "backtest": dict(WINDOWS),
-    }
+    sleeves = [{"id": "a", "profile": "ta"}, {"id": "b", "profile": "tb"}]
+    if tradingview:
+        m["profiles"]["tv"] = {
+            "data": {"source": "tradingview", "path": str(data_dir / "tv")},
+            "universe": {"symbols": ["ONE", "TWO"]},
+            "backtest": dict(WINDOWS),
+        }
+        sleeves.append({"id": "c", "profile": "tv"})
     m["profiles"]["meta_tables"] = {
-        "sleeves": [{"id": "a", "profile": "ta"}, {"id": "b", "profile": "tb"}, {"id": "c", "profile": "tv"}],
+        "sleeves": sleeves,
         "backtest": dict(WINDOWS),
         "profiles": ["equal_weight", "min_variance"],
     }
@@ -334,3 +338,12 @@ def assert_same_artifacts(left: Path, right: Path, skip: frozenset[str] = frozen
     assert any(k.startswith("meta/") for k in a) and any(k.startswith("sleeves/") for k in a)
     for rel in a:
         assert_close(a[rel], b[rel], rel)
+
+
+def sleeve_outputs(ctx, node_path: str = ".") -> dict:
+    """The named outputs rule ``sleeve`` declares for node ``node_path``, for a stage called directly."""
+    node = ctx.node(node_path)
+    return {
+        **{k: str(node.file(k)) for k in ("returns", "health", "sign_test", "provenance")},
+        "weights": [str(node.file("weights", profile=p)) for p in ctx.plan.risk_profiles],
+    }

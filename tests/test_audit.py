@@ -6,6 +6,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -17,10 +18,10 @@ import pytest
 from tradingview_scraper import __version__
 from tradingview_scraper.audit import (
     GENESIS_PREV_HASH,
-    _records,
     file_sha256,
     fingerprint,
     genesis,
+    git_commit,
     record_stage,
     stage_audit,
     verify,
@@ -29,12 +30,6 @@ from tradingview_scraper.errors import PipelineError
 from tradingview_scraper.layout import Node, run_node, write_json
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _no_git(monkeypatch):
-    """Tests never shell out to git: the commit lookup is stubbed."""
-    monkeypatch.setattr(_records, "_git_commit", lambda: "f" * 40)
 
 
 def _start(run: Path, run_id: str = "r1") -> dict:
@@ -120,7 +115,8 @@ def test_genesis_payload(tmp_path):
     assert g["run_id"] == "r1" and g["meta_profile"] == "meta_demo"
     assert g["manifest"] == {"path": "config/manifest.json", "sha256": "b" * 64}
     assert g["package_version"] == __version__
-    assert g["git_commit"] == "f" * 40
+    assert g["git_commit"] == git_commit()  # this checkout's HEAD (None outside a git repository)
+    assert g["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", g["git_commit"])
     assert g["python"] == ".".join(map(str, sys.version_info[:3]))
     assert g["platform"]
     assert set(g["libraries"]) == {
@@ -132,9 +128,8 @@ def test_genesis_payload(tmp_path):
 
 
 def test_git_commit_is_none_without_git(monkeypatch, tmp_path):
-    monkeypatch.undo()  # the real lookup, but with no git on PATH
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert _records._git_commit() is None
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git on PATH
+    assert git_commit() is None
 
 
 def test_paths_relative_to_cwd_or_run_dir(tmp_path, monkeypatch):

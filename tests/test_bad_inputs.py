@@ -26,31 +26,14 @@ from tradingview_scraper.orchestration.cli import main
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
 from .bad_manifests import BAD
-from .conftest import PROJECT, SMALL_MANIFEST
-from .helpers import WINDOWS, prices
+from .conftest import PROJECT
+from .helpers import prices, table_manifest
 
 # Every test here runs a real workflow or a Ray cluster (the full tier, not make test-fast).
 pytestmark = pytest.mark.e2e
 
 PROG = "run_meta_pipeline.py"
 SLEEVE_FILES = ("returns.parquet", "health.json", "sign_test.json", "provenance.json")
-
-
-def _base_manifest(data_dir: Path) -> dict:
-    """The small test manifest plus two table sleeves (a.csv, b.csv) and a meta profile of them."""
-    m = json.loads(SMALL_MANIFEST.read_text())
-    for name, symbols in (("ta", ["AAA", "BBB"]), ("tb", ["CCC", "DDD"])):
-        m["profiles"][name] = {
-            "data": {"source": "table", "path": str(data_dir / f"{name[1]}.csv")},
-            "universe": {"symbols": symbols},
-            "backtest": dict(WINDOWS),
-        }
-    m["profiles"]["meta_tables"] = {
-        "sleeves": [{"id": "a", "profile": "ta"}, {"id": "b", "profile": "tb"}],
-        "backtest": dict(WINDOWS),
-        "profiles": ["equal_weight", "min_variance"],
-    }
-    return m
 
 
 def _write_good_data(data_dir: Path) -> None:
@@ -234,7 +217,7 @@ def runs(tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("srcdata")
     _write_good_data(data)
     manifest = data / "manifest.json"
-    manifest.write_text(json.dumps(_base_manifest(data)))
+    manifest.write_text(json.dumps(table_manifest(data, tradingview=False)))
     MetaPipeline("ta", manifest=manifest, run_id="existing", runs_root=root, ray=False,
                  profiles="equal_weight,min_variance").execute()  # fmt: skip
     shutil.copytree(root / "existing", root / "src-incomplete")
@@ -257,7 +240,7 @@ def _prepare(case: Case, tmp_path: Path) -> Path:
     if case.raw_manifest is not None:
         manifest.write_text(case.raw_manifest)
     else:
-        m = _base_manifest(data)
+        m = table_manifest(data, tradingview=False)
         if case.manifest:
             case.manifest(m)
         manifest.write_text(json.dumps(m))

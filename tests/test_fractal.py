@@ -131,13 +131,17 @@ def test_meta_fallback_is_recorded_in_weights_and_audit(runs_root):
     idx = pd.bdate_range("2020-01-01", periods=200, name="date")
     write_parquet(ctx.root.file("meta_returns", profile="risk_parity"),
                   pd.DataFrame(0.0, index=idx, columns=["tech", "staples", "factors"]))
+    files = {
+        "input": {"returns": ctx.root.file("meta_returns", profile="risk_parity")},
+        "output": {k: ctx.root.file(f"meta_{k}", profile="risk_parity") for k in ("weights", "stream")},
+    }
     # Every window falls back: under the default policy the node is unhealthy and stops ...
     with pytest.raises(SleeveError, match=r"meta profile 'meta_small' is unhealthy: risk_parity \(0/4 windows"):
-        stages.run_meta_optimize(ctx, ".", "risk_parity")
+        stages.run_meta_optimize(ctx, ".", "risk_parity", **files)
     assert not ctx.root.file("meta_weights", profile="risk_parity").exists()
     # ... and with on_unhealthy = warn it goes on, recording the fallback.
     ctx.plan.root.config["health"]["on_unhealthy"] = "warn"
-    stages.run_meta_optimize(ctx, ".", "risk_parity")
+    stages.run_meta_optimize(ctx, ".", "risk_parity", **files)
     record = _json(ctx.root.file("meta_weights", profile="risk_parity"))
     assert record["fallback"] is True and "NonPositiveVarianceError" in record["fallback_reason"]
     assert record["weights"] == pytest.approx({"tech": 1 / 3, "staples": 1 / 3, "factors": 1 / 3})

@@ -19,8 +19,8 @@ from tradingview_scraper import audit, report
 from tradingview_scraper.errors import DataError
 from tradingview_scraper.layout import read_parquet, run_node, write_parquet
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
-from tradingview_scraper.report import _figures
 from tradingview_scraper.run import RunContext
+from tradingview_scraper.wiring import report_inputs
 
 from .conftest import PROJECT, SMALL_MANIFEST
 
@@ -297,23 +297,23 @@ def _rgb(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
-def test_figures_have_the_pixels_of_matplotlibs_own_constrained_savefig(small_run, monkeypatch):
+def test_figures_have_the_pixels_of_matplotlibs_own_constrained_savefig(small_run):
     # the report lays each figure out once and skips work that changes no pixel; matplotlib's
     # own path (a constrained-layout engine, savefig) must give the very same image
-    data = report.load_node(_ctx(small_run.parent), ".")
+    ctx = _ctx(small_run.parent)
+    data = report.load_node(ctx, ".", report_inputs(ctx, "."))
     a = report.analyse(data)
     fast = report.figures(data, a)
 
     def savefig_png(fig):
         fig.set_layout_engine("constrained")
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=_figures._DPI)
+        fig.savefig(buf, format="png", dpi=report.DPI)
         return buf.getvalue()
 
-    monkeypatch.setattr(_figures, "_png", savefig_png)
-    reference = report.figures(data, a)
+    reference = report.figures(data, a, render=savefig_png)
     for name in report.FIGURES:
-        assert Image.open(io.BytesIO(fast[name])).info["dpi"] == pytest.approx((_figures._DPI, _figures._DPI), abs=0.01)
+        assert Image.open(io.BytesIO(fast[name])).info["dpi"] == pytest.approx((report.DPI, report.DPI), abs=0.01)
         np.testing.assert_array_equal(_rgb(fast[name]), _rgb(reference[name]), err_msg=name)
 
 
@@ -325,7 +325,8 @@ def test_injected_extreme_return_shows_up_under_anomalies(small_run, tmp_path):
     day = frame.index[len(frame) // 2]
     frame.loc[day, "tech"] = -1.5
     write_parquet(path, frame)
-    md = report.build_report(_ctx(tmp_path), ".")[copy / "report.md"].decode()
+    ctx = _ctx(tmp_path)
+    md = report.build_report(report.load_node(ctx, ".", report_inputs(ctx, ".")))["md"].decode()
     anomalies = md.split("## Anomalies")[1].split("\n## ")[0]
     d = day.date().isoformat()
     assert f"| hrp | sleeve | tech | return <= -100% | {d} | return -150.00% |" in anomalies
@@ -387,11 +388,11 @@ def test_figures_of_many_sleeves_name_the_largest_and_stay_bounded():
         stream = pd.DataFrame({"hrp": returns[sleeves].mean(axis=1).iloc[60:]})
         return report.NodeData("big", "r", ".", ["hrp"], stream, {"hrp": returns[sleeves]}, {"hrp": weights}, {"hrp": flat})
 
-    largest = _figures._largest({"hrp": w}, names)
+    largest = report.largest_sleeves({"hrp": w}, names)
     assert len(largest) == report.MAX_FIGURE_SLEEVES
     assert set(largest) == set(sorted(names, key=w.get)[-report.MAX_FIGURE_SLEEVES:])
     assert largest == sorted(largest)  # in the sleeves' order
-    assert _figures._largest({"hrp": w}, names[:5]) == names[:5]
+    assert report.largest_sleeves({"hrp": w}, names[:5]) == names[:5]
 
     every, top = node(names), node(largest)
     many, few = (report.figures(d, report.analyse(d)) for d in (every, top))

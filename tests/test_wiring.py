@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 
 import pytest
 
+from tradingview_scraper import stages
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 from tradingview_scraper.wiring import alternation, computed_sleeve_pattern
 
@@ -91,3 +93,145 @@ def test_every_rule_carries_its_code_hash():
         # its hash counts the stages module its run block calls
         call = re.search(r"\n    run:\n\s+stages\.(\w+)\(", block)
         assert call and getattr(stages, call[1]).__module__ == f"tradingview_scraper.{deps.STAGE_ENTRY[name]}", name
+
+
+# ----------------------------------------------------------------------------- a stage works on what its rule declares
+
+
+def _declared(result) -> dict[str, tuple[set[str], set[str]]]:
+    """Each job's declared (inputs, outputs), by its log file (every rule has one)."""
+    real = os.path.realpath
+    return {real(job.logs[0]): ({real(f) for f in job.inputs}, {real(f) for f in job.outputs}) for job in result.jobs if job.logs}
+
+
+@pytest.mark.e2e
+def test_every_stage_reads_only_what_its_rule_gives_and_writes_only_what_it_declares(tmp_path):
+    """Nested meta nodes, a pinned sleeve and a rebalance: every stage's reads and writes (through
+    layout), against the inputs and outputs its job declares in the DAG."""
+    real = os.path.realpath
+    kw = dict(manifest=SMALL_MANIFEST, profiles="equal_weight,hrp", runs_root=tmp_path)
+    MetaPipeline("tech", run_id="tech-old", ray=False, **kw).execute()
+    runs = [("meta_deep", {"run_id": "deep"}), ("meta_pinned", {"run_id": "pinned", "previous_run": "deep"})]
+    seen: list[stages.StageIO] = []
+    for profile, opts in runs:
+        declared = _declared(MetaPipeline(profile, dry_run=True, forceall=True, **kw, **opts).execute())
+        before = len(seen)
+        with stages.watch(seen.append):
+            MetaPipeline(profile, ray=False, **kw, **opts).execute()
+        assert len(seen) - before == len(declared), "one stage per job"
+        for io in seen[before:]:
+            inputs, outputs = declared[real(io.log)]
+            who = f"{io.stage} {io.node}"
+            assert {real(f) for f in io.inputs} <= inputs, (who, {real(f) for f in io.inputs} - inputs)
+            assert {real(f) for f in io.outputs} == outputs, (who, {real(f) for f in io.outputs} ^ outputs)
+            assert {real(f) for f in io.reads} <= {real(f) for f in io.inputs}, (who, set(io.reads) - set(io.inputs))
+            assert {real(f) for f in io.writes} <= outputs, (who, set(io.writes) - outputs)
+    kinds = {io.stage for io in seen}
+    assert {"sleeve", "pin", "meta_returns", "meta_optimize", "flatten", "risk", "report", "rebalance"} <= kinds, kinds
+    assert all(io.reads for io in seen if io.stage not in ("sleeve", "resolve")) and all(io.writes for io in seen)
+
+
+def test_a_stage_reports_what_it_read_and_wrote(runs_root):
+    """The seam the test above relies on: every read and write a stage makes shows in its ``StageIO``."""
+    from tradingview_scraper.layout import read_json, write_json
+    from tradingview_scraper.run import RunContext
+
+    ctx = RunContext.from_config(
+        {"profile": "meta_small", "manifest": str(SMALL_MANIFEST), "run_id": "seam", "runs_root": str(runs_root), "ray": False}
+    )
+    node = ctx.root
+    weights = {"meta_profile": "meta_small", "weights": {"tech": 0.5, "staples": 0.3, "factors": 0.2}}
+    write_json(node.file("meta_weights", profile="hrp"), weights)
+    for sid in ("tech", "staples", "factors"):
+        write_json(node.child(sid).file("weights", profile="hrp"), {"weights": [{"symbol": sid.upper(), "direction": "LONG", "weight": 1.0, "net_weight": 1.0}]})
+    files = {"meta_weights": str(node.file("meta_weights", profile="hrp"))}
+    files |= {stages.child_input("holdings", s): str(node.child(s).file("weights", profile="hrp")) for s in ("tech", "staples", "factors")}
+    out = str(node.file("flattened", profile="hrp"))
+    seen: list[stages.StageIO] = []
+    with stages.watch(seen.append):
+        stages.run_flatten(ctx, ".", "hrp", input=files, output={"flattened": out})
+        read_json(files["meta_weights"])  # outside any stage: nobody's read
+    (io,) = seen
+    assert io.stage == "flatten" and sorted(io.reads) == sorted(files.values()) and io.writes == [out]
+    assert sorted(io.inputs) == sorted(files.values()) and io.outputs == [out]
+    with pytest.raises(KeyError, match="holdings:factors"):  # a child's file the rule did not give
+        stages.run_flatten(ctx, ".", "hrp", input={k: v for k, v in files.items() if "factors" not in k}, output={"flattened": out})
+
+
+# ----------------------------------------------------------------------------- the plan: resolved and checked once
+
+
+def _counting(monkeypatch, module, name: str, calls: Counter) -> None:
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls[name] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+
+
+def test_the_runner_resolves_the_plan_once(monkeypatch, runs_root):
+    """The Snakefile the runner drives takes the runner's plan (run.handed_over) instead of resolving it again."""
+    from tradingview_scraper import manifest
+
+    calls = Counter()
+    _counting(monkeypatch, manifest, "resolve", calls)
+    _counting(monkeypatch, stages, "preflight", calls)
+    result = MetaPipeline("meta_deep", manifest=SMALL_MANIFEST, run_id="once", runs_root=runs_root, dry_run=True).execute()
+    assert result.jobs and calls == {"resolve": 1, "preflight": 1}
+
+
+def test_the_workflow_checks_a_run_the_runner_did_not(monkeypatch, runs_root, small_manifest_dict, write_manifest):
+    from tradingview_scraper.manifest import load_plan
+    from tradingview_scraper.run import handed_over
+    from tradingview_scraper.wiring import Wiring
+
+    path = write_manifest(small_manifest_dict)
+    config = {"profile": "meta_small", "manifest": str(path), "run_id": "w", "runs_root": str(runs_root), "ray": False}
+    calls = Counter()
+    _counting(monkeypatch, stages, "preflight", calls)
+
+    def started(cfg) -> Wiring:
+        wiring = Wiring.from_config(cfg, pass_to_jobs=lambda settings: None, main_process=True)
+        wiring.start(sleeves_to_compute=False)
+        wiring.finish()
+        return wiring
+
+    plain = started(config)  # the plain snakemake command: resolved and checked here
+    assert not plain.run.checked and calls["preflight"] == 1
+    plan = load_plan("meta_small", path)
+    with handed_over(config, plan, checked=True):
+        handed = started(config)
+        assert handed.plan is plan and handed.run.checked and calls["preflight"] == 1
+        assert started({**config, "run_id": "other"}).plan is not plan  # another run is not this hand-off
+        path.write_text(path.read_text() + "\n")  # the manifest changed since the runner read it
+        again = started(config)
+    assert again.plan is not plan and not again.run.checked and calls["preflight"] == 3
+    assert started(config).plan is not plan  # the hand-off ends with the runner's block
+
+
+@pytest.mark.e2e
+def test_a_real_run_through_the_runner_checks_once_and_plain_snakemake_checks_itself(monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    from tradingview_scraper import manifest
+
+    calls = Counter()
+    _counting(monkeypatch, manifest, "resolve", calls)
+    _counting(monkeypatch, stages, "preflight", calls)
+    book = tmp_path / "book.csv"
+    book.write_text("symbol,direction,weight\nAAPL,LONG,0.6\nKO,LONG,0.4\n")
+    kw = dict(manifest=SMALL_MANIFEST, profiles="equal_weight,hrp", runs_root=tmp_path / "runs", holdings=str(book))
+    run = MetaPipeline("meta_two", run_id="once", ray=False, **kw).execute()
+    assert calls == {"resolve": 1, "preflight": 1}
+    assert {"sleeve", "rebalance", "report"} <= {j.rule for j in run.jobs} and (run.run_dir / "rebalance_hrp.json").is_file()
+    # The plain command has no runner: its onstart checks the book (a bad row) before any job runs.
+    book.write_text("symbol,direction,weight\nAAPL,LONG,0.6\nKO,LONG,x\n")
+    cmd = [sys.executable, "-m", "snakemake", "-s", "workflow/Snakefile", "--cores", "1", "--config", "profile=meta_two",
+           "run_id=plain", f"manifest={SMALL_MANIFEST}", f"runs_root={tmp_path / 'runs'}", f"holdings={book}", "ray=false"]
+    proc = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and last.startswith("error: ") and "line 3" in last and "'x'" in last, proc.stderr[-2000:]
+    assert not (tmp_path / "runs" / "plain" / "returns.parquet").exists()

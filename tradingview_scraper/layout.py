@@ -19,12 +19,14 @@ A run directory is a tree of *nodes*. Every node exposes the same sleeve interfa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import re
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,12 +157,34 @@ def node_pattern(name: str, node: str = "{node}", **fields: str) -> str:
     return f"{node}/" + NODE_FILES[name].format(**fields) if fields else f"{node}/" + NODE_FILES[name]
 
 
+# --------------------------------------------------------------------------- watching artifact I/O
+
+_watchers: list[Callable[[str, str], None]] = []
+
+
+@contextlib.contextmanager
+def watch_io(callback: Callable[[str, str], None]) -> Iterator[None]:
+    """While the block runs, ``callback(op, path)`` sees every artifact read (``"read"``) and
+    write (``"write"``) made through this module, from any thread (see ``stages.watch``)."""
+    _watchers.append(callback)
+    try:
+        yield
+    finally:
+        _watchers.remove(callback)
+
+
+def _seen(op: str, path: Path | str) -> None:
+    for callback in list(_watchers):
+        callback(op, str(path))
+
+
 # --------------------------------------------------------------------------- atomic writes
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temp file and a rename: readers never see half a file."""
     path = Path(path)
+    _seen("write", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     try:
@@ -219,6 +243,12 @@ def write_text(path: Path | str, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
+def read_bytes(path: Path | str) -> bytes:
+    """The bytes of an artifact (a copy's source)."""
+    _seen("read", path)
+    return Path(path).read_bytes()
+
+
 def read_json(path: Path | str) -> Any:
     """Read a JSON artifact.
 
@@ -227,6 +257,7 @@ def read_json(path: Path | str) -> Any:
     DataError
         The file is missing, not UTF-8 or not JSON (the message names it).
     """
+    _seen("read", path)
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
@@ -269,6 +300,7 @@ def read_parquet(path: Path | str) -> Any:
     """
     import pandas as pd
 
+    _seen("read", path)
     try:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow's errors name no file
@@ -280,6 +312,7 @@ def read_parquet_metadata(path: Path | str) -> dict[str, Any]:
     """The metadata :func:`write_parquet` stored with a parquet artifact (empty if none)."""
     import pyarrow.parquet as pq
 
+    _seen("read", path)
     meta = pq.read_schema(path).metadata or {}
     prefix = _META_PREFIX.encode()
     return {k[len(prefix):].decode(): json.loads(v) for k, v in meta.items() if k.startswith(prefix)}

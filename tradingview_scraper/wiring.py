@@ -20,6 +20,8 @@ from . import audit, deps, runlock, stages
 from .cluster import watch_interrupts
 from .engines import HIERARCHICAL
 from .errors import PipelineError
+from .layout import run_node
+from .manifest import ROOT
 from .run import RunContext
 
 #: A pattern that matches nothing: the constraint of a node kind the plan does not have.
@@ -56,6 +58,69 @@ def tune_gc_for_dag() -> tuple[int, int, int]:
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     return old
+
+
+# ------------------------------------------------------------------ the rules' named inputs
+# Each returns what one rule's ``input:`` declares, named as its stage reads it (plain path
+# strings; one file per risk profile, in the plan's order, where a name holds a list).
+
+
+def children_interface(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
+    """Rule meta_returns: each child's ``returns:<sleeve>``; an atomic child's ``health:`` and
+    ``sign_test:`` (its gates), a nested meta child's ``flattened:`` holdings of every profile."""
+    files: dict[str, str | list[str]] = {}
+    for c in run.spec(node_path).children:
+        spec, node = run.spec(c), run.node(c)
+        sid = spec.sleeve_id
+        files[stages.child_input("returns", sid)] = str(node.file("returns"))
+        if spec.is_meta:
+            files[stages.child_input("flattened", sid)] = [str(node.file("flattened", profile=p)) for p in run.plan.risk_profiles]
+        else:
+            files[stages.child_input("health", sid)] = str(node.file("health"))
+            files[stages.child_input("sign_test", sid)] = str(node.file("sign_test"))
+    return files
+
+
+def flatten_inputs(run: RunContext, node_path: str, profile: str) -> dict[str, str]:
+    """Rule flatten: the node's ``meta_weights`` and each child's ``holdings:<sleeve>``
+    (``weights_<p>.json``, or a nested meta child's ``flattened_<p>.json``)."""
+    files = {"meta_weights": str(run.node(node_path).file("meta_weights", profile=profile))}
+    for c in run.spec(node_path).children:
+        spec = run.spec(c)
+        kind = "flattened" if spec.is_meta else "weights"
+        files[stages.child_input("holdings", spec.sleeve_id)] = str(run.node(c).file(kind, profile=profile))
+    return files
+
+
+def risk_inputs(run: RunContext, node_path: str) -> dict[str, list[str]]:
+    """Rule risk: the node's meta returns, weights, stream and flattened book, and each atomic
+    sleeve's weights below it (``weights:<plan path>``), every risk profile."""
+    node, profiles = run.node(node_path), run.plan.risk_profiles
+    files = {k: [str(node.file(k, profile=p)) for p in profiles] for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")}
+    for leaf in stages.leaves(run, node_path):
+        files[stages.child_input("weights", leaf.path)] = [str(run.node(leaf.path).file("weights", profile=p)) for p in profiles]
+    return files
+
+
+def report_inputs(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
+    """Rule report: what :func:`report.load_node` reads of meta node ``node_path``."""
+    node, profiles = run.node(node_path), run.plan.risk_profiles
+    kinds = ["meta_returns", "meta_weights", "flattened", "risk"]
+    if node_path == ROOT and (run.previous_run or run.holdings):
+        kinds.append("rebalance")
+    return {"returns": str(node.file("returns")), **{k: [str(node.file(k, profile=p)) for p in profiles] for k in kinds}}
+
+
+def pin_inputs(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
+    """Rule pinned_sleeve: the checked source's files the pin copies (``returns``, ``health``,
+    ``sign_test``, ``weights``), and its ``provenance`` and run's ``resolved`` manifest if present."""
+    spec = run.spec(node_path)
+    src = stages.pin_source(run, node_path)
+    files: dict[str, str | list[str]] = {k: str(src.file(k)) for k in stages.PIN_REQUIRED}
+    files["weights"] = [str(src.file("weights", profile=p)) for p in run.plan.risk_profiles]
+    optional = {"provenance": src.file("provenance"), "resolved": run_node(spec.pin, run.runs_root).file("resolved")}
+    files.update({k: str(f) for k, f in optional.items() if f.is_file()})
+    return files
 
 
 class Wiring:
@@ -174,24 +239,15 @@ class Wiring:
     def sleeve_cpus(self, node_dir: str) -> int:
         return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))
 
-    def pin_source(self, node_dir: str) -> str:
+    def pin_source(self, node_dir: str) -> dict[str, str | list[str]]:
         try:
-            return str(stages.pin_source(self.run, self.node_path(node_dir)).file("returns"))
+            return pin_inputs(self.run, self.node_path(node_dir))
         except PipelineError as exc:
             stages.report_at_exit(exc)
             raise
 
-    def children_interface(self, node_dir: str) -> list[str]:
-        """Each child's returns, plus a nested child's flattened holdings of every profile.
-
-        (An atomic child's holdings and health come from the same job as its returns.)
-        """
-        children = self.spec(node_dir).children
-        files = [str(self.nodes[c].file("returns")) for c in children]
-        for c in children:
-            if self.plan.nodes[c].is_meta:
-                files += [str(self.nodes[c].file("flattened", profile=p)) for p in self.profiles]
-        return files
+    def children_interface(self, node_dir: str) -> dict[str, str | list[str]]:
+        return children_interface(self.run, self.node_path(node_dir))
 
     def meta_params(self, node_dir: str) -> str:
         spec = self.spec(node_dir)
@@ -201,15 +257,11 @@ class Wiring:
         node = self.nodes[self.node_path(node_dir)]
         return [str(node.file("meta_stream", profile=p)) for p in self.profiles]
 
-    def flatten_inputs(self, node_dir: str, profile: str) -> list[str]:
-        path = self.node_path(node_dir)
-        children = self.plan.nodes[path].children
-        return [str(self.nodes[path].file("meta_weights", profile=profile))] + [
-            str(stages.child_holdings_file(self.plan.nodes[c], self.nodes[c], profile)) for c in children
-        ]
+    def flatten_inputs(self, node_dir: str, profile: str) -> dict[str, str]:
+        return flatten_inputs(self.run, self.node_path(node_dir), profile)
 
-    def risk_inputs(self, node_dir: str) -> list[str]:
-        return [str(p) for p in stages.risk_inputs(self.run, self.node_path(node_dir))]
+    def risk_inputs(self, node_dir: str) -> dict[str, list[str]]:
+        return risk_inputs(self.run, self.node_path(node_dir))
 
     def rebalance_book(self, profile: str) -> str:
         return str(stages.rebalance_source(self.run, profile))
@@ -218,8 +270,8 @@ class Wiring:
         book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
         return json.dumps({**book, **self.plan.root.config["frictions"]}, sort_keys=True)
 
-    def report_inputs(self, node_dir: str) -> list[str]:
-        return [str(p) for p in stages.report_inputs(self.run, self.node_path(node_dir))]
+    def report_inputs(self, node_dir: str) -> dict[str, str | list[str]]:
+        return report_inputs(self.run, self.node_path(node_dir))
 
     def final_targets(self) -> list[str]:
         root = self.run.root
@@ -233,13 +285,14 @@ class Wiring:
             if self.run.previous_run or self.run.holdings:
                 targets += [root.file("rebalance", profile=p) for p in self.profiles]
         else:
-            targets += stages.sleeve_outputs(self.run, root)
+            targets += [root.file(k) for k in ("health", "sign_test", "provenance")]
+            targets += [root.file("weights", profile=p) for p in self.profiles]
         return [str(t) for t in targets]
 
     # ----------------------------------------------------------------- lifecycle
 
     def start(self, sleeves_to_compute: bool) -> None:
-        """Check pins, data and the book, take the run's lock, then start a private Ray cluster.
+        """Check pins, data and the book (unless the runner did), take the run's lock, then start a private Ray cluster.
 
         Runs in onstart: only when jobs will run (not on dry runs, lint or no-op reruns), so
         parsing stays free of pandas and Ray. A private cluster starts only when a sleeve
@@ -255,10 +308,16 @@ class Wiring:
         run = self.run
         watch_interrupts()  # Ctrl-C cancels running sleeve tasks (not installed for -n or --lint)
         try:
-            if not run.execute_sleeves:
-                stages.check_pins(self.plan, run.runs_root, run.run_id)
-            stages.check_data(self.plan, run.base_dir, include_pinned=run.execute_sleeves)
-            stages.check_rebalance(self.plan, run.runs_root, run.run_id, run.previous_run, run.holdings)
+            if not run.checked:  # the runner checked before Snakemake started
+                stages.preflight(
+                    self.plan,
+                    base_dir=run.base_dir,
+                    runs_root=run.runs_root,
+                    run_id=run.run_id,
+                    execute_sleeves=run.execute_sleeves,
+                    previous_run=run.previous_run,
+                    holdings=run.holdings,
+                )
             if runlock.acquire(run.run_dir, run.run_id):
                 self._locked.append(run.run_dir)
         except PipelineError as exc:

@@ -9,7 +9,7 @@ verifies a whole ledger (``python -m tradingview_scraper.audit verify <run_dir>`
 from ._artifacts import Damage, Recorded, check_inputs, damaged, discard, failures, last_seq
 from ._hashing import file_sha256, fingerprint
 from ._ledger import ENTRY_KEYS, GENESIS_PREV_HASH
-from ._records import KEY_LIBRARIES, OUTCOMES, genesis, record_stage, stage_audit
+from ._records import KEY_LIBRARIES, OUTCOMES, genesis, git_commit, record_stage, stage_audit
 from ._verification import main, verify
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "file_sha256",
     "fingerprint",
     "genesis",
+    "git_commit",
     "last_seq",
     "main",
     "record_stage",

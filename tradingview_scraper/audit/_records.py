@@ -35,7 +35,7 @@ OUTCOMES = ("success", "error")
 # --------------------------------------------------------------------------- genesis
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     """``git rev-parse HEAD`` of the working directory, or None (no repo, no git, any failure)."""
     try:
         proc = subprocess.run(
@@ -127,7 +127,7 @@ def genesis(
             "meta_profile": meta_profile,
             "manifest": {"path": Path(manifest_path).as_posix(), "sha256": manifest_sha256},
             "package_version": __version__,
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "libraries": _library_versions(),

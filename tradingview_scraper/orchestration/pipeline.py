@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from .. import audit, runlock
+from .. import audit, runlock, stages
 from ..cluster import Cluster, interrupted, watch_interrupts
 from ..errors import ConfigError, PipelineError
 from ..layout import RUNS_ROOT, check_name, new_run_id, refuse_symlink, run_dir
 from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
-from ..run import rebalance_book
-from ..stages import check_data, check_pins, check_rebalance, first_failure, runner_reports_errors
+from ..run import handed_over, rebalance_book
+from ..stages import first_failure, runner_reports_errors
 from . import signals
 
 #: The workflow ships inside the package (in a checkout, a link to the top-level workflow/).
@@ -25,11 +25,13 @@ SNAKEFILE = Path(__file__).resolve().parents[1] / "workflow" / "Snakefile"
 
 @dataclass
 class JobRecord:
-    """One scheduled job: rule name and output files (what a dry run reports)."""
+    """One scheduled job: rule name, output, input and log files (what a dry run reports)."""
 
     rule: str
     outputs: tuple[str, ...]
     wildcards: dict = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()
+    logs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -51,9 +53,9 @@ class _JobCollector(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if str(getattr(record, "event", "")).lower().endswith("job_info"):
-            outs = tuple(sorted(str(o) for o in (getattr(record, "output", None) or [])))
+            files = {k: tuple(sorted(str(f) for f in (getattr(record, k, None) or []))) for k in ("output", "input", "log")}
             wc = dict(getattr(record, "wildcards", None) or {})
-            self.jobs.append(JobRecord(str(getattr(record, "rule_name", "")), outs, wc))
+            self.jobs.append(JobRecord(str(getattr(record, "rule_name", "")), files["output"], wc, files["input"], files["log"]))
 
 
 class _Progress(logging.Handler):
@@ -180,13 +182,19 @@ class MetaPipeline:
         refuse_symlink(self.run_dir, "run directory")
         if not isinstance(self.cores, int) or self.cores < 1:
             raise ConfigError(f"cores={self.cores!r} must be a positive integer")
-        # Configuration errors surface here, as one line, before Snakemake starts.
+        # Configuration errors surface here, as one line, before Snakemake starts. The workflow
+        # this runner drives takes the plan and the checks' verdict (run.handed_over).
         self.plan = load_plan(self.meta_profile, self.manifest, self.profiles)
-        if not self.execute_sleeves:  # --execute-sleeves recomputes pinned sleeves instead
-            check_pins(self.plan, self.runs_root, self.run_id)
-        check_data(self.plan, Path.cwd(), include_pinned=self.execute_sleeves)
         self.previous_run, self.holdings = rebalance_book(self.previous_run, self.holdings)
-        check_rebalance(self.plan, self.runs_root, self.run_id, self.previous_run, self.holdings)
+        stages.preflight(
+            self.plan,
+            base_dir=Path.cwd(),
+            runs_root=self.runs_root,
+            run_id=self.run_id,
+            execute_sleeves=self.execute_sleeves,
+            previous_run=self.previous_run,
+            holdings=self.holdings,
+        )
         self._cluster()  # checks the Ray settings; starts nothing
 
     def _cluster(self) -> Cluster | None:
@@ -276,6 +284,7 @@ class MetaPipeline:
                 if cluster.address is not None:
                     config.update(cluster.job_config())
             with (
+                handed_over(config, self.plan, checked=True),
                 runner_reports_errors(),
                 SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if self.quiet else None, show_failed_logs=True)) as api,
             ):

@@ -16,15 +16,16 @@ from ._anomalies import (
     series_anomalies,
     stale_run,
 )
-from ._build import build_report, output_files
+from ._build import build_report, output_files, output_name
 from ._document import Heading, Image, Para, Section, Table, assemble
-from ._figures import FIGURES, MAX_FIGURE_SLEEVES, figures
+from ._figures import DPI, FIGURES, MAX_FIGURE_SLEEVES, figures, largest_sleeves, png
 from ._metrics import calendar, diversification, effective_number, performance, tournament
 from ._node import NodeData, load_node
 from ._rendering import to_html, to_markdown
 from ._sections import SECTIONS, TABLES, TOP_HOLDINGS, document, sections
 
 __all__ = [
+    "DPI",
     "FALSE_ALARMS",
     "FIGURES",
     "MAX_FIGURE_SLEEVES",
@@ -50,9 +51,12 @@ __all__ = [
     "effective_number",
     "figures",
     "jump_cutoff",
+    "largest_sleeves",
     "load_node",
     "output_files",
+    "output_name",
     "performance",
+    "png",
     "sections",
     "series_anomalies",
     "stale_run",

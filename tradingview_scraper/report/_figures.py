@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,7 +26,8 @@ _FIGURE_TITLES = {
     "correlation": "Sleeve correlation per risk profile",
     **PM_FIGURE_TITLES,
 }
-_DPI = 90
+#: Resolution of every figure (dots per inch).
+DPI = 90
 #: Sleeves a figure shows by name at most: beyond, the largest by meta weight (the tables list
 #: every sleeve). A bar or a legend entry per sleeve would make figures of thousands of
 #: sleeves unreadable, then larger than an image can be.
@@ -36,7 +37,7 @@ MAX_FIGURE_SLEEVES = 12
 MAX_ANNOTATED_SLEEVES = 6
 
 
-def _largest(weights: Mapping[str, Mapping[str, float]], names: list[str]) -> list[str]:
+def largest_sleeves(weights: Mapping[str, Mapping[str, float]], names: list[str]) -> list[str]:
     """``names`` if few enough, else the :data:`MAX_FIGURE_SLEEVES` with the largest weight in any profile, in order."""
     if len(names) <= MAX_FIGURE_SLEEVES:
         return names
@@ -50,7 +51,7 @@ def _shown(shown: int, total: int) -> str:
 
 
 
-def _png(fig) -> bytes:
+def png(fig) -> bytes:
     """PNG bytes of a figure made by :func:`_figure`: laid out once, drawn once.
 
     ``savefig`` draws a figure that holds a layout engine twice (the first time only to run
@@ -74,15 +75,15 @@ def _png(fig) -> bytes:
     canvas.draw()
     rgba = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
     buf = io.BytesIO()
-    rgba.convert("RGB").save(buf, format="png", compress_level=3, dpi=(_DPI, _DPI))
+    rgba.convert("RGB").save(buf, format="png", compress_level=3, dpi=(DPI, DPI))
     return buf.getvalue()
 
 
 def _figure(width: float, height: float):
-    """An opaque ``width`` x ``height`` inch figure at :data:`_DPI` with no layout engine (:func:`_png` lays it out)."""
+    """An opaque ``width`` x ``height`` inch figure at :data:`DPI` with no layout engine (:func:`png` lays it out)."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=_DPI, facecolor="white", layout="none")
+    return Figure(figsize=(width, height), dpi=DPI, facecolor="white", layout="none")
 
 
 def _grid(n: int, width: float = 5.6, height: float = 3.4):
@@ -116,13 +117,16 @@ def _date_axis(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def figures(data: NodeData, a: Analysis) -> dict[str, bytes]:
+def figures(data: NodeData, a: Analysis, *, render: Callable[[Any], bytes] = png) -> dict[str, bytes]:
     """PNG bytes of every figure of :data:`FIGURES` (matplotlib's Agg canvas, no pyplot state).
 
     Parameters
     ----------
     data : NodeData
     a : Analysis
+    render : callable, default :func:`png`
+        The PNG bytes of a finished matplotlib ``Figure`` (e.g. matplotlib's own ``savefig``
+        with a constrained layout, to compare pixels).
 
     Returns
     -------
@@ -134,7 +138,7 @@ def figures(data: NodeData, a: Analysis) -> dict[str, bytes]:
     avoid the part of it that changes no pixel: titles are placed at ``y=1.0`` (nothing sits
     above the axes, and the automatic placement measures the whole y axis in every layout
     pass), the correlation values stay out of the layout (they lie inside their axes), and
-    the date ticks are placed once (:func:`_date_axis`). See also :func:`_png`.
+    the date ticks are placed once (:func:`_date_axis`). See also :func:`png`.
     """
     from matplotlib.ticker import PercentFormatter
     from skfolio.measures import get_cumulative_returns, get_drawdowns
@@ -156,12 +160,12 @@ def figures(data: NodeData, a: Analysis) -> dict[str, bytes]:
         ax.set_ylabel(ylabel)
         ax.set_title(_FIGURE_TITLES[name], fontsize=11, y=1.0)
         ax.legend(fontsize=8, ncols=min(4, len(profiles)))
-        out[name] = _png(fig)
+        out[name] = render(fig)
 
     fig, axes = _grid(len(profiles))
     for ax, p in zip(axes, profiles, strict=True):
         sl = data.sleeves[p].loc[data.stream.index.intersection(data.sleeves[p].index)]
-        names = _largest({p: data.weights[p]["weights"]}, list(sl.columns))
+        names = largest_sleeves({p: data.weights[p]["weights"]}, list(sl.columns))
         cum = get_cumulative_returns(sl[names].to_numpy(dtype=float), compounded=True) - 1.0
         for j, s in enumerate(names):
             ax.plot(sl.index.to_numpy(), cum[:, j], lw=1.0, label=str(s))
@@ -171,10 +175,10 @@ def figures(data: NodeData, a: Analysis) -> dict[str, bytes]:
         ax.set_title(p + _shown(len(names), len(sl.columns)), fontsize=10, y=1.0)
         ax.legend(fontsize=7)
     fig.suptitle(_FIGURE_TITLES["sleeves"], fontsize=11)
-    out["sleeves"] = _png(fig)
+    out["sleeves"] = render(fig)
 
     every = list(data.weights[profiles[0]]["weights"])
-    sleeves = _largest({p: data.weights[p]["weights"] for p in profiles}, every)
+    sleeves = largest_sleeves({p: data.weights[p]["weights"] for p in profiles}, every)
     fig = _figure(9, 1.2 + 0.35 * len(sleeves) * max(1, len(profiles) / 2))
     ax = fig.add_subplot()
     height = 0.8 / len(profiles)
@@ -190,12 +194,12 @@ def figures(data: NodeData, a: Analysis) -> dict[str, bytes]:
     ax.set_title(_FIGURE_TITLES["allocation"] + " (dashed)" + _shown(len(sleeves), len(every)), fontsize=11, y=1.0)
     ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    out["allocation"] = _png(fig)
+    out["allocation"] = render(fig)
 
     k = min(len(data.sleeves[profiles[0]].columns), MAX_FIGURE_SLEEVES)
     fig, axes = _grid(len(profiles), width=min(4.0 + 0.35 * k, 7.0), height=min(3.2 + 0.3 * k, 6.5))
     for ax, p in zip(axes, profiles, strict=True):
-        names = _largest({p: data.weights[p]["weights"]}, list(a.correlation[p].columns))
+        names = largest_sleeves({p: data.weights[p]["weights"]}, list(a.correlation[p].columns))
         c = a.correlation[p].loc[names, names]
         im = ax.imshow(c.to_numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
         labels = [str(s) for s in c.columns]
@@ -210,6 +214,6 @@ def figures(data: NodeData, a: Analysis) -> dict[str, bytes]:
         ax.set_title(p + _shown(len(names), len(a.correlation[p].columns)), fontsize=10, y=1.0)
         fig.colorbar(im, ax=ax, shrink=0.8, use_gridspec=False)
     fig.suptitle(_FIGURE_TITLES["correlation"], fontsize=11)
-    out["correlation"] = _png(fig)
-    out.update(pm_figures(data))
+    out["correlation"] = render(fig)
+    out.update(pm_figures(data, render))
     return out

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -34,21 +37,26 @@ class NodeData:
     rebalance: dict[str, dict] = field(default_factory=dict)
 
 
-def load_node(ctx, node_path: str) -> NodeData:
-    """Read the artifacts of meta node ``node_path`` of run ``ctx``.
+def load_node(ctx, node_path: str, files: Mapping[str, Any]) -> NodeData:
+    """Read the artifacts ``files`` of meta node ``node_path`` of run ``ctx``.
+
+    ``files`` are the ``report`` rule's named inputs: ``returns`` (the node's stream), and
+    one file per risk profile (the plan's order) under ``meta_returns``, ``meta_weights``,
+    ``flattened``, ``risk`` and (a rebalance) ``rebalance``.
 
     Raises
     ------
     DataError
         If a risk profile's column is missing from ``returns.parquet``.
     """
-    node, spec = ctx.node(node_path), ctx.spec(node_path)
+    spec = ctx.spec(node_path)
     profiles = list(ctx.plan.risk_profiles)
-    stream = read_parquet(node.file("returns"))
+    per = {k: dict(zip(profiles, map(str, v), strict=True)) for k, v in files.items() if k != "returns"}
+    stream = read_parquet(files["returns"])
     missing = [p for p in profiles if p not in stream.columns]
     if missing:
         raise DataError(
-            f"{node.file('returns')}: no column for risk profile(s) {', '.join(missing)} "
+            f"{files['returns']}: no column for risk profile(s) {', '.join(missing)} "
             f"(has {', '.join(map(str, stream.columns))})"
         )
     return NodeData(
@@ -57,14 +65,10 @@ def load_node(ctx, node_path: str) -> NodeData:
         node_path=node_path,
         risk_profiles=profiles,
         stream=stream[profiles],
-        sleeves={p: read_parquet(node.file("meta_returns", profile=p)) for p in profiles},
-        weights={p: read_json(node.file("meta_weights", profile=p)) for p in profiles},
-        flattened={p: read_json(node.file("flattened", profile=p)) for p in profiles},
-        calendar=read_parquet_metadata(node.file("meta_returns", profile=profiles[0])).get("calendar"),
-        risk={p: read_json(f) for p in profiles if (f := node.file("risk", profile=p)).is_file()},
-        rebalance=(
-            {p: read_json(node.file("rebalance", profile=p)) for p in profiles}
-            if node_path == "." and (getattr(ctx, "previous_run", None) or getattr(ctx, "holdings", None))
-            else {}
-        ),
+        sleeves={p: read_parquet(f) for p, f in per["meta_returns"].items()},
+        weights={p: read_json(f) for p, f in per["meta_weights"].items()},
+        flattened={p: read_json(f) for p, f in per["flattened"].items()},
+        calendar=read_parquet_metadata(per["meta_returns"][profiles[0]]).get("calendar"),
+        risk={p: read_json(f) for p, f in per.get("risk", {}).items() if Path(f).is_file()},
+        rebalance={p: read_json(f) for p, f in per.get("rebalance", {}).items()},
     )

@@ -195,16 +195,16 @@ def _placeholder(ax, text: str) -> None:
     ax.set_yticks([])
 
 
-def pm_figures(data: NodeData) -> dict[str, bytes]:
-    """PNG bytes of the ``risk`` and ``changes`` figures (a note in the figure when there is nothing to show)."""
+def pm_figures(data: NodeData, render) -> dict[str, bytes]:
+    """PNG bytes (``render(fig)``) of the ``risk`` and ``changes`` figures (a note in the figure when there is nothing to show)."""
     from matplotlib.ticker import PercentFormatter
 
-    from ._figures import _figure, _grid, _largest, _png, _shown
+    from ._figures import _figure, _grid, _shown, largest_sleeves
 
     profiles = data.risk_profiles
     out = {}
     every = list(data.weights[profiles[0]]["weights"])
-    names = _largest({p: data.weights[p]["weights"] for p in profiles}, every)
+    names = largest_sleeves({p: data.weights[p]["weights"] for p in profiles}, every)
     fig, axes = _grid(len(profiles), height=1.4 + 0.45 * len(names))
     handles = ([], [])
     for ax, p in zip(axes, profiles, strict=True):
@@ -230,7 +230,7 @@ def pm_figures(data: NodeData) -> dict[str, bytes]:
     if data.risk:
         fig.legend(*handles, loc="outside lower center", ncols=3, fontsize=8)
     fig.suptitle(PM_FIGURE_TITLES["risk"], fontsize=11)
-    out["risk"] = _png(fig)
+    out["risk"] = render(fig)
 
     fig = _figure(11, 1.6 + 0.4 * max(len(names), len(profiles)))
     left, right = fig.subplots(1, 2, width_ratios=(3, 2))
@@ -259,5 +259,5 @@ def pm_figures(data: NodeData) -> dict[str, bytes]:
     else:
         _placeholder(right, "no current book given (--previous-run or --holdings)")
     fig.suptitle(PM_FIGURE_TITLES["changes"], fontsize=11)
-    out["changes"] = _png(fig)
+    out["changes"] = render(fig)
     return out

@@ -1,8 +1,10 @@
 """Workflow stages: the thin functions the Snakefile's rules call, one per rule.
 
-Each stage reads its inputs through :mod:`layout`, calls the pure functions of
-:mod:`sleeve` / :mod:`meta` / :mod:`report`, writes its outputs atomically and records
-itself in the run's audit ledger.
+Each stage receives its rule's files (``input``, ``output``, ``log``: plain paths, named as
+the rule names them), reads the inputs, calls the pure functions of :mod:`sleeve` /
+:mod:`meta` / :mod:`report`, writes the outputs atomically and records itself in the run's
+audit ledger. It builds no artifact path of its own: the rule's declarations are the one
+source (input functions: :mod:`tradingview_scraper.wiring`).
 
 The stages live in one module per rule family; this module only re-exports them (no code
 here: :mod:`deps` counts each rule's own stages module in its code hash, not this one).
@@ -11,40 +13,46 @@ here: :mod:`deps` counts each rule's own stages module in its code hash, not thi
 from __future__ import annotations
 
 from ..engines import HIERARCHICAL
-from ._common import console_warning, ensure_genesis, log, prewarm
-from ._ledger import discard_damaged, first_failure, report_at_exit, runner_reports_errors
-from ._meta import (
-    child_holdings_file,
-    run_flatten,
-    run_meta_optimize,
-    run_meta_returns,
-    run_node_returns,
+from ._common import (
+    Files,
+    StageIO,
+    child_input,
+    console_warning,
+    ensure_genesis,
+    log,
+    prewarm,
+    watch,
 )
+from ._ledger import discard_damaged, first_failure, report_at_exit, runner_reports_errors
+from ._meta import run_flatten, run_meta_optimize, run_meta_returns, run_node_returns
 from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin, run_pin
+from ._preflight import preflight
 from ._rebalance import check_rebalance, rebalance_source, run_rebalance
-from ._report import report_inputs, run_report, run_resolved
-from ._risk import risk_inputs, run_risk
-from ._sleeves import check_data, run_sleeve, sleeve_outputs
+from ._report import run_report, run_resolved
+from ._risk import leaves, run_risk
+from ._sleeves import check_data, run_sleeve
 
 __all__ = [
+    "Files",
+    "StageIO",
     "HIERARCHICAL",
     "PIN_REQUIRED",
     "check_data",
     "check_pins",
     "check_rebalance",
-    "child_holdings_file",
+    "child_input",
     "console_warning",
     "discard_damaged",
     "ensure_genesis",
     "first_failure",
+    "leaves",
     "log",
     "pin_source",
+    "preflight",
     "prewarm",
     "rebalance_source",
     "report_at_exit",
-    "report_inputs",
     "resolve_pin",
-    "risk_inputs",
     "run_flatten",
     "run_meta_optimize",
     "run_meta_returns",
@@ -56,5 +64,5 @@ __all__ = [
     "run_risk",
     "run_sleeve",
     "runner_reports_errors",
-    "sleeve_outputs",
+    "watch",
 ]

@@ -5,14 +5,17 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import audit
 from ..errors import PipelineError, StageError, one_line
+from ..layout import watch_io
 from ..run import RunContext
 
 log = logging.getLogger("tradingview_scraper")
@@ -30,6 +33,25 @@ class _ThreadFilter(logging.Filter):
 _IMPORT_GUARD = threading.Lock()
 
 
+#: A rule's named files as a stage receives them: name -> path, or name -> list of paths. Any
+#: object with ``items()`` of that shape will do: a dict, or the ``input`` / ``output`` a
+#: rule's ``run:`` block has (Snakemake's named lists, whose ``items()`` are their names).
+Files = Mapping[str, "str | os.PathLike | Iterable[str | os.PathLike]"]
+
+
+def _named(files: Files) -> dict[str, str | list[str]]:
+    """Plain strings of a rule's named files (a stage keeps no object of the workflow engine)."""
+    return {
+        name: str(value) if isinstance(value, str | os.PathLike) else [str(v) for v in value]
+        for name, value in files.items()
+    }
+
+
+def child_input(name: str, child: str) -> str:
+    """The name of input ``name`` of child ``child`` (a sleeve id or plan path) in a rule's named inputs."""
+    return f"{name}:{child}"
+
+
 #: Stages that fit skfolio models in this process (a sleeve too, when it runs without Ray).
 _NUMERIC_STAGES = frozenset({"meta_optimize", "report", "risk"})
 
@@ -45,6 +67,57 @@ def _import_numerics() -> None:
         import skfolio.datasets  # noqa: F401
         import skfolio.model_selection  # noqa: F401
         import skfolio.optimization  # noqa: F401
+
+
+@dataclass
+class StageIO:
+    """What one stage received (``inputs``, ``outputs``, ``log``) and what it read and wrote through :mod:`layout`."""
+
+    stage: str
+    node: str
+    log: str | None
+    inputs: list[str]
+    outputs: list[str]
+    reads: list[str] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
+
+
+_stage_watchers: list[Callable[[StageIO], None]] = []
+
+
+@contextlib.contextmanager
+def watch(callback: Callable[[StageIO], None]) -> Iterator[None]:
+    """While the block runs, ``callback`` gets a :class:`StageIO` of every stage that ends, in this process.
+
+    The seam that proves a stage reads only the files its rule gave it and writes only the
+    files its rule declares (``tests/test_wiring.py``).
+    """
+    _stage_watchers.append(callback)
+    try:
+        yield
+    finally:
+        _stage_watchers.remove(callback)
+
+
+@contextlib.contextmanager
+def _watched(stage: str, node_path: str, logfile: str | None, inputs, outputs) -> Iterator[None]:
+    """Collect this thread's artifact I/O for the stage's watchers (a job thread runs one stage at a time)."""
+    if not _stage_watchers:
+        yield
+        return
+    io = StageIO(stage, node_path, logfile and str(logfile), [str(p) for p in inputs], [str(p) for p in outputs])
+    me = threading.get_ident()
+
+    def seen(op: str, path: str) -> None:
+        if threading.get_ident() == me:
+            (io.reads if op == "read" else io.writes).append(path)
+
+    try:
+        with watch_io(seen):
+            yield
+    finally:
+        for callback in list(_stage_watchers):
+            callback(io)
 
 
 @contextlib.contextmanager
@@ -69,7 +142,11 @@ def _stage(
         if stage in _NUMERIC_STAGES or (stage == "sleeve" and not ctx.ray):
             _import_numerics()
         ensure_genesis(ctx)
-        with audit.stage_audit(ctx.run_dir, stage, node_path, params, list(inputs), list(outputs)) as record:
+        inputs, outputs = list(inputs), list(outputs)
+        with (
+            _watched(stage, node_path, logfile, inputs, outputs),
+            audit.stage_audit(ctx.run_dir, stage, node_path, params, inputs, outputs) as record,
+        ):
             try:
                 audit.check_inputs(ctx.run_dir, record.inputs)  # never consume an artifact changed since written
                 log.info("%s %s: start", stage, node_path)

@@ -4,26 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..engines import HIERARCHICAL
 from ..errors import DataError, PipelineError, SleeveError
-from ..layout import Node, read_json, read_parquet, write_json, write_parquet
+from ..layout import read_json, read_parquet, write_json, write_parquet
 from ..manifest import NodeSpec
 from ..run import RunContext
-from ._common import _await_prewarm, _stage, console_warning, log
+from ._common import Files, _await_prewarm, _named, _stage, child_input, console_warning
+from ._common import log as log_
 
 
-def child_holdings_file(spec: NodeSpec, node: Node, profile: str) -> Path:
-    """A child node's per-profile asset weights: ``weights_<p>.json`` or ``flattened_<p>.json``."""
-    return node.file("flattened" if spec.is_meta else "weights", profile=profile)
-
-
-def _check_health(ctx: RunContext, spec: NodeSpec) -> None:
+def _check_health(ctx: RunContext, spec: NodeSpec, files: dict) -> None:
     """Stop the meta layer of ``spec`` on an unhealthy atomic child or a failed sign test.
 
     Every risk profile the run consumes must have at least ``health.min_success_ratio`` of
     its walk-forward windows succeeded; a missing or empty health record is a failure.
     ``health.on_unhealthy = "warn"`` warns on the console instead of stopping. A missing or failed sign test
-    (``sign_test.json``) always stops: the stream's direction cannot be trusted.
+    (``sign_test.json``) always stops: the stream's direction cannot be trusted. ``files`` are
+    the stage's named inputs (``health:<sleeve>``, ``sign_test:<sleeve>``).
 
     Raises
     ------
@@ -36,37 +32,40 @@ def _check_health(ctx: RunContext, spec: NodeSpec) -> None:
         child = ctx.spec(cpath)
         if child.is_meta:
             continue
-        node = ctx.node(cpath)
-        sfile = node.file("sign_test")
+        sid = child.sleeve_id
+        sfile, hfile = files[child_input("sign_test", sid)], files[child_input("health", sid)]
         direction = child.config["universe"].get("direction", "LONG")
-        sign_gate(f"sleeve {child.sleeve_id!r}", read_json(sfile) if sfile.is_file() else None, direction, str(sfile))
-        hfile = node.file("health")
-        health = read_json(hfile) if hfile.is_file() else {}
-        warning = health_gate(f"sleeve {child.sleeve_id!r}", health, spec.config["health"], ctx.plan.risk_profiles, str(hfile))
+        sign_gate(f"sleeve {sid!r}", read_json(sfile) if Path(sfile).is_file() else None, direction, sfile)
+        health = read_json(hfile) if Path(hfile).is_file() else {}
+        warning = health_gate(f"sleeve {sid!r}", health, spec.config["health"], ctx.plan.risk_profiles, hfile)
         if warning:
             console_warning(warning)
 
 
-def run_meta_returns(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
+def run_meta_returns(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:
     """Align the children's streams into ``meta/returns_<profile>.parquet``, every profile.
 
-    Each child's returns are read once for all profiles; a child's periods between common
-    dates are compounded into the next one (:func:`meta.aligned_returns`), counted per
-    sleeve in the file's metadata (``layout.read_parquet_metadata``) and the audit record.
+    ``input`` names each child's files ``returns:<sleeve>`` (and an atomic child's
+    ``health:<sleeve>``, ``sign_test:<sleeve>``); ``output["returns"]`` lists the files in
+    risk-profile order. Each child's returns are read once for all profiles; a child's
+    periods between common dates are compounded into the next one
+    (:func:`meta.aligned_returns`), counted per sleeve in the file's metadata
+    (``layout.read_parquet_metadata``) and the audit record.
     """
     _await_prewarm()
     from ..meta import aligned_returns, compounded_note
 
-    spec, node = ctx.spec(node_path), ctx.node(node_path)
+    spec, files = ctx.spec(node_path), _named(input)
     profiles = ctx.plan.risk_profiles
-    inputs = [ctx.node(c).file("returns") for c in spec.children]
-    checked = [ctx.node(c).file(k) for c in spec.children if not ctx.spec(c).is_meta for k in ("health", "sign_test")]
-    outs = [node.file("meta_returns", profile=p) for p in profiles]
-    with _stage(ctx, "meta_returns", node_path, logfile, {"profiles": profiles}, inputs + checked, outs) as rec:
-        _check_health(ctx, spec)
+    children = [ctx.spec(c) for c in spec.children]
+    inputs = {c.sleeve_id: files[child_input("returns", c.sleeve_id)] for c in children}
+    checked = [files[child_input(k, c.sleeve_id)] for c in children if not c.is_meta for k in ("health", "sign_test")]
+    outs = dict(zip(profiles, _named(output)["returns"], strict=True))
+    with _stage(ctx, "meta_returns", node_path, log, {"profiles": profiles}, [*inputs.values(), *checked], outs.values()) as rec:
+        _check_health(ctx, spec, files)
         bt = spec.config["backtest"]
-        frames = {ctx.spec(c).sleeve_id: (path, read_parquet(path)) for c, path in zip(spec.children, inputs, strict=True)}
-        for profile, out in zip(profiles, outs, strict=True):
+        frames = {sid: (path, read_parquet(path)) for sid, path in inputs.items()}
+        for profile, out in outs.items():
             streams = {}
             for sid, (path, frame) in frames.items():
                 if profile not in frame.columns:
@@ -78,23 +77,22 @@ def run_meta_returns(ctx: RunContext, node_path: str, logfile: str | None = None
         folded = {sid: c["compounded"] for sid, c in cal["sleeves"].items() if c["compounded"]}
         rec.params.update(common_dates=cal["common_dates"], compounded_periods=folded)
         if folded:
-            log.info("meta_returns %s: %s", node_path, compounded_note(cal))
+            log_.info("meta_returns %s: %s", node_path, compounded_note(cal))
 
 
-def run_meta_optimize(ctx: RunContext, node_path: str, profile: str, logfile: str | None = None) -> None:
-    """Allocate across sleeves: ``meta/weights_<p>.json``, the stream, the cluster tree."""
+def run_meta_optimize(
+    ctx: RunContext, node_path: str, profile: str, *, input: Files, output: Files, log: str | None = None
+) -> None:
+    """Allocate across sleeves: ``output`` ``weights`` (``meta/weights_<p>.json``), ``stream``, and ``tree``
+    (the cluster tree, hierarchical profiles) from ``input["returns"]``."""
     _await_prewarm()
     from ..meta import meta_optimize
     from ..sleeve import health_gate
 
-    spec, node = ctx.spec(node_path), ctx.node(node_path)
-    src = node.file("meta_returns", profile=profile)
-    outs = [node.file("meta_weights", profile=profile), node.file("meta_stream", profile=profile)]
-    tree_file = node.file("cluster_tree", profile=profile)
-    if profile in HIERARCHICAL:
-        outs.append(tree_file)
+    spec, src, out = ctx.spec(node_path), _named(input)["returns"], _named(output)
+    outs = [out["weights"], out["stream"], *([out["tree"]] if "tree" in out else [])]
     alloc, bt = spec.config["meta_allocation"], spec.config["backtest"]
-    with _stage(ctx, "meta_optimize", node_path, logfile, {"profile": profile, **alloc, **bt}, [src], outs) as rec:
+    with _stage(ctx, "meta_optimize", node_path, log, {"profile": profile, **alloc, **bt}, [src], outs) as rec:
         record, stream, tree = _on_running_cluster(
             ctx,
             f"meta_optimize {node_path} {profile}",
@@ -109,7 +107,7 @@ def run_meta_optimize(ctx: RunContext, node_path: str, profile: str, logfile: st
         rec.params.update(fallback=record["fallback"], fallback_reason=record["fallback_reason"])
         # The meta level answers to the same health policy as its sleeves (sleeve.health_gate).
         for err in record["walk_forward"]["errors"][:3]:
-            log.info("meta %s %s: window fell back: %s", node_path, profile, err)
+            log_.info("meta %s %s: window fell back: %s", node_path, profile, err)
         warning = health_gate(
             spec.label, {"profiles": {profile: record["walk_forward"]}}, spec.config["health"], [profile],
             "its meta walk-forward",
@@ -117,11 +115,11 @@ def run_meta_optimize(ctx: RunContext, node_path: str, profile: str, logfile: st
         if warning:
             console_warning(warning)
         if record["fallback"]:
-            log.warning("meta %s %s: optimizer failed, equal-weight fallback: %s", node_path, profile, record["fallback_reason"])
-        if profile in HIERARCHICAL:
-            write_json(tree_file, {"meta_profile": spec.profile, "risk_profile": profile, **(tree or {"available": False})})
-        write_json(outs[0], {"meta_profile": spec.profile, "risk_profile": profile, **record})
-        write_parquet(outs[1], stream.to_frame(profile))
+            log_.warning("meta %s %s: optimizer failed, equal-weight fallback: %s", node_path, profile, record["fallback_reason"])
+        if "tree" in out:
+            write_json(out["tree"], {"meta_profile": spec.profile, "risk_profile": profile, **(tree or {"available": False})})
+        write_json(out["weights"], {"meta_profile": spec.profile, "risk_profile": profile, **record})
+        write_parquet(out["stream"], stream.to_frame(profile))
 
 
 def _on_running_cluster(ctx: RunContext, name: str, fn, *args, **kwargs):
@@ -138,33 +136,37 @@ def _on_running_cluster(ctx: RunContext, name: str, fn, *args, **kwargs):
     except SleeveError as exc:  # the backend words its errors for sleeves
         raise PipelineError(str(exc).removeprefix("sleeve ")) from exc
     for warning in provenance["warnings"]:
-        log.info("%s warned on its worker: %s", name, warning)
+        log_.info("%s warned on its worker: %s", name, warning)
     return result
 
 
-def run_node_returns(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
-    """A meta node's sleeve interface: its out-of-sample streams, one column per risk profile."""
+def run_node_returns(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:
+    """A meta node's sleeve interface (``output["returns"]``): its out-of-sample streams
+    (``input["streams"]``), one column per risk profile."""
     import pandas as pd
 
-    node = ctx.node(node_path)
-    inputs = [node.file("meta_stream", profile=p) for p in ctx.plan.risk_profiles]
-    out = node.file("returns")
-    with _stage(ctx, "meta_stream", node_path, logfile, {}, inputs, [out]):
+    inputs, out = _named(input)["streams"], _named(output)["returns"]
+    with _stage(ctx, "meta_stream", node_path, log, {}, inputs, [out]):
         frame = pd.concat([read_parquet(p) for p in inputs], axis=1, join="inner")
         frame.index.name = "date"
         write_parquet(out, frame)
 
 
-def run_flatten(ctx: RunContext, node_path: str, profile: str, logfile: str | None = None) -> None:
-    """Physical-asset weights of ``profile``: meta weights @ the children's asset weights."""
+def run_flatten(
+    ctx: RunContext, node_path: str, profile: str, *, input: Files, output: Files, log: str | None = None
+) -> None:
+    """Physical-asset weights of ``profile``: meta weights @ the children's asset weights.
+
+    ``input`` holds ``meta_weights`` and each child's ``holdings:<sleeve>`` (its
+    ``weights_<p>.json``, or a nested meta child's ``flattened_<p>.json``).
+    """
     _await_prewarm()
     from ..meta import flatten
 
-    spec, node = ctx.spec(node_path), ctx.node(node_path)
-    wfile = node.file("meta_weights", profile=profile)
-    hfiles = {ctx.spec(c).sleeve_id: child_holdings_file(ctx.spec(c), ctx.node(c), profile) for c in spec.children}
-    out = node.file("flattened", profile=profile)
-    with _stage(ctx, "flatten", node_path, logfile, {"profile": profile}, [wfile, *hfiles.values()], [out]):
+    spec, files, out = ctx.spec(node_path), _named(input), _named(output)["flattened"]
+    wfile = files["meta_weights"]
+    hfiles = {ctx.spec(c).sleeve_id: files[child_input("holdings", ctx.spec(c).sleeve_id)] for c in spec.children}
+    with _stage(ctx, "flatten", node_path, log, {"profile": profile}, [wfile, *hfiles.values()], [out]):
         sleeve_weights = read_json(wfile)["weights"]
         holdings = {sid: read_json(f)["weights"] for sid, f in hfiles.items()}
         flat = flatten(sleeve_weights, holdings)
@@ -179,4 +181,3 @@ def run_flatten(ctx: RunContext, node_path: str, profile: str, logfile: str | No
                 **flat,
             },
         )
-

@@ -11,6 +11,7 @@ from ..layout import (
     Node,
     atomic_write_bytes,
     child_path,
+    read_bytes,
     read_json,
     read_parquet,
     run_node,
@@ -19,8 +20,7 @@ from ..layout import (
 )
 from ..manifest import ROOT, NodeSpec, Plan
 from ..run import RunContext
-from ._common import _stage
-from ._sleeves import sleeve_outputs
+from ._common import Files, _named, _stage
 
 #: Artifacts a pinned sleeve directory must hold, besides ``weights_<p>.json`` per risk profile.
 PIN_REQUIRED = ("returns", "health", "sign_test")
@@ -143,26 +143,29 @@ def pin_source(ctx: RunContext, node_path: str) -> Node:
     return resolve_pin(ctx.spec(node_path), ctx.runs_root, ctx.plan.risk_profiles, ctx.run_id)[0]
 
 
-def run_pin(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
-    """Copy a pinned sleeve's artifacts into this run, recording where they came from.
+def run_pin(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:
+    """Copy a pinned sleeve's artifacts (``input``: ``returns``, ``health``, ``sign_test``, ``weights`` per risk profile, and
+    ``provenance`` / ``resolved`` when the source has them) into this run's ``output``
+    (named as the sleeve rule's), recording where they came from.
 
     Raises
     ------
     DataError
         The pin does not resolve or is unusable (see :func:`resolve_pin`).
     """
-    spec, node = ctx.spec(node_path), ctx.node(node_path)
+    spec, files, out = ctx.spec(node_path), _named(input), _named(output)
     src, info = resolve_pin(spec, ctx.runs_root, ctx.plan.risk_profiles, ctx.run_id)
-    outputs = sleeve_outputs(ctx, node)
     params = {"pin": spec.pin, "source": str(src.dir)}
-    with _stage(ctx, "pin", node_path, logfile, params, [src.file("returns")], outputs):
-        pairs = [(src.file(k), node.file(k)) for k in ("health", "sign_test")]
-        pairs += [(src.file("weights", profile=p), node.file("weights", profile=p)) for p in ctx.plan.risk_profiles]
+    outputs = [out[k] for k in ("returns", "health", "sign_test", "provenance")] + out["weights"]
+    inputs = [files["returns"], files["health"], files["sign_test"], *files["weights"]]
+    inputs += [files[k] for k in ("provenance", "resolved") if k in files]
+    with _stage(ctx, "pin", node_path, log, params, inputs, outputs):
+        pairs = [(files[k], out[k]) for k in ("health", "sign_test")]
+        pairs += list(zip(files["weights"], out["weights"], strict=True))
         for s, d in pairs:
-            atomic_write_bytes(d, s.read_bytes())
-        prov_file = src.file("provenance")
+            atomic_write_bytes(d, read_bytes(s))
         write_json(
-            node.file("provenance"),
+            out["provenance"],
             {
                 "computed": False,
                 "run_id": ctx.run_id,
@@ -173,10 +176,9 @@ def run_pin(ctx: RunContext, node_path: str, logfile: str | None = None) -> None
                 "source_profile": info["profile"],
                 "source_manifest_sha256": info["manifest_sha256"],
                 "source_config": info["config"],
-                "source_provenance": read_json(prov_file) if prov_file.is_file() else None,
-                "copied": sorted(d.name for _, d in pairs) + [node.file("returns").name],
-                "sha256": {d.name: audit.file_sha256(d) for _, d in pairs},
+                "source_provenance": read_json(files["provenance"]) if "provenance" in files else None,
+                "copied": sorted(Path(d).name for _, d in pairs) + [Path(out["returns"]).name],
+                "sha256": {Path(d).name: audit.file_sha256(d) for _, d in pairs},
             },
         )
-        write_parquet(node.file("returns"), read_parquet(src.file("returns"))[ctx.plan.risk_profiles])
-
+        write_parquet(out["returns"], read_parquet(files["returns"])[ctx.plan.risk_profiles])

@@ -9,7 +9,7 @@ from ..errors import ConfigError, DataError
 from ..layout import read_json, run_node, write_json
 from ..manifest import ROOT, Plan
 from ..run import RunContext
-from ._common import _stage
+from ._common import Files, _named, _stage
 
 
 def rebalance_source(ctx: RunContext, profile: str) -> Path | None:
@@ -57,20 +57,18 @@ def check_rebalance(
         read_holdings(holdings)
 
 
-def run_rebalance(ctx: RunContext, profile: str, logfile: str | None = None) -> None:
-    """Write ``rebalance_<profile>.json``: the trades from the current book to the flattened weights."""
+def run_rebalance(ctx: RunContext, profile: str, *, input: Files, output: Files, log: str | None = None) -> None:
+    """Write ``output["rebalance"]``: the trades from the current book (``input["current"]``: the holdings
+    file, or the previous run's flattened weights) to the flattened weights (``input["target"]``)."""
     from ..rebalance import read_holdings, rebalance, sleeve_weight_changes
 
-    root = ctx.root
-    target_file = root.file("flattened", profile=profile)
-    source = rebalance_source(ctx, profile)
-    if source is None:
+    if not (ctx.holdings or ctx.previous_run):
         raise ConfigError("rebalance needs previous_run or holdings (--previous-run RUN_ID or --holdings FILE)")
-    source = source.resolve()
-    out = root.file("rebalance", profile=profile)
+    files = _named(input)
+    target_file, source, out = files["target"], Path(files["current"]).resolve(), _named(output)["rebalance"]
     frictions = ctx.plan.root.config["frictions"]
     params = {"profile": profile, "previous_run": ctx.previous_run, "holdings": ctx.holdings, **frictions}
-    with _stage(ctx, "rebalance", ROOT, logfile, params, [target_file, source], [out]):
+    with _stage(ctx, "rebalance", ROOT, log, params, [target_file, source], [out]):
         flat = read_json(target_file)
         if ctx.holdings:
             current, prev = read_holdings(source), None

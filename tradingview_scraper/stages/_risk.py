@@ -8,25 +8,15 @@ from ..errors import DataError
 from ..layout import read_json, read_parquet, write_json
 from ..manifest import NodeSpec
 from ..run import RunContext
-from ._common import _await_prewarm, _stage
+from ._common import Files, _await_prewarm, _named, _stage, child_input
 
 
-def risk_inputs(ctx: RunContext, node_path: str) -> list[Path]:
-    """Artifacts the risk decomposition of meta node ``node_path`` reads (every risk profile)."""
-    node = ctx.node(node_path)
-    return [
-        node.file(k, profile=p)
-        for p in ctx.plan.risk_profiles
-        for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")
-    ]
-
-
-def _leaves(ctx: RunContext, node_path: str) -> list[NodeSpec]:
+def leaves(ctx: RunContext, node_path: str) -> list[NodeSpec]:
     """The atomic sleeves below meta node ``node_path``, in plan order (depth first)."""
     out = []
     for c in ctx.spec(node_path).children:
         spec = ctx.spec(c)
-        out += _leaves(ctx, c) if spec.is_meta else [spec]
+        out += leaves(ctx, c) if spec.is_meta else [spec]
     return out
 
 
@@ -60,16 +50,21 @@ class _AssetPaths:
         return pd.concat([start, wealth]).rename(f"{symbol} {direction}")
 
 
-def _asset_risk(ctx, node_path, profile, flat, window_dates, paths: _AssetPaths) -> dict:
-    """Ex-ante Euler contributions of the node's flattened book, per position and per sleeve."""
+def _asset_risk(ctx, node_path, profile, flat, window_dates, paths: _AssetPaths, files: dict) -> dict:
+    """Ex-ante Euler contributions of the node's flattened book, per position and per sleeve.
+
+    ``files`` are the stage's named inputs: each atomic sleeve below the node has its
+    weights files (one per risk profile) under ``weights:<plan path>``.
+    """
     import pandas as pd
 
     from ..data import periods_per_year
     from ..risk import common_date_returns, euler_contributions
 
     holders: dict[tuple[str, str], NodeSpec] = {}
-    for leaf in _leaves(ctx, node_path):
-        for row in read_json(ctx.node(leaf.path).file("weights", profile=profile))["weights"]:
+    at = ctx.plan.risk_profiles.index(profile)
+    for leaf in leaves(ctx, node_path):
+        for row in read_json(files[child_input("weights", leaf.path)][at])["weights"]:
             if row["weight"] > 0:
                 holders.setdefault((row["symbol"], row["direction"]), leaf)
     rows = flat["weights"]
@@ -108,14 +103,17 @@ def _asset_risk(ctx, node_path, profile, flat, window_dates, paths: _AssetPaths)
     }
 
 
-def run_risk(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
-    """Write ``risk_<profile>.json`` of meta node ``node_path`` for every risk profile.
+def run_risk(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:
+    """Write ``output["risk"]`` (``risk_<profile>.json`` of meta node ``node_path``, every risk profile).
 
-    Ex-ante on the last training window of the meta allocation (``fitted_on`` of
-    ``meta/weights_<p>.json``): Euler contributions of the sleeves (meta weights on the
-    sleeves' streams, what the meta optimizer fitted on) and of the physical positions
-    (the flattened book held over the same common dates, each asset's returns compounded
-    between them). Out of sample: each sleeve's realised contribution to the stream.
+    ``input`` holds one file per risk profile (the plan's order) under ``meta_returns``,
+    ``meta_weights``, ``meta_stream`` and ``flattened``, and each atomic sleeve's weights
+    below the node under ``weights:<plan path>``. Ex-ante on the last training window of the
+    meta allocation (``fitted_on`` of ``meta/weights_<p>.json``): Euler contributions of
+    the sleeves (meta weights on the sleeves' streams, what the meta optimizer fitted on)
+    and of the physical positions (the flattened book held over the same common dates, each
+    asset's returns compounded between them). Out of sample: each sleeve's realised
+    contribution to the stream.
     """
     _await_prewarm()
     import pandas as pd
@@ -123,16 +121,18 @@ def run_risk(ctx: RunContext, node_path: str, logfile: str | None = None) -> Non
     from ..data import periods_per_year
     from ..risk import euler_contributions, realised_contributions
 
-    spec, node = ctx.spec(node_path), ctx.node(node_path)
-    inputs = risk_inputs(ctx, node_path)
-    outs = [node.file("risk", profile=p) for p in ctx.plan.risk_profiles]
+    spec, files, profiles = ctx.spec(node_path), _named(input), ctx.plan.risk_profiles
+    own = {k: dict(zip(profiles, files[k], strict=True)) for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")}
+    inputs = [own[k][p] for p in profiles for k in own]
+    inputs += [f for leaf in leaves(ctx, node_path) for f in files[child_input("weights", leaf.path)]]
+    outs = dict(zip(profiles, _named(output)["risk"], strict=True))
     paths = _AssetPaths(ctx.base_dir)
-    with _stage(ctx, "risk", node_path, logfile, {"profiles": ctx.plan.risk_profiles}, inputs, outs):
-        for profile, out in zip(ctx.plan.risk_profiles, outs, strict=True):
-            returns = read_parquet(node.file("meta_returns", profile=profile))
-            meta = read_json(node.file("meta_weights", profile=profile))
-            flat = read_json(node.file("flattened", profile=profile))
-            stream = read_parquet(node.file("meta_stream", profile=profile))[profile]
+    with _stage(ctx, "risk", node_path, log, {"profiles": profiles}, inputs, outs.values()):
+        for profile, out in outs.items():
+            returns = read_parquet(own["meta_returns"][profile])
+            meta = read_json(own["meta_weights"][profile])
+            flat = read_json(own["flattened"][profile])
+            stream = read_parquet(own["meta_stream"][profile])[profile]
             fitted = meta["fitted_on"]
             window = returns.loc[pd.Timestamp(fitted["start"]) : pd.Timestamp(fitted["end"])]
             first = returns.index.get_loc(window.index[0])
@@ -157,7 +157,7 @@ def run_risk(ctx: RunContext, node_path: str, logfile: str | None = None) -> Non
                         "annualised_volatility": sleeves["volatility"] * ppy**0.5,
                         "rows": sleeves["positions"],
                     },
-                    "assets": _asset_risk(ctx, node_path, profile, flat, dates, paths),
+                    "assets": _asset_risk(ctx, node_path, profile, flat, dates, paths, files),
                     "realised": (
                         realised_contributions(returns, stream, windows["start"], windows["weights"])
                         if windows

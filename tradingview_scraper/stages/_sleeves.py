@@ -5,22 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import PipelineError, SleeveError
-from ..layout import Node, write_json, write_parquet
+from ..layout import write_json, write_parquet
 from ..manifest import ROOT, NodeSpec, Plan
 from ..run import RunContext
-from ._common import _stage, console_warning, log, prewarm
-
-
-def sleeve_outputs(ctx: RunContext, node: Node) -> list[Path]:
-    """Every artifact an atomic sleeve node writes."""
-    rps = ctx.plan.risk_profiles
-    return [
-        node.file("returns"),
-        node.file("health"),
-        node.file("sign_test"),
-        node.file("provenance"),
-        *[node.file("weights", profile=p) for p in rps],
-    ]
+from ._common import Files, _named, _stage, console_warning, prewarm
+from ._common import log as log_
 
 
 def _sleeve_task(
@@ -46,8 +35,14 @@ def _driver_prices(config: dict, base_dir: Path):
     return load_prices(config["data"], config["universe"].get("symbols"), base_dir=base_dir)
 
 
-def run_sleeve(ctx: RunContext, node_path: str, logfile: str | None = None) -> None:
+def run_sleeve(
+    ctx: RunContext, node_path: str, *, output: Files, log: str | None = None, input: Files | None = None
+) -> None:
     """Compute atomic sleeve ``node_path`` (on Ray unless ``ray`` is off) and write its artifacts.
+
+    ``output`` names ``returns``, ``health``, ``sign_test``, ``provenance`` and ``weights``
+    (one file per risk profile, in the plan's order). ``input["prices"]``, the price files,
+    are read through the sleeve's ``data`` block, which names them.
 
     Each risk profile's walk-forward is a task of its own (they are independent), so one
     sleeve's profiles spread over the cluster's CPUs: a run that recomputes one sleeve
@@ -56,10 +51,10 @@ def run_sleeve(ctx: RunContext, node_path: str, logfile: str | None = None) -> N
     from ..cluster import local_call
     from ..sleeve import SleeveResult, health_gate, unhealthy_profiles
 
-    spec, node = ctx.spec(node_path), ctx.node(node_path)
+    spec, out = ctx.spec(node_path), _sleeve_files(ctx, output)
     sid = spec.sleeve_id or spec.profile
-    outputs = sleeve_outputs(ctx, node)
-    with _stage(ctx, "sleeve", node_path, logfile, {"profile": spec.profile, "config": spec.config}, [], outputs):
+    outputs = [out[k] for k in ("returns", "health", "sign_test", "provenance")] + list(out["weights"].values())
+    with _stage(ctx, "sleeve", node_path, log, {"profile": spec.profile, "config": spec.config}, [], outputs):
         try:
             prices = _driver_prices(spec.config, ctx.base_dir)
         except PipelineError as exc:
@@ -83,11 +78,11 @@ def run_sleeve(ctx: RunContext, node_path: str, logfile: str | None = None) -> N
         placement = {name[1]: prov for name, (_, prov) in done.items()}
         for rp, prov in placement.items():
             for warning in prov["warnings"]:
-                log.info("sleeve %s (%s) warned on its worker: %s", sid, rp, warning)
-        _write_sleeve(ctx, spec, node, result, placement)
+                log_.info("sleeve %s (%s) warned on its worker: %s", sid, rp, warning)
+        _write_sleeve(ctx, spec, out, result, placement)
         if node_path == ROOT:  # a standalone run warns its user now; a meta run applies the policy
             try:
-                warning = health_gate(f"sleeve {sid!r}", result.health, spec.config["health"], where=str(node.file("health")))
+                warning = health_gate(f"sleeve {sid!r}", result.health, spec.config["health"], where=out["health"])
             except SleeveError as exc:
                 warning = f"{exc}; a meta run consuming it stops"
             if warning:
@@ -95,21 +90,27 @@ def run_sleeve(ctx: RunContext, node_path: str, logfile: str | None = None) -> N
         else:
             bad = unhealthy_profiles(result.health, float(spec.config["health"]["min_success_ratio"]))
             if bad:
-                log.warning("sleeve %s is unhealthy: %s (a meta run consuming it stops)", sid, ", ".join(bad))
+                log_.warning("sleeve %s is unhealthy: %s (a meta run consuming it stops)", sid, ", ".join(bad))
 
 
-def _write_sleeve(ctx: RunContext, spec: NodeSpec, node: Node, result, placement: dict[str, dict]) -> None:
-    """Write a computed sleeve's artifacts; ``placement`` maps each risk profile to where it ran."""
+def _sleeve_files(ctx: RunContext, output: Files) -> dict:
+    """A sleeve rule's named outputs, ``weights`` as risk profile -> file."""
+    out = _named(output)
+    return {**out, "weights": dict(zip(ctx.plan.risk_profiles, out["weights"], strict=True))}
+
+
+def _write_sleeve(ctx: RunContext, spec: NodeSpec, out: dict, result, placement: dict[str, dict]) -> None:
+    """Write a computed sleeve's artifacts to ``out``; ``placement`` maps each risk profile to where it ran."""
     for rp, record in result.weights.items():
-        write_json(node.file("weights", profile=rp), record)
-    write_json(node.file("health"), result.health)
-    write_json(node.file("sign_test"), result.sign_test)
+        write_json(out["weights"][rp], record)
+    write_json(out["health"], result.health)
+    write_json(out["sign_test"], result.sign_test)
     first = next(iter(placement.values()))
     tasks = {
         rp: {k: prov[k] for k in ("node_id", "node_ip", "worker_pid", "duration_s")} for rp, prov in placement.items()
     }
     write_json(
-        node.file("provenance"),
+        out["provenance"],
         {
             "computed": True,
             "run_id": ctx.run_id,
@@ -120,7 +121,7 @@ def _write_sleeve(ctx: RunContext, spec: NodeSpec, node: Node, result, placement
             "tasks": tasks,
         },
     )
-    write_parquet(node.file("returns"), result.returns)  # last: the file Snakemake's DAG waits on
+    write_parquet(out["returns"], result.returns)  # last: the file Snakemake's DAG waits on
 
 
 def check_data(plan: Plan, base_dir: Path | str = ".", *, include_pinned: bool = False) -> None:

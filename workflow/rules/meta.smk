@@ -11,9 +11,9 @@ wildcard_constraints:
 
 rule meta_returns:
     input:
-        get_children_interface,
+        unpack(get_children_interface),
     output:
-        [artifact("meta_returns", profile=p) for p in PROFILES],
+        returns=[artifact("meta_returns", profile=p) for p in PROFILES],
     params:
         meta=get_meta_params,
         # The package code and library versions the rule runs: editing them reruns it.
@@ -23,12 +23,12 @@ rule meta_returns:
     log:
         artifact("log", stage="meta_returns"),
     run:
-        stages.run_meta_returns(RUN, node_path(wildcards), log[0])
+        stages.run_meta_returns(RUN, node_path(wildcards), input=input, output=output, log=log[0])
 
 
 rule meta_optimize:
     input:
-        artifact("meta_returns"),
+        returns=artifact("meta_returns"),
     output:
         weights=artifact("meta_weights"),
         stream=artifact("meta_stream"),
@@ -42,7 +42,7 @@ rule meta_optimize:
     log:
         artifact("log", stage="meta_optimize_{profile}"),
     run:
-        stages.run_meta_optimize(RUN, node_path(wildcards), wildcards.profile, log[0])
+        stages.run_meta_optimize(RUN, node_path(wildcards), wildcards.profile, input=input, output=output, log=log[0])
 
 
 use rule meta_optimize as meta_optimize_hierarchical with:
@@ -57,9 +57,9 @@ use rule meta_optimize as meta_optimize_hierarchical with:
 
 rule meta_stream:
     input:
-        get_node_streams,
+        streams=get_node_streams,
     output:
-        artifact("returns"),
+        returns=artifact("returns"),
     params:
         # The package code and library versions the rule runs: editing them reruns it.
         code=deps.code_hash("meta_stream"),
@@ -68,14 +68,14 @@ rule meta_stream:
     log:
         artifact("log", stage="meta_stream"),
     run:
-        stages.run_node_returns(RUN, node_path(wildcards), log[0])
+        stages.run_node_returns(RUN, node_path(wildcards), input=input, output=output, log=log[0])
 
 
 rule flatten:
     input:
-        get_flatten_inputs,
+        unpack(get_flatten_inputs),
     output:
-        artifact("flattened"),
+        flattened=artifact("flattened"),
     params:
         # The package code and library versions the rule runs: editing them reruns it.
         code=deps.code_hash("flatten"),
@@ -84,4 +84,4 @@ rule flatten:
     log:
         artifact("log", stage="flatten_{profile}"),
     run:
-        stages.run_flatten(RUN, node_path(wildcards), wildcards.profile, log[0])
+        stages.run_flatten(RUN, node_path(wildcards), wildcards.profile, input=input, output=output, log=log[0])

@@ -8,7 +8,7 @@ rule rebalance:
         target=RUN.root.file("flattened", profile="{profile}"),
         current=get_rebalance_book,
     output:
-        RUN.root.file("rebalance", profile="{profile}"),
+        rebalance=RUN.root.file("rebalance", profile="{profile}"),
     params:
         book=get_rebalance_params,
         # The package code and library versions the rule runs: editing them reruns it.
@@ -16,4 +16,4 @@ rule rebalance:
     log:
         RUN.root.file("log", stage="rebalance_{profile}"),
     run:
-        stages.run_rebalance(RUN, wildcards.profile, log[0])
+        stages.run_rebalance(RUN, wildcards.profile, input=input, output=output, log=log[0])

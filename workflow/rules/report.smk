@@ -8,7 +8,7 @@ report: "../report/workflow.rst"
 
 rule resolved_manifest:
     output:
-        RUN.root.file("resolved"),
+        resolved=RUN.root.file("resolved"),
     params:
         plan=W.plan_source,
         # The package code and library versions the rule runs: editing them reruns it.
@@ -16,25 +16,25 @@ rule resolved_manifest:
     log:
         str(RUN.root.file("log", stage="resolve")),
     run:
-        stages.run_resolved(RUN, log[0])
+        stages.run_resolved(RUN, output=output, log=log[0])
 
 
 rule report:
     input:
-        get_report_inputs,
+        unpack(get_report_inputs),
     output:
         md=artifact("report_md"),
         html=report(artifact("report_html"), caption="../report/report.rst", category="1. Report", subcategory="{node}"),
-        performance=report(artifact("report_table", asset="performance"), caption="../report/performance.rst", category="2. Performance", subcategory="{node}"),
+        performance_table=report(artifact("report_table", asset="performance"), caption="../report/performance.rst", category="2. Performance", subcategory="{node}"),
         cumulative=report(artifact("report_figure", asset="cumulative"), caption="../report/cumulative.rst", category="2. Performance", subcategory="{node}"),
         drawdowns=report(artifact("report_figure", asset="drawdowns"), caption="../report/drawdowns.rst", category="2. Performance", subcategory="{node}"),
         sleeves=report(artifact("report_figure", asset="sleeves"), caption="../report/sleeves.rst", category="2. Performance", subcategory="{node}"),
-        anomalies=report(artifact("report_table", asset="anomalies"), caption="../report/anomalies.rst", category="3. Anomalies", subcategory="{node}"),
+        anomalies_table=report(artifact("report_table", asset="anomalies"), caption="../report/anomalies.rst", category="3. Anomalies", subcategory="{node}"),
         allocation_table=report(artifact("report_table", asset="allocation"), caption="../report/allocation_table.rst", category="4. Allocation", subcategory="{node}"),
         allocation=report(artifact("report_figure", asset="allocation"), caption="../report/allocation.rst", category="4. Allocation", subcategory="{node}"),
-        diversification=report(artifact("report_table", asset="diversification"), caption="../report/diversification.rst", category="5. Diversification", subcategory="{node}"),
+        diversification_table=report(artifact("report_table", asset="diversification"), caption="../report/diversification.rst", category="5. Diversification", subcategory="{node}"),
         correlation=report(artifact("report_figure", asset="correlation"), caption="../report/correlation.rst", category="5. Diversification", subcategory="{node}"),
-        holdings=report(artifact("report_table", asset="holdings"), caption="../report/holdings.rst", category="6. Holdings", subcategory="{node}"),
+        holdings_table=report(artifact("report_table", asset="holdings"), caption="../report/holdings.rst", category="6. Holdings", subcategory="{node}"),
         risk_table=report(artifact("report_table", asset="risk"), caption="../report/risk_table.rst", category="7. Risk", subcategory="{node}"),
         risk=report(artifact("report_figure", asset="risk"), caption="../report/risk.rst", category="7. Risk", subcategory="{node}"),
         changes=report(artifact("report_figure", asset="changes"), caption="../report/changes.rst", category="8. Rebalance", subcategory="{node}"),
@@ -46,4 +46,4 @@ rule report:
     log:
         artifact("log", stage="report"),
     run:
-        stages.run_report(RUN, node_path(wildcards), log[0])
+        stages.run_report(RUN, node_path(wildcards), input=input, output=output, log=log[0])

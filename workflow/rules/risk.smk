@@ -6,9 +6,9 @@
 
 rule risk:
     input:
-        get_risk_inputs,
+        unpack(get_risk_inputs),
     output:
-        [artifact("risk", profile=p) for p in PROFILES],
+        risk=[artifact("risk", profile=p) for p in PROFILES],
     params:
         # The package code and library versions the rule runs: editing them reruns it.
         code=deps.code_hash("risk"),
@@ -17,4 +17,4 @@ rule risk:
     log:
         artifact("log", stage="risk"),
     run:
-        stages.run_risk(RUN, node_path(wildcards), log[0])
+        stages.run_risk(RUN, node_path(wildcards), input=input, output=output, log=log[0])

@@ -21,12 +21,12 @@ rule sleeve:
     log:
         artifact("log", stage="sleeve"),
     run:
-        stages.run_sleeve(RUN, node_path(wildcards), log[0])
+        stages.run_sleeve(RUN, node_path(wildcards), input=input, output=output, log=log[0])
 
 
 rule pinned_sleeve:
     input:
-        source=get_pin_source,
+        unpack(get_pin_source),
     output:
         returns=artifact("returns"),
         health=artifact("health"),
@@ -42,4 +42,4 @@ rule pinned_sleeve:
     log:
         artifact("log", stage="pin"),
     run:
-        stages.run_pin(RUN, node_path(wildcards), log[0])
+        stages.run_pin(RUN, node_path(wildcards), input=input, output=output, log=log[0])
