@@ -19,7 +19,7 @@ from ._common import (
     child_input,
     console_warning,
     ensure_genesis,
-    log,
+    logger,
     prewarm,
     watch,
 )
@@ -46,7 +46,7 @@ __all__ = [
     "ensure_genesis",
     "first_failure",
     "leaves",
-    "log",
+    "logger",
     "pin_source",
     "preflight",
     "prewarm",

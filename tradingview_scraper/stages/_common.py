@@ -18,7 +18,7 @@ from ..errors import PipelineError, StageError, one_line
 from ..layout import watch_io
 from ..run import RunContext
 
-log = logging.getLogger("tradingview_scraper")
+logger = logging.getLogger("tradingview_scraper")
 
 
 class _ThreadFilter(logging.Filter):
@@ -134,8 +134,8 @@ def _stage(
         handler = logging.FileHandler(logfile, mode="w")
         handler.addFilter(_ThreadFilter())
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     t0 = time.perf_counter()
     what = f"{stage} {node_path}" + (f" ({params['profile']})" if stage in ("meta_optimize", "flatten") else "")
     try:
@@ -149,19 +149,19 @@ def _stage(
         ):
             try:
                 audit.check_inputs(ctx.run_dir, record.inputs)  # never consume an artifact changed since written
-                log.info("%s %s: start", stage, node_path)
+                logger.info("%s %s: start", stage, node_path)
                 yield record
             except PipelineError:
                 raise
             except Exception as exc:  # a library's error: name the stage and node it broke
                 raise StageError(f"{what}: {one_line(exc)}") from exc
-        log.info("%s %s: done in %.2f s", stage, node_path, time.perf_counter() - t0)
+        logger.info("%s %s: done in %.2f s", stage, node_path, time.perf_counter() - t0)
     except Exception as exc:
-        log.error("%s: %s", what, exc)  # for the stage's log file; the ledger and the exception carry it
+        logger.error("%s: %s", what, exc)  # for the stage's log file; the ledger and the exception carry it
         raise
     finally:
         if handler is not None:
-            log.removeHandler(handler)
+            logger.removeHandler(handler)
             handler.close()
 
 
@@ -229,6 +229,6 @@ def console_warning(message: str) -> None:
     Stages run as threads of the driver (the runner's or plain ``snakemake``'s), so stderr
     is the console's; the stage log keeps the line too.
     """
-    log.warning("%s", message)
+    logger.warning("%s", message)
     print(f"warning: {message}", file=sys.stderr, flush=True)
 

@@ -8,8 +8,7 @@ from ..errors import DataError, PipelineError, SleeveError
 from ..layout import read_json, read_parquet, write_json, write_parquet
 from ..manifest import NodeSpec
 from ..run import RunContext
-from ._common import Files, _await_prewarm, _named, _stage, child_input, console_warning
-from ._common import log as log_
+from ._common import Files, _await_prewarm, _named, _stage, child_input, console_warning, logger
 
 
 def _check_health(ctx: RunContext, spec: NodeSpec, files: dict) -> None:
@@ -77,7 +76,7 @@ def run_meta_returns(ctx: RunContext, node_path: str, *, input: Files, output: F
         folded = {sid: c["compounded"] for sid, c in cal["sleeves"].items() if c["compounded"]}
         rec.params.update(common_dates=cal["common_dates"], compounded_periods=folded)
         if folded:
-            log_.info("meta_returns %s: %s", node_path, compounded_note(cal))
+            logger.info("meta_returns %s: %s", node_path, compounded_note(cal))
 
 
 def run_meta_optimize(
@@ -107,7 +106,7 @@ def run_meta_optimize(
         rec.params.update(fallback=record["fallback"], fallback_reason=record["fallback_reason"])
         # The meta level answers to the same health policy as its sleeves (sleeve.health_gate).
         for err in record["walk_forward"]["errors"][:3]:
-            log_.info("meta %s %s: window fell back: %s", node_path, profile, err)
+            logger.info("meta %s %s: window fell back: %s", node_path, profile, err)
         warning = health_gate(
             spec.label, {"profiles": {profile: record["walk_forward"]}}, spec.config["health"], [profile],
             "its meta walk-forward",
@@ -115,7 +114,7 @@ def run_meta_optimize(
         if warning:
             console_warning(warning)
         if record["fallback"]:
-            log_.warning("meta %s %s: optimizer failed, equal-weight fallback: %s", node_path, profile, record["fallback_reason"])
+            logger.warning("meta %s %s: optimizer failed, equal-weight fallback: %s", node_path, profile, record["fallback_reason"])
         if "tree" in out:
             write_json(out["tree"], {"meta_profile": spec.profile, "risk_profile": profile, **(tree or {"available": False})})
         write_json(out["weights"], {"meta_profile": spec.profile, "risk_profile": profile, **record})
@@ -136,7 +135,7 @@ def _on_running_cluster(ctx: RunContext, name: str, fn, *args, **kwargs):
     except SleeveError as exc:  # the backend words its errors for sleeves
         raise PipelineError(str(exc).removeprefix("sleeve ")) from exc
     for warning in provenance["warnings"]:
-        log_.info("%s warned on its worker: %s", name, warning)
+        logger.info("%s warned on its worker: %s", name, warning)
     return result
 
 

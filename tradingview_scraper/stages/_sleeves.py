@@ -8,8 +8,7 @@ from ..errors import PipelineError, SleeveError
 from ..layout import write_json, write_parquet
 from ..manifest import ROOT, NodeSpec, Plan
 from ..run import RunContext
-from ._common import Files, _named, _stage, console_warning, prewarm
-from ._common import log as log_
+from ._common import Files, _named, _stage, console_warning, logger, prewarm
 
 
 def _sleeve_task(
@@ -78,7 +77,7 @@ def run_sleeve(
         placement = {name[1]: prov for name, (_, prov) in done.items()}
         for rp, prov in placement.items():
             for warning in prov["warnings"]:
-                log_.info("sleeve %s (%s) warned on its worker: %s", sid, rp, warning)
+                logger.info("sleeve %s (%s) warned on its worker: %s", sid, rp, warning)
         _write_sleeve(ctx, spec, out, result, placement)
         if node_path == ROOT:  # a standalone run warns its user now; a meta run applies the policy
             try:
@@ -90,7 +89,7 @@ def run_sleeve(
         else:
             bad = unhealthy_profiles(result.health, float(spec.config["health"]["min_success_ratio"]))
             if bad:
-                log_.warning("sleeve %s is unhealthy: %s (a meta run consuming it stops)", sid, ", ".join(bad))
+                logger.warning("sleeve %s is unhealthy: %s (a meta run consuming it stops)", sid, ", ".join(bad))
 
 
 def _sleeve_files(ctx: RunContext, output: Files) -> dict:
