@@ -93,6 +93,7 @@ class ClusterWatch:
         self.clusters: set[Path] = set()
         self.members: set[int] = set()
         self.tasks: set[str] = set()  # titles of workers seen executing a sleeve task
+        self.running: set[str] = set()  # the same, at the last look
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -110,6 +111,7 @@ class ClusterWatch:
             self._scan()
 
     def _scan(self) -> None:
+        running = set()
         for pid, temp in cluster_members(self.prefix).items():
             self.clusters.add(temp)
             self.members.add(pid)
@@ -118,12 +120,14 @@ class ClusterWatch:
             except psutil.Error:
                 continue
             if title.startswith("ray::sleeve:"):
-                self.tasks.add(title)
+                running.add(title)
+        self.tasks |= running
+        self.running = running
 
     def wait_for_task(self, proc, timeout_s: float = 120) -> None:
-        """Wait until a worker of the driver's cluster executes a sleeve task."""
+        """Wait until a worker of the driver's cluster executes a sleeve task (now, not only once)."""
         deadline = time.monotonic() + timeout_s
-        while not self.tasks:
+        while not self.running:
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "no sleeve task ever ran on the driver's cluster"
             time.sleep(0.1)

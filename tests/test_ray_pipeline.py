@@ -64,16 +64,17 @@ MANIFEST = {
         **{sid: {"universe": {"symbols": symbols}} for sid, symbols in SP500.items()},
         # 'NOPE' is not in the dataset: the sleeve raises when its prices load, on the worker.
         "bad": {"universe": {"symbols": ["JNJ", "LLY", "NOPE"]}},
-        # A long history: sleeves still run when the test interrupts them.
+        # A long history and a window every 5 days: sleeves still run when the test interrupts them.
         **{
-            f"slow_{s}": {"universe": {"symbols": SP500[s]}, "data": {"start": "2000-01-01"}}
+            f"slow_{s}": {"universe": {"symbols": SP500[s]}, "data": {"start": "1995-01-01"},
+                          "backtest": {"test_window": 5}}
             for s in "ab"
         },
         "meta_four": {"sleeves": [{"id": s, "profile": s} for s in SP500]},
         "meta_pinned": {"sleeves": [{"id": s, "profile": s, "run_id": "cmp"} for s in SP500]},
         "meta_ab": {"sleeves": [{"id": s, "profile": s} for s in "ab"]},
         "meta_pair": {"sleeves": [{"id": "a", "profile": "a"}, {"id": "bad", "profile": "bad"}]},
-        "meta_slow": {"sleeves": [{"id": s, "profile": f"slow_{s}"} for s in "ab"]},
+        "meta_slow": {"sleeves": [{"id": s, "profile": f"slow_{s}"} for s in "ab"], "backtest": {"test_window": 5}},
     },
 }
 # A two-node cluster on 127.0.0.1 (1 CPU each), Ray's documented multi-node test utility, run
