@@ -93,13 +93,10 @@ def flatten_inputs(run: RunContext, node_path: str, profile: str) -> dict[str, s
 
 
 def risk_inputs(run: RunContext, node_path: str) -> dict[str, list[str]]:
-    """Rule risk: the node's meta returns, weights, stream and flattened book, and each atomic
-    sleeve's weights below it (``weights:<plan path>``), every risk profile."""
+    """Rule risk: the node's meta returns, weights, stream and flattened book (which names the
+    atomic sleeve each position's prices come from), every risk profile."""
     node, profiles = run.node(node_path), run.plan.risk_profiles
-    files = {k: [str(node.file(k, profile=p)) for p in profiles] for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")}
-    for leaf in stages.leaves(run, node_path):
-        files[stages.child_input("weights", leaf.path)] = [str(run.node(leaf.path).file("weights", profile=p)) for p in profiles]
-    return files
+    return {k: [str(node.file(k, profile=p)) for p in profiles] for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")}
 
 
 def report_inputs(run: RunContext, node_path: str) -> dict[str, str | list[str]]:

@@ -29,7 +29,7 @@ from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin, run_pin
 from ._preflight import preflight
 from ._rebalance import check_rebalance, rebalance_source, run_rebalance
 from ._report import run_report, run_resolved
-from ._risk import leaves, run_risk
+from ._risk import run_risk
 from ._sleeves import check_data, run_sleeve
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "discard_damaged",
     "ensure_genesis",
     "first_failure",
-    "leaves",
     "logger",
     "pin_source",
     "preflight",

@@ -167,8 +167,8 @@ def run_flatten(
     hfiles = {ctx.spec(c).sleeve_id: files[child_input("holdings", ctx.spec(c).sleeve_id)] for c in spec.children}
     with _stage(ctx, "flatten", node_path, log, {"profile": profile}, [wfile, *hfiles.values()], [out]):
         sleeve_weights = read_json(wfile)["weights"]
-        holdings = {sid: read_json(f)["weights"] for sid, f in hfiles.items()}
-        flat = flatten(sleeve_weights, holdings)
+        records = {sid: read_json(f) for sid, f in hfiles.items()}
+        flat = flatten(sleeve_weights, {sid: r["weights"] for sid, r in records.items()})
         write_json(
             out,
             {
@@ -178,5 +178,26 @@ def run_flatten(
                 "node": node_path,
                 "sleeve_weights": sleeve_weights,
                 **flat,
+                "held_by": _held_by(ctx, spec, records),
             },
         )
+
+
+def _held_by(ctx: RunContext, spec: NodeSpec, records: dict[str, dict]) -> list[dict]:
+    """Each position's first atomic sleeve below the node (plan order, depth first) holding it.
+
+    The risk stage takes a position's prices from that sleeve; it is carried up from each
+    nested meta child's own flattened file, so no stage above needs the leaves' weights.
+    """
+    held: dict[tuple[str, str], str] = {}
+    for c in spec.children:
+        child = ctx.spec(c)
+        record = records[child.sleeve_id]
+        if child.is_meta:
+            for row in record["held_by"]:
+                held.setdefault((row["symbol"], row["direction"]), row["sleeve"])
+        else:
+            for row in record["weights"]:
+                if row["weight"] > 0:
+                    held.setdefault((row["symbol"], row["direction"]), c)
+    return [{"symbol": s, "direction": d, "sleeve": leaf} for (s, d), leaf in held.items()]

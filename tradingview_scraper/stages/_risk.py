@@ -8,16 +8,7 @@ from ..errors import DataError
 from ..layout import read_json, read_parquet, write_json
 from ..manifest import NodeSpec
 from ..run import RunContext
-from ._common import Files, _await_prewarm, _named, _stage, child_input
-
-
-def leaves(ctx: RunContext, node_path: str) -> list[NodeSpec]:
-    """The atomic sleeves below meta node ``node_path``, in plan order (depth first)."""
-    out = []
-    for c in ctx.spec(node_path).children:
-        spec = ctx.spec(c)
-        out += leaves(ctx, c) if spec.is_meta else [spec]
-    return out
+from ._common import Files, _await_prewarm, _named, _stage
 
 
 class _AssetPaths:
@@ -50,23 +41,21 @@ class _AssetPaths:
         return pd.concat([start, wealth]).rename(f"{symbol} {direction}")
 
 
-def _asset_risk(ctx, node_path, profile, flat, window_dates, paths: _AssetPaths, files: dict) -> dict:
+def _asset_risk(ctx, node_path, profile, flat, window_dates, paths: _AssetPaths) -> dict:
     """Ex-ante Euler contributions of the node's flattened book, per position and per sleeve.
 
-    ``files`` are the stage's named inputs: each atomic sleeve below the node has its
-    weights files (one per risk profile) under ``weights:<plan path>``.
+    Each position's prices come from the atomic sleeve the flattened file names for it
+    (``held_by``: the first below the node, in plan order, that holds it).
     """
     import pandas as pd
 
     from ..data import periods_per_year
     from ..risk import common_date_returns, euler_contributions
 
-    holders: dict[tuple[str, str], NodeSpec] = {}
-    at = ctx.plan.risk_profiles.index(profile)
-    for leaf in leaves(ctx, node_path):
-        for row in read_json(files[child_input("weights", leaf.path)][at])["weights"]:
-            if row["weight"] > 0:
-                holders.setdefault((row["symbol"], row["direction"]), leaf)
+    if "held_by" not in flat:
+        raise DataError(f"risk: the flattened book of node {node_path!r} ({profile}) names no sleeve per position "
+                        "(held_by): it predates this version; rerun its flatten job")  # fmt: skip
+    holders: dict[tuple[str, str], NodeSpec] = {(r["symbol"], r["direction"]): ctx.spec(r["sleeve"]) for r in flat["held_by"]}
     rows = flat["weights"]
     columns, weights = {}, {}
     for row in rows:
@@ -107,8 +96,7 @@ def run_risk(ctx: RunContext, node_path: str, *, input: Files, output: Files, lo
     """Write ``output["risk"]`` (``risk_<profile>.json`` of meta node ``node_path``, every risk profile).
 
     ``input`` holds one file per risk profile (the plan's order) under ``meta_returns``,
-    ``meta_weights``, ``meta_stream`` and ``flattened``, and each atomic sleeve's weights
-    below the node under ``weights:<plan path>``. Ex-ante on the last training window of the
+    ``meta_weights``, ``meta_stream`` and ``flattened``. Ex-ante on the last training window of the
     meta allocation (``fitted_on`` of ``meta/weights_<p>.json``): Euler contributions of
     the sleeves (meta weights on the sleeves' streams, what the meta optimizer fitted on)
     and of the physical positions (the flattened book held over the same common dates, each
@@ -124,7 +112,6 @@ def run_risk(ctx: RunContext, node_path: str, *, input: Files, output: Files, lo
     spec, files, profiles = ctx.spec(node_path), _named(input), ctx.plan.risk_profiles
     own = {k: dict(zip(profiles, files[k], strict=True)) for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")}
     inputs = [own[k][p] for p in profiles for k in own]
-    inputs += [f for leaf in leaves(ctx, node_path) for f in files[child_input("weights", leaf.path)]]
     outs = dict(zip(profiles, _named(output)["risk"], strict=True))
     paths = _AssetPaths(ctx.base_dir)
     with _stage(ctx, "risk", node_path, log, {"profiles": profiles}, inputs, outs.values()):
@@ -157,7 +144,7 @@ def run_risk(ctx: RunContext, node_path: str, *, input: Files, output: Files, lo
                         "annualised_volatility": sleeves["volatility"] * ppy**0.5,
                         "rows": sleeves["positions"],
                     },
-                    "assets": _asset_risk(ctx, node_path, profile, flat, dates, paths, files),
+                    "assets": _asset_risk(ctx, node_path, profile, flat, dates, paths),
                     "realised": (
                         realised_contributions(returns, stream, windows["start"], windows["weights"])
                         if windows
