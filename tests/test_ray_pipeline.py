@@ -381,6 +381,9 @@ def _start_driver(manifest: Path, runs_root: Path, run_id: str) -> subprocess.Po
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a suite started in the background (``make test &``) inherits an
+        # ignored SIGINT, which the driver rightly keeps ignoring.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
