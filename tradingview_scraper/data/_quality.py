@@ -191,7 +191,7 @@ def _ragged(days: Mapping[str, pd.Series], files: Mapping[str, str], max_gap: in
         return []
     # Dates of a symbol's own calendar lie within its first..last, so counting the union's
     # dates outside that span counts the other symbols' dates only.
-    union = pd.DatetimeIndex(np.unique(np.concatenate([s.index.asi8 for s in days.values()])))
+    union = pd.DatetimeIndex(np.unique(np.concatenate([s.index.as_unit("ns").asi8 for s in days.values()])))
     out = []
     for sym, s in days.items():
         first, last = s.index[0], s.index[-1]
@@ -215,7 +215,10 @@ def _ragged(days: Mapping[str, pd.Series], files: Mapping[str, str], max_gap: in
 
 
 def _stale(days: Mapping[str, pd.Series], files: Mapping[str, str], max_run: int) -> list[dict]:
-    """Runs of more than ``max_run`` unchanged prices: ``halted`` when the run reaches the sleeve's last date."""
+    """Runs of more than ``max_run`` unchanged prices: ``halted`` when the run reaches the sleeve's last date.
+
+    A symbol's earlier runs make one ``stale_prices`` finding (the first few shown).
+    """
     end = min(s.index[-1] for s in days.values())
     out = []
     for sym, s in days.items():
@@ -223,18 +226,24 @@ def _stale(days: Mapping[str, pd.Series], files: Mapping[str, str], max_run: int
         same = np.concatenate(([False], values[1:] == values[:-1]))
         edges = np.flatnonzero(np.diff(np.concatenate(([0], same.astype(np.int8), [0]))))
         runs = [(int(a) - 1, int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
-        for a, b in runs:
-            if b - a <= max_run:
-                continue
-            halted = s.index[b] >= end
-            what = (
-                "to the sleeve's last date: a halted or dead price series that takes weight in today's book"
-                if halted else "a stale price series"
-            )
+        runs = [(a, b) for a, b in runs if b - a > max_run]
+        if runs and s.index[runs[-1][1]] >= end:
+            a, b = runs.pop()
             out.append(_finding(
-                Check.HALTED if halted else Check.STALE_PRICES, sym, files, s.index[a], s.index[b],
+                Check.HALTED, sym, files, s.index[a], s.index[b],
                 f"is constant at {values[a]:g} from {_day(s.index[a])} to {_day(s.index[b])} ({b - a} unchanged "
-                f"periods, beyond health.data_quality.max_stale_run = {max_run}), {what}",
+                f"periods, beyond health.data_quality.max_stale_run = {max_run}), to the sleeve's last date: a "
+                "halted or dead price series that takes weight in today's book",
+            ))  # fmt: skip
+        if runs:
+            shown = "; ".join(
+                f"at {values[a]:g} from {_day(s.index[a])} to {_day(s.index[b])} ({b - a} unchanged periods)"
+                for a, b in runs[:_MAX_SHOWN]
+            )
+            more = f" and {len(runs) - _MAX_SHOWN} more such runs" if len(runs) > _MAX_SHOWN else ""
+            out.append(_finding(
+                Check.STALE_PRICES, sym, files, s.index[runs[0][0]], s.index[runs[-1][1]],
+                f"is constant {shown}{more}, beyond health.data_quality.max_stale_run = {max_run}: stale prices",
             ))  # fmt: skip
     return out
 
