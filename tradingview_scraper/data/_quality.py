@@ -48,8 +48,9 @@ DATA_QUALITY_DEFAULTS: dict[str, Any] = {
 }
 
 #: A daily bar stamped this close to midnight (but not at it) lands on a calendar day that
-#: depends on the time zone it was written in.
-_NEAR_MIDNIGHT = pd.Timedelta(hours=3)
+#: depends on the time zone it was written in (nanoseconds).
+_NEAR_MIDNIGHT_NS = 3 * 3_600 * 10**9
+_DAY_NS = 86_400 * 10**9
 #: The rise at which a SHORT position loses all its value (``-min(r, 1)`` reaches -100%).
 _SHORT_WIPEOUT = 2.0
 _MAX_SHOWN = 3
@@ -125,8 +126,14 @@ def quality_findings(
     """
     policy = dict(DATA_QUALITY_DEFAULTS if policy is None else policy)
     series = {sym: s for sym, s in series.items() if len(s)}
-    daily = all(not s.index.normalize().has_duplicates for s in series.values())
-    days = {sym: s.set_axis(s.index.normalize()) if daily else s for sym, s in series.items()}
+    # times of day on int64 nanoseconds: DatetimeIndex.normalize infers a frequency each call
+    stamps = {sym: s.index.as_unit("ns").asi8 for sym, s in series.items()}
+    tod = {sym: v % _DAY_NS for sym, v in stamps.items()}
+    daily = all(not (np.diff(v - tod[sym]) == 0).any() for sym, v in stamps.items())
+    days = {
+        sym: pd.Series(s.to_numpy(), index=pd.DatetimeIndex(stamps[sym] - tod[sym]), name=sym) if daily else s
+        for sym, s in series.items()
+    }
     found: list[dict] = []
     if policy[Check.RAGGED_HISTORY] != "off":
         found += _ragged(days, files, int(policy["max_edge_gap"]))
@@ -135,7 +142,7 @@ def quality_findings(
     if policy[Check.PRICE_JUMPS] != "off":
         found += _jumps(days, files, float(policy["max_jump"]), direction)
     if daily and policy[Check.SHIFTED_TIMESTAMPS] != "off":
-        found += _shifted(series, files)
+        found += _shifted(series, tod, files)
     out = []
     for f in found:
         action = policy[f["check"]]
@@ -277,17 +284,20 @@ def _jumps(days: Mapping[str, pd.Series], files: Mapping[str, str], max_jump: fl
     return out
 
 
-def _shifted(series: Mapping[str, pd.Series], files: Mapping[str, str]) -> list[dict]:
-    """Daily bars stamped near, but not at, midnight: the calendar day they count for depends on a time zone."""
+def _shifted(series: Mapping[str, pd.Series], tod: Mapping[str, np.ndarray], files: Mapping[str, str]) -> list[dict]:
+    """Daily bars stamped near, but not at, midnight (``tod``: each bar's time of day in ns).
+
+    The calendar day such a bar counts for depends on the time zone it was written in.
+    """
     out = []
     for sym, s in series.items():
-        tod = s.index - s.index.normalize()
-        near = (tod > pd.Timedelta(0)) & ((tod <= _NEAR_MIDNIGHT) | (tod >= pd.Timedelta(days=1) - _NEAR_MIDNIGHT))
+        t = tod[sym]
+        near = (t > 0) & ((t <= _NEAR_MIDNIGHT_NS) | (t >= _DAY_NS - _NEAR_MIDNIGHT_NS))
         if not near.any():
             continue
         hit = s.index[near]
         times = sorted({t.strftime("%H:%M") for t in hit})
-        at_midnight = int((tod == pd.Timedelta(0)).sum())
+        at_midnight = int((t == 0).sum())
         mix = f", {at_midnight} at midnight" if at_midnight else ""
         out.append(_finding(
             Check.SHIFTED_TIMESTAMPS, sym, files, hit[0], hit[-1],
