@@ -236,3 +236,22 @@ def test_interval_returns_equal_the_wealth_path_and_stay_defined_after_a_wipe_ou
     assert np.isfinite(got).all() and got.iloc[3] == -1.0
     with pytest.raises(DataError, match=r"X: no return on common date 2021-02-27"):
         interval_returns(r, dates.append(pd.DatetimeIndex(["2021-02-27"])))
+
+
+def test_intraday_bars_count_calendar_dates_not_bars():
+    """Hourly bars: a symbol starting a few hours late, or quiet for a day, is not a finding; a week is."""
+    hours = pd.DatetimeIndex(
+        [d + pd.Timedelta(hours=h) for d in pd.bdate_range("2021-03-01", periods=30) for h in range(9, 17)]
+    )
+    frame = pd.DataFrame(
+        100 * np.exp(np.cumsum(np.random.default_rng(5).normal(0, 0.002, (len(hours), 2)), axis=0)),
+        index=hours, columns=["AAA", "BBB"],
+    )  # fmt: skip
+    late = frame.copy()
+    late.iloc[:3, 1] = np.nan  # three bars later, the same date
+    late.iloc[40:60, 0] = late.iloc[40, 0]  # 20 unchanged bars over 3 dates
+    assert _find(late) == []
+    halted = frame.copy()
+    halted.iloc[-12 * 8 :, 0] = halted.iloc[-12 * 8, 0]
+    (h,) = _find(halted)
+    assert h["check"] == "halted" and "(unchanged over 11 dates, 95 bars," in h["message"]

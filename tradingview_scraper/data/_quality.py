@@ -130,15 +130,17 @@ def quality_findings(
     stamps = {sym: s.index.as_unit("ns").asi8 for sym, s in series.items()}
     tod = {sym: v % _DAY_NS for sym, v in stamps.items()}
     daily = all(not (np.diff(v - tod[sym]) == 0).any() for sym, v in stamps.items())
+    # Edges and stale runs count calendar dates, so a few minutes of intraday bars are not a date.
+    dates = {sym: v - tod[sym] for sym, v in stamps.items()}
     days = {
-        sym: pd.Series(s.to_numpy(), index=pd.DatetimeIndex(stamps[sym] - tod[sym]), name=sym) if daily else s
+        sym: pd.Series(s.to_numpy(), index=pd.DatetimeIndex(dates[sym]), name=sym) if daily else s
         for sym, s in series.items()
     }
     found: list[dict] = []
     if policy[Check.RAGGED_HISTORY] != "off":
-        found += _ragged(days, files, int(policy["max_edge_gap"]))
+        found += _ragged(days, dates, files, int(policy["max_edge_gap"]))
     if policy[Check.HALTED] != "off" or policy[Check.STALE_PRICES] != "off":
-        found += _stale(days, files, int(policy["max_stale_run"]))
+        found += _stale(days, dates, files, int(policy["max_stale_run"]))
     if policy[Check.PRICE_JUMPS] != "off":
         found += _jumps(days, files, float(policy["max_jump"]), direction)
     if daily and policy[Check.SHIFTED_TIMESTAMPS] != "off":
@@ -192,39 +194,49 @@ def _finding(check: Check, symbol: str, files: Mapping[str, str], start, end, me
     }
 
 
-def _ragged(days: Mapping[str, pd.Series], files: Mapping[str, str], max_gap: int) -> list[dict]:
-    """Symbols whose history starts or ends more than ``max_gap`` dates of the others' calendar away from theirs."""
+def _ragged(
+    days: Mapping[str, pd.Series], dates: Mapping[str, np.ndarray], files: Mapping[str, str], max_gap: int
+) -> list[dict]:
+    """Symbols whose history starts or ends more than ``max_gap`` of the others' calendar dates away from theirs.
+
+    ``dates`` holds each bar's calendar date (int64 nanoseconds at midnight).
+    """
     if len(days) < 2:
         return []
-    # Dates of a symbol's own calendar lie within its first..last, so counting the union's
-    # dates outside that span counts the other symbols' dates only.
-    union = pd.DatetimeIndex(np.unique(np.concatenate([s.index.as_unit("ns").asi8 for s in days.values()])))
+    # A symbol's own dates lie within its first..last, so the union's dates outside that
+    # span are the other symbols' dates only.
+    union = np.unique(np.concatenate(list(dates.values())))
+    last_day = pd.Timestamp(int(union[-1]))
+    first_day = pd.Timestamp(int(union[0]))
     out = []
     for sym, s in days.items():
         first, last = s.index[0], s.index[-1]
-        lead = int(union.searchsorted(first))
-        lag = int(len(union) - union.searchsorted(last, side="right"))
+        lead = int(np.searchsorted(union, dates[sym][0]))
+        lag = int(len(union) - np.searchsorted(union, dates[sym][-1], side="right"))
         if lag > max_gap:
             out.append(_finding(
-                Check.RAGGED_HISTORY, sym, files, last, union[-1],
-                f"has no price after {_day(last)} while the other symbols run to {_day(union[-1])} "
+                Check.RAGGED_HISTORY, sym, files, last, last_day,
+                f"has no price after {_day(last)} while the other symbols run to {_day(last_day)} "
                 f"({lag} more dates, beyond health.data_quality.max_edge_gap = {max_gap}): the inner join "
                 f"would end the whole sleeve on {_day(last)}",
             ))  # fmt: skip
         if lead > max_gap:
             out.append(_finding(
-                Check.RAGGED_HISTORY, sym, files, union[0], first,
-                f"has no price before {_day(first)} while the other symbols start on {_day(union[0])} "
+                Check.RAGGED_HISTORY, sym, files, first_day, first,
+                f"has no price before {_day(first)} while the other symbols start on {_day(first_day)} "
                 f"({lead} dates earlier, beyond health.data_quality.max_edge_gap = {max_gap}): the inner join "
                 f"would start the whole sleeve on {_day(first)}",
             ))  # fmt: skip
     return out
 
 
-def _stale(days: Mapping[str, pd.Series], files: Mapping[str, str], max_run: int) -> list[dict]:
-    """Runs of more than ``max_run`` unchanged prices: ``halted`` when the run reaches the sleeve's last date.
+def _stale(
+    days: Mapping[str, pd.Series], dates: Mapping[str, np.ndarray], files: Mapping[str, str], max_run: int
+) -> list[dict]:
+    """Prices unchanged over more than ``max_run`` calendar dates: ``halted`` when that reaches the sleeve's last date.
 
-    A symbol's earlier runs make one ``stale_prices`` finding (the first few shown).
+    On daily bars the dates are the periods. A symbol's earlier runs make one
+    ``stale_prices`` finding (the first few shown).
     """
     end = min(s.index[-1] for s in days.values())
     out = []
@@ -233,19 +245,25 @@ def _stale(days: Mapping[str, pd.Series], files: Mapping[str, str], max_run: int
         same = np.concatenate(([False], values[1:] == values[:-1]))
         edges = np.flatnonzero(np.diff(np.concatenate(([0], same.astype(np.int8), [0]))))
         runs = [(int(a) - 1, int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
-        runs = [(a, b) for a, b in runs if b - a > max_run]
+        # the number of date changes up to each bar: a run's length in calendar dates
+        steps = np.concatenate(([0], np.cumsum(np.diff(dates[sym]) != 0)))
+        runs = [(a, b, int(steps[b] - steps[a])) for a, b in runs if steps[b] - steps[a] > max_run]
+
+        def span(a: int, b: int, n: int) -> str:
+            return f"{n} unchanged periods" if n == b - a else f"unchanged over {n} dates, {b - a} bars"
+
         if runs and s.index[runs[-1][1]] >= end:
-            a, b = runs.pop()
+            a, b, n = runs.pop()
             out.append(_finding(
                 Check.HALTED, sym, files, s.index[a], s.index[b],
-                f"is constant at {values[a]:g} from {_day(s.index[a])} to {_day(s.index[b])} ({b - a} unchanged "
-                f"periods, beyond health.data_quality.max_stale_run = {max_run}), to the sleeve's last date: a "
-                "halted or dead price series that takes weight in today's book",
+                f"is constant at {values[a]:g} from {_day(s.index[a])} to {_day(s.index[b])} ({span(a, b, n)}, "
+                f"beyond health.data_quality.max_stale_run = {max_run}), to the sleeve's last date: a halted or "
+                "dead price series that takes weight in today's book",
             ))  # fmt: skip
         if runs:
             shown = "; ".join(
-                f"at {values[a]:g} from {_day(s.index[a])} to {_day(s.index[b])} ({b - a} unchanged periods)"
-                for a, b in runs[:_MAX_SHOWN]
+                f"at {values[a]:g} from {_day(s.index[a])} to {_day(s.index[b])} ({span(a, b, n)})"
+                for a, b, n in runs[:_MAX_SHOWN]
             )
             more = f" and {len(runs) - _MAX_SHOWN} more such runs" if len(runs) > _MAX_SHOWN else ""
             out.append(_finding(
