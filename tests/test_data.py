@@ -61,6 +61,7 @@ def test_modules_import_only_pandas_numpy_stdlib_at_top_level():
         "re",
         "warnings",
         "collections",
+        "enum",
         "functools",
         "pathlib",
         "typing",

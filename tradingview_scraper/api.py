@@ -32,7 +32,8 @@ class NodeResult:
         A meta node's aligned sleeve returns (DataFrame of shape (n_common_dates,
         n_sleeves)), its meta allocation record and its flattened holdings record.
     warnings : list of str
-        Health warnings a ``health.on_unhealthy = "warn"`` policy let through.
+        Health warnings a ``health.on_unhealthy = "warn"`` policy let through, and the
+        atomic children's data-quality findings a ``health.data_quality`` policy let through.
     """
 
     path: str
@@ -205,6 +206,7 @@ def _check_children(spec: NodeSpec, nodes: Mapping[str, NodeResult], rps: list[s
         warning = health_gate(f"sleeve {sid!r}", child.health, spec.config["health"], rps)
         if warning:
             warnings.append(warning)
+        warnings += [f"sleeve {sid!r}: data {f['check']}: {f['message']}" for f in child.health.get("data_quality", [])]
     return warnings
 
 

@@ -38,7 +38,9 @@ def euler_contributions(returns: pd.DataFrame, weights: pd.Series) -> dict:
         column ``weight``, ``marginal`` (``(S w)_i / sigma``), ``contribution``
         (``w_i * marginal``, adding up to ``volatility``), ``share`` (contribution /
         volatility, adding up to 1; None when the volatility is 0) and
-        ``standalone_volatility`` (``sqrt(S_ii)``).
+        ``standalone_volatility`` (``sqrt(S_ii)``). ``zero_variance`` (only when there
+        are some) lists the columns that are constant over the window (a halted price):
+        their contribution is 0 and skfolio's volatility check runs on the other columns.
 
     Raises
     ------
@@ -57,10 +59,19 @@ def euler_contributions(returns: pd.DataFrame, weights: pd.Series) -> dict:
     if missing:
         raise DataError(f"risk contributions: no weight for column(s) {', '.join(map(str, missing))}")
     w = weights.reindex(returns.columns).to_numpy(dtype=float)
-    cov = np.asarray(EmpiricalCovariance().fit(returns.to_numpy(dtype=float)).covariance_, dtype=float)
+    x = returns.to_numpy(dtype=float)
+    # A constant column (a halted price) has a zero row and column in S, and adds nothing to
+    # w' S w; skfolio refuses a zero variance, so S and the cross-check come from the others.
+    live = ~(x == x[:1]).all(axis=0)
+    if live.all():
+        cov = np.asarray(EmpiricalCovariance().fit(x).covariance_, dtype=float)
+    else:
+        cov = np.zeros((x.shape[1], x.shape[1]))
+        if live.any():
+            cov[np.ix_(live, live)] = np.asarray(EmpiricalCovariance().fit(x[:, live]).covariance_, dtype=float)
     sw = cov @ w
     sigma = float(np.sqrt(max(float(w @ sw), 0.0)))
-    skfolio_sigma = float(Portfolio(X=returns.to_numpy(dtype=float), weights=w).standard_deviation)
+    skfolio_sigma = float(Portfolio(X=x[:, live], weights=w[live]).standard_deviation) if live.any() else 0.0
     if abs(skfolio_sigma - sigma) > _SIGMA_TOL * max(1.0, sigma):
         raise DataError(f"risk contributions: Euler volatility {sigma!r} differs from skfolio's {skfolio_sigma!r}")
     marginal = sw / sigma if sigma > 0 else np.zeros_like(sw)
@@ -74,7 +85,10 @@ def euler_contributions(returns: pd.DataFrame, weights: pd.Series) -> dict:
             "share": float(contribution[i] / sigma) if sigma > 0 else None,
             "standalone_volatility": float(np.sqrt(max(cov[i, i], 0.0))),
         }
-    return {"volatility": sigma, "n_obs": int(len(returns)), "positions": positions}
+    out = {"volatility": sigma, "n_obs": int(len(returns)), "positions": positions}
+    if not live.all():
+        out["zero_variance"] = [str(c) for c, ok in zip(returns.columns, live, strict=True) if not ok]
+    return out
 
 
 def realised_contributions(
@@ -178,3 +192,37 @@ def common_date_returns(wealth: pd.Series, dates: pd.DatetimeIndex) -> pd.Series
         raise DataError(f"{wealth.name}: no price on common date {absent[0].date()}")
     sampled = wealth.loc[dates].astype(float)
     return (sampled / sampled.shift(1) - 1.0).iloc[1:]
+
+
+def interval_returns(returns: pd.Series, dates: pd.DatetimeIndex) -> pd.Series:
+    """Per-period returns compounded between consecutive ``dates``: a wiped-out path's returns stay defined.
+
+    Equals :func:`common_date_returns` of the wealth path ``(1 + returns).cumprod()`` as long
+    as that wealth stays above 0; where a period loses 100% (a SHORT position's cap), the
+    wealth ratio is 0 / 0 but the position, held at its weight from period to period as the
+    optimizer assumes, still has a return in every later interval.
+
+    Parameters
+    ----------
+    returns : Series
+        Per-period returns on the asset's own calendar (which holds every one of ``dates[1:]``).
+    dates : DatetimeIndex of shape (n_dates + 1,)
+        The previous common date followed by the window's common dates.
+
+    Returns
+    -------
+    Series of shape (n_dates,)
+        ``prod(1 + r_t) - 1`` over ``dates[k-1] < t <= dates[k]``.
+
+    Raises
+    ------
+    DataError
+        A common date is missing from the asset's calendar.
+    """
+    absent = dates[1:].difference(returns.index)
+    if len(absent):
+        raise DataError(f"{returns.name}: no return on common date {absent[0].date()}")
+    inside = returns[(returns.index > dates[0]) & (returns.index <= dates[-1])].astype(float)
+    closing = dates.searchsorted(inside.index, side="left")
+    growth = (1.0 + inside).groupby(closing).prod()
+    return pd.Series(growth.to_numpy() - 1.0, index=dates[1:], name=returns.name)

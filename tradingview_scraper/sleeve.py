@@ -190,8 +190,10 @@ def compute_sleeve(
     risk_profiles : list of str
         Risk profiles to backtest; one returns column and one weights record each.
     prices : DataFrame of shape (n_dates, n_symbols), optional
-        The sleeve's close prices as :func:`~tradingview_scraper.data.load_prices` returns
-        them (read where the file is); loaded from ``config["data"]`` when None.
+        The sleeve's close prices as :func:`~tradingview_scraper.data.checked_prices` returns
+        them (read, and checked, where the file is); loaded from ``config["data"]`` when None,
+        through the data-quality pass, whose findings the health record keeps under
+        ``data_quality`` (present only when there are some).
 
     Returns
     -------
@@ -200,14 +202,19 @@ def compute_sleeve(
     Raises
     ------
     DataError
-        The data cannot be loaded or is too short for one train + test window.
+        The data cannot be loaded, the ``health.data_quality`` policy refuses it, or it is
+        too short for one train + test window.
     """
-    from .data import load_prices, prices_to_returns
+    from .data import checked_prices, prices_to_returns
 
-    if prices is None:
-        prices = load_prices(config["data"], config["universe"].get("symbols"), base_dir=base_dir)
-    raw = prices_to_returns(prices)
     direction = config["universe"].get("direction", "LONG")
+    findings = None
+    if prices is None:
+        prices, findings = checked_prices(
+            config["data"], config["universe"].get("symbols"), base_dir=base_dir, health=config.get("health"),
+            direction=direction,
+        )  # fmt: skip
+    raw = prices_to_returns(prices)
     used = synthetic_long(raw) if direction == "SHORT" else raw
     bt = config["backtest"]
     train, test = int(bt["train_window"]), int(bt["test_window"])
@@ -241,10 +248,13 @@ def compute_sleeve(
         }
     returns = pd.DataFrame(columns)
     returns.index.name = "date"
+    record = {"sleeve": sleeve_id, "profile": profile, "direction": direction, "profiles": health}
+    if findings:
+        record["data_quality"] = findings
     return SleeveResult(
         returns=returns,
         weights=weights,
-        health={"sleeve": sleeve_id, "profile": profile, "direction": direction, "profiles": health},
+        health=record,
         sign_test=sign_test(raw, used, direction, streams),
     )
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..errors import ConfigError, DataError
 from ._checks import _dataset, _day, _export_dir, _names, _source_and_bounds, _table_path
+from ._quality import data_quality_policy, quality_findings, refuse
 from ._skfolio import _load_skfolio
 from ._tables import _load_table
 from ._tradingview import _load_tradingview
@@ -68,16 +69,72 @@ def load_prices(
         or out-of-order date of one symbol; or no date left after trimming and the
         inner join. The message names the file, symbol and row.
     """
+    series, start, end = _load_series(data, symbols, Path(base_dir))
+    return _join(series, data, start, end)
+
+
+def checked_prices(
+    data: Mapping[str, Any],
+    symbols: Sequence[str] | None = None,
+    *,
+    base_dir: str | Path = ".",
+    health: Mapping[str, Any] | None = None,
+    direction: str = "LONG",
+) -> tuple[pd.DataFrame, list[dict]]:
+    """:func:`load_prices`, after the data-quality pass on the symbols' own series.
+
+    The pass (:func:`~tradingview_scraper.data._quality.quality_findings`) looks at each
+    symbol before the inner join, within ``start`` / ``end``: a history that ends or starts
+    far from the others', a constant price (to the last date: ``halted``), a jump, daily
+    bars stamped near midnight. The ``health.data_quality`` policy refuses or lets through
+    each finding.
+
+    Parameters
+    ----------
+    data, symbols, base_dir
+        As for :func:`load_prices`.
+    health : dict, optional
+        The profile's ``health`` block; its ``data_quality`` policy (defaults when absent).
+    direction : {"LONG", "SHORT"}, default "LONG"
+        The sleeve's direction (a SHORT sleeve is also checked for wipe-outs).
+
+    Returns
+    -------
+    prices : DataFrame of shape (n_dates, n_symbols)
+        As :func:`load_prices` returns it.
+    findings : list of dict
+        The findings the policy lets through (``action`` ``"warn"``), each naming the
+        symbol, its file and the dates (see ``quality_findings``).
+
+    Raises
+    ------
+    ConfigError, DataError
+        As :func:`load_prices`; a ``DataError`` also for a finding the policy refuses, and
+        a ``ConfigError`` for an invalid ``health.data_quality`` block.
+    """
+    policy = data_quality_policy(health)
+    series, start, end = _load_series(data, symbols, Path(base_dir))
+    trimmed = {sym: s[_window(s.index, start, end)] for sym, s in series.items()}
+    files = {sym: s.attrs.get("file", "?") for sym, s in series.items()}
+    findings = quality_findings(trimmed, files, policy, direction=direction)
+    passed = refuse(findings)
+    return _join(series, data, start, end), passed
+
+
+def _load_series(
+    data: Mapping[str, Any], symbols: Sequence[str] | None, base_dir: Path
+) -> tuple[dict[str, pd.Series], pd.Timestamp | None, pd.Timestamp | None]:
+    """Each symbol's series on its own calendar, and the block's checked ``start`` and ``end``."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"data must be a mapping with a 'source' key, got {type(data).__name__}")
     source, start, end = _source_and_bounds(data)
     if source == "skfolio":
         series = _load_skfolio(data, symbols)
     elif source == "table":
-        series = _load_table(data, symbols, Path(base_dir))
+        series = _load_table(data, symbols, base_dir)
     else:
-        series = _load_tradingview(data, symbols, Path(base_dir))
-    return _join(series, data, start, end)
+        series = _load_tradingview(data, symbols, base_dir)
+    return series, start, end
 
 
 def check_source(

@@ -154,4 +154,6 @@ def _build_series(
             f"{_day(dates[j - 1])} ({label(rows[j - 1])}); dates must be sorted ascending "
             "(unsorted input is not reordered)"
         )
-    return pd.Series(values, index=dates, name=symbol, dtype="float64")
+    out = pd.Series(values, index=dates, name=symbol, dtype="float64")
+    out.attrs["file"] = str(file)  # where the prices come from, for the data-quality findings
+    return out

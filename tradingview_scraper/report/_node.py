@@ -35,6 +35,9 @@ class NodeData:
     #: ``risk_<p>.json`` per risk profile; ``rebalance_<p>.json`` (the root, with a current book).
     risk: dict[str, dict] = field(default_factory=dict)
     rebalance: dict[str, dict] = field(default_factory=dict)
+    #: Data-quality findings the atomic children's policies let through (``data_quality`` of
+    #: the meta returns' metadata): ``sleeve``, ``check``, ``symbol``, ``file``, ``start``, ``end``, ``message``.
+    data_quality: list[dict] = field(default_factory=list)
 
 
 def load_node(ctx, node_path: str, files: Mapping[str, Any]) -> NodeData:
@@ -59,6 +62,7 @@ def load_node(ctx, node_path: str, files: Mapping[str, Any]) -> NodeData:
             f"{files['returns']}: no column for risk profile(s) {', '.join(missing)} "
             f"(has {', '.join(map(str, stream.columns))})"
         )
+    metadata = read_parquet_metadata(per["meta_returns"][profiles[0]])
     return NodeData(
         meta_profile=spec.profile,
         run_id=ctx.run_id,
@@ -68,7 +72,8 @@ def load_node(ctx, node_path: str, files: Mapping[str, Any]) -> NodeData:
         sleeves={p: read_parquet(f) for p, f in per["meta_returns"].items()},
         weights={p: read_json(f) for p, f in per["meta_weights"].items()},
         flattened={p: read_json(f) for p, f in per["flattened"].items()},
-        calendar=read_parquet_metadata(per["meta_returns"][profiles[0]]).get("calendar"),
+        calendar=metadata.get("calendar"),
         risk={p: read_json(f) for p, f in per.get("risk", {}).items() if Path(f).is_file()},
         rebalance={p: read_json(f) for p, f in per.get("rebalance", {}).items()},
+        data_quality=list(metadata.get("data_quality", [])),
     )

@@ -1,4 +1,4 @@
-"""The report's sections, in order: a warning line (only with anomalies), headline and tournament, diversification, allocation and holdings per risk profile, figures, anomalies."""
+"""The report's sections, in order: warning lines (data-quality findings, risk fallbacks, anomalies; only when there are some), headline and tournament, diversification, allocation and holdings per risk profile, figures, anomalies."""
 
 from __future__ import annotations
 
@@ -55,10 +55,34 @@ def _performance_blocks(data: NodeData, a: Analysis) -> list:
     return blocks
 
 
+def _data_banner(data: NodeData) -> list:
+    """One warning line per data-quality finding let through and per risk fallback, naming the symbol and dates."""
+    blocks = [
+        Para(
+            f"DATA WARNING: sleeve {f['sleeve']!r}, {f['check']} ({f['start']} .. {f['end']}): {f['message']} "
+            f"(let through by health.data_quality.{f['check']} = warn).",
+            "warn",
+        )
+        for f in data.data_quality
+    ]
+    fallbacks: dict[str, list[str]] = {}
+    for p in data.risk_profiles:
+        for f in data.risk.get(p, {}).get("fallbacks", []):
+            who = f"sleeve {f['sleeve']!r}" if f["scope"] == "sleeve" else f"{f['symbol']} {f['direction']} (sleeve {f['sleeve']!r})"
+            fallbacks.setdefault(f"{who}: {f['reason']}", []).append(p)
+    blocks += [
+        Para(f"RISK FALLBACK ({', '.join(ps)}): {text}; see risk_<profile>.json, fallbacks.", "warn")
+        for text, ps in fallbacks.items()
+    ]
+    return blocks
+
+
 def _banner(data: NodeData, a: Analysis) -> list:
-    """One warning line naming every series with an anomaly; nothing on clean data."""
+    """The warnings at the top: data-quality findings, risk fallbacks, and one line naming every series
+    with an anomaly; nothing on clean data."""
+    top = _data_banner(data)
     if not a.anomalies:
-        return []
+        return top
     where: dict[tuple[str, str], list[str]] = {}
     for x in a.anomalies:
         profiles = where.setdefault((x["scope"], x["series"]), [])
@@ -70,6 +94,7 @@ def _banner(data: NodeData, a: Analysis) -> list:
         for (scope, series), ps in sorted(where.items(), key=lambda kv: kv[0][0] != "sleeve")  # sources first
     )
     return [
+        *top,
         Para(
             f"WARNING: {len(a.anomalies)} anomalies ({n_err} errors, {len(a.anomalies) - n_err} warnings) in "
             f"{named}; each is listed under Anomalies at the end.",

@@ -11,7 +11,7 @@ from ..run import RunContext
 from ._common import Files, _await_prewarm, _named, _stage, child_input, console_warning, logger
 
 
-def _check_health(ctx: RunContext, spec: NodeSpec, files: dict) -> None:
+def _check_health(ctx: RunContext, spec: NodeSpec, files: dict) -> list[dict]:
     """Stop the meta layer of ``spec`` on an unhealthy atomic child or a failed sign test.
 
     Every risk profile the run consumes must have at least ``health.min_success_ratio`` of
@@ -20,6 +20,12 @@ def _check_health(ctx: RunContext, spec: NodeSpec, files: dict) -> None:
     (``sign_test.json``) always stops: the stream's direction cannot be trusted. ``files`` are
     the stage's named inputs (``health:<sleeve>``, ``sign_test:<sleeve>``).
 
+    Returns
+    -------
+    list of dict
+        The data-quality findings the atomic children's policies let through (their
+        ``health.json`` ``data_quality``), each with its ``sleeve``, for the report.
+
     Raises
     ------
     SleeveError
@@ -27,6 +33,7 @@ def _check_health(ctx: RunContext, spec: NodeSpec, files: dict) -> None:
     """
     from ..sleeve import health_gate, sign_gate
 
+    findings = []
     for cpath in spec.children:
         child = ctx.spec(cpath)
         if child.is_meta:
@@ -39,6 +46,8 @@ def _check_health(ctx: RunContext, spec: NodeSpec, files: dict) -> None:
         warning = health_gate(f"sleeve {sid!r}", health, spec.config["health"], ctx.plan.risk_profiles, hfile)
         if warning:
             console_warning(warning)
+        findings += [{"sleeve": sid, **f} for f in health.get("data_quality", [])]
+    return findings
 
 
 def run_meta_returns(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:
@@ -49,7 +58,8 @@ def run_meta_returns(ctx: RunContext, node_path: str, *, input: Files, output: F
     risk-profile order. Each child's returns are read once for all profiles; a child's
     periods between common dates are compounded into the next one
     (:func:`meta.aligned_returns`), counted per sleeve in the file's metadata
-    (``layout.read_parquet_metadata``) and the audit record.
+    (``layout.read_parquet_metadata``) and the audit record. The data-quality findings the
+    atomic children's policies let through go into the same metadata (``data_quality``).
     """
     _await_prewarm()
     from ..meta import aligned_returns, compounded_note
@@ -61,7 +71,9 @@ def run_meta_returns(ctx: RunContext, node_path: str, *, input: Files, output: F
     checked = [files[child_input(k, c.sleeve_id)] for c in children if not c.is_meta for k in ("health", "sign_test")]
     outs = dict(zip(profiles, _named(output)["returns"], strict=True))
     with _stage(ctx, "meta_returns", node_path, log, {"profiles": profiles}, [*inputs.values(), *checked], outs.values()) as rec:
-        _check_health(ctx, spec, files)
+        findings = _check_health(ctx, spec, files)
+        # the report reads the children's data-quality findings from here (kept only when there are some)
+        extra = {"data_quality": findings} if findings else {}
         bt = spec.config["backtest"]
         frames = {sid: (path, read_parquet(path)) for sid, path in inputs.items()}
         for profile, out in outs.items():
@@ -71,7 +83,7 @@ def run_meta_returns(ctx: RunContext, node_path: str, *, input: Files, output: F
                     raise DataError(f"{path}: no column for risk profile {profile!r} (has {', '.join(frame.columns)})")
                 streams[sid] = frame[profile]
             aligned, cal = aligned_returns(streams, min_obs=bt["train_window"] + bt["test_window"])
-            write_parquet(out, aligned, metadata={"calendar": cal})
+            write_parquet(out, aligned, metadata={"calendar": cal, **extra})
         # every profile of a sleeve shares its calendar: the last one speaks for all
         folded = {sid: c["compounded"] for sid, c in cal["sleeves"].items() if c["compounded"]}
         rec.params.update(common_dates=cal["common_dates"], compounded_periods=folded)

@@ -8,7 +8,7 @@ from ..errors import DataError
 from ..layout import read_json, read_parquet, write_json
 from ..manifest import NodeSpec
 from ..run import RunContext
-from ._common import Files, _await_prewarm, _named, _stage
+from ._common import Files, _await_prewarm, _named, _stage, console_warning
 
 
 class _AssetPaths:
@@ -24,21 +24,25 @@ class _AssetPaths:
         self.base_dir = base_dir
         self._returns: dict[str, object] = {}
 
-    def wealth(self, spec: NodeSpec, symbol: str, direction: str):
-        import pandas as pd
-
+    def returns(self, spec: NodeSpec, symbol: str, direction: str):
+        """The position's per-period returns (synthetic-long for SHORT), Series named ``"<symbol> <direction>"``."""
         from ..data import load_prices, prices_to_returns
         from ..sleeve import synthetic_long
 
         if spec.profile not in self._returns:
             prices = load_prices(spec.config["data"], spec.config["universe"].get("symbols"), base_dir=self.base_dir)
             self._returns[spec.profile] = (prices.index[0], prices_to_returns(prices))
-        first, raw = self._returns[spec.profile]
-        r = raw[[symbol]]
-        r = (synthetic_long(r) if direction == "SHORT" else r)[symbol]
+        raw = self._returns[spec.profile][1][[symbol]]
+        return (synthetic_long(raw) if direction == "SHORT" else raw)[symbol].rename(f"{symbol} {direction}")
+
+    def wealth(self, spec: NodeSpec, symbol: str, direction: str):
+        """The position's wealth path from 1 on the sleeve's first price date."""
+        import pandas as pd
+
+        r = self.returns(spec, symbol, direction)
         wealth = (1.0 + r).cumprod()
-        start = pd.Series([1.0], index=pd.DatetimeIndex([first], name=wealth.index.name))
-        return pd.concat([start, wealth]).rename(f"{symbol} {direction}")
+        start = pd.Series([1.0], index=pd.DatetimeIndex([self._returns[spec.profile][0]], name=wealth.index.name))
+        return pd.concat([start, wealth]).rename(r.name)
 
 
 def _asset_risk(ctx, node_path, profile, flat, window_dates, paths: _AssetPaths) -> dict:
@@ -46,27 +50,51 @@ def _asset_risk(ctx, node_path, profile, flat, window_dates, paths: _AssetPaths)
 
     Each position's prices come from the atomic sleeve the flattened file names for it
     (``held_by``: the first below the node, in plan order, that holds it).
+
+    Two cases fall back, as a walk-forward window does, and are named under ``fallbacks``
+    (present only when there are some): a position whose wealth path reaches 0 before or in
+    the window (a SHORT wiped out by a rise of 100% or more) takes its per-period returns
+    compounded between the common dates (:func:`risk.interval_returns`), and a position
+    constant over the window (a halted price) contributes 0 (``risk.euler_contributions``).
     """
+    import numpy as np
     import pandas as pd
 
     from ..data import periods_per_year
-    from ..risk import common_date_returns, euler_contributions
+    from ..risk import common_date_returns, euler_contributions, interval_returns
 
     if "held_by" not in flat:
         raise DataError(f"risk: the flattened book of node {node_path!r} ({profile}) names no sleeve per position "
                         "(held_by): it predates this version; rerun its flatten job")  # fmt: skip
     holders: dict[tuple[str, str], NodeSpec] = {(r["symbol"], r["direction"]): ctx.spec(r["sleeve"]) for r in flat["held_by"]}
     rows = flat["weights"]
-    columns, weights = {}, {}
+    columns, weights, fallbacks = {}, {}, []
     for row in rows:
         key = (row["symbol"], row["direction"])
         if key not in holders:
             raise DataError(f"risk: no atomic sleeve below node {node_path!r} holds {key[0]} {key[1]} ({profile})")
-        name = f"{key[0]} {key[1]}"
-        columns[name] = common_date_returns(paths.wealth(holders[key], *key), window_dates)
+        name, holder = f"{key[0]} {key[1]}", holders[key]
+        column = common_date_returns(paths.wealth(holder, *key), window_dates)
+        if not np.isfinite(column.to_numpy()).all():
+            r = paths.returns(holder, *key)
+            lost = r.index[(r <= -1.0).to_numpy()]
+            column = interval_returns(r, window_dates)
+            fallbacks.append(_fallback(
+                "asset", key, holder,
+                f"its wealth path reaches 0 on {lost[0].date() if len(lost) else '?'} (a loss of 100% in one period) "
+                "so the returns between the window's dates are compounded from its per-period returns",
+            ))  # fmt: skip
+        columns[name] = column
         weights[name] = float(row["weight"])
     frame = pd.DataFrame(columns)
     res = euler_contributions(frame, pd.Series(weights))
+    for name in res.get("zero_variance", []):
+        symbol, direction = name.rsplit(" ", 1)
+        fallbacks.append(_fallback(
+            "asset", (symbol, direction), holders[(symbol, direction)],
+            f"its price is constant from {frame.index[0].date()} to {frame.index[-1].date()} (zero variance over "
+            "the window: a halted price): its contribution is 0 and skfolio's volatility check runs without it",
+        ))  # fmt: skip
     sigma, ppy = res["volatility"], periods_per_year(frame.index)
     out_rows, by_sleeve = [], {}
     for row in rows:
@@ -89,7 +117,20 @@ def _asset_risk(ctx, node_path, profile, flat, window_dates, paths: _AssetPaths)
         "end": frame.index[-1].date().isoformat(),
         "rows": out_rows,
         "by_sleeve": by_sleeve,
+        **({"fallbacks": fallbacks} if fallbacks else {}),
     }
+
+
+def _fallback(scope: str, key: tuple[str, str], holder: NodeSpec | None, reason: str) -> dict:
+    """A fallback record of the risk stage: which position (or sleeve), from which sleeve, and why."""
+    sleeve = (holder.sleeve_id or holder.profile) if holder is not None else None
+    return {"scope": scope, "symbol": key[0], "direction": key[1], "sleeve": sleeve, "reason": reason}
+
+
+def _fallback_line(node_path: str, profile: str, f: dict) -> str:
+    """The console line of a risk fallback, naming the node, the risk profile and the position or sleeve."""
+    who = f"sleeve {f['sleeve']!r}" if f["scope"] == "sleeve" else f"{f['symbol']} {f['direction']} (sleeve {f['sleeve']!r})"
+    return f"risk {node_path} ({profile}): {who}: {f['reason']}"
 
 
 def run_risk(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:
@@ -102,6 +143,10 @@ def run_risk(ctx: RunContext, node_path: str, *, input: Files, output: Files, lo
     and of the physical positions (the flattened book held over the same common dates, each
     asset's returns compounded between them). Out of sample: each sleeve's realised
     contribution to the stream.
+
+    A halted position or sleeve (constant over the window) or a wiped-out SHORT position
+    does not stop the stage: it falls back (see :func:`_asset_risk`), is named on the
+    console, and is listed under ``fallbacks`` in the file (present only when there are some).
     """
     _await_prewarm()
     import pandas as pd
@@ -127,6 +172,16 @@ def run_risk(ctx: RunContext, node_path: str, *, input: Files, output: Files, lo
             sleeves = euler_contributions(window, pd.Series(meta["weights"], dtype=float))
             ppy = periods_per_year(window.index)
             windows = meta.get("windows")
+            assets = _asset_risk(ctx, node_path, profile, flat, dates, paths)
+            fallbacks = [
+                {"scope": "sleeve", "symbol": None, "direction": None, "sleeve": s,
+                 "reason": f"its stream is constant from {window.index[0].date()} to {window.index[-1].date()} "
+                           "(zero variance over the window): its contribution is 0 and skfolio's volatility "
+                           "check runs without it"}
+                for s in sleeves.get("zero_variance", [])
+            ] + assets.pop("fallbacks", [])  # fmt: skip
+            for f in fallbacks:
+                console_warning(_fallback_line(node_path, profile, f))
             write_json(
                 out,
                 {
@@ -144,12 +199,13 @@ def run_risk(ctx: RunContext, node_path: str, *, input: Files, output: Files, lo
                         "annualised_volatility": sleeves["volatility"] * ppy**0.5,
                         "rows": sleeves["positions"],
                     },
-                    "assets": _asset_risk(ctx, node_path, profile, flat, dates, paths),
+                    "assets": assets,
                     "realised": (
                         realised_contributions(returns, stream, windows["start"], windows["weights"])
                         if windows
                         else None
                     ),
+                    **({"fallbacks": fallbacks} if fallbacks else {}),
                 },
             )
 

@@ -21,17 +21,21 @@ def _sleeve_task(
     return result.to_payload()
 
 
-def _driver_prices(config: dict, base_dir: Path):
-    """A file-based sleeve's prices, read here so they travel with its tasks (None for skfolio data).
+def _driver_prices(config: dict, base_dir: Path) -> tuple[object, list[dict] | None]:
+    """A file-based sleeve's prices, read and checked here so they travel with its tasks, and the findings.
 
     The worker that computes the sleeve may be on a node without the file; skfolio's
-    datasets ship inside skfolio and load anywhere.
+    datasets ship inside skfolio and load (and are checked, ``compute_sleeve``) anywhere:
+    ``(None, None)`` for them.
     """
     if config["data"].get("source", "skfolio") == "skfolio":
-        return None
-    from ..data import load_prices
+        return None, None
+    from ..data import checked_prices
 
-    return load_prices(config["data"], config["universe"].get("symbols"), base_dir=base_dir)
+    return checked_prices(
+        config["data"], config["universe"].get("symbols"), base_dir=base_dir, health=config.get("health"),
+        direction=config["universe"].get("direction", "LONG"),
+    )  # fmt: skip
 
 
 def run_sleeve(
@@ -41,7 +45,9 @@ def run_sleeve(
 
     ``output`` names ``returns``, ``health``, ``sign_test``, ``provenance`` and ``weights``
     (one file per risk profile, in the plan's order). ``input["prices"]``, the price files,
-    are read through the sleeve's ``data`` block, which names them.
+    are read through the sleeve's ``data`` block, which names them, and pass the data-quality
+    pass before any fit: a finding that ``health.data_quality`` refuses stops the sleeve, one
+    it lets through is a console warning and lands in ``health.json`` (``data_quality``).
 
     Each risk profile's walk-forward is a task of its own (they are independent), so one
     sleeve's profiles spread over the cluster's CPUs: a run that recomputes one sleeve
@@ -55,7 +61,7 @@ def run_sleeve(
     outputs = [out[k] for k in ("returns", "health", "sign_test", "provenance")] + list(out["weights"].values())
     with _stage(ctx, "sleeve", node_path, log, {"profile": spec.profile, "config": spec.config}, [], outputs):
         try:
-            prices = _driver_prices(spec.config, ctx.base_dir)
+            prices, findings = _driver_prices(spec.config, ctx.base_dir)
         except PipelineError as exc:
             raise SleeveError(f"sleeve {sid!r} failed: {type(exc).__name__}: {exc}") from exc
         tasks = [
@@ -74,6 +80,10 @@ def run_sleeve(
             cpus = float(spec.config["backtest"].get("num_cpus", 1))
             done = ctx.cluster.map(_sleeve_task, tasks, num_cpus=cpus)
         result = SleeveResult.merge([SleeveResult.from_payload(payload) for payload, _ in done.values()])
+        if findings:
+            result.health["data_quality"] = findings
+        for finding in result.health.get("data_quality", []):
+            console_warning(f"sleeve {sid!r}: data {finding['check']}: {finding['message']}")
         placement = {name[1]: prov for name, (_, prov) in done.items()}
         for rp, prov in placement.items():
             for warning in prov["warnings"]:
