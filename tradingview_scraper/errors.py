@@ -35,7 +35,22 @@ class RunInProgressError(PipelineError):
     """Another live process holds the run directory."""
 
 
-def one_line(exc: BaseException) -> str:
-    """``"<Type>: <message>"`` of an exception, its message folded onto one line."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def one_line(value: BaseException | str) -> str:
+    """``value`` folded onto one line: every run of whitespace, line breaks included, becomes one space.
+
+    Parameters
+    ----------
+    value : BaseException or str
+        An exception, shown as ``"<Type>: <message>"`` (``"<Type>"`` when its message is
+        empty), or a text, shown as it is.
+
+    Returns
+    -------
+    str
+        The one line; what every error message, ledger record and console line of the
+        pipeline uses to show a message it did not write itself.
+    """
+    text = " ".join(str(value).split())
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {text}" if text else type(value).__name__
+    return text

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, PipelineError, SleeveError
+from ..errors import ConfigError, PipelineError, SleeveError, one_line
 from . import _tasks
 from ._interrupts import interrupted
 
@@ -339,7 +339,7 @@ class Cluster:
             where = self.address or "a private loopback cluster"
             raise PipelineError(
                 f"cannot start or join the Ray cluster ({where}): {type(exc).__name__}: "
-                f"{_tasks.one_line(exc)[:400]}{hint}"
+                f"{one_line(str(exc))[:400]}{hint}"
             ) from exc
         finally:
             if main and previous is not None:

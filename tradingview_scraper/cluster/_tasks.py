@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import ConfigError, SleeveError
+from ..errors import ConfigError, SleeveError, one_line
 from ._interrupts import interrupted
 
 logger = logging.getLogger(__name__)
@@ -65,11 +65,6 @@ def label(names: Iterable[TaskName]) -> str:
     return f"sleeve {shown[0]}" if len(shown) == 1 else f"sleeves [{', '.join(shown)}]"
 
 
-def one_line(text: object) -> str:
-    """The non-blank lines of ``text`` joined with spaces."""
-    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
-
-
 def check_items(items: list) -> list[TaskName]:
     """Return the names of ``(name, args, kwargs)`` items; raise ConfigError if malformed or duplicated."""
     names = []
@@ -115,15 +110,15 @@ def sleeve_error(name: TaskName, err: Exception, max_retries: int) -> SleeveErro
     if isinstance(err, rex.RayTaskError):
         cause = getattr(err, "cause", None)
         if cause is None:
-            return SleeveError(f"sleeve {_name(name)} failed: {one_line(err)}")
-        return SleeveError(f"sleeve {_name(name)} failed: {type(cause).__name__}: {one_line(cause)}")
+            return SleeveError(f"sleeve {_name(name)} failed: {one_line(str(err))}")
+        return SleeveError(f"sleeve {_name(name)} failed: {one_line(cause)}")
     if isinstance(err, rex.TaskCancelledError):
         return SleeveError(f"sleeve {_name(name)} was cancelled")
     died = (rex.WorkerCrashedError, rex.OutOfMemoryError, rex.NodeDiedError, rex.LocalRayletDiedError)
     if isinstance(err, died):
         retries = f"{max_retries} retr{'y' if max_retries == 1 else 'ies'}"
         return SleeveError(f"sleeve {_name(name)} failed: worker died ({type(err).__name__}) after {retries}")
-    return SleeveError(f"sleeve {_name(name)} failed: {type(err).__name__}: {one_line(err)[:300]}")
+    return SleeveError(f"sleeve {_name(name)} failed: {type(err).__name__}: {one_line(str(err))[:300]}")
 
 
 def run_tasks(remote: Any, fn: Callable[..., Any], items: list, names: list[TaskName], *, num_cpus: float,
@@ -143,7 +138,7 @@ def run_tasks(remote: Any, fn: Callable[..., Any], items: list, names: list[Task
             refs[task.remote(fn, *args, **kwargs)] = name
         except Exception as err:
             cancel(refs)
-            raise SleeveError(f"sleeve {_name(name)} could not be submitted: {type(err).__name__}: {one_line(err)}") from err
+            raise SleeveError(f"sleeve {_name(name)} could not be submitted: {one_line(err)}") from err
     done: dict[TaskName, tuple[Any, dict]] = {}
     pending = list(refs)
     while pending:

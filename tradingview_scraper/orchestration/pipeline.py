@@ -12,7 +12,7 @@ from typing import TextIO
 
 from .. import audit, runlock, stages
 from ..cluster import Cluster, interrupted, watch_interrupts
-from ..errors import ConfigError, PipelineError
+from ..errors import ConfigError, PipelineError, one_line
 from ..layout import RUNS_ROOT, check_name, new_run_id, refuse_symlink, run_dir
 from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
 from ..run import handed_over, rebalance_book
@@ -348,7 +348,7 @@ def _root_message(exc: BaseException, logged: str | None = None) -> str:
         best = next((a for a in getattr(cur, "args", ()) or () if isinstance(a, PipelineError)), best)
         cur = cur.__cause__ or cur.__context__
     if best is not None:
-        return str(best).strip().splitlines()[0]
+        return one_line(str(best))
     if logged and "did not complete successfully" in str(exc):
         return logged
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and ln.strip() != "Error:"]
