@@ -119,7 +119,7 @@ def run_plan(
 
     Raises
     ------
-    ConfigError, DataError, SleeveError
+    ConfigError, DataError, SleeveError, MetaError
         The same errors, with the same one-line messages, as the file-target pipeline.
     """
     from .stages import check_data, check_pins
@@ -191,29 +191,13 @@ def _pinned(spec: NodeSpec, runs_root: Path, rps: list[str]) -> NodeResult:
     )
 
 
-def _check_children(spec: NodeSpec, nodes: Mapping[str, NodeResult], rps: list[str]) -> list[str]:
-    """The meta layer's gates over the children's results; returns the warnings let through."""
-    from .sleeve import health_gate, sign_gate
-
-    warnings = []
-    for cpath in spec.children:
-        child = nodes[cpath]
-        if child.spec.is_meta:
-            continue  # a meta child passed its own gate on its meta walk-forward
-        sid = child.spec.sleeve_id
-        sign_gate(f"sleeve {sid!r}", child.sign_test, child.spec.config["universe"].get("direction", "LONG"))
-        warning = health_gate(f"sleeve {sid!r}", child.health, spec.config["health"], rps)
-        if warning:
-            warnings.append(warning)
-    return warnings
-
-
 def _compute_meta(plan: Plan, spec: NodeSpec, nodes: Mapping[str, NodeResult]) -> NodeResult:
     from .meta import flatten, meta_optimize, meta_returns
-    from .sleeve import health_gate
+    from .sleeve import ChildRecords, children_gate, walk_forward_gate
 
     rps = plan.risk_profiles
-    warnings = _check_children(spec, nodes, rps)
+    records = [ChildRecords(nodes[c].spec, nodes[c].health, nodes[c].sign_test) for c in spec.children]
+    warnings = children_gate(spec, records, rps)
     bt, alloc = spec.config["backtest"], spec.config["meta_allocation"]
     children = {nodes[c].spec.sleeve_id: nodes[c] for c in spec.children}
     result = NodeResult(spec.path, spec, pd.DataFrame(), {}, warnings=warnings)
@@ -230,9 +214,7 @@ def _compute_meta(plan: Plan, spec: NodeSpec, nodes: Mapping[str, NodeResult]) -
             train_window=bt["train_window"],
             test_window=bt["test_window"],
         )
-        warning = health_gate(
-            spec.label, {"profiles": {rp: record["walk_forward"]}}, spec.config["health"], [rp], "its meta walk-forward"
-        )
+        warning = walk_forward_gate(spec, rp, record)
         if warning:
             result.warnings.append(warning)
         flat = flatten(record["weights"], {sid: child.holdings[rp] for sid, child in children.items()})

@@ -16,7 +16,11 @@ class DataError(PipelineError):
 
 
 class OptimizationError(PipelineError):
-    """An optimizer failed where no fallback is allowed."""
+    """An optimizer's result is unusable (weights that are not a full, finite allocation).
+
+    The walk-forward catches it like any failed fit: the window falls back to equal weight
+    and its health record names the error.
+    """
 
 
 class StageError(PipelineError):
@@ -24,7 +28,11 @@ class StageError(PipelineError):
 
 
 class SleeveError(PipelineError):
-    """A sleeve's computation failed; the message names the sleeve."""
+    """An atomic sleeve failed (its computation, its health, its sign test); the message names the sleeve."""
+
+
+class MetaError(PipelineError):
+    """A meta node failed (its health on its meta walk-forward, its optimization); the message names the node."""
 
 
 class ConservationError(PipelineError):
