@@ -32,7 +32,8 @@ class NodeResult:
         A meta node's aligned sleeve returns (DataFrame of shape (n_common_dates,
         n_sleeves)), its meta allocation record and its flattened holdings record.
     warnings : list of str
-        Health warnings a ``health.on_unhealthy = "warn"`` policy let through.
+        Warnings a ``health`` policy let through: sleeves whose walk-forward windows differ
+        from the node's (``on_parity_mismatch = "warn"``), unhealthy nodes (``on_unhealthy = "warn"``).
     """
 
     path: str
@@ -197,7 +198,7 @@ def _compute_meta(plan: Plan, spec: NodeSpec, nodes: Mapping[str, NodeResult]) -
 
     rps = plan.risk_profiles
     records = [ChildRecords(nodes[c].spec, nodes[c].health, nodes[c].sign_test) for c in spec.children]
-    warnings = children_gate(spec, records, rps)
+    warnings = [*spec.config.get("parity_warnings", []), *children_gate(spec, records, rps)]
     bt, alloc = spec.config["backtest"], spec.config["meta_allocation"]
     children = {nodes[c].spec.sleeve_id: nodes[c] for c in spec.children}
     result = NodeResult(spec.path, spec, pd.DataFrame(), {}, warnings=warnings)

@@ -432,6 +432,7 @@ def _resolve_meta(
     node = NodeSpec(path, "meta", name, sleeve_id, config)
     nodes[path] = node
     windows = (bt["train_window"], bt["test_window"])
+    mismatched: list[str] = []
     for sleeve in sleeves:
         sid = sleeve["id"]
         child = child_path(path, sid)
@@ -459,15 +460,36 @@ def _resolve_meta(
             cfg = atomic[target]
             nodes[child] = NodeSpec(child, "atomic", target, sid, cfg, pin=pin)
             child_bt = cfg["backtest"]
-        child_windows = (child_bt["train_window"], child_bt["test_window"])
-        if child_windows != windows:
-            msg = (
-                f"{swhere}: walk-forward windows train/test {child_windows[0]}/{child_windows[1]} "
-                f"differ from the meta profile's {windows[0]}/{windows[1]}; sleeves must share windows"
-            )
-            if block["health"]["on_parity_mismatch"] == "error":
-                raise ConfigError(msg)
-            node.config.setdefault("parity_warnings", []).append(msg)
+        if (child_bt["train_window"], child_bt["test_window"]) != windows:
+            mismatched.append(f"sleeve {sid!r}: walk-forward windows train/test {child_bt['train_window']}/"
+                              f"{child_bt['test_window']}")  # fmt: skip
+    if mismatched:
+        _parity_mismatch(node, where, windows, mismatched, block["health"]["on_parity_mismatch"])
+
+
+def _parity_mismatch(node: NodeSpec, where: str, windows: tuple[int, int], mismatched: list[str], policy: str) -> None:
+    """Refuse a meta profile whose sleeves' walk-forward windows differ from its own, or record the warning.
+
+    Their streams would not be comparable window for window (DOMAIN: walk-forward parity).
+    ``policy`` is the meta profile's ``health.on_parity_mismatch``: ``"error"`` refuses the
+    run; ``"warn"`` records the line in ``node.config["parity_warnings"]`` (the resolved
+    manifest keeps it), which the node's ``meta_returns`` job prints on the console and its
+    report shows at the top.
+
+    Raises
+    ------
+    ConfigError
+        ``policy`` is ``"error"``: one line naming every mismatched sleeve and its windows.
+    """
+    msg = f"{where}: {'; '.join(mismatched)} differ from the meta profile's {windows[0]}/{windows[1]}"
+    if policy == "error":
+        raise ConfigError(
+            f"{msg}; sleeves must share windows (backtest.train_window / test_window), or set the meta "
+            "profile's health.on_parity_mismatch to \"warn\""
+        )
+    node.config.setdefault("parity_warnings", []).append(
+        f"{msg}; continuing (health.on_parity_mismatch = warn): their streams are not comparable window for window"
+    )
 
 
 def load_plan(

@@ -35,6 +35,9 @@ class NodeData:
     #: ``risk_<p>.json`` per risk profile; ``rebalance_<p>.json`` (the root, with a current book).
     risk: dict[str, dict] = field(default_factory=dict)
     rebalance: dict[str, dict] = field(default_factory=dict)
+    #: What the meta profile's health policy let through at plan time (``parity_warnings``:
+    #: sleeves whose walk-forward windows differ, under ``health.on_parity_mismatch = "warn"``).
+    warnings: list[str] = field(default_factory=list)
 
 
 def load_node(ctx, node_path: str, files: Mapping[str, Any]) -> NodeData:
@@ -71,4 +74,5 @@ def load_node(ctx, node_path: str, files: Mapping[str, Any]) -> NodeData:
         calendar=read_parquet_metadata(per["meta_returns"][profiles[0]]).get("calendar"),
         risk={p: read_json(f) for p, f in per.get("risk", {}).items() if Path(f).is_file()},
         rebalance={p: read_json(f) for p, f in per.get("rebalance", {}).items()},
+        warnings=list(spec.config.get("parity_warnings", [])),
     )

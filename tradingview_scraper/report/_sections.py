@@ -1,4 +1,4 @@
-"""The report's sections, in order: a warning line (only with anomalies), headline and tournament, diversification, allocation and holdings per risk profile, figures, anomalies."""
+"""The report's sections, in order: warning lines (only with configuration warnings or anomalies), headline and tournament, diversification, allocation and holdings per risk profile, figures, anomalies."""
 
 from __future__ import annotations
 
@@ -56,9 +56,10 @@ def _performance_blocks(data: NodeData, a: Analysis) -> list:
 
 
 def _banner(data: NodeData, a: Analysis) -> list:
-    """One warning line naming every series with an anomaly; nothing on clean data."""
+    """The warnings of the run's configuration, then one line naming every series with an anomaly; nothing on clean data."""
+    policy = [Para(f"WARNING: {w}", "warn") for w in data.warnings]
     if not a.anomalies:
-        return []
+        return policy
     where: dict[tuple[str, str], list[str]] = {}
     for x in a.anomalies:
         profiles = where.setdefault((x["scope"], x["series"]), [])
@@ -70,6 +71,7 @@ def _banner(data: NodeData, a: Analysis) -> list:
         for (scope, series), ps in sorted(where.items(), key=lambda kv: kv[0][0] != "sleeve")  # sources first
     )
     return [
+        *policy,
         Para(
             f"WARNING: {len(a.anomalies)} anomalies ({n_err} errors, {len(a.anomalies) - n_err} warnings) in "
             f"{named}; each is listed under Anomalies at the end.",

@@ -13,7 +13,9 @@ from ._common import Files, _await_prewarm, _named, _stage, child_input, console
 
 def _check_health(ctx: RunContext, spec: NodeSpec, files: dict) -> None:
     """Stop the meta layer of ``spec`` on an unhealthy atomic child or a failed sign test
-    (:func:`sleeve.children_gate`); warn on the console where its ``health`` policy says so.
+    (:func:`sleeve.children_gate`); warn on the console where its ``health`` policy says so,
+    and of sleeves whose walk-forward windows differ from the node's
+    (``health.on_parity_mismatch = "warn"``; ``"error"`` refused the plan).
 
     ``files`` are the stage's named inputs (``health:<sleeve>``, ``sign_test:<sleeve>``); a
     missing file is a missing record.
@@ -23,6 +25,8 @@ def _check_health(ctx: RunContext, spec: NodeSpec, files: dict) -> None:
     def record(path: str) -> dict | None:
         return read_json(path) if Path(path).is_file() else None
 
+    for warning in spec.config.get("parity_warnings", []):
+        console_warning(warning)
     children = []
     for cpath in spec.children:
         child = ctx.spec(cpath)
