@@ -281,12 +281,44 @@ class Plan:
         }
 
 
+#: Keys only one kind of profile reads (None: the whole block), refused in the other kind's own
+#: block: a meta profile's sleeves take their data, universe, selection and task CPUs from their
+#: own profiles; an atomic profile has no sleeves to allocate across or to compare windows with.
+_ATOMIC_ONLY: dict[str, tuple[str, ...] | None] = {
+    "data": None, "universe": None, "selection": None, "backtest": ("num_cpus",),
+}
+_META_ONLY: dict[str, tuple[str, ...] | None] = {"meta_allocation": None, "health": ("on_parity_mismatch",)}
+
+
+def _check_scope(own: dict, name: str, manifest_path: str) -> None:
+    """Refuse a key in profile ``name``'s own block that its kind of profile never reads.
+
+    ``defaults`` may hold every key: each kind reads its own from there.
+
+    Raises
+    ------
+    ConfigError
+        Naming the profile, the key and where it belongs.
+    """
+    meta = "sleeves" in own
+    for key, subkeys in (_ATOMIC_ONLY if meta else _META_ONLY).items():
+        found = [key] if key in own and subkeys is None else [f"{key}.{k}" for k in subkeys or () if k in own.get(key, {})]
+        if found:
+            kind, other = ("meta", "atomic") if meta else ("atomic", "meta")
+            raise ConfigError(
+                f"manifest {manifest_path!r}: profile {name!r}: key {found[0]!r} applies to {other} profiles only "
+                f"(it does nothing in {kind} profile {name!r}); remove it, or set it on the {other} profiles "
+                "it is meant for or in defaults"
+            )
+
+
 def _profile_block(manifest: dict, name: str, manifest_path: str, referrer: str | None = None) -> dict:
     profiles = manifest["profiles"]
     if name not in profiles:
         known = ", ".join(sorted(profiles))
         who = f"{referrer} refers to unknown profile {name!r}" if referrer else f"unknown profile {name!r}"
         raise ConfigError(f"manifest {manifest_path!r}: {who}; known profiles: {known}")
+    _check_scope(profiles[name], name, manifest_path)
     defaults = deep_merge(BUILTIN_DEFAULTS, manifest.get("defaults", {}))
     return deep_merge(defaults, profiles[name])
 
