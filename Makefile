@@ -1,4 +1,4 @@
-# The vocabulary of the project: install, test, test-fast, lint, flow-meta-production, flow-production, dag, report, bench,
+# The vocabulary of the project: install, test, test-fast, lint, flow-meta-production, flow-production, dag, snakemake-report, bench,
 # slurm-up / slurm-down (a single-node SLURM cluster on this machine, docs/scale-out.md).
 # Every target installs the virtualenv (.venv) on first use.
 
@@ -19,7 +19,7 @@ RUN_OPTS = --profile $(PROFILE) --manifest $(MANIFEST) --cores $(CORES) \
 	$(if $(PREVIOUS_RUN),--previous-run $(PREVIOUS_RUN)) $(if $(HOLDINGS),--holdings $(HOLDINGS)) \
 	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(RAY_NUM_CPUS),--ray-num-cpus $(RAY_NUM_CPUS)) $(ARGS)
 
-.PHONY: install test test-fast lint flow-meta-production flow-production dag report snakemake-report bench bench-ray bench-engine bench-scale clean-runs slurm-up slurm-down
+.PHONY: install test test-fast lint flow-meta-production flow-production dag snakemake-report bench bench-ray bench-engine bench-scale clean-runs slurm-up slurm-down
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -95,4 +95,17 @@ BAD = [
         "meta_two",
         r"sleeve 'energy': walk-forward windows train/test 100/21 differ from the meta profile's 126/21",
     ),
+    (
+        "parity policy on an atomic profile",
+        lambda m: m["profiles"]["energy"].update(health={"on_parity_mismatch": "warn"}),
+        "meta_two",
+        r"profile 'energy': key 'health.on_parity_mismatch' applies to meta profiles only \(it does nothing in "
+        r"atomic profile 'energy'\); remove it",
+    ),
+    (
+        "data block on a meta profile",
+        lambda m: m["profiles"]["meta_two"].update(data={"dataset": "factors"}),
+        "meta_two",
+        r"profile 'meta_two': key 'data' applies to atomic profiles only \(it does nothing in meta profile",
+    ),
 ]

@@ -316,7 +316,7 @@ def test_stage_audit_records_error_and_reraises(tmp_path):
             raise RuntimeError("optimizer diverged\nlong traceback-ish detail")
     last = _lines(run)[-1]
     assert last["outcome"] == "error"
-    assert last["error"] == "RuntimeError: optimizer diverged"
+    assert last["error"] == "RuntimeError: optimizer diverged long traceback-ish detail"  # one line, nothing lost
     assert last["outputs"] == [{"path": "meta/weights_hrp.json", "sha256": None, "stat": None}]
     assert isinstance(last["duration_s"], float)
     assert verify(run) == []  # an error entry vouches for no artifact

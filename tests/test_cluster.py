@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from tradingview_scraper.cluster import Cluster, local_call
-from tradingview_scraper.errors import ConfigError, PipelineError, SleeveError
+from tradingview_scraper.errors import ConfigError, MetaError, PipelineError, SleeveError
 
 from .helpers import LOOPBACK, TEMP_PREFIX, alive, cluster_members, environ, listening, wait_gone
 
@@ -253,6 +253,33 @@ def test_task_warnings_come_back_with_the_result_once_per_place(cluster):
     assert provenance["warnings"] == ["UserWarning: solution may be inaccurate for 7"]
     (_, quiet), = cluster.map(_square_or_fail, [("q", (3,), {})], timeout_s=60).values()
     assert quiet["warnings"] == []
+
+
+def test_a_meta_node_failing_on_the_cluster_is_a_meta_error_naming_it(cluster, tmp_path):
+    """A meta node's optimization that fails on a worker is worded for that node, not for a sleeve."""
+    from tradingview_scraper import stages
+    from tradingview_scraper.layout import write_parquet
+    from tradingview_scraper.run import RunContext
+
+    from .conftest import SMALL_MANIFEST
+
+    ctx = RunContext.from_config({"profile": "meta_small", "manifest": str(SMALL_MANIFEST), "run_id": "m",
+                                  "runs_root": str(tmp_path), "ray": False})  # fmt: skip
+    ctx.cluster = cluster  # the meta stages use the run's cluster once the sleeves started it
+    returns = ctx.root.file("meta_returns", profile="hrp")
+    rng = np.random.default_rng(3)
+    idx = pd.bdate_range("2020-01-01", periods=50, name="date")  # fewer rows than one train window
+    write_parquet(returns, pd.DataFrame(rng.normal(0, 0.01, (50, 3)), index=idx, columns=["tech", "staples", "factors"]))
+    output = {"weights": ctx.root.file("meta_weights", profile="hrp"), "stream": ctx.root.file("meta_stream", profile="hrp"),
+              "tree": ctx.root.file("cluster_tree", profile="hrp")}
+    message = r"^meta profile 'meta_small' \(hrp\) failed: DataError: 50 observations are too few for train_window=126"
+    with pytest.raises(MetaError, match=message):
+        stages.run_meta_optimize(ctx, ".", "hrp", input={"returns": returns}, output=output)
+    failure = stages.first_failure(ctx.run_dir)  # what the runner prints, rebuilt from the ledger
+    assert type(failure) is MetaError and re.match(message, str(failure))
+    assert not any(f.exists() for f in output.values())
+    with pytest.raises(ConfigError, match=r"map kind='stage' is invalid: give one of sleeve, meta"):
+        cluster.map(np.sum, [("x", ([1],), {})], kind="stage")
 
 
 def test_timeout_cancels_the_task(cluster):

@@ -11,7 +11,6 @@ import pytest
 from tradingview_scraper.backtest import fit_weights, project_to_bounds, walk_forward
 from tradingview_scraper.data import load_prices, prices_to_returns
 from tradingview_scraper.engines import (
-    FAST_PROFILES,
     RISK_PROFILES,
     WindowEngine,
     make_optimizer,
@@ -97,7 +96,7 @@ def test_bounded_window_weights_equal_skfolio(bounds):
     X = _sleeve_returns(SLEEVES["defensive"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for rp in sorted(FAST_PROFILES):
+        for rp in RISK_PROFILES:
             engine = WindowEngine(rp, min_weight=lo, max_weight=hi)
             for start in range(0, len(X) - 252, 20):
                 window = X.iloc[start : start + 252]
@@ -105,7 +104,7 @@ def test_bounded_window_weights_equal_skfolio(bounds):
                 expected = make_optimizer(rp, min_weight=lo, max_weight=hi).fit(window).weights_
                 np.testing.assert_allclose(engine.fit(x, window_prior(x)), expected, rtol=0, atol=TOL,
                                            err_msg=f"{rp} {bounds} window at {window.index[0].date()}")
-            assert engine.skfolio_fits == 0 or rp not in FAST_PROFILES
+            assert engine.skfolio_fits == 0, f"{rp} {bounds}: {engine.skfolio_fits} windows left the fast path"
 
 
 def test_failed_windows_fall_back_and_are_counted_as_before():

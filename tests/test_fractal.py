@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tradingview_scraper import stages
-from tradingview_scraper.errors import ConfigError, SleeveError
+from tradingview_scraper.errors import ConfigError, MetaError
 from tradingview_scraper.layout import write_parquet
 from tradingview_scraper.manifest import load_plan
 from tradingview_scraper.meta import meta_optimize
@@ -136,7 +136,7 @@ def test_meta_fallback_is_recorded_in_weights_and_audit(runs_root):
         "output": {k: ctx.root.file(f"meta_{k}", profile="risk_parity") for k in ("weights", "stream")},
     }
     # Every window falls back: under the default policy the node is unhealthy and stops ...
-    with pytest.raises(SleeveError, match=r"meta profile 'meta_small' is unhealthy: risk_parity \(0/4 windows"):
+    with pytest.raises(MetaError, match=r"meta profile 'meta_small' is unhealthy: risk_parity \(0/4 windows"):
         stages.run_meta_optimize(ctx, ".", "risk_parity", **files)
     assert not ctx.root.file("meta_weights", profile="risk_parity").exists()
     # ... and with on_unhealthy = warn it goes on, recording the fallback.

@@ -128,10 +128,10 @@ def test_an_unhealthy_standalone_sleeve_warns_on_the_console(setup):
 
 def test_the_in_memory_plan_applies_the_same_meta_gate(setup):
     from tradingview_scraper import run_plan
-    from tradingview_scraper.errors import SleeveError
+    from tradingview_scraper.errors import MetaError
 
     manifest, _ = setup
-    with pytest.raises(SleeveError, match=r"^meta profile 'meta_sick' is unhealthy: min_variance \("):
+    with pytest.raises(MetaError, match=r"^meta profile 'meta_sick' is unhealthy: min_variance \("):
         run_plan("meta_sick", manifest=manifest)
     result = run_plan("meta_sick_warn", manifest=manifest)
     warned = [w for w in result.root.warnings if w.startswith("meta profile 'meta_sick_warn' is unhealthy")]

@@ -15,8 +15,8 @@ import pytest
 from tradingview_scraper import stages
 from tradingview_scraper.backtest import walk_forward
 from tradingview_scraper.data import load_prices, prices_to_returns
-from tradingview_scraper.errors import ConfigError, PipelineError, SleeveError
-from tradingview_scraper.manifest import load_plan, resolve
+from tradingview_scraper.errors import ConfigError, MetaError, PipelineError, SleeveError
+from tradingview_scraper.manifest import NodeSpec, load_plan, resolve
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 from tradingview_scraper.run import RunContext
 from tradingview_scraper.sleeve import (
@@ -214,13 +214,20 @@ def test_unhealthy_profiles_thresholds():
     assert unhealthy_profiles(zero, 0.0) == ["hrp (0/0 windows succeeded)"]
 
 
+HALTED = NodeSpec("sleeves/halted", "atomic", "halted", "halted", {"universe": {"direction": "LONG"}})
+
+
 def test_health_gate_is_one_policy_for_every_node():
     record = {"profiles": {"hrp": {"windows_attempted": 14, "windows_succeeded": 1, "windows_fallback": 13}}}
     strict, lenient = {"min_success_ratio": 0.75, "on_unhealthy": "error"}, {"min_success_ratio": 0.75, "on_unhealthy": "warn"}
-    with pytest.raises(SleeveError, match=r"^meta profile 'm' is unhealthy: hrp \(1/14 windows succeeded\) in x; the minimum"):
-        health_gate("meta profile 'm'", record, strict, where="x")
-    assert health_gate("meta profile 'm'", record, lenient).endswith("; continuing (health.on_unhealthy = warn)")
-    assert health_gate("meta profile 'm'", record, {**strict, "min_success_ratio": 0.05}) is None
+    meta = NodeSpec(".", "meta", "m", None, {})
+    with pytest.raises(MetaError, match=r"^meta profile 'm' is unhealthy: hrp \(1/14 windows succeeded\) in x; the minimum"):
+        health_gate(meta, record, strict, where="x")
+    assert health_gate(meta, record, lenient).endswith("; continuing (health.on_unhealthy = warn)")
+    assert health_gate(meta, record, {**strict, "min_success_ratio": 0.05}) is None
+    # The same verdict on an atomic sleeve is worded for it, and of its own class.
+    with pytest.raises(SleeveError, match=r"^sleeve 'halted' is unhealthy: hrp \(1/14"):
+        health_gate(HALTED, record, strict)
 
 
 @pytest.fixture(scope="module")
@@ -268,9 +275,9 @@ def test_health_threshold_and_action_are_configurable(halted_run):
     health = json.loads((run / "sleeves/halted/health.json").read_text())
     rps = ["equal_weight", "min_variance"]
     with pytest.raises(SleeveError, match=r"sleeve 'halted' is unhealthy: min_variance \(7/30"):
-        health_gate("sleeve 'halted'", health, {"min_success_ratio": 0.75, "on_unhealthy": "error"}, rps)
-    assert health_gate("sleeve 'halted'", health, {"min_success_ratio": 0.2, "on_unhealthy": "error"}, rps) is None
-    warning = health_gate("sleeve 'halted'", health, {"min_success_ratio": 0.75, "on_unhealthy": "warn"}, rps)
+        health_gate(HALTED, health, {"min_success_ratio": 0.75, "on_unhealthy": "error"}, rps)
+    assert health_gate(HALTED, health, {"min_success_ratio": 0.2, "on_unhealthy": "error"}, rps) is None
+    warning = health_gate(HALTED, health, {"min_success_ratio": 0.75, "on_unhealthy": "warn"}, rps)
     assert "sleeve 'halted' is unhealthy" in warning and "continuing" in warning
 
 
@@ -278,7 +285,7 @@ def test_missing_health_or_sign_test_counts_as_failure():
     policy = {"min_success_ratio": 0.0, "on_unhealthy": "error"}
     for record in ({}, {"profiles": {}}, {"profiles": {"hrp": {}}}):
         with pytest.raises(SleeveError, match=r"sleeve 'halted' is unhealthy: .*no health record"):
-            health_gate("sleeve 'halted'", record, policy, ["hrp"])
+            health_gate(HALTED, record, policy, ["hrp"])
     for record in (None, {}, {"passed": False}):
         with pytest.raises(SleeveError, match=r"sleeve 'halted': sign test missing or failed"):
             sign_gate("sleeve 'halted'", record, "LONG")

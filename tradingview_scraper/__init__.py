@@ -26,6 +26,7 @@ _EXPORTS = {
     "ConfigError": "errors",
     "DataError": "errors",
     "SleeveError": "errors",
+    "MetaError": "errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

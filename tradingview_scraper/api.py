@@ -32,8 +32,9 @@ class NodeResult:
         A meta node's aligned sleeve returns (DataFrame of shape (n_common_dates,
         n_sleeves)), its meta allocation record and its flattened holdings record.
     warnings : list of str
-        Health warnings a ``health.on_unhealthy = "warn"`` policy let through, and the
-        atomic children's data-quality findings a ``health.data_quality`` policy let through.
+        Warnings a ``health`` policy let through: sleeves whose walk-forward windows differ
+        from the node's (``on_parity_mismatch = "warn"``), unhealthy nodes (``on_unhealthy = "warn"``),
+        and the atomic children's data-quality findings (``health.data_quality``).
     """
 
     path: str
@@ -120,7 +121,7 @@ def run_plan(
 
     Raises
     ------
-    ConfigError, DataError, SleeveError
+    ConfigError, DataError, SleeveError, MetaError
         The same errors, with the same one-line messages, as the file-target pipeline.
     """
     from .stages import check_data, check_pins
@@ -192,30 +193,19 @@ def _pinned(spec: NodeSpec, runs_root: Path, rps: list[str]) -> NodeResult:
     )
 
 
-def _check_children(spec: NodeSpec, nodes: Mapping[str, NodeResult], rps: list[str]) -> list[str]:
-    """The meta layer's gates over the children's results; returns the warnings let through."""
-    from .sleeve import health_gate, sign_gate
-
-    warnings = []
-    for cpath in spec.children:
-        child = nodes[cpath]
-        if child.spec.is_meta:
-            continue  # a meta child passed its own gate on its meta walk-forward
-        sid = child.spec.sleeve_id
-        sign_gate(f"sleeve {sid!r}", child.sign_test, child.spec.config["universe"].get("direction", "LONG"))
-        warning = health_gate(f"sleeve {sid!r}", child.health, spec.config["health"], rps)
-        if warning:
-            warnings.append(warning)
-        warnings += [f"sleeve {sid!r}: data {f['check']}: {f['message']}" for f in child.health.get("data_quality", [])]
-    return warnings
-
-
 def _compute_meta(plan: Plan, spec: NodeSpec, nodes: Mapping[str, NodeResult]) -> NodeResult:
     from .meta import flatten, meta_optimize, meta_returns
-    from .sleeve import health_gate
+    from .sleeve import ChildRecords, children_gate, walk_forward_gate
 
     rps = plan.risk_profiles
-    warnings = _check_children(spec, nodes, rps)
+    records = [ChildRecords(nodes[c].spec, nodes[c].health, nodes[c].sign_test) for c in spec.children]
+    warnings = [*spec.config.get("parity_warnings", []), *children_gate(spec, records, rps)]
+    warnings += [
+        f"sleeve {r.spec.sleeve_id!r}: data {f['check']}: {f['message']}"
+        for r in records
+        if not r.spec.is_meta
+        for f in (r.health or {}).get("data_quality", [])
+    ]
     bt, alloc = spec.config["backtest"], spec.config["meta_allocation"]
     children = {nodes[c].spec.sleeve_id: nodes[c] for c in spec.children}
     result = NodeResult(spec.path, spec, pd.DataFrame(), {}, warnings=warnings)
@@ -232,9 +222,7 @@ def _compute_meta(plan: Plan, spec: NodeSpec, nodes: Mapping[str, NodeResult]) -
             train_window=bt["train_window"],
             test_window=bt["test_window"],
         )
-        warning = health_gate(
-            spec.label, {"profiles": {rp: record["walk_forward"]}}, spec.config["health"], [rp], "its meta walk-forward"
-        )
+        warning = walk_forward_gate(spec, rp, record)
         if warning:
             result.warnings.append(warning)
         flat = flatten(record["weights"], {sid: child.holdings[rp] for sid, child in children.items()})

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, ConservationError, DataError
+from .errors import ConfigError, ConservationError, DataError, OptimizationError
 
 #: A selection rule: train-window returns -> the columns to hold in the next test window.
 Selector = Callable[[pd.DataFrame], list[str]]
@@ -156,7 +156,7 @@ def fit_weights(
 
     Raises
     ------
-    OptimizationError-like exceptions from skfolio/cvxpy, or ValueError on non-finite weights.
+    Whatever the skfolio estimator raises; OptimizationError on unusable weights.
     """
     from .engines import make_optimizer
 
@@ -170,12 +170,12 @@ def checked_weights(weights, n_assets: int, profile: str, min_weight: float, max
 
     Raises
     ------
-    ValueError
+    OptimizationError
         The weights are not ``n_assets`` finite numbers summing to 1 within 1e-6.
     """
     w = np.asarray(weights, dtype=float)
     if w.shape != (n_assets,) or not np.all(np.isfinite(w)) or abs(w.sum() - 1) > 1e-6:
-        raise ValueError(f"optimizer {profile} returned invalid weights (sum {w.sum():.6g})")
+        raise OptimizationError(f"optimizer {profile} returned invalid weights (sum {w.sum():.6g})")
     w = np.clip(w, 0.0, None)
     w = w / w.sum()
     if (w < min_weight).any() or (w > max_weight).any() or abs(w.sum() - 1.0) > WEIGHT_TOL:

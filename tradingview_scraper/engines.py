@@ -78,19 +78,6 @@ _CLARABEL_OPTS = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9}
 _PROBLEMS: dict[tuple, tuple] = {}
 _PROBLEMS_LOCK = threading.Lock()
 
-#: Profiles :class:`WindowEngine` fits without calling the skfolio estimator's ``fit``.
-FAST_PROFILES = frozenset(
-    {
-        RiskProfile.EQUAL_WEIGHT,
-        RiskProfile.INVERSE_VOLATILITY,
-        RiskProfile.MIN_VARIANCE,
-        RiskProfile.HRP,
-        RiskProfile.RISK_PARITY,
-        RiskProfile.MAX_DIVERSIFICATION,
-    }
-)
-
-
 def window_prior(X):
     """skfolio's ``EmpiricalPrior`` return distribution of one window (ndarray of shape (n_obs, n_assets)).
 
@@ -147,7 +134,7 @@ class WindowEngine:
     @property
     def needs_prior(self) -> bool:
         """True when :meth:`fit` uses the window's prior (shared when given)."""
-        return self.profile in FAST_PROFILES and self.profile != RiskProfile.EQUAL_WEIGHT
+        return self.profile != RiskProfile.EQUAL_WEIGHT
 
     def fit(self, X, prior=None):
         """Weights of one window.
@@ -171,7 +158,7 @@ class WindowEngine:
         import numpy as np
 
         w = None
-        if self.profile in FAST_PROFILES and np.isfinite(X).all():
+        if np.isfinite(X).all():
             if self.profile == RiskProfile.EQUAL_WEIGHT:
                 return np.ones(X.shape[1]) / X.shape[1]
             w = self._fast(X, window_prior(X) if prior is None else prior)

@@ -16,7 +16,11 @@ class DataError(PipelineError):
 
 
 class OptimizationError(PipelineError):
-    """An optimizer failed where no fallback is allowed."""
+    """An optimizer's result is unusable (weights that are not a full, finite allocation).
+
+    The walk-forward catches it like any failed fit: the window falls back to equal weight
+    and its health record names the error.
+    """
 
 
 class StageError(PipelineError):
@@ -24,7 +28,11 @@ class StageError(PipelineError):
 
 
 class SleeveError(PipelineError):
-    """A sleeve's computation failed; the message names the sleeve."""
+    """An atomic sleeve failed (its computation, its health, its sign test); the message names the sleeve."""
+
+
+class MetaError(PipelineError):
+    """A meta node failed (its health on its meta walk-forward, its optimization); the message names the node."""
 
 
 class ConservationError(PipelineError):
@@ -35,7 +43,22 @@ class RunInProgressError(PipelineError):
     """Another live process holds the run directory."""
 
 
-def one_line(exc: BaseException) -> str:
-    """``"<Type>: <message>"`` of an exception, its message folded onto one line."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def one_line(value: BaseException | str) -> str:
+    """``value`` folded onto one line: every run of whitespace, line breaks included, becomes one space.
+
+    Parameters
+    ----------
+    value : BaseException or str
+        An exception, shown as ``"<Type>: <message>"`` (``"<Type>"`` when its message is
+        empty), or a text, shown as it is.
+
+    Returns
+    -------
+    str
+        The one line; what every error message, ledger record and console line of the
+        pipeline uses to show a message it did not write itself.
+    """
+    text = " ".join(str(value).split())
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {text}" if text else type(value).__name__
+    return text

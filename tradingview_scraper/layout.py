@@ -10,7 +10,6 @@ A run directory is a tree of *nodes*. Every node exposes the same sleeve interfa
       meta/weights_<profile>.json
       meta/stream_<profile>.parquet     the meta level's out-of-sample walk-forward returns
       meta/cluster_tree_<profile>.json
-      meta/window_weights_<profile>.parquet   sleeve weights of every walk-forward window
       flattened_<profile>.json
       risk_<profile>.json               ex-ante and realised risk contributions
       rebalance_<profile>.json          (root, with a previous run or a holdings file)
@@ -48,16 +47,13 @@ NODE_FILES: dict[str, str] = {
     "meta_stream": "meta/stream_{profile}.parquet",
     "cluster_tree": "meta/cluster_tree_{profile}.json",
     "flattened": "flattened_{profile}.json",
-    "meta_window_weights": "meta/window_weights_{profile}.parquet",
     "risk": "risk_{profile}.json",
     "rebalance": "rebalance_{profile}.json",
     "resolved": "manifest.resolved.json",
     "report_md": "report.md",
     "report_html": "report.html",
-    "report_assets": "report_assets",
     "report_figure": "report_assets/{asset}.png",
     "report_table": "report_assets/{asset}.html",
-    "snakemake_report": "snakemake_report.html",
     "audit": "audit.jsonl",
     "run_lock": ".run.lock",
     "log": "logs/{stage}.log",

@@ -281,12 +281,44 @@ class Plan:
         }
 
 
+#: Keys only one kind of profile reads (None: the whole block), refused in the other kind's own
+#: block: a meta profile's sleeves take their data, universe, selection, task CPUs and data-quality
+#: policy from their own profiles; an atomic profile has no sleeves to allocate across or to compare windows with.
+_ATOMIC_ONLY: dict[str, tuple[str, ...] | None] = {
+    "data": None, "universe": None, "selection": None, "backtest": ("num_cpus",), "health": ("data_quality",),
+}
+_META_ONLY: dict[str, tuple[str, ...] | None] = {"meta_allocation": None, "health": ("on_parity_mismatch",)}
+
+
+def _check_scope(own: dict, name: str, manifest_path: str) -> None:
+    """Refuse a key in profile ``name``'s own block that its kind of profile never reads.
+
+    ``defaults`` may hold every key: each kind reads its own from there.
+
+    Raises
+    ------
+    ConfigError
+        Naming the profile, the key and where it belongs.
+    """
+    meta = "sleeves" in own
+    for key, subkeys in (_ATOMIC_ONLY if meta else _META_ONLY).items():
+        found = [key] if key in own and subkeys is None else [f"{key}.{k}" for k in subkeys or () if k in own.get(key, {})]
+        if found:
+            kind, other = ("meta", "atomic") if meta else ("atomic", "meta")
+            raise ConfigError(
+                f"manifest {manifest_path!r}: profile {name!r}: key {found[0]!r} applies to {other} profiles only "
+                f"(it does nothing in {kind} profile {name!r}); remove it, or set it on the {other} profiles "
+                "it is meant for or in defaults"
+            )
+
+
 def _profile_block(manifest: dict, name: str, manifest_path: str, referrer: str | None = None) -> dict:
     profiles = manifest["profiles"]
     if name not in profiles:
         known = ", ".join(sorted(profiles))
         who = f"{referrer} refers to unknown profile {name!r}" if referrer else f"unknown profile {name!r}"
         raise ConfigError(f"manifest {manifest_path!r}: {who}; known profiles: {known}")
+    _check_scope(profiles[name], name, manifest_path)
     defaults = deep_merge(BUILTIN_DEFAULTS, manifest.get("defaults", {}))
     return deep_merge(defaults, profiles[name])
 
@@ -432,6 +464,7 @@ def _resolve_meta(
     node = NodeSpec(path, "meta", name, sleeve_id, config)
     nodes[path] = node
     windows = (bt["train_window"], bt["test_window"])
+    mismatched: list[str] = []
     for sleeve in sleeves:
         sid = sleeve["id"]
         child = child_path(path, sid)
@@ -459,15 +492,36 @@ def _resolve_meta(
             cfg = atomic[target]
             nodes[child] = NodeSpec(child, "atomic", target, sid, cfg, pin=pin)
             child_bt = cfg["backtest"]
-        child_windows = (child_bt["train_window"], child_bt["test_window"])
-        if child_windows != windows:
-            msg = (
-                f"{swhere}: walk-forward windows train/test {child_windows[0]}/{child_windows[1]} "
-                f"differ from the meta profile's {windows[0]}/{windows[1]}; sleeves must share windows"
-            )
-            if block["health"]["on_parity_mismatch"] == "error":
-                raise ConfigError(msg)
-            node.config.setdefault("parity_warnings", []).append(msg)
+        if (child_bt["train_window"], child_bt["test_window"]) != windows:
+            mismatched.append(f"sleeve {sid!r}: walk-forward windows train/test {child_bt['train_window']}/"
+                              f"{child_bt['test_window']}")  # fmt: skip
+    if mismatched:
+        _parity_mismatch(node, where, windows, mismatched, block["health"]["on_parity_mismatch"])
+
+
+def _parity_mismatch(node: NodeSpec, where: str, windows: tuple[int, int], mismatched: list[str], policy: str) -> None:
+    """Refuse a meta profile whose sleeves' walk-forward windows differ from its own, or record the warning.
+
+    Their streams would not be comparable window for window (DOMAIN: walk-forward parity).
+    ``policy`` is the meta profile's ``health.on_parity_mismatch``: ``"error"`` refuses the
+    run; ``"warn"`` records the line in ``node.config["parity_warnings"]`` (the resolved
+    manifest keeps it), which the node's ``meta_returns`` job prints on the console and its
+    report shows at the top.
+
+    Raises
+    ------
+    ConfigError
+        ``policy`` is ``"error"``: one line naming every mismatched sleeve and its windows.
+    """
+    msg = f"{where}: {'; '.join(mismatched)} differ from the meta profile's {windows[0]}/{windows[1]}"
+    if policy == "error":
+        raise ConfigError(
+            f"{msg}; sleeves must share windows (backtest.train_window / test_window), or set the meta "
+            "profile's health.on_parity_mismatch to \"warn\""
+        )
+    node.config.setdefault("parity_warnings", []).append(
+        f"{msg}; continuing (health.on_parity_mismatch = warn): their streams are not comparable window for window"
+    )
 
 
 def load_plan(

@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,8 +91,6 @@ class RunContext:
         so a job needs nothing from the environment. ``RAY_ADDRESS`` and
         ``RAY_AUTH_TOKEN_PATH`` in ``environ`` are defaults for the owner's config.
         """
-        from .cluster import Cluster
-
         env = os.environ if environ is None else environ
         profile = config.get("profile")
         if not profile:
@@ -111,17 +109,15 @@ class RunContext:
         if execute:
             for node in plan.atomic_nodes():
                 node.pin = None
-        cluster = None
-        if _as_bool(config.get("ray", True), "ray"):
-            address = config.get("ray_address") or env.get("RAY_ADDRESS") or None
-            token = config.get("ray_token_path") or (env.get("RAY_AUTH_TOKEN_PATH") if address else None)
-            cpus = config.get("ray_num_cpus")
-            cluster = Cluster(
-                str(address) if address else None,
-                token_path=token or None,
-                num_cpus=int(cpus) if cpus else None,
-                mode=config.get("ray_mode") or None,
-            )
+        cpus = config.get("ray_num_cpus")
+        cluster = run_cluster(
+            _as_bool(config.get("ray", True), "ray"),
+            str(config["ray_address"]) if config.get("ray_address") else None,
+            config.get("ray_token_path") or None,
+            num_cpus=int(cpus) if cpus else None,
+            mode=config.get("ray_mode") or None,
+            environ=env,
+        )
         previous, holdings = rebalance_book(config.get("previous_run"), config.get("holdings"))
         return cls(
             plan=plan,
@@ -133,6 +129,51 @@ class RunContext:
             holdings=holdings,
             checked=checked,
         )
+
+
+def run_cluster(
+    ray: bool,
+    address: str | None,
+    token_path: str | None,
+    *,
+    num_cpus: int | None = None,
+    mode: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Cluster | None:
+    """The run's Ray cluster as configured; nothing starts.
+
+    Parameters
+    ----------
+    ray : bool
+        Dispatch sleeves to Ray; False gives None (sequential, in-process).
+    address, token_path : str, optional
+        An existing cluster and its token file. Unset, ``RAY_ADDRESS`` and (only with an
+        address) ``RAY_AUTH_TOKEN_PATH`` of ``environ`` stand in; no address at all means a
+        private loopback cluster.
+    num_cpus : int, optional
+        CPUs of a private cluster.
+    mode : {"private", "external"}, optional
+        What provenance records (see :class:`~tradingview_scraper.cluster.Cluster`).
+    environ : mapping, optional
+        The environment read for the defaults (default ``os.environ``).
+
+    Returns
+    -------
+    Cluster or None
+
+    Raises
+    ------
+    ConfigError
+        An invalid address or CPU count (from :class:`~tradingview_scraper.cluster.Cluster`).
+    """
+    if not ray:
+        return None
+    from .cluster import Cluster
+
+    env = os.environ if environ is None else environ
+    address = address or env.get("RAY_ADDRESS") or None
+    token = token_path or (env.get("RAY_AUTH_TOKEN_PATH") if address else None)
+    return Cluster(address, token_path=token or None, num_cpus=num_cpus, mode=mode)
 
 
 #: What the runner resolved and checked, for the workflow it drives in this process (see :func:`handed_over`).

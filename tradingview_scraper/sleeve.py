@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from .backtest import Selector, walk_forward
-from .errors import DataError, SleeveError
+from .errors import DataError, MetaError, SleeveError
+
+if TYPE_CHECKING:
+    from .manifest import NodeSpec
 
 SHORT_LOSS_CAP = 1.0
 #: Largest absolute difference the sign test accepts between a stream and its recomputation.
@@ -306,7 +311,7 @@ def unhealthy_profiles(health: dict, min_success_ratio: float, risk_profiles: li
 
 
 def health_gate(
-    who: str,
+    node: NodeSpec,
     health: dict,
     policy: dict,
     risk_profiles: list[str] | None = None,
@@ -316,8 +321,9 @@ def health_gate(
 
     Parameters
     ----------
-    who : str
-        The node, as the message names it (``"sleeve 'tech'"``, ``"meta profile 'meta_demo'"``).
+    node : NodeSpec
+        The node judged: the message names it by its label (``sleeve 'tech'``, ``meta
+        profile 'meta_demo'``) and the error is of its kind.
     health : dict
         Its health record, ``{"profiles": {rp: {"windows_attempted", "windows_succeeded", ...}}}``
         (``health.json`` of a sleeve; a meta node's ``walk_forward`` blocks).
@@ -336,20 +342,20 @@ def health_gate(
 
     Raises
     ------
-    SleeveError
-        Unhealthy and ``on_unhealthy`` is ``"error"``: one line naming the node, the failing
-        profiles and the threshold.
+    SleeveError, MetaError
+        Unhealthy and ``on_unhealthy`` is ``"error"`` (MetaError for a meta node): one line
+        naming the node, the failing profiles and the threshold.
     """
     threshold = float(policy["min_success_ratio"])
     bad = unhealthy_profiles(health, threshold, risk_profiles)
     if not bad:
         return None
     msg = (
-        f"{who} is unhealthy: {', '.join(bad)}{f' in {where}' if where else ''}; the minimum success ratio is "
+        f"{node.label} is unhealthy: {', '.join(bad)}{f' in {where}' if where else ''}; the minimum success ratio is "
         f"{threshold:.0%} (health.min_success_ratio)"
     )
     if policy.get("on_unhealthy", "error") == "error":
-        raise SleeveError(msg)
+        raise (MetaError if node.is_meta else SleeveError)(msg)
     return f"{msg}; continuing (health.on_unhealthy = warn)"
 
 
@@ -368,3 +374,53 @@ def sign_gate(who: str, sign_test: dict | None, direction: str, where: str | Non
             f"carry direction {direction}"
         )
 
+
+class ChildRecords(NamedTuple):
+    """What the meta layer's gate reads of one child: its health record and sign test, and where from."""
+
+    spec: NodeSpec
+    health: dict | None
+    sign_test: dict | None
+    health_from: str | None = None
+    sign_test_from: str | None = None
+
+
+def children_gate(parent: NodeSpec, children: Iterable[ChildRecords], risk_profiles: list[str]) -> list[str]:
+    """The meta layer's gate over its atomic children, under the parent's ``health`` policy.
+
+    Each atomic child's sign test must pass (:func:`sign_gate`) and every risk profile the
+    run consumes must be healthy (:func:`health_gate`; a missing record is unhealthy). A
+    meta child is skipped: it passed its own gate on its meta walk-forward
+    (:func:`walk_forward_gate`).
+
+    Returns
+    -------
+    list of str
+        The warnings a ``health.on_unhealthy = "warn"`` policy let through.
+
+    Raises
+    ------
+    SleeveError
+        Naming the first failing sleeve, what failed and the threshold.
+    """
+    warnings = []
+    for child in children:
+        if child.spec.is_meta:
+            continue
+        direction = child.spec.config["universe"].get("direction", "LONG")
+        sign_gate(child.spec.label, child.sign_test, direction, child.sign_test_from)
+        warning = health_gate(child.spec, child.health or {}, parent.config["health"], risk_profiles, child.health_from)
+        if warning:
+            warnings.append(warning)
+    return warnings
+
+
+def walk_forward_gate(node: NodeSpec, profile: str, record: dict) -> str | None:
+    """A meta node's gate on its own meta walk-forward of ``profile``, under its ``health`` policy.
+
+    ``record`` is its ``meta/weights_<profile>.json`` content (:func:`meta.meta_optimize`'s
+    record). Returns the warning let through, or None; raises MetaError like
+    :func:`health_gate`.
+    """
+    health = {"profiles": {profile: record["walk_forward"]}}
+    return health_gate(node, health, node.config["health"], [profile], "its meta walk-forward")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import PipelineError
+from ..errors import PipelineError, one_line
 from ..layout import Node
 from ._hashing import _canonical, _normalise
 from ._ledger import (
@@ -228,12 +228,6 @@ def record_stage(
     return entry
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0].strip() if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
 class stage_audit:  # noqa: N801 - used like a function: ``with stage_audit(...):``
     """Context manager recording one stage in the ledger when the block ends.
 
@@ -307,7 +301,7 @@ class stage_audit:  # noqa: N801 - used like a function: ``with stage_audit(...)
             return False
         try:
             self.entry = record_stage(
-                self.run_dir, outcome="error", error=_one_line(exc), **kwargs
+                self.run_dir, outcome="error", error=one_line(exc), **kwargs
             )
         except Exception as audit_exc:  # never mask the stage's own failure
             exc.add_note(f"audit: could not record the failure of stage {self.stage!r}: {audit_exc}")

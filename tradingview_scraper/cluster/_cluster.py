@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, PipelineError, SleeveError
+from ..errors import ConfigError, PipelineError, one_line
 from . import _tasks
 from ._interrupts import interrupted
 
@@ -239,7 +239,7 @@ class Cluster:
     def shutdown(self) -> None:
         """Disconnect, and stop the cluster if this object started it; idempotent.
 
-        Tasks waited for in other threads fail with SleeveError. ``ray.shutdown()`` stops
+        Tasks waited for in other threads fail with SleeveError (MetaError). ``ray.shutdown()`` stops
         every process of a private cluster; its temp dir and token are deleted. A joined
         cluster keeps running.
         """
@@ -279,28 +279,34 @@ class Cluster:
         num_cpus: float = 1,
         max_retries: int = 2,
         timeout_s: float | None = None,
+        kind: str = "sleeve",
     ) -> dict:
         """Run ``fn`` once per ``(name, args, kwargs)`` item as Ray tasks, all submitted first.
 
-        A name is a sleeve id or ``(sleeve id, part)``. Each task reserves ``num_cpus``; a
+        A name is a sleeve id or ``(sleeve id, part)``; with ``kind="meta"`` the tasks are a
+        meta node's, named ``(node label, part)``, and fail with MetaError. Each task reserves ``num_cpus``; a
         task whose worker died is retried ``max_retries`` times (exceptions of ``fn`` never
         are); ``timeout_s`` bounds all tasks together. A pandas argument is put in the object
         store once per map: a sleeve's prices travel from here to wherever its tasks run.
 
         Returns ``{name: (result, provenance)}`` in the order of ``items``; provenance holds
         the task's ``node_id``, ``node_ip``, ``worker_pid``, ``duration_s`` and the cluster's
-        ``address`` and ``mode``. Raises ConfigError for malformed items; SleeveError (one
-        line, naming the sleeve) at the first failure, a timeout, an interrupt or a shutdown
+        ``address`` and ``mode``. Raises ConfigError for malformed items or an unknown kind;
+        SleeveError (MetaError) (one line, naming the task) at the first failure, a timeout,
+        an interrupt or a shutdown
         (the other tasks are cancelled); PipelineError if the cluster cannot be used.
         """
         items = list(items)
         names = _tasks.check_items(items)
+        if kind not in _tasks.TASK_ERRORS:
+            raise ConfigError(f"map kind={kind!r} is invalid: give one of {', '.join(_tasks.TASK_ERRORS)}")
         if not items:
             return {}
+        error = _tasks.TASK_ERRORS[kind]
         if interrupted():
-            raise SleeveError(f"{_tasks.label(names)} not started: the run was interrupted (SIGINT)")
+            raise error(f"{_tasks.label(names, kind)} not started: the run was interrupted (SIGINT)")
         if self.num_cpus is not None and num_cpus > self.num_cpus:
-            raise SleeveError(f"{_tasks.label(names)} needs num_cpus={num_cpus:g} (backtest.num_cpus) but the "
+            raise error(f"{_tasks.label(names, kind)} needs num_cpus={num_cpus:g} (backtest.num_cpus) but the "
                               f"private Ray cluster has {self.num_cpus} CPUs: lower it, or use an external "
                               "cluster with larger nodes")  # fmt: skip
         self.connect()
@@ -309,7 +315,7 @@ class Cluster:
 
             self._remote = ray.remote(_tasks.traced_call)
         results = _tasks.run_tasks(self._remote, fn, items, names, num_cpus=num_cpus, max_retries=max_retries,
-                                   timeout_s=timeout_s, closing=self._closing.is_set)  # fmt: skip
+                                   timeout_s=timeout_s, closing=self._closing.is_set, kind=kind)  # fmt: skip
         for _, provenance in results.values():
             provenance.update(address=self.address, mode=self.mode)
         return results
@@ -339,7 +345,7 @@ class Cluster:
             where = self.address or "a private loopback cluster"
             raise PipelineError(
                 f"cannot start or join the Ray cluster ({where}): {type(exc).__name__}: "
-                f"{_tasks.one_line(exc)[:400]}{hint}"
+                f"{one_line(str(exc))[:400]}{hint}"
             ) from exc
         finally:
             if main and previous is not None:

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import ConfigError, SleeveError
+from ..errors import ConfigError, MetaError, PipelineError, SleeveError, one_line
 from ._interrupts import interrupted
 
 logger = logging.getLogger(__name__)
@@ -19,6 +19,10 @@ logger = logging.getLogger(__name__)
 WAIT_SLICE_S = 0.5
 
 TaskName = str | tuple[str, str]
+
+#: What a map's tasks compute, and the error that names a failed one: a sleeve (named by
+#: its id, or ``(sleeve id, part)``) or a meta node's optimization (``(node label, part)``).
+TASK_ERRORS: dict[str, type[PipelineError]] = {"sleeve": SleeveError, "meta": MetaError}
 
 
 def traced_call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
@@ -54,20 +58,20 @@ def local_call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple[An
     return result, {**where, "worker_pid": os.getpid(), "duration_s": time.perf_counter() - started, "warnings": []}
 
 
-def _name(name: TaskName) -> str:
-    """``'a'`` for a sleeve's task, ``'a' (hrp)`` for one part ``(sleeve, part)`` of it."""
+def _name(name: TaskName, kind: str = "sleeve") -> str:
+    """``'a'`` for a sleeve's task, ``'a' (hrp)`` for one part ``(sleeve, part)`` of it; a meta
+    node's task ``(label, part)`` as ``<label> (<part>)``."""
+    if kind == "meta":
+        return name if isinstance(name, str) else f"{name[0]} ({name[1]})"
     return repr(name) if isinstance(name, str) else f"{name[0]!r} ({name[1]})"
 
 
-def label(names: Iterable[TaskName]) -> str:
-    """``sleeve 'a'`` or ``sleeves ['a', 'b' (hrp)]`` for error messages."""
-    shown = sorted(_name(n) for n in names)
+def label(names: Iterable[TaskName], kind: str = "sleeve") -> str:
+    """``sleeve 'a'`` or ``sleeves ['a', 'b' (hrp)]`` (a meta node's: ``meta profile 'm' (hrp)``) for error messages."""
+    shown = sorted(_name(n, kind) for n in names)
+    if kind == "meta":
+        return shown[0] if len(shown) == 1 else f"meta nodes [{', '.join(shown)}]"
     return f"sleeve {shown[0]}" if len(shown) == 1 else f"sleeves [{', '.join(shown)}]"
-
-
-def one_line(text: object) -> str:
-    """The non-blank lines of ``text`` joined with spaces."""
-    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
 def check_items(items: list) -> list[TaskName]:
@@ -108,26 +112,28 @@ def cancel(refs: Iterable) -> None:
             logger.debug("cancel failed: %s", exc)
 
 
-def sleeve_error(name: TaskName, err: Exception, max_retries: int) -> SleeveError:
-    """Translate a Ray error into a one-line SleeveError naming the sleeve."""
+def task_error(name: TaskName, err: Exception, max_retries: int, kind: str = "sleeve") -> PipelineError:
+    """Translate a Ray error into a one-line error naming the task (a SleeveError for a sleeve's task)."""
     from ray import exceptions as rex
 
+    who, error = label([name], kind), TASK_ERRORS[kind]
     if isinstance(err, rex.RayTaskError):
         cause = getattr(err, "cause", None)
         if cause is None:
-            return SleeveError(f"sleeve {_name(name)} failed: {one_line(err)}")
-        return SleeveError(f"sleeve {_name(name)} failed: {type(cause).__name__}: {one_line(cause)}")
+            return error(f"{who} failed: {one_line(str(err))}")
+        return error(f"{who} failed: {one_line(cause)}")
     if isinstance(err, rex.TaskCancelledError):
-        return SleeveError(f"sleeve {_name(name)} was cancelled")
+        return error(f"{who} was cancelled")
     died = (rex.WorkerCrashedError, rex.OutOfMemoryError, rex.NodeDiedError, rex.LocalRayletDiedError)
     if isinstance(err, died):
         retries = f"{max_retries} retr{'y' if max_retries == 1 else 'ies'}"
-        return SleeveError(f"sleeve {_name(name)} failed: worker died ({type(err).__name__}) after {retries}")
-    return SleeveError(f"sleeve {_name(name)} failed: {type(err).__name__}: {one_line(err)[:300]}")
+        return error(f"{who} failed: worker died ({type(err).__name__}) after {retries}")
+    return error(f"{who} failed: {type(err).__name__}: {one_line(str(err))[:300]}")
 
 
 def run_tasks(remote: Any, fn: Callable[..., Any], items: list, names: list[TaskName], *, num_cpus: float,
-              max_retries: int, timeout_s: float | None, closing: Callable[[], bool]) -> dict:  # fmt: skip
+              max_retries: int, timeout_s: float | None, closing: Callable[[], bool],
+              kind: str = "sleeve") -> dict:  # fmt: skip
     """Submit one task per item, then collect them in completion order (see :meth:`Cluster.map`)."""
     import ray
 
@@ -135,7 +141,7 @@ def run_tasks(remote: Any, fn: Callable[..., Any], items: list, names: list[Task
     puts: dict[int, Any] = {}
     refs: dict[Any, TaskName] = {}
     for name, args, kwargs in items:
-        title = f"sleeve:{name if isinstance(name, str) else '/'.join(name)}"
+        title = f"{kind}:{name if isinstance(name, str) else '/'.join(name)}"
         task = remote.options(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False, name=title)
         try:
             args = tuple(_put_frames(a, puts) for a in args)
@@ -143,7 +149,7 @@ def run_tasks(remote: Any, fn: Callable[..., Any], items: list, names: list[Task
             refs[task.remote(fn, *args, **kwargs)] = name
         except Exception as err:
             cancel(refs)
-            raise SleeveError(f"sleeve {_name(name)} could not be submitted: {type(err).__name__}: {one_line(err)}") from err
+            raise TASK_ERRORS[kind](f"{label([name], kind)} could not be submitted: {one_line(err)}") from err
     done: dict[TaskName, tuple[Any, dict]] = {}
     pending = list(refs)
     while pending:
@@ -156,7 +162,7 @@ def run_tasks(remote: Any, fn: Callable[..., Any], items: list, names: list[Task
             reason = f"timed out after {timeout_s:g} s and was cancelled"
         if reason:
             cancel(pending)
-            raise SleeveError(f"{label(refs[r] for r in pending)} {reason}")
+            raise TASK_ERRORS[kind](f"{label((refs[r] for r in pending), kind)} {reason}")
         slice_s = WAIT_SLICE_S if deadline is None else max(0.0, min(WAIT_SLICE_S, deadline - time.monotonic()))
         ready, pending = ray.wait(pending, num_returns=1, timeout=slice_s, fetch_local=False)
         for ref in ready:
@@ -164,5 +170,5 @@ def run_tasks(remote: Any, fn: Callable[..., Any], items: list, names: list[Task
                 done[refs[ref]] = ray.get(ref)
             except Exception as err:
                 cancel(pending)
-                raise sleeve_error(refs[ref], err, max_retries) from err
+                raise task_error(refs[ref], err, max_retries, kind) from err
     return {name: done[name] for name in names}

@@ -151,8 +151,3 @@ def _day(stamp: pd.Timestamp) -> str:
 def _show(value: object) -> str:
     """A cell value for a message: strings quoted, numbers plain."""
     return repr(value) if isinstance(value, str) else str(value)
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(exc).split()) or type(exc).__name__

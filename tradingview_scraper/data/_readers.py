@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import DataError
-from ._checks import _names, _one_line
+from ..errors import DataError, one_line
+from ._checks import _names
 
 
 def _read_csv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -21,7 +21,7 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             f"{path}: empty file (no header, no rows); expected a CSV price file"
         ) from None
     except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise DataError(f"{path}: cannot read as CSV: {_one_line(exc)}") from None
+        raise DataError(f"{path}: cannot read as CSV: {one_line(exc)}") from None
     if raw.empty:
         raise DataError(f"{path}: no data rows (only the header {_names(list(raw.columns))})")
     raw.columns = [str(c).strip() for c in raw.columns]
@@ -37,7 +37,7 @@ def _read_parquet(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-        raise DataError(f"{path}: cannot read as parquet: {_one_line(exc)}") from None
+        raise DataError(f"{path}: cannot read as parquet: {one_line(exc)}") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: no data rows (columns {_names(table.column_names)})")
     meta = table.schema.pandas_metadata or {}

@@ -12,10 +12,10 @@ from typing import TextIO
 
 from .. import audit, runlock, stages
 from ..cluster import Cluster, interrupted, watch_interrupts
-from ..errors import ConfigError, PipelineError
+from ..errors import ConfigError, PipelineError, one_line
 from ..layout import RUNS_ROOT, check_name, new_run_id, refuse_symlink, run_dir
 from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
-from ..run import handed_over, rebalance_book
+from ..run import handed_over, rebalance_book, run_cluster
 from ..stages import first_failure, runner_reports_errors
 from . import signals
 
@@ -199,11 +199,7 @@ class MetaPipeline:
 
     def _cluster(self) -> Cluster | None:
         """The run's cluster as this runner sees it (None: sequential); nothing starts."""
-        if not self.ray:
-            return None
-        address = self.ray_address or os.environ.get("RAY_ADDRESS") or None
-        token = self.ray_token_path or (os.environ.get("RAY_AUTH_TOKEN_PATH") if address else None)
-        return Cluster(address, token_path=token, num_cpus=self.ray_num_cpus)
+        return run_cluster(self.ray, self.ray_address, self.ray_token_path, num_cpus=self.ray_num_cpus)
 
     @property
     def run_dir(self) -> Path:
@@ -348,7 +344,7 @@ def _root_message(exc: BaseException, logged: str | None = None) -> str:
         best = next((a for a in getattr(cur, "args", ()) or () if isinstance(a, PipelineError)), best)
         cur = cur.__cause__ or cur.__context__
     if best is not None:
-        return str(best).strip().splitlines()[0]
+        return one_line(str(best))
     if logged and "did not complete successfully" in str(exc):
         return logged
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and ln.strip() != "Error:"]

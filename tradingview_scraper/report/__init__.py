@@ -16,7 +16,7 @@ from ._anomalies import (
     series_anomalies,
     stale_run,
 )
-from ._build import build_report, output_files, output_name
+from ._build import build_report, output_name
 from ._document import Heading, Image, Para, Section, Table, assemble
 from ._figures import DPI, FIGURES, MAX_FIGURE_SLEEVES, figures, largest_sleeves, png
 from ._metrics import calendar, diversification, effective_number, performance, tournament
@@ -53,7 +53,6 @@ __all__ = [
     "jump_cutoff",
     "largest_sleeves",
     "load_node",
-    "output_files",
     "output_name",
     "performance",
     "png",

@@ -1,10 +1,7 @@
-"""The report of one meta node: every output's name, path and bytes."""
+"""The report of one meta node: every output's name and bytes."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..layout import Node
 from ._analysis import analyse
 from ._figures import FIGURES, figures
 from ._node import NodeData
@@ -15,16 +12,6 @@ from ._sections import TABLES, document, sections
 def output_name(kind: str, name: str) -> str:
     """The ``report`` rule's name of an output: ``md``, ``html``, a figure's name, ``<table>_table``."""
     return {"figure": name, "table": f"{name}_table"}.get(kind, kind)
-
-
-def output_files(node: Node) -> dict[str, Path]:
-    """Every file the report of ``node`` writes, by :func:`output_name`: the figures and tables, then md and html."""
-    return {
-        **{output_name("figure", n): node.file("report_figure", asset=n) for n in FIGURES},
-        **{output_name("table", n): node.file("report_table", asset=n) for n in TABLES},
-        "md": node.file("report_md"),
-        "html": node.file("report_html"),
-    }
 
 
 def build_report(data: NodeData) -> dict[str, bytes]:
@@ -38,7 +25,7 @@ def build_report(data: NodeData) -> dict[str, bytes]:
     Returns
     -------
     dict of str -> bytes
-        In :func:`output_files` order: each figure (``report_assets/<figure>.png``), each
+        Each figure (``report_assets/<figure>.png``), each
         table (``<table>_table``: ``report_assets/<table>.html``), ``md`` (``report.md``),
         ``html`` (``report.html``, self-contained).
 

@@ -38,6 +38,9 @@ class NodeData:
     #: Data-quality findings the atomic children's policies let through (``data_quality`` of
     #: the meta returns' metadata): ``sleeve``, ``check``, ``symbol``, ``file``, ``start``, ``end``, ``message``.
     data_quality: list[dict] = field(default_factory=list)
+    #: What the meta profile's health policy let through at plan time (``parity_warnings``:
+    #: sleeves whose walk-forward windows differ, under ``health.on_parity_mismatch = "warn"``).
+    warnings: list[str] = field(default_factory=list)
 
 
 def load_node(ctx, node_path: str, files: Mapping[str, Any]) -> NodeData:
@@ -76,4 +79,5 @@ def load_node(ctx, node_path: str, files: Mapping[str, Any]) -> NodeData:
         risk={p: read_json(f) for p, f in per.get("risk", {}).items() if Path(f).is_file()},
         rebalance={p: read_json(f) for p, f in per.get("rebalance", {}).items()},
         data_quality=list(metadata.get("data_quality", [])),
+        warnings=list(spec.config.get("parity_warnings", [])),
     )

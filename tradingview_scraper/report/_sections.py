@@ -1,4 +1,4 @@
-"""The report's sections, in order: warning lines (data-quality findings, risk fallbacks, anomalies; only when there are some), headline and tournament, diversification, allocation and holdings per risk profile, figures, anomalies."""
+"""The report's sections, in order: warning lines (configuration warnings, data-quality findings, risk fallbacks, anomalies; only when there are some), headline and tournament, diversification, allocation and holdings per risk profile, figures, anomalies."""
 
 from __future__ import annotations
 
@@ -78,9 +78,9 @@ def _data_banner(data: NodeData) -> list:
 
 
 def _banner(data: NodeData, a: Analysis) -> list:
-    """The warnings at the top: data-quality findings, risk fallbacks, and one line naming every series
-    with an anomaly; nothing on clean data."""
-    top = _data_banner(data)
+    """The warnings at the top: the run's configuration warnings, data-quality findings, risk
+    fallbacks, and one line naming every series with an anomaly; nothing on clean data."""
+    top = [Para(f"WARNING: {w}", "warn") for w in data.warnings] + _data_banner(data)
     if not a.anomalies:
         return top
     where: dict[tuple[str, str], list[str]] = {}

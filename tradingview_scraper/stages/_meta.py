@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DataError, PipelineError, SleeveError
+from ..errors import DataError
 from ..layout import read_json, read_parquet, write_json, write_parquet
 from ..manifest import NodeSpec
 from ..run import RunContext
@@ -12,42 +12,36 @@ from ._common import Files, _await_prewarm, _named, _stage, child_input, console
 
 
 def _check_health(ctx: RunContext, spec: NodeSpec, files: dict) -> list[dict]:
-    """Stop the meta layer of ``spec`` on an unhealthy atomic child or a failed sign test.
+    """Stop the meta layer of ``spec`` on an unhealthy atomic child or a failed sign test
+    (:func:`sleeve.children_gate`); warn on the console where its ``health`` policy says so,
+    and of sleeves whose walk-forward windows differ from the node's
+    (``health.on_parity_mismatch = "warn"``; ``"error"`` refused the plan).
 
-    Every risk profile the run consumes must have at least ``health.min_success_ratio`` of
-    its walk-forward windows succeeded; a missing or empty health record is a failure.
-    ``health.on_unhealthy = "warn"`` warns on the console instead of stopping. A missing or failed sign test
-    (``sign_test.json``) always stops: the stream's direction cannot be trusted. ``files`` are
-    the stage's named inputs (``health:<sleeve>``, ``sign_test:<sleeve>``).
+    ``files`` are the stage's named inputs (``health:<sleeve>``, ``sign_test:<sleeve>``); a
+    missing file is a missing record.
 
     Returns
     -------
     list of dict
         The data-quality findings the atomic children's policies let through (their
         ``health.json`` ``data_quality``), each with its ``sleeve``, for the report.
-
-    Raises
-    ------
-    SleeveError
-        Naming the first failing sleeve, what failed and the threshold.
     """
-    from ..sleeve import health_gate, sign_gate
+    from ..sleeve import ChildRecords, children_gate
 
-    findings = []
+    def record(path: str) -> dict | None:
+        return read_json(path) if Path(path).is_file() else None
+
+    for warning in spec.config.get("parity_warnings", []):
+        console_warning(warning)
+    children = []
     for cpath in spec.children:
         child = ctx.spec(cpath)
-        if child.is_meta:
-            continue
-        sid = child.sleeve_id
-        sfile, hfile = files[child_input("sign_test", sid)], files[child_input("health", sid)]
-        direction = child.config["universe"].get("direction", "LONG")
-        sign_gate(f"sleeve {sid!r}", read_json(sfile) if Path(sfile).is_file() else None, direction, sfile)
-        health = read_json(hfile) if Path(hfile).is_file() else {}
-        warning = health_gate(f"sleeve {sid!r}", health, spec.config["health"], ctx.plan.risk_profiles, hfile)
-        if warning:
-            console_warning(warning)
-        findings += [{"sleeve": sid, **f} for f in health.get("data_quality", [])]
-    return findings
+        if not child.is_meta:
+            hfile, sfile = files[child_input("health", child.sleeve_id)], files[child_input("sign_test", child.sleeve_id)]
+            children.append(ChildRecords(child, record(hfile), record(sfile), hfile, sfile))
+    for warning in children_gate(spec, children, ctx.plan.risk_profiles):
+        console_warning(warning)
+    return [{"sleeve": c.spec.sleeve_id, **f} for c in children for f in (c.health or {}).get("data_quality", [])]
 
 
 def run_meta_returns(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:
@@ -98,7 +92,7 @@ def run_meta_optimize(
     (the cluster tree, hierarchical profiles) from ``input["returns"]``."""
     _await_prewarm()
     from ..meta import meta_optimize
-    from ..sleeve import health_gate
+    from ..sleeve import walk_forward_gate
 
     spec, src, out = ctx.spec(node_path), _named(input)["returns"], _named(output)
     outs = [out["weights"], out["stream"], *([out["tree"]] if "tree" in out else [])]
@@ -106,7 +100,7 @@ def run_meta_optimize(
     with _stage(ctx, "meta_optimize", node_path, log, {"profile": profile, **alloc, **bt}, [src], outs) as rec:
         record, stream, tree = _on_running_cluster(
             ctx,
-            f"meta_optimize {node_path} {profile}",
+            (spec.label, profile),
             meta_optimize,
             read_parquet(src),
             profile,
@@ -116,13 +110,9 @@ def run_meta_optimize(
             test_window=bt["test_window"],
         )
         rec.params.update(fallback=record["fallback"], fallback_reason=record["fallback_reason"])
-        # The meta level answers to the same health policy as its sleeves (sleeve.health_gate).
         for err in record["walk_forward"]["errors"][:3]:
             logger.info("meta %s %s: window fell back: %s", node_path, profile, err)
-        warning = health_gate(
-            spec.label, {"profiles": {profile: record["walk_forward"]}}, spec.config["health"], [profile],
-            "its meta walk-forward",
-        )
+        warning = walk_forward_gate(spec, profile, record)
         if warning:
             console_warning(warning)
         if record["fallback"]:
@@ -133,21 +123,19 @@ def run_meta_optimize(
         write_parquet(out["stream"], stream.to_frame(profile))
 
 
-def _on_running_cluster(ctx: RunContext, name: str, fn, *args, **kwargs):
+def _on_running_cluster(ctx: RunContext, name: tuple[str, str], fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` on the run's Ray cluster if it is already up, else in-process.
 
     The meta stages run as threads of the driver and would share its GIL; when the
     sleeves have started a cluster, its workers (with skfolio already imported) run the
-    risk profiles' optimizations in parallel. No cluster is started for this.
+    risk profiles' optimizations in parallel. No cluster is started for this. ``name`` is
+    ``(node label, risk profile)``: a failed task is a MetaError naming both.
     """
     if ctx.cluster is None or not ctx.cluster.is_up:
         return fn(*args, **kwargs)
-    try:
-        result, provenance = ctx.cluster.map(fn, [(name, args, kwargs)], max_retries=1)[name]
-    except SleeveError as exc:  # the backend words its errors for sleeves
-        raise PipelineError(str(exc).removeprefix("sleeve ")) from exc
+    result, provenance = ctx.cluster.map(fn, [(name, args, kwargs)], max_retries=1, kind="meta")[name]
     for warning in provenance["warnings"]:
-        logger.info("%s warned on its worker: %s", name, warning)
+        logger.info("%s (%s) warned on its worker: %s", *name, warning)
     return result
 
 

@@ -91,7 +91,7 @@ def run_sleeve(
         _write_sleeve(ctx, spec, out, result, placement)
         if node_path == ROOT:  # a standalone run warns its user now; a meta run applies the policy
             try:
-                warning = health_gate(f"sleeve {sid!r}", result.health, spec.config["health"], where=out["health"])
+                warning = health_gate(spec, result.health, spec.config["health"], where=out["health"])
             except SleeveError as exc:
                 warning = f"{exc}; a meta run consuming it stops"
             if warning:
