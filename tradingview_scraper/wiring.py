@@ -237,7 +237,6 @@ class Wiring:
                     previous_run=run.previous_run,
                     holdings=run.holdings,
                 )
-                run.checked = True
             self.owner.claim(repair=repair)
         except PipelineError as exc:
             stages.report_at_exit(exc)
