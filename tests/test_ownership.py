@@ -243,7 +243,7 @@ def test_dry_runs_leave_a_damaged_run_alone_and_the_real_run_repairs_it(runs, ca
 # ----------------------------------------------------------------------------- last: prev fails halfway
 
 
-def test_a_previous_run_that_failed_halfway_is_refused(runs, capfd):
+def test_a_previous_run_that_failed_halfway_is_refused_until_it_finishes(runs, capfd):
     bad = runs["root"] / "bad"
     bad.mkdir()
     (bad / "a.csv").write_text((runs["data"] / "a.csv").read_text().replace("\n2020-03-02,", "\n2020-03-02,x", 1))
@@ -257,3 +257,7 @@ def test_a_previous_run_that_failed_halfway_is_refused(runs, capfd):
     code, line = _one_line(capfd, _argv(runs["manifest"], runs["runs"], "uses-failed", "meta_tables", "--previous-run", "prev"))
     assert code == 2 and re.search(r"previous_run 'prev' did not finish: sleeve sleeves/a: .* \(audit seq \d+\)", line), line
     assert "KeyError" not in line
+    # Rerun to the end, the run is finished again: the same previous run is taken.
+    assert main(_argv(runs["manifest"], runs["runs"], "prev", "meta_other", "--quiet"), prog=PROG, require_meta=True) == 0
+    argv = _argv(runs["manifest"], runs["runs"], "uses-repaired", "meta_tables", "--previous-run", "prev", "--dry-run")
+    assert main(argv, prog=PROG, require_meta=True) == 0

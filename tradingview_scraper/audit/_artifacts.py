@@ -88,7 +88,7 @@ class _Index:
         self.next_seq, self.prev_hash = 0, GENESIS_PREV_HASH
         self.latest: dict[str, Recorded] = {}
         self.io: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # seq -> (inputs, outputs)
-        self.failed: dict[str, tuple[int, str]] = {}  # a stage run that failed and has not succeeded since -> (seq, error)
+        self.failed: dict[str, tuple[int, str, str]] = {}  # a failed stage not run successfully since -> (seq, node, error)
 
     def refresh(self, reread: bool = False) -> dict[str, Recorded]:
         """Read what was appended since the last call (``reread``: the whole ledger, verifying it anew)."""
@@ -134,11 +134,13 @@ class _Index:
         self.next_seq, self.prev_hash = entry["seq"] + 1, entry["hash"]
         kind = entry["kind"]
         if kind == "stage":
-            key = _canonical({k: entry.get(k) for k in ("stage", "node", "params")})
+            # A later success of the same stage on the same node (and risk profile) repairs a failure.
+            params = entry.get("params") if isinstance(entry.get("params"), dict) else {}
+            key = _canonical([entry.get("stage"), entry.get("node"), params.get("profile")])
             if entry.get("outcome") == "success":
                 self.failed.pop(key, None)
             else:
-                self.failed[key] = (entry["seq"], f"{entry.get('stage')} {entry.get('node')}: {entry.get('error')}")
+                self.failed[key] = (entry["seq"], str(entry.get("node")), f"{entry.get('stage')} {entry.get('node')}: {entry.get('error')}")
         if kind == "stage" and entry.get("outcome") == "success":
             outputs = tuple(out["path"] for out in entry.get("outputs") or [])
             self.io[entry["seq"]] = (tuple(i["path"] for i in entry.get("inputs") or []), outputs)
@@ -327,13 +329,16 @@ def genesis_of(run_dir: Path | str | Node) -> dict[str, Any] | None:
 
 
 def unfinished(run_dir: Path | str | Node) -> tuple[int, str] | None:
-    """The first stage failure of the run that no later run of the same stage, node and params repaired.
+    """The first stage failure that left the run unfinished: not repaired by a later success of the same
+    stage on the same node (and risk profile), on a node that still holds recorded artifacts.
+
+    A node no longer in the run (its artifacts retired) does not keep the run unfinished.
 
     Returns
     -------
     (int, str) or None
         The failure's ``seq`` and its one line (``"<stage> <node>: <error>"``); None when every
-        failed stage ran again successfully (or none failed).
+        failure was repaired (or none happened).
 
     Raises
     ------
@@ -343,7 +348,11 @@ def unfinished(run_dir: Path | str | Node) -> tuple[int, str] | None:
     index = _index(run_dir)
     index.refresh()
     with index.lock:
-        return min(index.failed.values(), default=None)
+        failed, live = sorted(index.failed.values()), list(index.latest)
+    for seq, node, line in failed:
+        if node == "." or any(rel.startswith(node.rstrip("/") + "/") for rel in live):
+            return seq, line
+    return None
 
 
 def _remove_recorded(run_dir: Path | str | Node, doomed: list[str], problems: dict[str, str]) -> list[str]:
