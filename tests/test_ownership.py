@@ -183,6 +183,12 @@ def test_a_previous_run_being_written_is_refused(runs, capfd):
         proc = _plain(runs, "plain-busy", config=("previous_run=prev",))
         assert proc.returncode != 0
         assert proc.stderr.strip().splitlines()[-1].startswith("error: previous_run 'prev' is being written"), proc.stderr[-2000:]
+        m = json.loads(runs["manifest"].read_text())  # a pin goes through the same check
+        m["profiles"]["meta_tables"]["sleeves"][0]["run_id"] = "prev"
+        pinned = runs["root"] / "pinned.json"
+        pinned.write_text(json.dumps(m))
+        code, line = _one_line(capfd, _argv(pinned, runs["runs"], "uses-busy", "meta_tables"))
+        assert code == 2 and f"sleeve 'a': pinned run_id 'prev' is being written (pid {holder.pid} holds" in line, line
     finally:
         holder.kill()
         holder.communicate()
