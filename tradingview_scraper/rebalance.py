@@ -208,6 +208,14 @@ def rebalance(
     }
 
 
+def other_profile(previous_run: str, profile: str | None, current: str) -> str:
+    """The warning a previous run of another meta profile gets, on the console and in the report."""
+    return (
+        f"previous_run {previous_run!r} is a run of meta profile {profile!r}, not {current!r}: "
+        "the rebalance and the changes compare two different portfolios"
+    )
+
+
 def sleeve_weight_changes(target: Mapping[str, float], previous: Mapping[str, float]) -> dict:
     """Per sleeve: previous and target meta weight and the change (a sleeve absent on one side is 0)."""
     out = {}

@@ -82,6 +82,44 @@ def acquire(run_dir: Path | str, run_id: str) -> bool:
     return True
 
 
+def holder(run_dir: Path | str) -> str | None:
+    """The pid of another live process holding ``run_dir``'s lock, else None; creates and locks nothing.
+
+    Reads the kernel's lock table (``/proc/locks``) where there is one, so looking never
+    blocks a run starting at the same moment; elsewhere a shared lock is tried and dropped.
+    """
+    path = _lock_file(run_dir)
+    with _guard:
+        if os.path.abspath(path) in _held:
+            return None
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    try:
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        table = None
+    if table is not None:
+        where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        for line in table.splitlines():
+            fields = line.split()
+            if "FLOCK" in fields and where in fields and "->" not in fields:
+                return fields[fields.index("FLOCK") + 3]
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "another process"
+    finally:
+        os.close(fd)
+    return None
+
+
 def release(run_dir: Path | str, *, discard_empty: bool = False) -> None:
     """Release this process's lock on ``run_dir`` (no-op if it does not hold it).
 

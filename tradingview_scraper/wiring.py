@@ -8,6 +8,7 @@ wildcards name and return path strings, as Snakemake expects.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import gc
 import json
@@ -16,12 +17,13 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from . import audit, deps, runlock, stages
+from . import audit, deps, stages
 from .cluster import watch_interrupts
 from .engines import HIERARCHICAL
 from .errors import PipelineError
 from .layout import run_node
 from .manifest import ROOT
+from .owner import RunOwner, owner_of
 from .run import RunContext
 
 #: A pattern that matches nothing: the constraint of a node kind the plan does not have.
@@ -138,7 +140,6 @@ class Wiring:
         self.profiles = self.plan.risk_profiles
         self.cluster = run.cluster
         self._pass_to_jobs = pass_to_jobs
-        self._locked: list[Path] = []
         self.nodes = {path: run.node(path) for path in self.plan.nodes}
         self._paths = {str(node.dir): path for path, node in self.nodes.items()}
         meta = [self.nodes[n.path].dir for n in self.plan.meta_nodes()]
@@ -162,10 +163,14 @@ class Wiring:
             },
             sort_keys=True,
         )
+        self.main_process = main_process
+        self.owner: RunOwner | None = None
+        self._owns = False  # this wiring made the owner (the plain command), so it releases it
+        self._produced: list[str] | None = None
         if main_process:
-            # An artifact whose bytes differ from its audit record is deleted before the DAG is
-            # built, with what was computed from it (one line each), so that chain reruns.
-            stages.discard_damaged(run.run_dir, run.run_id)
+            # Parsing only looks: a directory that is not this run's is refused, nothing is touched.
+            self.owner, self._owns = owner_of(run.run_dir, run.run_id)
+            self.owner.check()
         self.start_seq = audit.last_seq(run.run_dir)  # failures after it are this run's
         # Sleeves of one atomic profile share their params and price files: computed once.
         self._sleeve_params = functools.cache(self._sleeve_params_of)
@@ -201,6 +206,44 @@ class Wiring:
         except PipelineError as exc:
             stages.report_at_exit(exc)
             raise
+
+    def claim(self, executing: bool, *, repair: bool = True) -> None:
+        """Before the DAG's files are looked at: check the run and claim its directory, only if jobs will execute.
+
+        Called from the final targets' input function, which Snakemake evaluates first while
+        it builds the DAG, when it knows whether this is a dry run (Snakemake reports the
+        executor only then, not at parse time). A dry run, ``--lint``, ``--report`` or a DAG
+        listing touches nothing. The runner claims before Snakemake starts, so this finds
+        its claim. With ``repair`` (before the DAG is built), damaged artifacts are
+        discarded so that their chain reruns.
+
+        Raises
+        ------
+        PipelineError
+            A pin, a data source or the rebalance book is unusable, another live process
+            runs the same run id, or the directory is not this run's.
+        """
+        if not (executing and self.main_process) or self.owner is None or self.owner.claimed:
+            return
+        run = self.run
+        try:
+            if not run.checked:  # the runner checked before Snakemake started
+                stages.preflight(
+                    self.plan,
+                    base_dir=run.base_dir,
+                    runs_root=run.runs_root,
+                    run_id=run.run_id,
+                    execute_sleeves=run.execute_sleeves,
+                    previous_run=run.previous_run,
+                    holdings=run.holdings,
+                )
+            self.owner.claim(repair=repair)
+        except PipelineError as exc:
+            stages.report_at_exit(exc)
+            raise
+        if self._owns:  # the plain command: a no-op run ends without hooks, the process exit releases
+            atexit.register(self.owner.release)
+        self.start_seq = self.owner.start_seq
 
     # ----------------------------------------------------------------- input functions
 
@@ -288,12 +331,14 @@ class Wiring:
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self, sleeves_to_compute: bool) -> None:
-        """Check pins, data and the book (unless the runner did), take the run's lock, then start a private Ray cluster.
+    def start(self, sleeves_to_compute: bool, produced: list[str] | None = None) -> None:
+        """The run's jobs are about to execute: make sure it is claimed, then start a private Ray cluster.
 
         Runs in onstart: only when jobs will run (not on dry runs, lint or no-op reruns), so
         parsing stays free of pandas and Ray. A private cluster starts only when a sleeve
         will be computed, after the checks and the lock (a refused run starts none).
+        ``produced``: every output of the run's complete DAG (None: a partial DAG, explicit
+        targets), so that :meth:`finish` retires what the run no longer produces.
 
         Raises
         ------
@@ -302,33 +347,21 @@ class Wiring:
         PipelineError
             A pin, a data source or the rebalance book is unusable.
         """
-        run = self.run
         watch_interrupts()  # Ctrl-C cancels running sleeve tasks (not installed for -n or --lint)
-        try:
-            if not run.checked:  # the runner checked before Snakemake started
-                stages.preflight(
-                    self.plan,
-                    base_dir=run.base_dir,
-                    runs_root=run.runs_root,
-                    run_id=run.run_id,
-                    execute_sleeves=run.execute_sleeves,
-                    previous_run=run.previous_run,
-                    holdings=run.holdings,
-                )
-            if runlock.acquire(run.run_dir, run.run_id):
-                self._locked.append(run.run_dir)
-        except PipelineError as exc:
-            stages.report_at_exit(exc)
-            raise
+        # Explicit targets skip the final targets' input function: claimed here, after the DAG
+        # was built, so damaged artifacts are left to the final check rather than discarded.
+        self.claim(True, repair=False)
+        self._produced = produced
         if self.cluster is not None and self.cluster.address is None and sleeves_to_compute:
             self.cluster.start()
             self._pass_to_jobs(self.cluster.job_config())
 
     def finish(self, failed: bool = False) -> None:
-        """Stop (or leave) the run's Ray cluster and release a lock :meth:`start` took.
+        """Stop (or leave) the run's Ray cluster, give the run's verdict, release a claim this wiring made.
 
-        Then the run's verdict: on failure, the root cause's one line (from the ledger) is
-        the last line the command prints; on success, every recorded artifact must still match.
+        On failure, the root cause's one line (from the ledger) is the last line the command
+        prints; on success, every recorded artifact must still match, and the artifacts no job
+        of the run produces any more are retired (:meth:`RunOwner.retire`).
 
         Raises
         ------
@@ -337,14 +370,16 @@ class Wiring:
         """
         if self.cluster is not None:
             self.cluster.shutdown()
+        owner = self.owner
         try:
             error = stages.first_failure(self.run.run_dir, self.start_seq) if failed else None
-            left = [] if failed else audit.damaged(self.run.run_dir)
-            if left:
-                error = PipelineError(f"{left[0].line(self.run.run_dir)}; rerun the same command to recompute it")
+            if not failed and owner is not None:
+                error = owner.verdict()
+                if error is None and self._produced is not None and owner.claimed:
+                    owner.retire(self._produced)
             stages.report_at_exit(error)
-            if left:
+            if error is not None and not failed:
                 raise error
         finally:
-            while self._locked:
-                runlock.release(self._locked.pop(), discard_empty=True)
+            if owner is not None and self._owns:
+                owner.release()

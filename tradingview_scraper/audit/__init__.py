@@ -6,7 +6,19 @@ recorded artifacts against their files (and discards damaged ones), and ``_verif
 verifies a whole ledger (``python -m tradingview_scraper.audit verify <run_dir>``).
 """
 
-from ._artifacts import Damage, Recorded, check_inputs, damaged, discard, failures, last_seq
+from ._artifacts import (
+    Damage,
+    Recorded,
+    check_inputs,
+    damaged,
+    discard,
+    failures,
+    genesis_of,
+    last_seq,
+    recorded,
+    retire,
+    unfinished,
+)
 from ._hashing import file_sha256, fingerprint
 from ._ledger import ENTRY_KEYS, GENESIS_PREV_HASH
 from ._records import KEY_LIBRARIES, OUTCOMES, genesis, git_commit, record_stage, stage_audit
@@ -23,6 +35,7 @@ __all__ = [
     "damaged",
     "discard",
     "failures",
+    "genesis_of",
     "file_sha256",
     "fingerprint",
     "genesis",
@@ -30,6 +43,9 @@ __all__ = [
     "last_seq",
     "main",
     "record_stage",
+    "recorded",
+    "retire",
     "stage_audit",
+    "unfinished",
     "verify",
 ]

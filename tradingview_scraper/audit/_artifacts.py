@@ -88,6 +88,7 @@ class _Index:
         self.next_seq, self.prev_hash = 0, GENESIS_PREV_HASH
         self.latest: dict[str, Recorded] = {}
         self.io: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # seq -> (inputs, outputs)
+        self.failed: dict[str, tuple[int, str, str]] = {}  # a failed stage not run successfully since -> (seq, node, error)
 
     def refresh(self, reread: bool = False) -> dict[str, Recorded]:
         """Read what was appended since the last call (``reread``: the whole ledger, verifying it anew)."""
@@ -132,6 +133,14 @@ class _Index:
             raise PipelineError(f"{where} (seq {entry['seq']}) was altered or breaks the hash chain; {_DAMAGED_LEDGER}")
         self.next_seq, self.prev_hash = entry["seq"] + 1, entry["hash"]
         kind = entry["kind"]
+        if kind == "stage":
+            # A later success of the same stage on the same node (and risk profile) repairs a failure.
+            params = entry.get("params") if isinstance(entry.get("params"), dict) else {}
+            key = _canonical([entry.get("stage"), entry.get("node"), params.get("profile")])
+            if entry.get("outcome") == "success":
+                self.failed.pop(key, None)
+            else:
+                self.failed[key] = (entry["seq"], str(entry.get("node")), f"{entry.get('stage')} {entry.get('node')}: {entry.get('error')}")
         if kind == "stage" and entry.get("outcome") == "success":
             outputs = tuple(out["path"] for out in entry.get("outputs") or [])
             self.io[entry["seq"]] = (tuple(i["path"] for i in entry.get("inputs") or []), outputs)
@@ -283,18 +292,76 @@ def discard(run_dir: Path | str | Node, damages: list[Damage]) -> list[str]:
     list of str
         Every path deleted, relative to ``run_dir``, sorted.
     """
-    from ..layout import remove_artifact
-
     if not damages:
         return []
-    root = _run_dir_of(run_dir)
     doomed = sorted(_index(run_dir).computed_from({d.record.path for d in damages}))
+    problems = {d.record.path: f"{d.problem} since stage {d.record.stage} (seq {d.record.seq})" for d in damages}
+    return _remove_recorded(run_dir, doomed, problems)
+
+
+def recorded(run_dir: Path | str | Node) -> list[str]:
+    """Every artifact the run's ledger currently records (relative paths, sorted); the ledger is verified."""
+    return sorted(_index(run_dir).refresh(reread=True))
+
+
+def retire(run_dir: Path | str | Node, paths: list[str], reason: str) -> list[str]:
+    """Delete recorded artifacts that are no longer current, and record why in the ledger (a ``discard`` entry).
+
+    Returns
+    -------
+    list of str
+        The paths retired, sorted.
+    """
+    if not paths:
+        return []
+    return _remove_recorded(run_dir, sorted(paths), dict.fromkeys(paths, reason))
+
+
+def genesis_of(run_dir: Path | str | Node) -> dict[str, Any] | None:
+    """The first entry of the run's ledger if it is a genesis entry, else None (no ledger, or not a ledger)."""
+    ledger = _ledger_path(run_dir)
+    try:
+        with open(ledger, "rb") as fh:
+            first = json.loads(fh.readline())
+    except (OSError, ValueError):
+        return None
+    return first if isinstance(first, dict) and first.get("kind") == "genesis" else None
+
+
+def unfinished(run_dir: Path | str | Node) -> tuple[int, str] | None:
+    """The first stage failure that left the run unfinished: not repaired by a later success of the same
+    stage on the same node (and risk profile), on a node that still holds recorded artifacts.
+
+    A node no longer in the run (its artifacts retired) does not keep the run unfinished.
+
+    Returns
+    -------
+    (int, str) or None
+        The failure's ``seq`` and its one line (``"<stage> <node>: <error>"``); None when every
+        failure was repaired (or none happened).
+
+    Raises
+    ------
+    PipelineError
+        The ledger does not verify.
+    """
+    index = _index(run_dir)
+    index.refresh()
+    with index.lock:
+        failed, live = sorted(index.failed.values()), list(index.latest)
+    for seq, node, line in failed:
+        if node == "." or any(rel.startswith(node.rstrip("/") + "/") for rel in live):
+            return seq, line
+    return None
+
+
+def _remove_recorded(run_dir: Path | str | Node, doomed: list[str], problems: dict[str, str]) -> list[str]:
+    from ..layout import remove_artifact
+
+    root = _run_dir_of(run_dir)
     for rel in doomed:
         remove_artifact(root / rel)
-    payload = {
-        "paths": doomed,
-        "problems": {d.record.path: f"{d.problem} since stage {d.record.stage} (seq {d.record.seq})" for d in damages},
-    }
+    payload = {"paths": doomed, "problems": problems}
     ledger = _ledger_path(run_dir)
     with _locked(ledger):
         last = _read_last_entry(ledger)

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from .. import audit, runlock, stages
+from .. import audit, stages
 from ..cluster import Cluster, interrupted, watch_interrupts
 from ..errors import ConfigError, PipelineError, one_line
-from ..layout import RUNS_ROOT, check_name, new_run_id, refuse_symlink, run_dir
+from ..layout import RUNS_ROOT, check_name, new_run_id, run_dir
 from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
+from ..owner import RunOwner, owner_of
 from ..run import handed_over, rebalance_book, run_cluster
 from ..stages import first_failure, runner_reports_errors
 from . import signals
@@ -179,7 +180,7 @@ class MetaPipeline:
         if self.run_id is None:
             self.run_id = new_run_id()
         check_name(self.run_id, "run id")
-        refuse_symlink(self.run_dir, "run directory")
+        RunOwner(self.run_dir, self.run_id).check()  # a directory that is not this run's: refused, untouched
         if not isinstance(self.cores, int) or self.cores < 1:
             raise ConfigError(f"cores={self.cores!r} must be a positive integer")
         # Configuration errors surface here, as one line, before Snakemake starts. The workflow
@@ -258,14 +259,19 @@ class MetaPipeline:
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         signals.reset()
         previous_sigterm = signals.sigterm_like_ctrl_c()
-        existed = self.run_dir.exists()
+        # The run's one owner: a real run claims its directory (lock, partial writes, damaged
+        # artifacts discarded) before Snakemake builds the DAG; a dry run touches nothing.
+        owner = None if self.dry_run else owner_of(self.run_dir, self.run_id, new=True)[0]
         try:
-            locked = not self.dry_run and runlock.acquire(self.run_dir, self.run_id)
+            if owner is not None:
+                owner.claim()
         except BaseException:
+            if owner is not None:
+                owner.release()
             if previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, previous_sigterm)
             raise
-        start_seq = audit.last_seq(self.run_dir)  # failures after it are this run's
+        start_seq = owner.start_seq if owner is not None else audit.last_seq(self.run_dir)  # failures after it are this run's
         watch_interrupts()
         cluster = self._cluster()
         config = self.config()
@@ -309,10 +315,10 @@ class MetaPipeline:
                     smk_logger.removeHandler(smk_errors)
                     if progress is not None:
                         smk_logger.removeHandler(progress)
-            if not self.dry_run:  # never "done" while an artifact differs from its record
-                left = audit.damaged(self.run_dir)
-                if left:
-                    raise PipelineError(f"{left[0].line(self.run_dir)}; rerun the same command to recompute it")
+            if owner is not None:  # never "done" while an artifact differs from its record
+                verdict = owner.verdict()
+                if verdict is not None:
+                    raise verdict
         except PipelineError:
             raise
         except Exception as exc:  # Snakemake reports a job's exception only as text: the ledger has it
@@ -327,8 +333,8 @@ class MetaPipeline:
             gc.set_threshold(*gc_thresholds)
             if cluster is not None:
                 cluster.shutdown()  # a named cluster: disconnect (the hooks stop a private one)
-            if locked:  # a run refused before any stage ran leaves no run directory behind
-                runlock.release(self.run_dir, discard_empty=not existed)
+            if owner is not None:  # a run refused before any stage ran leaves no run directory behind
+                owner.release()
             if previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, previous_sigterm)
         return RunResult(self.run_id, self.run_dir, collector.jobs, self.dry_run)

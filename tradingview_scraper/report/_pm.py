@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..rebalance import other_profile
 from ._document import Heading, Para, Section, Table, _pct
 
 if TYPE_CHECKING:
@@ -159,8 +160,12 @@ def _changes_blocks(data: NodeData, a: Analysis) -> list:
             if r["trade"] != 0.0:
                 holdings.append((p, r["symbol"], r["direction"], _pct(r["current_weight"]), _pct(r["target_weight"]),
                                  f"{r['trade']:+.2%}"))
+    first = next(iter(prev.values()))
+    other = first["current"].get("meta_profile") not in (None, first.get("meta_profile"))
     return [
         Heading(2, f"Changes since run {run}"),
+        *([Para("WARNING: " + other_profile(run, first["current"]["meta_profile"], first["meta_profile"]) + ".", "warn")]
+          if other else []),
         Para(
             f"This run against the previous run {run} of {next(iter(prev.values()))['current'].get('meta_profile')}: "
             "one-way turnover and estimated cost of moving from its flattened weights to this run's, per risk profile."

@@ -23,14 +23,20 @@ from ._common import (
     prewarm,
     watch,
 )
-from ._ledger import discard_damaged, first_failure, report_at_exit, runner_reports_errors
+from ._ledger import first_failure, report_at_exit, runner_reports_errors
 from ._meta import run_flatten, run_meta_optimize, run_meta_returns, run_node_returns
 from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin, run_pin
 from ._preflight import preflight
-from ._rebalance import check_rebalance, rebalance_source, run_rebalance
+from ._rebalance import (
+    check_previous_run,
+    check_rebalance,
+    rebalance_source,
+    run_rebalance,
+)
 from ._report import run_report, run_resolved
 from ._risk import run_risk
 from ._sleeves import check_data, run_sleeve
+from ._sources import check_source_run
 
 __all__ = [
     "Files",
@@ -39,10 +45,11 @@ __all__ = [
     "PIN_REQUIRED",
     "check_data",
     "check_pins",
+    "check_previous_run",
     "check_rebalance",
+    "check_source_run",
     "child_input",
     "console_warning",
-    "discard_damaged",
     "ensure_genesis",
     "first_failure",
     "logger",

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from .. import audit
-from ..errors import DataError, PipelineError
+from ..errors import DataError
 from ..layout import (
     Node,
     atomic_write_bytes,
@@ -21,13 +21,14 @@ from ..layout import (
 from ..manifest import ROOT, NodeSpec, Plan
 from ..run import RunContext
 from ._common import Files, _named, _stage
+from ._sources import check_source_run
 
 #: Artifacts a pinned sleeve directory must hold, besides ``weights_<p>.json`` per risk profile.
 PIN_REQUIRED = ("returns", "health", "sign_test")
 
 
 def resolve_pin(
-    spec: NodeSpec, runs_root: Path, risk_profiles: list[str], run_id: str | None = None
+    spec: NodeSpec, runs_root: Path, risk_profiles: list[str], run_id: str | None = None, *, whole: bool = False
 ) -> tuple[Node, dict]:
     """The sleeve directory pinned sleeve ``spec`` reuses, checked, and what it was made from.
 
@@ -46,6 +47,9 @@ def resolve_pin(
         Risk profiles the new run consumes; the pinned sleeve must hold each.
     run_id : str, optional
         The new run's id (a run cannot pin itself).
+    whole : bool
+        Verify every artifact the pinned run's ledger records, not only the pinned files
+        (the pre-flight check; see :func:`check_source_run`).
 
     Returns
     -------
@@ -60,7 +64,9 @@ def resolve_pin(
     DataError
         The pin does not resolve (the message names the sleeve and the paths looked at), the
         pinned directory lacks a required artifact or a risk profile, or it belongs to
-        another profile, direction or walk-forward windows.
+        another profile, direction or walk-forward windows; or the pinned run cannot be
+        trusted (see :func:`check_source_run`: a symlink, being written, unfinished, or a
+        file that differs from its audit record).
     """
     sid, pin = spec.sleeve_id, spec.pin
     who = f"sleeve {sid!r}: pinned run_id {pin!r}"
@@ -88,10 +94,8 @@ def resolve_pin(
     missing = [f.name for f in required if not f.is_file()]
     if missing:
         raise DataError(f"{who} is incomplete: {source.dir} lacks {', '.join(missing)}")
-    try:  # a pinned run's files must still be what its ledger recorded
-        audit.check_inputs(pinned.dir, required, hint=f"rerun run {pin!r}, or pin another run")
-    except PipelineError as exc:
-        raise DataError(f"{who}: {exc}") from None
+    # Finished, idle, verified, and its files still what its ledger recorded.
+    check_source_run(pinned.dir, required, who=who, hint=f"rerun run {pin!r}, or pin another run", whole=whole, ledger_required=False)
     health = read_json(source.file("health"))
     profile = (source_spec or {}).get("profile") or health.get("profile")
     if profile != spec.profile:
@@ -133,9 +137,11 @@ def check_pins(plan: Plan, runs_root: Path | str, run_id: str | None = None) -> 
     DataError
         The first pin that does not resolve or is unusable (see :func:`resolve_pin`).
     """
+    verified: set[str] = set()
     for spec in plan.atomic_nodes():
         if spec.pin:
-            resolve_pin(spec, Path(runs_root), plan.risk_profiles, run_id)
+            resolve_pin(spec, Path(runs_root), plan.risk_profiles, run_id, whole=spec.pin not in verified)
+            verified.add(spec.pin)
 
 
 def pin_source(ctx: RunContext, node_path: str) -> Node:

@@ -9,7 +9,8 @@ from ..errors import ConfigError, DataError
 from ..layout import read_json, run_node, write_json
 from ..manifest import ROOT, Plan
 from ..run import RunContext
-from ._common import Files, _named, _stage
+from ._common import Files, _named, _stage, console_warning
+from ._sources import check_source_run
 
 
 def rebalance_source(ctx: RunContext, profile: str) -> Path | None:
@@ -26,13 +27,17 @@ def check_rebalance(
 ) -> None:
     """Check the current book of a rebalance before any work starts.
 
+    A previous run is verified like a pin (:func:`check_previous_run`); a previous run of
+    another meta profile is used, with a warning on the console.
+
     Raises
     ------
     ConfigError
         A rebalance of an atomic profile, or a previous run that is this run.
     DataError
-        The previous run lacks a risk profile's ``flattened_<profile>.json``, or the
-        holdings file is unreadable or has a bad row (see :func:`rebalance.read_holdings`).
+        The previous run cannot be trusted or its book is not a valid book (see
+        :func:`check_previous_run`), or the holdings file is unreadable or has a bad row
+        (see :func:`rebalance.read_holdings`).
     """
     from ..rebalance import read_holdings
 
@@ -46,15 +51,44 @@ def check_rebalance(
     if previous_run:
         if previous_run == run_id:
             raise ConfigError(f"previous_run {previous_run!r} is this run's own id; give an earlier run")
-        prev = run_node(previous_run, Path(runs_root))
-        missing = [p for p in plan.risk_profiles if not prev.file("flattened", profile=p).is_file()]
-        if missing:
-            raise DataError(
-                f"previous_run {previous_run!r} ({prev.dir}) has no flattened weights for risk profile(s) "
-                f"{', '.join(missing)}; give a finished meta run of the same risk profiles"
-            )
+        profile = check_previous_run(previous_run, runs_root, plan.risk_profiles, whole=True)
+        if profile != plan.profile:
+            from ..rebalance import other_profile
+
+            console_warning(other_profile(previous_run, profile, plan.profile))
     if holdings:
         read_holdings(holdings)
+
+
+def check_previous_run(previous_run: str, runs_root: Path | str, risk_profiles: list[str], *, whole: bool) -> str | None:
+    """Verify a previous run like a pin, and its book like a holdings file; return its meta profile.
+
+    Raises
+    ------
+    DataError
+        The previous run lacks a risk profile's ``flattened_<profile>.json``; is a symlink, is
+        being written, did not finish or does not verify (see :func:`check_source_run`); or a
+        flattened file is not a valid book (see :func:`rebalance.read_holdings`).
+    """
+    from ..rebalance import read_holdings
+
+    prev = run_node(previous_run, Path(runs_root))
+    who = f"previous_run {previous_run!r}"
+    books = [prev.file("flattened", profile=p) for p in risk_profiles]
+    missing = [p for p, f in zip(risk_profiles, books, strict=True) if not f.is_file()]
+    if missing and not prev.dir.is_symlink():  # a link is refused as such below
+        raise DataError(
+            f"{who} ({prev.dir}) has no flattened weights for risk profile(s) "
+            f"{', '.join(missing)}; give a finished meta run of the same risk profiles"
+        )
+    check_source_run(prev.dir, books, who=who, hint=f"rerun run {previous_run!r}, or give another run", whole=whole)
+    for book in books:
+        try:
+            read_holdings(book)
+        except DataError as exc:
+            raise DataError(f"{who}: its book is not a valid book: {exc}") from None
+    genesis = audit.genesis_of(prev.dir) or {}
+    return genesis.get("meta_profile")
 
 
 def run_rebalance(ctx: RunContext, profile: str, *, input: Files, output: Files, log: str | None = None) -> None:
@@ -74,6 +108,8 @@ def run_rebalance(ctx: RunContext, profile: str, *, input: Files, output: Files,
             current, prev = read_holdings(source), None
             book = {"kind": "holdings", "path": str(source), "sha256": audit.file_sha256(source)}
         else:
+            # Read only what the previous run's ledger vouches for, and only a valid book.
+            check_previous_run(ctx.previous_run, ctx.runs_root, [profile], whole=False)
             prev = read_json(source)
             current = prev["weights"]
             book = {

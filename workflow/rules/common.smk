@@ -92,10 +92,32 @@ def get_report_inputs(wildcards):
     return W.report_inputs(wildcards.node)
 
 
+def get_final_targets(wildcards):
+    # Evaluated first while the DAG is built, when Snakemake knows whether jobs will execute:
+    # only then is the run directory claimed (checks, lock, damaged artifacts discarded).
+    executing = workflow.executor_plugin is not None and not workflow.dryrun and not workflow.touch
+    try:
+        W.claim(executing)
+    except PipelineError as exc:
+        raise WorkflowError(str(exc)) from None
+    return W.final_targets()
+
+
+def dag_outputs():
+    """Every output of the run's DAG, or None when it is not the whole run (explicit targets, --until, ...)."""
+    s = workflow.dag_settings
+    if s.targets or s.target_jobs or s.until or s.omit_from or s.allowed_rules:
+        return None
+    return [str(f) for job in workflow.dag.jobs for f in job.output]
+
+
 def start_run():
-    """onstart: SIGTERM stops like Ctrl-C (the scheduler just set its own handler), then checks, lock, cluster."""
+    """onstart: SIGTERM stops like Ctrl-C (the scheduler just set its own handler), then the claim and the cluster."""
     signals.sigterm_like_ctrl_c()
-    W.start(any(job.rule.name == "sleeve" for job in workflow.dag.needrun_jobs()))
+    try:
+        W.start(any(job.rule.name == "sleeve" for job in workflow.dag.needrun_jobs()), dag_outputs())
+    except PipelineError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 def finish_run(failed=False):
