@@ -127,29 +127,26 @@ def make_selector(selection: dict) -> Selector | None:
 
 @dataclass
 class SleeveResult:
-    """Everything an atomic sleeve writes, as plain data (JSON-able except ``returns``)."""
+    """Everything an atomic sleeve writes: its returns as a frame, its records as JSON-able dicts.
+
+    Pickled (from a Ray worker, or a process pool's, to the driver), the returns travel as
+    an Arrow table: columnar buffers handed over without a copy into Python objects and
+    without a pandas pickle, so a worker with another pandas version hands over the same
+    frame. The records travel as they are.
+    """
 
     returns: pd.DataFrame  # (n_dates, n_profiles)
     weights: dict[str, dict]
     health: dict
     sign_test: dict
 
-    def to_payload(self) -> dict:
-        """JSON-able form, to ship from a Ray worker without pickling frames."""
-        r = self.returns
-        return {
-            "index": [d.isoformat() for d in r.index],
-            "columns": {c: r[c].tolist() for c in r.columns},
-            "weights": self.weights,
-            "health": self.health,
-            "sign_test": self.sign_test,
-        }
+    def __getstate__(self) -> dict:
+        import pyarrow as pa
 
-    @classmethod
-    def from_payload(cls, payload: dict) -> SleeveResult:
-        idx = pd.DatetimeIndex(pd.to_datetime(payload["index"]), name="date")
-        returns = pd.DataFrame(payload["columns"], index=idx, dtype=float)
-        return cls(returns, payload["weights"], payload["health"], payload["sign_test"])
+        return {**self.__dict__, "returns": pa.Table.from_pandas(self.returns, preserve_index=True)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, returns=state["returns"].to_pandas())
 
     @classmethod
     def merge(cls, parts: list[SleeveResult]) -> SleeveResult:
@@ -240,13 +237,24 @@ def compute_sleeve(
             "weights": holdings_rows(res.final_weights, direction),
         }
     returns = pd.DataFrame(columns)
-    returns.index.name = "date"
+    returns.index = stored_dates(returns.index)
     return SleeveResult(
         returns=returns,
         weights=weights,
         health={"sleeve": sleeve_id, "profile": profile, "direction": direction, "profiles": health},
         sign_test=sign_test(raw, used, direction, streams),
     )
+
+
+def stored_dates(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """``index`` named ``date``, at the resolution a sleeve's ``returns.parquet`` stores: microseconds.
+
+    Nanoseconds are kept only where a date has a part finer than a microsecond, which a
+    microsecond index would lose.
+    """
+    fine = index.as_unit("ns")
+    exact = not (fine.asi8 % 1000).any()
+    return (fine.as_unit("us") if exact else fine).rename("date")
 
 
 def holdings_rows(weights: pd.Series, direction: str) -> list[dict]:
