@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DataError, PipelineError, SleeveError
+from ..errors import PipelineError, SleeveError
 from ..layout import read_json, read_parquet, write_json, write_parquet
 from ..manifest import NodeSpec
 from ..run import RunContext
@@ -18,25 +18,26 @@ def _check_health(ctx: RunContext, spec: NodeSpec, files: dict) -> None:
     its walk-forward windows succeeded; a missing or empty health record is a failure.
     ``health.on_unhealthy = "warn"`` warns on the console instead of stopping. A missing or failed sign test
     (``sign_test.json``) always stops: the stream's direction cannot be trusted. ``files`` are
-    the stage's named inputs (``health:<sleeve>``, ``sign_test:<sleeve>``).
+    the stage's named inputs (``health:<sleeve>``, ``sign_test:<sleeve>``); the gate is
+    :func:`compose.gate_sleeve`.
 
     Raises
     ------
     SleeveError
         Naming the first failing sleeve, what failed and the threshold.
     """
-    from ..sleeve import health_gate, sign_gate
+    from ..compose import gate_sleeve
 
     for cpath in spec.children:
         child = ctx.spec(cpath)
         if child.is_meta:
             continue
-        sid = child.sleeve_id
-        sfile, hfile = files[child_input("sign_test", sid)], files[child_input("health", sid)]
-        direction = child.config["universe"].get("direction", "LONG")
-        sign_gate(f"sleeve {sid!r}", read_json(sfile) if Path(sfile).is_file() else None, direction, sfile)
+        sfile, hfile = files[child_input("sign_test", child.sleeve_id)], files[child_input("health", child.sleeve_id)]
+        sign = read_json(sfile) if Path(sfile).is_file() else None
         health = read_json(hfile) if Path(hfile).is_file() else {}
-        warning = health_gate(f"sleeve {sid!r}", health, spec.config["health"], ctx.plan.risk_profiles, hfile)
+        warning = gate_sleeve(
+            child, health, sign, spec.config["health"], ctx.plan.risk_profiles, health_from=hfile, sign_from=sfile
+        )
         if warning:
             console_warning(warning)
 
@@ -52,7 +53,8 @@ def run_meta_returns(ctx: RunContext, node_path: str, *, input: Files, output: F
     (``layout.read_parquet_metadata``) and the audit record.
     """
     _await_prewarm()
-    from ..meta import aligned_returns, compounded_note
+    from ..compose import aligned
+    from ..meta import compounded_note
 
     spec, files = ctx.spec(node_path), _named(input)
     profiles = ctx.plan.risk_profiles
@@ -62,16 +64,10 @@ def run_meta_returns(ctx: RunContext, node_path: str, *, input: Files, output: F
     outs = dict(zip(profiles, _named(output)["returns"], strict=True))
     with _stage(ctx, "meta_returns", node_path, log, {"profiles": profiles}, [*inputs.values(), *checked], outs.values()) as rec:
         _check_health(ctx, spec, files)
-        bt = spec.config["backtest"]
-        frames = {sid: (path, read_parquet(path)) for sid, path in inputs.items()}
+        frames = {sid: read_parquet(path) for sid, path in inputs.items()}
         for profile, out in outs.items():
-            streams = {}
-            for sid, (path, frame) in frames.items():
-                if profile not in frame.columns:
-                    raise DataError(f"{path}: no column for risk profile {profile!r} (has {', '.join(frame.columns)})")
-                streams[sid] = frame[profile]
-            aligned, cal = aligned_returns(streams, min_obs=bt["train_window"] + bt["test_window"])
-            write_parquet(out, aligned, metadata={"calendar": cal})
+            frame, cal = aligned(spec, frames, profile, sources=inputs)
+            write_parquet(out, frame, metadata={"calendar": cal})
         # every profile of a sleeve shares its calendar: the last one speaks for all
         folded = {sid: c["compounded"] for sid, c in cal["sleeves"].items() if c["compounded"]}
         rec.params.update(common_dates=cal["common_dates"], compounded_periods=folded)
@@ -85,39 +81,27 @@ def run_meta_optimize(
     """Allocate across sleeves: ``output`` ``weights`` (``meta/weights_<p>.json``), ``stream``, and ``tree``
     (the cluster tree, hierarchical profiles) from ``input["returns"]``."""
     _await_prewarm()
-    from ..meta import meta_optimize
-    from ..sleeve import health_gate
+    from ..compose import allocate, allocation_gate
 
     spec, src, out = ctx.spec(node_path), _named(input)["returns"], _named(output)
     outs = [out["weights"], out["stream"], *([out["tree"]] if "tree" in out else [])]
     alloc, bt = spec.config["meta_allocation"], spec.config["backtest"]
     with _stage(ctx, "meta_optimize", node_path, log, {"profile": profile, **alloc, **bt}, [src], outs) as rec:
-        record, stream, tree = _on_running_cluster(
-            ctx,
-            f"meta_optimize {node_path} {profile}",
-            meta_optimize,
-            read_parquet(src),
-            profile,
-            min_weight=alloc["min_weight"],
-            max_weight=alloc["max_weight"],
-            train_window=bt["train_window"],
-            test_window=bt["test_window"],
+        weights, stream, tree = _on_running_cluster(
+            ctx, f"meta_optimize {node_path} {profile}", allocate, spec, read_parquet(src), profile
         )
-        rec.params.update(fallback=record["fallback"], fallback_reason=record["fallback_reason"])
-        # The meta level answers to the same health policy as its sleeves (sleeve.health_gate).
-        for err in record["walk_forward"]["errors"][:3]:
+        rec.params.update(fallback=weights["fallback"], fallback_reason=weights["fallback_reason"])
+        for err in weights["walk_forward"]["errors"][:3]:
             logger.info("meta %s %s: window fell back: %s", node_path, profile, err)
-        warning = health_gate(
-            spec.label, {"profiles": {profile: record["walk_forward"]}}, spec.config["health"], [profile],
-            "its meta walk-forward",
-        )
+        # The meta level answers to the same health policy as its sleeves.
+        warning = allocation_gate(spec, weights)
         if warning:
             console_warning(warning)
-        if record["fallback"]:
-            logger.warning("meta %s %s: optimizer failed, equal-weight fallback: %s", node_path, profile, record["fallback_reason"])
+        if weights["fallback"]:
+            logger.warning("meta %s %s: optimizer failed, equal-weight fallback: %s", node_path, profile, weights["fallback_reason"])
         if "tree" in out:
-            write_json(out["tree"], {"meta_profile": spec.profile, "risk_profile": profile, **(tree or {"available": False})})
-        write_json(out["weights"], {"meta_profile": spec.profile, "risk_profile": profile, **record})
+            write_json(out["tree"], tree)
+        write_json(out["weights"], weights)
         write_parquet(out["stream"], stream.to_frame(profile))
 
 
@@ -142,13 +126,11 @@ def _on_running_cluster(ctx: RunContext, name: str, fn, *args, **kwargs):
 def run_node_returns(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:
     """A meta node's sleeve interface (``output["returns"]``): its out-of-sample streams
     (``input["streams"]``), one column per risk profile."""
-    import pandas as pd
+    from ..compose import node_returns
 
     inputs, out = _named(input)["streams"], _named(output)["returns"]
     with _stage(ctx, "meta_stream", node_path, log, {}, inputs, [out]):
-        frame = pd.concat([read_parquet(p) for p in inputs], axis=1, join="inner")
-        frame.index.name = "date"
-        write_parquet(out, frame)
+        write_parquet(out, node_returns([read_parquet(p) for p in inputs]))
 
 
 def run_flatten(
@@ -160,44 +142,12 @@ def run_flatten(
     ``weights_<p>.json``, or a nested meta child's ``flattened_<p>.json``).
     """
     _await_prewarm()
-    from ..meta import flatten
+    from ..compose import flattened
 
     spec, files, out = ctx.spec(node_path), _named(input), _named(output)["flattened"]
+    children = [ctx.spec(c) for c in spec.children]
     wfile = files["meta_weights"]
-    hfiles = {ctx.spec(c).sleeve_id: files[child_input("holdings", ctx.spec(c).sleeve_id)] for c in spec.children}
+    hfiles = {c.sleeve_id: files[child_input("holdings", c.sleeve_id)] for c in children}
     with _stage(ctx, "flatten", node_path, log, {"profile": profile}, [wfile, *hfiles.values()], [out]):
-        sleeve_weights = read_json(wfile)["weights"]
-        records = {sid: read_json(f) for sid, f in hfiles.items()}
-        flat = flatten(sleeve_weights, {sid: r["weights"] for sid, r in records.items()})
-        write_json(
-            out,
-            {
-                "meta_profile": spec.profile,
-                "risk_profile": profile,
-                "run_id": ctx.run_id,
-                "node": node_path,
-                "sleeve_weights": sleeve_weights,
-                **flat,
-                "held_by": _held_by(ctx, spec, records),
-            },
-        )
-
-
-def _held_by(ctx: RunContext, spec: NodeSpec, records: dict[str, dict]) -> list[dict]:
-    """Each position's first atomic sleeve below the node (plan order, depth first) holding it.
-
-    The risk stage takes a position's prices from that sleeve; it is carried up from each
-    nested meta child's own flattened file, so no stage above needs the leaves' weights.
-    """
-    held: dict[tuple[str, str], str] = {}
-    for c in spec.children:
-        child = ctx.spec(c)
-        record = records[child.sleeve_id]
-        if child.is_meta:
-            for row in record["held_by"]:
-                held.setdefault((row["symbol"], row["direction"]), row["sleeve"])
-        else:
-            for row in record["weights"]:
-                if row["weight"] > 0:
-                    held.setdefault((row["symbol"], row["direction"]), c)
-    return [{"symbol": s, "direction": d, "sleeve": leaf} for (s, d), leaf in held.items()]
+        books = {sid: read_json(f) for sid, f in hfiles.items()}
+        write_json(out, {"run_id": ctx.run_id, **flattened(spec, children, read_json(wfile), books)})
