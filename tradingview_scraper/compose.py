@@ -212,7 +212,9 @@ def held_by(children: Sequence[NodeSpec], books: Mapping[str, dict]) -> list[dic
     return [{"symbol": s, "direction": d, "sleeve": leaf} for (s, d), leaf in held.items()]
 
 
-def flattened(node: NodeSpec, children: Sequence[NodeSpec], weights: dict, books: Mapping[str, dict]) -> dict:
+def flattened(
+    node: NodeSpec, children: Sequence[NodeSpec], profile: str, weights: dict, books: Mapping[str, dict]
+) -> dict:
     """The node's physical-asset book: meta weights @ the children's asset weights (:func:`meta.flatten`).
 
     Parameters
@@ -221,8 +223,10 @@ def flattened(node: NodeSpec, children: Sequence[NodeSpec], weights: dict, books
         The meta node.
     children : list of NodeSpec
         Its children, in plan order.
+    profile : str
+        The risk profile.
     weights : dict
-        Its ``meta/weights_<profile>.json`` record (:func:`allocate`).
+        Its ``meta/weights_<profile>.json`` record (:func:`allocate`); its ``weights`` count.
     books : dict of sleeve id -> dict
         Each child's book of the same risk profile (see the module docstring).
 
@@ -240,7 +244,7 @@ def flattened(node: NodeSpec, children: Sequence[NodeSpec], weights: dict, books
     flat = flatten(sleeve_weights, {c.sleeve_id: books[c.sleeve_id]["weights"] for c in children})
     return {
         "meta_profile": node.profile,
-        "risk_profile": weights["risk_profile"],
+        "risk_profile": profile,
         "node": node.path,
         "sleeve_weights": sleeve_weights,
         **flat,
@@ -295,4 +299,4 @@ def compose_profile(
     frame, calendar = aligned(node, returns, profile)
     weights, stream, tree = allocate(node, frame, profile)
     warning = allocation_gate(node, weights)
-    return Composed(frame, calendar, weights, stream, tree, flattened(node, children, weights, books), warning)
+    return Composed(frame, calendar, weights, stream, tree, flattened(node, children, profile, weights, books), warning)

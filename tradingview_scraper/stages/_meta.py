@@ -150,4 +150,4 @@ def run_flatten(
     hfiles = {c.sleeve_id: files[child_input("holdings", c.sleeve_id)] for c in children}
     with _stage(ctx, "flatten", node_path, log, {"profile": profile}, [wfile, *hfiles.values()], [out]):
         books = {sid: read_json(f) for sid, f in hfiles.items()}
-        write_json(out, {"run_id": ctx.run_id, **flattened(spec, children, read_json(wfile), books)})
+        write_json(out, {"run_id": ctx.run_id, **flattened(spec, children, profile, read_json(wfile), books)})
