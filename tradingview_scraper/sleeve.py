@@ -130,9 +130,9 @@ class SleeveResult:
     """Everything an atomic sleeve writes: its returns as a frame, its records as JSON-able dicts.
 
     Pickled (from a Ray worker, or a process pool's, to the driver), the returns travel as
-    an Arrow table: columnar buffers handed over without a copy into Python objects and
-    without a pandas pickle, so a worker with another pandas version hands over the same
-    frame. The records travel as they are.
+    an Arrow table: columnar buffers, not a Python object per number or date, and no pandas
+    pickle, so a worker with another pandas version hands over the same frame. The records
+    travel as they are.
     """
 
     returns: pd.DataFrame  # (n_dates, n_profiles)
@@ -249,8 +249,9 @@ def compute_sleeve(
 def stored_dates(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
     """``index`` named ``date``, at the resolution a sleeve's ``returns.parquet`` stores: microseconds.
 
-    Nanoseconds are kept only where a date has a part finer than a microsecond, which a
-    microsecond index would lose.
+    The artifacts have always stored a sleeve's dates in microseconds, so a result in memory
+    and its file read back have one dtype and the file keeps its bytes. Nanoseconds are kept
+    only where a date has a part finer than a microsecond, which microseconds would lose.
     """
     fine = index.as_unit("ns")
     exact = not (fine.asi8 % 1000).any()
