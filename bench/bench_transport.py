@@ -9,13 +9,16 @@ Two measurements, CPU time of the driver's thread (``time.thread_time``), not wa
   ``SleeveResult``, its returns an Arrow table) and once as they travelled before (dates as
   ISO strings and each column a list of floats, rebuilt into a frame on the driver;
   reproduced here for the comparison).
+* ``ray``: the same results coming back from tasks on a private Ray cluster (each task
+  loads its stored part and returns it, in one form or the other): the driver's CPU for
+  ``Cluster.map`` (submitting, waiting, ``ray.get`` and deserializing) and the merge.
 * ``stage``: the pipeline on a private Ray cluster (``bench/run_pipeline.py``) over
   ``--sleeves`` sleeves; the ledger's ``cpu_s`` of each ``sleeve`` stage (the job thread's
   CPU: waiting for the tasks, receiving and merging their results, writing the sleeve's
   artifacts, its ledger line). Runs with any version of the package, so the same file run
   from another checkout measures that checkout (``--part stage``).
 
-    python bench/bench_transport.py [--part transport|stage|both] [--sleeves 8] [--repeats 2] [--workdir DIR]
+    python bench/bench_transport.py [--part transport|ray|stage|all] [--sleeves 8] [--repeats 2] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -68,14 +71,20 @@ def _cpu_ms(fn, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def transport(repeats: int = 200) -> dict:
-    """The driver's CPU to receive and merge one sleeve's task results, as Arrow and as lists."""
+def _parts() -> list:
+    """One sleeve's results, one per risk profile, as its tasks compute them."""
     from tradingview_scraper.manifest import resolve
-    from tradingview_scraper.sleeve import SleeveResult, compute_sleeve
+    from tradingview_scraper.sleeve import compute_sleeve
 
     plan = resolve(realistic_manifest(1), "sleeve0")
-    config, rps = plan.root.config, plan.risk_profiles
-    parts = [compute_sleeve(config, [rp], sleeve_id="s0", profile="sleeve0") for rp in rps]
+    return [compute_sleeve(plan.root.config, [rp], sleeve_id="s0", profile="sleeve0") for rp in plan.risk_profiles]
+
+
+def transport(parts: list, repeats: int = 200) -> dict:
+    """The driver's CPU to unpickle and merge one sleeve's task results, as Arrow and as lists."""
+    from tradingview_scraper.sleeve import SleeveResult
+
+    rps = [p.returns.columns[0] for p in parts]
     arrow = [pickle.dumps(p, protocol=5) for p in parts]
     lists = [pickle.dumps(_as_lists(p), protocol=5) for p in parts]
     now = _cpu_ms(lambda: SleeveResult.merge([pickle.loads(b) for b in arrow]), repeats)
@@ -90,6 +99,44 @@ def transport(repeats: int = 200) -> dict:
         "arrow_bytes": sum(map(len, arrow)),
         "lists_bytes": sum(map(len, lists)),
     }
+
+
+def _load_part(path: str, as_lists: bool):
+    """A task returning a stored result, in the form it travels now or the one it travelled before."""
+    with open(path, "rb") as fh:
+        part = pickle.load(fh)
+    return _as_lists(part) if as_lists else part
+
+
+def on_ray(parts: list, rounds: int = 20) -> dict:
+    """The driver's CPU to collect one sleeve's results from Ray tasks and merge them, both forms."""
+    from tradingview_scraper.cluster import Cluster
+    from tradingview_scraper.sleeve import SleeveResult
+
+    with tempfile.TemporaryDirectory(prefix="tvs-parts-") as tmp:
+        paths = []
+        for i, part in enumerate(parts):
+            paths.append(str(Path(tmp) / f"part{i}.pkl"))
+            Path(paths[-1]).write_bytes(pickle.dumps(part))
+        cluster = Cluster(num_cpus=min(2, cores())).start()
+        try:
+
+            def receive(as_lists: bool) -> float:
+                t0 = time.thread_time()
+                done = cluster.map(_load_part, [(("s0", str(i)), (path, as_lists), {}) for i, path in enumerate(paths)])
+                results = [r for r, _ in done.values()]
+                SleeveResult.merge([_from_lists(r) for r in results] if as_lists else results)
+                return 1e3 * (time.thread_time() - t0)
+
+            receive(False), receive(True)  # workers started, code shipped
+            samples: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(rounds):
+                for as_lists in (False, True):
+                    samples[as_lists].append(receive(as_lists))
+        finally:
+            cluster.shutdown()
+    now, before = statistics.median(samples[False]), statistics.median(samples[True])
+    return {"rounds": rounds, "arrow_ms_per_sleeve": now, "lists_ms_per_sleeve": before, "ratio": now / before}
 
 
 def stage(workdir: Path, n_sleeves: int, repeats: int) -> dict:
@@ -114,18 +161,23 @@ def stage(workdir: Path, n_sleeves: int, repeats: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["transport", "stage", "both"], default="both")
+    p.add_argument("--part", choices=["transport", "ray", "stage", "all"], default="all")
     p.add_argument("--sleeves", type=int, default=8)
     p.add_argument("--repeats", type=int, default=2, help="pipeline runs of the stage part")
     p.add_argument("--workdir", type=Path)
     args = p.parse_args(argv)
     out: dict = {}
-    if args.part in ("transport", "both"):
-        t = out["transport"] = transport()
+    parts = _parts() if args.part in ("transport", "ray", "all") else []
+    if args.part in ("transport", "all"):
+        t = out["transport"] = transport(parts)
         print(f"transport: {t['arrow_ms_per_sleeve']:.2f} ms per sleeve as Arrow, {t['lists_ms_per_sleeve']:.2f} ms "
               f"as lists ({t['ratio']:.2f} of it); {t['risk_profiles']} tasks of {t['dates']} dates",
               file=sys.stderr)  # fmt: skip
-    if args.part in ("stage", "both"):
+    if args.part in ("ray", "all"):
+        r = out["ray"] = on_ray(parts)
+        print(f"ray: {r['arrow_ms_per_sleeve']:.2f} ms per sleeve as Arrow, {r['lists_ms_per_sleeve']:.2f} ms as lists "
+              f"({r['ratio']:.2f} of it), median of {r['rounds']} rounds", file=sys.stderr)  # fmt: skip
+    if args.part in ("stage", "all"):
         with tempfile.TemporaryDirectory(prefix="tvs-transport-") as tmp:
             s = out["stage"] = stage(args.workdir or Path(tmp), args.sleeves, args.repeats)
         print(f"stage: driver CPU of the sleeve stage {s['stage_ms_mean']:.1f} ms per sleeve (median "

@@ -143,10 +143,15 @@ class SleeveResult:
     def __getstate__(self) -> dict:
         import pyarrow as pa
 
-        return {**self.__dict__, "returns": pa.Table.from_pandas(self.returns, preserve_index=True)}
+        r = self.returns
+        arrays = [pa.array(r.index.to_numpy()), *(pa.array(r[c].to_numpy()) for c in r.columns)]
+        return {**self.__dict__, "returns": pa.Table.from_arrays(arrays, names=["date", *map(str, r.columns)])}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, returns=state["returns"].to_pandas())
+        table = state["returns"]  # the dates, then one column per risk profile
+        index = pd.DatetimeIndex(table.column(0).to_numpy(), name="date")
+        columns = {name: col.to_numpy() for name, col in zip(table.column_names[1:], table.columns[1:], strict=True)}
+        self.__dict__.update(state, returns=pd.DataFrame(columns, index=index))
 
     @classmethod
     def merge(cls, parts: list[SleeveResult]) -> SleeveResult:
