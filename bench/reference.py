@@ -1,10 +1,10 @@
 """Pure-compute reference: a meta profile's sleeves and meta stages in one process pool, no orchestration.
 
 The same work as the pipeline's sleeve, meta_returns, meta_optimize and flatten jobs, done
-by calling the package's pure functions (``sleeve.compute_sleeve``, ``meta.meta_returns``,
-``meta.meta_optimize``, ``meta.flatten``) in one ``ProcessPoolExecutor`` with the same
-cores: no Snakemake, no Ray, no artifacts, no report. Its wall time is the denominator of
-the overhead ratio (bench/bench_overhead.py).
+by calling the pure functions those stages call (``sleeve.compute_sleeve``, and the meta
+composition ``compose.compose_profile``: aligned returns, allocation, flattening) in one
+``ProcessPoolExecutor`` with the same cores: no Snakemake, no Ray, no artifacts, no report,
+no gates. Its wall time is the denominator of the overhead ratio (bench/bench_overhead.py).
 
     python bench/reference.py --manifest M --profile P [--cores N] [--tree]
 """
@@ -49,38 +49,22 @@ def _sleeves(pool: ProcessPoolExecutor, children: list, rps: list[str]) -> dict:
     }
 
 
-def _metas(pool: ProcessPoolExecutor, results: dict, rps: list[str], config: dict) -> dict:
+def _metas(pool: ProcessPoolExecutor, results: dict, rps: list[str], node, children: list) -> dict:
+    returns = {sid: r.returns for sid, (_, r) in results.items()}
     futures = {
-        rp: pool.submit(
-            _meta,
-            rp,
-            {sid: r.returns[rp] for sid, (_, r) in results.items()},
-            {sid: r.weights[rp]["weights"] for sid, (_, r) in results.items()},
-            config,
-        )
+        rp: pool.submit(_meta, node, children, returns, {sid: r.weights[rp] for sid, (_, r) in results.items()}, rp)
         for rp in rps
     }
     return {rp: f.result() for rp, f in futures.items()}
 
 
-def _meta(profile: str, streams: dict, holdings: dict, config: dict, with_stream: bool = False) -> tuple:
-    from tradingview_scraper.meta import flatten, meta_optimize, meta_returns
+def _meta(node, children: list, returns: dict, books: dict, profile: str) -> tuple:
+    """One meta node's risk profile, as its stages compute it: (seconds, flattened record, stream)."""
+    from tradingview_scraper.compose import compose_profile
 
     t0 = time.perf_counter()
-    alloc, bt = config["meta_allocation"], config["backtest"]
-    frame = meta_returns(streams, min_obs=bt["train_window"] + bt["test_window"])
-    record, stream, _tree = meta_optimize(
-        frame,
-        profile,
-        min_weight=alloc["min_weight"],
-        max_weight=alloc["max_weight"],
-        train_window=bt["train_window"],
-        test_window=bt["test_window"],
-    )
-    flat = flatten(record["weights"], holdings)
-    if with_stream:  # a nested meta node hands its stream and flattened rows to its parent
-        return time.perf_counter() - t0, flat, stream
-    return time.perf_counter() - t0, flat
+    composed = compose_profile(node, children, returns, books, profile)
+    return time.perf_counter() - t0, composed.flattened, composed.stream
 
 
 def run_reference_tree(manifest: str | Path, profile: str, n_cores: int) -> dict:
@@ -112,28 +96,25 @@ def run_reference_tree(manifest: str | Path, profile: str, n_cores: int) -> dict
         by_id = _sleeves(pool, atomic, rps)
         sleeves_wall = time.perf_counter() - t0
         path_of = {n.sleeve_id: k for k, n in plan.nodes.items() if not n.is_meta}
-        streams = {path_of[sid]: {rp: r.returns[rp] for rp in rps} for sid, (_, r) in by_id.items()}
-        holdings = {path_of[sid]: {rp: r.weights[rp]["weights"] for rp in rps} for sid, (_, r) in by_id.items()}
+        # Per node and risk profile: the stream (a one-column frame) and the book a parent reads.
+        streams = {path_of[sid]: {rp: r.returns[[rp]] for rp in rps} for sid, (_, r) in by_id.items()}
+        books = {path_of[sid]: {rp: r.weights[rp] for rp in rps} for sid, (_, r) in by_id.items()}
         meta_seconds, flattened = 0.0, {}
         for level in sorted({depth(k) for k in metas}, reverse=True):
             keys = [k for k in metas if depth(k) == level]
-            futures = {
-                (k, rp): pool.submit(
-                    _meta,
-                    rp,
-                    {plan.nodes[c].sleeve_id: streams[c][rp] for c in plan.nodes[k].children},
-                    {plan.nodes[c].sleeve_id: holdings[c][rp] for c in plan.nodes[k].children},
-                    plan.nodes[k].config,
-                    True,
-                )
-                for k in keys
-                for rp in rps
-            }
+            futures = {}
+            for k in keys:
+                node = plan.nodes[k]
+                children = [plan.nodes[c] for c in node.children]
+                for rp in rps:
+                    returns = {plan.nodes[c].sleeve_id: streams[c][rp] for c in node.children}
+                    child_books = {plan.nodes[c].sleeve_id: books[c][rp] for c in node.children}
+                    futures[k, rp] = pool.submit(_meta, node, children, returns, child_books, rp)
             for (k, rp), f in futures.items():
                 seconds, flat, stream = f.result()
                 meta_seconds += seconds
-                streams.setdefault(k, {})[rp] = stream
-                holdings.setdefault(k, {})[rp] = flat["weights"]
+                streams.setdefault(k, {})[rp] = stream.to_frame(rp)
+                books.setdefault(k, {})[rp] = flat
                 if k == ".":
                     flattened[rp] = flat["gross"]
     return {
@@ -186,22 +167,22 @@ def run_reference(manifest: str | Path, profile: str, n_cores: int) -> dict:
     with ProcessPoolExecutor(max_workers=n_cores) as pool:
         results = _sleeves(pool, children, rps)
         sleeves_wall = time.perf_counter() - t0
-        meta_results = _metas(pool, results, rps, root.config)
+        meta_results = _metas(pool, results, rps, root, children)
     wall = time.perf_counter() - t0
     # What a rerun after changing the first sleeve must compute, in a fresh pool as the full
     # run had: that sleeve, then the whole meta layer again.
     t1 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=n_cores) as pool:
         results |= _sleeves(pool, children[:1], rps)
-        _metas(pool, results, rps, root.config)
+        _metas(pool, results, rps, root, children)
     incremental_wall = time.perf_counter() - t1
     return {
         "wall": wall,
         "incremental_wall": incremental_wall,
         "sleeves_wall": sleeves_wall,
         "sleeve_seconds": sum(t for t, _ in results.values()),
-        "meta_seconds": sum(t for t, _ in meta_results.values()),
-        "flattened": {rp: flat["gross"] for rp, (_, flat) in meta_results.items()},
+        "meta_seconds": sum(t for t, _, _ in meta_results.values()),
+        "flattened": {rp: flat["gross"] for rp, (_, flat, _) in meta_results.items()},
     }
 
 

@@ -57,19 +57,23 @@ def test_unhealthy_sleeve_stops_the_in_memory_plan_too(small_manifest_dict, writ
 
 @pytest.mark.e2e
 def test_in_memory_plan_equals_the_file_target_pipeline(nested, tmp_path):
+    """One meta composition: what the API holds is what the pipeline writes, bit for bit."""
+    from tradingview_scraper.layout import dumps_json
+
     result = tvs.run_pipeline(
         "meta_deep", manifest=SMALL_MANIFEST, profiles="equal_weight,hrp", run_id="api", runs_root=tmp_path, ray=False
     )
     for path, node in nested.nodes.items():
         d = result.run_dir if path == "." else result.run_dir / path
-        pd.testing.assert_frame_equal(node.returns, pd.read_parquet(d / "returns.parquet"), rtol=1e-12, atol=1e-14)
+        pd.testing.assert_frame_equal(node.returns, pd.read_parquet(d / "returns.parquet"), check_exact=True)
         for rp in nested.risk_profiles:
             if node.spec.is_meta:
+                stored = pd.read_parquet(d / f"meta/returns_{rp}.parquet")
+                pd.testing.assert_frame_equal(node.meta_returns[rp], stored, check_exact=True)
+                assert dumps_json(node.meta_weights[rp]) == (d / f"meta/weights_{rp}.json").read_text()
                 flat = json.loads((d / f"flattened_{rp}.json").read_text())
-                got = {(r["symbol"], r["direction"]): r["weight"] for r in node.flattened[rp]["weights"]}
-                want = {(r["symbol"], r["direction"]): r["weight"] for r in flat["weights"]}
-                assert got.keys() == want.keys()
-                np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=0, atol=1e-12)
+                assert flat.pop("run_id") == "api"
+                assert dumps_json(node.flattened[rp]) == dumps_json(flat)
 
 
 def _doc_examples() -> list[str]:

@@ -308,6 +308,27 @@ def test_map_keeps_input_order_and_puts_a_shared_frame_once(cluster, monkeypatch
 
 
 @pytest.mark.e2e
+def test_sleeve_results_come_back_from_workers_as_the_frames_computed_in_process(cluster):
+    """A sleeve's parts cross from Ray workers as data (its returns an Arrow table) and merge to the in-process result."""
+    from tradingview_scraper.sleeve import SleeveResult, compute_sleeve
+
+    config = {
+        "data": {"source": "skfolio", "start": "2020-01-01", "end": "2021-12-31"},
+        "universe": {"symbols": ["KO", "PEP", "PG"]},
+        "selection": {"method": "all"},
+        "backtest": {"train_window": 126, "test_window": 21},
+    }
+    rps = ["equal_weight", "min_variance"]
+    kwargs = {"sleeve_id": "x", "profile": "p"}
+    results = cluster.map(compute_sleeve, [(("x", rp), (config, [rp]), kwargs) for rp in rps], timeout_s=300)
+    merged = SleeveResult.merge([part for part, _ in results.values()])
+    whole = compute_sleeve(config, rps, **kwargs)
+    assert str(merged.returns.index.dtype) == "datetime64[us]"  # the resolution returns.parquet stores
+    pd.testing.assert_frame_equal(merged.returns, whole.returns, check_exact=True)
+    assert (merged.weights, merged.health, merged.sign_test) == (whole.weights, whole.health, whole.sign_test)
+
+
+@pytest.mark.e2e
 def test_one_process_owns_one_cluster(cluster):
     with pytest.raises(PipelineError, match="already connected"):
         Cluster(num_cpus=1).start()

@@ -324,6 +324,13 @@ def test_sequential_mode_produces_the_same_artifacts(ray_run, manifest, tmp_path
     watch.assert_gone(clusters=0)
     assert {p["mode"] for p in _provenance(seq.run_dir).values()} == {"sequential"}
     assert_same_artifacts(result.run_dir, seq.run_dir)
+    # Byte for byte, but for where and how long tasks ran (bench/compare_runs.py says what it leaves out).
+    compared = subprocess.run(
+        [sys.executable, str(PROJECT / "bench" / "compare_runs.py"), str(result.run_dir), str(seq.run_dir)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert compared.returncode == 0, compared.stdout
+    assert compared.stdout.strip().endswith(": identical")
 
 
 # ----------------------------------------------------------------------------- an external two-node cluster

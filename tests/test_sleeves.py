@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -350,6 +351,28 @@ def test_crypto_tradingview_sleeve_keeps_its_24x7_calendar(write_manifest, tmp_p
     assert json.loads((run / "sign_test.json").read_text())["passed"]
 
 
+def test_a_sleeve_result_crosses_processes_as_arrow_and_is_what_its_file_stores(tmp_path):
+    """A task's result travels as data (Arrow, no pandas pickle) and its returns are the artifact's, dtype for dtype."""
+    from tradingview_scraper.layout import read_parquet, write_parquet
+
+    config = {
+        "data": {"source": "skfolio", "start": "2020-01-01", "end": "2021-12-31"},
+        "universe": {"symbols": SYMBOLS},
+        "selection": {"method": "all"},
+        "backtest": {"train_window": 126, "test_window": 21},
+    }
+    result = compute_sleeve(config, ["equal_weight"], sleeve_id="x", profile="p")
+    blob = pickle.dumps(result)
+    assert b"pyarrow" in blob and b"pandas.core" not in blob
+    back = pickle.loads(blob)
+    pd.testing.assert_frame_equal(back.returns, result.returns, check_exact=True)
+    assert (back.weights, back.health, back.sign_test) == (result.weights, result.health, result.sign_test)
+    write_parquet(tmp_path / "returns.parquet", result.returns)
+    stored = read_parquet(tmp_path / "returns.parquet")
+    assert str(stored.index.dtype) == "datetime64[us]"
+    pd.testing.assert_frame_equal(stored, result.returns, check_exact=True)
+
+
 @pytest.mark.parametrize("direction", ["LONG", "SHORT"])
 def test_a_sleeve_computed_per_risk_profile_merges_to_the_whole(direction):
     """The pipeline runs each risk profile as its own task: the merged parts equal one call."""
@@ -363,12 +386,11 @@ def test_a_sleeve_computed_per_risk_profile_merges_to_the_whole(direction):
     }
     rps = ["equal_weight", "min_variance", "hrp"]
     whole = compute_sleeve(config, rps, sleeve_id="x", profile="p")
-    parts = [
-        SleeveResult.from_payload(compute_sleeve(config, [rp], sleeve_id="x", profile="p").to_payload())
-        for rp in reversed(rps)
-    ]
+    # Each part crosses a process boundary as a task's result does: pickled, its returns as Arrow.
+    parts = [pickle.loads(pickle.dumps(compute_sleeve(config, [rp], sleeve_id="x", profile="p"))) for rp in reversed(rps)]
     merged = SleeveResult.merge(parts)
-    assert merged.to_payload() == whole.to_payload()  # every number, the sign test included
+    pd.testing.assert_frame_equal(merged.returns[rps], whole.returns, check_exact=True)  # every number
+    assert (merged.weights, merged.health, merged.sign_test) == (whole.weights, whole.health, whole.sign_test)
     failing = copy.deepcopy(parts)
     failing[1].sign_test["passed"] = False
     assert SleeveResult.merge(failing).sign_test["passed"] is False

@@ -30,7 +30,10 @@ class NodeResult:
         An atomic sleeve's walk-forward health and SHORT sign test (empty for meta nodes).
     meta_returns, meta_weights, flattened : dict of risk profile -> ...
         A meta node's aligned sleeve returns (DataFrame of shape (n_common_dates,
-        n_sleeves)), its meta allocation record and its flattened holdings record.
+        n_sleeves)), its meta allocation record and its flattened holdings record: what
+        the pipeline writes to ``meta/returns_<p>.parquet``, ``meta/weights_<p>.json`` and
+        ``flattened_<p>.json`` (less the run id), computed by the same functions
+        (:mod:`~tradingview_scraper.compose`).
     warnings : list of str
         Warnings a ``health`` policy let through: sleeves whose walk-forward windows differ
         from the node's (``on_parity_mismatch = "warn"``), unhealthy nodes (``on_unhealthy = "warn"``),
@@ -149,27 +152,24 @@ def run_pipeline(profile: str, **options) -> object:
     return MetaPipeline(profile, **options).execute()
 
 
-def _sleeve_job(spec: NodeSpec, risk_profiles: list[str], base_dir: str) -> dict:
+def _sleeve_job(spec: NodeSpec, risk_profiles: list[str], base_dir: str):
+    """One atomic sleeve computed (in a pool's process: its returns come back as Arrow, see ``SleeveResult``)."""
     from .sleeve import compute_sleeve
 
-    return compute_sleeve(
-        spec.config, risk_profiles, sleeve_id=spec.sleeve_id or spec.profile, profile=spec.profile, base_dir=base_dir
-    ).to_payload()
+    sid = spec.sleeve_id or spec.profile
+    return compute_sleeve(spec.config, risk_profiles, sleeve_id=sid, profile=spec.profile, base_dir=base_dir)
 
 
 def _compute_atomic(plan: Plan, base: Path, runs_root: Path, max_workers: int | None) -> dict[str, NodeResult]:
-    from .sleeve import SleeveResult
-
     rps = plan.risk_profiles
     computed = [s for s in plan.atomic_nodes() if not s.pin]
     if max_workers == 1 or len(computed) <= 1:
-        payloads = [_sleeve_job(s, rps, str(base)) for s in computed]
+        results = [_sleeve_job(s, rps, str(base)) for s in computed]
     else:
         with ProcessPoolExecutor(max_workers=max_workers) as pool:
-            payloads = list(pool.map(_sleeve_job, computed, [rps] * len(computed), [str(base)] * len(computed)))
+            results = list(pool.map(_sleeve_job, computed, [rps] * len(computed), [str(base)] * len(computed)))
     out = {}
-    for spec, payload in zip(computed, payloads, strict=True):
-        res = SleeveResult.from_payload(payload)
+    for spec, res in zip(computed, results, strict=True):
         holdings = {rp: rec["weights"] for rp, rec in res.weights.items()}
         out[spec.path] = NodeResult(spec.path, spec, res.returns, holdings, res.health, res.sign_test)
     for spec in plan.atomic_nodes():
@@ -194,11 +194,14 @@ def _pinned(spec: NodeSpec, runs_root: Path, rps: list[str]) -> NodeResult:
 
 
 def _compute_meta(plan: Plan, spec: NodeSpec, nodes: Mapping[str, NodeResult]) -> NodeResult:
-    from .meta import flatten, meta_optimize, meta_returns
-    from .sleeve import ChildRecords, children_gate, walk_forward_gate
+    """One meta node from its children's results: the stages' gates and composition (:mod:`compose`)."""
+    from .compose import compose_profile, node_returns
+    from .sleeve import ChildRecords, children_gate
 
     rps = plan.risk_profiles
-    records = [ChildRecords(nodes[c].spec, nodes[c].health, nodes[c].sign_test) for c in spec.children]
+    children = [nodes[c] for c in spec.children]
+    specs = [c.spec for c in children]
+    records = [ChildRecords(c.spec, c.health, c.sign_test) for c in children]
     warnings = [*spec.config.get("parity_warnings", []), *children_gate(spec, records, rps)]
     warnings += [
         f"sleeve {r.spec.sleeve_id!r}: data {f['check']}: {f['message']}"
@@ -206,31 +209,18 @@ def _compute_meta(plan: Plan, spec: NodeSpec, nodes: Mapping[str, NodeResult]) -
         if not r.spec.is_meta
         for f in (r.health or {}).get("data_quality", [])
     ]
-    bt, alloc = spec.config["backtest"], spec.config["meta_allocation"]
-    children = {nodes[c].spec.sleeve_id: nodes[c] for c in spec.children}
     result = NodeResult(spec.path, spec, pd.DataFrame(), {}, warnings=warnings)
-    streams = {}
+    returns = {c.spec.sleeve_id: c.returns for c in children}
+    streams = []
     for rp in rps:
-        aligned = meta_returns(
-            {sid: child.returns[rp] for sid, child in children.items()}, min_obs=bt["train_window"] + bt["test_window"]
-        )
-        record, stream, _ = meta_optimize(
-            aligned,
-            rp,
-            min_weight=alloc["min_weight"],
-            max_weight=alloc["max_weight"],
-            train_window=bt["train_window"],
-            test_window=bt["test_window"],
-        )
-        warning = walk_forward_gate(spec, rp, record)
-        if warning:
-            result.warnings.append(warning)
-        flat = flatten(record["weights"], {sid: child.holdings[rp] for sid, child in children.items()})
-        result.meta_returns[rp] = aligned
-        result.meta_weights[rp] = {"meta_profile": spec.profile, "risk_profile": rp, **record}
-        result.flattened[rp] = {"meta_profile": spec.profile, "risk_profile": rp, "sleeve_weights": record["weights"], **flat}
-        result.holdings[rp] = flat["weights"]
-        streams[rp] = stream
-    result.returns = pd.concat(streams, axis=1, join="inner")
-    result.returns.index.name = "date"
+        books = {c.spec.sleeve_id: c.flattened[rp] if c.spec.is_meta else {"weights": c.holdings[rp]} for c in children}
+        composed = compose_profile(spec, specs, returns, books, rp)
+        if composed.warning:
+            result.warnings.append(composed.warning)
+        result.meta_returns[rp] = composed.aligned
+        result.meta_weights[rp] = composed.weights
+        result.flattened[rp] = composed.flattened
+        result.holdings[rp] = composed.flattened["weights"]
+        streams.append(composed.stream.to_frame(rp))
+    result.returns = node_returns(streams)
     return result

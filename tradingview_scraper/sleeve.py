@@ -132,29 +132,31 @@ def make_selector(selection: dict) -> Selector | None:
 
 @dataclass
 class SleeveResult:
-    """Everything an atomic sleeve writes, as plain data (JSON-able except ``returns``)."""
+    """Everything an atomic sleeve writes: its returns as a frame, its records as JSON-able dicts.
+
+    Pickled (from a Ray worker, or a process pool's, to the driver), the returns travel as
+    an Arrow table: columnar buffers, not a Python object per number or date, and no pandas
+    pickle, so a worker with another pandas version hands over the same frame. The records
+    travel as they are.
+    """
 
     returns: pd.DataFrame  # (n_dates, n_profiles)
     weights: dict[str, dict]
     health: dict
     sign_test: dict
 
-    def to_payload(self) -> dict:
-        """JSON-able form, to ship from a Ray worker without pickling frames."""
-        r = self.returns
-        return {
-            "index": [d.isoformat() for d in r.index],
-            "columns": {c: r[c].tolist() for c in r.columns},
-            "weights": self.weights,
-            "health": self.health,
-            "sign_test": self.sign_test,
-        }
+    def __getstate__(self) -> dict:
+        import pyarrow as pa
 
-    @classmethod
-    def from_payload(cls, payload: dict) -> SleeveResult:
-        idx = pd.DatetimeIndex(pd.to_datetime(payload["index"]), name="date")
-        returns = pd.DataFrame(payload["columns"], index=idx, dtype=float)
-        return cls(returns, payload["weights"], payload["health"], payload["sign_test"])
+        r = self.returns
+        arrays = [pa.array(r.index.to_numpy()), *(pa.array(r[c].to_numpy()) for c in r.columns)]
+        return {**self.__dict__, "returns": pa.Table.from_arrays(arrays, names=["date", *map(str, r.columns)])}
+
+    def __setstate__(self, state: dict) -> None:
+        table = state["returns"]  # the dates, then one column per risk profile
+        index = pd.DatetimeIndex(table.column(0).to_numpy(), name="date")
+        columns = {name: col.to_numpy() for name, col in zip(table.column_names[1:], table.columns[1:], strict=True)}
+        self.__dict__.update(state, returns=pd.DataFrame(columns, index=index))
 
     @classmethod
     def merge(cls, parts: list[SleeveResult]) -> SleeveResult:
@@ -252,7 +254,7 @@ def compute_sleeve(
             "weights": holdings_rows(res.final_weights, direction),
         }
     returns = pd.DataFrame(columns)
-    returns.index.name = "date"
+    returns.index = stored_dates(returns.index)
     record = {"sleeve": sleeve_id, "profile": profile, "direction": direction, "profiles": health}
     if findings:
         record["data_quality"] = findings
@@ -262,6 +264,18 @@ def compute_sleeve(
         health=record,
         sign_test=sign_test(raw, used, direction, streams),
     )
+
+
+def stored_dates(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """``index`` named ``date``, at the resolution a sleeve's ``returns.parquet`` stores: microseconds.
+
+    The artifacts have always stored a sleeve's dates in microseconds, so a result in memory
+    and its file read back have one dtype and the file keeps its bytes. Nanoseconds are kept
+    only where a date has a part finer than a microsecond, which microseconds would lose.
+    """
+    fine = index.as_unit("ns")
+    exact = not (fine.asi8 % 1000).any()
+    return (fine.as_unit("us") if exact else fine).rename("date")
 
 
 def holdings_rows(weights: pd.Series, direction: str) -> list[dict]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DataError
 from ..layout import read_json, read_parquet, write_json, write_parquet
 from ..manifest import NodeSpec
 from ..run import RunContext
@@ -56,7 +55,8 @@ def run_meta_returns(ctx: RunContext, node_path: str, *, input: Files, output: F
     atomic children's policies let through go into the same metadata (``data_quality``).
     """
     _await_prewarm()
-    from ..meta import aligned_returns, compounded_note
+    from ..compose import aligned
+    from ..meta import compounded_note
 
     spec, files = ctx.spec(node_path), _named(input)
     profiles = ctx.plan.risk_profiles
@@ -68,16 +68,10 @@ def run_meta_returns(ctx: RunContext, node_path: str, *, input: Files, output: F
         findings = _check_health(ctx, spec, files)
         # the report reads the children's data-quality findings from here (kept only when there are some)
         extra = {"data_quality": findings} if findings else {}
-        bt = spec.config["backtest"]
-        frames = {sid: (path, read_parquet(path)) for sid, path in inputs.items()}
+        frames = {sid: read_parquet(path) for sid, path in inputs.items()}
         for profile, out in outs.items():
-            streams = {}
-            for sid, (path, frame) in frames.items():
-                if profile not in frame.columns:
-                    raise DataError(f"{path}: no column for risk profile {profile!r} (has {', '.join(frame.columns)})")
-                streams[sid] = frame[profile]
-            aligned, cal = aligned_returns(streams, min_obs=bt["train_window"] + bt["test_window"])
-            write_parquet(out, aligned, metadata={"calendar": cal, **extra})
+            frame, cal = aligned(spec, frames, profile, sources=inputs)
+            write_parquet(out, frame, metadata={"calendar": cal, **extra})
         # every profile of a sleeve shares its calendar: the last one speaks for all
         folded = {sid: c["compounded"] for sid, c in cal["sleeves"].items() if c["compounded"]}
         rec.params.update(common_dates=cal["common_dates"], compounded_periods=folded)
@@ -91,35 +85,25 @@ def run_meta_optimize(
     """Allocate across sleeves: ``output`` ``weights`` (``meta/weights_<p>.json``), ``stream``, and ``tree``
     (the cluster tree, hierarchical profiles) from ``input["returns"]``."""
     _await_prewarm()
-    from ..meta import meta_optimize
+    from ..compose import allocate
     from ..sleeve import walk_forward_gate
 
     spec, src, out = ctx.spec(node_path), _named(input)["returns"], _named(output)
     outs = [out["weights"], out["stream"], *([out["tree"]] if "tree" in out else [])]
     alloc, bt = spec.config["meta_allocation"], spec.config["backtest"]
     with _stage(ctx, "meta_optimize", node_path, log, {"profile": profile, **alloc, **bt}, [src], outs) as rec:
-        record, stream, tree = _on_running_cluster(
-            ctx,
-            (spec.label, profile),
-            meta_optimize,
-            read_parquet(src),
-            profile,
-            min_weight=alloc["min_weight"],
-            max_weight=alloc["max_weight"],
-            train_window=bt["train_window"],
-            test_window=bt["test_window"],
-        )
-        rec.params.update(fallback=record["fallback"], fallback_reason=record["fallback_reason"])
-        for err in record["walk_forward"]["errors"][:3]:
+        weights, stream, tree = _on_running_cluster(ctx, (spec.label, profile), allocate, spec, read_parquet(src), profile)
+        rec.params.update(fallback=weights["fallback"], fallback_reason=weights["fallback_reason"])
+        for err in weights["walk_forward"]["errors"][:3]:
             logger.info("meta %s %s: window fell back: %s", node_path, profile, err)
-        warning = walk_forward_gate(spec, profile, record)
+        warning = walk_forward_gate(spec, profile, weights)
         if warning:
             console_warning(warning)
-        if record["fallback"]:
-            logger.warning("meta %s %s: optimizer failed, equal-weight fallback: %s", node_path, profile, record["fallback_reason"])
+        if weights["fallback"]:
+            logger.warning("meta %s %s: optimizer failed, equal-weight fallback: %s", node_path, profile, weights["fallback_reason"])
         if "tree" in out:
-            write_json(out["tree"], {"meta_profile": spec.profile, "risk_profile": profile, **(tree or {"available": False})})
-        write_json(out["weights"], {"meta_profile": spec.profile, "risk_profile": profile, **record})
+            write_json(out["tree"], tree)
+        write_json(out["weights"], weights)
         write_parquet(out["stream"], stream.to_frame(profile))
 
 
@@ -142,13 +126,11 @@ def _on_running_cluster(ctx: RunContext, name: tuple[str, str], fn, *args, **kwa
 def run_node_returns(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:
     """A meta node's sleeve interface (``output["returns"]``): its out-of-sample streams
     (``input["streams"]``), one column per risk profile."""
-    import pandas as pd
+    from ..compose import node_returns
 
     inputs, out = _named(input)["streams"], _named(output)["returns"]
     with _stage(ctx, "meta_stream", node_path, log, {}, inputs, [out]):
-        frame = pd.concat([read_parquet(p) for p in inputs], axis=1, join="inner")
-        frame.index.name = "date"
-        write_parquet(out, frame)
+        write_parquet(out, node_returns([read_parquet(p) for p in inputs]))
 
 
 def run_flatten(
@@ -160,44 +142,12 @@ def run_flatten(
     ``weights_<p>.json``, or a nested meta child's ``flattened_<p>.json``).
     """
     _await_prewarm()
-    from ..meta import flatten
+    from ..compose import flattened
 
     spec, files, out = ctx.spec(node_path), _named(input), _named(output)["flattened"]
+    children = [ctx.spec(c) for c in spec.children]
     wfile = files["meta_weights"]
-    hfiles = {ctx.spec(c).sleeve_id: files[child_input("holdings", ctx.spec(c).sleeve_id)] for c in spec.children}
+    hfiles = {c.sleeve_id: files[child_input("holdings", c.sleeve_id)] for c in children}
     with _stage(ctx, "flatten", node_path, log, {"profile": profile}, [wfile, *hfiles.values()], [out]):
-        sleeve_weights = read_json(wfile)["weights"]
-        records = {sid: read_json(f) for sid, f in hfiles.items()}
-        flat = flatten(sleeve_weights, {sid: r["weights"] for sid, r in records.items()})
-        write_json(
-            out,
-            {
-                "meta_profile": spec.profile,
-                "risk_profile": profile,
-                "run_id": ctx.run_id,
-                "node": node_path,
-                "sleeve_weights": sleeve_weights,
-                **flat,
-                "held_by": _held_by(ctx, spec, records),
-            },
-        )
-
-
-def _held_by(ctx: RunContext, spec: NodeSpec, records: dict[str, dict]) -> list[dict]:
-    """Each position's first atomic sleeve below the node (plan order, depth first) holding it.
-
-    The risk stage takes a position's prices from that sleeve; it is carried up from each
-    nested meta child's own flattened file, so no stage above needs the leaves' weights.
-    """
-    held: dict[tuple[str, str], str] = {}
-    for c in spec.children:
-        child = ctx.spec(c)
-        record = records[child.sleeve_id]
-        if child.is_meta:
-            for row in record["held_by"]:
-                held.setdefault((row["symbol"], row["direction"]), row["sleeve"])
-        else:
-            for row in record["weights"]:
-                if row["weight"] > 0:
-                    held.setdefault((row["symbol"], row["direction"]), c)
-    return [{"symbol": s, "direction": d, "sleeve": leaf} for (s, d), leaf in held.items()]
+        books = {sid: read_json(f) for sid, f in hfiles.items()}
+        write_json(out, {"run_id": ctx.run_id, **flattened(spec, children, profile, read_json(wfile), books)})

@@ -11,14 +11,15 @@ from ..run import RunContext
 from ._common import Files, _named, _stage, console_warning, logger, prewarm
 
 
-def _sleeve_task(
-    config: dict, risk_profiles: list[str], sleeve_id: str, profile: str, base_dir: str, prices=None
-) -> dict:
-    """What runs on a Ray worker (or in-process): the sleeve's computation as plain data."""
+def _sleeve_task(config: dict, risk_profiles: list[str], sleeve_id: str, profile: str, base_dir: str, prices=None):
+    """What runs on a Ray worker (or in-process): the sleeve's computation, its returns a frame.
+
+    The result travels back as :class:`~tradingview_scraper.sleeve.SleeveResult` pickles
+    it: the returns as an Arrow table, the records as they are.
+    """
     from ..sleeve import compute_sleeve
 
-    result = compute_sleeve(config, risk_profiles, sleeve_id=sleeve_id, profile=profile, base_dir=base_dir, prices=prices)
-    return result.to_payload()
+    return compute_sleeve(config, risk_profiles, sleeve_id=sleeve_id, profile=profile, base_dir=base_dir, prices=prices)
 
 
 def _driver_prices(config: dict, base_dir: Path) -> tuple[object, list[dict] | None]:
@@ -79,7 +80,7 @@ def run_sleeve(
             prewarm()
             cpus = float(spec.config["backtest"].get("num_cpus", 1))
             done = ctx.cluster.map(_sleeve_task, tasks, num_cpus=cpus)
-        result = SleeveResult.merge([SleeveResult.from_payload(payload) for payload, _ in done.values()])
+        result = SleeveResult.merge([part for part, _ in done.values()])
         if findings:
             result.health["data_quality"] = findings
         for finding in result.health.get("data_quality", []):
