@@ -6,7 +6,16 @@ recorded artifacts against their files (and discards damaged ones), and ``_verif
 verifies a whole ledger (``python -m tradingview_scraper.audit verify <run_dir>``).
 """
 
-from ._artifacts import Damage, Recorded, check_inputs, damaged, discard, failures, last_seq
+from ._artifacts import (
+    Damage,
+    Recorded,
+    check_inputs,
+    damaged,
+    discard,
+    failures,
+    last_seq,
+    recorded_inputs,
+)
 from ._hashing import file_sha256, fingerprint
 from ._ledger import ENTRY_KEYS, GENESIS_PREV_HASH
 from ._records import KEY_LIBRARIES, OUTCOMES, genesis, git_commit, record_stage, stage_audit
@@ -30,6 +39,7 @@ __all__ = [
     "last_seq",
     "main",
     "record_stage",
+    "recorded_inputs",
     "stage_audit",
     "verify",
 ]
