@@ -195,6 +195,7 @@ class Wiring:
         self._sleeve_params = functools.cache(self._sleeve_params_of)
         self._price_files = functools.cache(self._price_files_of)
         self._sleeve_content = functools.cache(self._sleeve_content_of)
+        self._pin_source = functools.cache(self._pin_source_of)  # the input function and the params resolve it once
         self._file_digest = functools.cache(self._file_digest_of)
         self._known: dict | None = None
 
@@ -302,8 +303,11 @@ class Wiring:
         return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))
 
     def pin_source(self, node_dir: str) -> dict[str, str | list[str]]:
+        return self._pin_source(self.node_path(node_dir))
+
+    def _pin_source_of(self, node_path: str) -> dict[str, str | list[str]]:
         try:
-            return pin_inputs(self.run, self.node_path(node_dir))
+            return pin_inputs(self.run, node_path)
         except PipelineError as exc:
             stages.report_at_exit(exc)
             raise
