@@ -256,16 +256,24 @@ def _same_size_edit(path: Path, line: int, column: int = -1) -> None:
     assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
 
 
-def _rerun(repo: Path) -> list[tuple[str, str]]:
+def _rerun(repo: Path, *book: str) -> list[tuple[str, str]]:
     run_dir = repo / "data" / "runs" / "r"
     seq = last_seq(run_dir)
-    _run(repo, "meta_book", "r", "--holdings", "../holdings.csv")
+    _run(repo, "meta_book", "r", *(book or ("--holdings", "../holdings.csv")))
     return stages_since(run_dir, seq)
 
 
 @pytest.mark.e2e
 def test_content_not_mtime_decides_what_reruns(book_project):
     root, repo, data = book_project
+    runs = repo / "data" / "runs"
+    # An earlier run to serve as the book at the end (other sleeve bounds), parked aside.
+    m = json.loads((root / "manifest.json").read_text())
+    m["profiles"]["meta_tables"]["meta_allocation"] = {"min_weight": 0.3, "max_weight": 0.4}
+    (root / "manifest_old.json").write_text(json.dumps(m))
+    proc = run_script(repo, "--profile", "meta_tables", "--manifest", "../manifest_old.json", "--run-id", "prev", "--no-ray")
+    assert proc.returncode == 0, proc.stderr
+    os.replace(runs / "prev", root / "prev_parked")
     assert _rerun(repo) == [], "a no-op rerun ran jobs"
 
     # A table and a TradingView export each get a same-size one-digit edit, old mtimes put back.
@@ -299,6 +307,19 @@ def test_content_not_mtime_decides_what_reruns(book_project):
         placement = {"tasks", "mode", "address"}
         a, b = (json.loads(x[k]) for x in (incremental, fresh))
         assert {f: v for f, v in a.items() if f not in placement} == {f: v for f, v in b.items() if f not in placement}, k
+
+    # The book is a previous run; that run is then replaced (mv) by its older, parked state: each
+    # rebalance whose book file's bytes differ reruns, with the report.
+    _run(repo, "meta_tables", "prev")
+    assert _rerun(repo, "--previous-run", "prev") == [("rebalance", "."), ("rebalance", "."), ("report", ".")]
+    newer = file_bytes(runs / "prev")
+    shutil.rmtree(runs / "prev")
+    os.replace(root / "prev_parked", runs / "prev")
+    older = file_bytes(runs / "prev")
+    changed = [p for p in ("equal_weight", "min_variance") if newer[f"flattened_{p}.json"] != older[f"flattened_{p}.json"]]
+    assert "min_variance" in changed
+    assert _rerun(repo, "--previous-run", "prev") == [("rebalance", ".")] * len(changed) + [("report", ".")]
+    assert _rerun(repo, "--previous-run", "prev") == []
 
 
 # ----------------------------------------------------------------------------- code: derived, exact
