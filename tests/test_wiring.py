@@ -74,25 +74,29 @@ def test_every_file_a_run_writes_is_one_rules_output(tmp_path):
     assert written and written == set(planned), sorted(written ^ set(planned))
 
 
-def test_every_rule_carries_its_code_hash():
-    """A rule without ``code=deps.code_hash(<rule>)`` would not rerun when its code changes."""
-    from tradingview_scraper import deps, stages
+def test_every_rule_hashes_the_stage_function_its_run_block_calls(runs_root):
+    """Each rule's ``code`` param names the stage function its ``run:`` block calls (as Snakemake parsed them)."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings
 
-    rules = {}
-    for smk in sorted((PROJECT / "workflow" / "rules").glob("*.smk")):
-        for block in re.split(r"\n(?=(?:rule|use rule) )", smk.read_text()):
-            head = re.match(r"(?:rule (\w+)|use rule \w+ as (\w+) with):", block)
-            if head:
-                rules[head.group(1) or head.group(2)] = block
-    assert {"sleeve", "meta_returns", "report", "risk", "rebalance"} <= set(rules)
-    for name, block in rules.items():
-        if name.endswith("_hierarchical"):  # `use rule ... with` keeps the parent's params
-            continue
-        assert f'code=deps.code_hash("{name}")' in block, f"rule {name} has no code hash"
-        assert name in deps.STAGE_CODE and name in deps.STAGE_LIBRARIES, name
-        # its hash counts the stages module its run block calls
-        call = re.search(r"\n    run:\n\s+stages\.(\w+)\(", block)
-        assert call and getattr(stages, call[1]).__module__ == f"tradingview_scraper.{deps.STAGE_ENTRY[name]}", name
+    from tradingview_scraper import deps
+    from tradingview_scraper.orchestration.pipeline import SNAKEFILE
+
+    config = {"profile": "meta_small", "profiles": "equal_weight,hrp", "manifest": str(SMALL_MANIFEST), "run_id": "own",
+              "runs_root": str(runs_root), "ray": False}  # fmt: skip
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        wf = api.workflow(snakefile=SNAKEFILE, workdir=PROJECT, resource_settings=ResourceSettings(cores=1),
+                          config_settings=ConfigSettings(config=config))  # fmt: skip
+        rules = {rule.name: rule for rule in wf._workflow.rules if rule.name != "all"}
+    assert {"sleeve", "pinned_sleeve", "meta_returns", "meta_optimize", "meta_optimize_hierarchical", "meta_stream",
+            "flatten", "risk", "report", "rebalance", "resolved_manifest"} <= set(rules)  # fmt: skip
+    for name, rule in rules.items():
+        code = rule.params.code
+        assert isinstance(code, str) and "@" in code, f"rule {name} has no code hash"
+        function = code.split("@")[0]
+        calls = re.findall(r"\bstages\.(\w+)\(", rule.run_func_src or "")
+        assert calls == [function], f"rule {name}: its run block calls {calls}, its code hash names {function}"
+        assert code == deps.code_hash(getattr(stages, function)), name
 
 
 # ----------------------------------------------------------------------------- a stage works on what its rule declares

@@ -1,17 +1,22 @@
-"""What a stage's outputs depend on besides its artifact inputs: price files, package code, library versions.
+"""What a stage's outputs depend on besides its artifact inputs: external files' content, package code, libraries.
 
 The workflow turns these into rule inputs and params, so Snakemake reruns a job when one
-changes (its default rerun triggers include ``mtime``, ``input`` and ``params``). The
-module imports nothing heavy: the Snakefile calls it for every job while it builds the DAG.
+changes (its rerun triggers include ``input`` and ``params``; ``mtime`` alone misses a
+file edited with its old mtime put back). The module imports nothing heavy: the
+Snakefile calls it for every job while it builds the DAG.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import importlib.metadata
+import os
 import re
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,60 +24,6 @@ from .errors import ConfigError, DataError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE = PACKAGE_DIR.name
-
-#: Package modules whose own source counts but whose imports are followed only within
-#: themselves: the ``stages`` modules lazily import every stage's code.
-GLUE = frozenset({"stages"})
-#: Package modules that never count: they decide where and how a task runs (Ray, the
-#: runner), not what it computes.
-PLACEMENT = frozenset({"cluster", "orchestration"})
-
-#: Per rule, the ``stages`` module of the function its ``run:`` block calls (its entry point).
-STAGE_ENTRY: dict[str, str] = {
-    "sleeve": "stages._sleeves",
-    "pinned_sleeve": "stages._pins",
-    "meta_returns": "stages._meta",
-    "meta_optimize": "stages._meta",
-    "meta_stream": "stages._meta",
-    "flatten": "stages._meta",
-    "resolved_manifest": "stages._report",
-    "report": "stages._report",
-    "rebalance": "stages._rebalance",
-    "risk": "stages._risk",
-}
-#: Per rule, the package modules that compute its outputs; their package imports are
-#: followed (see :func:`code_modules`). Besides these and the rule's entry point,
-#: ``stages._common`` (the stage context) and ``layout`` (how artifacts are written) count
-#: for every rule; ``stages/__init__.py`` only re-exports and counts for none.
-STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "sleeve": ("sleeve", "data"),
-    "pinned_sleeve": (),
-    "meta_returns": ("compose",),
-    "meta_optimize": ("compose",),
-    "meta_stream": ("compose",),
-    "flatten": ("compose",),
-    "resolved_manifest": ("manifest", "run"),
-    "report": ("report",),
-    "rebalance": ("rebalance",),
-    "risk": ("risk", "data", "sleeve"),
-}
-_COMMON_CODE = ("stages._common", "layout")
-
-#: Per rule, the libraries whose versions can change its numbers or bytes.
-_FRAME_LIBS = ("numpy", "pandas", "pyarrow")
-_FIT_LIBS = (*_FRAME_LIBS, "scipy", "scikit-learn", "skfolio")
-STAGE_LIBRARIES: dict[str, tuple[str, ...]] = {
-    "sleeve": _FIT_LIBS,
-    "meta_returns": _FRAME_LIBS,
-    "meta_optimize": _FIT_LIBS,
-    "meta_stream": _FRAME_LIBS,
-    "flatten": _FRAME_LIBS,
-    "pinned_sleeve": _FRAME_LIBS,
-    "resolved_manifest": (),
-    "report": (*_FIT_LIBS, "matplotlib"),
-    "rebalance": _FRAME_LIBS,
-    "risk": _FIT_LIBS,
-}
 
 _TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz")
 
@@ -176,133 +127,452 @@ def dataset_pin(data: Mapping[str, Any]) -> str | None:
     """
     if data.get("source", "skfolio") != "skfolio":
         return None
-    return f"skfolio {_version('skfolio')} {data.get('dataset', 'sp500')}"
+    info = _dist_info("skfolio")
+    return f"skfolio {info[0] if info else 'absent'} {data.get('dataset', 'sp500')}"
+
+
+# --------------------------------------------------------------------------- external files' content
+
+
+def stat_key(path: Path | str) -> str | None:
+    """What ``stat`` says about a file (size, mtime, ctime, inode, device), or None if it is absent.
+
+    Any write, rename or ``touch`` changes the ctime, which user space cannot set back; so
+    a file whose key equals the one recorded when it was hashed still has the hashed bytes.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"
+
+
+def file_digest(path: Path | str, known: Mapping[str, tuple[str | None, str | None]] | None = None) -> str | None:
+    """sha256 of a file's bytes (None if it cannot be read), taken from ``known`` when its stat key matches.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    known : mapping, optional
+        Absolute path -> ``(stat key, sha256)`` recorded earlier (see :func:`stat_key`): the
+        run's ledger records both for every external file a stage read.
+    """
+    key = os.path.abspath(path)
+    if known is not None and key in known:
+        stat, sha = known[key]
+        if stat is not None and sha is not None and stat == stat_key(path):
+            return sha
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def content_digest(
+    paths: Iterable[Path | str],
+    known: Mapping[str, tuple[str | None, str | None]] | None = None,
+    *,
+    digest_of: Callable[[str], str | None] | None = None,
+) -> str:
+    """One digest of the names and bytes of ``paths`` (a rule's params carry it: new bytes rerun the job).
+
+    Each file's sha256 comes from ``digest_of`` when given (a caller's memo), else from
+    ``known`` when its stat key is the recorded one (see :func:`file_digest`), else from its
+    bytes. An unreadable file counts as ``None``: the job that reads it reports it.
+    """
+    digest = hashlib.sha256()
+    for path in paths:
+        sha = digest_of(str(path)) if digest_of is not None else file_digest(path, known)
+        digest.update(f"{path}\0{sha}\n".encode())
+    return "sha256:" + digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- code
+# A rule's code is what its stage function reaches: the module-level definitions (functions,
+# classes, assignments) the function names, followed through imports into the package's
+# modules, transitively, plus each reached module's import-time statements. Each counts as
+# its normalized AST (no comments, docstrings or formatting); the third-party packages the
+# reached code imports count by their versions and those of what they require.
 
 
-def _module_file(name: str, root: Path) -> list[Path]:
-    """Source files of package module ``name`` (dotted, relative to the package); a package gives all of its files."""
-    base = root.joinpath(*name.split("."))
-    if base.is_dir():
-        return sorted(base.rglob("*.py"))
-    file = base.with_suffix(".py")
-    return [file] if file.is_file() else []
+#: Package subpackages whose code never counts: Ray's, which decides where a sleeve's tasks
+#: run, never what they compute (a run on Ray and one in-process write the same bytes:
+#: ``tests/test_reliability.py::test_two_clean_runs_are_identical``). Without it, every rule
+#: would count the cluster through the run context that carries it.
+PLACEMENT = frozenset({"cluster"})
+
+#: The name of a module's statements that bind no name (import-time code); counted whenever
+#: anything of the module is.
+TOPLEVEL = "<toplevel>"
 
 
-_IMPORT = re.compile(
-    r"^[ \t]*(?:from[ \t]+(\.+|%s\.?)([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#]+)|import[ \t]+%s\.([\w.]+))" % ((__package__,) * 2),
-    re.MULTILINE,
-)
+@dataclass
+class _Module:
+    """One package module, parsed: its definitions, its import bindings and its import-time code."""
+
+    name: str  # dotted, relative to the package ("" for the package's __init__)
+    path: Path
+    units: dict[str, list[ast.stmt]] = field(default_factory=dict)
+    imports: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
 
-def _imports(source: str, module: str, is_package: bool) -> set[str]:
-    """Package-relative names of the package modules ``module``'s source imports (anywhere in it)."""
-    parts = module.split(".") if module else []
+def _absolute(module: str, is_package: bool, level: int, target: str | None) -> str:
+    """The absolute dotted name of ``from <level dots><target> import ...`` written in ``module``."""
+    if level == 0:
+        return target or ""
+    parts = [PACKAGE, *(module.split(".") if module else [])]
     here = parts if is_package else parts[:-1]
-    found: set[str] = set()
-    for dots, name, names, absolute in _IMPORT.findall(source):
-        if absolute:
-            found.add(absolute)
+    base = here[: len(here) - (level - 1)]
+    return ".".join([*base, *([target] if target else [])])
+
+
+def _bindings(stmts: Iterable[ast.stmt], module: str, is_package: bool) -> dict[str, tuple[str, str | None]]:
+    """Name -> (absolute module, attribute or None) of the import statements in ``stmts`` (nested ones too)."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for stmt in stmts:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.asname:
+                        out[alias.asname] = (alias.name, None)
+                    else:
+                        top = alias.name.split(".")[0]
+                        out[top] = (top, None)
+            elif isinstance(node, ast.ImportFrom):
+                base = _absolute(module, is_package, node.level, node.module)
+                for alias in node.names:
+                    if alias.name != "*":
+                        out[alias.asname or alias.name] = (base, alias.name)
+    return out
+
+
+def _type_checking(stmt: ast.stmt) -> bool:
+    test = getattr(stmt, "test", None)
+    return isinstance(stmt, ast.If) and isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
+
+
+@functools.cache
+def _parse(path: Path, key: str | None) -> _Module:
+    """Parse package file ``path`` (``key``: its stat key, so an edited file is parsed anew)."""
+    rel = path.relative_to(PACKAGE_DIR).with_suffix("")
+    is_package = rel.name == "__init__"
+    name = ".".join(rel.parts[:-1] if is_package else rel.parts)
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    mod = _Module(name, path)
+    body = list(tree.body)
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        body = body[1:]  # the module docstring
+    for stmt in body:
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            mod.imports.update(_bindings([stmt], name, is_package))
             continue
-        if dots.startswith("."):
-            anchor = here[: len(here) - (len(dots) - 1)] if len(dots) > 1 else here
-        else:  # ``from tradingview_scraper[.x] import y``
-            anchor = []
-        base = [*anchor, *(name.split(".") if name else [])]
-        if base:
-            found.add(".".join(base))
-        for alias in names.strip("()").replace("\n", " ").split(","):
-            alias = alias.split("#")[0].split(" as ")[0].strip()
-            if alias.isidentifier():  # ``from . import report`` names a module
-                found.add(".".join([*base, alias]))
-    return found
+        if isinstance(stmt, (ast.Try, ast.If)) and not _type_checking(stmt):
+            mod.imports.update(_bindings([stmt], name, is_package))
+        names: list[str] = []
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names = [stmt.name]
+        elif isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            names = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+        for n in names or [TOPLEVEL]:
+            mod.units.setdefault(n, []).append(stmt)
+    return mod
 
 
-def code_modules(entries: Sequence[str], root: Path | None = None) -> dict[str, Path]:
-    """Every package source file that modules ``entries`` run: themselves and what they import.
+@functools.cache
+def _module_file(name: str) -> Path | None:
+    """The source file of package module ``name`` (dotted, relative to the package), or None."""
+    base = PACKAGE_DIR.joinpath(*name.split(".")) if name else PACKAGE_DIR
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    file = base.with_suffix(".py")
+    return file if name and file.is_file() else None
 
-    Imports are followed transitively (top-level and inside functions), except out of
-    :data:`GLUE` modules, whose imports are followed only within their own package;
-    :data:`PLACEMENT` modules do not count.
 
-    Returns
-    -------
-    dict
-        Path relative to the package directory (posix) -> file.
+def _module(name: str, keys: dict[str, str | None] | None = None) -> _Module | None:
+    """Package module ``name``, parsed; ``keys`` memoizes its file's stat key for one walk."""
+    path = _module_file(name)
+    if path is None:
+        return None
+    if keys is None:
+        return _parse(path, stat_key(path))
+    if name not in keys:
+        keys[name] = stat_key(path)
+    return _parse(path, keys[name])
+
+
+def _uses(stmts: Sequence[ast.stmt]) -> tuple[set[str], set[tuple[str, str]], list[ast.stmt]]:
+    """The names ``stmts`` use bare, the ``(name, attribute)`` pairs they use as ``name.attribute``, their imports.
+
+    Drops the docstrings of the functions and classes in ``stmts`` on the way (in place):
+    they never count.
     """
-    root = PACKAGE_DIR if root is None else root
-    todo, seen, files = list(entries), set(), {}
+    bare: set[str] = set()
+    attrs: set[tuple[str, str]] = set()
+    roots: set[int] = set()
+    names: list[ast.Name] = []
+    imports: list[ast.stmt] = []
+    for stmt in stmts:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name):
+                names.append(node)
+            elif isinstance(node, ast.Attribute):
+                if isinstance(node.value, ast.Name):
+                    attrs.add((node.value.id, node.attr))
+                    roots.add(id(node.value))
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                imports.append(node)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
+                first = node.body[0]
+                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                    node.body = node.body[1:] or [ast.Pass()]
+    bare.update(n.id for n in names if id(n) not in roots)
+    return bare, attrs, imports
+
+
+@functools.cache
+def _unit_uses(path: Path, key: str | None, unit: str):
+    """What unit ``unit`` of file ``path`` uses (see :func:`_uses`) and its own import bindings; once per file version."""
+    mod = _parse(path, key)
+    bare, attrs, imports = _uses(mod.units.get(unit, []))
+    local = _bindings(imports, mod.name, path.name == "__init__.py") if imports else {}
+    return bare, attrs, local
+
+
+class _Reach:
+    """The package code (module -> unit names) and third-party packages a stage function reaches."""
+
+    def __init__(self) -> None:
+        self.units: dict[str, set[str]] = {}
+        self.external: set[str] = set()
+        self.keys: dict[str, str | None] = {}  # module -> its file's stat key, taken once per walk
+        self._todo: list[tuple[str, str]] = []
+
+    def walk(self, module: str, name: str) -> None:
+        self._symbol(module, name)
+        while self._todo:
+            mod_name, unit = self._todo.pop()
+            mod = _module(mod_name, self.keys)
+            if mod is None:
+                continue
+            bare, attrs, local = _unit_uses(mod.path, self.keys[mod_name], unit)
+            for n in bare:
+                self._name(mod, local, n, None)
+            for n, attr in attrs:
+                self._name(mod, local, n, attr)
+
+    def _add(self, module: str, unit: str) -> None:
+        if module.split(".")[0] in PLACEMENT:
+            return
+        got = self.units.setdefault(module, set())
+        if not got:  # a module reached counts its import-time code too
+            got.add(TOPLEVEL)
+            self._todo.append((module, TOPLEVEL))
+        if unit not in got:
+            got.add(unit)
+            self._todo.append((module, unit))
+
+    def _whole(self, module: str) -> None:
+        mod = _module(module, self.keys)
+        if mod is not None:
+            for unit in mod.units:
+                self._add(module, unit)
+
+    def _name(self, mod: _Module | None, local: dict, name: str, attr: str | None) -> None:
+        """Follow ``name`` (used as ``name.attr`` when ``attr`` is given) as module ``mod`` binds it."""
+        if mod is None:
+            return
+        binding = local.get(name) or mod.imports.get(name)
+        if binding is None:
+            if name in mod.units:
+                self._add(mod.name, name)
+            return
+        base, imported = binding
+        if base != PACKAGE and not base.startswith(PACKAGE + "."):
+            top = base.split(".")[0]
+            if top and top not in sys.stdlib_module_names:
+                self.external.add(top)
+            return
+        rel = base[len(PACKAGE) + 1 :]
+        if imported is None:  # ``import tradingview_scraper.x``: the package, used through attributes
+            self._module_use(rel, attr)
+            return
+        sub = f"{rel}.{imported}" if rel else imported
+        if _module_file(sub) is not None and not self._defines(rel, imported):
+            self._module_use(sub, attr)
+        else:
+            self._symbol(rel, imported)
+
+    def _defines(self, module: str, name: str) -> bool:
+        mod = _module(module, self.keys)
+        return mod is not None and (name in mod.units or name in mod.imports)
+
+    def _module_use(self, module: str, attr: str | None) -> None:
+        """A package module used by name: through ``module.attr``, or whole when used bare."""
+        if attr is None:
+            self._whole(module)
+        else:
+            self._symbol(module, attr)
+
+    def _symbol(self, module: str, name: str, depth: int = 0) -> None:
+        """Definition ``name`` of package module ``module``, followed through re-exports."""
+        mod = _module(module, self.keys)
+        if mod is None:
+            return
+        if name in mod.units:
+            self._add(module, name)
+        elif name in mod.imports and depth < 20:
+            self._add(module, TOPLEVEL)  # the re-exporting module counts (it decides where the name comes from)
+            base, imported = mod.imports[name]
+            if base == PACKAGE or base.startswith(PACKAGE + "."):
+                rel = base[len(PACKAGE) + 1 :]
+                if imported is None:
+                    self._whole(rel)
+                else:
+                    sub = f"{rel}.{imported}" if rel else imported
+                    if _module_file(sub) is not None and not self._defines(rel, imported):
+                        self._whole(sub)
+                    else:
+                        self._symbol(rel, imported, depth + 1)
+            else:
+                top = base.split(".")[0]
+                if top not in sys.stdlib_module_names:
+                    self.external.add(top)
+        elif _module_file(f"{module}.{name}" if module else name) is not None:
+            self._whole(f"{module}.{name}" if module else name)
+        else:  # bound some other way (a loop, ``globals()``): the whole module counts
+            self._whole(module)
+
+
+def _entry(func: Callable) -> tuple[str, str]:
+    """(package-relative module, top-level name) of a package function."""
+    module = getattr(func, "__module__", "") or ""
+    qualname = getattr(func, "__qualname__", "") or ""
+    if not (module == PACKAGE or module.startswith(PACKAGE + ".")) or not qualname or "<" in qualname:
+        raise ConfigError(f"deps: {func!r} is not a top-level function of package {PACKAGE}")
+    return module[len(PACKAGE) + 1 :], qualname.split(".")[0]
+
+
+def reached(func: Callable) -> dict[str, set[str]]:
+    """The package code stage function ``func`` reaches: module file (relative, posix) -> names of its units.
+
+    A unit is a module-level definition (function, class, assignment) or
+    :data:`TOPLEVEL`, the module's import-time statements.
+
+    Raises
+    ------
+    ConfigError
+        ``func`` is not a top-level function of the package.
+    """
+    module, name = _entry(func)
+    walk = _Reach()
+    walk.walk(module, name)
+    return {
+        _module_file(m).relative_to(PACKAGE_DIR).as_posix(): units
+        for m, units in sorted(walk.units.items())
+        if _module_file(m) is not None
+    }
+
+
+@functools.cache
+def _dist_info(name: str) -> tuple[str, tuple[str, ...]] | None:
+    """(version, names of the distributions it requires, extras aside) of installed distribution ``name``."""
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    requires = []
+    for req in dist.requires or []:
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+        if match and "extra ==" not in req.replace("extra==", "extra =="):
+            requires.append(match[1])
+    return dist.version, tuple(requires)
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.cache
+def _import_dists(top: str) -> tuple[str, ...]:
+    """The distributions providing import name ``top``.
+
+    Most are named after it; otherwise the ``*.dist-info`` beside the imported package
+    whose RECORD lists it (``cvxpy`` is ``cvxpy-base``), and only then the index of every
+    installed distribution (slow).
+    """
+    if _dist_info(top) is not None:
+        return (top,)
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        spec = None
+    origin = spec.origin if spec is not None and spec.origin not in (None, "built-in", "frozen") else None
+    if origin:
+        site = Path(origin).parent.parent if Path(origin).name == "__init__.py" else Path(origin).parent
+        for info in sorted(site.glob("*.dist-info")):
+            if not _normal(info.name).startswith(_normal(top)):
+                continue
+            record = info / "RECORD"
+            if record.is_file() and f"\n{top}/" in "\n" + record.read_text(encoding="utf-8", errors="replace"):
+                return (info.name.split("-")[0],)
+    return tuple(importlib.metadata.packages_distributions().get(top, ()))
+
+
+def libraries(imports: Iterable[str]) -> dict[str, str]:
+    """Distribution -> installed version of third-party import names ``imports`` and of what they require."""
+    todo = [d for top in imports for d in _import_dists(top)]
+    out: dict[str, str] = {}
     while todo:
         name = todo.pop()
-        if name in seen or name.split(".")[0] in PLACEMENT:
+        key = _normal(name)
+        if key in out:
             continue
-        seen.add(name)
-        paths = _module_file(name, root)
-        top = name.split(".")[0]
-        for path in paths:
-            rel = path.relative_to(root).as_posix()
-            if rel in files:
-                continue
-            files[rel] = path
-            mod = ".".join(path.relative_to(root).with_suffix("").parts)
-            is_pkg = path.name == "__init__.py"
-            mod = mod.removesuffix(".__init__")
-            imported = _imported_modules(path, mod, is_pkg, root)
-            todo.extend(m for m in imported if top not in GLUE or m.split(".")[0] == top)
-    return dict(sorted(files.items()))
+        info = _dist_info(name)
+        out[key] = info[0] if info is not None else "absent"
+        if info is not None:
+            todo.extend(info[1])
+    return dict(sorted(out.items()))
 
 
 @functools.cache
-def _source_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _unit_digest(path: Path, key: str | None, unit: str) -> str:
+    mod = _parse(path, key)
+    _unit_uses(path, key, unit)  # drops the unit's docstrings
+    text = "\n".join(ast.dump(stmt, annotate_fields=False) for stmt in mod.units.get(unit, []))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-@functools.cache
-def _imported_modules(path: Path, module: str, is_package: bool, root: Path) -> tuple[str, ...]:
-    """The package modules (that exist) file ``path`` of ``module`` imports; read once per process."""
-    names = _imports(path.read_text(encoding="utf-8"), module, is_package)
-    return tuple(sorted(n for n in names if _module_file(n, root)))
+def code_hash(func: Callable) -> str:
+    """Fingerprint of the code stage function ``func`` runs: ``"<name>@<digest>"``.
 
-
-@functools.cache
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
-
-
-def rule_modules(rule: str) -> dict[str, Path]:
-    """The package source files rule ``rule`` runs (see :func:`code_modules`).
+    The digest covers the normalized AST of every package definition ``func`` reaches
+    (see :func:`reached`; comments, docstrings and formatting do not count) and the
+    versions of the third-party packages that code imports, with what they require. A
+    rule's params carry it, so editing what a rule's stage runs reruns exactly that rule
+    (and what depends on its outputs). Files are parsed once per process and again only
+    when their stat key changes.
 
     Raises
     ------
-    KeyError
-        ``rule`` is not a rule of the workflow (see :data:`STAGE_CODE`).
+    ConfigError
+        ``func`` is not a top-level function of the package.
     """
-    return code_modules((*_COMMON_CODE, STAGE_ENTRY[rule], *STAGE_CODE[rule]))
-
-
-@functools.cache
-def code_hash(rule: str) -> str:
-    """Fingerprint of the code rule ``rule`` runs: its package modules' source and its libraries' versions.
-
-    A rule's params carry it, so editing a module reruns exactly the rules that run it (and
-    what depends on their outputs). The bytes count, comments included: telling a comment
-    from code would cost a parse of every module per process. Computed once per process,
-    like the imports it describes: a process that edited a module without reloading it
-    still runs, and so still hashes, the code it imported.
-
-    Raises
-    ------
-    KeyError
-        ``rule`` is not a rule of the workflow (see :data:`STAGE_CODE`).
-    """
+    module, name = _entry(func)
+    walk = _Reach()
+    walk.walk(module, name)
     digest = hashlib.sha256()
-    for rel, path in rule_modules(rule).items():
-        digest.update(f"{rel}\0{_source_digest(path)}\n".encode())
-    for dist in STAGE_LIBRARIES[rule]:
-        digest.update(f"{dist}=={_version(dist)}\n".encode())
-    return digest.hexdigest()[:20]
+    for mod_name in sorted(walk.units):
+        path = _module_file(mod_name)
+        if path is None:
+            continue
+        key = walk.keys.get(mod_name) or stat_key(path)
+        for unit in sorted(walk.units[mod_name]):
+            digest.update(f"{mod_name}:{unit}\0{_unit_digest(path, key, unit)}\n".encode())
+    for dist, version in libraries(walk.external).items():
+        digest.update(f"{dist}=={version}\n".encode())
+    return f"{name}@{digest.hexdigest()[:20]}"

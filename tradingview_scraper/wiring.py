@@ -94,11 +94,35 @@ def flatten_inputs(run: RunContext, node_path: str, profile: str) -> dict[str, s
     return files
 
 
+def atomic_below(run: RunContext, node_path: str) -> list:
+    """The atomic nodes below meta node ``node_path``, at any depth, in plan order (their specs)."""
+    out, todo = [], list(reversed(run.spec(node_path).children))
+    while todo:
+        spec = run.spec(todo.pop())
+        if spec.is_meta:
+            todo.extend(reversed(spec.children))
+        else:
+            out.append(spec)
+    return out
+
+
+def risk_prices(run: RunContext, node_path: str) -> list[str]:
+    """The price files the risk job of ``node_path`` may read: those of every atomic sleeve below it,
+    pinned ones included (a position's prices come from the sleeve that holds it)."""
+    files: dict[str, None] = {}
+    for spec in atomic_below(run, node_path):
+        data, symbols = spec.config["data"], spec.config["universe"].get("symbols")
+        files.update(dict.fromkeys(str(f) for f in deps.price_files(data, symbols, run.base_dir)))
+    return list(files)
+
+
 def risk_inputs(run: RunContext, node_path: str) -> dict[str, list[str]]:
     """Rule risk: the node's meta returns, weights, stream and flattened book (which names the
-    atomic sleeve each position's prices come from), every risk profile."""
+    atomic sleeve each position's prices come from), every risk profile; and ``prices``, the
+    price files of the atomic sleeves below it (see :func:`risk_prices`)."""
     node, profiles = run.node(node_path), run.plan.risk_profiles
-    return {k: [str(node.file(k, profile=p)) for p in profiles] for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")}
+    files = {k: [str(node.file(k, profile=p)) for p in profiles] for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")}
+    return {**files, "prices": risk_prices(run, node_path)}
 
 
 def report_inputs(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
@@ -175,6 +199,10 @@ class Wiring:
         # Sleeves of one atomic profile share their params and price files: computed once.
         self._sleeve_params = functools.cache(self._sleeve_params_of)
         self._price_files = functools.cache(self._price_files_of)
+        self._sleeve_content = functools.cache(self._sleeve_content_of)
+        self._pin_source = functools.cache(self._pin_source_of)  # the input function and the params resolve it once
+        self._file_digest = functools.cache(self._file_digest_of)
+        self._known: dict | None = None
 
     def own_run(self, config: dict) -> None:
         """The main process's part at parse time: what its jobs must be told.
@@ -276,12 +304,53 @@ class Wiring:
         """The price files a computed sleeve reads (table and TradingView sources; none for skfolio)."""
         return self._price_files(self.spec(node_dir).profile)
 
+    # -------------------------------------------------------- content of external files
+    # A rule's params carry the digest of the files it reads from outside the run, so new
+    # bytes rerun it whatever their mtime. The ledger's record of each file's stat key and
+    # sha256 (read, never written, here) spares hashing a file whose stat is unchanged.
+
+    def _file_digest_of(self, path: str) -> str | None:
+        if self._known is None:
+            self._known = audit.recorded_inputs(self.run.run_dir)
+        return deps.file_digest(path, self._known)
+
+    def content(self, paths) -> str:
+        """The content digest of ``paths`` (see :func:`deps.content_digest`), each file hashed at most once per process."""
+        return deps.content_digest(paths, digest_of=self._file_digest)
+
+    def _sleeve_content_of(self, profile: str) -> str:
+        spec = next(n for n in self.plan.atomic_nodes() if n.profile == profile)
+        return self.content(self._price_files(spec.profile))
+
+    def sleeve_content(self, node_dir: str) -> str:
+        """The digest of a computed sleeve's price files (:meth:`sleeve_prices`)."""
+        return self._sleeve_content(self.spec(node_dir).profile)
+
+    def pin_content(self, node_dir: str) -> str:
+        """The digest of the pinned run's files a pinned sleeve copies (:meth:`pin_source`)."""
+        files = self.pin_source(node_dir)
+        return self.content(f for v in files.values() for f in ([v] if isinstance(v, str) else v))
+
+    def risk_content(self, node_dir: str) -> str:
+        """What the risk job of a meta node reads from outside the run: the data blocks of the
+        atomic sleeves below it and their price files' digest."""
+        path = self.node_path(node_dir)
+        data = sorted({json.dumps([s.config["data"], s.config["universe"].get("symbols")], sort_keys=True) for s in atomic_below(self.run, path)})
+        return json.dumps({"data": data, "files": self.content(risk_prices(self.run, path))}, sort_keys=True)
+
+    def rebalance_content(self, profile: str) -> str:
+        """The digest of the current book (the holdings file or the previous run's flattened file)."""
+        return self.content([self.rebalance_book(profile)])
+
     def sleeve_cpus(self, node_dir: str) -> int:
         return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))
 
     def pin_source(self, node_dir: str) -> dict[str, str | list[str]]:
+        return self._pin_source(self.node_path(node_dir))
+
+    def _pin_source_of(self, node_path: str) -> dict[str, str | list[str]]:
         try:
-            return pin_inputs(self.run, self.node_path(node_dir))
+            return pin_inputs(self.run, node_path)
         except PipelineError as exc:
             stages.report_at_exit(exc)
             raise

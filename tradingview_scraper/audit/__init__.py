@@ -16,6 +16,7 @@ from ._artifacts import (
     genesis_of,
     last_seq,
     recorded,
+    recorded_inputs,
     retire,
     unfinished,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "main",
     "record_stage",
     "recorded",
+    "recorded_inputs",
     "retire",
     "stage_audit",
     "unfinished",

@@ -87,6 +87,7 @@ class _Index:
         self.offset, self.inode, self.line, self.tail = 0, None, 0, b""
         self.next_seq, self.prev_hash = 0, GENESIS_PREV_HASH
         self.latest: dict[str, Recorded] = {}
+        self.external: dict[str, tuple[str | None, str | None]] = {}  # input outside the run -> (stat key, sha256)
         self.io: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # seq -> (inputs, outputs)
         self.failed: dict[str, tuple[int, str, str]] = {}  # a failed stage not run successfully since -> (seq, node, error)
 
@@ -144,6 +145,9 @@ class _Index:
         if kind == "stage" and entry.get("outcome") == "success":
             outputs = tuple(out["path"] for out in entry.get("outputs") or [])
             self.io[entry["seq"]] = (tuple(i["path"] for i in entry.get("inputs") or []), outputs)
+            for item in entry.get("inputs") or []:
+                if "stat" in item and str(item.get("path", "")).startswith("../"):
+                    self.external[item["path"]] = (item.get("stat"), item.get("sha256"))
             for out in entry.get("outputs") or []:
                 rel = out["path"]
                 self.latest[rel] = Recorded(rel, str(entry["stage"]), entry["seq"], out.get("sha256"), out.get("stat"))
@@ -218,6 +222,23 @@ def damaged(run_dir: Path | str | Node) -> list[Damage]:
         if problem:
             out.append(Damage(record, problem))
     return out
+
+
+def recorded_inputs(run_dir: Path | str | Node) -> dict[str, tuple[str | None, str | None]]:
+    """Absolute path -> (stat key, sha256) of every file outside the run that its stages recorded reading.
+
+    The latest record per file; read only (the ledger's index is refreshed, nothing is
+    written). ``{}`` without a ledger, or with one that does not verify (the pre-flight
+    check reports that).
+    """
+    root = os.path.abspath(_run_dir_of(run_dir))
+    index = _index(run_dir)
+    try:
+        index.refresh()
+    except PipelineError:
+        return {}
+    with index.lock:
+        return {os.path.normpath(os.path.join(root, rel)): record for rel, record in index.external.items()}
 
 
 def last_seq(run_dir: Path | str | Node) -> int:

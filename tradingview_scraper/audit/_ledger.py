@@ -76,16 +76,24 @@ def _relative(run_dir: Path, path: Path | str | Node) -> str:
 
 
 def _hashed(run_dir: Path, paths: list[Any], what: str, stat: bool = False) -> list[dict[str, str | None]]:
-    """``{"path", "sha256"}`` per path (plus ``"stat"``, its :func:`fingerprint`, when ``stat``)."""
+    """``{"path", "sha256"}`` per path (plus ``"stat"``, its :func:`fingerprint`, when ``stat``).
+
+    A path outside ``run_dir`` (a price file, a holdings file, a pinned run's artifact) always
+    carries ``"stat"``, its :func:`deps.stat_key`: the workflow then reuses the recorded
+    sha256 while the file's stat is unchanged (see :func:`recorded_inputs`).
+    """
+    from ..deps import stat_key
+
     if isinstance(paths, (str, os.PathLike, Node)):
         raise PipelineError(f"audit: {what} must be a list of paths, got a single path {paths!r}")
     out = []
     for item in paths:
         rel = _relative(run_dir, item)
         full = run_dir / rel
-        before = fingerprint(full) if stat else None  # stat first: a later change then shows
+        external = rel.startswith("../")
+        before = stat_key(full) if external else fingerprint(full) if stat else None  # stat first: a later change then shows
         record = {"path": rel, "sha256": file_sha256(full) if full.exists() else None}
-        if stat:
+        if stat or external:
             record["stat"] = before
         out.append(record)
     return out

@@ -165,6 +165,7 @@ def run_pin(ctx: RunContext, node_path: str, *, input: Files, output: Files, log
     outputs = [out[k] for k in ("returns", "health", "sign_test", "provenance")] + out["weights"]
     inputs = [files["returns"], files["health"], files["sign_test"], *files["weights"]]
     inputs += [files[k] for k in ("provenance", "resolved") if k in files]
+    inputs = [os.path.abspath(f) for f in inputs]  # another run's files: recorded with their stat keys
     with _stage(ctx, "pin", node_path, log, params, inputs, outputs):
         pairs = [(files[k], out[k]) for k in ("health", "sign_test")]
         pairs += list(zip(files["weights"], out["weights"], strict=True))

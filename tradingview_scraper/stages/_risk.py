@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import DataError
@@ -137,7 +138,8 @@ def run_risk(ctx: RunContext, node_path: str, *, input: Files, output: Files, lo
     """Write ``output["risk"]`` (``risk_<profile>.json`` of meta node ``node_path``, every risk profile).
 
     ``input`` holds one file per risk profile (the plan's order) under ``meta_returns``,
-    ``meta_weights``, ``meta_stream`` and ``flattened``. Ex-ante on the last training window of the
+    ``meta_weights``, ``meta_stream`` and ``flattened``, and under ``prices`` the price files
+    of the atomic sleeves below the node (read through their data blocks, which name them). Ex-ante on the last training window of the
     meta allocation (``fitted_on`` of ``meta/weights_<p>.json``): Euler contributions of
     the sleeves (meta weights on the sleeves' streams, what the meta optimizer fitted on)
     and of the physical positions (the flattened book held over the same common dates, each
@@ -156,7 +158,7 @@ def run_risk(ctx: RunContext, node_path: str, *, input: Files, output: Files, lo
 
     spec, files, profiles = ctx.spec(node_path), _named(input), ctx.plan.risk_profiles
     own = {k: dict(zip(profiles, files[k], strict=True)) for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")}
-    inputs = [own[k][p] for p in profiles for k in own]
+    inputs = [own[k][p] for p in profiles for k in own] + [os.path.abspath(f) for f in files.get("prices", [])]
     outs = dict(zip(profiles, _named(output)["risk"], strict=True))
     paths = _AssetPaths(ctx.base_dir)
     with _stage(ctx, "risk", node_path, log, {"profiles": profiles}, inputs, outs.values()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import PipelineError, SleeveError
@@ -60,7 +61,9 @@ def run_sleeve(
     spec, out = ctx.spec(node_path), _sleeve_files(ctx, output)
     sid = spec.sleeve_id or spec.profile
     outputs = [out[k] for k in ("returns", "health", "sign_test", "provenance")] + list(out["weights"].values())
-    with _stage(ctx, "sleeve", node_path, log, {"profile": spec.profile, "config": spec.config}, [], outputs):
+    prices = _named(input or {}).get("prices", [])  # recorded with their digests: the ledger knows what was read
+    inputs = [os.path.abspath(p) for p in ([prices] if isinstance(prices, str) else prices)]
+    with _stage(ctx, "sleeve", node_path, log, {"profile": spec.profile, "config": spec.config}, inputs, outputs):
         try:
             prices, findings = _driver_prices(spec.config, ctx.base_dir)
         except PipelineError as exc:

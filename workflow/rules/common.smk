@@ -48,6 +48,22 @@ def get_sleeve_prices(wildcards):
     return W.sleeve_prices(wildcards.node)
 
 
+def get_sleeve_content(wildcards):
+    return W.sleeve_content(wildcards.node)
+
+
+def get_pin_content(wildcards):
+    return W.pin_content(wildcards.node)
+
+
+def get_risk_content(wildcards):
+    return W.risk_content(wildcards.node)
+
+
+def get_rebalance_content(wildcards):
+    return W.rebalance_content(wildcards.profile)
+
+
 def get_sleeve_params(wildcards):
     return W.sleeve_params(wildcards.node)
 

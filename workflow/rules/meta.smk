@@ -16,8 +16,8 @@ rule meta_returns:
         returns=[artifact("meta_returns", profile=p) for p in PROFILES],
     params:
         meta=get_meta_params,
-        # The package code and library versions the rule runs: editing them reruns it.
-        code=deps.code_hash("meta_returns"),
+        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
+        code=deps.code_hash(stages.run_meta_returns),
     wildcard_constraints:
         node=W.meta_nodes,
     log:
@@ -34,8 +34,8 @@ rule meta_optimize:
         stream=artifact("meta_stream"),
     params:
         meta=get_meta_params,
-        # The package code and library versions the rule runs: editing them reruns it.
-        code=deps.code_hash("meta_optimize"),
+        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
+        code=deps.code_hash(stages.run_meta_optimize),
     wildcard_constraints:
         node=W.meta_nodes,
         profile=W.flat_profiles,
@@ -61,8 +61,8 @@ rule meta_stream:
     output:
         returns=artifact("returns"),
     params:
-        # The package code and library versions the rule runs: editing them reruns it.
-        code=deps.code_hash("meta_stream"),
+        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
+        code=deps.code_hash(stages.run_node_returns),
     wildcard_constraints:
         node=W.meta_nodes,
     log:
@@ -77,8 +77,8 @@ rule flatten:
     output:
         flattened=artifact("flattened"),
     params:
-        # The package code and library versions the rule runs: editing them reruns it.
-        code=deps.code_hash("flatten"),
+        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
+        code=deps.code_hash(stages.run_flatten),
     wildcard_constraints:
         node=W.meta_nodes,
     log:

@@ -11,8 +11,10 @@ rule rebalance:
         rebalance=RUN.root.file("rebalance", profile="{profile}"),
     params:
         book=get_rebalance_params,
-        # The package code and library versions the rule runs: editing them reruns it.
-        code=deps.code_hash("rebalance"),
+        # The book's bytes: a holdings file swapped for an older one reruns the rebalance.
+        content=get_rebalance_content,
+        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
+        code=deps.code_hash(stages.run_rebalance),
     log:
         RUN.root.file("log", stage="rebalance_{profile}"),
     run:

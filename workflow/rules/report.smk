@@ -11,8 +11,8 @@ rule resolved_manifest:
         resolved=RUN.root.file("resolved"),
     params:
         plan=W.plan_source,
-        # The package code and library versions the rule runs: editing them reruns it.
-        code=deps.code_hash("resolved_manifest"),
+        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
+        code=deps.code_hash(stages.run_resolved),
     log:
         str(RUN.root.file("log", stage="resolve")),
     run:
@@ -39,8 +39,8 @@ rule report:
         risk=report(artifact("report_figure", asset="risk"), caption="../report/risk.rst", category="7. Risk", subcategory="{node}"),
         changes=report(artifact("report_figure", asset="changes"), caption="../report/changes.rst", category="8. Rebalance", subcategory="{node}"),
     params:
-        # The package code and library versions the rule runs: editing them reruns it.
-        code=deps.code_hash("report"),
+        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
+        code=deps.code_hash(stages.run_report),
     wildcard_constraints:
         node=W.meta_nodes,
     log:

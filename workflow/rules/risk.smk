@@ -10,8 +10,10 @@ rule risk:
     output:
         risk=[artifact("risk", profile=p) for p in PROFILES],
     params:
-        # The package code and library versions the rule runs: editing them reruns it.
-        code=deps.code_hash("risk"),
+        # The price files' bytes and data blocks of the sleeves below (pinned ones too).
+        content=get_risk_content,
+        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
+        code=deps.code_hash(stages.run_risk),
     wildcard_constraints:
         node=W.meta_nodes,
     log:

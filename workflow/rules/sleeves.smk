@@ -12,8 +12,10 @@ rule sleeve:
         weights=[artifact("weights", profile=p) for p in PROFILES],
     params:
         sleeve=get_sleeve_params,
-        # The package code and library versions the rule runs: editing them reruns it.
-        code=deps.code_hash("sleeve"),
+        # The price files' bytes: an edit reruns the sleeve whatever the files' mtimes.
+        content=get_sleeve_content,
+        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
+        code=deps.code_hash(stages.run_sleeve),
     resources:
         ray_cpus=get_sleeve_cpus,
     wildcard_constraints:
@@ -35,8 +37,10 @@ rule pinned_sleeve:
         weights=[artifact("weights", profile=p) for p in PROFILES],
     params:
         sleeve=get_sleeve_params,
-        # The package code and library versions the rule runs: editing them reruns it.
-        code=deps.code_hash("pinned_sleeve"),
+        # The pinned run's files' bytes: a changed file reruns the copy whatever its mtime.
+        content=get_pin_content,
+        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
+        code=deps.code_hash(stages.run_pin),
     wildcard_constraints:
         node=W.pinned_nodes,
     log:
