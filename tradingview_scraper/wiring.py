@@ -12,15 +12,14 @@ import functools
 import gc
 import json
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 from . import audit, deps, runlock, stages
 from .cluster import watch_interrupts
 from .engines import HIERARCHICAL
-from .errors import PipelineError
-from .layout import run_node
+from .errors import ConfigError, PipelineError
+from .layout import check_literal, check_runs_root, literal_input, regex_literal, run_node, wildcard_like
 from .manifest import ROOT
 from .run import RunContext
 
@@ -30,7 +29,7 @@ NOTHING = "(?!)"
 
 def alternation(dirs: list[Path | str]) -> str:
     """A regex matching exactly one of ``dirs``."""
-    return "|".join(re.escape(str(d)) for d in dirs) or NOTHING
+    return "|".join(regex_literal(d) for d in dirs) or NOTHING
 
 
 def computed_sleeve_pattern(run_dir: Path | str, excluded: list[Path | str]) -> str:
@@ -41,10 +40,42 @@ def computed_sleeve_pattern(run_dir: Path | str, excluded: list[Path | str]) -> 
     ``/sleeves/<id>``), whatever the output's path below the node looks like; it costs the
     same for ten sleeves or ten thousand, where an alternation of every sleeve would not.
     """
-    node = rf"{re.escape(str(run_dir))}(?:/sleeves/[^/]+)*"
+    node = rf"{regex_literal(run_dir)}(?:/sleeves/[^/]+)*"
     if not excluded:
         return node
     return rf"(?!(?:{alternation(excluded)})(?!/sleeves/[^/]+)){node}"
+
+
+def literal_files(files, node_dir: str):
+    """An input function's result (a path, a list of them or a dict of either) with each path
+    spelled so that Snakemake takes it literally (:func:`layout.literal_input`)."""
+    if isinstance(files, dict):
+        return {k: literal_files(v, node_dir) for k, v in files.items()}
+    if isinstance(files, list):
+        return [literal_input(f, node_dir) for f in files]
+    return literal_input(files, node_dir)
+
+
+def check_literal_paths(plan, run_directory: Path | str, *, base_dir: Path | str, holdings: str | None) -> None:
+    """Refuse, before anything runs, a file the run reads whose path Snakemake cannot take literally.
+
+    A run directory with a wildcard-like part (``{name}``) is always fine (its files are
+    reached through the ``{node}`` wildcard), and so are pinned and previous runs beside it;
+    a holdings file or a sleeve's price file is fine where that part is in a directory it
+    shares with the run directory.
+
+    Raises
+    ------
+    ConfigError
+        The first such path, named with what it is (see :func:`layout.check_literal`).
+    """
+    if holdings:
+        check_literal(holdings, run_directory, "holdings")
+    for spec in plan.atomic_nodes():
+        if spec.pin:
+            continue
+        for f in deps.price_files(spec.config["data"], spec.config["universe"].get("symbols"), base_dir):
+            check_literal(f, run_directory, f"sleeve {spec.sleeve_id or spec.profile!r}: price file")
 
 
 def tune_gc_for_dag() -> tuple[int, int, int]:
@@ -120,6 +151,25 @@ def pin_inputs(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
     return files
 
 
+def final_targets(run: RunContext) -> list[Path]:
+    """Every final artifact of ``run``: what rule ``all`` (or the runner, see
+    :meth:`Wiring.final_targets`) asks Snakemake for."""
+    plan, root, profiles = run.plan, run.root, run.plan.risk_profiles
+    targets = [root.file("resolved"), root.file("returns")]
+    if plan.root.is_meta:
+        targets += [root.file("flattened", profile=p) for p in profiles]
+        for meta in plan.meta_nodes():  # every level is a run directory of its own, with its report
+            node = run.node(meta.path)
+            targets += [node.file("report_md"), node.file("report_html")]
+            targets += [node.file("risk", profile=p) for p in profiles]
+        if run.previous_run or run.holdings:
+            targets += [root.file("rebalance", profile=p) for p in profiles]
+    else:
+        targets += [root.file(k) for k in ("health", "sign_test", "provenance")]
+        targets += [root.file("weights", profile=p) for p in profiles]
+    return targets
+
+
 class Wiring:
     """The run's plan as the rules need it, and the main process's start and finish.
 
@@ -144,6 +194,7 @@ class Wiring:
         meta = [self.nodes[n.path].dir for n in self.plan.meta_nodes()]
         pinned = [self.nodes[n.path].dir for n in self.plan.atomic_nodes() if n.pin]
         self.meta_nodes = alternation(meta)
+        self.root_node = alternation([run.run_dir])
         self.pinned_nodes = alternation(pinned)
         self.sleeve_nodes = (
             computed_sleeve_pattern(run.run_dir, meta + pinned) if self.plan.root.is_meta else alternation([run.run_dir])
@@ -163,6 +214,8 @@ class Wiring:
             sort_keys=True,
         )
         if main_process:
+            check_runs_root(run.runs_root, writable=False)
+            check_literal_paths(self.plan, run.run_dir, base_dir=run.base_dir, holdings=run.holdings)
             # An artifact whose bytes differ from its audit record is deleted before the DAG is
             # built, with what was computed from it (one line each), so that chain reruns.
             stages.discard_damaged(run.run_dir, run.run_id)
@@ -231,20 +284,20 @@ class Wiring:
 
     def sleeve_prices(self, node_dir: str) -> list[str]:
         """The price files a computed sleeve reads (table and TradingView sources; none for skfolio)."""
-        return self._price_files(self.spec(node_dir).profile)
+        return literal_files(self._price_files(self.spec(node_dir).profile), node_dir)
 
     def sleeve_cpus(self, node_dir: str) -> int:
         return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))
 
     def pin_source(self, node_dir: str) -> dict[str, str | list[str]]:
         try:
-            return pin_inputs(self.run, self.node_path(node_dir))
+            return literal_files(pin_inputs(self.run, self.node_path(node_dir)), node_dir)
         except PipelineError as exc:
             stages.report_at_exit(exc)
             raise
 
     def children_interface(self, node_dir: str) -> dict[str, str | list[str]]:
-        return children_interface(self.run, self.node_path(node_dir))
+        return literal_files(children_interface(self.run, self.node_path(node_dir)), node_dir)
 
     def meta_params(self, node_dir: str) -> str:
         spec = self.spec(node_dir)
@@ -252,39 +305,43 @@ class Wiring:
 
     def node_streams(self, node_dir: str) -> list[str]:
         node = self.nodes[self.node_path(node_dir)]
-        return [str(node.file("meta_stream", profile=p)) for p in self.profiles]
+        return literal_files([str(node.file("meta_stream", profile=p)) for p in self.profiles], node_dir)
 
     def flatten_inputs(self, node_dir: str, profile: str) -> dict[str, str]:
-        return flatten_inputs(self.run, self.node_path(node_dir), profile)
+        return literal_files(flatten_inputs(self.run, self.node_path(node_dir), profile), node_dir)
 
     def risk_inputs(self, node_dir: str) -> dict[str, list[str]]:
-        return risk_inputs(self.run, self.node_path(node_dir))
+        return literal_files(risk_inputs(self.run, self.node_path(node_dir)), node_dir)
 
-    def rebalance_book(self, profile: str) -> str:
-        return str(stages.rebalance_source(self.run, profile))
+    def rebalance_book(self, node_dir: str, profile: str) -> str:
+        return literal_input(stages.rebalance_source(self.run, profile), node_dir)
 
     def rebalance_params(self) -> str:
         book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
         return json.dumps({**book, **self.plan.root.config["frictions"]}, sort_keys=True)
 
     def report_inputs(self, node_dir: str) -> dict[str, str | list[str]]:
-        return report_inputs(self.run, self.node_path(node_dir))
+        return literal_files(report_inputs(self.run, self.node_path(node_dir)), node_dir)
 
     def final_targets(self) -> list[str]:
-        root = self.run.root
-        targets = [root.file("resolved"), root.file("returns")]
-        if self.plan.root.is_meta:
-            targets += [root.file("flattened", profile=p) for p in self.profiles]
-            for meta in self.plan.meta_nodes():  # every level is a run directory of its own, with its report
-                node = self.nodes[meta.path]
-                targets += [node.file("report_md"), node.file("report_html")]
-                targets += [node.file("risk", profile=p) for p in self.profiles]
-            if self.run.previous_run or self.run.holdings:
-                targets += [root.file("rebalance", profile=p) for p in self.profiles]
-        else:
-            targets += [root.file(k) for k in ("health", "sign_test", "provenance")]
-            targets += [root.file("weights", profile=p) for p in self.profiles]
-        return [str(t) for t in targets]
+        """The files of rule ``all``: every final artifact of the run.
+
+        Raises
+        ------
+        ConfigError
+            The run directory has a wildcard-like part (``{name}``) and Snakemake was not
+            started by the runner, which then names the targets itself (Snakemake formats the
+            paths of rule ``all`` and has no escape for braces).
+        """
+        if wildcard_like(self.run.run_dir):
+            if self.run.checked:  # the runner hands over its plan and passes these as targets
+                return []
+            raise ConfigError(
+                f"runs_root {self.run.runs_root}: Snakemake would read part of it as a wildcard in the "
+                "targets of rule all; run it with scripts/run_meta_pipeline.py, make or the Python API "
+                "(which name the targets literally), or use a runs root without '{name}'"
+            )
+        return [str(t) for t in final_targets(self.run)]
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -315,6 +372,7 @@ class Wiring:
                     previous_run=run.previous_run,
                     holdings=run.holdings,
                 )
+            check_runs_root(run.runs_root)  # jobs will run: the run directory must be creatable
             if runlock.acquire(run.run_dir, run.run_id):
                 self._locked.append(run.run_dir)
         except PipelineError as exc:

@@ -81,11 +81,16 @@ def get_risk_inputs(wildcards):
 
 
 def get_rebalance_book(wildcards):
-    return W.rebalance_book(wildcards.profile)
+    return W.rebalance_book(wildcards.node, wildcards.profile)
 
 
 def get_rebalance_params(wildcards):
     return W.rebalance_params()
+
+
+def get_plan_source(wildcards):
+    # A function: Snakemake would format a plain string's braces (a manifest path's) as wildcards.
+    return W.plan_source
 
 
 def get_report_inputs(wildcards):
