@@ -19,7 +19,14 @@ from . import audit, deps, runlock, stages
 from .cluster import watch_interrupts
 from .engines import HIERARCHICAL
 from .errors import ConfigError, PipelineError
-from .layout import check_literal, check_runs_root, literal_input, regex_literal, run_node, wildcard_like
+from .layout import (
+    check_literal,
+    check_runs_root,
+    literal_input,
+    regex_literal,
+    run_node,
+    wildcard_like,
+)
 from .manifest import ROOT
 from .run import RunContext
 
