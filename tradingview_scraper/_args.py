@@ -23,11 +23,9 @@ def check_args(function: str, **args: tuple[object, tuple[type, ...], bool]) -> 
             ok = all(isinstance(v, str) for v in value)
         if ok and isinstance(value, int):
             ok = value >= 1
-        if ok and isinstance(value, str):
-            ok = bool(value.strip())
         if not ok:
             accepted = " or ".join(_TYPE_NAMES[t] for t in types) + (" or None" if optional else "")
             raise ConfigError(f"{function}: {name}={value!r} must be {accepted} (got {type(value).__name__})")
 
 
-_TYPE_NAMES = {str: "a non-empty string", PathLike: "a path", list: "a list of strings", tuple: "a tuple of strings", int: "a positive integer"}
+_TYPE_NAMES = {str: "a string", PathLike: "a path", list: "a list of strings", tuple: "a tuple of strings", int: "a positive integer"}

@@ -212,49 +212,24 @@ def regex_literal(text: Path | str) -> str:
     return re.escape(str(text)).replace("\\{", "\\x7b").replace("\\}", "\\x7d")
 
 
-def literal_input(path: Path | str, node_dir: Path | str) -> str:
-    """``path`` as an input function of the job at ``{node}`` = ``node_dir`` must return it.
+def literal_input(path: Path | str, node_dir: Path | str) -> str | None:
+    """``path`` as an input function of the job at ``{node}`` = ``node_dir`` must return it, or None.
 
     Snakemake formats every path an input function returns with the job's wildcards and has
     no escape for braces: ``book_{profile}.csv`` would silently become ``book_hrp.csv``. A path
     without a wildcard-like part is returned as it is; otherwise it is spelled relative to the
-    ``{node}`` wildcard, whose value Snakemake substitutes verbatim.
-
-    Raises
-    ------
-    ConfigError
-        The wildcard-like part is in a directory the run directory does not share, so no
-        spelling of the path avoids it (see :func:`check_literal`).
+    ``{node}`` wildcard, whose value Snakemake substitutes verbatim. That spelling climbs out of
+    ``node_dir`` (``{node}/../x``) only while ``node_dir`` exists, since the system resolves
+    ``..`` through it. None: no such spelling; the caller keeps the file out of Snakemake's
+    inputs (and tracks its content) or refuses it.
     """
     text = str(path)
     if not wildcard_like(text):
         return text
     rel = os.path.relpath(text, node_dir)
-    if wildcard_like(rel):
-        raise ConfigError(_not_literal(text, node_dir))
+    if wildcard_like(rel) or (rel.split(os.sep, 1)[0] == ".." and not os.path.isdir(node_dir)):
+        return None
     return "{node}" if rel == "." else "{node}/" + Path(rel).as_posix()
-
-
-def check_literal(path: Path | str, run_directory: Path | str, what: str) -> None:
-    """Refuse, before anything runs, a path :func:`literal_input` could not hand to Snakemake.
-
-    Raises
-    ------
-    ConfigError
-        ``path`` has a wildcard-like part (``{name}``) outside the directories it shares with
-        the run directory; the message names ``what`` and the path.
-    """
-    if wildcard_like(path) and wildcard_like(os.path.relpath(str(path), run_directory)):
-        raise ConfigError(f"{what} {path}: " + _not_literal(str(path), run_directory))
-
-
-def _not_literal(path: str, node_dir: Path | str) -> str:
-    part = _WILDCARD.search(os.path.relpath(path, node_dir)).group(0)
-    return (
-        f"Snakemake would read {part!r} in it as a wildcard and has no escape for it; such a path is "
-        f"taken literally only where {part!r} is in a directory that also holds the run directory "
-        f"({node_dir}): rename it, or move it beside the runs root"
-    )
 
 
 def node_pattern(name: str, node: str = "{node}", **fields: str) -> str:

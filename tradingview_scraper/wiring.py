@@ -20,7 +20,6 @@ from .cluster import watch_interrupts
 from .engines import HIERARCHICAL
 from .errors import ConfigError, PipelineError
 from .layout import (
-    check_literal,
     check_runs_root,
     literal_input,
     regex_literal,
@@ -55,34 +54,49 @@ def computed_sleeve_pattern(run_dir: Path | str, excluded: list[Path | str]) -> 
 
 def literal_files(files, node_dir: str):
     """An input function's result (a path, a list of them or a dict of either) with each path
-    spelled so that Snakemake takes it literally (:func:`layout.literal_input`)."""
-    if isinstance(files, dict):
-        return {k: literal_files(v, node_dir) for k, v in files.items()}
-    if isinstance(files, list):
-        return [literal_input(f, node_dir) for f in files]
-    return literal_input(files, node_dir)
+    spelled so that Snakemake takes it literally (:func:`layout.literal_input`).
 
-
-def check_literal_paths(plan, run_directory: Path | str, *, base_dir: Path | str, holdings: str | None) -> None:
-    """Refuse, before anything runs, a file the run reads whose path Snakemake cannot take literally.
-
-    A run directory with a wildcard-like part (``{name}``) is always fine (its files are
-    reached through the ``{node}`` wildcard), and so are pinned and previous runs beside it;
-    a holdings file or a sleeve's price file is fine where that part is in a directory it
-    shares with the run directory.
+    For the files of the run (below ``{node}``) and a previous run beside it (the runner
+    creates the run directory before Snakemake builds the job graph).
 
     Raises
     ------
     ConfigError
-        The first such path, named with what it is (see :func:`layout.check_literal`).
+        A path has no such spelling.
     """
-    if holdings:
-        check_literal(holdings, run_directory, "holdings")
-    for spec in plan.atomic_nodes():
-        if spec.pin:
-            continue
-        for f in deps.price_files(spec.config["data"], spec.config["universe"].get("symbols"), base_dir):
-            check_literal(f, run_directory, f"sleeve {spec.sleeve_id or spec.profile!r}: price file")
+    if isinstance(files, dict):
+        return {k: literal_files(v, node_dir) for k, v in files.items()}
+    if isinstance(files, list):
+        return [literal_files(f, node_dir) for f in files]
+    spelled = literal_input(files, node_dir)
+    if spelled is None:
+        raise ConfigError(
+            f"{files}: Snakemake would read part of this path as a wildcard and it cannot be reached from "
+            f"{node_dir}; use a runs root without '{{name}}'"
+        )
+    return spelled
+
+
+def outside_files(files: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Files from outside the runs root (price files, a holdings file), split by how a rule declares them.
+
+    Returns
+    -------
+    declared : list of str
+        The files whose paths Snakemake takes literally: the rule's inputs.
+    tracked : dict of str -> str
+        path -> sha256 of each file with a wildcard-like part (such as ``{profile}``): kept out
+        of Snakemake's inputs (a spelling through ``{node}/..`` would need the node's directory
+        to exist before its job runs), its content goes into the rule's params, so an edit
+        still reruns the rule.
+    """
+    declared, tracked = [], {}
+    for f in files:
+        if wildcard_like(f):
+            tracked[str(f)] = audit.file_sha256(f)
+        else:
+            declared.append(str(f))
+    return declared, tracked
 
 
 def tune_gc_for_dag() -> tuple[int, int, int]:
@@ -222,7 +236,6 @@ class Wiring:
         )
         if main_process:
             check_runs_root(run.runs_root, writable=False)
-            check_literal_paths(self.plan, run.run_dir, base_dir=run.base_dir, holdings=run.holdings)
             # An artifact whose bytes differ from its audit record is deleted before the DAG is
             # built, with what was computed from it (one line each), so that chain reruns.
             stages.discard_damaged(run.run_dir, run.run_id)
@@ -230,6 +243,7 @@ class Wiring:
         # Sleeves of one atomic profile share their params and price files: computed once.
         self._sleeve_params = functools.cache(self._sleeve_params_of)
         self._price_files = functools.cache(self._price_files_of)
+        self._holdings_tracked: dict[str, str] | None = None
 
     def own_run(self, config: dict) -> None:
         """The main process's part at parse time: what its jobs must be told.
@@ -276,22 +290,25 @@ class Wiring:
         # dataset ships inside skfolio, so its version pins the prices.
         spec = next(n for n in self.plan.atomic_nodes() if (n.profile, n.pin) == (profile, pin))
         dataset = deps.dataset_pin(spec.config["data"])
-        return json.dumps(
-            {"config": spec.config, "profiles": self.profiles, "pin": pin, "dataset": dataset}, sort_keys=True
-        )
+        params = {"config": spec.config, "profiles": self.profiles, "pin": pin, "dataset": dataset}
+        tracked = {} if pin else self._price_files(profile)[1]
+        if tracked:  # price files Snakemake cannot take as inputs: their content reruns the sleeve
+            params["tracked"] = tracked
+        return json.dumps(params, sort_keys=True)
 
     def sleeve_params(self, node_dir: str) -> str:
         spec = self.spec(node_dir)
         return self._sleeve_params(spec.profile, spec.pin)
 
-    def _price_files_of(self, profile: str) -> list[str]:
+    def _price_files_of(self, profile: str) -> tuple[list[str], dict[str, str]]:
         spec = next(n for n in self.plan.atomic_nodes() if n.profile == profile)
         files = deps.price_files(spec.config["data"], spec.config["universe"].get("symbols"), self.run.base_dir)
-        return [str(f) for f in files]
+        return outside_files([str(f) for f in files])
 
     def sleeve_prices(self, node_dir: str) -> list[str]:
-        """The price files a computed sleeve reads (table and TradingView sources; none for skfolio)."""
-        return literal_files(self._price_files(self.spec(node_dir).profile), node_dir)
+        """The price files a computed sleeve reads (table and TradingView sources; none for skfolio),
+        but those :func:`outside_files` tracks by content in the sleeve's params."""
+        return self._price_files(self.spec(node_dir).profile)[0]
 
     def sleeve_cpus(self, node_dir: str) -> int:
         return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))
@@ -320,11 +337,23 @@ class Wiring:
     def risk_inputs(self, node_dir: str) -> dict[str, list[str]]:
         return literal_files(risk_inputs(self.run, self.node_path(node_dir)), node_dir)
 
-    def rebalance_book(self, node_dir: str, profile: str) -> str:
-        return literal_input(stages.rebalance_source(self.run, profile), node_dir)
+    def rebalance_book(self, node_dir: str, profile: str) -> str | list[str]:
+        """The current book's file, or none where :meth:`rebalance_params` tracks it by content."""
+        source = str(stages.rebalance_source(self.run, profile))
+        if self.run.holdings and self._tracked_holdings():
+            return []
+        return literal_files(source, node_dir)
+
+    def _tracked_holdings(self) -> dict[str, str]:
+        if self._holdings_tracked is None:
+            book = self.run.holdings
+            self._holdings_tracked = outside_files([book])[1] if Path(book).is_file() else {}
+        return self._holdings_tracked
 
     def rebalance_params(self) -> str:
         book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
+        if self.run.holdings and self._tracked_holdings():  # not an input: its content reruns the rebalance
+            book["tracked"] = self._tracked_holdings()
         return json.dumps({**book, **self.plan.root.config["frictions"]}, sort_keys=True)
 
     def report_inputs(self, node_dir: str) -> dict[str, str | list[str]]:

@@ -25,7 +25,7 @@ from ..layout import (
 from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
 from ..run import RunContext, handed_over, rebalance_book
 from ..stages import first_failure, runner_reports_errors
-from ..wiring import check_literal_paths, final_targets
+from ..wiring import final_targets
 from . import signals
 
 #: The workflow ships inside the package (in a checkout, a link to the top-level workflow/).
@@ -164,8 +164,6 @@ def check_options(options: object) -> None:
             ok = value >= 1
         if ok and isinstance(value, (list, tuple)):
             ok = all(isinstance(v, str) for v in value)
-        if ok and name in ("meta_profile", "manifest", "runs_root"):
-            ok = bool(str(value).strip())
         if not ok:
             raise ConfigError(f"{name}={value!r} must be {valid} (got {type(value).__name__})")
     if options.progress is not None and not callable(getattr(options.progress, "write", None)):
@@ -255,6 +253,13 @@ class MetaPipeline:
         # this runner drives takes the plan and the checks' verdict (run.handed_over).
         self.plan = load_plan(self.meta_profile, self.manifest, self.profiles)
         self.previous_run, self.holdings = rebalance_book(self.previous_run, self.holdings)
+        pinned = [n.sleeve_id for n in self.plan.atomic_nodes() if n.pin and not self.execute_sleeves]
+        if pinned and wildcard_like(self.run_dir):
+            raise ConfigError(
+                f"runs_root {self.runs_root}: Snakemake would read part of it as a wildcard, and pinned sleeve "
+                f"{pinned[0]!r} is read from there before its directory exists; use a runs root without "
+                "'{name}' (or --execute-sleeves)"
+            )
         stages.preflight(
             self.plan,
             base_dir=Path.cwd(),
@@ -264,7 +269,6 @@ class MetaPipeline:
             previous_run=self.previous_run,
             holdings=self.holdings,
         )
-        check_literal_paths(self.plan, self.run_dir, base_dir=Path.cwd(), holdings=self.holdings)
         self._cluster()  # checks the Ray settings; starts nothing
 
     def _cluster(self) -> Cluster | None:
