@@ -21,6 +21,16 @@ ARGS ?=
 q = '$(subst ','\'',$(1))'
 v = $(call q,$(value $(1)))
 
+# They reach the scripts as arguments only: make would expand a command-line variable (a
+# '$(shell ...)' in it included) to put it in the recipes' environment.
+unexport PROFILE CORES MANIFEST RUN_ID PROFILES PREVIOUS_RUN HOLDINGS ARGS
+ifeq ($(origin RAY_ADDRESS),command line)
+unexport RAY_ADDRESS
+endif
+ifeq ($(origin RAY_NUM_CPUS),command line)
+unexport RAY_NUM_CPUS
+endif
+
 RUN_OPTS = --profile $(call v,PROFILE) --manifest $(call v,MANIFEST) --cores $(call v,CORES) \
 	$(if $(value RUN_ID),--run-id $(call v,RUN_ID)) $(if $(value PROFILES),--profiles $(call v,PROFILES)) \
 	$(if $(value PREVIOUS_RUN),--previous-run $(call v,PREVIOUS_RUN)) $(if $(value HOLDINGS),--holdings $(call v,HOLDINGS)) \

@@ -191,6 +191,25 @@ def final_targets(run: RunContext) -> list[Path]:
     return targets
 
 
+def check_plain_runs_root(run: RunContext) -> None:
+    """Refuse a run directory with a wildcard-like part (``{name}``) unless the runner drives the workflow.
+
+    Snakemake formats the paths of rule ``all`` and has no escape for braces; the runner (the
+    scripts, ``make``, the Python API) names the final artifacts as Snakemake's targets instead.
+
+    Raises
+    ------
+    ConfigError
+        The plain ``snakemake`` command with such a runs root.
+    """
+    if wildcard_like(run.run_dir) and not run.checked:  # checked: the runner handed over its plan
+        raise ConfigError(
+            f"runs_root {run.runs_root}: Snakemake would read part of it as a wildcard in the targets of rule "
+            "all; run it with scripts/run_meta_pipeline.py, make or the Python API (which name the targets "
+            "literally), or use a runs root without '{name}'"
+        )
+
+
 class Wiring:
     """The run's plan as the rules need it, and the main process's start and finish.
 
@@ -236,6 +255,7 @@ class Wiring:
         )
         if main_process:
             check_runs_root(run.runs_root, writable=False)
+            check_plain_runs_root(run)
             # An artifact whose bytes differ from its audit record is deleted before the DAG is
             # built, with what was computed from it (one line each), so that chain reruns.
             stages.discard_damaged(run.run_dir, run.run_id)
@@ -360,23 +380,11 @@ class Wiring:
         return literal_files(report_inputs(self.run, self.node_path(node_dir)), node_dir)
 
     def final_targets(self) -> list[str]:
-        """The files of rule ``all``: every final artifact of the run.
-
-        Raises
-        ------
-        ConfigError
-            The run directory has a wildcard-like part (``{name}``) and Snakemake was not
-            started by the runner, which then names the targets itself (Snakemake formats the
-            paths of rule ``all`` and has no escape for braces).
-        """
+        """The files of rule ``all``: every final artifact of the run, or none where the runner
+        names them as Snakemake's targets itself (a run directory with a wildcard-like part,
+        see :func:`check_plain_runs_root`)."""
         if wildcard_like(self.run.run_dir):
-            if self.run.checked:  # the runner hands over its plan and passes these as targets
-                return []
-            raise ConfigError(
-                f"runs_root {self.run.runs_root}: Snakemake would read part of it as a wildcard in the "
-                "targets of rule all; run it with scripts/run_meta_pipeline.py, make or the Python API "
-                "(which name the targets literally), or use a runs root without '{name}'"
-            )
+            return []
         return [str(t) for t in final_targets(self.run)]
 
     # ----------------------------------------------------------------- lifecycle
