@@ -241,6 +241,12 @@ def test_a_braced_runs_root_the_plain_command_cannot_hold_is_refused_in_one_line
     assert re.search(r"^error: runs_root .*would read part of it as a wildcard in the targets of rule all; run it with",
                      proc.stderr.strip().splitlines()[-1])  # fmt: skip
     assert not runs.exists()
+    m = json.loads(manifest.read_text())
+    m["profiles"]["meta_tables"]["sleeves"][0]["run_id"] = "earlier"
+    manifest.write_text(json.dumps(m))
+    argv = ["--profile", "meta_tables", "--manifest", str(manifest), "--runs-root", str(runs), "--no-ray"]
+    _one_line(_script(*argv), r"pinned sleeve 'a' is read from there before its directory exists")
+    assert not runs.exists()
 
 
 # ----------------------------------------------------------------------------- make
