@@ -156,6 +156,28 @@ def test_an_unwritable_runs_root_is_one_line_exit_2(tmp_path):
         locked.chmod(0o755)
 
 
+@pytest.mark.e2e
+def test_an_existing_run_in_a_read_only_runs_root_reruns_but_a_read_only_run_directory_is_refused(tmp_path, capfd):
+    prefix = _without_dac_override()
+    manifest, book, _ = _setup(tmp_path)
+    runs = tmp_path / "runs"
+    _run(capfd, manifest, book, runs)
+    argv = ("--profile", "meta_tables", "--manifest", str(manifest), "--holdings", str(book), "--runs-root", str(runs),
+            "--run-id", "r1", "--no-ray")  # fmt: skip
+    runs.chmod(0o555)
+    try:
+        proc = _script(*argv, prefix=prefix)  # its own directory is writable: a no-op rerun
+        assert proc.returncode == 0 and "done: " in proc.stdout, proc.stderr[-2000:]
+        runs.chmod(0o755)
+        (runs / "r1").chmod(0o555)
+        before = _tree(runs)
+        _one_line(_script(*argv, prefix=prefix), r"run directory \S+/runs/r1 is not writable by this user")
+        assert _tree(runs) == before
+    finally:
+        runs.chmod(0o755)
+        (runs / "r1").chmod(0o755)
+
+
 def test_the_writability_check_names_the_directory(tmp_path, monkeypatch):
     """The message itself (the real refusal is shown above, under a dropped capability when root)."""
     from tradingview_scraper import layout

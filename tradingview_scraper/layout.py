@@ -152,7 +152,7 @@ def run_node(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Node:
     return Node(run_dir(run_id, runs_root))
 
 
-def check_runs_root(runs_root: Path | str, *, writable: bool = True) -> Path:
+def check_runs_root(runs_root: Path | str, *, writable: bool = True, run_id: str | None = None) -> Path:
     """Return ``runs_root`` as a Path if run directories can live there, else raise ConfigError.
 
     A runs root that does not exist yet is fine (the first run creates it) as long as its
@@ -163,8 +163,10 @@ def check_runs_root(runs_root: Path | str, *, writable: bool = True) -> Path:
     runs_root : path-like
         The directory of run directories (``--runs-root``, config ``runs_root``).
     writable : bool
-        Also require that a run could create its directory there (a real run; a dry run
-        only reads).
+        Also require that a run could create its directory there, or write to it where
+        ``run_id``'s directory exists (a real run; a dry run only reads).
+    run_id : str, optional
+        The run: an existing run directory need not be in a writable runs root.
 
     Raises
     ------
@@ -184,7 +186,13 @@ def check_runs_root(runs_root: Path | str, *, writable: bool = True) -> Path:
             f"runs_root {root} {where} not a directory: give a directory for run directories "
             f"(created if missing; default {RUNS_ROOT})"
         )
-    if writable and not os.access(existing, os.W_OK | os.X_OK):
+    target = root / run_id if run_id and existing == root and (root / run_id).is_dir() else None
+    if writable and target is not None and not os.access(target, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"run directory {target} is not writable by this user: choose another run id or runs root, "
+            "or use --dry-run to only read"
+        )
+    if writable and target is None and not os.access(existing, os.W_OK | os.X_OK):
         what = "is" if existing == root else f"would be created in {existing}, which is"
         raise ConfigError(
             f"runs_root {root} {what} not writable by this user: give a directory you can write to "

@@ -416,7 +416,7 @@ class Wiring:
                     previous_run=run.previous_run,
                     holdings=run.holdings,
                 )
-            check_runs_root(run.runs_root)  # jobs will run: the run directory must be creatable
+            check_runs_root(run.runs_root, run_id=run.run_id)  # jobs will run: the run directory must be writable
             if runlock.acquire(run.run_dir, run.run_id):
                 self._locked.append(run.run_dir)
         except PipelineError as exc:

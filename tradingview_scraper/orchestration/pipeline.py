@@ -247,7 +247,7 @@ class MetaPipeline:
         if self.run_id is None:
             self.run_id = new_run_id()
         check_name(self.run_id, "run id")
-        check_runs_root(self.runs_root, writable=not self.dry_run)
+        check_runs_root(self.runs_root, writable=not self.dry_run, run_id=self.run_id)
         refuse_symlink(self.run_dir, "run directory")
         # Configuration errors surface here, as one line, before Snakemake starts. The workflow
         # this runner drives takes the plan and the checks' verdict (run.handed_over).
