@@ -225,17 +225,16 @@ def literal_input(path: Path | str, node_dir: Path | str) -> str | None:
 
     Snakemake formats every path an input function returns with the job's wildcards and has
     no escape for braces: ``book_{profile}.csv`` would silently become ``book_hrp.csv``. A path
-    without a wildcard-like part is returned as it is; otherwise it is spelled relative to the
-    ``{node}`` wildcard, whose value Snakemake substitutes verbatim. That spelling climbs out of
-    ``node_dir`` (``{node}/../x``) only while ``node_dir`` exists, since the system resolves
-    ``..`` through it. None: no such spelling; the caller keeps the file out of Snakemake's
-    inputs (and tracks its content) or refuses it.
+    without a wildcard-like part is returned as it is; one below ``node_dir`` is spelled
+    relative to the ``{node}`` wildcard, whose value Snakemake substitutes verbatim. None: no
+    such spelling (a ``{node}/..`` one would need the node's directory to exist before its
+    job runs); the caller keeps the file out of Snakemake's inputs and tracks its content.
     """
     text = str(path)
     if not wildcard_like(text):
         return text
     rel = os.path.relpath(text, node_dir)
-    if wildcard_like(rel) or (rel.split(os.sep, 1)[0] == ".." and not os.path.isdir(node_dir)):
+    if wildcard_like(rel) or rel.split(os.sep, 1)[0] == "..":
         return None
     return "{node}" if rel == "." else "{node}/" + Path(rel).as_posix()
 

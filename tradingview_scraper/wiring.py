@@ -56,8 +56,7 @@ def literal_files(files, node_dir: str):
     """An input function's result (a path, a list of them or a dict of either) with each path
     spelled so that Snakemake takes it literally (:func:`layout.literal_input`).
 
-    For the files of the run (below ``{node}``) and a previous run beside it (the runner
-    creates the run directory before Snakemake builds the job graph).
+    For the files of the node's own tree (below ``{node}``).
 
     Raises
     ------
@@ -78,7 +77,7 @@ def literal_files(files, node_dir: str):
 
 
 def outside_files(files: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Files from outside the runs root (price files, a holdings file), split by how a rule declares them.
+    """Files from outside the run (price files, a holdings file, a previous run's book), split by how a rule declares them.
 
     Returns
     -------
@@ -263,7 +262,7 @@ class Wiring:
         # Sleeves of one atomic profile share their params and price files: computed once.
         self._sleeve_params = functools.cache(self._sleeve_params_of)
         self._price_files = functools.cache(self._price_files_of)
-        self._holdings_tracked: dict[str, str] | None = None
+        self._book = functools.cache(self._book_of)
 
     def own_run(self, config: dict) -> None:
         """The main process's part at parse time: what its jobs must be told.
@@ -357,23 +356,22 @@ class Wiring:
     def risk_inputs(self, node_dir: str) -> dict[str, list[str]]:
         return literal_files(risk_inputs(self.run, self.node_path(node_dir)), node_dir)
 
-    def rebalance_book(self, node_dir: str, profile: str) -> str | list[str]:
+    def rebalance_book(self, profile: str) -> str | list[str]:
         """The current book's file, or none where :meth:`rebalance_params` tracks it by content."""
-        source = str(stages.rebalance_source(self.run, profile))
-        if self.run.holdings and self._tracked_holdings():
-            return []
-        return literal_files(source, node_dir)
+        declared, _ = self._book(profile)
+        return declared[0] if declared else []
 
-    def _tracked_holdings(self) -> dict[str, str]:
-        if self._holdings_tracked is None:
-            book = self.run.holdings
-            self._holdings_tracked = outside_files([book])[1] if Path(book).is_file() else {}
-        return self._holdings_tracked
+    def _book_of(self, profile: str) -> tuple[list[str], dict[str, str]]:
+        source = stages.rebalance_source(self.run, profile)
+        if not source.is_file():  # the pre-flight check refuses it in one line, naming its literal path
+            return ([], {}) if wildcard_like(source) else ([str(source)], {})
+        return outside_files([str(source)])
 
-    def rebalance_params(self) -> str:
+    def rebalance_params(self, profile: str) -> str:
         book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
-        if self.run.holdings and self._tracked_holdings():  # not an input: its content reruns the rebalance
-            book["tracked"] = self._tracked_holdings()
+        tracked = self._book(profile)[1]
+        if tracked:  # not an input: its content reruns the rebalance
+            book["tracked"] = tracked
         return json.dumps({**book, **self.plan.root.config["frictions"]}, sort_keys=True)
 
     def report_inputs(self, node_dir: str) -> dict[str, str | list[str]]:

@@ -81,11 +81,11 @@ def get_risk_inputs(wildcards):
 
 
 def get_rebalance_book(wildcards):
-    return W.rebalance_book(wildcards.node, wildcards.profile)
+    return W.rebalance_book(wildcards.profile)
 
 
 def get_rebalance_params(wildcards):
-    return W.rebalance_params()
+    return W.rebalance_params(wildcards.profile)
 
 
 def get_plan_source(wildcards):
