@@ -251,6 +251,31 @@ def test_paths_with_braces_and_spaces_are_taken_literally(tmp_path, capfd):
             "--run-id", "r2", "--no-ray", "--quiet"]  # fmt: skip
     assert main(argv, prog=PROG, require_meta=True) == 0, capfd.readouterr().err
     assert json.loads((runs / "r2" / "rebalance_min_variance.json").read_text())["current"]["run_id"] == "r1"
+    before = _tree(tmp_path)
+    argv[argv.index("r2")] = "r3"
+    assert main([*argv, "--dry-run"], prog=PROG, require_meta=True) == 0, capfd.readouterr().err
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.e2e
+def test_the_plain_command_reads_a_braced_holdings_file_literally_and_reruns_on_its_content(tmp_path):
+    """The reported case: Snakemake formatted ``{profile}`` in a holdings path as a wildcard."""
+    manifest, book, _ = _setup(tmp_path)
+    runs = tmp_path / "runs"
+    config = {"profile": "meta_tables", "manifest": str(manifest), "runs_root": str(runs), "run_id": "r1",
+              "holdings": str(book), "ray": "false"}  # fmt: skip
+    proc = _plain(config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((runs / "r1" / "rebalance_min_variance.json").read_text())
+    assert record["current"]["path"] == str(book)
+    assert {r["symbol"]: r["current_weight"] for r in record["rows"]}["CCC"] == 0.5
+    stat = book.stat()
+    _book(book, {"AAA": 1.0})
+    os.utime(book, (stat.st_atime - 3600, stat.st_mtime - 3600))
+    proc = _plain(config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((runs / "r1" / "rebalance_min_variance.json").read_text())
+    assert {r["symbol"]: r["current_weight"] for r in record["rows"]}["CCC"] == 0.0
 
 
 @pytest.mark.e2e
