@@ -14,10 +14,28 @@ PREVIOUS_RUN ?=
 HOLDINGS ?=
 ARGS ?=
 
-RUN_OPTS = --profile $(PROFILE) --manifest $(MANIFEST) --cores $(CORES) \
-	$(if $(RUN_ID),--run-id $(RUN_ID)) $(if $(PROFILES),--profiles $(PROFILES)) \
-	$(if $(PREVIOUS_RUN),--previous-run $(PREVIOUS_RUN)) $(if $(HOLDINGS),--holdings $(HOLDINGS)) \
-	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) $(if $(RAY_NUM_CPUS),--ray-num-cpus $(RAY_NUM_CPUS)) $(ARGS)
+# $(call q,VALUE): VALUE as one shell word, taken literally (spaces, ';', quotes): single-quoted,
+# each ' written as '\''. $(call v,NAME): the user variable NAME so quoted, its text as given
+# (a '$' in it is not expanded by make). Every user variable but ARGS (split on purpose) goes
+# through them.
+q = '$(subst ','\'',$(1))'
+v = $(call q,$(value $(1)))
+
+# They reach the scripts as arguments only: make would expand a command-line variable (a
+# '$(shell ...)' in it included) to put it in the recipes' environment.
+unexport PROFILE CORES MANIFEST RUN_ID PROFILES PREVIOUS_RUN HOLDINGS ARGS
+ifeq ($(origin RAY_ADDRESS),command line)
+unexport RAY_ADDRESS
+endif
+ifeq ($(origin RAY_NUM_CPUS),command line)
+unexport RAY_NUM_CPUS
+endif
+
+RUN_OPTS = --profile $(call v,PROFILE) --manifest $(call v,MANIFEST) --cores $(call v,CORES) \
+	$(if $(value RUN_ID),--run-id $(call v,RUN_ID)) $(if $(value PROFILES),--profiles $(call v,PROFILES)) \
+	$(if $(value PREVIOUS_RUN),--previous-run $(call v,PREVIOUS_RUN)) $(if $(value HOLDINGS),--holdings $(call v,HOLDINGS)) \
+	$(if $(value RAY_ADDRESS),--ray-address $(call v,RAY_ADDRESS)) \
+	$(if $(value RAY_NUM_CPUS),--ray-num-cpus $(call v,RAY_NUM_CPUS)) $(ARGS)
 
 .PHONY: install test test-fast lint flow-meta-production flow-production dag snakemake-report bench bench-ray bench-engine bench-scale clean-runs slurm-up slurm-down
 
@@ -53,9 +71,10 @@ dag: install
 
 # Snakemake's own HTML report of a finished run: data/runs/<RUN_ID>/snakemake_report.html.
 snakemake-report: install
-	$(if $(RUN_ID),,$(error snakemake-report needs RUN_ID=<a finished run of PROFILE>))
-	$(VENV)/bin/snakemake -s workflow/Snakefile --config profile=$(PROFILE) run_id=$(RUN_ID) manifest=$(MANIFEST) \
-		$(if $(PROFILES),profiles=$(PROFILES)) --report data/runs/$(RUN_ID)/snakemake_report.html
+	$(if $(value RUN_ID),,$(error snakemake-report needs RUN_ID=<a finished run of PROFILE>))
+	$(VENV)/bin/snakemake -s workflow/Snakefile --config $(call q,profile=$(value PROFILE)) $(call q,run_id=$(value RUN_ID)) \
+		$(call q,manifest=$(value MANIFEST)) $(if $(value PROFILES),$(call q,profiles=$(value PROFILES))) \
+		--report $(call q,data/runs/$(value RUN_ID)/snakemake_report.html)
 
 bench: install
 	$(PY) bench/run_all.py

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 
 import pandas as pd
 
-from .layout import RUNS_ROOT, read_json, read_parquet
+from ._args import check_args
+from .errors import ConfigError
+from .layout import RUNS_ROOT, check_runs_root, read_json, read_parquet
 from .manifest import DEFAULT_MANIFEST, ROOT, NodeSpec, Plan, load_plan, parse_risk_profiles
 
 
@@ -63,28 +66,46 @@ class PlanResult:
     def root(self) -> NodeResult:
         return self.nodes[ROOT]
 
+    def _node(self, node: str) -> NodeResult:
+        if node not in self.nodes:
+            raise ConfigError(f"node {node!r} is not in the plan: use one of {', '.join(map(repr, self.nodes))}")
+        return self.nodes[node]
+
+    def _profile(self, risk_profile: str) -> str:
+        if risk_profile not in self.plan.risk_profiles:
+            raise ConfigError(
+                f"risk profile {risk_profile!r} was not computed: use one of {', '.join(map(repr, self.plan.risk_profiles))}"
+            )
+        return risk_profile
+
     @property
     def risk_profiles(self) -> list[str]:
         return self.plan.risk_profiles
 
+    def _meta(self, node: str) -> NodeResult:
+        result = self._node(node)
+        if not result.spec.is_meta:
+            raise ConfigError(f"node {node!r} is an atomic sleeve: sleeve streams and meta weights belong to meta nodes")
+        return result
+
     def sleeve_streams(self, risk_profile: str, node: str = ROOT) -> pd.DataFrame:
         """DataFrame of shape (n_common_dates, n_sleeves): the aligned streams a meta node allocates over."""
-        return self.nodes[node].meta_returns[risk_profile]
+        return self._meta(node).meta_returns[self._profile(risk_profile)]
 
     def meta_weights(self, risk_profile: str, node: str = ROOT) -> pd.Series:
         """Series of sleeve id -> meta weight (sums to 1)."""
-        return pd.Series(self.nodes[node].meta_weights[risk_profile]["weights"], name=risk_profile)
+        return pd.Series(self._meta(node).meta_weights[self._profile(risk_profile)]["weights"], name=risk_profile)
 
     def holdings(self, risk_profile: str, node: str = ROOT) -> pd.DataFrame:
         """DataFrame of shape (n_positions, 4): symbol, direction, weight, net_weight."""
-        rows = self.nodes[node].holdings[risk_profile]
+        rows = self._node(node).holdings[self._profile(risk_profile)]
         return pd.DataFrame(rows, columns=["symbol", "direction", "weight", "net_weight"])
 
     def metrics(self, node: str = ROOT) -> pd.DataFrame:
         """The report's headline measures of the node's stream, one row per risk profile."""
         from .report import calendar, performance
 
-        returns = self.nodes[node].returns
+        returns = self._node(node).returns
         periods, _ = calendar(returns.index)
         return pd.DataFrame({rp: performance(returns[rp], periods) for rp in returns.columns}).T
 
@@ -125,10 +146,21 @@ def run_plan(
     Raises
     ------
     ConfigError, DataError, SleeveError, MetaError
-        The same errors, with the same one-line messages, as the file-target pipeline.
+        The same errors, with the same one-line messages, as the file-target pipeline; a
+        ConfigError naming the argument for an argument of the wrong type.
     """
     from .stages import check_data, check_pins
 
+    check_args(
+        "run_plan",
+        profile=(profile, (str,), False),
+        manifest=(manifest, (str, PathLike), False),
+        profiles=(profiles, (str, list, tuple), True),
+        base_dir=(base_dir, (str, PathLike), True),
+        runs_root=(runs_root, (str, PathLike), False),
+        max_workers=(max_workers, (int,), True),
+    )
+    check_runs_root(runs_root, writable=False)
     plan = load_plan(profile, manifest, parse_risk_profiles(profiles))
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     check_pins(plan, runs_root)
@@ -146,9 +178,18 @@ def run_pipeline(profile: str, **options) -> object:
     ``options`` are those of :class:`~tradingview_scraper.orchestration.pipeline.MetaPipeline`
     (``run_id``, ``manifest``, ``profiles``, ``execute_sleeves``, ``cores``, ``ray``, ...).
     Returns its ``RunResult`` (``run_id``, ``run_dir``, the jobs).
-    """
-    from .orchestration.pipeline import MetaPipeline
 
+    Raises
+    ------
+    ConfigError
+        An unknown option, an option of the wrong type, or a setting the pipeline refuses.
+    PipelineError
+        A stage failed (the root cause's one line).
+    """
+    from .orchestration.pipeline import MetaPipeline, pipeline_options
+
+    check_args("run_pipeline", profile=(profile, (str,), False))
+    pipeline_options(options)
     return MetaPipeline(profile, **options).execute()
 
 

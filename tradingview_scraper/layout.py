@@ -148,6 +148,93 @@ def run_node(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Node:
     return Node(run_dir(run_id, runs_root))
 
 
+def check_runs_root(runs_root: Path | str, *, writable: bool = True, run_id: str | None = None) -> Path:
+    """Return ``runs_root`` as a Path if run directories can live there, else raise ConfigError.
+
+    A runs root that does not exist yet is fine (the first run creates it) as long as its
+    nearest existing ancestor is a directory. Nothing is created or changed.
+
+    Parameters
+    ----------
+    runs_root : path-like
+        The directory of run directories (``--runs-root``, config ``runs_root``).
+    writable : bool
+        Also require that a run could create its directory there, or write to it where
+        ``run_id``'s directory exists (a real run; a dry run only reads).
+    run_id : str, optional
+        The run: an existing run directory need not be in a writable runs root.
+
+    Raises
+    ------
+    ConfigError
+        ``runs_root`` is not a path, is a file (or another non-directory), lies under a
+        file, or (with ``writable``) is in a directory this process may not write to.
+    """
+    if not isinstance(runs_root, (str, os.PathLike)) or not str(runs_root).strip():
+        raise ConfigError(f"runs_root={runs_root!r} is not a path: give a directory (default {RUNS_ROOT})")
+    root = Path(runs_root)
+    existing = root
+    while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is" if existing == root else f"lies under {existing}, which is"
+        raise ConfigError(
+            f"runs_root {root} {where} not a directory: give a directory for run directories "
+            f"(created if missing; default {RUNS_ROOT})"
+        )
+    target = root / run_id if run_id and existing == root and (root / run_id).is_dir() else None
+    if writable and target is not None and not os.access(target, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"run directory {target} is not writable by this user: choose another run id or runs root, "
+            "or use --dry-run to only read"
+        )
+    if writable and target is None and not os.access(existing, os.W_OK | os.X_OK):
+        what = "is" if existing == root else f"would be created in {existing}, which is"
+        raise ConfigError(
+            f"runs_root {root} {what} not writable by this user: give a directory you can write to "
+            f"(default {RUNS_ROOT}), or use --dry-run to only read"
+        )
+    return root
+
+
+#: What Snakemake reads as a wildcard in a path: ``{name}`` or ``{name,constraint}``
+#: (its own syntax; a path may hold other braces, such as ``{`` or ``{a b}``, literally).
+_WILDCARD = re.compile(r"\{\s*[.\w]+\s*(?:,(?:[^{}]|\{\d+(?:,\d+)?\})*)?\s*\}")
+
+
+def wildcard_like(path: Path | str) -> bool:
+    """Whether Snakemake would read part of ``path`` as a wildcard (such as ``{profile}``)."""
+    return _WILDCARD.search(str(path)) is not None
+
+
+def regex_literal(text: Path | str) -> str:
+    """A regex matching exactly ``text``, usable as a Snakemake wildcard constraint.
+
+    Snakemake embeds a constraint in its ``{name,constraint}`` syntax, which allows no brace
+    but a ``{m,n}`` repeat: literal braces are written ``\\x7b`` and ``\\x7d``.
+    """
+    return re.escape(str(text)).replace("\\{", "\\x7b").replace("\\}", "\\x7d")
+
+
+def literal_input(path: Path | str, node_dir: Path | str) -> str | None:
+    """``path`` as an input function of the job at ``{node}`` = ``node_dir`` must return it, or None.
+
+    Snakemake formats every path an input function returns with the job's wildcards and has
+    no escape for braces: ``book_{profile}.csv`` would silently become ``book_hrp.csv``. A path
+    without a wildcard-like part is returned as it is; one below ``node_dir`` is spelled
+    relative to the ``{node}`` wildcard, whose value Snakemake substitutes verbatim. None: no
+    such spelling (a ``{node}/..`` one would need the node's directory to exist before its
+    job runs); the caller keeps the file out of Snakemake's inputs and tracks its content.
+    """
+    text = str(path)
+    if not wildcard_like(text):
+        return text
+    rel = os.path.relpath(text, node_dir)
+    if wildcard_like(rel) or rel.split(os.sep, 1)[0] == "..":
+        return None
+    return "{node}" if rel == "." else "{node}/" + Path(rel).as_posix()
+
+
 def node_pattern(name: str, node: str = "{node}", **fields: str) -> str:
     """A Snakemake path pattern for artifact ``name`` below the node wildcard ``node``."""
     return f"{node}/" + NODE_FILES[name].format(**fields) if fields else f"{node}/" + NODE_FILES[name]

@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -529,7 +530,21 @@ def load_plan(
     manifest_path: str | Path = DEFAULT_MANIFEST,
     risk_profiles: list[str] | None = None,
 ) -> Plan:
-    """Load, validate and resolve in one step (what every entry point calls first)."""
+    """Load, validate and resolve in one step (what every entry point calls first).
+
+    Raises
+    ------
+    ConfigError
+        An argument of the wrong type, or anything :func:`load_manifest` and :func:`resolve` refuse.
+    """
+    from ._args import check_args
+
+    check_args(
+        "load_plan",
+        profile=(profile, (str,), False),
+        manifest_path=(manifest_path, (str, PathLike), False),
+        risk_profiles=(risk_profiles, (list, tuple), True),
+    )
     manifest, sha = load_manifest(manifest_path)
     return resolve(manifest, profile, risk_profiles=risk_profiles, manifest_path=str(manifest_path), manifest_sha256=sha)
 

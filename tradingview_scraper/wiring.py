@@ -13,15 +13,20 @@ import functools
 import gc
 import json
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 from . import audit, deps, stages
 from .cluster import watch_interrupts
 from .engines import HIERARCHICAL
-from .errors import PipelineError
-from .layout import run_node
+from .errors import ConfigError, PipelineError
+from .layout import (
+    check_runs_root,
+    literal_input,
+    regex_literal,
+    run_node,
+    wildcard_like,
+)
 from .manifest import ROOT
 from .owner import RunOwner, owner_of
 from .run import RunContext
@@ -32,7 +37,7 @@ NOTHING = "(?!)"
 
 def alternation(dirs: list[Path | str]) -> str:
     """A regex matching exactly one of ``dirs``."""
-    return "|".join(re.escape(str(d)) for d in dirs) or NOTHING
+    return "|".join(regex_literal(d) for d in dirs) or NOTHING
 
 
 def computed_sleeve_pattern(run_dir: Path | str, excluded: list[Path | str]) -> str:
@@ -43,10 +48,46 @@ def computed_sleeve_pattern(run_dir: Path | str, excluded: list[Path | str]) -> 
     ``/sleeves/<id>``), whatever the output's path below the node looks like; it costs the
     same for ten sleeves or ten thousand, where an alternation of every sleeve would not.
     """
-    node = rf"{re.escape(str(run_dir))}(?:/sleeves/[^/]+)*"
+    node = rf"{regex_literal(run_dir)}(?:/sleeves/[^/]+)*"
     if not excluded:
         return node
     return rf"(?!(?:{alternation(excluded)})(?!/sleeves/[^/]+)){node}"
+
+
+def literal_files(files, node_dir: str):
+    """An input function's result (a path, a list of them or a dict of either) with each path
+    spelled so that Snakemake takes it literally (:func:`layout.literal_input`).
+
+    For the files of the node's own tree (below ``{node}``).
+
+    Raises
+    ------
+    ConfigError
+        A path has no such spelling.
+    """
+    if isinstance(files, dict):
+        return {k: literal_files(v, node_dir) for k, v in files.items()}
+    if isinstance(files, list):
+        return [literal_files(f, node_dir) for f in files]
+    spelled = literal_input(files, node_dir)
+    if spelled is None:
+        raise ConfigError(
+            f"{files}: Snakemake would read part of this path as a wildcard and it cannot be reached from "
+            f"{node_dir}; use a runs root without '{{name}}'"
+        )
+    return spelled
+
+
+def declared(files) -> list[str]:
+    """The files from outside the run (price files, a holdings file, a previous run's book) a rule
+    declares as inputs: those whose paths Snakemake takes literally.
+
+    A path with a wildcard-like part (such as ``{profile}``) stays out of Snakemake's inputs (a
+    spelling through ``{node}/..`` would need the node's directory to exist before its job
+    runs); the rule's content params (:meth:`Wiring.content`) still carry its bytes, so an edit
+    reruns the rule all the same.
+    """
+    return [str(f) for f in files if not wildcard_like(f)]
 
 
 def tune_gc_for_dag() -> tuple[int, int, int]:
@@ -146,6 +187,44 @@ def pin_inputs(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
     return files
 
 
+def final_targets(run: RunContext) -> list[Path]:
+    """Every final artifact of ``run``: what rule ``all`` (or the runner, see
+    :meth:`Wiring.final_targets`) asks Snakemake for."""
+    plan, root, profiles = run.plan, run.root, run.plan.risk_profiles
+    targets = [root.file("resolved"), root.file("returns")]
+    if plan.root.is_meta:
+        targets += [root.file("flattened", profile=p) for p in profiles]
+        for meta in plan.meta_nodes():  # every level is a run directory of its own, with its report
+            node = run.node(meta.path)
+            targets += [node.file("report_md"), node.file("report_html")]
+            targets += [node.file("risk", profile=p) for p in profiles]
+        if run.previous_run or run.holdings:
+            targets += [root.file("rebalance", profile=p) for p in profiles]
+    else:
+        targets += [root.file(k) for k in ("health", "sign_test", "provenance")]
+        targets += [root.file("weights", profile=p) for p in profiles]
+    return targets
+
+
+def check_plain_runs_root(run: RunContext) -> None:
+    """Refuse a run directory with a wildcard-like part (``{name}``) unless the runner drives the workflow.
+
+    Snakemake formats the paths of rule ``all`` and has no escape for braces; the runner (the
+    scripts, ``make``, the Python API) names the final artifacts as Snakemake's targets instead.
+
+    Raises
+    ------
+    ConfigError
+        The plain ``snakemake`` command with such a runs root.
+    """
+    if wildcard_like(run.run_dir) and not run.checked:  # checked: the runner handed over its plan
+        raise ConfigError(
+            f"runs_root {run.runs_root}: Snakemake would read part of it as a wildcard in the targets of rule "
+            "all; run it with scripts/run_meta_pipeline.py, make or the Python API (which name the targets "
+            "literally), or use a runs root without '{name}'"
+        )
+
+
 class Wiring:
     """The run's plan as the rules need it, and the main process's start and finish.
 
@@ -169,6 +248,7 @@ class Wiring:
         meta = [self.nodes[n.path].dir for n in self.plan.meta_nodes()]
         pinned = [self.nodes[n.path].dir for n in self.plan.atomic_nodes() if n.pin]
         self.meta_nodes = alternation(meta)
+        self.root_node = alternation([run.run_dir])
         self.pinned_nodes = alternation(pinned)
         self.sleeve_nodes = (
             computed_sleeve_pattern(run.run_dir, meta + pinned) if self.plan.root.is_meta else alternation([run.run_dir])
@@ -192,6 +272,8 @@ class Wiring:
         self._owns = False  # this wiring made the owner (the plain command), so it releases it
         self._produced: list[str] | None = None
         if main_process:
+            check_runs_root(run.runs_root, writable=False)
+            check_plain_runs_root(run)
             # Parsing only looks: a directory that is not this run's is refused, nothing is touched.
             self.owner, self._owns = owner_of(run.run_dir, run.run_id)
             self.owner.check()
@@ -301,8 +383,9 @@ class Wiring:
         return [str(f) for f in files]
 
     def sleeve_prices(self, node_dir: str) -> list[str]:
-        """The price files a computed sleeve reads (table and TradingView sources; none for skfolio)."""
-        return self._price_files(self.spec(node_dir).profile)
+        """The price files a computed sleeve reads (table and TradingView sources; none for skfolio),
+        as its rule declares them (:func:`declared`)."""
+        return declared(self._price_files(self.spec(node_dir).profile))
 
     # -------------------------------------------------------- content of external files
     # A rule's params carry the digest of the files it reads from outside the run, so new
@@ -328,7 +411,11 @@ class Wiring:
 
     def pin_content(self, node_dir: str) -> str:
         """The digest of the pinned run's files a pinned sleeve copies (:meth:`pin_source`)."""
-        files = self.pin_source(node_dir)
+        try:
+            files = self._pin_source(self.node_path(node_dir))
+        except PipelineError as exc:
+            stages.report_at_exit(exc)
+            raise
         return self.content(f for v in files.values() for f in ([v] if isinstance(v, str) else v))
 
     def risk_content(self, node_dir: str) -> str:
@@ -340,23 +427,24 @@ class Wiring:
 
     def rebalance_content(self, profile: str) -> str:
         """The digest of the current book (the holdings file or the previous run's flattened file)."""
-        return self.content([self.rebalance_book(profile)])
+        return self.content([stages.rebalance_source(self.run, profile)])
 
     def sleeve_cpus(self, node_dir: str) -> int:
         return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))
 
     def pin_source(self, node_dir: str) -> dict[str, str | list[str]]:
-        return self._pin_source(self.node_path(node_dir))
-
-    def _pin_source_of(self, node_path: str) -> dict[str, str | list[str]]:
+        """The pinned run's files a pinned sleeve copies, spelled for Snakemake (:func:`literal_files`)."""
         try:
-            return pin_inputs(self.run, node_path)
+            return literal_files(self._pin_source(self.node_path(node_dir)), node_dir)
         except PipelineError as exc:
             stages.report_at_exit(exc)
             raise
 
+    def _pin_source_of(self, node_path: str) -> dict[str, str | list[str]]:
+        return pin_inputs(self.run, node_path)
+
     def children_interface(self, node_dir: str) -> dict[str, str | list[str]]:
-        return children_interface(self.run, self.node_path(node_dir))
+        return literal_files(children_interface(self.run, self.node_path(node_dir)), node_dir)
 
     def meta_params(self, node_dir: str) -> str:
         spec = self.spec(node_dir)
@@ -364,39 +452,32 @@ class Wiring:
 
     def node_streams(self, node_dir: str) -> list[str]:
         node = self.nodes[self.node_path(node_dir)]
-        return [str(node.file("meta_stream", profile=p)) for p in self.profiles]
+        return literal_files([str(node.file("meta_stream", profile=p)) for p in self.profiles], node_dir)
 
     def flatten_inputs(self, node_dir: str, profile: str) -> dict[str, str]:
-        return flatten_inputs(self.run, self.node_path(node_dir), profile)
+        return literal_files(flatten_inputs(self.run, self.node_path(node_dir), profile), node_dir)
 
     def risk_inputs(self, node_dir: str) -> dict[str, list[str]]:
-        return risk_inputs(self.run, self.node_path(node_dir))
+        return literal_files(risk_inputs(self.run, self.node_path(node_dir)), node_dir)
 
-    def rebalance_book(self, profile: str) -> str:
-        return str(stages.rebalance_source(self.run, profile))
+    def rebalance_book(self, profile: str) -> list[str]:
+        """The current book's file as the rebalance rule declares it (:func:`declared`)."""
+        return declared([stages.rebalance_source(self.run, profile)])
 
     def rebalance_params(self) -> str:
         book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
         return json.dumps({**book, **self.plan.root.config["frictions"]}, sort_keys=True)
 
     def report_inputs(self, node_dir: str) -> dict[str, str | list[str]]:
-        return report_inputs(self.run, self.node_path(node_dir))
+        return literal_files(report_inputs(self.run, self.node_path(node_dir)), node_dir)
 
     def final_targets(self) -> list[str]:
-        root = self.run.root
-        targets = [root.file("resolved"), root.file("returns")]
-        if self.plan.root.is_meta:
-            targets += [root.file("flattened", profile=p) for p in self.profiles]
-            for meta in self.plan.meta_nodes():  # every level is a run directory of its own, with its report
-                node = self.nodes[meta.path]
-                targets += [node.file("report_md"), node.file("report_html")]
-                targets += [node.file("risk", profile=p) for p in self.profiles]
-            if self.run.previous_run or self.run.holdings:
-                targets += [root.file("rebalance", profile=p) for p in self.profiles]
-        else:
-            targets += [root.file(k) for k in ("health", "sign_test", "provenance")]
-            targets += [root.file("weights", profile=p) for p in self.profiles]
-        return [str(t) for t in targets]
+        """The files of rule ``all``: every final artifact of the run, or none where the runner
+        names them as Snakemake's targets itself (a run directory with a wildcard-like part,
+        see :func:`check_plain_runs_root`)."""
+        if wildcard_like(self.run.run_dir):
+            return []
+        return [str(t) for t in final_targets(self.run)]
 
     # ----------------------------------------------------------------- lifecycle
 

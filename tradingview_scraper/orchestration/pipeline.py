@@ -6,18 +6,19 @@ import gc
 import logging
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TextIO
 
 from .. import audit, stages
 from ..cluster import Cluster, interrupted, watch_interrupts
 from ..errors import ConfigError, PipelineError, one_line
-from ..layout import RUNS_ROOT, check_name, new_run_id, run_dir
+from ..layout import RUNS_ROOT, check_name, check_runs_root, new_run_id, run_dir, wildcard_like
 from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
 from ..owner import RunOwner, owner_of
-from ..run import handed_over, rebalance_book, run_cluster
+from ..run import RunContext, handed_over, rebalance_book, run_cluster
 from ..stages import first_failure, runner_reports_errors
+from ..wiring import final_targets
 from . import signals
 
 #: The workflow ships inside the package (in a checkout, a link to the top-level workflow/).
@@ -118,6 +119,64 @@ class _SnakemakeErrors(logging.Handler):
             self.first = next((ln for ln in lines if not ln.startswith(("Error in rule", "Traceback"))), None)
 
 
+#: What each option of :class:`MetaPipeline` accepts: (types, None allowed, what would be valid).
+_OPTIONS: dict[str, tuple[tuple[type, ...], bool, str]] = {
+    "meta_profile": ((str,), False, "a profile name of the manifest, e.g. 'meta_demo'"),
+    "profiles": ((str, list, tuple), True, "a list of risk profile names or one comma-separated string"),
+    "execute_sleeves": ((bool,), False, "True or False"),
+    "run_id": ((str,), True, "a run id string, or None for a generated one"),
+    "manifest": ((str, os.PathLike), False, "a path to the manifest JSON"),
+    "cores": ((int,), False, "a positive integer"),
+    "dry_run": ((bool,), False, "True or False"),
+    "ray": ((bool,), False, "True or False"),
+    "ray_address": ((str,), True, "'host:port' of a Ray cluster, or None"),
+    "ray_token_path": ((str, os.PathLike), True, "a path to the cluster's token file, or None"),
+    "ray_num_cpus": ((int,), True, "a positive integer, or None"),
+    "runs_root": ((str, os.PathLike), False, "a path to the directory of run directories"),
+    "forceall": ((bool,), False, "True or False"),
+    "quiet": ((bool,), False, "True or False"),
+    "previous_run": ((str,), True, "an earlier run id, or None"),
+    "holdings": ((str, os.PathLike), True, "a path to a holdings file (CSV or JSON), or None"),
+}
+
+
+def check_options(options: object) -> None:
+    """Refuse an option of the wrong type (a :class:`MetaPipeline` or anything with its attributes).
+
+    Raises
+    ------
+    ConfigError
+        The first bad option, named with its value and what would be valid.
+    """
+    for name, (types, optional, valid) in _OPTIONS.items():
+        value = getattr(options, name)
+        if value is None and optional:
+            continue
+        ok = isinstance(value, types) and not (bool not in types and isinstance(value, bool))
+        if ok and types == (int,):
+            ok = value >= 1
+        if ok and isinstance(value, (list, tuple)):
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            raise ConfigError(f"{name}={value!r} must be {valid} (got {type(value).__name__})")
+    if options.progress is not None and not callable(getattr(options.progress, "write", None)):
+        raise ConfigError(f"progress={options.progress!r} must be a text stream (e.g. sys.stdout) or None")
+
+
+def pipeline_options(options: dict) -> None:
+    """Refuse a keyword :class:`MetaPipeline` does not take, naming the ones it does.
+
+    Raises
+    ------
+    ConfigError
+        An unknown keyword.
+    """
+    known = [f.name for f in fields(MetaPipeline) if f.name != "meta_profile"]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown option {unknown[0]!r}; the options are: {', '.join(known)}")
+
+
 @dataclass
 class MetaPipeline:
     """One run of the canonical meta-portfolio pipeline.
@@ -176,17 +235,24 @@ class MetaPipeline:
     progress: TextIO | None = None
 
     def __post_init__(self) -> None:
+        check_options(self)
         self.profiles = parse_risk_profiles(self.profiles)
         if self.run_id is None:
             self.run_id = new_run_id()
         check_name(self.run_id, "run id")
+        check_runs_root(self.runs_root, writable=not self.dry_run, run_id=self.run_id)
         RunOwner(self.run_dir, self.run_id).check()  # a directory that is not this run's: refused, untouched
-        if not isinstance(self.cores, int) or self.cores < 1:
-            raise ConfigError(f"cores={self.cores!r} must be a positive integer")
         # Configuration errors surface here, as one line, before Snakemake starts. The workflow
         # this runner drives takes the plan and the checks' verdict (run.handed_over).
         self.plan = load_plan(self.meta_profile, self.manifest, self.profiles)
         self.previous_run, self.holdings = rebalance_book(self.previous_run, self.holdings)
+        pinned = [n.sleeve_id for n in self.plan.atomic_nodes() if n.pin and not self.execute_sleeves]
+        if pinned and wildcard_like(self.run_dir):
+            raise ConfigError(
+                f"runs_root {self.runs_root}: Snakemake would read part of it as a wildcard, and pinned sleeve "
+                f"{pinned[0]!r} is read from there before its directory exists; use a runs root without "
+                "'{name}' (or --execute-sleeves)"
+            )
         stages.preflight(
             self.plan,
             base_dir=Path.cwd(),
@@ -201,6 +267,17 @@ class MetaPipeline:
     def _cluster(self) -> Cluster | None:
         """The run's cluster as this runner sees it (None: sequential); nothing starts."""
         return run_cluster(self.ray, self.ray_address, self.ray_token_path, num_cpus=self.ray_num_cpus)
+
+    def _targets(self) -> list[str]:
+        """Snakemake's targets: none (rule ``all``), or every final artifact where the run
+        directory has a wildcard-like part that rule ``all`` cannot hold literally."""
+        if not wildcard_like(self.run_dir):
+            return []
+        ctx = RunContext(
+            plan=self.plan, run_id=self.run_id, runs_root=Path(self.runs_root),
+            previous_run=self.previous_run, holdings=self.holdings,
+        )  # fmt: skip
+        return [str(t) for t in final_targets(ctx)]
 
     @property
     def run_dir(self) -> Path:
@@ -304,7 +381,11 @@ class MetaPipeline:
                         ),
                         config_settings=ConfigSettings(config=config),
                     )
-                    dag = workflow.dag(DAGSettings(forceall=self.forceall, forcerun=forcerun, force_incomplete=True))
+                    dag = workflow.dag(
+                        DAGSettings(
+                            targets=frozenset(self._targets()), forceall=self.forceall, forcerun=forcerun, force_incomplete=True
+                        )
+                    )
                     dag.execute_workflow(
                         executor="local",
                         pseudo_executor="dryrun" if self.dry_run else None,

@@ -104,6 +104,11 @@ def get_rebalance_params(wildcards):
     return W.rebalance_params()
 
 
+def get_plan_source(wildcards):
+    # A function: Snakemake would format a plain string's braces (a manifest path's) as wildcards.
+    return W.plan_source
+
+
 def get_report_inputs(wildcards):
     return W.report_inputs(wildcards.node)
 

@@ -1,21 +1,24 @@
 # The trades from the current book (a previous run, or a holdings file) to the root's
 # flattened weights, per risk profile. The book is an input: a changed holdings file reruns
-# only the rebalance (and the report that shows it).
+# only the rebalance (and the report that shows it). Its files are reached through {node}
+# (the run directory), whose value Snakemake takes literally, braces and all.
 
 
 rule rebalance:
     input:
-        target=RUN.root.file("flattened", profile="{profile}"),
+        target=artifact("flattened"),
         current=get_rebalance_book,
     output:
-        rebalance=RUN.root.file("rebalance", profile="{profile}"),
+        rebalance=artifact("rebalance"),
     params:
         book=get_rebalance_params,
         # The book's bytes: a holdings file swapped for an older one reruns the rebalance.
         content=get_rebalance_content,
         # The package code its stage function reaches and those libraries' versions: editing them reruns it.
         code=deps.code_hash(stages.run_rebalance),
+    wildcard_constraints:
+        node=W.root_node,
     log:
-        RUN.root.file("log", stage="rebalance_{profile}"),
+        artifact("log", stage="rebalance_{profile}"),
     run:
         stages.run_rebalance(RUN, wildcards.profile, input=input, output=output, log=log[0])

@@ -8,13 +8,15 @@ report: "../report/workflow.rst"
 
 rule resolved_manifest:
     output:
-        resolved=RUN.root.file("resolved"),
+        resolved=artifact("resolved"),
     params:
-        plan=W.plan_source,
+        plan=get_plan_source,
         # The package code its stage function reaches and those libraries' versions: editing them reruns it.
         code=deps.code_hash(stages.run_resolved),
+    wildcard_constraints:
+        node=W.root_node,
     log:
-        str(RUN.root.file("log", stage="resolve")),
+        artifact("log", stage="resolve"),
     run:
         stages.run_resolved(RUN, output=output, log=log[0])
 
