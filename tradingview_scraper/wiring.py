@@ -347,6 +347,7 @@ class Wiring:
                     previous_run=run.previous_run,
                     holdings=run.holdings,
                 )
+            check_runs_root(run.runs_root, run_id=run.run_id)  # jobs will run: the run directory must be writable
             self.owner.claim(repair=repair)
         except PipelineError as exc:
             stages.report_at_exit(exc)
