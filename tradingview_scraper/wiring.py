@@ -459,11 +459,14 @@ class Wiring:
         return literal_files(flatten_inputs(self.run, self.node_path(node_dir), profile), node_dir)
 
     def risk_inputs(self, node_dir: str) -> dict[str, list[str]]:
-        return literal_files(risk_inputs(self.run, self.node_path(node_dir)), node_dir)
+        files = risk_inputs(self.run, self.node_path(node_dir))
+        prices = declared(files.pop("prices"))  # from outside the run: declared where Snakemake takes them literally
+        return {**literal_files(files, node_dir), "prices": prices}
 
-    def rebalance_book(self, profile: str) -> list[str]:
-        """The current book's file as the rebalance rule declares it (:func:`declared`)."""
-        return declared([stages.rebalance_source(self.run, profile)])
+    def rebalance_book(self, profile: str) -> str | list[str]:
+        """The current book's file as the rebalance rule declares it (:func:`declared`), or none."""
+        book = declared([stages.rebalance_source(self.run, profile)])
+        return book[0] if book else []
 
     def rebalance_params(self) -> str:
         book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
