@@ -1,4 +1,5 @@
-# The vocabulary of the project: install, test, test-fast, lint, flow-meta-production, flow-production, dag, snakemake-report, bench,
+# The vocabulary of the project: install, test, test-fast, lint, flow-meta-production, flow-production, dag, snakemake-report, bench
+# (bench-engine, bench-scale, bench-content, bench-transport),
 # slurm-up / slurm-down (a single-node SLURM cluster on this machine, docs/scale-out.md).
 # Every target installs the virtualenv (.venv) on first use.
 
@@ -37,7 +38,7 @@ RUN_OPTS = --profile $(call v,PROFILE) --manifest $(call v,MANIFEST) --cores $(c
 	$(if $(value RAY_ADDRESS),--ray-address $(call v,RAY_ADDRESS)) \
 	$(if $(value RAY_NUM_CPUS),--ray-num-cpus $(call v,RAY_NUM_CPUS)) $(ARGS)
 
-.PHONY: install test test-fast lint flow-meta-production flow-production dag snakemake-report bench bench-ray bench-engine bench-scale clean-runs slurm-up slurm-down
+.PHONY: install test test-fast lint flow-meta-production flow-production dag snakemake-report bench bench-ray bench-engine bench-scale bench-content bench-transport clean-runs slurm-up slurm-down
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -90,6 +91,14 @@ bench-engine: install
 # Production size: 24 sleeves, meta and nested meta, through the pipeline against bench/reference.py.
 bench-scale: install
 	$(PY) bench/bench_scale.py
+
+# No-op reruns with the content checks at 4 and 1,000 sleeves, against Snakemake's own no-op (bench/floor).
+bench-content: install
+	$(PY) bench/bench_content.py
+
+# Driver CPU of a sleeve's results crossing from Ray workers (Arrow) against the list payload it replaced.
+bench-transport: install
+	$(PY) bench/bench_transport.py
 
 clean-runs:
 	rm -rf data/runs .snakemake
