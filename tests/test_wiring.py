@@ -79,7 +79,7 @@ def test_every_rule_hashes_the_stage_function_its_run_block_calls(runs_root):
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings
 
-    from tradingview_scraper import deps
+    from tradingview_scraper import codehash
     from tradingview_scraper.orchestration.pipeline import SNAKEFILE
 
     config = {"profile": "meta_small", "profiles": "equal_weight,hrp", "manifest": str(SMALL_MANIFEST), "run_id": "own",
@@ -96,7 +96,7 @@ def test_every_rule_hashes_the_stage_function_its_run_block_calls(runs_root):
         function = code.split("@")[0]
         calls = re.findall(r"\bstages\.(\w+)\(", rule.run_func_src or "")
         assert calls == [function], f"rule {name}: its run block calls {calls}, its code hash names {function}"
-        assert code == deps.code_hash(getattr(stages, function)), name
+        assert code == codehash.code_hash(getattr(stages, function)), name
 
 
 # ----------------------------------------------------------------------------- a stage works on what its rule declares

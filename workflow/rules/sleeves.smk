@@ -15,7 +15,7 @@ rule sleeve:
         # The price files' bytes: an edit reruns the sleeve whatever the files' mtimes.
         content=get_sleeve_content,
         # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=deps.code_hash(stages.run_sleeve),
+        code=codehash.code_hash(stages.run_sleeve),
     resources:
         ray_cpus=get_sleeve_cpus,
     wildcard_constraints:
@@ -40,7 +40,7 @@ rule pinned_sleeve:
         # The pinned run's files' bytes: a changed file reruns the copy whatever its mtime.
         content=get_pin_content,
         # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=deps.code_hash(stages.run_pin),
+        code=codehash.code_hash(stages.run_pin),
     wildcard_constraints:
         node=W.pinned_nodes,
     log:
