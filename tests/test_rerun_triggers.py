@@ -36,7 +36,7 @@ META_CHAIN = [
     ("meta_optimize", "."),
     ("meta_optimize", "."),
     ("meta_returns", "."),
-    ("meta_stream", "."),
+    ("node_returns", "."),
     ("report", "."),
     ("risk", "."),
 ]
@@ -144,7 +144,7 @@ def test_price_files_and_code_are_rerun_triggers(project):
     _edit_module(repo, "stages/_report")
     seq = last_seq(run_dir)
     _run(repo)
-    assert stages_since(run_dir, seq) == [("report", "."), ("resolve", ".")]
+    assert stages_since(run_dir, seq) == [("report", "."), ("resolved_manifest", ".")]
 
     # Walk-forward code changes: every sleeve and the meta layer (which runs it too), not the manifest.
     _edit_module(repo, "backtest")
@@ -166,10 +166,10 @@ def test_code_is_what_the_stage_function_reaches():
     report = codehash.reached(stages.run_report)
     assert "backtest.py" not in report and any(rel.startswith("report/") for rel in report)
     # Stages of one module count apart: the report and the resolved manifest share stages/_report.py.
-    assert "run_resolved" not in report["stages/_report.py"] and "run_report" in report["stages/_report.py"]
+    assert "run_resolved_manifest" not in report["stages/_report.py"] and "run_report" in report["stages/_report.py"]
     # meta_optimize runs the health gate of health.py (the hand-kept list of old left it out).
     assert "health_gate" in codehash.reached(stages.run_meta_optimize)["health.py"]
-    hashes = {f: codehash.code_hash(getattr(stages, f)) for f in ("run_sleeve", "run_meta_optimize", "run_report", "run_resolved")}
+    hashes = {f: codehash.code_hash(getattr(stages, f)) for f in ("run_sleeve", "run_meta_optimize", "run_report", "run_resolved_manifest")}
     assert len(set(hashes.values())) == 4 and all(h.startswith(f + "@") for f, h in hashes.items())
 
 
@@ -182,7 +182,7 @@ def test_library_versions_are_those_the_reached_code_imports_and_their_requireme
     assert {"numpy", "pandas", "skfolio", "scikit-learn", "clarabel"} <= set(libs)  # clarabel: skfolio's solver, required
     assert "ray" not in libs and "matplotlib" not in libs  # Ray places tasks; plots are the report's
     resolved = codehash._Reach()
-    resolved.walk(*codehash._entry(stages.run_resolved))
+    resolved.walk(*codehash._entry(stages.run_resolved_manifest))
     assert "skfolio" not in deps.libraries(resolved.external)
     assert deps._import_dists("cvxpy") == ("cvxpy_base",)  # an import name that is not its distribution's
 
@@ -292,7 +292,7 @@ def test_content_not_mtime_decides_what_reruns(book_project):
     # The pinned run is put back to its first state (an older copy, mtimes kept; its ledger verifies).
     shutil.rmtree(repo / "data" / "runs" / "src")
     os.replace(root / "src_v1", repo / "data" / "runs" / "src")
-    assert _rerun(repo) == sorted([("pin", "sleeves/b"), *BOOK_CHAIN])
+    assert _rerun(repo) == sorted([("pinned_sleeve", "sleeves/b"), *BOOK_CHAIN])
     assert _rerun(repo) == []
 
     # The result is a fresh run's, byte for byte (where a sleeve ran and for how long aside).
@@ -422,7 +422,7 @@ def test_each_module_a_rule_reaches_reruns_it_and_comments_rerun_nothing(book_pr
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["baseline"] == [] and out["after"] == [], out["baseline"]
-    assert set(out["rules"]) >= {"sleeve", "pinned_sleeve", "meta_returns", "meta_optimize", "meta_stream", "flatten",
+    assert set(out["rules"]) >= {"sleeve", "pinned_sleeve", "meta_returns", "meta_optimize", "node_returns", "flatten",
                                  "risk", "report", "rebalance", "resolved_manifest"}  # fmt: skip
     assert len(out["modules"]) >= 30, sorted(out["modules"])
     for rel, rules in out["reach"].items():

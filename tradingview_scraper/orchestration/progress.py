@@ -41,7 +41,8 @@ class Progress(logging.Handler):
     starts) and ``job_finished``. The workflow's closing ``all`` job is not counted.
     """
 
-    _NAMES = {"meta_optimize_hierarchical": "meta_optimize", "pinned_sleeve": "sleeve", "resolved_manifest": "manifest"}
+    #: A step's label is its rule's name; a ``use rule`` variant is labelled as the step it varies.
+    _NAMES = {"meta_optimize_hierarchical": "meta_optimize"}
 
     def __init__(self, stream: TextIO, run_dir: Path) -> None:
         super().__init__(level=logging.INFO)
@@ -59,7 +60,7 @@ class Progress(logging.Handler):
                 parts.append("/".join(p for p in Path(rel).parts if p != "sleeves"))
         if wildcards.get("profile"):
             parts.append(str(wildcards["profile"]))
-        return " ".join(parts) + (" (pinned)" if rule == "pinned_sleeve" else "")
+        return " ".join(parts)
 
     def emit(self, record: logging.LogRecord) -> None:
         event = str(getattr(record, "event", "")).lower().rsplit(".", 1)[-1]

@@ -129,7 +129,7 @@ def run_node_returns(ctx: RunContext, node_path: str, *, input: Files, output: F
     from ..compose import node_returns
 
     inputs, out = _named(input)["streams"], _named(output)["returns"]
-    with _stage(ctx, "meta_stream", node_path, log, {}, inputs, [out]):
+    with _stage(ctx, "node_returns", node_path, log, {}, inputs, [out]):
         write_parquet(out, node_returns([read_parquet(p) for p in inputs]))
 
 

@@ -55,7 +55,7 @@ use rule meta_optimize as meta_optimize_hierarchical with:
         profile=W.hierarchical_profiles,
 
 
-rule meta_stream:
+rule node_returns:
     input:
         streams=get_node_streams,
     output:
@@ -66,7 +66,7 @@ rule meta_stream:
     wildcard_constraints:
         node=W.meta_nodes,
     log:
-        artifact("log", stage="meta_stream"),
+        artifact("log", stage="node_returns"),
     run:
         stages.run_node_returns(RUN, node_path(wildcards), input=input, output=output, log=log[0])
 
