@@ -320,6 +320,8 @@ def test_content_not_mtime_decides_what_reruns(book_project):
     assert "min_variance" in changed
     assert _rerun(repo, "--previous-run", "prev") == [("rebalance", ".")] * len(changed) + [("report", ".")]
     assert _rerun(repo, "--previous-run", "prev") == []
+    # Back to the fixture's book, the holdings file, for the next test sharing the project.
+    assert _rerun(repo) == [("rebalance", "."), ("rebalance", "."), ("report", ".")]
 
 
 # ----------------------------------------------------------------------------- code: derived, exact

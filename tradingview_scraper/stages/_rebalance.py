@@ -99,8 +99,12 @@ def run_rebalance(ctx: RunContext, profile: str, *, input: Files, output: Files,
     if not (ctx.holdings or ctx.previous_run):
         raise ConfigError("rebalance needs previous_run or holdings (--previous-run RUN_ID or --holdings FILE)")
     files = _named(input)
-    # A book whose path Snakemake cannot take literally is not an input (wiring.outside_files).
-    current = files.get("current") or str(rebalance_source(ctx, profile))
+    # The rule declares the book as a list of at most one file: none when Snakemake cannot take its
+    # path literally (wiring.declared), and the stage then reads it from the run's settings.
+    declared = files.get("current")
+    if isinstance(declared, (list, tuple)):
+        declared = declared[0] if declared else None
+    current = declared or str(rebalance_source(ctx, profile))
     target_file, source, out = files["target"], Path(current).resolve(), _named(output)["rebalance"]
     frictions = ctx.plan.root.config["frictions"]
     params = {"profile": profile, "previous_run": ctx.previous_run, "holdings": ctx.holdings, **frictions}
