@@ -277,7 +277,11 @@ class Wiring:
         return literal_files(flatten_inputs(self.run, self.node_path(node_dir), profile), node_dir)
 
     def risk_inputs(self, node_dir: str) -> dict[str, list[str]]:
-        return literal_files(risk_inputs(self.run, self.node_path(node_dir)), node_dir)
+        """The risk rule's inputs: the node's own files spelled through ``{node}``, and the price
+        files from outside the run as :func:`declared` keeps them (their content is in the params)."""
+        files = risk_inputs(self.run, self.node_path(node_dir))
+        prices = files.pop("prices")
+        return {**literal_files(files, node_dir), "prices": declared(prices)}
 
     def rebalance_book(self, profile: str) -> list[str]:
         """The current book's file as the rebalance rule declares it (:func:`declared`)."""
