@@ -33,7 +33,7 @@ from common import (
 )
 
 BENCH = Path(__file__).resolve().parent
-META_RULES = {"meta_returns", "meta_optimize", "meta_optimize_hierarchical", "flatten", "meta_stream", "risk", "report"}
+META_RULES = {"meta_returns", "meta_optimize", "meta_optimize_hierarchical", "flatten", "node_returns", "risk", "report"}
 #: Rules that may rerun besides the changed sleeve and the meta layer: the run record and the target rule.
 RECORD_RULES = {"resolved_manifest", "all"}
 REPEATS = 3
@@ -75,7 +75,7 @@ def breakdown(report: dict, n_cores: int) -> dict:
         if r["stage"] == "sleeve"
     )
     last_sleeve = max(end["sleeve"])
-    meta_done = max(end["meta_stream"])
+    meta_done = max(end["node_returns"])
     report_done = max(end["report"])
     return {
         "startup": first - report["started"],

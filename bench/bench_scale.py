@@ -61,7 +61,7 @@ NOOP_REPEATS = 3
 CLK = os.sysconf("SC_CLK_TCK")
 #: Stages of the meta layer, and the report with the risk decomposition it shows: the driver's
 #: CPU in them is reported apart from the per-sleeve slope.
-META_STAGES = {"meta_returns", "meta_optimize", "flatten", "meta_stream", "resolve", "rebalance"}
+META_STAGES = {"meta_returns", "meta_optimize", "flatten", "node_returns", "resolved_manifest", "rebalance"}
 REPORT_STAGES = {"report", "risk"}
 #: Process names of Ray's own daemons (the rest of the tree is the driver and Ray's workers).
 RAY_DAEMONS = ("gcs_server", "raylet", "dashboard", "agent", "log_monitor", "ray_client", "runtime_env", "monitor")

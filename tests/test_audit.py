@@ -407,3 +407,22 @@ def test_import_stays_light():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, check=True)  # fmt: skip
     assert out.stdout.strip() == "[]"
+
+
+def test_a_ledger_written_under_the_old_step_names_still_verifies_and_a_rerun_repairs_its_failure(tmp_path):
+    """Ledgers of runs before the renaming name three steps otherwise (``meta_stream``, ``pin``,
+    ``resolve``): they verify as they are, and a rerun of a failed step under its new name repairs it."""
+    from tradingview_scraper.audit import RENAMED_STAGES, unfinished
+
+    assert RENAMED_STAGES == {"meta_stream": "node_returns", "pin": "pinned_sleeve", "resolve": "resolved_manifest"}
+    files = _build_run(tmp_path)
+    returns = Node(tmp_path).file("returns")
+    for old in RENAMED_STAGES:
+        record_stage(tmp_path, stage=old, node=".", params={}, inputs=[files["meta"]], outputs=[],
+                     outcome="error", error="DataError: x")  # fmt: skip
+    assert verify(tmp_path) == [] and unfinished(tmp_path) is not None
+    returns.write_bytes(b"node-returns")
+    for old, new in RENAMED_STAGES.items():
+        assert unfinished(tmp_path) is not None, old
+        record_stage(tmp_path, stage=new, node=".", params={}, inputs=[files["meta"]], outputs=[returns], outcome="success")
+    assert unfinished(tmp_path) is None and verify(tmp_path) == []

@@ -50,7 +50,7 @@ def test_depth_three_dry_run_orders_children_before_parents(runs_root):
                           (f"{run_dir}/sleeves/branch", f"{run_dir}/sleeves/branch/sleeves/inner")]:
         for p in DEEP_PROFILES:
             assert index[("flatten", child, p)] < index[("meta_returns", parent, None)]
-        assert index[("meta_stream", child, None)] < index[("meta_returns", parent, None)]
+        assert index[("node_returns", child, None)] < index[("meta_returns", parent, None)]
 
 
 def test_cycle_through_three_levels_is_refused(small_manifest_dict, write_manifest):

@@ -70,7 +70,7 @@ def test_standalone_run_is_reused_with_provenance(pinned):
         flat = json.loads((pinned / f"new/flattened_{p}.json").read_text())
         assert set(flat["sleeve_weights"]) == {"tech", "staples"}
     stages = [json.loads(line).get("stage") for line in (pinned / "new/audit.jsonl").read_text().splitlines()]
-    assert "pin" in stages and audit.verify(pinned / "new") == []
+    assert "pinned_sleeve" in stages and audit.verify(pinned / "new") == []
 
 
 def test_sleeve_of_a_meta_run_is_reused(pinned, small_manifest_dict, write_manifest):

@@ -182,8 +182,8 @@ INJECTED = [
      r"flatten \. \((equal_weight|min_variance)\): LinAlgError: Singular matrix"),
     ("report", "import json as _j; _j.loads('{bad')",
      r"report \.: JSONDecodeError: Expecting property name enclosed in double quotes"),
-    ("meta_stream", "import pyarrow as _pa; _pa.array([1, 'a'])",
-     r"meta_stream \.: Arrow\w+: "),
+    ("node_returns", "import pyarrow as _pa; _pa.array([1, 'a'])",
+     r"node_returns \.: Arrow\w+: "),
 ]  # fmt: skip
 
 

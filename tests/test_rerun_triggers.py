@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tradingview_scraper import deps
+from tradingview_scraper import codehash, deps
 
 from .helpers import (
     WINDOWS,
@@ -36,7 +36,7 @@ META_CHAIN = [
     ("meta_optimize", "."),
     ("meta_optimize", "."),
     ("meta_returns", "."),
-    ("meta_stream", "."),
+    ("node_returns", "."),
     ("report", "."),
     ("risk", "."),
 ]
@@ -144,7 +144,7 @@ def test_price_files_and_code_are_rerun_triggers(project):
     _edit_module(repo, "stages/_report")
     seq = last_seq(run_dir)
     _run(repo)
-    assert stages_since(run_dir, seq) == [("report", "."), ("resolve", ".")]
+    assert stages_since(run_dir, seq) == [("report", "."), ("resolved_manifest", ".")]
 
     # Walk-forward code changes: every sleeve and the meta layer (which runs it too), not the manifest.
     _edit_module(repo, "backtest")
@@ -159,30 +159,30 @@ def test_price_files_and_code_are_rerun_triggers(project):
 def test_code_is_what_the_stage_function_reaches():
     from tradingview_scraper import stages
 
-    sleeve = deps.reached(stages.run_sleeve)
+    sleeve = codehash.reached(stages.run_sleeve)
     assert {"sleeve.py", "backtest.py", "engines.py", "data/_prices.py", "stages/_sleeves.py"} <= set(sleeve)
     assert not any(rel.startswith(("orchestration/", "cluster/", "report/", "stages/_meta")) for rel in sleeve)
     assert "run_sleeve" in sleeve["stages/_sleeves.py"] and "check_data" not in sleeve["stages/_sleeves.py"]
-    report = deps.reached(stages.run_report)
+    report = codehash.reached(stages.run_report)
     assert "backtest.py" not in report and any(rel.startswith("report/") for rel in report)
     # Stages of one module count apart: the report and the resolved manifest share stages/_report.py.
-    assert "run_resolved" not in report["stages/_report.py"] and "run_report" in report["stages/_report.py"]
-    # meta_optimize runs the health gate of sleeve.py (the hand-kept list of old left it out).
-    assert "health_gate" in deps.reached(stages.run_meta_optimize)["sleeve.py"]
-    hashes = {f: deps.code_hash(getattr(stages, f)) for f in ("run_sleeve", "run_meta_optimize", "run_report", "run_resolved")}
+    assert "run_resolved_manifest" not in report["stages/_report.py"] and "run_report" in report["stages/_report.py"]
+    # meta_optimize runs the health gate of health.py (the hand-kept list of old left it out).
+    assert "health_gate" in codehash.reached(stages.run_meta_optimize)["health.py"]
+    hashes = {f: codehash.code_hash(getattr(stages, f)) for f in ("run_sleeve", "run_meta_optimize", "run_report", "run_resolved_manifest")}
     assert len(set(hashes.values())) == 4 and all(h.startswith(f + "@") for f, h in hashes.items())
 
 
 def test_library_versions_are_those_the_reached_code_imports_and_their_requirements():
     from tradingview_scraper import stages
 
-    walk = deps._Reach()
-    walk.walk(*deps._entry(stages.run_sleeve))
+    walk = codehash._Reach()
+    walk.walk(*codehash._entry(stages.run_sleeve))
     libs = deps.libraries(walk.external)
     assert {"numpy", "pandas", "skfolio", "scikit-learn", "clarabel"} <= set(libs)  # clarabel: skfolio's solver, required
     assert "ray" not in libs and "matplotlib" not in libs  # Ray places tasks; plots are the report's
-    resolved = deps._Reach()
-    resolved.walk(*deps._entry(stages.run_resolved))
+    resolved = codehash._Reach()
+    resolved.walk(*codehash._entry(stages.run_resolved_manifest))
     assert "skfolio" not in deps.libraries(resolved.external)
     assert deps._import_dists("cvxpy") == ("cvxpy_base",)  # an import name that is not its distribution's
 
@@ -292,7 +292,7 @@ def test_content_not_mtime_decides_what_reruns(book_project):
     # The pinned run is put back to its first state (an older copy, mtimes kept; its ledger verifies).
     shutil.rmtree(repo / "data" / "runs" / "src")
     os.replace(root / "src_v1", repo / "data" / "runs" / "src")
-    assert _rerun(repo) == sorted([("pin", "sleeves/b"), *BOOK_CHAIN])
+    assert _rerun(repo) == sorted([("pinned_sleeve", "sleeves/b"), *BOOK_CHAIN])
     assert _rerun(repo) == []
 
     # The result is a fresh run's, byte for byte (where a sleeve ran and for how long aside).
@@ -320,6 +320,8 @@ def test_content_not_mtime_decides_what_reruns(book_project):
     assert "min_variance" in changed
     assert _rerun(repo, "--previous-run", "prev") == [("rebalance", ".")] * len(changed) + [("report", ".")]
     assert _rerun(repo, "--previous-run", "prev") == []
+    # Back to the fixture's book, the holdings file, for the next test sharing the project.
+    assert _rerun(repo) == [("rebalance", "."), ("rebalance", "."), ("report", ".")]
 
 
 # ----------------------------------------------------------------------------- code: derived, exact
@@ -331,15 +333,15 @@ def test_content_not_mtime_decides_what_reruns(book_project):
 _PROBE = r'''
 import ast, json, re, sys
 from pathlib import Path
-from tradingview_scraper import deps, stages
+from tradingview_scraper import codehash, stages
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
 kwargs = json.loads(sys.argv[1])
-pkg = Path(deps.PACKAGE_DIR)
+pkg = Path(codehash.PACKAGE_DIR)
 rules = {}
 for smk in sorted(Path("workflow/rules").glob("*.smk")):
     for name, body in re.findall(r"\nrule (\w+):(.*?)(?=\nrule |\nuse rule |\Z)", "\n" + smk.read_text(), re.S):
-        rules[name] = re.search(r"code=deps\.code_hash\(stages\.(\w+)\)", body)[1]
+        rules[name] = re.search(r"code=codehash\.code_hash\(stages\.(\w+)\)", body)[1]
 
 
 def dry():
@@ -379,7 +381,7 @@ def cosmetic(path):
 
 reach = {}
 for rule, function in rules.items():
-    for rel in deps.reached(getattr(stages, function)):
+    for rel in codehash.reached(getattr(stages, function)):
         reach.setdefault(rel, []).append(rule)
 out = {"rules": rules, "reach": reach, "baseline": dry(), "modules": {}, "functions": {}}
 for rel in sorted(reach):
@@ -414,8 +416,6 @@ print(json.dumps(out))
 @pytest.mark.e2e
 def test_each_module_a_rule_reaches_reruns_it_and_comments_rerun_nothing(book_project):
     _, repo, _ = book_project
-    # Settle run r on the holdings book first: another test of this module may have left it on a previous run's.
-    _run(repo, "meta_book", "r", "--holdings", "../holdings.csv")
     kwargs = {"meta_profile": "meta_book", "manifest": "../manifest.json", "run_id": "r", "ray": False, "holdings": "../holdings.csv"}
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE, json.dumps(kwargs)],
@@ -424,7 +424,7 @@ def test_each_module_a_rule_reaches_reruns_it_and_comments_rerun_nothing(book_pr
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["baseline"] == [] and out["after"] == [], out["baseline"]
-    assert set(out["rules"]) >= {"sleeve", "pinned_sleeve", "meta_returns", "meta_optimize", "meta_stream", "flatten",
+    assert set(out["rules"]) >= {"sleeve", "pinned_sleeve", "meta_returns", "meta_optimize", "node_returns", "flatten",
                                  "risk", "report", "rebalance", "resolved_manifest"}  # fmt: skip
     assert len(out["modules"]) >= 30, sorted(out["modules"])
     for rel, rules in out["reach"].items():

@@ -17,17 +17,11 @@ from tradingview_scraper import stages
 from tradingview_scraper.backtest import walk_forward
 from tradingview_scraper.data import load_prices, prices_to_returns
 from tradingview_scraper.errors import ConfigError, MetaError, PipelineError, SleeveError
+from tradingview_scraper.health import health_gate, sign_gate, unhealthy_profiles
 from tradingview_scraper.manifest import NodeSpec, load_plan, resolve
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 from tradingview_scraper.run import RunContext
-from tradingview_scraper.sleeve import (
-    compute_sleeve,
-    health_gate,
-    sign_gate,
-    sign_test,
-    synthetic_long,
-    unhealthy_profiles,
-)
+from tradingview_scraper.sleeve import compute_sleeve, sign_test, synthetic_long
 
 from .conftest import PROJECT
 from .helpers import sleeve_outputs

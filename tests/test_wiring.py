@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from collections import Counter
@@ -75,12 +76,14 @@ def test_every_file_a_run_writes_is_one_rules_output(tmp_path):
 
 
 def test_every_rule_hashes_the_stage_function_its_run_block_calls(runs_root):
-    """Each rule's ``code`` param names the stage function its ``run:`` block calls (as Snakemake parsed them)."""
+    """Each rule's ``code`` param names the stage function its ``run:`` block calls (as Snakemake parsed them),
+    and the step has one name: ``run_<name>``, its ledger stage, its log file and its progress label."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings
 
-    from tradingview_scraper import deps
+    from tradingview_scraper import codehash
     from tradingview_scraper.orchestration.pipeline import SNAKEFILE
+    from tradingview_scraper.orchestration.progress import Progress
 
     config = {"profile": "meta_small", "profiles": "equal_weight,hrp", "manifest": str(SMALL_MANIFEST), "run_id": "own",
               "runs_root": str(runs_root), "ray": False}  # fmt: skip
@@ -88,7 +91,7 @@ def test_every_rule_hashes_the_stage_function_its_run_block_calls(runs_root):
         wf = api.workflow(snakefile=SNAKEFILE, workdir=PROJECT, resource_settings=ResourceSettings(cores=1),
                           config_settings=ConfigSettings(config=config))  # fmt: skip
         rules = {rule.name: rule for rule in wf._workflow.rules if rule.name != "all"}
-    assert {"sleeve", "pinned_sleeve", "meta_returns", "meta_optimize", "meta_optimize_hierarchical", "meta_stream",
+    assert {"sleeve", "pinned_sleeve", "meta_returns", "meta_optimize", "meta_optimize_hierarchical", "node_returns",
             "flatten", "risk", "report", "rebalance", "resolved_manifest"} <= set(rules)  # fmt: skip
     for name, rule in rules.items():
         code = rule.params.code
@@ -96,7 +99,14 @@ def test_every_rule_hashes_the_stage_function_its_run_block_calls(runs_root):
         function = code.split("@")[0]
         calls = re.findall(r"\bstages\.(\w+)\(", rule.run_func_src or "")
         assert calls == [function], f"rule {name}: its run block calls {calls}, its code hash names {function}"
-        assert code == deps.code_hash(getattr(stages, function)), name
+        assert code == codehash.code_hash(getattr(stages, function)), name
+        # One name per step: its rule, its stage function, its ledger stage, its log and its progress label
+        # (a ``use rule`` variant is the step it varies).
+        step = Progress._NAMES.get(name, name)
+        assert function == f"run_{step}", f"rule {name} runs {function}"
+        assert f'_stage(ctx, "{step}"' in inspect.getsource(getattr(stages, function)), f"{function} records another stage"
+        log = os.path.basename(str(rule.log[0]))
+        assert re.fullmatch(rf"{step}(_{{profile[^}}]*}})?\.log", log), f"rule {name} logs to {log}"
 
 
 # ----------------------------------------------------------------------------- a stage works on what its rule declares
@@ -131,8 +141,8 @@ def test_every_stage_reads_only_what_its_rule_gives_and_writes_only_what_it_decl
             assert {real(f) for f in io.reads} <= {real(f) for f in io.inputs}, (who, set(io.reads) - set(io.inputs))
             assert {real(f) for f in io.writes} <= outputs, (who, set(io.writes) - outputs)
     kinds = {io.stage for io in seen}
-    assert {"sleeve", "pin", "meta_returns", "meta_optimize", "flatten", "risk", "report", "rebalance"} <= kinds, kinds
-    assert all(io.reads for io in seen if io.stage not in ("sleeve", "resolve")) and all(io.writes for io in seen)
+    assert {"sleeve", "pinned_sleeve", "meta_returns", "meta_optimize", "flatten", "risk", "report", "rebalance"} <= kinds, kinds
+    assert all(io.reads for io in seen if io.stage not in ("sleeve", "resolved_manifest")) and all(io.writes for io in seen)
 
 
 def test_a_stage_reports_what_it_read_and_wrote(runs_root):

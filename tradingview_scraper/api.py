@@ -237,7 +237,7 @@ def _pinned(spec: NodeSpec, runs_root: Path, rps: list[str]) -> NodeResult:
 def _compute_meta(plan: Plan, spec: NodeSpec, nodes: Mapping[str, NodeResult]) -> NodeResult:
     """One meta node from its children's results: the stages' gates and composition (:mod:`compose`)."""
     from .compose import compose_profile, node_returns
-    from .sleeve import ChildRecords, children_gate
+    from .health import ChildRecords, children_gate
 
     rps = plan.risk_profiles
     children = [nodes[c] for c in spec.children]

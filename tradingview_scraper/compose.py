@@ -213,7 +213,7 @@ def compose_profile(
     books: Mapping[str, dict],
     profile: str,
 ) -> Composed:
-    """One risk profile of meta node ``node``: :func:`aligned`, :func:`allocate`, the node's own health gate (:func:`sleeve.walk_forward_gate`), :func:`flattened`.
+    """One risk profile of meta node ``node``: :func:`aligned`, :func:`allocate`, the node's own health gate (:func:`health.walk_forward_gate`), :func:`flattened`.
 
     Parameters
     ----------
@@ -239,7 +239,7 @@ def compose_profile(
     """
     frame, calendar = aligned(node, returns, profile)
     weights, stream, tree = allocate(node, frame, profile)
-    from .sleeve import walk_forward_gate
+    from .health import walk_forward_gate
 
     warning = walk_forward_gate(node, profile, weights)
     return Composed(frame, calendar, weights, stream, tree, flattened(node, children, profile, weights, books), warning)

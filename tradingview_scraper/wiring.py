@@ -10,219 +10,37 @@ from __future__ import annotations
 
 import atexit
 import functools
-import gc
 import json
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 from . import audit, deps, stages
 from .cluster import watch_interrupts
 from .engines import HIERARCHICAL
-from .errors import ConfigError, PipelineError
+from .errors import PipelineError
 from .layout import (
     check_runs_root,
-    literal_input,
-    regex_literal,
-    run_node,
     wildcard_like,
 )
-from .manifest import ROOT
 from .owner import RunOwner, owner_of
+from .rule_inputs import (
+    NOTHING,
+    alternation,
+    atomic_below,
+    check_plain_runs_root,
+    children_interface,
+    computed_sleeve_pattern,
+    declared,
+    final_targets,
+    flatten_inputs,
+    literal_files,
+    pin_inputs,
+    report_inputs,
+    risk_inputs,
+    risk_prices,
+    tune_gc_for_dag,  # noqa: F401 (common.smk imports it from here)
+)
 from .run import RunContext
-
-#: A pattern that matches nothing: the constraint of a node kind the plan does not have.
-NOTHING = "(?!)"
-
-
-def alternation(dirs: list[Path | str]) -> str:
-    """A regex matching exactly one of ``dirs``."""
-    return "|".join(regex_literal(d) for d in dirs) or NOTHING
-
-
-def computed_sleeve_pattern(run_dir: Path | str, excluded: list[Path | str]) -> str:
-    """A regex for the ``{node}`` of a computed sleeve: any node directory but ``excluded``.
-
-    A node directory is the run directory or a chain of ``sleeves/<id>`` below it. The
-    lookahead refuses a value that is exactly an excluded directory (one not continued by
-    ``/sleeves/<id>``), whatever the output's path below the node looks like; it costs the
-    same for ten sleeves or ten thousand, where an alternation of every sleeve would not.
-    """
-    node = rf"{regex_literal(run_dir)}(?:/sleeves/[^/]+)*"
-    if not excluded:
-        return node
-    return rf"(?!(?:{alternation(excluded)})(?!/sleeves/[^/]+)){node}"
-
-
-def literal_files(files, node_dir: str):
-    """An input function's result (a path, a list of them or a dict of either) with each path
-    spelled so that Snakemake takes it literally (:func:`layout.literal_input`).
-
-    For the files of the node's own tree (below ``{node}``).
-
-    Raises
-    ------
-    ConfigError
-        A path has no such spelling.
-    """
-    if isinstance(files, dict):
-        return {k: literal_files(v, node_dir) for k, v in files.items()}
-    if isinstance(files, list):
-        return [literal_files(f, node_dir) for f in files]
-    spelled = literal_input(files, node_dir)
-    if spelled is None:
-        raise ConfigError(
-            f"{files}: Snakemake would read part of this path as a wildcard and it cannot be reached from "
-            f"{node_dir}; use a runs root without '{{name}}'"
-        )
-    return spelled
-
-
-def declared(files) -> list[str]:
-    """The files from outside the run (price files, a holdings file, a previous run's book) a rule
-    declares as inputs: those whose paths Snakemake takes literally.
-
-    A path with a wildcard-like part (such as ``{profile}``) stays out of Snakemake's inputs (a
-    spelling through ``{node}/..`` would need the node's directory to exist before its job
-    runs); the rule's content params (:meth:`Wiring.content`) still carry its bytes, so an edit
-    reruns the rule all the same.
-    """
-    return [str(f) for f in files if not wildcard_like(f)]
-
-
-def tune_gc_for_dag() -> tuple[int, int, int]:
-    """Exempt what parsing built from the cycle collector and collect less often; return the old thresholds.
-
-    A DAG of thousands of jobs allocates millions of objects that live until the run ends;
-    the default collector rescans them on every 700 allocations (docs/performance.md). The
-    runner restores its caller's thresholds when the run ends.
-    """
-    old = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-    return old
-
-
-# ------------------------------------------------------------------ the rules' named inputs
-# Each returns what one rule's ``input:`` declares, named as its stage reads it (plain path
-# strings; one file per risk profile, in the plan's order, where a name holds a list).
-
-
-def children_interface(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
-    """Rule meta_returns: each child's ``returns:<sleeve>``; an atomic child's ``health:`` and
-    ``sign_test:`` (its gates), a nested meta child's ``flattened:`` holdings of every profile."""
-    files: dict[str, str | list[str]] = {}
-    for c in run.spec(node_path).children:
-        spec, node = run.spec(c), run.node(c)
-        sid = spec.sleeve_id
-        files[stages.child_input("returns", sid)] = str(node.file("returns"))
-        if spec.is_meta:
-            files[stages.child_input("flattened", sid)] = [str(node.file("flattened", profile=p)) for p in run.plan.risk_profiles]
-        else:
-            files[stages.child_input("health", sid)] = str(node.file("health"))
-            files[stages.child_input("sign_test", sid)] = str(node.file("sign_test"))
-    return files
-
-
-def flatten_inputs(run: RunContext, node_path: str, profile: str) -> dict[str, str]:
-    """Rule flatten: the node's ``meta_weights`` and each child's ``holdings:<sleeve>``
-    (``weights_<p>.json``, or a nested meta child's ``flattened_<p>.json``)."""
-    files = {"meta_weights": str(run.node(node_path).file("meta_weights", profile=profile))}
-    for c in run.spec(node_path).children:
-        spec = run.spec(c)
-        kind = "flattened" if spec.is_meta else "weights"
-        files[stages.child_input("holdings", spec.sleeve_id)] = str(run.node(c).file(kind, profile=profile))
-    return files
-
-
-def atomic_below(run: RunContext, node_path: str) -> list:
-    """The atomic nodes below meta node ``node_path``, at any depth, in plan order (their specs)."""
-    out, todo = [], list(reversed(run.spec(node_path).children))
-    while todo:
-        spec = run.spec(todo.pop())
-        if spec.is_meta:
-            todo.extend(reversed(spec.children))
-        else:
-            out.append(spec)
-    return out
-
-
-def risk_prices(run: RunContext, node_path: str) -> list[str]:
-    """The price files the risk job of ``node_path`` may read: those of every atomic sleeve below it,
-    pinned ones included (a position's prices come from the sleeve that holds it)."""
-    files: dict[str, None] = {}
-    for spec in atomic_below(run, node_path):
-        data, symbols = spec.config["data"], spec.config["universe"].get("symbols")
-        files.update(dict.fromkeys(str(f) for f in deps.price_files(data, symbols, run.base_dir)))
-    return list(files)
-
-
-def risk_inputs(run: RunContext, node_path: str) -> dict[str, list[str]]:
-    """Rule risk: the node's meta returns, weights, stream and flattened book (which names the
-    atomic sleeve each position's prices come from), every risk profile; and ``prices``, the
-    price files of the atomic sleeves below it (see :func:`risk_prices`)."""
-    node, profiles = run.node(node_path), run.plan.risk_profiles
-    files = {k: [str(node.file(k, profile=p)) for p in profiles] for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")}
-    return {**files, "prices": risk_prices(run, node_path)}
-
-
-def report_inputs(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
-    """Rule report: what :func:`report.load_node` reads of meta node ``node_path``."""
-    node, profiles = run.node(node_path), run.plan.risk_profiles
-    kinds = ["meta_returns", "meta_weights", "flattened", "risk"]
-    if node_path == ROOT and (run.previous_run or run.holdings):
-        kinds.append("rebalance")
-    return {"returns": str(node.file("returns")), **{k: [str(node.file(k, profile=p)) for p in profiles] for k in kinds}}
-
-
-def pin_inputs(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
-    """Rule pinned_sleeve: the checked source's files the pin copies (``returns``, ``health``,
-    ``sign_test``, ``weights``), and its ``provenance`` and run's ``resolved`` manifest if present."""
-    spec = run.spec(node_path)
-    src = stages.pin_source(run, node_path)
-    files: dict[str, str | list[str]] = {k: str(src.file(k)) for k in stages.PIN_REQUIRED}
-    files["weights"] = [str(src.file("weights", profile=p)) for p in run.plan.risk_profiles]
-    optional = {"provenance": src.file("provenance"), "resolved": run_node(spec.pin, run.runs_root).file("resolved")}
-    files.update({k: str(f) for k, f in optional.items() if f.is_file()})
-    return files
-
-
-def final_targets(run: RunContext) -> list[Path]:
-    """Every final artifact of ``run``: what rule ``all`` (or the runner, see
-    :meth:`Wiring.final_targets`) asks Snakemake for."""
-    plan, root, profiles = run.plan, run.root, run.plan.risk_profiles
-    targets = [root.file("resolved"), root.file("returns")]
-    if plan.root.is_meta:
-        targets += [root.file("flattened", profile=p) for p in profiles]
-        for meta in plan.meta_nodes():  # every level is a run directory of its own, with its report
-            node = run.node(meta.path)
-            targets += [node.file("report_md"), node.file("report_html")]
-            targets += [node.file("risk", profile=p) for p in profiles]
-        if run.previous_run or run.holdings:
-            targets += [root.file("rebalance", profile=p) for p in profiles]
-    else:
-        targets += [root.file(k) for k in ("health", "sign_test", "provenance")]
-        targets += [root.file("weights", profile=p) for p in profiles]
-    return targets
-
-
-def check_plain_runs_root(run: RunContext) -> None:
-    """Refuse a run directory with a wildcard-like part (``{name}``) unless the runner drives the workflow.
-
-    Snakemake formats the paths of rule ``all`` and has no escape for braces; the runner (the
-    scripts, ``make``, the Python API) names the final artifacts as Snakemake's targets instead.
-
-    Raises
-    ------
-    ConfigError
-        The plain ``snakemake`` command with such a runs root.
-    """
-    if wildcard_like(run.run_dir) and not run.checked:  # checked: the runner handed over its plan
-        raise ConfigError(
-            f"runs_root {run.runs_root}: Snakemake would read part of it as a wildcard in the targets of rule "
-            "all; run it with scripts/run_meta_pipeline.py, make or the Python API (which name the targets "
-            "literally), or use a runs root without '{name}'"
-        )
 
 
 class Wiring:
@@ -459,9 +277,11 @@ class Wiring:
         return literal_files(flatten_inputs(self.run, self.node_path(node_dir), profile), node_dir)
 
     def risk_inputs(self, node_dir: str) -> dict[str, list[str]]:
+        """The risk rule's inputs: the node's own files spelled through ``{node}``, and the price
+        files from outside the run as :func:`declared` keeps them (their content is in the params)."""
         files = risk_inputs(self.run, self.node_path(node_dir))
-        prices = declared(files.pop("prices"))  # from outside the run: declared where Snakemake takes them literally
-        return {**literal_files(files, node_dir), "prices": prices}
+        prices = files.pop("prices")
+        return {**literal_files(files, node_dir), "prices": declared(prices)}
 
     def rebalance_book(self, profile: str) -> str | list[str]:
         """The current book's file as the rebalance rule declares it (:func:`declared`), or none."""

@@ -21,13 +21,14 @@ from ._artifacts import (
     unfinished,
 )
 from ._hashing import file_sha256, fingerprint
-from ._ledger import ENTRY_KEYS, GENESIS_PREV_HASH
+from ._ledger import ENTRY_KEYS, GENESIS_PREV_HASH, RENAMED_STAGES
 from ._records import KEY_LIBRARIES, OUTCOMES, genesis, git_commit, record_stage, stage_audit
 from ._verification import main, verify
 
 __all__ = [
     "ENTRY_KEYS",
     "GENESIS_PREV_HASH",
+    "RENAMED_STAGES",
     "KEY_LIBRARIES",
     "OUTCOMES",
     "Damage",

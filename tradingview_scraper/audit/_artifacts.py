@@ -18,6 +18,7 @@ from ._hashing import _canonical, _entry_hash, file_sha256, fingerprint
 from ._ledger import (
     ENTRY_KEYS,
     GENESIS_PREV_HASH,
+    RENAMED_STAGES,
     _append_line,
     _ledger_path,
     _locked,
@@ -137,7 +138,8 @@ class _Index:
         if kind == "stage":
             # A later success of the same stage on the same node (and risk profile) repairs a failure.
             params = entry.get("params") if isinstance(entry.get("params"), dict) else {}
-            key = _canonical([entry.get("stage"), entry.get("node"), params.get("profile")])
+            stage = RENAMED_STAGES.get(entry.get("stage"), entry.get("stage"))
+            key = _canonical([stage, entry.get("node"), params.get("profile")])
             if entry.get("outcome") == "success":
                 self.failed.pop(key, None)
             else:

@@ -21,6 +21,11 @@ GENESIS_PREV_HASH = "0" * 64
 #: Keys every ledger entry carries besides its payload.
 ENTRY_KEYS = ("seq", "prev_hash", "time", "kind", "hash")
 
+#: Stage names older ledgers use -> the step's name now (each step's rule, stage function, ledger
+#: stage and log share one name): a rerun of an old run under the new name repairs a failure
+#: recorded under the old one.
+RENAMED_STAGES = {"meta_stream": "node_returns", "pin": "pinned_sleeve", "resolve": "resolved_manifest"}
+
 _TAIL_CHUNK = 8192
 
 # One threading lock per ledger path: flock() serialises processes, these serialise the

@@ -25,7 +25,7 @@ from ._common import (
 )
 from ._ledger import first_failure, report_at_exit, runner_reports_errors
 from ._meta import run_flatten, run_meta_optimize, run_meta_returns, run_node_returns
-from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin, run_pin
+from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin, run_pinned_sleeve
 from ._preflight import preflight
 from ._rebalance import (
     check_previous_run,
@@ -33,7 +33,7 @@ from ._rebalance import (
     rebalance_source,
     run_rebalance,
 )
-from ._report import run_report, run_resolved
+from ._report import run_report, run_resolved_manifest
 from ._risk import run_risk
 from ._sleeves import check_data, run_sleeve
 from ._sources import check_source_run
@@ -63,10 +63,10 @@ __all__ = [
     "run_meta_optimize",
     "run_meta_returns",
     "run_node_returns",
-    "run_pin",
+    "run_pinned_sleeve",
     "run_rebalance",
     "run_report",
-    "run_resolved",
+    "run_resolved_manifest",
     "run_risk",
     "run_sleeve",
     "runner_reports_errors",

@@ -12,7 +12,7 @@ from ._common import Files, _await_prewarm, _named, _stage, child_input, console
 
 def _check_health(ctx: RunContext, spec: NodeSpec, files: dict) -> list[dict]:
     """Stop the meta layer of ``spec`` on an unhealthy atomic child or a failed sign test
-    (:func:`sleeve.children_gate`); warn on the console where its ``health`` policy says so,
+    (:func:`health.children_gate`); warn on the console where its ``health`` policy says so,
     and of sleeves whose walk-forward windows differ from the node's
     (``health.on_parity_mismatch = "warn"``; ``"error"`` refused the plan).
 
@@ -25,7 +25,7 @@ def _check_health(ctx: RunContext, spec: NodeSpec, files: dict) -> list[dict]:
         The data-quality findings the atomic children's policies let through (their
         ``health.json`` ``data_quality``), each with its ``sleeve``, for the report.
     """
-    from ..sleeve import ChildRecords, children_gate
+    from ..health import ChildRecords, children_gate
 
     def record(path: str) -> dict | None:
         return read_json(path) if Path(path).is_file() else None
@@ -86,7 +86,7 @@ def run_meta_optimize(
     (the cluster tree, hierarchical profiles) from ``input["returns"]``."""
     _await_prewarm()
     from ..compose import allocate
-    from ..sleeve import walk_forward_gate
+    from ..health import walk_forward_gate
 
     spec, src, out = ctx.spec(node_path), _named(input)["returns"], _named(output)
     outs = [out["weights"], out["stream"], *([out["tree"]] if "tree" in out else [])]
@@ -129,7 +129,7 @@ def run_node_returns(ctx: RunContext, node_path: str, *, input: Files, output: F
     from ..compose import node_returns
 
     inputs, out = _named(input)["streams"], _named(output)["returns"]
-    with _stage(ctx, "meta_stream", node_path, log, {}, inputs, [out]):
+    with _stage(ctx, "node_returns", node_path, log, {}, inputs, [out]):
         write_parquet(out, node_returns([read_parquet(p) for p in inputs]))
 
 

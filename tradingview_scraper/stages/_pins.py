@@ -149,7 +149,7 @@ def pin_source(ctx: RunContext, node_path: str) -> Node:
     return resolve_pin(ctx.spec(node_path), ctx.runs_root, ctx.plan.risk_profiles, ctx.run_id)[0]
 
 
-def run_pin(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:
+def run_pinned_sleeve(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:
     """Copy a pinned sleeve's artifacts (``input``: ``returns``, ``health``, ``sign_test``, ``weights`` per risk profile, and
     ``provenance`` / ``resolved`` when the source has them) into this run's ``output``
     (named as the sleeve rule's), recording where they came from.
@@ -166,7 +166,7 @@ def run_pin(ctx: RunContext, node_path: str, *, input: Files, output: Files, log
     inputs = [files["returns"], files["health"], files["sign_test"], *files["weights"]]
     inputs += [files[k] for k in ("provenance", "resolved") if k in files]
     inputs = [os.path.abspath(f) for f in inputs]  # another run's files: recorded with their stat keys
-    with _stage(ctx, "pin", node_path, log, params, inputs, outputs):
+    with _stage(ctx, "pinned_sleeve", node_path, log, params, inputs, outputs):
         pairs = [(files[k], out[k]) for k in ("health", "sign_test")]
         pairs += list(zip(files["weights"], out["weights"], strict=True))
         for s, d in pairs:

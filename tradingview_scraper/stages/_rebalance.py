@@ -99,7 +99,7 @@ def run_rebalance(ctx: RunContext, profile: str, *, input: Files, output: Files,
     if not (ctx.holdings or ctx.previous_run):
         raise ConfigError("rebalance needs previous_run or holdings (--previous-run RUN_ID or --holdings FILE)")
     files = _named(input)
-    # A book whose path Snakemake cannot take literally is not an input (wiring.declared).
+    # A book whose path Snakemake cannot take literally is not an input (rule_inputs.declared).
     current = files.get("current") or str(rebalance_source(ctx, profile))
     target_file, source, out = files["target"], Path(current).resolve(), _named(output)["rebalance"]
     frictions = ctx.plan.root.config["frictions"]

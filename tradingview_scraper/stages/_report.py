@@ -8,10 +8,10 @@ from ..run import RunContext
 from ._common import Files, _await_prewarm, _named, _stage
 
 
-def run_resolved(ctx: RunContext, *, output: Files, log: str | None = None) -> None:
+def run_resolved_manifest(ctx: RunContext, *, output: Files, log: str | None = None) -> None:
     """Write ``output["resolved"]`` (``manifest.resolved.json``): the resolved tree and the manifest's hash."""
     out = _named(output)["resolved"]
-    with _stage(ctx, "resolve", ROOT, log, {"profile": ctx.plan.profile}, [], [out]):
+    with _stage(ctx, "resolved_manifest", ROOT, log, {"profile": ctx.plan.profile}, [], [out]):
         write_json(out, {"run_id": ctx.run_id, **ctx.plan.to_dict()})
 
 

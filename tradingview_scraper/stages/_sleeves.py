@@ -56,7 +56,8 @@ def run_sleeve(
     uses every core, not one. The parts are merged into the sleeve's one set of artifacts.
     """
     from ..cluster import local_call
-    from ..sleeve import SleeveResult, health_gate, unhealthy_profiles
+    from ..health import health_gate, unhealthy_profiles
+    from ..sleeve import SleeveResult
 
     spec, out = ctx.spec(node_path), _sleeve_files(ctx, output)
     sid = spec.sleeve_id or spec.profile

@@ -4,7 +4,7 @@
 
 from snakemake.utils import validate
 
-from tradingview_scraper import deps, stages
+from tradingview_scraper import codehash, deps, stages
 from tradingview_scraper.errors import PipelineError
 from tradingview_scraper.layout import node_pattern as artifact  # a rule's file patterns: artifact(name, **fields)
 from tradingview_scraper.orchestration import signals

@@ -17,7 +17,7 @@ rule meta_returns:
     params:
         meta=get_meta_params,
         # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=deps.code_hash(stages.run_meta_returns),
+        code=codehash.code_hash(stages.run_meta_returns),
     wildcard_constraints:
         node=W.meta_nodes,
     log:
@@ -35,7 +35,7 @@ rule meta_optimize:
     params:
         meta=get_meta_params,
         # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=deps.code_hash(stages.run_meta_optimize),
+        code=codehash.code_hash(stages.run_meta_optimize),
     wildcard_constraints:
         node=W.meta_nodes,
         profile=W.flat_profiles,
@@ -55,18 +55,18 @@ use rule meta_optimize as meta_optimize_hierarchical with:
         profile=W.hierarchical_profiles,
 
 
-rule meta_stream:
+rule node_returns:
     input:
         streams=get_node_streams,
     output:
         returns=artifact("returns"),
     params:
         # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=deps.code_hash(stages.run_node_returns),
+        code=codehash.code_hash(stages.run_node_returns),
     wildcard_constraints:
         node=W.meta_nodes,
     log:
-        artifact("log", stage="meta_stream"),
+        artifact("log", stage="node_returns"),
     run:
         stages.run_node_returns(RUN, node_path(wildcards), input=input, output=output, log=log[0])
 
@@ -78,7 +78,7 @@ rule flatten:
         flattened=artifact("flattened"),
     params:
         # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=deps.code_hash(stages.run_flatten),
+        code=codehash.code_hash(stages.run_flatten),
     wildcard_constraints:
         node=W.meta_nodes,
     log:

@@ -15,7 +15,7 @@ rule rebalance:
         # The book's bytes: a holdings file swapped for an older one reruns the rebalance.
         content=get_rebalance_content,
         # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=deps.code_hash(stages.run_rebalance),
+        code=codehash.code_hash(stages.run_rebalance),
     wildcard_constraints:
         node=W.root_node,
     log:

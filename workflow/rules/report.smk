@@ -12,13 +12,13 @@ rule resolved_manifest:
     params:
         plan=get_plan_source,
         # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=deps.code_hash(stages.run_resolved),
+        code=codehash.code_hash(stages.run_resolved_manifest),
     wildcard_constraints:
         node=W.root_node,
     log:
-        artifact("log", stage="resolve"),
+        artifact("log", stage="resolved_manifest"),
     run:
-        stages.run_resolved(RUN, output=output, log=log[0])
+        stages.run_resolved_manifest(RUN, output=output, log=log[0])
 
 
 rule report:
@@ -42,7 +42,7 @@ rule report:
         changes=report(artifact("report_figure", asset="changes"), caption="../report/changes.rst", category="8. Rebalance", subcategory="{node}"),
     params:
         # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=deps.code_hash(stages.run_report),
+        code=codehash.code_hash(stages.run_report),
     wildcard_constraints:
         node=W.meta_nodes,
     log:

@@ -13,7 +13,7 @@ rule risk:
         # The price files' bytes and data blocks of the sleeves below (pinned ones too).
         content=get_risk_content,
         # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=deps.code_hash(stages.run_risk),
+        code=codehash.code_hash(stages.run_risk),
     wildcard_constraints:
         node=W.meta_nodes,
     log:

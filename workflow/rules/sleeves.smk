@@ -15,7 +15,7 @@ rule sleeve:
         # The price files' bytes: an edit reruns the sleeve whatever the files' mtimes.
         content=get_sleeve_content,
         # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=deps.code_hash(stages.run_sleeve),
+        code=codehash.code_hash(stages.run_sleeve),
     resources:
         ray_cpus=get_sleeve_cpus,
     wildcard_constraints:
@@ -40,10 +40,10 @@ rule pinned_sleeve:
         # The pinned run's files' bytes: a changed file reruns the copy whatever its mtime.
         content=get_pin_content,
         # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=deps.code_hash(stages.run_pin),
+        code=codehash.code_hash(stages.run_pinned_sleeve),
     wildcard_constraints:
         node=W.pinned_nodes,
     log:
-        artifact("log", stage="pin"),
+        artifact("log", stage="pinned_sleeve"),
     run:
-        stages.run_pin(RUN, node_path(wildcards), input=input, output=output, log=log[0])
+        stages.run_pinned_sleeve(RUN, node_path(wildcards), input=input, output=output, log=log[0])
