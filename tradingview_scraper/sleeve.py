@@ -129,10 +129,10 @@ def make_selector(selection: dict) -> Selector | None:
 class SleeveResult:
     """Everything an atomic sleeve writes: its returns as a frame, its records as JSON-able dicts.
 
-    Pickled (from a Ray worker, or a process pool's, to the driver), the returns travel as
-    an Arrow table: columnar buffers, not a Python object per number or date, and no pandas
-    pickle, so a worker with another pandas version hands over the same frame. The records
-    travel as they are.
+    Sent from a Ray worker (or a process pool's) to the driver, the returns travel as an
+    Arrow table: columnar buffers, not a Python object per number or date, and no pandas
+    object state, so a worker with another pandas version hands over the same frame. The
+    records travel as they are.
     """
 
     returns: pd.DataFrame  # (n_dates, n_profiles)

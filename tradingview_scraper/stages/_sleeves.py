@@ -15,7 +15,7 @@ from ._common import Files, _named, _stage, console_warning, logger, prewarm
 def _sleeve_task(config: dict, risk_profiles: list[str], sleeve_id: str, profile: str, base_dir: str, prices=None):
     """What runs on a Ray worker (or in-process): the sleeve's computation, its returns a frame.
 
-    The result travels back as :class:`~tradingview_scraper.sleeve.SleeveResult` pickles
+    The result travels back as :class:`~tradingview_scraper.sleeve.SleeveResult` sends
     it: the returns as an Arrow table, the records as they are.
     """
     from ..sleeve import compute_sleeve
