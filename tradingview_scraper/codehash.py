@@ -287,6 +287,13 @@ def _entry(func: Callable) -> tuple[str, str]:
     return module[len(PACKAGE) + 1 :], qualname.split(".")[0]
 
 
+def _walk(func: Callable) -> _Reach:
+    """The walk from stage function ``func`` (see :class:`_Reach`), done."""
+    walk = _Reach()
+    walk.walk(*_entry(func))
+    return walk
+
+
 def reached(func: Callable) -> dict[str, set[str]]:
     """The package code stage function ``func`` reaches: module file (relative, posix) -> names of its units.
 
@@ -298,9 +305,7 @@ def reached(func: Callable) -> dict[str, set[str]]:
     ConfigError
         ``func`` is not a top-level function of the package.
     """
-    module, name = _entry(func)
-    walk = _Reach()
-    walk.walk(module, name)
+    walk = _walk(func)
     return {
         _module_file(m).relative_to(PACKAGE_DIR).as_posix(): units
         for m, units in sorted(walk.units.items())
@@ -331,9 +336,7 @@ def code_hash(func: Callable) -> str:
     ConfigError
         ``func`` is not a top-level function of the package.
     """
-    module, name = _entry(func)
-    walk = _Reach()
-    walk.walk(module, name)
+    walk = _walk(func)
     digest = hashlib.sha256()
     for mod_name in sorted(walk.units):
         path = _module_file(mod_name)
@@ -344,4 +347,4 @@ def code_hash(func: Callable) -> str:
             digest.update(f"{mod_name}:{unit}\0{_unit_digest(path, key, unit)}\n".encode())
     for dist, version in libraries(walk.external).items():
         digest.update(f"{dist}=={version}\n".encode())
-    return f"{name}@{digest.hexdigest()[:20]}"
+    return f"{_entry(func)[1]}@{digest.hexdigest()[:20]}"
