@@ -30,12 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import steps
 from .errors import ConfigError, DataError, one_line
 
 #: Where run directories live, relative to the working directory.
 RUNS_ROOT = Path("data") / "runs"
 
-#: File names of a node, relative to the node directory. ``{profile}`` is a risk profile.
+#: File names of a node, relative to the node directory. ``{profile}`` is a risk profile; the
+#: steps' table (:mod:`steps`) adds the artifacts a step introduces.
 NODE_FILES: dict[str, str] = {
     "returns": "returns.parquet",
     "health": "health.json",
@@ -57,6 +59,7 @@ NODE_FILES: dict[str, str] = {
     "audit": "audit.jsonl",
     "run_lock": ".run.lock",
     "log": "logs/{stage}.log",
+    **steps.files(),  # a step may introduce an artifact in its table entry
 }
 
 #: Suffix of the temp files of atomic writes (``.<name>.<random>.tmp``, renamed when complete).

@@ -9,9 +9,10 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-from . import deps, stages
+from . import deps, stages, steps
 from .errors import ConfigError
 from .layout import (
+    NODE_FILES,
     literal_input,
     regex_literal,
     run_node,
@@ -97,31 +98,29 @@ def tune_gc_for_dag() -> tuple[int, int, int]:
 # strings; one file per risk profile, in the plan's order, where a name holds a list).
 
 
-def children_interface(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
-    """Rule meta_returns: each child's ``returns:<sleeve>``; an atomic child's ``health:`` and
-    ``sign_test:`` (its gates), a nested meta child's ``flattened:`` holdings of every profile."""
-    files: dict[str, str | list[str]] = {}
-    for c in run.spec(node_path).children:
-        spec, node = run.spec(c), run.node(c)
-        sid = spec.sleeve_id
-        files[stages.child_input("returns", sid)] = str(node.file("returns"))
-        if spec.is_meta:
-            files[stages.child_input("flattened", sid)] = [str(node.file("flattened", profile=p)) for p in run.plan.risk_profiles]
-        else:
-            files[stages.child_input("health", sid)] = str(node.file("health"))
-            files[stages.child_input("sign_test", sid)] = str(node.file("sign_test"))
-    return files
+def step_inputs(run: RunContext, name: str, node_path: str, profile: str | None = None) -> dict[str, str | list[str]]:
+    """Rule ``name``'s inputs from the run's own tree, as its step's entry names them (:mod:`steps`):
+    the node's files (:class:`steps.Own`) and each child's (:class:`steps.Children`, named
+    ``<input>:<sleeve id>``). Files from outside the run (:class:`steps.Outside`) are the wiring's."""
+    node, profiles = run.node(node_path), run.plan.risk_profiles
 
+    def files(n, artifact: str, per: str | None):
+        if per == "profiles":
+            return [str(n.file(artifact, profile=p)) for p in profiles]
+        return str(n.file(artifact, profile=profile) if per == "profile" else n.file(artifact))
 
-def flatten_inputs(run: RunContext, node_path: str, profile: str) -> dict[str, str]:
-    """Rule flatten: the node's ``meta_weights`` and each child's ``holdings:<sleeve>``
-    (``weights_<p>.json``, or a nested meta child's ``flattened_<p>.json``)."""
-    files = {"meta_weights": str(run.node(node_path).file("meta_weights", profile=profile))}
-    for c in run.spec(node_path).children:
-        spec = run.spec(c)
-        kind = "flattened" if spec.is_meta else "weights"
-        files[stages.child_input("holdings", spec.sleeve_id)] = str(run.node(c).file(kind, profile=profile))
-    return files
+    out: dict[str, str | list[str]] = {}
+    for key, spec in steps.step(name).inputs.items():
+        if isinstance(spec, steps.Own):
+            if spec.when != "book" or (node_path == ROOT and (run.previous_run or run.holdings)):
+                out[key] = files(node, spec.artifact, spec.per)
+        elif isinstance(spec, steps.Children):
+            for c in run.spec(node_path).children:
+                child = run.spec(c)
+                artifact = spec.meta if child.is_meta else spec.atomic
+                if artifact:
+                    out[stages.child_input(key, child.sleeve_id)] = files(run.node(c), artifact, spec.per)
+    return out
 
 
 def atomic_below(run: RunContext, node_path: str) -> list:
@@ -146,24 +145,6 @@ def risk_prices(run: RunContext, node_path: str) -> list[str]:
     return list(files)
 
 
-def risk_inputs(run: RunContext, node_path: str) -> dict[str, list[str]]:
-    """Rule risk: the node's meta returns, weights, stream and flattened book (which names the
-    atomic sleeve each position's prices come from), every risk profile; and ``prices``, the
-    price files of the atomic sleeves below it (see :func:`risk_prices`)."""
-    node, profiles = run.node(node_path), run.plan.risk_profiles
-    files = {k: [str(node.file(k, profile=p)) for p in profiles] for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")}
-    return {**files, "prices": risk_prices(run, node_path)}
-
-
-def report_inputs(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
-    """Rule report: what :func:`report.load_node` reads of meta node ``node_path``."""
-    node, profiles = run.node(node_path), run.plan.risk_profiles
-    kinds = ["meta_returns", "meta_weights", "flattened", "risk"]
-    if node_path == ROOT and (run.previous_run or run.holdings):
-        kinds.append("rebalance")
-    return {"returns": str(node.file("returns")), **{k: [str(node.file(k, profile=p)) for p in profiles] for k in kinds}}
-
-
 def pin_inputs(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
     """Rule pinned_sleeve: the checked source's files the pin copies (``returns``, ``health``,
     ``sign_test``, ``weights``), and its ``provenance`` and run's ``resolved`` manifest if present."""
@@ -185,8 +166,9 @@ def final_targets(run: RunContext) -> list[Path]:
         targets += [root.file("flattened", profile=p) for p in profiles]
         for meta in plan.meta_nodes():  # every level is a run directory of its own, with its report
             node = run.node(meta.path)
-            targets += [node.file("report_md"), node.file("report_html")]
-            targets += [node.file("risk", profile=p) for p in profiles]
+            for name in steps.targets():  # the steps' final artifacts at every meta node
+                per = "{profile}" in NODE_FILES[name]
+                targets += [node.file(name, profile=p) for p in profiles] if per else [node.file(name)]
         if run.previous_run or run.holdings:
             targets += [root.file("rebalance", profile=p) for p in profiles]
     else:

@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Callable
 
-from . import audit, deps, stages
+from . import audit, deps, stages, steps
 from .cluster import watch_interrupts
 from .engines import HIERARCHICAL
 from .errors import PipelineError
@@ -28,16 +28,13 @@ from .rule_inputs import (
     alternation,
     atomic_below,
     check_plain_runs_root,
-    children_interface,
     computed_sleeve_pattern,
     declared,
     final_targets,
-    flatten_inputs,
     literal_files,
     pin_inputs,
-    report_inputs,
-    risk_inputs,
     risk_prices,
+    step_inputs,
     tune_gc_for_dag,  # noqa: F401 (common.smk imports it from here)
 )
 from .run import RunContext
@@ -201,7 +198,18 @@ class Wiring:
         files = deps.price_files(spec.config["data"], spec.config["universe"].get("symbols"), self.run.base_dir)
         return [str(f) for f in files]
 
-    def sleeve_prices(self, node_dir: str) -> list[str]:
+    def inputs(self, name: str, node_dir: str, profile: str | None = None) -> dict[str, str | list[str]]:
+        """Rule ``name``'s named inputs for the job at ``node_dir`` (and ``profile``), from its step's entry
+        (:mod:`steps`): the run's own files spelled through ``{node}`` (:func:`literal_files`), and
+        the files from outside the run as ``self.<source>`` declares them."""
+        files = literal_files(step_inputs(self.run, name, self.node_path(node_dir), profile), node_dir)
+        for key, spec in steps.step(name).inputs.items():
+            if isinstance(spec, steps.Outside):
+                found = getattr(self, spec.source)(node_dir, profile)
+                files.update(found if isinstance(found, dict) else {key: found})
+        return files
+
+    def sleeve_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
         """The price files a computed sleeve reads (table and TradingView sources; none for skfolio),
         as its rule declares them (:func:`declared`)."""
         return declared(self._price_files(self.spec(node_dir).profile))
@@ -251,7 +259,7 @@ class Wiring:
     def sleeve_cpus(self, node_dir: str) -> int:
         return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))
 
-    def pin_source(self, node_dir: str) -> dict[str, str | list[str]]:
+    def pin_source(self, node_dir: str, profile: str | None = None) -> dict[str, str | list[str]]:
         """The pinned run's files a pinned sleeve copies, spelled for Snakemake (:func:`literal_files`)."""
         try:
             return literal_files(self._pin_source(self.node_path(node_dir)), node_dir)
@@ -262,28 +270,16 @@ class Wiring:
     def _pin_source_of(self, node_path: str) -> dict[str, str | list[str]]:
         return pin_inputs(self.run, node_path)
 
-    def children_interface(self, node_dir: str) -> dict[str, str | list[str]]:
-        return literal_files(children_interface(self.run, self.node_path(node_dir)), node_dir)
-
     def meta_params(self, node_dir: str) -> str:
         spec = self.spec(node_dir)
         return json.dumps({k: spec.config[k] for k in ("meta_allocation", "backtest", "health")}, sort_keys=True)
 
-    def node_streams(self, node_dir: str) -> list[str]:
-        node = self.nodes[self.node_path(node_dir)]
-        return literal_files([str(node.file("meta_stream", profile=p)) for p in self.profiles], node_dir)
+    def risk_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
+        """The price files a risk job reads from outside the run, as :func:`declared` keeps them
+        (their content is in the params)."""
+        return declared(risk_prices(self.run, self.node_path(node_dir)))
 
-    def flatten_inputs(self, node_dir: str, profile: str) -> dict[str, str]:
-        return literal_files(flatten_inputs(self.run, self.node_path(node_dir), profile), node_dir)
-
-    def risk_inputs(self, node_dir: str) -> dict[str, list[str]]:
-        """The risk rule's inputs: the node's own files spelled through ``{node}``, and the price
-        files from outside the run as :func:`declared` keeps them (their content is in the params)."""
-        files = risk_inputs(self.run, self.node_path(node_dir))
-        prices = files.pop("prices")
-        return {**literal_files(files, node_dir), "prices": declared(prices)}
-
-    def rebalance_book(self, profile: str) -> str | list[str]:
+    def rebalance_book(self, node_dir: str, profile: str) -> str | list[str]:
         """The current book's file as the rebalance rule declares it (:func:`declared`), or none."""
         book = declared([stages.rebalance_source(self.run, profile)])
         return book[0] if book else []
@@ -291,9 +287,6 @@ class Wiring:
     def rebalance_params(self) -> str:
         book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
         return json.dumps({**book, **self.plan.root.config["frictions"]}, sort_keys=True)
-
-    def report_inputs(self, node_dir: str) -> dict[str, str | list[str]]:
-        return literal_files(report_inputs(self.run, self.node_path(node_dir)), node_dir)
 
     def final_targets(self) -> list[str]:
         """The files of rule ``all``: every final artifact of the run, or none where the runner

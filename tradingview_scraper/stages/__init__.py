@@ -1,13 +1,14 @@
-"""Workflow stages: the thin functions the Snakefile's rules call, one per rule.
+"""Workflow stages: every rule calls :func:`run_step` with its step's name (the table: :mod:`tradingview_scraper.steps`).
 
-Each stage receives its rule's files (``input``, ``output``, ``log``: plain paths, named as
-the rule names them), reads the inputs, calls the pure functions of :mod:`sleeve` /
-:mod:`meta` / :mod:`report`, writes the outputs atomically and records itself in the run's
-audit ledger. It builds no artifact path of its own: the rule's declarations are the one
-source (input functions: :mod:`tradingview_scraper.wiring`).
+The adapter receives the rule's files (``input``, ``output``, ``log``: plain paths, named as
+the rule names them), reads the inputs, calls the step's function, writes the outputs
+atomically and records the step in the run's audit ledger. It builds no artifact path of its
+own: the rule's declarations are the one source (input functions derived from the table:
+:mod:`tradingview_scraper.rule_inputs`). Steps that do their own reading and writing (a
+sleeve on Ray, a pinned copy, the risk, the report, the rebalance) keep a body of their own.
 
-The stages live in one module per rule family; this module only re-exports them (no code
-here: :mod:`deps` counts each rule's own stages module in its code hash, not this one).
+The step functions live in one module per rule family; this module only re-exports names
+(no code here: a step's code trigger counts the modules its function reaches).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ._common import (
     watch,
 )
 from ._ledger import first_failure, report_at_exit, runner_reports_errors
-from ._meta import run_flatten, run_meta_optimize, run_meta_returns, run_node_returns
+from ._meta import run_meta_returns
 from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin, run_pinned_sleeve
 from ._preflight import preflight
 from ._rebalance import (
@@ -33,10 +34,11 @@ from ._rebalance import (
     rebalance_source,
     run_rebalance,
 )
-from ._report import run_report, run_resolved_manifest
+from ._report import run_report
 from ._risk import run_risk
 from ._sleeves import check_data, run_sleeve
 from ._sources import check_source_run
+from ._step import run_step
 
 __all__ = [
     "Files",
@@ -59,16 +61,13 @@ __all__ = [
     "rebalance_source",
     "report_at_exit",
     "resolve_pin",
-    "run_flatten",
-    "run_meta_optimize",
     "run_meta_returns",
-    "run_node_returns",
     "run_pinned_sleeve",
     "run_rebalance",
     "run_report",
-    "run_resolved_manifest",
     "run_risk",
     "run_sleeve",
+    "run_step",
     "runner_reports_errors",
     "watch",
 ]

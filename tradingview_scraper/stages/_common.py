@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import audit
+from .. import audit, steps
 from ..errors import PipelineError, StageError, one_line
 from ..layout import watch_io
 from ..run import RunContext
@@ -50,10 +50,6 @@ def _named(files: Files) -> dict[str, str | list[str]]:
 def child_input(name: str, child: str) -> str:
     """The name of input ``name`` of child ``child`` (a sleeve id or plan path) in a rule's named inputs."""
     return f"{name}:{child}"
-
-
-#: Stages that fit skfolio models in this process (a sleeve too, when it runs without Ray).
-_NUMERIC_STAGES = frozenset({"meta_optimize", "report", "risk"})
 
 
 def _import_numerics() -> None:
@@ -139,7 +135,9 @@ def _stage(
     t0 = time.perf_counter()
     what = f"{stage} {node_path}" + (f" ({params['profile']})" if stage in ("meta_optimize", "flatten") else "")
     try:
-        if stage in _NUMERIC_STAGES or (stage == "sleeve" and not ctx.ray):
+        # A step that fits skfolio models in this process (a sleeve too, when it runs without Ray).
+        if steps.step(stage).numeric or (stage == "sleeve" and not ctx.ray):
+            _await_prewarm()
             _import_numerics()
         ensure_genesis(ctx)
         inputs, outputs = list(inputs), list(outputs)

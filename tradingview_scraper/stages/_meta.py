@@ -1,10 +1,10 @@
-"""The meta layer's stages: aligned returns behind the health gate, allocation, stream, flattening."""
+"""The meta layer's steps: aligned returns behind the health gate, allocation, stream, flattening."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..layout import read_json, read_parquet, write_json, write_parquet
+from ..layout import read_json, read_parquet, write_parquet
 from ..manifest import NodeSpec
 from ..run import RunContext
 from ._common import Files, _await_prewarm, _named, _stage, child_input, console_warning, logger
@@ -79,75 +79,42 @@ def run_meta_returns(ctx: RunContext, node_path: str, *, input: Files, output: F
             logger.info("meta_returns %s: %s", node_path, compounded_note(cal))
 
 
-def run_meta_optimize(
-    ctx: RunContext, node_path: str, profile: str, *, input: Files, output: Files, log: str | None = None
-) -> None:
-    """Allocate across sleeves: ``output`` ``weights`` (``meta/weights_<p>.json``), ``stream``, and ``tree``
-    (the cluster tree, hierarchical profiles) from ``input["returns"]``."""
-    _await_prewarm()
+def meta_optimize(node: NodeSpec, profile: str, returns, offload, note: dict) -> dict:
+    """Allocate across sleeves from ``returns`` (``meta/returns_<p>.parquet``): ``weights``
+    (``meta/weights_<p>.json``), ``stream`` and, for hierarchical profiles, ``tree`` (the cluster tree).
+
+    The optimization runs on the run's Ray cluster when it is up (``offload``); the node's own
+    walk-forward passes its health gate (:func:`health.walk_forward_gate`).
+    """
     from ..compose import allocate
     from ..health import walk_forward_gate
 
-    spec, src, out = ctx.spec(node_path), _named(input)["returns"], _named(output)
-    outs = [out["weights"], out["stream"], *([out["tree"]] if "tree" in out else [])]
-    alloc, bt = spec.config["meta_allocation"], spec.config["backtest"]
-    with _stage(ctx, "meta_optimize", node_path, log, {"profile": profile, **alloc, **bt}, [src], outs) as rec:
-        weights, stream, tree = _on_running_cluster(ctx, (spec.label, profile), allocate, spec, read_parquet(src), profile)
-        rec.params.update(fallback=weights["fallback"], fallback_reason=weights["fallback_reason"])
-        for err in weights["walk_forward"]["errors"][:3]:
-            logger.info("meta %s %s: window fell back: %s", node_path, profile, err)
-        warning = walk_forward_gate(spec, profile, weights)
-        if warning:
-            console_warning(warning)
-        if weights["fallback"]:
-            logger.warning("meta %s %s: optimizer failed, equal-weight fallback: %s", node_path, profile, weights["fallback_reason"])
-        if "tree" in out:
-            write_json(out["tree"], tree)
-        write_json(out["weights"], weights)
-        write_parquet(out["stream"], stream.to_frame(profile))
+    weights, stream, tree = offload((node.label, profile), allocate, node, returns, profile)
+    note.update(fallback=weights["fallback"], fallback_reason=weights["fallback_reason"])
+    for err in weights["walk_forward"]["errors"][:3]:
+        logger.info("meta %s %s: window fell back: %s", node.path, profile, err)
+    warning = walk_forward_gate(node, profile, weights)
+    if warning:
+        console_warning(warning)
+    if weights["fallback"]:
+        logger.warning("meta %s %s: optimizer failed, equal-weight fallback: %s", node.path, profile, weights["fallback_reason"])
+    return {"weights": weights, "stream": stream.to_frame(profile), "tree": tree}
 
 
-def _on_running_cluster(ctx: RunContext, name: tuple[str, str], fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` on the run's Ray cluster if it is already up, else in-process.
-
-    The meta stages run as threads of the driver and would share its GIL; when the
-    sleeves have started a cluster, its workers (with skfolio already imported) run the
-    risk profiles' optimizations in parallel. No cluster is started for this. ``name`` is
-    ``(node label, risk profile)``: a failed task is a MetaError naming both.
-    """
-    if ctx.cluster is None or not ctx.cluster.is_up:
-        return fn(*args, **kwargs)
-    result, provenance = ctx.cluster.map(fn, [(name, args, kwargs)], max_retries=1, kind="meta")[name]
-    for warning in provenance["warnings"]:
-        logger.info("%s (%s) warned on its worker: %s", *name, warning)
-    return result
-
-
-def run_node_returns(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:
-    """A meta node's sleeve interface (``output["returns"]``): its out-of-sample streams
-    (``input["streams"]``), one column per risk profile."""
+def node_returns(streams: dict):
+    """A meta node's sleeve interface (``returns.parquet``): its out-of-sample ``streams``
+    (risk profile -> ``meta/stream_<p>.parquet``), one column per risk profile."""
     from ..compose import node_returns
 
-    inputs, out = _named(input)["streams"], _named(output)["returns"]
-    with _stage(ctx, "node_returns", node_path, log, {}, inputs, [out]):
-        write_parquet(out, node_returns([read_parquet(p) for p in inputs]))
+    return node_returns(list(streams.values()))
 
 
-def run_flatten(
-    ctx: RunContext, node_path: str, profile: str, *, input: Files, output: Files, log: str | None = None
-) -> None:
-    """Physical-asset weights of ``profile``: meta weights @ the children's asset weights.
+def flatten(node: NodeSpec, children: list, profile: str, run_id: str, meta_weights: dict, holdings: dict) -> dict:
+    """``flattened_<profile>.json``: the node's meta weights @ its children's asset weights.
 
-    ``input`` holds ``meta_weights`` and each child's ``holdings:<sleeve>`` (its
-    ``weights_<p>.json``, or a nested meta child's ``flattened_<p>.json``).
+    ``holdings``: each child's book (sleeve id -> its ``weights_<p>.json``, or a nested meta
+    child's ``flattened_<p>.json``).
     """
-    _await_prewarm()
     from ..compose import flattened
 
-    spec, files, out = ctx.spec(node_path), _named(input), _named(output)["flattened"]
-    children = [ctx.spec(c) for c in spec.children]
-    wfile = files["meta_weights"]
-    hfiles = {c.sleeve_id: files[child_input("holdings", c.sleeve_id)] for c in children}
-    with _stage(ctx, "flatten", node_path, log, {"profile": profile}, [wfile, *hfiles.values()], [out]):
-        books = {sid: read_json(f) for sid, f in hfiles.items()}
-        write_json(out, {"run_id": ctx.run_id, **flattened(spec, children, profile, read_json(wfile), books)})
+    return {"run_id": run_id, **flattened(node, children, profile, meta_weights, holdings)}

@@ -91,7 +91,7 @@ def check_previous_run(previous_run: str, runs_root: Path | str, risk_profiles: 
     return genesis.get("meta_profile")
 
 
-def run_rebalance(ctx: RunContext, profile: str, *, input: Files, output: Files, log: str | None = None) -> None:
+def run_rebalance(ctx: RunContext, node_path: str, profile: str, *, input: Files, output: Files, log: str | None = None) -> None:
     """Write ``output["rebalance"]``: the trades from the current book (``input["current"]``: the holdings
     file, or the previous run's flattened weights) to the flattened weights (``input["target"]``)."""
     from ..rebalance import read_holdings, rebalance, sleeve_weight_changes

@@ -1,18 +1,15 @@
-"""The resolved manifest and the report stages."""
+"""The resolved manifest and the report steps."""
 
 from __future__ import annotations
 
-from ..layout import atomic_write_bytes, write_json
-from ..manifest import ROOT
+from ..layout import atomic_write_bytes
 from ..run import RunContext
 from ._common import Files, _await_prewarm, _named, _stage
 
 
-def run_resolved_manifest(ctx: RunContext, *, output: Files, log: str | None = None) -> None:
-    """Write ``output["resolved"]`` (``manifest.resolved.json``): the resolved tree and the manifest's hash."""
-    out = _named(output)["resolved"]
-    with _stage(ctx, "resolved_manifest", ROOT, log, {"profile": ctx.plan.profile}, [], [out]):
-        write_json(out, {"run_id": ctx.run_id, **ctx.plan.to_dict()})
+def resolved_manifest(run_id: str, plan) -> dict:
+    """``manifest.resolved.json``: the resolved tree and the manifest's hash."""
+    return {"run_id": run_id, **plan.to_dict()}
 
 
 def run_report(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:

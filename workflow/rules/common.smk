@@ -2,9 +2,11 @@
 # Everything they do lives in tradingview_scraper.wiring (plain, tested Python); here it is
 # only wired to Snakemake. Imports stay light: pandas, skfolio and ray load inside stages.
 
+import functools
+
 from snakemake.utils import validate
 
-from tradingview_scraper import codehash, deps, stages
+from tradingview_scraper import deps, stages, steps
 from tradingview_scraper.errors import PipelineError
 from tradingview_scraper.layout import node_pattern as artifact  # a rule's file patterns: artifact(name, **fields)
 from tradingview_scraper.orchestration import signals
@@ -44,8 +46,18 @@ def node_path(wildcards):
     return W.node_path(wildcards.node)
 
 
-def get_sleeve_prices(wildcards):
-    return W.sleeve_prices(wildcards.node)
+def step_inputs(step, wildcards):
+    return W.inputs(step, wildcards.node, getattr(wildcards, "profile", None))
+
+
+def get_inputs(step):
+    """The named inputs of a step (an input function), derived from its table entry."""
+    return functools.partial(step_inputs, step)
+
+
+def run_step(step, wildcards, input, output, log):
+    """What the step runs: the one adapter, on the files its rule declares."""
+    stages.run_step(step, RUN, node_path(wildcards), getattr(wildcards, "profile", None), input=input, output=output, log=log[0])
 
 
 def get_sleeve_content(wildcards):
@@ -72,32 +84,8 @@ def get_sleeve_cpus(wildcards):
     return W.sleeve_cpus(wildcards.node)
 
 
-def get_pin_source(wildcards):
-    return W.pin_source(wildcards.node)
-
-
-def get_children_interface(wildcards):
-    return W.children_interface(wildcards.node)
-
-
 def get_meta_params(wildcards):
     return W.meta_params(wildcards.node)
-
-
-def get_node_streams(wildcards):
-    return W.node_streams(wildcards.node)
-
-
-def get_flatten_inputs(wildcards):
-    return W.flatten_inputs(wildcards.node, wildcards.profile)
-
-
-def get_risk_inputs(wildcards):
-    return W.risk_inputs(wildcards.node)
-
-
-def get_rebalance_book(wildcards):
-    return W.rebalance_book(wildcards.profile)
 
 
 def get_rebalance_params(wildcards):
@@ -107,10 +95,6 @@ def get_rebalance_params(wildcards):
 def get_plan_source(wildcards):
     # A function: Snakemake would format a plain string's braces (a manifest path's) as wildcards.
     return W.plan_source
-
-
-def get_report_inputs(wildcards):
-    return W.report_inputs(wildcards.node)
 
 
 def get_final_targets(wildcards):

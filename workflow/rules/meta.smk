@@ -11,38 +11,38 @@ wildcard_constraints:
 
 rule meta_returns:
     input:
-        unpack(get_children_interface),
+        unpack(get_inputs("meta_returns")),
     output:
         returns=[artifact("meta_returns", profile=p) for p in PROFILES],
     params:
         meta=get_meta_params,
-        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=codehash.code_hash(stages.run_meta_returns),
+        # The package code its step reaches and those libraries' versions: editing them reruns it.
+        code=steps.code("meta_returns"),
     wildcard_constraints:
         node=W.meta_nodes,
     log:
         artifact("log", stage="meta_returns"),
     run:
-        stages.run_meta_returns(RUN, node_path(wildcards), input=input, output=output, log=log[0])
+        run_step("meta_returns", wildcards, input, output, log)
 
 
 rule meta_optimize:
     input:
-        returns=artifact("meta_returns"),
+        unpack(get_inputs("meta_optimize")),
     output:
         weights=artifact("meta_weights"),
         stream=artifact("meta_stream"),
     params:
         meta=get_meta_params,
-        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=codehash.code_hash(stages.run_meta_optimize),
+        # The package code its step reaches and those libraries' versions: editing them reruns it.
+        code=steps.code("meta_optimize"),
     wildcard_constraints:
         node=W.meta_nodes,
         profile=W.flat_profiles,
     log:
         artifact("log", stage="meta_optimize_{profile}"),
     run:
-        stages.run_meta_optimize(RUN, node_path(wildcards), wildcards.profile, input=input, output=output, log=log[0])
+        run_step("meta_optimize", wildcards, input, output, log)
 
 
 use rule meta_optimize as meta_optimize_hierarchical with:
@@ -57,31 +57,31 @@ use rule meta_optimize as meta_optimize_hierarchical with:
 
 rule node_returns:
     input:
-        streams=get_node_streams,
+        unpack(get_inputs("node_returns")),
     output:
         returns=artifact("returns"),
     params:
-        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=codehash.code_hash(stages.run_node_returns),
+        # The package code its step reaches and those libraries' versions: editing them reruns it.
+        code=steps.code("node_returns"),
     wildcard_constraints:
         node=W.meta_nodes,
     log:
         artifact("log", stage="node_returns"),
     run:
-        stages.run_node_returns(RUN, node_path(wildcards), input=input, output=output, log=log[0])
+        run_step("node_returns", wildcards, input, output, log)
 
 
 rule flatten:
     input:
-        unpack(get_flatten_inputs),
+        unpack(get_inputs("flatten")),
     output:
         flattened=artifact("flattened"),
     params:
-        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=codehash.code_hash(stages.run_flatten),
+        # The package code its step reaches and those libraries' versions: editing them reruns it.
+        code=steps.code("flatten"),
     wildcard_constraints:
         node=W.meta_nodes,
     log:
         artifact("log", stage="flatten_{profile}"),
     run:
-        stages.run_flatten(RUN, node_path(wildcards), wildcards.profile, input=input, output=output, log=log[0])
+        run_step("flatten", wildcards, input, output, log)

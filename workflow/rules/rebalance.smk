@@ -6,19 +6,18 @@
 
 rule rebalance:
     input:
-        target=artifact("flattened"),
-        current=get_rebalance_book,
+        unpack(get_inputs("rebalance")),
     output:
         rebalance=artifact("rebalance"),
     params:
         book=get_rebalance_params,
         # The book's bytes: a holdings file swapped for an older one reruns the rebalance.
         content=get_rebalance_content,
-        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=codehash.code_hash(stages.run_rebalance),
+        # The package code its step reaches and those libraries' versions: editing them reruns it.
+        code=steps.code("rebalance"),
     wildcard_constraints:
         node=W.root_node,
     log:
         artifact("log", stage="rebalance_{profile}"),
     run:
-        stages.run_rebalance(RUN, wildcards.profile, input=input, output=output, log=log[0])
+        run_step("rebalance", wildcards, input, output, log)

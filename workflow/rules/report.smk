@@ -11,19 +11,19 @@ rule resolved_manifest:
         resolved=artifact("resolved"),
     params:
         plan=get_plan_source,
-        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=codehash.code_hash(stages.run_resolved_manifest),
+        # The package code its step reaches and those libraries' versions: editing them reruns it.
+        code=steps.code("resolved_manifest"),
     wildcard_constraints:
         node=W.root_node,
     log:
         artifact("log", stage="resolved_manifest"),
     run:
-        stages.run_resolved_manifest(RUN, output=output, log=log[0])
+        run_step("resolved_manifest", wildcards, input, output, log)
 
 
 rule report:
     input:
-        unpack(get_report_inputs),
+        unpack(get_inputs("report")),
     output:
         md=artifact("report_md"),
         html=report(artifact("report_html"), caption="../report/report.rst", category="1. Report", subcategory="{node}"),
@@ -41,11 +41,11 @@ rule report:
         risk=report(artifact("report_figure", asset="risk"), caption="../report/risk.rst", category="7. Risk", subcategory="{node}"),
         changes=report(artifact("report_figure", asset="changes"), caption="../report/changes.rst", category="8. Rebalance", subcategory="{node}"),
     params:
-        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=codehash.code_hash(stages.run_report),
+        # The package code its step reaches and those libraries' versions: editing them reruns it.
+        code=steps.code("report"),
     wildcard_constraints:
         node=W.meta_nodes,
     log:
         artifact("log", stage="report"),
     run:
-        stages.run_report(RUN, node_path(wildcards), input=input, output=output, log=log[0])
+        run_step("report", wildcards, input, output, log)

@@ -6,17 +6,17 @@
 
 rule risk:
     input:
-        unpack(get_risk_inputs),
+        unpack(get_inputs("risk")),
     output:
         risk=[artifact("risk", profile=p) for p in PROFILES],
     params:
         # The price files' bytes and data blocks of the sleeves below (pinned ones too).
         content=get_risk_content,
-        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=codehash.code_hash(stages.run_risk),
+        # The package code its step reaches and those libraries' versions: editing them reruns it.
+        code=steps.code("risk"),
     wildcard_constraints:
         node=W.meta_nodes,
     log:
         artifact("log", stage="risk"),
     run:
-        stages.run_risk(RUN, node_path(wildcards), input=input, output=output, log=log[0])
+        run_step("risk", wildcards, input, output, log)

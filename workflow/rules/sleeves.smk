@@ -3,7 +3,7 @@
 
 rule sleeve:
     input:
-        prices=get_sleeve_prices,
+        unpack(get_inputs("sleeve")),
     output:
         returns=artifact("returns"),
         health=artifact("health"),
@@ -14,8 +14,8 @@ rule sleeve:
         sleeve=get_sleeve_params,
         # The price files' bytes: an edit reruns the sleeve whatever the files' mtimes.
         content=get_sleeve_content,
-        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=codehash.code_hash(stages.run_sleeve),
+        # The package code its step reaches and those libraries' versions: editing them reruns it.
+        code=steps.code("sleeve"),
     resources:
         ray_cpus=get_sleeve_cpus,
     wildcard_constraints:
@@ -23,12 +23,12 @@ rule sleeve:
     log:
         artifact("log", stage="sleeve"),
     run:
-        stages.run_sleeve(RUN, node_path(wildcards), input=input, output=output, log=log[0])
+        run_step("sleeve", wildcards, input, output, log)
 
 
 rule pinned_sleeve:
     input:
-        unpack(get_pin_source),
+        unpack(get_inputs("pinned_sleeve")),
     output:
         returns=artifact("returns"),
         health=artifact("health"),
@@ -39,11 +39,11 @@ rule pinned_sleeve:
         sleeve=get_sleeve_params,
         # The pinned run's files' bytes: a changed file reruns the copy whatever its mtime.
         content=get_pin_content,
-        # The package code its stage function reaches and those libraries' versions: editing them reruns it.
-        code=codehash.code_hash(stages.run_pinned_sleeve),
+        # The package code its step reaches and those libraries' versions: editing them reruns it.
+        code=steps.code("pinned_sleeve"),
     wildcard_constraints:
         node=W.pinned_nodes,
     log:
         artifact("log", stage="pinned_sleeve"),
     run:
-        stages.run_pinned_sleeve(RUN, node_path(wildcards), input=input, output=output, log=log[0])
+        run_step("pinned_sleeve", wildcards, input, output, log)

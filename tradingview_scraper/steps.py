@@ -1,0 +1,194 @@
+"""The table of the workflow's steps: one entry per rule, its function, named inputs and ledger params.
+
+A step is a function of data (:class:`Step` ``function``) plus what it reads: files of its own
+node (:class:`Own`), of each child node (:class:`Children`) and from outside the run
+(:class:`Outside`). From one entry come the rule's named inputs (``rule_inputs.step_inputs``,
+``Wiring.inputs``), its code trigger (:func:`code`), the final targets it adds and the patterns
+of the artifacts it introduces (``layout.NODE_FILES``); one adapter,
+``stages.run_step``, reads the inputs by file type, calls the function, writes the outputs
+atomically and records the step in the run's ledger.
+
+The workflow imports this module when it is parsed: it imports nothing heavy, and names each
+function by its dotted path, imported only when the step runs or its code is hashed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Own:
+    """A file of the job's own node: layout name ``artifact``.
+
+    ``per``: ``None`` (one file), ``"profile"`` (the job's risk profile) or ``"profiles"`` (one
+    file per risk profile of the plan, in its order). ``when="book"``: only at the root of a run
+    with a current book (a rebalance).
+    """
+
+    artifact: str
+    per: str | None = None
+    when: str | None = None
+
+
+@dataclass(frozen=True)
+class Children:
+    """Each child node's file, named ``<input>:<sleeve id>`` in the rule's inputs (``stages.child_input``).
+
+    ``atomic`` / ``meta``: the layout name read from an atomic / a nested meta child (None:
+    that kind gives none); ``per`` as for :class:`Own`. ``read=False``: an edge of the DAG
+    only (the job runs after that file exists), not read by the step.
+    """
+
+    atomic: str | None
+    meta: str | None = None
+    per: str | None = None
+    read: bool = True
+
+
+@dataclass(frozen=True)
+class Outside:
+    """Files from outside the run, as ``Wiring.<source>(node_dir, profile)`` declares them (a list, or a named dict)."""
+
+    source: str
+
+
+Input = Own | Children | Outside
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rule's step.
+
+    Parameters
+    ----------
+    name : str
+        The step's one name: its rule, its ledger stage, its log and its progress label.
+    function : str
+        ``"module:function"`` below the package. A plain step's function takes its inputs by
+        name (a parquet file as a DataFrame, a JSON file as its value, a file per risk profile
+        as profile -> value, a child's as sleeve id -> value) and what it needs of the job by
+        name (``node``, ``children``, ``profile``, ``profiles``, ``run_id``, ``plan``,
+        ``offload``, ``note``); it returns its output's value, or output name -> value. A
+        ``custom`` step's function does its own reading and writing:
+        ``function(ctx, node_path, profile, input=, output=, log=)``.
+    inputs : dict of str -> Own | Children | Outside
+        The rule's named inputs, in order.
+    ledger : callable, optional
+        ``job -> dict``: the params recorded in the ledger (default none).
+    numeric : bool
+        The step fits skfolio models or draws figures in the driver: it waits for the
+        background imports (``stages.prewarm``) and imports skfolio one thread at a time.
+    files : dict of str -> str
+        Patterns of the artifacts this step introduces (layout name -> path below the node).
+    targets : tuple of str
+        Layout names of its outputs that are final targets at every meta node (one per risk
+        profile where the pattern has ``{profile}``).
+    custom : bool
+        See ``function``.
+    """
+
+    name: str
+    function: str
+    inputs: Mapping[str, Input] = field(default_factory=dict)
+    ledger: Callable[[object], dict] | None = None
+    numeric: bool = False
+    files: Mapping[str, str] = field(default_factory=dict)
+    targets: tuple[str, ...] = ()
+    custom: bool = False
+
+    def load(self) -> Callable:
+        """The step's function (imported now)."""
+        module, _, name = self.function.partition(":")
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+
+
+_META_CHILDREN = {
+    "returns": Children("returns", "returns"),
+    "health": Children("health"),
+    "sign_test": Children("sign_test"),
+    # A nested meta child's flattened books: an edge only, so its whole composition is done.
+    "flattened": Children(None, "flattened", per="profiles", read=False),
+}
+_OWN_META = {k: Own(k, per="profiles") for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")}
+
+
+#: Every rule's step, by name.
+STEPS: dict[str, Step] = {
+    s.name: s
+    for s in (
+        Step("sleeve", "stages._sleeves:run_sleeve", {"prices": Outside("sleeve_prices")}, custom=True),
+        Step("pinned_sleeve", "stages._pins:run_pinned_sleeve", {"source": Outside("pin_source")}, custom=True),
+        Step("meta_returns", "stages._meta:run_meta_returns", _META_CHILDREN, numeric=True, custom=True),
+        Step(
+            "meta_optimize",
+            "stages._meta:meta_optimize",
+            {"returns": Own("meta_returns", per="profile")},
+            ledger=lambda job: {"profile": job.profile, **job.node.config["meta_allocation"], **job.node.config["backtest"]},
+            numeric=True,
+        ),
+        Step("node_returns", "stages._meta:node_returns", {"streams": Own("meta_stream", per="profiles")}, ledger=lambda job: {}),
+        Step(
+            "flatten",
+            "stages._meta:flatten",
+            {"meta_weights": Own("meta_weights", per="profile"), "holdings": Children("weights", "flattened", per="profile")},
+            ledger=lambda job: {"profile": job.profile},
+            numeric=True,
+        ),
+        Step("risk", "stages._risk:run_risk", {**_OWN_META, "prices": Outside("risk_prices")}, numeric=True, custom=True, targets=("risk",)),
+        Step(
+            "report",
+            "stages._report:run_report",
+            {"returns": Own("returns"), **{k: Own(k, per="profiles") for k in ("meta_returns", "meta_weights", "flattened", "risk")},
+             "rebalance": Own("rebalance", per="profiles", when="book")},
+            numeric=True,
+            custom=True,
+            targets=("report_md", "report_html"),
+        ),  # fmt: skip
+        Step("rebalance", "stages._rebalance:run_rebalance", {"target": Own("flattened", per="profile"), "current": Outside("rebalance_book")}, custom=True),
+        Step("resolved_manifest", "stages._report:resolved_manifest", ledger=lambda job: {"profile": job.plan.profile}),
+    )
+}
+
+
+def step(name: str) -> Step:
+    """The step ``name`` (a rule's name; a ``use rule`` variant is named by the step it varies)."""
+    return STEPS[name]
+
+
+def files() -> dict[str, str]:
+    """The artifact patterns the steps introduce (merged into ``layout.NODE_FILES``)."""
+    return {k: v for s in STEPS.values() for k, v in s.files.items()}
+
+
+def targets() -> list[str]:
+    """Layout names of the final targets at every meta node, in the table's order."""
+    return [t for s in STEPS.values() for t in s.targets]
+
+
+@functools.cache
+def code(name: str) -> str:
+    """The code trigger of step ``name`` (a rule's ``code`` param): ``"<name>@<digest>"``.
+
+    The digest covers what the step's function and the adapter that runs it reach
+    (``codehash.code_hash``: package code by its normalized AST, libraries by version).
+    """
+    from . import codehash, stages
+
+    parts = [codehash.code_hash(stages.run_step), codehash.code_hash(step(name).load())]
+    return f"{name}@{hashlib.sha256(chr(10).join(parts).encode()).hexdigest()[:20]}"
+
+
+def reached(name: str) -> dict[str, set[str]]:
+    """Package module -> definitions step ``name`` reaches (its function's and the adapter's; see :func:`code`)."""
+    from . import codehash, stages
+
+    out: dict[str, set[str]] = {}
+    for fn in (stages.run_step, step(name).load()):
+        for rel, units in codehash.reached(fn).items():
+            out.setdefault(rel, set()).update(units)
+    return out
