@@ -120,10 +120,8 @@ def measure(workdir: Path, n: int, n_cores: int, seed_above: int = 50) -> list[F
     noop_cli = [run_timed(cli, env=bench_env()).wall for _ in range(REPEATS)]
     ran = "no job ran" if audit.last_seq(runs_root / run_id) == seq else "FAILED: jobs ran"
     ledger, recorded, hashed = _digests(runs_root / run_id, sorted(data.glob("*.csv")))
-    code = run_timed([PYTHON, "-c", "import time; from tradingview_scraper import codehash, stages; t = time.process_time(); "
-                      "[codehash.code_hash(getattr(stages, f)) for f in ('run_sleeve', 'run_pinned_sleeve', 'run_meta_returns', "
-                      "'run_meta_optimize', 'run_node_returns', 'run_flatten', 'run_resolved_manifest', 'run_report', "
-                      "'run_rebalance', 'run_risk')]; print(time.process_time() - t)"], env=bench_env())
+    code = run_timed([PYTHON, "-c", "import time; from tradingview_scraper import steps; t = time.process_time(); "
+                      "[steps.code(name) for name in steps.STEPS]; print(time.process_time() - t)"], env=bench_env())
     floor_cmd = [SNAKEMAKE, "-s", "bench/floor/Snakefile", "-q", "--cores", str(n_cores), "--force-use-threads",
                  "--nolock", "--config", f"sleeves={n}", f"root={workdir / f'floor{n}'}"]
     run_timed(floor_cmd, env=bench_env(), timeout=3600.0)

@@ -274,7 +274,7 @@ def test_a_meta_node_failing_on_the_cluster_is_a_meta_error_naming_it(cluster, t
               "tree": ctx.root.file("cluster_tree", profile="hrp")}
     message = r"^meta profile 'meta_small' \(hrp\) failed: DataError: 50 observations are too few for train_window=126"
     with pytest.raises(MetaError, match=message):
-        stages.run_meta_optimize(ctx, ".", "hrp", input={"returns": returns}, output=output)
+        stages.run_step("meta_optimize", ctx, ".", "hrp", input={"returns": returns}, output=output)
     failure = stages.first_failure(ctx.run_dir)  # what the runner prints, rebuilt from the ledger
     assert type(failure) is MetaError and re.match(message, str(failure))
     assert not any(f.exists() for f in output.values())

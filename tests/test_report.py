@@ -20,7 +20,7 @@ from tradingview_scraper.errors import DataError
 from tradingview_scraper.layout import read_parquet, run_node, write_parquet
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 from tradingview_scraper.run import RunContext
-from tradingview_scraper.wiring import report_inputs
+from tradingview_scraper.rule_inputs import step_inputs
 
 from .conftest import PROJECT, SMALL_MANIFEST
 
@@ -301,7 +301,7 @@ def test_figures_have_the_pixels_of_matplotlibs_own_constrained_savefig(small_ru
     # the report lays each figure out once and skips work that changes no pixel; matplotlib's
     # own path (a constrained-layout engine, savefig) must give the very same image
     ctx = _ctx(small_run.parent)
-    data = report.load_node(ctx, ".", report_inputs(ctx, "."))
+    data = report.load_node(ctx, ".", step_inputs(ctx, "report", "."))
     a = report.analyse(data)
     fast = report.figures(data, a)
 
@@ -326,7 +326,7 @@ def test_injected_extreme_return_shows_up_under_anomalies(small_run, tmp_path):
     frame.loc[day, "tech"] = -1.5
     write_parquet(path, frame)
     ctx = _ctx(tmp_path)
-    md = report.build_report(report.load_node(ctx, ".", report_inputs(ctx, ".")))["md"].decode()
+    md = report.build_report(report.load_node(ctx, ".", step_inputs(ctx, "report", ".")))["md"].decode()
     anomalies = md.split("## Anomalies")[1].split("\n## ")[0]
     d = day.date().isoformat()
     assert f"| hrp | sleeve | tech | return <= -100% | {d} | return -150.00% |" in anomalies

@@ -157,32 +157,33 @@ def test_price_files_and_code_are_rerun_triggers(project):
 
 
 def test_code_is_what_the_stage_function_reaches():
-    from tradingview_scraper import stages
+    from tradingview_scraper import steps
 
-    sleeve = codehash.reached(stages.run_sleeve)
-    assert {"sleeve.py", "backtest.py", "engines.py", "data/_prices.py", "stages/_sleeves.py"} <= set(sleeve)
+    sleeve = steps.reached("sleeve")
+    assert {"sleeve.py", "backtest.py", "engines.py", "data/_prices.py", "stages/_sleeves.py", "stages/_step.py"} <= set(sleeve)
     assert not any(rel.startswith(("orchestration/", "cluster/", "report/", "stages/_meta")) for rel in sleeve)
     assert "run_sleeve" in sleeve["stages/_sleeves.py"] and "check_data" not in sleeve["stages/_sleeves.py"]
-    report = codehash.reached(stages.run_report)
+    report = steps.reached("report")
     assert "backtest.py" not in report and any(rel.startswith("report/") for rel in report)
-    # Stages of one module count apart: the report and the resolved manifest share stages/_report.py.
-    assert "run_resolved_manifest" not in report["stages/_report.py"] and "run_report" in report["stages/_report.py"]
+    # Steps of one module count apart: the report and the resolved manifest share stages/_report.py.
+    assert "resolved_manifest" not in report["stages/_report.py"] and "run_report" in report["stages/_report.py"]
     # meta_optimize runs the health gate of health.py (the hand-kept list of old left it out).
-    assert "health_gate" in codehash.reached(stages.run_meta_optimize)["health.py"]
-    hashes = {f: codehash.code_hash(getattr(stages, f)) for f in ("run_sleeve", "run_meta_optimize", "run_report", "run_resolved_manifest")}
-    assert len(set(hashes.values())) == 4 and all(h.startswith(f + "@") for f, h in hashes.items())
+    assert "health_gate" in steps.reached("meta_optimize")["health.py"]
+    hashes = {name: steps.code(name) for name in ("sleeve", "meta_optimize", "report", "resolved_manifest")}
+    assert len(set(hashes.values())) == 4 and all(h.startswith(name + "@") for name, h in hashes.items())
 
 
 def test_library_versions_are_those_the_reached_code_imports_and_their_requirements():
-    from tradingview_scraper import stages
+    from tradingview_scraper import stages, steps
 
     walk = codehash._Reach()
-    walk.walk(*codehash._entry(stages.run_sleeve))
+    walk.walk(*codehash._entry(steps.step("sleeve").load()))
     libs = deps.libraries(walk.external)
     assert {"numpy", "pandas", "skfolio", "scikit-learn", "clarabel"} <= set(libs)  # clarabel: skfolio's solver, required
     assert "ray" not in libs and "matplotlib" not in libs  # Ray places tasks; plots are the report's
     resolved = codehash._Reach()
-    resolved.walk(*codehash._entry(stages.run_resolved_manifest))
+    resolved.walk(*codehash._entry(steps.step("resolved_manifest").load()))
+    resolved.walk(*codehash._entry(stages.run_step))
     assert "skfolio" not in deps.libraries(resolved.external)
     assert deps._import_dists("cvxpy") == ("cvxpy_base",)  # an import name that is not its distribution's
 
@@ -333,7 +334,7 @@ def test_content_not_mtime_decides_what_reruns(book_project):
 _PROBE = r'''
 import ast, json, re, sys
 from pathlib import Path
-from tradingview_scraper import codehash, stages
+from tradingview_scraper import codehash, steps
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
 kwargs = json.loads(sys.argv[1])
@@ -341,7 +342,7 @@ pkg = Path(codehash.PACKAGE_DIR)
 rules = {}
 for smk in sorted(Path("workflow/rules").glob("*.smk")):
     for name, body in re.findall(r"\nrule (\w+):(.*?)(?=\nrule |\nuse rule |\Z)", "\n" + smk.read_text(), re.S):
-        rules[name] = re.search(r"code=codehash\.code_hash\(stages\.(\w+)\)", body)[1]
+        rules[name] = re.search(r"code=steps\.code\(\"(\w+)\"\)", body)[1]
 
 
 def dry():
@@ -380,8 +381,8 @@ def cosmetic(path):
 
 
 reach = {}
-for rule, function in rules.items():
-    for rel in codehash.reached(getattr(stages, function)):
+for rule, step in rules.items():
+    for rel in steps.reached(step):
         reach.setdefault(rel, []).append(rule)
 out = {"rules": rules, "reach": reach, "baseline": dry(), "modules": {}, "functions": {}}
 for rel in sorted(reach):
@@ -392,10 +393,11 @@ for rel in sorted(reach):
         out["modules"][rel] = dry()
     finally:
         path.write_text(original)
-for rule, function in rules.items():
-    path = Path(sys.modules[getattr(stages, function).__module__].__file__)
+for rule, step in rules.items():
+    function = steps.step(step).load()
+    path = Path(sys.modules[function.__module__].__file__)
     original = path.read_text()
-    edit_function(path, function)
+    edit_function(path, function.__name__)
     try:
         out["functions"][rule] = dry()
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import re
@@ -75,13 +76,14 @@ def test_every_file_a_run_writes_is_one_rules_output(tmp_path):
     assert written and written == set(planned), sorted(written ^ set(planned))
 
 
-def test_every_rule_hashes_the_stage_function_its_run_block_calls(runs_root):
-    """Each rule's ``code`` param names the stage function its ``run:`` block calls (as Snakemake parsed them),
-    and the step has one name: ``run_<name>``, its ledger stage, its log file and its progress label."""
+def test_every_rule_runs_the_step_its_code_trigger_names(runs_root):
+    """Each rule's ``code`` param is its step's (``steps.code``), derived from the table entry its ``run:``
+    block hands to the adapter (as Snakemake parsed them), and the step has one name: its rule, its
+    table entry, its ledger stage, its log file and its progress label."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings
 
-    from tradingview_scraper import codehash
+    from tradingview_scraper import steps
     from tradingview_scraper.orchestration.pipeline import SNAKEFILE
     from tradingview_scraper.orchestration.progress import Progress
 
@@ -93,20 +95,37 @@ def test_every_rule_hashes_the_stage_function_its_run_block_calls(runs_root):
         rules = {rule.name: rule for rule in wf._workflow.rules if rule.name != "all"}
     assert {"sleeve", "pinned_sleeve", "meta_returns", "meta_optimize", "meta_optimize_hierarchical", "node_returns",
             "flatten", "risk", "report", "rebalance", "resolved_manifest"} <= set(rules)  # fmt: skip
+    assert {Progress._NAMES.get(name, name) for name in rules} == set(steps.STEPS), "one rule per step of the table"
     for name, rule in rules.items():
         code = rule.params.code
         assert isinstance(code, str) and "@" in code, f"rule {name} has no code hash"
-        function = code.split("@")[0]
-        calls = re.findall(r"\bstages\.(\w+)\(", rule.run_func_src or "")
-        assert calls == [function], f"rule {name}: its run block calls {calls}, its code hash names {function}"
-        assert code == codehash.code_hash(getattr(stages, function)), name
-        # One name per step: its rule, its stage function, its ledger stage, its log and its progress label
-        # (a ``use rule`` variant is the step it varies).
-        step = Progress._NAMES.get(name, name)
-        assert function == f"run_{step}", f"rule {name} runs {function}"
-        assert f'_stage(ctx, "{step}"' in inspect.getsource(getattr(stages, function)), f"{function} records another stage"
+        step = code.split("@")[0]
+        calls = re.findall(r"\brun_step\(\"(\w+)\"", rule.run_func_src or "")
+        assert calls == [step], f"rule {name}: its run block runs {calls}, its code hash names {step}"
+        assert code == steps.code(step), name
+        # One name per step (a ``use rule`` variant is the step it varies).
+        assert step == Progress._NAMES.get(name, name), f"rule {name} runs step {step}"
+        entry = steps.step(step)
+        if entry.custom:  # a body of its own records the step under its name; the adapter does for the others
+            assert f'_stage(ctx, "{step}"' in inspect.getsource(entry.load()), f"{entry.function} records another stage"
         log = os.path.basename(str(rule.log[0]))
         assert re.fullmatch(rf"{step}(_{{profile[^}}]*}})?\.log", log), f"rule {name} logs to {log}"
+
+
+def test_a_plain_step_takes_its_inputs_and_the_job_by_name():
+    """The adapter calls a plain step's function with its named inputs and what it asks of the job:
+    every parameter is one or the other, and every input the step reads is a parameter."""
+    from tradingview_scraper import steps
+    from tradingview_scraper.stages._step import Job
+
+    job = {n for n, v in vars(Job).items() if isinstance(v, property | functools.cached_property)}
+    job |= {"profile", "note"}
+    for entry in steps.STEPS.values():
+        if entry.custom:
+            continue
+        params = set(inspect.signature(entry.load()).parameters)
+        read = {k for k, spec in entry.inputs.items() if getattr(spec, "read", True)}
+        assert read <= params and params <= read | job, (entry.name, params - read - job, read - params)
 
 
 # ----------------------------------------------------------------------------- a stage works on what its rule declares
@@ -163,13 +182,13 @@ def test_a_stage_reports_what_it_read_and_wrote(runs_root):
     out = str(node.file("flattened", profile="hrp"))
     seen: list[stages.StageIO] = []
     with stages.watch(seen.append):
-        stages.run_flatten(ctx, ".", "hrp", input=files, output={"flattened": out})
+        stages.run_step("flatten", ctx, ".", "hrp", input=files, output={"flattened": out})
         read_json(files["meta_weights"])  # outside any stage: nobody's read
     (io,) = seen
     assert io.stage == "flatten" and sorted(io.reads) == sorted(files.values()) and io.writes == [out]
     assert sorted(io.inputs) == sorted(files.values()) and io.outputs == [out]
     with pytest.raises(KeyError, match="holdings:factors"):  # a child's file the rule did not give
-        stages.run_flatten(ctx, ".", "hrp", input={k: v for k, v in files.items() if "factors" not in k}, output={"flattened": out})
+        stages.run_step("flatten", ctx, ".", "hrp", input={k: v for k, v in files.items() if "factors" not in k}, output={"flattened": out})
 
 
 # ----------------------------------------------------------------------------- the plan: resolved and checked once
