@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tradingview_scraper import stages
+from tradingview_scraper import stages, steps
 from tradingview_scraper.errors import ConfigError, MetaError
 from tradingview_scraper.layout import write_parquet
 from tradingview_scraper.manifest import load_plan
@@ -137,11 +137,11 @@ def test_meta_fallback_is_recorded_in_weights_and_audit(runs_root):
     }
     # Every window falls back: under the default policy the node is unhealthy and stops ...
     with pytest.raises(MetaError, match=r"meta profile 'meta_small' is unhealthy: risk_parity \(0/4 windows"):
-        stages.run_step("meta_optimize", ctx, ".", "risk_parity", **files)
+        stages.run_step(steps.step("meta_optimize"), ctx, ".", "risk_parity", **files)
     assert not ctx.root.file("meta_weights", profile="risk_parity").exists()
     # ... and with on_unhealthy = warn it goes on, recording the fallback.
     ctx.plan.root.config["health"]["on_unhealthy"] = "warn"
-    stages.run_step("meta_optimize", ctx, ".", "risk_parity", **files)
+    stages.run_step(steps.step("meta_optimize"), ctx, ".", "risk_parity", **files)
     record = _json(ctx.root.file("meta_weights", profile="risk_parity"))
     assert record["fallback"] is True and "NonPositiveVarianceError" in record["fallback_reason"]
     assert record["weights"] == pytest.approx({"tech": 1 / 3, "staples": 1 / 3, "factors": 1 / 3})

@@ -19,8 +19,8 @@ from tradingview_scraper import audit, report
 from tradingview_scraper.errors import DataError
 from tradingview_scraper.layout import read_parquet, run_node, write_parquet
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
-from tradingview_scraper.run import RunContext
 from tradingview_scraper.rule_inputs import step_inputs
+from tradingview_scraper.run import RunContext
 
 from .conftest import PROJECT, SMALL_MANIFEST
 

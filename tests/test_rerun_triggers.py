@@ -342,7 +342,7 @@ pkg = Path(codehash.PACKAGE_DIR)
 rules = {}
 for smk in sorted(Path("workflow/rules").glob("*.smk")):
     for name, body in re.findall(r"\nrule (\w+):(.*?)(?=\nrule |\nuse rule |\Z)", "\n" + smk.read_text(), re.S):
-        rules[name] = re.search(r"code=steps\.code\(\"(\w+)\"\)", body)[1]
+        rules[name] = re.search(r"get_params\(\"(\w+)\"\)", body)[1]
 
 
 def dry():

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from tradingview_scraper import stages
+from tradingview_scraper import stages, steps
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 from tradingview_scraper.wiring import alternation, computed_sleeve_pattern
 
@@ -83,7 +83,6 @@ def test_every_rule_runs_the_step_its_code_trigger_names(runs_root):
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings
 
-    from tradingview_scraper import steps
     from tradingview_scraper.orchestration.pipeline import SNAKEFILE
     from tradingview_scraper.orchestration.progress import Progress
 
@@ -182,13 +181,13 @@ def test_a_stage_reports_what_it_read_and_wrote(runs_root):
     out = str(node.file("flattened", profile="hrp"))
     seen: list[stages.StageIO] = []
     with stages.watch(seen.append):
-        stages.run_step("flatten", ctx, ".", "hrp", input=files, output={"flattened": out})
+        stages.run_step(steps.step("flatten"), ctx, ".", "hrp", input=files, output={"flattened": out})
         read_json(files["meta_weights"])  # outside any stage: nobody's read
     (io,) = seen
     assert io.stage == "flatten" and sorted(io.reads) == sorted(files.values()) and io.writes == [out]
     assert sorted(io.inputs) == sorted(files.values()) and io.outputs == [out]
     with pytest.raises(KeyError, match="holdings:factors"):  # a child's file the rule did not give
-        stages.run_step("flatten", ctx, ".", "hrp", input={k: v for k, v in files.items() if "factors" not in k}, output={"flattened": out})
+        stages.run_step(steps.step("flatten"), ctx, ".", "hrp", input={k: v for k, v in files.items() if "factors" not in k}, output={"flattened": out})
 
 
 # ----------------------------------------------------------------------------- the plan: resolved and checked once

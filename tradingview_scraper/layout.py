@@ -59,7 +59,7 @@ NODE_FILES: dict[str, str] = {
     "audit": "audit.jsonl",
     "run_lock": ".run.lock",
     "log": "logs/{stage}.log",
-    **steps.files(),  # a step may introduce an artifact in its table entry
+    **steps.FILES,  # the artifacts the steps' table introduces
 }
 
 #: Suffix of the temp files of atomic writes (``.<name>.<random>.tmp``, renamed when complete).

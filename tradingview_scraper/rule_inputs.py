@@ -166,7 +166,7 @@ def final_targets(run: RunContext) -> list[Path]:
         targets += [root.file("flattened", profile=p) for p in profiles]
         for meta in plan.meta_nodes():  # every level is a run directory of its own, with its report
             node = run.node(meta.path)
-            for name in steps.targets():  # the steps' final artifacts at every meta node
+            for name in steps.meta_targets():  # the steps' final artifacts at every meta node
                 per = "{profile}" in NODE_FILES[name]
                 targets += [node.file(name, profile=p) for p in profiles] if per else [node.file(name)]
         if run.previous_run or run.holdings:

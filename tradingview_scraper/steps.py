@@ -83,11 +83,13 @@ class Step:
     numeric : bool
         The step fits skfolio models or draws figures in the driver: it waits for the
         background imports (``stages.prewarm``) and imports skfolio one thread at a time.
-    files : dict of str -> str
-        Patterns of the artifacts this step introduces (layout name -> path below the node).
     targets : tuple of str
         Layout names of its outputs that are final targets at every meta node (one per risk
         profile where the pattern has ``{profile}``).
+    params : dict of str -> str
+        The rule's params besides its code trigger (:func:`code`): param name -> the method of
+        ``Wiring`` giving its value (what the step's result depends on besides its inputs'
+        content and code: settings, the bytes of files from outside the run).
     custom : bool
         See ``function``.
     """
@@ -97,8 +99,8 @@ class Step:
     inputs: Mapping[str, Input] = field(default_factory=dict)
     ledger: Callable[[object], dict] | None = None
     numeric: bool = False
-    files: Mapping[str, str] = field(default_factory=dict)
     targets: tuple[str, ...] = ()
+    params: Mapping[str, str] = field(default_factory=dict)
     custom: bool = False
 
     def load(self) -> Callable:
@@ -114,22 +116,32 @@ _META_CHILDREN = {
     # A nested meta child's flattened books: an edge only, so its whole composition is done.
     "flattened": Children(None, "flattened", per="profiles", read=False),
 }
+#: A sleeve's resolved config and the bytes of the files it reads from outside the run.
+_SLEEVE = {"sleeve": "sleeve_params", "content": "sleeve_content"}
+#: A meta node's allocation, windows and health policy.
+_META = {"meta": "meta_params"}
 _OWN_META = {k: Own(k, per="profiles") for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")}
 
+
+#: Patterns of the artifacts the steps introduce (layout name -> path below the node),
+#: merged into ``layout.NODE_FILES``.
+FILES: dict[str, str] = {}
 
 #: Every rule's step, by name.
 STEPS: dict[str, Step] = {
     s.name: s
     for s in (
-        Step("sleeve", "stages._sleeves:run_sleeve", {"prices": Outside("sleeve_prices")}, custom=True),
-        Step("pinned_sleeve", "stages._pins:run_pinned_sleeve", {"source": Outside("pin_source")}, custom=True),
-        Step("meta_returns", "stages._meta:run_meta_returns", _META_CHILDREN, numeric=True, custom=True),
+        Step("sleeve", "stages._sleeves:run_sleeve", {"prices": Outside("sleeve_prices")}, params=_SLEEVE, custom=True),
+        Step("pinned_sleeve", "stages._pins:run_pinned_sleeve", {"source": Outside("pin_source")},
+             params={**_SLEEVE, "content": "pin_content"}, custom=True),  # fmt: skip
+        Step("meta_returns", "stages._meta:run_meta_returns", _META_CHILDREN, numeric=True, params=_META, custom=True),
         Step(
             "meta_optimize",
             "stages._meta:meta_optimize",
             {"returns": Own("meta_returns", per="profile")},
             ledger=lambda job: {"profile": job.profile, **job.node.config["meta_allocation"], **job.node.config["backtest"]},
             numeric=True,
+            params=_META,
         ),
         Step("node_returns", "stages._meta:node_returns", {"streams": Own("meta_stream", per="profiles")}, ledger=lambda job: {}),
         Step(
@@ -139,7 +151,8 @@ STEPS: dict[str, Step] = {
             ledger=lambda job: {"profile": job.profile},
             numeric=True,
         ),
-        Step("risk", "stages._risk:run_risk", {**_OWN_META, "prices": Outside("risk_prices")}, numeric=True, custom=True, targets=("risk",)),
+        Step("risk", "stages._risk:run_risk", {**_OWN_META, "prices": Outside("risk_prices")}, numeric=True,
+             targets=("risk",), params={"content": "risk_content"}, custom=True),  # fmt: skip
         Step(
             "report",
             "stages._report:run_report",
@@ -149,8 +162,10 @@ STEPS: dict[str, Step] = {
             custom=True,
             targets=("report_md", "report_html"),
         ),  # fmt: skip
-        Step("rebalance", "stages._rebalance:run_rebalance", {"target": Own("flattened", per="profile"), "current": Outside("rebalance_book")}, custom=True),
-        Step("resolved_manifest", "stages._report:resolved_manifest", ledger=lambda job: {"profile": job.plan.profile}),
+        Step("rebalance", "stages._rebalance:run_rebalance", {"target": Own("flattened", per="profile"), "current": Outside("rebalance_book")},
+             params={"book": "rebalance_params", "content": "rebalance_content"}, custom=True),  # fmt: skip
+        Step("resolved_manifest", "stages._report:resolved_manifest", ledger=lambda job: {"profile": job.plan.profile},
+             params={"plan": "plan_params"}),  # fmt: skip
     )
 }
 
@@ -160,12 +175,7 @@ def step(name: str) -> Step:
     return STEPS[name]
 
 
-def files() -> dict[str, str]:
-    """The artifact patterns the steps introduce (merged into ``layout.NODE_FILES``)."""
-    return {k: v for s in STEPS.values() for k, v in s.files.items()}
-
-
-def targets() -> list[str]:
+def meta_targets() -> list[str]:
     """Layout names of the final targets at every meta node, in the table's order."""
     return [t for s in STEPS.values() for t in s.targets]
 
@@ -179,8 +189,19 @@ def code(name: str) -> str:
     """
     from . import codehash, stages
 
-    parts = [codehash.code_hash(stages.run_step), codehash.code_hash(step(name).load())]
+    entry = step(name)
+    parts = [codehash.code_hash(stages.run_step), codehash.code_hash(entry.load()), _entry_digest(entry)]
     return f"{name}@{hashlib.sha256(chr(10).join(parts).encode()).hexdigest()[:20]}"
+
+
+def _entry_digest(entry: Step) -> str:
+    """What the adapter does with the entry: its declarations, and its ledger function's code.
+
+    The rest of the table does not count: adding a step reruns no other rule.
+    """
+    ledger = entry.ledger.__code__ if entry.ledger else None
+    code = (ledger.co_code.hex(), repr(ledger.co_consts), ledger.co_names) if ledger else None
+    return repr((entry.function, sorted(entry.inputs.items()), entry.numeric, entry.custom, code))
 
 
 def reached(name: str) -> dict[str, set[str]]:

@@ -189,7 +189,14 @@ class Wiring:
             {"config": spec.config, "profiles": self.profiles, "pin": pin, "dataset": dataset}, sort_keys=True
         )
 
-    def sleeve_params(self, node_dir: str) -> str:
+    def param(self, name: str, key: str, node_dir: str, profile: str | None = None) -> str:
+        """Param ``key`` of rule ``name`` for the job at ``node_dir`` (and ``profile``), from its step's entry (:mod:`steps`)."""
+        return getattr(self, steps.step(name).params[key])(node_dir, profile)
+
+    def plan_params(self, node_dir: str, profile: str | None = None) -> str:
+        return self.plan_source
+
+    def sleeve_params(self, node_dir: str, profile: str | None = None) -> str:
         spec = self.spec(node_dir)
         return self._sleeve_params(spec.profile, spec.pin)
 
@@ -232,11 +239,11 @@ class Wiring:
         spec = next(n for n in self.plan.atomic_nodes() if n.profile == profile)
         return self.content(self._price_files(spec.profile))
 
-    def sleeve_content(self, node_dir: str) -> str:
+    def sleeve_content(self, node_dir: str, profile: str | None = None) -> str:
         """The digest of a computed sleeve's price files (:meth:`sleeve_prices`)."""
         return self._sleeve_content(self.spec(node_dir).profile)
 
-    def pin_content(self, node_dir: str) -> str:
+    def pin_content(self, node_dir: str, profile: str | None = None) -> str:
         """The digest of the pinned run's files a pinned sleeve copies (:meth:`pin_source`)."""
         try:
             files = self._pin_source(self.node_path(node_dir))
@@ -245,14 +252,14 @@ class Wiring:
             raise
         return self.content(f for v in files.values() for f in ([v] if isinstance(v, str) else v))
 
-    def risk_content(self, node_dir: str) -> str:
+    def risk_content(self, node_dir: str, profile: str | None = None) -> str:
         """What the risk job of a meta node reads from outside the run: the data blocks of the
         atomic sleeves below it and their price files' digest."""
         path = self.node_path(node_dir)
         data = sorted({json.dumps([s.config["data"], s.config["universe"].get("symbols")], sort_keys=True) for s in atomic_below(self.run, path)})
         return json.dumps({"data": data, "files": self.content(risk_prices(self.run, path))}, sort_keys=True)
 
-    def rebalance_content(self, profile: str) -> str:
+    def rebalance_content(self, node_dir: str, profile: str) -> str:
         """The digest of the current book (the holdings file or the previous run's flattened file)."""
         return self.content([stages.rebalance_source(self.run, profile)])
 
@@ -270,7 +277,7 @@ class Wiring:
     def _pin_source_of(self, node_path: str) -> dict[str, str | list[str]]:
         return pin_inputs(self.run, node_path)
 
-    def meta_params(self, node_dir: str) -> str:
+    def meta_params(self, node_dir: str, profile: str | None = None) -> str:
         spec = self.spec(node_dir)
         return json.dumps({k: spec.config[k] for k in ("meta_allocation", "backtest", "health")}, sort_keys=True)
 
@@ -284,7 +291,7 @@ class Wiring:
         book = declared([stages.rebalance_source(self.run, profile)])
         return book[0] if book else []
 
-    def rebalance_params(self) -> str:
+    def rebalance_params(self, node_dir: str, profile: str | None = None) -> str:
         book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
         return json.dumps({**book, **self.plan.root.config["frictions"]}, sort_keys=True)
 

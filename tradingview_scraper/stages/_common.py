@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import audit, steps
+from .. import audit
 from ..errors import PipelineError, StageError, one_line
 from ..layout import watch_io
 from ..run import RunContext
@@ -135,9 +135,7 @@ def _stage(
     t0 = time.perf_counter()
     what = f"{stage} {node_path}" + (f" ({params['profile']})" if stage in ("meta_optimize", "flatten") else "")
     try:
-        # A step that fits skfolio models in this process (a sleeve too, when it runs without Ray).
-        if steps.step(stage).numeric or (stage == "sleeve" and not ctx.ray):
-            _await_prewarm()
+        if stage == "sleeve" and not ctx.ray:  # it fits skfolio models in this process (numeric steps: run_step)
             _import_numerics()
         ensure_genesis(ctx)
         inputs, outputs = list(inputs), list(outputs)

@@ -9,7 +9,7 @@ from functools import cached_property, partial
 from .. import steps
 from ..layout import ROOT, atomic_write_bytes, read_json, read_parquet, write_json, write_parquet
 from ..run import RunContext
-from ._common import Files, _named, _stage, child_input, logger
+from ._common import Files, _await_prewarm, _import_numerics, _named, _stage, child_input, logger
 
 
 @dataclass
@@ -98,7 +98,7 @@ def _loaded(value):
 
 
 def run_step(
-    name: str,
+    step: steps.Step,
     ctx: RunContext,
     node_path: str = ROOT,
     profile: str | None = None,
@@ -107,7 +107,7 @@ def run_step(
     output: Files,
     log: str | None = None,
 ) -> None:
-    """Run step ``name`` of the table for the job at ``node_path`` (and risk ``profile``) on its rule's files.
+    """Run ``step`` (an entry of the table, :func:`steps.step`) for the job at ``node_path`` (and risk ``profile``) on its rule's files.
 
     Reads the inputs the step reads (by file type), calls its function with them and with what
     it asks of the job, writes each output the rule declares (atomically, by file type) and
@@ -122,8 +122,10 @@ def run_step(
     KeyError
         The rule did not give an input the step reads (a child's file, say).
     """
-    step = steps.step(name)
     fn = step.load()
+    if step.numeric:  # job threads importing scikit-learn for the first time at once can see half a module
+        _await_prewarm()
+        _import_numerics()
     if step.custom:
         kw = {"profile": profile} if profile is not None else {}
         fn(ctx, node_path, input=input or {}, output=output, log=log, **kw)
@@ -133,7 +135,7 @@ def run_step(
     outs = _named(output)
     targets = [f for v in outs.values() for f in ([v] if isinstance(v, str) else v)]
     params = step.ledger(job) if step.ledger else {}
-    with _stage(ctx, name, node_path, log, params, read, targets) as rec:
+    with _stage(ctx, step.name, node_path, log, params, read, targets) as rec:
         wanted = inspect.signature(fn).parameters
         kwargs = {k: (_loaded(named[k]) if k in named else getattr(job, k)) for k in wanted}
         result = fn(**kwargs)

@@ -55,46 +55,23 @@ def get_inputs(step):
     return functools.partial(step_inputs, step)
 
 
+def step_param(step, key, wildcards):
+    return W.param(step, key, wildcards.node, getattr(wildcards, "profile", None))
+
+
+def get_params(step):
+    """The params of a step: its code trigger and, as input functions, those its table entry names."""
+    params = {key: functools.partial(step_param, step, key) for key in steps.step(step).params}
+    return {**params, "code": steps.code(step)}
+
+
 def run_step(step, wildcards, input, output, log):
     """What the step runs: the one adapter, on the files its rule declares."""
-    stages.run_step(step, RUN, node_path(wildcards), getattr(wildcards, "profile", None), input=input, output=output, log=log[0])
-
-
-def get_sleeve_content(wildcards):
-    return W.sleeve_content(wildcards.node)
-
-
-def get_pin_content(wildcards):
-    return W.pin_content(wildcards.node)
-
-
-def get_risk_content(wildcards):
-    return W.risk_content(wildcards.node)
-
-
-def get_rebalance_content(wildcards):
-    return W.rebalance_content(wildcards.profile)
-
-
-def get_sleeve_params(wildcards):
-    return W.sleeve_params(wildcards.node)
+    stages.run_step(steps.step(step), RUN, node_path(wildcards), getattr(wildcards, "profile", None), input=input, output=output, log=log[0])
 
 
 def get_sleeve_cpus(wildcards):
     return W.sleeve_cpus(wildcards.node)
-
-
-def get_meta_params(wildcards):
-    return W.meta_params(wildcards.node)
-
-
-def get_rebalance_params(wildcards):
-    return W.rebalance_params()
-
-
-def get_plan_source(wildcards):
-    # A function: Snakemake would format a plain string's braces (a manifest path's) as wildcards.
-    return W.plan_source
 
 
 def get_final_targets(wildcards):

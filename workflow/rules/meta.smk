@@ -15,9 +15,7 @@ rule meta_returns:
     output:
         returns=[artifact("meta_returns", profile=p) for p in PROFILES],
     params:
-        meta=get_meta_params,
-        # The package code its step reaches and those libraries' versions: editing them reruns it.
-        code=steps.code("meta_returns"),
+        **get_params("meta_returns"),
     wildcard_constraints:
         node=W.meta_nodes,
     log:
@@ -33,9 +31,7 @@ rule meta_optimize:
         weights=artifact("meta_weights"),
         stream=artifact("meta_stream"),
     params:
-        meta=get_meta_params,
-        # The package code its step reaches and those libraries' versions: editing them reruns it.
-        code=steps.code("meta_optimize"),
+        **get_params("meta_optimize"),
     wildcard_constraints:
         node=W.meta_nodes,
         profile=W.flat_profiles,
@@ -61,8 +57,7 @@ rule node_returns:
     output:
         returns=artifact("returns"),
     params:
-        # The package code its step reaches and those libraries' versions: editing them reruns it.
-        code=steps.code("node_returns"),
+        **get_params("node_returns"),
     wildcard_constraints:
         node=W.meta_nodes,
     log:
@@ -77,8 +72,7 @@ rule flatten:
     output:
         flattened=artifact("flattened"),
     params:
-        # The package code its step reaches and those libraries' versions: editing them reruns it.
-        code=steps.code("flatten"),
+        **get_params("flatten"),
     wildcard_constraints:
         node=W.meta_nodes,
     log:

@@ -10,11 +10,7 @@ rule rebalance:
     output:
         rebalance=artifact("rebalance"),
     params:
-        book=get_rebalance_params,
-        # The book's bytes: a holdings file swapped for an older one reruns the rebalance.
-        content=get_rebalance_content,
-        # The package code its step reaches and those libraries' versions: editing them reruns it.
-        code=steps.code("rebalance"),
+        **get_params("rebalance"),
     wildcard_constraints:
         node=W.root_node,
     log:

@@ -10,9 +10,7 @@ rule resolved_manifest:
     output:
         resolved=artifact("resolved"),
     params:
-        plan=get_plan_source,
-        # The package code its step reaches and those libraries' versions: editing them reruns it.
-        code=steps.code("resolved_manifest"),
+        **get_params("resolved_manifest"),
     wildcard_constraints:
         node=W.root_node,
     log:
@@ -41,8 +39,7 @@ rule report:
         risk=report(artifact("report_figure", asset="risk"), caption="../report/risk.rst", category="7. Risk", subcategory="{node}"),
         changes=report(artifact("report_figure", asset="changes"), caption="../report/changes.rst", category="8. Rebalance", subcategory="{node}"),
     params:
-        # The package code its step reaches and those libraries' versions: editing them reruns it.
-        code=steps.code("report"),
+        **get_params("report"),
     wildcard_constraints:
         node=W.meta_nodes,
     log:

@@ -10,10 +10,7 @@ rule risk:
     output:
         risk=[artifact("risk", profile=p) for p in PROFILES],
     params:
-        # The price files' bytes and data blocks of the sleeves below (pinned ones too).
-        content=get_risk_content,
-        # The package code its step reaches and those libraries' versions: editing them reruns it.
-        code=steps.code("risk"),
+        **get_params("risk"),
     wildcard_constraints:
         node=W.meta_nodes,
     log:

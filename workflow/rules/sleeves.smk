@@ -11,11 +11,7 @@ rule sleeve:
         provenance=artifact("provenance"),
         weights=[artifact("weights", profile=p) for p in PROFILES],
     params:
-        sleeve=get_sleeve_params,
-        # The price files' bytes: an edit reruns the sleeve whatever the files' mtimes.
-        content=get_sleeve_content,
-        # The package code its step reaches and those libraries' versions: editing them reruns it.
-        code=steps.code("sleeve"),
+        **get_params("sleeve"),
     resources:
         ray_cpus=get_sleeve_cpus,
     wildcard_constraints:
@@ -36,11 +32,7 @@ rule pinned_sleeve:
         provenance=artifact("provenance"),
         weights=[artifact("weights", profile=p) for p in PROFILES],
     params:
-        sleeve=get_sleeve_params,
-        # The pinned run's files' bytes: a changed file reruns the copy whatever its mtime.
-        content=get_pin_content,
-        # The package code its step reaches and those libraries' versions: editing them reruns it.
-        code=steps.code("pinned_sleeve"),
+        **get_params("pinned_sleeve"),
     wildcard_constraints:
         node=W.pinned_nodes,
     log:
