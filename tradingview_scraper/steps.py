@@ -125,7 +125,7 @@ _OWN_META = {k: Own(k, per="profiles") for k in ("meta_returns", "meta_weights",
 
 #: Patterns of the artifacts the steps introduce (layout name -> path below the node),
 #: merged into ``layout.NODE_FILES``.
-FILES: dict[str, str] = {"drawdown": "drawdown_{profile}.json"}
+FILES: dict[str, str] = {}
 
 #: Every rule's step, by name.
 STEPS: dict[str, Step] = {
@@ -151,8 +151,6 @@ STEPS: dict[str, Step] = {
             ledger=lambda job: {"profile": job.profile},
             numeric=True,
         ),
-        Step("drawdown", "stages._meta:drawdown", {"stream": Own("meta_stream", per="profile")},
-             ledger=lambda job: {"profile": job.profile}, targets=("drawdown",)),  # fmt: skip
         Step("risk", "stages._risk:run_risk", {**_OWN_META, "prices": Outside("risk_prices")}, numeric=True,
              targets=("risk",), params={"content": "risk_content"}, custom=True),  # fmt: skip
         Step(
