@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 import re
@@ -115,10 +114,10 @@ def test_a_plain_step_takes_its_inputs_and_the_job_by_name():
     """The adapter calls a plain step's function with its named inputs and what it asks of the job:
     every parameter is one or the other, and every input the step reads is a parameter."""
     from tradingview_scraper import steps
+    from tradingview_scraper.run import RunContext
     from tradingview_scraper.stages._step import Job
 
-    job = {n for n, v in vars(Job).items() if isinstance(v, property | functools.cached_property)}
-    job |= {"profile", "note"}
+    job = set(vars(Job(RunContext.from_config({"profile": "meta_small", "manifest": str(SMALL_MANIFEST), "run_id": "j"}), ".", "hrp")))
     for entry in steps.STEPS.values():
         if entry.custom:
             continue

@@ -113,7 +113,7 @@ _META_CHILDREN = {
     "returns": Children("returns", "returns"),
     "health": Children("health"),
     "sign_test": Children("sign_test"),
-    # A nested meta child's flattened books: an edge only, so its whole composition is done.
+    # A nested meta child's flattened books (its sleeve interface with its returns): an edge of the DAG, not read.
     "flattened": Children(None, "flattened", per="profiles", read=False),
 }
 #: A sleeve's resolved config and the bytes of the files it reads from outside the run.

@@ -25,17 +25,9 @@ from ._common import (
     watch,
 )
 from ._ledger import first_failure, report_at_exit, runner_reports_errors
-from ._meta import run_meta_returns
-from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin, run_pinned_sleeve
+from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin
 from ._preflight import preflight
-from ._rebalance import (
-    check_previous_run,
-    check_rebalance,
-    rebalance_source,
-    run_rebalance,
-)
-from ._report import run_report
-from ._risk import run_risk
+from ._rebalance import check_previous_run, check_rebalance, rebalance_source
 from ._sleeves import check_data, run_sleeve
 from ._sources import check_source_run
 from ._step import run_step
@@ -61,11 +53,6 @@ __all__ = [
     "rebalance_source",
     "report_at_exit",
     "resolve_pin",
-    "run_meta_returns",
-    "run_pinned_sleeve",
-    "run_rebalance",
-    "run_report",
-    "run_risk",
     "run_sleeve",
     "run_step",
     "runner_reports_errors",

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
-from functools import cached_property, partial
+from functools import partial
 
 from .. import steps
 from ..layout import ROOT, atomic_write_bytes, read_json, read_parquet, write_json, write_parquet
@@ -12,38 +11,16 @@ from ..run import RunContext
 from ._common import Files, _await_prewarm, _import_numerics, _named, _stage, child_input, logger
 
 
-@dataclass
 class Job:
     """What a step's function may ask of its job by parameter name (see :class:`steps.Step`)."""
 
-    ctx: RunContext
-    node_path: str
-    profile: str | None
-    note: dict = field(default_factory=dict)  #: the step's outcome, added to its ledger params
-
-    @cached_property
-    def node(self):
-        return self.ctx.spec(self.node_path)
-
-    @cached_property
-    def children(self) -> list:
-        return [self.ctx.spec(c) for c in self.node.children]
-
-    @property
-    def profiles(self) -> list[str]:
-        return self.ctx.plan.risk_profiles
-
-    @property
-    def plan(self):
-        return self.ctx.plan
-
-    @property
-    def run_id(self) -> str:
-        return self.ctx.run_id
-
-    @property
-    def offload(self):
-        return partial(_on_running_cluster, self.ctx)
+    def __init__(self, ctx: RunContext, node_path: str, profile: str | None) -> None:
+        self.profile, self.plan, self.run_id = profile, ctx.plan, ctx.run_id
+        self.profiles = ctx.plan.risk_profiles
+        self.node = ctx.spec(node_path)
+        self.children = [ctx.spec(c) for c in self.node.children]
+        self.offload = partial(_on_running_cluster, ctx)  # fn on the run's cluster when it is up
+        self.note: dict = {}  # the step's outcome, added to its ledger params
 
 
 def _read(path: str):
@@ -65,36 +42,37 @@ def _write(path: str, value) -> None:
         atomic_write_bytes(path, value)
 
 
-def _inputs(step: steps.Step, job: Job, files: dict) -> tuple[dict[str, str | list[str]], list[str]]:
-    """The step's named inputs as the rule gave them (child files grouped by sleeve id) and the files it reads, in order."""
+def _inputs(step: steps.Step, job: Job, files: dict) -> tuple[dict, list[str]]:
+    """The named inputs the step reads, as paths (a child's grouped by sleeve id, a file per risk
+    profile by profile), and those files in the rule's order."""
+
+    def per(spec, value):
+        return dict(zip(job.profiles, value, strict=True)) if spec.per == "profiles" else value
+
     named: dict = {}
-    read: list[str] = []
     for name, spec in step.inputs.items():
         if isinstance(spec, steps.Children):
-            kinds = [c for c in job.children if (spec.meta if c.is_meta else spec.atomic)]
-            value = {c.sleeve_id: files[child_input(name, c.sleeve_id)] for c in kinds}
+            kind = [c for c in job.children if (spec.meta if c.is_meta else spec.atomic)]
+            value = {c.sleeve_id: per(spec, files[child_input(name, c.sleeve_id)]) for c in kind}
+        elif name in files:  # an input only some jobs have (``when``)
+            value = per(spec, files[name])
         else:
-            if name not in files:
-                continue
-            value = files[name]
-        if spec.per == "profiles":
-            value = dict(zip(job.profiles, value, strict=True)) if isinstance(value, list) else value
-        if isinstance(spec, steps.Children) and spec.per == "profiles":
-            value = {sid: dict(zip(job.profiles, v, strict=True)) for sid, v in value.items()}
+            continue
         if getattr(spec, "read", True):
             named[name] = value
-            read += _flat(value)
-    return named, read
+    return named, [f for v in named.values() for f in _flat(v)]
 
 
 def _flat(value) -> list[str]:
     if isinstance(value, str):
         return [value]
-    return [f for v in value.values() for f in _flat(v)] if isinstance(value, dict) else [f for v in value for f in _flat(v)]
+    return [f for v in (value.values() if isinstance(value, dict) else value) for f in _flat(v)]
 
 
 def _loaded(value):
-    return _read(value) if isinstance(value, str) else {k: _loaded(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return _read(value)
+    return {k: _loaded(v) for k, v in value.items()} if isinstance(value, dict) else [_loaded(v) for v in value]
 
 
 def run_step(
@@ -133,9 +111,8 @@ def run_step(
     job = Job(ctx, node_path, profile)
     named, read = _inputs(step, job, _named(input or {}))
     outs = _named(output)
-    targets = [f for v in outs.values() for f in ([v] if isinstance(v, str) else v)]
     params = step.ledger(job) if step.ledger else {}
-    with _stage(ctx, step.name, node_path, log, params, read, targets) as rec:
+    with _stage(ctx, step.name, node_path, log, params, read, _flat(outs)) as rec:
         wanted = inspect.signature(fn).parameters
         kwargs = {k: (_loaded(named[k]) if k in named else getattr(job, k)) for k in wanted}
         result = fn(**kwargs)
