@@ -14,7 +14,6 @@ function by its dotted path, imported only when the step runs or its code is has
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib
 from collections.abc import Callable, Mapping
@@ -180,7 +179,6 @@ def meta_targets() -> list[str]:
     return [t for s in STEPS.values() for t in s.targets]
 
 
-@functools.cache
 def code(name: str) -> str:
     """The code trigger of step ``name`` (a rule's ``code`` param): ``"<name>@<digest>"``.
 
