@@ -185,11 +185,20 @@ def code(name: str) -> str:
     The digest covers what the step's function and the adapter that runs it reach
     (``codehash.code_hash``: package code by its normalized AST, libraries by version).
     """
+    return codes([name])[name]
+
+
+def codes(names=None) -> dict[str, str]:
+    """The code triggers of steps ``names`` (default every step), the adapter's part computed once (see :func:`code`)."""
     from . import codehash, stages
 
-    entry = step(name)
-    parts = [codehash.code_hash(stages.run_step), codehash.code_hash(entry.load()), _entry_digest(entry)]
-    return f"{name}@{hashlib.sha256(chr(10).join(parts).encode()).hexdigest()[:20]}"
+    adapter = codehash.code_hash(stages.run_step)
+    out = {}
+    for name in names or STEPS:
+        entry = step(name)
+        parts = [adapter, codehash.code_hash(entry.load()), _entry_digest(entry)]
+        out[name] = f"{name}@{hashlib.sha256(chr(10).join(parts).encode()).hexdigest()[:20]}"
+    return out
 
 
 def _entry_digest(entry: Step) -> str:

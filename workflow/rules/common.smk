@@ -55,6 +55,10 @@ def get_inputs(step):
     return functools.partial(step_inputs, step)
 
 
+# Every step's code trigger, computed once per parse (the adapter's part is shared).
+CODES = steps.codes()
+
+
 def step_param(step, key, wildcards):
     return W.param(step, key, wildcards.node, getattr(wildcards, "profile", None))
 
@@ -62,7 +66,7 @@ def step_param(step, key, wildcards):
 def get_params(step):
     """The params of a step: its code trigger and, as input functions, those its table entry names."""
     params = {key: functools.partial(step_param, step, key) for key in steps.step(step).params}
-    return {**params, "code": steps.code(step)}
+    return {**params, "code": CODES[step]}
 
 
 def run_step(step, wildcards, input, output, log):
