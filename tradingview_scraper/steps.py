@@ -142,7 +142,7 @@ STEPS: dict[str, Step] = {
             numeric=True,
             params=_META,
         ),
-        Step("node_returns", "stages._meta:node_returns", {"streams": Own("meta_stream", per="profiles")}, ledger=lambda job: {}),
+        Step("node_returns", "stages._meta:node_returns", {"streams": Own("meta_stream", per="profiles")}),
         Step(
             "flatten",
             "stages._meta:flatten",
@@ -208,7 +208,7 @@ def _entry_digest(entry: Step) -> str:
     """
     ledger = entry.ledger.__code__ if entry.ledger else None
     code = (ledger.co_code.hex(), repr(ledger.co_consts), ledger.co_names) if ledger else None
-    return repr((entry.function, sorted(entry.inputs.items()), entry.numeric, entry.custom, code))
+    return repr((entry.function, list(entry.inputs.items()), entry.numeric, entry.custom, code))
 
 
 def reached(name: str) -> dict[str, set[str]]:
