@@ -36,8 +36,7 @@ from .errors import ConfigError, DataError, one_line
 #: Where run directories live, relative to the working directory.
 RUNS_ROOT = Path("data") / "runs"
 
-#: File names of a node, relative to the node directory. ``{profile}`` is a risk profile; the
-#: steps' table (:mod:`steps`) adds the artifacts a step introduces.
+#: File names of a node, relative to the node directory. ``{profile}`` is a risk profile.
 NODE_FILES: dict[str, str] = {
     "returns": "returns.parquet",
     "health": "health.json",
@@ -391,7 +390,6 @@ def read_parquet(path: Path | str) -> Any:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow's errors name no file
         raise DataError(f"{path}: cannot read as parquet: {one_line(exc)}") from exc
-
 
 
 def read_parquet_metadata(path: Path | str) -> dict[str, Any]:
