@@ -267,7 +267,12 @@ class Wiring:
 
     def meta_params(self, node_dir: str) -> str:
         spec = self.spec(node_dir)
-        return json.dumps({k: spec.config[k] for k in ("meta_allocation", "backtest", "health")}, sort_keys=True)
+        params = {k: spec.config[k] for k in ("meta_allocation", "backtest", "health")}
+        # Risk profiles defined as estimators (issue 22): their definitions rerun the node's meta
+        # jobs when edited. Absent for built-in profiles, so those params keep their bytes.
+        if "estimators" in spec.config:
+            params["estimators"] = spec.config["estimators"]
+        return json.dumps(params, sort_keys=True)
 
     def node_streams(self, node_dir: str) -> list[str]:
         node = self.nodes[self.node_path(node_dir)]
