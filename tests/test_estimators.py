@@ -158,13 +158,17 @@ def _plugin_manifest() -> dict:
     return _manifest("equal_weight", inv_var, sleeves=("lowvol", "factors"), lowvol=lowvol)
 
 
+@pytest.mark.e2e
 def test_plugin_estimator_and_selection_run_from_the_installed_example(plugin_target, tmp_path):
+    """The real command on its private Ray cluster: the workers import the plugin from the environment."""
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps(_plugin_manifest()))
     env = {"PYTHONPATH": f"{PROJECT}:{plugin_target}"}
     proc = run_script(PROJECT, "--profile", "meta_est", "--manifest", str(manifest), "--runs-root", str(tmp_path / "runs"),
-                      "--run-id", "p", "--no-ray", "--quiet", env=env)  # fmt: skip
+                      "--run-id", "p", "--quiet", env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    provenance = json.loads((tmp_path / "runs" / "p" / "sleeves" / "lowvol" / "provenance.json").read_text())
+    assert provenance["mode"] == "private"
     run = tmp_path / "runs" / "p"
 
     sys.path.insert(0, str(plugin_target))
@@ -184,8 +188,8 @@ def test_plugin_estimator_and_selection_run_from_the_installed_example(plugin_ta
     meta = json.loads((run / "meta" / "weights_inv_var.json").read_text())
     assert meta["fallback"] is False and set(meta["weights"]) == {"lowvol", "factors"}
     resolved = json.loads((run / "manifest.resolved.json").read_text())
-    sel = resolved["plan"]["nodes"]["sleeves/lowvol"]["config"]["selection"] if "plan" in resolved else None
-    assert sel is None or sel["package"] == "tvs-plugin-example==0.1.0"
+    config = resolved["nodes"]["sleeves/lowvol"]["config"]
+    assert config["selection"]["package"] == config["estimators"]["inv_var"]["package"] == "tvs-plugin-example==0.1.0"
 
 
 def test_a_plugin_selection_never_sees_a_test_date(plugin_target, monkeypatch):
