@@ -184,12 +184,13 @@ def test_plugin_estimator_and_selection_run_from_the_installed_example(plugin_ta
     assert sorted(got) == sorted(held)
     expected = InverseVariance(power=1.0).fit(last[held]).weights_
     np.testing.assert_allclose([got[s] for s in held], expected, atol=1e-12)
-    assert record["estimator"]["package"] == "tvs-plugin-example==0.1.0"
+    assert record["estimator"]["packages"] == ["tvs-plugin-example==0.1.0"]
     meta = json.loads((run / "meta" / "weights_inv_var.json").read_text())
     assert meta["fallback"] is False and set(meta["weights"]) == {"lowvol", "factors"}
     resolved = json.loads((run / "manifest.resolved.json").read_text())
     config = resolved["nodes"]["sleeves/lowvol"]["config"]
-    assert config["selection"]["package"] == config["estimators"]["inv_var"]["package"] == "tvs-plugin-example==0.1.0"
+    assert config["selection"]["package"] == "tvs-plugin-example==0.1.0"
+    assert config["estimators"]["inv_var"]["packages"] == ["tvs-plugin-example==0.1.0"]
 
 
 def test_a_plugin_selection_never_sees_a_test_date(plugin_target, monkeypatch):

@@ -63,16 +63,25 @@ def registered(group: str) -> list[str]:
     return sorted(_entry_points(group))
 
 
+#: Entry points loaded in this process, by (group, name): every walk-forward window builds its
+#: estimator anew, and scanning the installed distributions each time would cost more than
+#: a small fit. Only successful loads are kept, so a package installed later is still found.
+_LOADED: dict[tuple[str, str], tuple[Any, str | None]] = {}
+
+
 def _load(group: str, name: str, where: str):
+    if (group, name) in _LOADED:
+        return _LOADED[group, name]
     ep = _entry_points(group).get(name)
     if ep is None:
         return None, None
     try:
-        return ep.load(), _package_of(ep)
+        _LOADED[group, name] = ep.load(), _package_of(ep)
     except Exception as exc:  # noqa: BLE001 - a broken plugin is the user's one line, not a traceback
         raise ConfigError(
             f"{where}: entry point {name!r} of group {group} ({ep.value}) does not load: {type(exc).__name__}: {exc}"
         ) from None
+    return _LOADED[group, name]
 
 
 def selection_function(method: str, where: str = "selection.method"):
@@ -110,7 +119,7 @@ def selection_definition(selection: dict, where: str) -> dict:
     params = selection.get("params", {})
     if not isinstance(params, dict):
         raise ConfigError(f"{where}: selection.params must be an object, not {params!r}")
-    return {**selection, "params": params, "package": _package_of(_entry_points(SELECTIONS_GROUP)[method])}
+    return {**selection, "params": params, "package": _load(SELECTIONS_GROUP, method, where)[1]}
 
 
 # --------------------------------------------------------------------------- estimators
@@ -208,7 +217,7 @@ def _value(value, cls, param: str, where: str, enums):
 
 
 def _build(definition: dict, where: str, *, top: bool, enums) -> Any:
-    extra = sorted(set(definition) - {"estimator", "params", *(("name", "description", "package") if top else ())})
+    extra = sorted(set(definition) - {"estimator", "params", *(("name", "description", "packages") if top else ())})
     if extra:
         raise ConfigError(f"{where}: unknown key {extra[0]!r}; an estimator object has 'estimator' and 'params'")
     cls, _ = _resolve_class(definition.get("estimator"), f"{where}.estimator", top=top)
@@ -252,8 +261,9 @@ def estimator_definition(item: dict, where: str) -> dict:
     Returns
     -------
     dict
-        ``name``, ``estimator``, ``params`` and, for an entry point, ``package`` (the
-        registering distribution's ``name==version``, so that upgrading it reruns what uses it).
+        ``name``, ``estimator``, ``params`` and, when the definition uses entry points
+        (at the top or nested), ``packages``: the registering distributions'
+        ``name==version``, so that upgrading one reruns what uses it.
 
     Raises
     ------
@@ -270,9 +280,23 @@ def estimator_definition(item: dict, where: str) -> dict:
     where = f"{where} ({name!r})"
     _build(item, where, top=True, enums=_enums())
     out = {"name": name, "estimator": item["estimator"], "params": copy.deepcopy(item.get("params", {}))}
-    if not item["estimator"].startswith("skfolio."):
-        out["package"] = _package_of(_entry_points(ESTIMATORS_GROUP)[item["estimator"]])
+    packages = sorted({p for p in _plugin_packages(item, where) if p})
+    if packages:
+        out["packages"] = packages
     return out
+
+
+def _plugin_packages(value, where: str):
+    """``name==version`` of the package behind every entry-point estimator in a definition, nested ones included."""
+    if isinstance(value, dict):
+        name = value.get("estimator")
+        if isinstance(name, str) and not name.startswith("skfolio."):
+            yield _load(ESTIMATORS_GROUP, name, where)[1]
+        for v in value.get("params", {}).values():
+            yield from _plugin_packages(v, where)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _plugin_packages(v, where)
 
 
 def build_estimator(definition: dict, *, min_weight: float | None = None, max_weight: float | None = None):
