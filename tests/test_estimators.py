@@ -116,6 +116,8 @@ def test_meta_cvar_allocates_the_sleeves_cvar_streams_with_the_same_estimator(cv
     np.testing.assert_allclose(stream.to_numpy(), np.asarray(pred.returns), atol=1e-8)
     flat = json.loads((run / "flattened_cvar.json").read_text())
     assert abs(sum(r["weight"] for r in flat["weights"]) - 1) < 1e-12
+    report = (run / "report.md").read_text()
+    assert 'Method cvar (estimator skfolio.optimization.MeanRisk, params {"min_weights": 0.0, "risk_measure": "CVAR"})' in report
 
 
 def test_a_definition_is_a_rerun_trigger(cvar_run):
