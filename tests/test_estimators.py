@@ -313,3 +313,29 @@ def test_shipped_profiles_carry_no_definitions():
     """Built-in profiles keep their configs (and so their rule params and artifacts) as they were."""
     plan = load_plan("meta_small", SMALL_MANIFEST)
     assert all("estimators" not in n.config for n in plan.nodes.values())
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+def test_an_estimator_profile_meets_the_built_in_engine_and_falls_back_like_it():
+    """MeanRisk minimizing variance as a definition gives the built-in min_variance walk-forward; an
+    infeasible one falls back to equal weight on every window, counted, with skfolio's reason."""
+    from tradingview_scraper.backtest import walk_forward
+    from tradingview_scraper.plugins import estimator_definition
+
+    X = _returns(["AAPL", "MSFT", "AMD", "KO"])
+    minvar = estimator_definition({"name": "mv", "estimator": "skfolio.optimization.MeanRisk"}, "test")
+    custom = walk_forward(X, "mv", train_window=TRAIN, test_window=TEST, cost_rate=0.001, estimator=minvar)
+    built_in = walk_forward(X, "min_variance", train_window=TRAIN, test_window=TEST, cost_rate=0.001)
+    np.testing.assert_allclose(custom.weights.to_numpy(), built_in.weights.to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(custom.final_weights.to_numpy(), built_in.final_weights.to_numpy(), atol=1e-6)
+    assert custom.windows_succeeded == custom.windows_attempted == built_in.windows_attempted
+
+    tight = estimator_definition(
+        {"name": "tight", "estimator": "skfolio.optimization.MeanRisk", "params": {"min_weights": 0.5}}, "test"
+    )
+    res = walk_forward(X, "tight", train_window=TRAIN, test_window=TEST, estimator=tight)
+    assert res.windows_fallback == res.windows_attempted > 0 and res.windows_succeeded == 0
+    np.testing.assert_allclose(res.weights.to_numpy(), 0.25, atol=1e-15)
+    assert res.final_fallback and "OptimizationError" in res.final_error
