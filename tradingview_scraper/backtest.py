@@ -150,17 +150,28 @@ def check_window_weights(weights: np.ndarray, lo: float, hi: float, *, window: s
 
 
 def fit_weights(
-    X: pd.DataFrame, profile: str, *, min_weight: float = 0.0, max_weight: float = 1.0
+    X: pd.DataFrame,
+    profile: str,
+    *,
+    min_weight: float = 0.0,
+    max_weight: float = 1.0,
+    estimator: dict | None = None,
 ) -> tuple[np.ndarray, object]:
     """Fit risk profile ``profile`` on ``X`` (n_obs, n_assets); return (weights, fitted model).
+
+    ``estimator``: the profile's definition when it is an estimator object (see
+    :class:`engines.EstimatorEngine`), else None (a built-in profile).
 
     Raises
     ------
     Whatever the skfolio estimator raises; OptimizationError on unusable weights.
     """
-    from .engines import make_optimizer
+    from .engines import EstimatorEngine, make_optimizer
 
-    model = make_optimizer(profile, min_weight=min_weight, max_weight=max_weight)
+    if estimator is not None:
+        model = EstimatorEngine(profile, estimator, min_weight=min_weight, max_weight=max_weight).model()
+    else:
+        model = make_optimizer(profile, min_weight=min_weight, max_weight=max_weight)
     model.fit(X)
     return checked_weights(model.weights_, X.shape[1], profile, min_weight, max_weight), model
 
@@ -194,6 +205,7 @@ def walk_forward(
     cost_rate: float = 0.0,
     selector: Selector | None = None,
     priors: dict | None = None,
+    estimator: dict | None = None,
 ) -> WalkForwardResult:
     """Walk-forward backtest: fit on each train window, hold for the next test window.
 
@@ -218,6 +230,11 @@ def walk_forward(
         Window priors (:func:`engines.window_prior`) by window and columns, filled and
         reused: pass one dict to the walk-forwards of several risk profiles over the
         same ``X`` and each window's moments are estimated once.
+    estimator : dict, optional
+        The definition of a risk profile given as an estimator object
+        (:func:`plugins.estimator_definition`): every window and the final weights are fitted
+        by that estimator itself (:class:`engines.EstimatorEngine`). None: ``profile`` is
+        a built-in risk profile.
 
     Returns
     -------
@@ -234,7 +251,7 @@ def walk_forward(
     """
     from skfolio.model_selection import WalkForward
 
-    from .engines import WindowEngine
+    from .engines import EstimatorEngine, WindowEngine
 
     n_obs, n_assets = X.shape
     if n_obs < train_window + 1:
@@ -252,7 +269,10 @@ def walk_forward(
     history: list[np.ndarray] = []
     starts = []
     prev = np.zeros(n_assets)
-    engine = WindowEngine(profile, min_weight=min_weight, max_weight=max_weight)
+    if estimator is not None:
+        engine = EstimatorEngine(profile, estimator, min_weight=min_weight, max_weight=max_weight)
+    else:
+        engine = WindowEngine(profile, min_weight=min_weight, max_weight=max_weight)
     for train, test in splitter.split(values):
         res.windows_attempted += 1
         w = _fit_window(X, values, train, engine, selector, columns, res, {} if priors is None else priors)
@@ -271,7 +291,9 @@ def walk_forward(
     last = X.iloc[-train_window:]
     sub = selector(last) if selector else columns
     try:
-        w_sub, model = fit_weights(last[sub], profile, min_weight=min_weight, max_weight=max_weight)
+        w_sub, model = fit_weights(
+            last[sub], profile, min_weight=min_weight, max_weight=max_weight, estimator=estimator
+        )
         res.final_model = model
     except Exception as exc:  # noqa: BLE001 - any optimizer failure falls back, recorded
         w_sub = project_to_bounds(np.full(len(sub), 1.0 / len(sub)), min_weight, max_weight)
@@ -302,7 +324,7 @@ def _fit_window(
     sub = selector(X.iloc[train]) if selector else columns
     picked = [columns.index(c) for c in sub] if selector else list(range(len(columns)))
     try:
-        x = values[train][:, picked]
+        x = X.iloc[train, picked] if getattr(engine, "wants_frame", False) else values[train][:, picked]
         prior = None
         if engine.needs_prior:
             key = (int(train[0]), len(train), tuple(picked))

@@ -105,6 +105,7 @@ def allocate(node: NodeSpec, frame: pd.DataFrame, profile: str) -> tuple[dict, p
         max_weight=alloc["max_weight"],
         train_window=bt["train_window"],
         test_window=bt["test_window"],
+        estimator=node.config.get("estimators", {}).get(profile),
     )
     ident = {"meta_profile": node.profile, "risk_profile": profile}
     tree_record = {**ident, **(tree or {"available": False})} if profile in HIERARCHICAL else None

@@ -322,3 +322,54 @@ class WindowEngine:
 def _without_zeros(matrix):
     matrix.eliminate_zeros()
     return matrix
+
+
+class EstimatorEngine:
+    """A risk profile defined as an estimator (:mod:`~tradingview_scraper.plugins`), fitted by itself on each window.
+
+    No fast path: every window builds a fresh estimator from the definition and fits it on
+    the window's returns as a DataFrame (column names included, so parameters keyed by
+    asset work), exactly as skfolio's ``cross_val_predict`` fits a clone per split.
+
+    Parameters
+    ----------
+    name : str
+        The risk profile's name.
+    definition : dict
+        Its definition (``estimator``, ``params``).
+    min_weight, max_weight : float
+        Bounds on every weight. Bounds other than [0, 1] (a meta node's sleeve bounds) are
+        given to the estimator as its ``min_weights`` / ``max_weights`` unless its
+        definition sets them (:func:`plugins.build_estimator`).
+    """
+
+    needs_prior = False
+    wants_frame = True
+
+    def __init__(self, name: str, definition: dict, *, min_weight: float = 0.0, max_weight: float = 1.0):
+        self.profile, self.definition = name, definition
+        self.min_weight, self.max_weight = float(min_weight), float(max_weight)
+        self.skfolio_fits = 0
+
+    def model(self):
+        """A fresh, unfitted estimator of this profile within its bounds."""
+        from .plugins import build_estimator
+
+        imposed = (self.min_weight, self.max_weight) != (0.0, 1.0)
+        return build_estimator(
+            self.definition,
+            min_weight=self.min_weight if imposed else None,
+            max_weight=self.max_weight if imposed else None,
+        )
+
+    def fit(self, X, prior=None):
+        """Weights of one window (``X``: DataFrame of shape (n_obs, n_assets)): the estimator's ``weights_``.
+
+        Raises
+        ------
+        Whatever the estimator raises on this window.
+        """
+        import numpy as np
+
+        self.skfolio_fits += 1
+        return np.asarray(self.model().fit(X).weights_, dtype=float)

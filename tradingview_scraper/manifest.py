@@ -21,6 +21,7 @@ from .manifest_io import (  # noqa: F401 (loading is part of this module's publi
     strict_json,
     validate_manifest,
 )
+from .plugins import BUILTIN_SELECTIONS
 
 # --------------------------------------------------------------------------- the plan
 
@@ -133,9 +134,20 @@ def is_meta_profile(manifest: dict, name: str) -> bool:
     return "sleeves" in manifest["profiles"].get(name, {})
 
 
-def _atomic_config(block: dict, name: str, where: str) -> dict:
+def _atomic_config(block: dict, name: str, where: str, estimators: dict[str, dict] | None = None) -> dict:
     cfg = {k: block[k] for k in ATOMIC_KEYS}
+    if estimators:
+        cfg["estimators"] = estimators
     sel = cfg["selection"]
+    if sel["method"] not in BUILTIN_SELECTIONS:
+        from .plugins import selection_definition
+
+        cfg["selection"] = sel = selection_definition(sel, where)
+    elif "params" in sel:
+        raise ConfigError(
+            f"{where}: selection.params applies to registered selections only; {sel['method']!r} takes "
+            + ("no settings" if sel["method"] == "all" else "top_n and lookback")
+        )
     if sel["method"] == "momentum":
         if "top_n" not in sel:
             raise ConfigError(f"{where}: selection 'momentum' needs 'top_n' (a positive integer)")
@@ -174,6 +186,54 @@ def _check_risk_profiles(names: list[str], where: str) -> list[str]:
     return list(names)
 
 
+def _profile_definitions(items: list, where: str) -> tuple[list[str], dict[str, dict]]:
+    """A ``profiles`` list's names, and the definitions of those given as estimator objects.
+
+    A string names a built-in risk profile; an object ``{"name", "estimator", "params"}``
+    defines one (:func:`plugins.estimator_definition`, which imports skfolio and the
+    registered plugins only when such an object is present).
+
+    Raises
+    ------
+    ConfigError
+        An unknown built-in name, a definition that does not build, a name given twice or
+        a definition named like a built-in profile.
+    """
+    names, definitions = [], {}
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            names += _check_risk_profiles([item], where)
+            continue
+        from .plugins import estimator_definition
+
+        spec = estimator_definition(item, f"{where}: profiles[{i}]")
+        if spec["name"] in RISK_PROFILES:
+            raise ConfigError(
+                f"{where}: profiles[{i}]: name {spec['name']!r} is a built-in risk profile; give the estimator its own name"
+            )
+        names.append(spec["name"])
+        definitions[spec["name"]] = spec
+    dupes = sorted(n for n, k in Counter(names).items() if k > 1)
+    if dupes:
+        raise ConfigError(f"{where}: risk profile {dupes[0]!r} is listed twice in profiles")
+    return names, definitions
+
+
+def _agreeing(definitions: dict[str, dict], theirs: dict[str, dict], names: list[str], where: str) -> None:
+    """Refuse a nested meta profile defining a risk profile the run uses otherwise than the root does.
+
+    Philosophy matching: a meta profile's ``cvar`` allocates across its sleeves' ``cvar``
+    streams with the same estimator, so one name has one definition in a run.
+    """
+    for name in names:
+        if definitions.get(name) != theirs.get(name):
+            raise ConfigError(
+                f"{where}: risk profile {name!r} is defined otherwise than in the profile the run starts from "
+                f"({theirs.get(name) or 'built-in'} here, {definitions.get(name) or 'built-in'} there); one name "
+                "has one definition in a run"
+            )
+
+
 def resolve(
     manifest: dict,
     profile: str,
@@ -197,13 +257,15 @@ def resolve(
     check_name(profile, "profile")
     block = _profile_block(manifest, profile, manifest_path)
     where = f"manifest {manifest_path!r}: profile {profile!r}"
-    configured = _check_risk_profiles(block["profiles"], where)
+    configured, definitions = _profile_definitions(block["profiles"], where)
     if risk_profiles is None:
         chosen = configured
     else:
         if not risk_profiles:
             raise ConfigError(f"--profiles is empty; choose from {', '.join(configured)}")
-        _check_risk_profiles(risk_profiles, "--profiles")
+        unknown = [p for p in risk_profiles if p not in RISK_PROFILES and p not in configured]
+        if unknown:
+            raise ConfigError(f"--profiles: unknown risk profile {unknown[0]!r}; valid: {', '.join(configured)}")
         missing = [p for p in risk_profiles if p not in configured]
         if missing:
             raise ConfigError(
@@ -211,12 +273,15 @@ def resolve(
                 f"configured: {', '.join(configured)}"
             )
         chosen = list(dict.fromkeys(risk_profiles))
+    # Only the chosen profiles' definitions: every node's config carries them (its rule's
+    # params), and the shipped profiles, with none, keep their configs as they were.
+    estimators = {name: definitions[name] for name in chosen if name in definitions}
 
     nodes: dict[str, NodeSpec] = {}
     if is_meta_profile(manifest, profile):
-        _resolve_meta(manifest, profile, ROOT, None, [], nodes, chosen, manifest_path, {})
+        _resolve_meta(manifest, profile, ROOT, None, [], nodes, chosen, manifest_path, {}, estimators)
     else:
-        nodes[ROOT] = NodeSpec(ROOT, "atomic", profile, None, _atomic_config(block, profile, where))
+        nodes[ROOT] = NodeSpec(ROOT, "atomic", profile, None, _atomic_config(block, profile, where, estimators))
     return Plan(profile, chosen, nodes, manifest_path, manifest_sha256)
 
 
@@ -230,6 +295,7 @@ def _resolve_meta(
     risk_profiles: list[str],
     manifest_path: str,
     atomic: dict[str, dict],
+    estimators: dict[str, dict] | None = None,
 ) -> None:
     """Add meta profile ``name`` at ``path`` and its subtree to ``nodes``.
 
@@ -250,13 +316,20 @@ def _resolve_meta(
         raise ConfigError(f"{where}: duplicate sleeve ids {', '.join(dupes)}; sleeve ids must be unique")
     alloc = block["meta_allocation"]
     _check_bounds(len(sleeves), alloc, where)
+    estimators = estimators or {}
     if stack:  # a nested meta profile must offer the risk profiles the root runs
-        missing = [p for p in risk_profiles if p not in block["profiles"]]
+        offered, own = (
+            _profile_definitions(block["profiles"], where)
+            if any(not isinstance(p, str) for p in block["profiles"])
+            else (block["profiles"], {})
+        )
+        missing = [p for p in risk_profiles if p not in offered]
         if missing:
             raise ConfigError(
                 f"{where}: nested meta profile does not configure risk profile(s) {', '.join(missing)} "
                 f"that its parent runs"
             )
+        _agreeing(estimators, own, risk_profiles, where)
     bt = block["backtest"]
     config = {
         "meta_allocation": alloc,
@@ -266,6 +339,8 @@ def _resolve_meta(
         # What a rebalance of this profile's book costs per unit of traded weight.
         "frictions": {"commission": bt["commission"], "slippage": bt["slippage"]},
     }
+    if estimators:
+        config["estimators"] = estimators
     node = NodeSpec(path, "meta", name, sleeve_id, config)
     nodes[path] = node
     windows = (bt["train_window"], bt["test_window"])
@@ -282,7 +357,9 @@ def _resolve_meta(
                 raise ConfigError(f"{swhere}: meta_profile {target!r} is an atomic profile; use 'profile'")
             if "run_id" in sleeve:
                 raise ConfigError(f"{swhere}: a nested meta sleeve cannot be pinned with run_id")
-            _resolve_meta(manifest, target, child, sid, [*stack, name], nodes, risk_profiles, manifest_path, atomic)
+            _resolve_meta(
+                manifest, target, child, sid, [*stack, name], nodes, risk_profiles, manifest_path, atomic, estimators
+            )
             child_bt = nodes[child].config["backtest"]
         else:
             target = sleeve["profile"]
@@ -292,7 +369,9 @@ def _resolve_meta(
                 sblock = _profile_block(manifest, target, manifest_path, referrer=f"profile {name!r} sleeve {sid!r}")
                 if is_meta_profile(manifest, target):
                     raise ConfigError(f"{swhere}: profile {target!r} is a meta profile; use 'meta_profile'")
-                atomic[target] = _atomic_config(sblock, target, f"manifest {manifest_path!r}: profile {target!r}")
+                atomic[target] = _atomic_config(
+                    sblock, target, f"manifest {manifest_path!r}: profile {target!r}", estimators
+                )
             pin = check_name(sleeve["run_id"], f"{swhere}: run_id") if "run_id" in sleeve else None
             cfg = atomic[target]
             nodes[child] = NodeSpec(child, "atomic", target, sid, cfg, pin=pin)

@@ -157,6 +157,7 @@ def meta_optimize(
     max_weight: float,
     train_window: int,
     test_window: int,
+    estimator: dict | None = None,
 ) -> tuple[dict, pd.Series, dict | None]:
     """Allocate across sleeves with risk profile ``profile`` within sleeve bounds.
 
@@ -164,6 +165,10 @@ def meta_optimize(
     ----------
     returns : DataFrame of shape (n_dates, n_sleeves)
         Output of :func:`meta_returns`.
+    estimator : dict, optional
+        The profile's definition when it is an estimator object: the same estimator the
+        sleeves' streams of ``profile`` come from allocates across them (the record keeps
+        the definition under ``estimator``).
 
     Returns
     -------
@@ -184,6 +189,7 @@ def meta_optimize(
         test_window=test_window,
         min_weight=min_weight,
         max_weight=max_weight,
+        estimator=estimator,
     )
     weights = {str(k): float(v) for k, v in res.final_weights.items()}
     record = {
@@ -206,6 +212,8 @@ def meta_optimize(
             "weights": {str(c): res.weights[c].astype(float).tolist() for c in res.weights.columns},
         },
     }
+    if estimator is not None:
+        record["estimator"] = estimator
     tree = cluster_tree(res.final_model, list(returns.columns)) if profile in HIERARCHICAL else None
     return record, res.returns, tree
 

@@ -119,10 +119,56 @@ def momentum_selector(top_n: int, lookback: int) -> Selector:
 
 
 def make_selector(selection: dict) -> Selector | None:
-    """The selector of a manifest ``selection`` block (None for ``all``)."""
-    if selection.get("method", "all") == "all":
+    """The selector of a manifest ``selection`` block (None for ``all``).
+
+    A method other than ``all`` and ``momentum`` is a function registered under the
+    entry-point group ``tradingview_scraper.selections`` (:func:`plugin_selector`).
+    """
+    method = selection.get("method", "all")
+    if method == "all":
         return None
-    return momentum_selector(int(selection["top_n"]), int(selection.get("lookback", 126)))
+    if method == "momentum":
+        return momentum_selector(int(selection["top_n"]), int(selection.get("lookback", 126)))
+    return plugin_selector(method, selection.get("params", {}))
+
+
+def plugin_selector(method: str, params: dict) -> Selector:
+    """The selector of registered selection ``method``: ``fn(train_returns, params)`` -> symbols to hold.
+
+    The function sees a copy of one train window's returns and of ``params``, never a
+    later date. Its answer is checked: symbols of the window, at least one; they are held
+    in the window's column order.
+
+    Raises
+    ------
+    ConfigError
+        ``method`` is not registered (:func:`plugins.selection_function`).
+    DataError
+        Called on a window: the function returned something other than a non-empty list
+        of the window's symbols.
+    """
+    import copy
+
+    from .plugins import selection_function
+
+    fn = selection_function(method)
+
+    def select(train: pd.DataFrame) -> list[str]:
+        chosen = fn(train.copy(), copy.deepcopy(params))
+        where = f"selection {method!r} on the window trained up to {train.index[-1].date()}"
+        if isinstance(chosen, str) or not hasattr(chosen, "__iter__"):
+            raise DataError(f"{where}: returned {chosen!r}; it must return a list of the window's symbols")
+        chosen = list(chosen)
+        unknown = [c for c in chosen if c not in train.columns]
+        if unknown or not chosen:
+            raise DataError(
+                f"{where}: returned {chosen!r}; it must return at least one of the window's symbols "
+                f"({', '.join(map(str, train.columns))})"
+            )
+        keep = set(chosen)
+        return [c for c in train.columns if c in keep]
+
+    return select
 
 
 @dataclass
@@ -231,10 +277,12 @@ def compute_sleeve(
 
     columns, weights, health, streams = {}, {}, {}, {}
     priors: dict = {}  # each window's moments, estimated once for all risk profiles
+    estimators = config.get("estimators", {})
     for rp in risk_profiles:
         res = walk_forward(
-            used, rp, train_window=train, test_window=test, cost_rate=cost_rate, selector=selector, priors=priors
-        )
+            used, rp, train_window=train, test_window=test, cost_rate=cost_rate, selector=selector, priors=priors,
+            estimator=estimators.get(rp),
+        )  # fmt: skip
         columns[rp] = res.returns
         streams[rp] = (res.returns, res.weights)
         health[rp] = res.health()
@@ -248,6 +296,8 @@ def compute_sleeve(
             "fallback_reason": res.final_error,
             "weights": holdings_rows(res.final_weights, direction),
         }
+        if rp in estimators:
+            weights[rp]["estimator"] = estimators[rp]
     returns = pd.DataFrame(columns)
     returns.index = stored_dates(returns.index)
     record = {"sleeve": sleeve_id, "profile": profile, "direction": direction, "profiles": health}

@@ -279,7 +279,12 @@ class Wiring:
 
     def meta_params(self, node_dir: str, profile: str | None = None) -> str:
         spec = self.spec(node_dir)
-        return json.dumps({k: spec.config[k] for k in ("meta_allocation", "backtest", "health")}, sort_keys=True)
+        params = {k: spec.config[k] for k in ("meta_allocation", "backtest", "health")}
+        # Risk profiles defined as estimators (issue 22): their definitions rerun the node's meta
+        # jobs when edited. Absent for built-in profiles, so those params keep their bytes.
+        if "estimators" in spec.config:
+            params["estimators"] = spec.config["estimators"]
+        return json.dumps(params, sort_keys=True)
 
     def risk_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
         """The price files a risk job reads from outside the run, as :func:`declared` keeps them

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from ..meta import compounded_note
@@ -210,7 +211,7 @@ def _allocation_blocks(data: NodeData, a: Analysis, p: str) -> list:
     blocks = [
         Heading(3, "Sleeve allocation"),
         Para(
-            f"Method {rec.get('method', p)}; bounds [{lo:.2%}, {hi:.2%}] per sleeve; effective number "
+            f"Method {_method(rec, p)}; bounds [{lo:.2%}, {hi:.2%}] per sleeve; effective number "
             f"of sleeves {a.effective_sleeves[p]:.2f}; fitted on {_fitted(rec)}."
         ),
         Table(("sleeve", "weight", "min", "max", "at bound"), tuple(rows), "lrrrl"),
@@ -244,6 +245,14 @@ def _allocation_blocks(data: NodeData, a: Analysis, p: str) -> list:
             )
         )
     return blocks
+
+
+def _method(rec: dict, p: str) -> str:
+    """The allocation method's name, and for a risk profile defined as an estimator its definition."""
+    est = rec.get("estimator")
+    if not est:
+        return str(rec.get("method", p))
+    return f"{rec.get('method', p)} (estimator {est['estimator']}, params {json.dumps(est['params'], sort_keys=True)})"
 
 
 def _fitted(rec: dict) -> str:
