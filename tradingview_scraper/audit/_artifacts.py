@@ -88,7 +88,9 @@ class _Index:
                     self._reset()
                     if entry is None:
                         raise PipelineError(f"{where} is not a ledger entry; {_DAMAGED_LEDGER}")
-                    raise PipelineError(f"{where} (seq {entry['seq']}) was altered or breaks the hash chain; {_DAMAGED_LEDGER}")
+                    if any(word in p for p in problems for word in ("bad hash", "seq gap", "broken chain")):
+                        raise PipelineError(f"{where} (seq {entry['seq']}) was altered or breaks the hash chain; {_DAMAGED_LEDGER}")
+                    raise PipelineError(f"audit: {self.ledger} {problems[0]}; {_DAMAGED_LEDGER}")
             self.offset += end
             if lines:
                 self.tail = lines[-1]

@@ -62,28 +62,16 @@ def genesis(
     manifest_sha256: str,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the genesis entry of a run's ledger, once; an existing genesis of ``run_id`` is returned as it is.
-
-    Parameters
-    ----------
-    run_dir : path-like or Node
-        The root run directory (created if missing).
-    run_id, meta_profile : str
-        The run id the ledger belongs to and the (meta or atomic) profile the run executes.
-    manifest_path : path-like
-        The manifest the run was resolved from.
-    manifest_sha256 : str
-        sha256 of that manifest.
-    extra : dict, optional
-        Further JSON-able facts to record under ``extra``.
+    """Write the genesis entry of a run's ledger (the run directory created if missing), once.
 
     Returns
     -------
     dict
-        The genesis entry: ``seq`` 0, ``prev_hash`` ``"0" * 64``, ``kind`` ``"genesis"``,
-        ``run_id``, ``meta_profile``, ``manifest`` (path, sha256), ``package_version``,
-        ``git_commit`` (None outside a git checkout), ``python``, ``platform``,
-        ``libraries`` (installed versions of :data:`KEY_LIBRARIES`), ``extra`` and ``hash``.
+        The genesis entry (an existing one of ``run_id`` as it is): ``seq`` 0, ``prev_hash``
+        :data:`GENESIS_PREV_HASH`, ``run_id``, ``meta_profile`` (the profile the run executes),
+        ``manifest`` (path and sha256 of the manifest the run was resolved from),
+        ``package_version``, ``git_commit``, ``python``, ``platform``, ``libraries`` (versions
+        of :data:`KEY_LIBRARIES`), ``extra`` (further JSON-able facts) and ``hash``.
 
     Raises
     ------
@@ -134,12 +122,8 @@ def record_stage(
 
     Parameters
     ----------
-    run_dir : path-like or Node
-        The root run directory; its ledger must already hold a genesis entry.
-    stage : str
-        Stage name, e.g. ``"sleeve"``, ``"meta_returns"``.
     node : path-like or Node
-        The node the stage worked on; recorded relative to ``run_dir`` (``"."`` = root).
+        The node the stage worked on; recorded relative to the run directory ``run_dir``.
     params : dict
         JSON-able parameters of the stage.
     inputs, outputs : list of path-like
