@@ -190,10 +190,8 @@ class _Reach:
             for unit in mod.units:
                 self._add(module, unit)
 
-    def _name(self, mod: _Module | None, local: dict, name: str, attr: str | None) -> None:
+    def _name(self, mod: _Module, local: dict, name: str, attr: str | None) -> None:
         """Follow ``name`` (used as ``name.attr`` when ``attr`` is given) as module ``mod`` binds it."""
-        if mod is None:
-            return
         binding = local.get(name) or mod.imports.get(name)
         if binding is not None:
             self._import(*binding, attr, 0)

@@ -46,11 +46,7 @@ def _reset_locks_after_fork() -> None:
     _LOCKS.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_locks_after_fork)
-
-
-# --------------------------------------------------------------------------- entries and paths
+os.register_at_fork(after_in_child=_reset_locks_after_fork)
 
 
 def _canonical(obj: Any) -> str:
@@ -94,11 +90,8 @@ def _relative(run_dir: Path, path: Path | str | Node) -> str:
 
 
 def _hashed(run_dir: Path, paths: list[Any], what: str, stat: bool = False) -> list[dict[str, str | None]]:
-    """``{"path", "sha256"}`` per path, plus ``"stat"`` (its :func:`deps.fingerprint`) when ``stat``.
-
-    A path outside ``run_dir`` always carries ``"stat"``, its :func:`deps.stat_key`: the
-    workflow reuses the recorded sha256 while that is unchanged (see ``recorded_inputs``).
-    """
+    """``{"path", "sha256"}`` per path, plus ``"stat"`` (its :func:`deps.fingerprint`) when ``stat``; a path
+    outside ``run_dir`` always has its :func:`deps.stat_key`, so the workflow reuses the sha256 while it holds."""
     if isinstance(paths, (str, os.PathLike, Node)):
         raise PipelineError(f"audit: {what} must be a list of paths, got a single path {paths!r}")
     out = []
@@ -113,8 +106,6 @@ def _hashed(run_dir: Path, paths: list[Any], what: str, stat: bool = False) -> l
         out.append(record)
     return out
 
-
-# --------------------------------------------------------------------------- locked file I/O
 
 
 @contextmanager
@@ -225,9 +216,6 @@ def _append(ledger: Path, kind: str, payload: dict[str, Any], no_genesis: str) -
         if last is None:
             raise PipelineError(no_genesis)
         return _append_entry(ledger, _make_entry(last["seq"] + 1, last["hash"], kind, payload))
-
-
-# --------------------------------------------------------------------------- the chain
 
 
 @dataclass(frozen=True)
@@ -368,9 +356,8 @@ def verify(run_dir: Path | str | Node) -> list[str]:
     """Check a run's ledger and the artifacts it records; one message per problem, none when it verifies.
 
     Problems: a missing ledger or genesis, malformed lines, bad hashes (an entry altered), seq
-    gaps, a broken chain (``prev_hash`` mismatch), and, for every output of a latest
-    successful stage entry, a missing file or a changed sha256
-    (``"artifact <path> changed since stage <stage> (seq N)"``).
+    gaps, a broken chain, and a missing or changed file of each output of a latest successful
+    stage entry (``"artifact <path> changed since stage <stage> (seq N)"``).
     """
     return _verify(run_dir)[0]
 
