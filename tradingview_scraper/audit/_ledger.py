@@ -305,7 +305,7 @@ class _Chain:
         if kind != "stage":
             return entry, problems
         params = entry.get("params") if isinstance(entry.get("params"), dict) else {}
-        stage, node = entry.get("stage"), entry.get("node")
+        stage, node = str(entry.get("stage")), entry.get("node")
         key = _canonical([RENAMED_STAGES.get(stage, stage), node, params.get("profile")])
         if entry.get("outcome") != "success":
             self.failed[key] = (seq, str(node), f"{stage} {node}: {entry.get('error')}")
@@ -323,7 +323,7 @@ class _Chain:
                 problems.append(f"{label}: malformed output record {out!r}")
                 continue
             outputs.append(out["path"])
-            self.latest[out["path"]] = Recorded(out["path"], str(stage), seq, out.get("sha256"), out.get("stat"))
+            self.latest[out["path"]] = Recorded(out["path"], stage, seq, out.get("sha256"), out.get("stat"))
         self.io[seq] = (tuple(i["path"] for i in inputs), tuple(outputs))
         return entry, problems
 
