@@ -129,18 +129,24 @@ def _lock_path(ledger: Path) -> Path:
     return ledger.with_name(ledger.name + ".lock")
 
 
-def _parse_entry(line: bytes, ledger: Path, where: str) -> dict[str, Any]:
+def _entry_of(line: bytes) -> dict[str, Any] | None:
+    """The ledger entry on ``line``, or None if it is no JSON object with the :data:`ENTRY_KEYS` of their types."""
     try:
         entry = json.loads(line)
-    except ValueError as exc:
+    except ValueError:
+        return None
+    if not (isinstance(entry, dict) and all(k in entry for k in ENTRY_KEYS) and type(entry["seq"]) is int):
+        return None
+    return entry if isinstance(entry["hash"], str) and isinstance(entry["prev_hash"], str) else None
+
+
+def _parse_entry(line: bytes, ledger: Path, where: str) -> dict[str, Any]:
+    entry = _entry_of(line)
+    if entry is None:
         raise PipelineError(
-            f"audit: {where} entry of {ledger} is malformed ({exc}); run "
+            f"audit: {where} entry of {ledger} is malformed (not a JSON ledger object); run "
             f"`python -m tradingview_scraper.audit verify {ledger.parent}`"
-        ) from exc
-    if not isinstance(entry, dict) or not all(k in entry for k in ENTRY_KEYS):
-        raise PipelineError(f"audit: {where} entry of {ledger} lacks one of {list(ENTRY_KEYS)}")
-    if not isinstance(entry["seq"], int) or not isinstance(entry["hash"], str):
-        raise PipelineError(f"audit: {where} entry of {ledger} has a bad seq or hash")
+        )
     return entry
 
 
@@ -266,18 +272,8 @@ class _Chain:
     def add(self, raw: bytes) -> tuple[dict[str, Any] | None, list[str]]:
         """Check and apply one line: its entry (None if malformed) and the problems :func:`verify` reports for it."""
         self.lines += 1
-        n = self.lines
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            entry = None
-        if not (
-            isinstance(entry, dict)
-            and all(k in entry for k in ENTRY_KEYS)
-            and type(entry["seq"]) is int
-            and isinstance(entry["hash"], str)
-            and isinstance(entry["prev_hash"], str)
-        ):
+        n, entry = self.lines, _entry_of(raw)
+        if entry is None:
             self.next_seq, self.prev_hash = self.next_seq + 1, None  # the chain is unknown past it
             first = ["missing genesis: the first line is not a genesis entry"] if n == 1 else []
             return None, [f"line {n}: malformed entry (not a JSON ledger object)", *first]
