@@ -426,3 +426,34 @@ def test_a_ledger_written_under_the_old_step_names_still_verifies_and_a_rerun_re
         assert unfinished(tmp_path) is not None, old
         record_stage(tmp_path, stage=new, node=".", params={}, inputs=[files["meta"]], outputs=[returns], outcome="success")
     assert unfinished(tmp_path) is None and verify(tmp_path) == []
+
+
+def _append_forged(run: Path, **fields) -> None:
+    """Append an entry with a good hash and chain, as a writer of the ledger would, whatever it says."""
+    last = _lines(run)[-1] if Node(run).file("audit").is_file() else None
+    body = {"kind": "stage", "stage": "sleeve", "node": ".", "params": {}, "inputs": [], "outputs": [],
+            "outcome": "success", "error": None, "time": "t", "seq": 0 if last is None else last["seq"] + 1,
+            "prev_hash": GENESIS_PREV_HASH if last is None else last["hash"], **fields}  # fmt: skip
+    body["hash"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    with open(Node(run).file("audit"), "a") as fh:
+        fh.write(json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n")
+
+
+def test_the_artifact_checks_refuse_in_one_line_each_entry_verify_reports(tmp_path):
+    """Verify and the run's artifact checks walk the ledger the same way: an entry whose hash and
+    chain hold but which verify reports stops the checks with verify's words, never a TypeError
+    (outputs that are no list) and never silently (a ledger that does not start with a genesis)."""
+    from tradingview_scraper.audit import damaged
+
+    run = tmp_path / "run"
+    _build_run(run)
+    _append_forged(run, outputs="returns.parquet")
+    assert verify(run) == ["line 4 (seq 3): malformed outputs"]
+    with pytest.raises(PipelineError, match=r"audit\.jsonl line 4 \(seq 3\): malformed outputs; the run's record cannot be trusted"):
+        damaged(run)
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    _append_forged(forged)
+    assert verify(forged) == ["missing genesis: the first entry is of kind 'stage'"]
+    with pytest.raises(PipelineError, match=r"missing genesis: the first entry is of kind 'stage'"):
+        damaged(forged)

@@ -178,14 +178,14 @@ def test_library_versions_are_those_the_reached_code_imports_and_their_requireme
 
     walk = codehash._Reach()
     walk.walk(*codehash._entry(steps.step("sleeve").load()))
-    libs = deps.libraries(walk.external)
+    libs = codehash.libraries(walk.external)
     assert {"numpy", "pandas", "skfolio", "scikit-learn", "clarabel"} <= set(libs)  # clarabel: skfolio's solver, required
     assert "ray" not in libs and "matplotlib" not in libs  # Ray places tasks; plots are the report's
     resolved = codehash._Reach()
     resolved.walk(*codehash._entry(steps.step("resolved_manifest").load()))
     resolved.walk(*codehash._entry(stages.run_step))
-    assert "skfolio" not in deps.libraries(resolved.external)
-    assert deps._import_dists("cvxpy") == ("cvxpy_base",)  # an import name that is not its distribution's
+    assert "skfolio" not in codehash.libraries(resolved.external)
+    assert codehash._import_dists("cvxpy") == ("cvxpy_base",)  # an import name that is not its distribution's
 
 
 def test_content_digest_takes_a_recorded_sha256_only_for_the_same_stat(tmp_path):

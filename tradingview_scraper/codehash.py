@@ -10,32 +10,26 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import importlib.metadata
+import importlib.util
+import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .deps import libraries, stat_key
+from .deps import stat_key
 from .errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE = PACKAGE_DIR.name
 
-# --------------------------------------------------------------------------- code
-# A rule's code is what its stage function reaches: the module-level definitions (functions,
-# classes, assignments) the function names, followed through imports into the package's
-# modules, transitively, plus each reached module's import-time statements. Each counts as
-# its normalized AST (no comments, docstrings or formatting); the third-party packages the
-# reached code imports count by their versions and those of what they require.
-
-
 #: Package subpackages whose code never counts: Ray's, which decides where a sleeve's tasks
-#: run, never what they compute (a run on Ray and one in-process write the same bytes:
-#: ``tests/test_reliability.py::test_two_clean_runs_are_identical``). Without it, every rule
-#: would count the cluster through the run context that carries it.
+#: run, never what they compute (``test_reliability.py::test_two_clean_runs_are_identical``);
+#: every rule would otherwise count it through the run context that carries the cluster.
 PLACEMENT = frozenset({"cluster"})
 
-#: The name of a module's statements that bind no name (import-time code); counted whenever
+#: The unit of a module's statements that bind no name (import-time code); counted whenever
 #: anything of the module is.
 TOPLEVEL = "<toplevel>"
 
@@ -46,7 +40,7 @@ class _Module:
 
     name: str  # dotted, relative to the package ("" for the package's __init__)
     path: Path
-    units: dict[str, list[ast.stmt]] = field(default_factory=dict)
+    units: dict[str, list[ast.stmt]] = field(default_factory=dict)  # name -> its statements
     imports: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
 
@@ -80,27 +74,29 @@ def _bindings(stmts: Iterable[ast.stmt], module: str, is_package: bool) -> dict[
     return out
 
 
-def _type_checking(stmt: ast.stmt) -> bool:
-    test = getattr(stmt, "test", None)
-    return isinstance(stmt, ast.If) and isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
+def _docstring(node: ast.AST) -> bool:
+    body = getattr(node, "body", None)
+    first = body[0] if isinstance(body, list) and body else None
+    return isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
 
 
 @functools.cache
 def _parse(path: Path, key: str | None) -> _Module:
-    """Parse package file ``path`` (``key``: its stat key, so an edited file is parsed anew)."""
+    """Parse package file ``path`` (``key``: its stat key, so an edited file is parsed anew), docstrings dropped."""
     rel = path.relative_to(PACKAGE_DIR).with_suffix("")
     is_package = rel.name == "__init__"
     name = ".".join(rel.parts[:-1] if is_package else rel.parts)
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and _docstring(node):
+            node.body = node.body[1:] or [ast.Pass()]
     mod = _Module(name, path)
-    body = list(tree.body)
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-        body = body[1:]  # the module docstring
-    for stmt in body:
+    for stmt in tree.body[1:] if _docstring(tree) else tree.body:
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             mod.imports.update(_bindings([stmt], name, is_package))
             continue
-        if isinstance(stmt, (ast.Try, ast.If)) and not _type_checking(stmt):
+        test = getattr(stmt, "test", None)
+        if isinstance(stmt, ast.Try) or (isinstance(stmt, ast.If) and not (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")):
             mod.imports.update(_bindings([stmt], name, is_package))
         names: list[str] = []
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -123,54 +119,36 @@ def _module_file(name: str) -> Path | None:
     return file if name and file.is_file() else None
 
 
-def _module(name: str, keys: dict[str, str | None] | None = None) -> _Module | None:
+def _module(name: str, keys: dict[str, str | None]) -> _Module | None:
     """Package module ``name``, parsed; ``keys`` memoizes its file's stat key for one walk."""
     path = _module_file(name)
     if path is None:
         return None
-    if keys is None:
-        return _parse(path, stat_key(path))
     if name not in keys:
         keys[name] = stat_key(path)
     return _parse(path, keys[name])
 
 
-def _uses(stmts: Sequence[ast.stmt]) -> tuple[set[str], set[tuple[str, str]], list[ast.stmt]]:
-    """The names ``stmts`` use bare, the ``(name, attribute)`` pairs they use as ``name.attribute``, their imports.
-
-    Drops the docstrings of the functions and classes in ``stmts`` on the way (in place):
-    they never count.
-    """
-    bare: set[str] = set()
+@functools.cache
+def _unit_uses(path: Path, key: str | None, unit: str):
+    """The names unit ``unit`` of file ``path`` uses bare, the ``(name, attribute)`` pairs it uses as
+    ``name.attribute``, and its own import bindings; once per file version."""
+    mod = _parse(path, key)
     attrs: set[tuple[str, str]] = set()
     roots: set[int] = set()
     names: list[ast.Name] = []
     imports: list[ast.stmt] = []
-    for stmt in stmts:
+    for stmt in mod.units.get(unit, []):
         for node in ast.walk(stmt):
             if isinstance(node, ast.Name):
                 names.append(node)
-            elif isinstance(node, ast.Attribute):
-                if isinstance(node.value, ast.Name):
-                    attrs.add((node.value.id, node.attr))
-                    roots.add(id(node.value))
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                attrs.add((node.value.id, node.attr))
+                roots.add(id(node.value))
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 imports.append(node)
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
-                first = node.body[0]
-                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-                    node.body = node.body[1:] or [ast.Pass()]
-    bare.update(n.id for n in names if id(n) not in roots)
-    return bare, attrs, imports
-
-
-@functools.cache
-def _unit_uses(path: Path, key: str | None, unit: str):
-    """What unit ``unit`` of file ``path`` uses (see :func:`_uses`) and its own import bindings; once per file version."""
-    mod = _parse(path, key)
-    bare, attrs, imports = _uses(mod.units.get(unit, []))
     local = _bindings(imports, mod.name, path.name == "__init__.py") if imports else {}
-    return bare, attrs, local
+    return {n.id for n in names if id(n) not in roots}, attrs, local
 
 
 class _Reach:
@@ -212,38 +190,30 @@ class _Reach:
             for unit in mod.units:
                 self._add(module, unit)
 
-    def _name(self, mod: _Module | None, local: dict, name: str, attr: str | None) -> None:
+    def _name(self, mod: _Module, local: dict, name: str, attr: str | None) -> None:
         """Follow ``name`` (used as ``name.attr`` when ``attr`` is given) as module ``mod`` binds it."""
-        if mod is None:
-            return
         binding = local.get(name) or mod.imports.get(name)
-        if binding is None:
-            if name in mod.units:
-                self._add(mod.name, name)
-            return
-        base, imported = binding
+        if binding is not None:
+            self._import(*binding, attr, 0)
+        elif name in mod.units:
+            self._add(mod.name, name)
+
+    def _import(self, base: str, imported: str | None, attr: str | None, depth: int) -> None:
+        """Follow ``from base import imported`` (``import base`` when ``imported`` is None), used as ``.attr`` if given."""
         if base != PACKAGE and not base.startswith(PACKAGE + "."):
             top = base.split(".")[0]
             if top and top not in sys.stdlib_module_names:
                 self.external.add(top)
             return
-        rel = base[len(PACKAGE) + 1 :]
-        if imported is None:  # ``import tradingview_scraper.x``: the package, used through attributes
-            self._module_use(rel, attr)
-            return
-        sub = f"{rel}.{imported}" if rel else imported
-        if _module_file(sub) is not None and not self._defines(rel, imported):
-            self._module_use(sub, attr)
-        else:
-            self._symbol(rel, imported)
-
-    def _defines(self, module: str, name: str) -> bool:
-        mod = _module(module, self.keys)
-        return mod is not None and (name in mod.units or name in mod.imports)
-
-    def _module_use(self, module: str, attr: str | None) -> None:
-        """A package module used by name: through ``module.attr``, or whole when used bare."""
-        if attr is None:
+        module = base[len(PACKAGE) + 1 :]
+        if imported is not None:
+            sub = f"{module}.{imported}" if module else imported
+            mod = _module(module, self.keys)
+            if _module_file(sub) is None or (mod is not None and (imported in mod.units or imported in mod.imports)):
+                self._symbol(module, imported, depth)
+                return
+            module = sub
+        if attr is None:  # a package module used bare counts whole
             self._whole(module)
         else:
             self._symbol(module, attr)
@@ -257,25 +227,68 @@ class _Reach:
             self._add(module, name)
         elif name in mod.imports and depth < 20:
             self._add(module, TOPLEVEL)  # the re-exporting module counts (it decides where the name comes from)
-            base, imported = mod.imports[name]
-            if base == PACKAGE or base.startswith(PACKAGE + "."):
-                rel = base[len(PACKAGE) + 1 :]
-                if imported is None:
-                    self._whole(rel)
-                else:
-                    sub = f"{rel}.{imported}" if rel else imported
-                    if _module_file(sub) is not None and not self._defines(rel, imported):
-                        self._whole(sub)
-                    else:
-                        self._symbol(rel, imported, depth + 1)
-            else:
-                top = base.split(".")[0]
-                if top not in sys.stdlib_module_names:
-                    self.external.add(top)
+            self._import(*mod.imports[name], None, depth + 1)
         elif _module_file(f"{module}.{name}" if module else name) is not None:
             self._whole(f"{module}.{name}" if module else name)
         else:  # bound some other way (a loop, ``globals()``): the whole module counts
             self._whole(module)
+
+
+@functools.cache
+def _dist_info(name: str) -> tuple[str, tuple[str, ...]] | None:
+    """(version, names of the distributions it requires, extras aside) of installed distribution ``name``."""
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    requires = []
+    for req in dist.requires or []:
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+        if match and "extra ==" not in req.replace("extra==", "extra =="):
+            requires.append(match[1])
+    return dist.version, tuple(requires)
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.cache
+def _import_dists(top: str) -> tuple[str, ...]:
+    """The distributions providing import name ``top``: its namesake, else the ``*.dist-info`` beside
+    it whose RECORD lists it (``cvxpy`` is ``cvxpy-base``), else the slow index of every distribution."""
+    if _dist_info(top) is not None:
+        return (top,)
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        spec = None
+    origin = spec.origin if spec is not None and spec.origin not in (None, "built-in", "frozen") else None
+    if origin:
+        site = Path(origin).parent.parent if Path(origin).name == "__init__.py" else Path(origin).parent
+        for info in sorted(site.glob("*.dist-info")):
+            if not _normal(info.name).startswith(_normal(top)):
+                continue
+            record = info / "RECORD"
+            if record.is_file() and f"\n{top}/" in "\n" + record.read_text(encoding="utf-8", errors="replace"):
+                return (info.name.split("-")[0],)
+    return tuple(importlib.metadata.packages_distributions().get(top, ()))
+
+
+def libraries(imports: Iterable[str]) -> dict[str, str]:
+    """Distribution -> installed version of third-party import names ``imports`` and of what they require."""
+    todo = [d for top in imports for d in _import_dists(top)]
+    out: dict[str, str] = {}
+    while todo:
+        name = todo.pop()
+        key = _normal(name)
+        if key in out:
+            continue
+        info = _dist_info(name)
+        out[key] = info[0] if info is not None else "absent"
+        if info is not None:
+            todo.extend(info[1])
+    return dict(sorted(out.items()))
 
 
 def _entry(func: Callable) -> tuple[str, str]:
@@ -283,12 +296,11 @@ def _entry(func: Callable) -> tuple[str, str]:
     module = getattr(func, "__module__", "") or ""
     qualname = getattr(func, "__qualname__", "") or ""
     if not (module == PACKAGE or module.startswith(PACKAGE + ".")) or not qualname or "<" in qualname:
-        raise ConfigError(f"deps: {func!r} is not a top-level function of package {PACKAGE}")
+        raise ConfigError(f"codehash: {func!r} is not a top-level function of package {PACKAGE}")
     return module[len(PACKAGE) + 1 :], qualname.split(".")[0]
 
 
 def _walk(func: Callable) -> _Reach:
-    """The walk from stage function ``func`` (see :class:`_Reach`), done."""
     walk = _Reach()
     walk.walk(*_entry(func))
     return walk
@@ -297,13 +309,8 @@ def _walk(func: Callable) -> _Reach:
 def reached(func: Callable) -> dict[str, set[str]]:
     """The package code stage function ``func`` reaches: module file (relative, posix) -> names of its units.
 
-    A unit is a module-level definition (function, class, assignment) or
-    :data:`TOPLEVEL`, the module's import-time statements.
-
-    Raises
-    ------
-    ConfigError
-        ``func`` is not a top-level function of the package.
+    A unit is a module-level definition (function, class, assignment) or :data:`TOPLEVEL`.
+    Raises ConfigError when ``func`` is not a top-level function of the package.
     """
     walk = _walk(func)
     return {
@@ -315,9 +322,7 @@ def reached(func: Callable) -> dict[str, set[str]]:
 
 @functools.cache
 def _unit_digest(path: Path, key: str | None, unit: str) -> str:
-    mod = _parse(path, key)
-    _unit_uses(path, key, unit)  # drops the unit's docstrings
-    text = "\n".join(ast.dump(stmt, annotate_fields=False) for stmt in mod.units.get(unit, []))
+    text = "\n".join(ast.dump(stmt, annotate_fields=False) for stmt in _parse(path, key).units.get(unit, []))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -325,11 +330,9 @@ def code_hash(func: Callable) -> str:
     """Fingerprint of the code stage function ``func`` runs: ``"<name>@<digest>"``.
 
     The digest covers the normalized AST of every package definition ``func`` reaches
-    (see :func:`reached`; comments, docstrings and formatting do not count) and the
-    versions of the third-party packages that code imports, with what they require. A
-    rule's params carry it, so editing what a rule's stage runs reruns exactly that rule
-    (and what depends on its outputs). Files are parsed once per process and again only
-    when their stat key changes.
+    (:func:`reached`; comments, docstrings and formatting aside) and the versions of the
+    third-party packages that code imports, with what they require. Files are parsed once
+    per process, and again when their stat key changes.
 
     Raises
     ------

@@ -1,14 +1,14 @@
 """The hash-chained audit ledger (``audit.jsonl``) of a run: genesis, stage records, verification.
 
-The ledger file itself (paths, locks, appends) lives in ``_ledger``, over the hashing of
-``_hashing``; ``_records`` writes the genesis and stage entries, ``_artifacts`` checks the
-recorded artifacts against their files (and discards damaged ones), and ``_verification``
-verifies a whole ledger (``python -m tradingview_scraper.audit verify <run_dir>``).
+``_ledger`` owns the file (entry hashing, locking, appending) and the one walk that checks
+its chain, for :func:`verify` (``python -m tradingview_scraper.audit verify <run_dir>``) and
+for the index of ``_artifacts``, which checks recorded artifacts against their files and
+discards damaged ones; ``_records`` writes the genesis and stage entries.
 """
 
+from ..deps import file_sha256, fingerprint
 from ._artifacts import (
     Damage,
-    Recorded,
     check_inputs,
     damaged,
     discard,
@@ -20,35 +20,12 @@ from ._artifacts import (
     retire,
     unfinished,
 )
-from ._hashing import file_sha256, fingerprint
-from ._ledger import ENTRY_KEYS, GENESIS_PREV_HASH, RENAMED_STAGES
+from ._ledger import ENTRY_KEYS, GENESIS_PREV_HASH, RENAMED_STAGES, Recorded, main, verify
 from ._records import KEY_LIBRARIES, OUTCOMES, genesis, git_commit, record_stage, stage_audit
-from ._verification import main, verify
 
 __all__ = [
-    "ENTRY_KEYS",
-    "GENESIS_PREV_HASH",
-    "RENAMED_STAGES",
-    "KEY_LIBRARIES",
-    "OUTCOMES",
-    "Damage",
-    "Recorded",
-    "check_inputs",
-    "damaged",
-    "discard",
-    "failures",
-    "genesis_of",
-    "file_sha256",
-    "fingerprint",
-    "genesis",
-    "git_commit",
-    "last_seq",
-    "main",
-    "record_stage",
-    "recorded",
-    "recorded_inputs",
-    "retire",
-    "stage_audit",
-    "unfinished",
-    "verify",
-]
+    "ENTRY_KEYS", "GENESIS_PREV_HASH", "KEY_LIBRARIES", "OUTCOMES", "RENAMED_STAGES", "Damage", "Recorded",
+    "check_inputs", "damaged", "discard", "failures", "file_sha256", "fingerprint", "genesis", "genesis_of",
+    "git_commit", "last_seq", "main", "record_stage", "recorded", "recorded_inputs", "retire", "stage_audit",
+    "unfinished", "verify",
+]  # fmt: skip
