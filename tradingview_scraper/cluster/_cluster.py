@@ -122,6 +122,11 @@ class Cluster:
         """Whether this process is connected to the cluster through this object."""
         return self._up and not self._closing.is_set()
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`shutdown` was called: the object runs no more tasks."""
+        return self._closing.is_set()
+
     def start(self) -> Cluster:
         """Start the private cluster (a named one is joined instead) and connect; idempotent.
 

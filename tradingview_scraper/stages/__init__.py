@@ -23,7 +23,7 @@ from ._common import (
     prewarm,
     watch,
 )
-from ._ledger import first_failure, report_at_exit, runner_reports_errors
+from ._ledger import first_failure, report_at_exit
 from ._meta import run_flatten, run_meta_optimize, run_meta_returns, run_node_returns
 from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin, run_pinned_sleeve
 from ._preflight import preflight
@@ -69,6 +69,5 @@ __all__ = [
     "run_resolved_manifest",
     "run_risk",
     "run_sleeve",
-    "runner_reports_errors",
     "watch",
 ]
