@@ -229,16 +229,18 @@ def test_a_real_run_through_the_runner_checks_once_and_plain_snakemake_checks_it
     import subprocess
     import sys
 
-    from tradingview_scraper import manifest
+    from tradingview_scraper import audit, manifest
 
     calls = Counter()
     _counting(monkeypatch, manifest, "resolve", calls)
     _counting(monkeypatch, stages, "preflight", calls)
+    _counting(monkeypatch, audit, "damaged", calls)
     book = tmp_path / "book.csv"
     book.write_text("symbol,direction,weight\nAAPL,LONG,0.6\nKO,LONG,0.4\n")
     kw = dict(manifest=SMALL_MANIFEST, profiles="equal_weight,hrp", runs_root=tmp_path / "runs", holdings=str(book))
     run = MetaPipeline("meta_two", run_id="once", ray=False, **kw).execute()
-    assert calls == {"resolve": 1, "preflight": 1}
+    # One owner: the artifacts are verified once when it claims the run and once for its verdict.
+    assert calls == {"resolve": 1, "preflight": 1, "damaged": 2}
     assert {"sleeve", "rebalance", "report"} <= {j.rule for j in run.jobs} and (run.run_dir / "rebalance_hrp.json").is_file()
     # The plain command has no runner: its onstart checks the book (a bad row) before any job runs.
     book.write_text("symbol,direction,weight\nAAPL,LONG,0.6\nKO,LONG,x\n")

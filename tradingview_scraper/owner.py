@@ -123,7 +123,7 @@ class RunOwner:
         self._pass_to_jobs: Callable[[dict], None] = lambda settings: None
         self._workflow_releases = False  # the plain command: the workflow ends the run, not a runner
         self._produced: list[str] | None = None
-        self._outcome: list[PipelineError | None] = []  # empty until the run finished
+        self._outcome: list[PipelineError | None] = []  # the run's verdict, once it finished
         self._watching = False
         self._sigterm: object | None = None  # SIGTERM's handler before the run watched signals
 
@@ -200,20 +200,15 @@ class RunOwner:
             )
             self._preflight_done = True
 
-    def claim(self, *, repair: bool = True, stream=None) -> list[str]:
+    def claim(self, *, repair: bool = True) -> None:
         """Own the run directory for a run whose jobs will execute (idempotent).
 
         Runs the pre-flight checks (once), checks the directory (:meth:`check`) and that it
         is writable, creates it if missing, takes the run's lock (which removes the temp
         files a killed writer left) and, with ``repair``, deletes every artifact whose bytes
         differ from its ledger record together with what was computed from it, one line
-        each on ``stream`` (default stderr), so that chain reruns. Call it before the DAG is
-        built: Snakemake plans reruns from the files it sees then.
-
-        Returns
-        -------
-        list of str
-            The lines printed.
+        each on stderr, so that chain reruns. Call it before the DAG is built: Snakemake
+        plans reruns from the files it sees then.
 
         Raises
         ------
@@ -225,7 +220,7 @@ class RunOwner:
             The ledger does not verify: nothing in the run can be trusted.
         """
         if self.claimed:
-            return []
+            return
         with reported(self._workflow_releases):
             self.preflight()
             check_runs_root(self.run.runs_root, run_id=self.run_id)
@@ -243,10 +238,8 @@ class RunOwner:
         self._outcome.clear()
         if self._workflow_releases:  # a no-op run of the plain command ends without hooks
             atexit.register(self.release)
-        lines = [f"{d.line(self.run_dir)}: discarded with what was computed from it; recomputing" for d in damages]
-        for line in lines:
-            print(line, file=stream or sys.stderr, flush=True)
-        return lines
+        for d in damages:
+            print(f"{d.line(self.run_dir)}: discarded with what was computed from it; recomputing", file=sys.stderr, flush=True)
 
     def claim_if(self, executing: bool) -> None:
         """Claim the run (:meth:`claim`) only if jobs will execute: a dry run, ``--lint`` or ``--report`` touches nothing."""
