@@ -26,7 +26,7 @@ def test_the_ray_settings_are_resolved_once_into_one_cluster(monkeypatch, runs_r
         return real(*args, **kwargs)
 
     monkeypatch.setattr(run_module, "run_cluster", counted)
-    monkeypatch.setattr("tradingview_scraper.orchestration.pipeline.run_cluster", counted)
+    monkeypatch.setattr("tradingview_scraper.orchestration.pipeline.run_cluster", counted, raising=False)
     assert MetaPipeline("meta_small", manifest=SMALL_MANIFEST, run_id="once", runs_root=runs_root, dry_run=True).execute().jobs
     assert calls["run_cluster"] == 1
 

@@ -99,6 +99,7 @@ class Cluster:
                               "or the address of an external cluster")  # fmt: skip
         if mode not in (None, "private", "external"):
             raise ConfigError(f"ray_mode={mode!r} is invalid: give 'private' or 'external'")
+        self._settings = {"address": address, "token_path": token_path, "num_cpus": num_cpus, "mode": mode}
         self.address = _validate_address(address) if address is not None else None
         self.token_path = Path(token_path) if token_path and address is not None else None
         self.mode = mode or ("external" if address is not None else "private")
@@ -126,6 +127,10 @@ class Cluster:
     def closed(self) -> bool:
         """Whether :meth:`shutdown` was called: the object runs no more tasks."""
         return self._closing.is_set()
+
+    def renewed(self) -> Cluster:
+        """A new, unstarted Cluster of the same settings (for another run after :meth:`shutdown`)."""
+        return Cluster(**self._settings)
 
     def start(self) -> Cluster:
         """Start the private cluster (a named one is joined instead) and connect; idempotent.

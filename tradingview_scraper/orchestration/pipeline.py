@@ -11,10 +11,10 @@ from typing import TextIO
 from ..cluster import interrupted, terminated
 from ..errors import ConfigError, PipelineError, one_line
 from ..layout import RUNS_ROOT, check_name, check_runs_root, new_run_id, run_dir, wildcard_like
-from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
+from ..manifest import DEFAULT_MANIFEST, parse_risk_profiles
 from ..owner import RunOwner, check_run_dir
 from ..rule_inputs import final_targets
-from ..run import RunContext, rebalance_book, run_cluster
+from ..run import RunContext
 from .progress import JobCollector, JobRecord, Progress, SnakemakeErrors
 
 #: The workflow ships inside the package (in a checkout, a link to the top-level workflow/).
@@ -154,36 +154,24 @@ class MetaPipeline:
         check_name(self.run_id, "run id")
         check_runs_root(self.runs_root, writable=not self.dry_run, run_id=self.run_id)
         check_run_dir(self.run_dir, self.run_id)  # a directory that is not this run's: refused, untouched
-        # Configuration errors surface here, as one line, before Snakemake starts; the run's
-        # owner checks its pins, data and book once and is handed to the workflow it drives.
-        plan = load_plan(self.meta_profile, self.manifest, self.profiles)
-        self.previous_run, self.holdings = rebalance_book(self.previous_run, self.holdings)
-        pinned = [n.sleeve_id for n in plan.atomic_nodes() if n.pin and not self.execute_sleeves]
+        # Configuration errors surface here, as one line, before Snakemake starts. The run is
+        # resolved from the same config the workflow gets; its owner checks the pins, data
+        # and book once and is handed to the workflow it drives.
+        run = RunContext.from_config(self.config())
+        pinned = [n.sleeve_id for n in run.plan.atomic_nodes() if n.pin]
         if pinned and wildcard_like(self.run_dir):
             raise ConfigError(
                 f"runs_root {self.runs_root}: Snakemake would read part of it as a wildcard, and pinned sleeve "
                 f"{pinned[0]!r} is read from there before its directory exists; use a runs root without "
                 "'{name}' (or --execute-sleeves)"
             )
-        if self.execute_sleeves:
-            for node in plan.atomic_nodes():
-                node.pin = None
-        run = RunContext(
-            plan=plan, run_id=self.run_id, runs_root=Path(self.runs_root), execute_sleeves=self.execute_sleeves,
-            previous_run=self.previous_run, holdings=self.holdings,
-        )  # fmt: skip
         self.owner = RunOwner(run)
         self.owner.preflight()
-        run.cluster = self._cluster()  # checks the Ray settings; starts nothing
 
     @property
     def plan(self):
         """The resolved plan of the run."""
         return self.owner.run.plan
-
-    def _cluster(self):
-        """The run's cluster as configured (None: sequential); nothing starts."""
-        return run_cluster(self.ray, self.ray_address, self.ray_token_path, num_cpus=self.ray_num_cpus)
 
     def _targets(self) -> list[str]:
         """Snakemake's targets: none (rule ``all``), or every final artifact where the run
@@ -196,22 +184,21 @@ class MetaPipeline:
 
     def config(self) -> dict:
         """The Snakemake config of this run (scalars only: they travel on command lines)."""
-        cfg = {
+        settings = {
             "profile": self.meta_profile,
             "run_id": self.run_id,
             "manifest": str(self.manifest),
-            "profiles": ",".join(self.plan.risk_profiles),
+            "profiles": ",".join(self.profiles or []),
             "execute_sleeves": bool(self.execute_sleeves),
             "ray": bool(self.ray),
             "runs_root": str(self.runs_root),
+            "ray_num_cpus": self.ray_num_cpus,
+            "ray_address": self.ray_address,
+            "ray_token_path": self.ray_token_path,
+            "previous_run": self.previous_run,
+            "holdings": self.holdings,
         }
-        if self.ray_num_cpus:
-            cfg["ray_num_cpus"] = int(self.ray_num_cpus)
-        if self.previous_run:
-            cfg["previous_run"] = self.previous_run
-        if self.holdings:
-            cfg["holdings"] = str(self.holdings)
-        return cfg
+        return {k: v if isinstance(v, bool | int) else str(v) for k, v in settings.items() if v not in (None, "")}
 
     def execute(self) -> RunResult:
         """Run (or dry-run) the workflow; raise PipelineError with the failing job's message.
@@ -247,7 +234,7 @@ class MetaPipeline:
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         owner = self.owner
         if owner.cluster is not None and owner.cluster.closed:
-            owner.run.cluster = self._cluster()  # an earlier execute shut this one down
+            owner.run.cluster = owner.cluster.renewed()  # an earlier execute shut this one down
         cluster, config = owner.cluster, self.config()
         try:
             owner.watch_signals()
