@@ -10,7 +10,7 @@ import pytest
 from tradingview_scraper import cluster as ray_cluster
 from tradingview_scraper import run as run_module
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
-from tradingview_scraper.owner import RunOwner
+from tradingview_scraper.owner import RunOwner, terminated
 from tradingview_scraper.run import RunContext
 
 from .conftest import SMALL_MANIFEST
@@ -58,16 +58,16 @@ def test_sigterm_is_ctrl_c_and_the_owner_puts_the_handler_back(runs_root):
                                                  "run_id": "sig", "runs_root": str(runs_root), "ray": False}))  # fmt: skip
         owner.watch_signals()
         handler = signal.getsignal(signal.SIGTERM)
-        assert handler is not mine and not ray_cluster.terminated()
+        assert handler is not mine and not terminated()
         owner.watch_signals()  # again once Snakemake's scheduler set its own: still the first handler to restore
         with pytest.raises(KeyboardInterrupt):
             handler(signal.SIGTERM, None)
-        assert ray_cluster.terminated() and ray_cluster.interrupted()
+        assert terminated() and ray_cluster.interrupted()
         owner.release()
         assert signal.getsignal(signal.SIGTERM) is mine
-        assert ray_cluster.terminated()  # the entry point reads it after the run ended (exit 143)
+        assert terminated()  # the entry point reads it after the run ended (exit 143)
         owner.watch_signals()  # a new run forgets it
-        assert not ray_cluster.terminated() and not ray_cluster.interrupted()
+        assert not terminated() and not ray_cluster.interrupted()
         owner.release()
     finally:
         signal.signal(signal.SIGINT, previous_int)

@@ -21,6 +21,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -34,6 +35,9 @@ from .run import RunContext
 #: Files a run directory may hold before its ledger exists: the locks and the stage logs
 #: (a run killed before its first stage recorded anything).
 _BEFORE_LEDGER = re.compile(r"^(\.run\.lock|audit\.jsonl\.lock|(.*/)?logs/[^/]+\.log)$")
+
+# SIGTERM, like SIGINT, is process-wide: a plain bool a signal handler may set.
+_terminated = False
 
 #: The owner the runner hands to the workflow it drives in this context (see :meth:`RunOwner.handed`).
 _handed: contextvars.ContextVar[RunOwner | None] = contextvars.ContextVar("tvs_run_owner", default=None)
@@ -102,6 +106,19 @@ def reported(plain: bool = True) -> Iterator[None]:
         if plain:
             report_at_exit(exc)
         raise
+
+
+def terminated() -> bool:
+    """Whether SIGTERM stopped the last run this process watched (:meth:`RunOwner.watch_signals`)."""
+    return _terminated
+
+
+def _on_sigterm(signum: int, frame) -> None:
+    global _terminated
+    _terminated = True
+    if callable(handler := signal.getsignal(signal.SIGINT)):
+        handler(signal.SIGINT, frame)
+    raise KeyboardInterrupt
 
 
 class RunOwner:
@@ -241,20 +258,23 @@ class RunOwner:
         for d in damages:
             print(f"{d.line(self.run_dir)}: discarded with what was computed from it; recomputing", file=sys.stderr, flush=True)
 
-    def claim_if(self, executing: bool) -> None:
-        """Claim the run (:meth:`claim`) only if jobs will execute: a dry run, ``--lint`` or ``--report`` touches nothing."""
-        if executing:
-            self.claim()
-
     def watch_signals(self) -> None:
-        """Ctrl-C and SIGTERM cancel the run's Ray tasks and stop it (:func:`cluster.watch_interrupts`).
+        """Ctrl-C (:func:`cluster.watch_interrupts`) and SIGTERM cancel the run's Ray tasks and stop it.
 
-        Called before the claim and again once Snakemake's scheduler has set its own SIGTERM
-        handler; :meth:`release` puts back the handler the first call replaced.
+        Snakemake's scheduler answers SIGTERM by waiting for every running job and Ray's C++
+        core dumps a stack on it: SIGTERM goes to SIGINT's handler instead. Called before the
+        claim and again once the scheduler has set its own SIGTERM handler (``onstart``);
+        :meth:`release` puts back the handler the first call replaced.
         """
-        previous = watch_interrupts(reset=not self._watching)
+        global _terminated
         if not self._watching:
-            self._watching, self._sigterm = True, previous
+            _terminated = False
+        watch_interrupts()
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+            if not self._watching:
+                self._sigterm = previous
+        self._watching = True
 
     # ----------------------------------------------------------------- the run
 

@@ -44,8 +44,8 @@ def main(argv: list[str] | None, *, prog: str, require_meta: bool) -> int:
     130 Ctrl-C (SIGINT), 143 SIGTERM: both stop the same way (the running tasks cancelled,
     the run's cluster stopped, a resume hint, no traceback).
     """
-    from ..cluster import terminated
     from ..manifest import is_meta_profile, load_manifest
+    from ..owner import terminated
     from .pipeline import MetaPipeline
 
     desc = "Run the canonical meta-portfolio pipeline (workflow/Snakefile) for one profile."

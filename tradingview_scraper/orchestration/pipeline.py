@@ -8,11 +8,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TextIO
 
-from ..cluster import interrupted, terminated
+from ..cluster import interrupted
 from ..errors import ConfigError, PipelineError, one_line
 from ..layout import RUNS_ROOT, check_name, check_runs_root, new_run_id, run_dir, wildcard_like
 from ..manifest import DEFAULT_MANIFEST, parse_risk_profiles
-from ..owner import RunOwner, check_run_dir
+from ..owner import RunOwner, check_run_dir, terminated
 from ..rule_inputs import final_targets
 from ..run import RunContext
 from .progress import JobCollector, JobRecord, Progress, SnakemakeErrors
@@ -233,8 +233,8 @@ class MetaPipeline:
         # Ray's own SIGTERM handler in the driver dumps a C++ stack and aborts; the owner's stops like Ctrl-C.
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         owner = self.owner
-        if owner.cluster is not None and owner.cluster.closed:
-            owner.run.cluster = owner.cluster.renewed()  # an earlier execute shut this one down
+        if owner.cluster is not None:
+            owner.run.cluster = owner.cluster.renewed()  # an earlier execute shut it down
         cluster, config = owner.cluster, self.config()
         try:
             owner.watch_signals()

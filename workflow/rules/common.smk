@@ -126,8 +126,8 @@ def get_final_targets(wildcards):
     # only then is the run directory claimed (checks, lock, damaged artifacts discarded).
     executing = workflow.executor_plugin is not None and not workflow.dryrun and not workflow.touch
     try:
-        if OWNER is not None:
-            OWNER.claim_if(executing)
+        if OWNER is not None and executing:
+            OWNER.claim()
     except PipelineError as exc:
         raise WorkflowError(str(exc)) from None
     return W.final_targets()
