@@ -157,6 +157,8 @@ class MetaPipeline:
         # Configuration errors surface here, as one line, before Snakemake starts. The run is
         # resolved from the same config the workflow gets; its owner checks the pins, data
         # and book once and is handed to the workflow it drives.
+        if not self.meta_profile:  # the config's "no profile given" names the plain command's option
+            raise ConfigError("profile is empty: pass --profile <name> (e.g. meta_demo)")
         run = RunContext.from_config(self.config())
         pinned = [n.sleeve_id for n in run.plan.atomic_nodes() if n.pin]
         if pinned and wildcard_like(self.run_dir):
