@@ -252,7 +252,6 @@ class RunOwner:
                 self.release()
                 raise
         self.start_seq = audit.last_seq(self.run_dir)
-        self._outcome.clear()
         if self._workflow_releases:  # a no-op run of the plain command ends without hooks
             atexit.register(self.release)
         for d in damages:
@@ -371,3 +370,4 @@ class RunOwner:
             with contextlib.suppress(ValueError):  # off the main thread: the handler stays
                 signal.signal(signal.SIGTERM, self._sigterm)
         self._watching, self._sigterm = False, None
+        self._outcome.clear()  # a next run of this owner (the runner's execute again) has its own
