@@ -214,32 +214,31 @@ def test_the_runner_resolves_the_plan_once(monkeypatch, runs_root):
 
 
 def test_the_workflow_checks_a_run_the_runner_did_not(monkeypatch, runs_root, small_manifest_dict, write_manifest):
-    from tradingview_scraper.manifest import load_plan
-    from tradingview_scraper.run import handed_over
-    from tradingview_scraper.wiring import Wiring
+    """The workflow takes the owner its runner hands over (checked once); without one it makes and checks its own."""
+    from tradingview_scraper.owner import RunOwner
+    from tradingview_scraper.run import RunContext
 
     path = write_manifest(small_manifest_dict)
     config = {"profile": "meta_small", "manifest": str(path), "run_id": "w", "runs_root": str(runs_root), "ray": False}
     calls = Counter()
     _counting(monkeypatch, stages, "preflight", calls)
 
-    def started(cfg) -> Wiring:
-        wiring = Wiring.from_config(cfg, pass_to_jobs=lambda settings: None, main_process=True)
-        wiring.start(sleeves_to_compute=False)
-        wiring.finish()
-        return wiring
+    def started(cfg) -> RunOwner:
+        owner = RunOwner.for_workflow(cfg, pass_to_jobs=lambda settings: None)
+        owner.start(sleeves_to_compute=False)
+        assert owner.finish() is None
+        return owner
 
-    plain = started(config)  # the plain snakemake command: resolved and checked here
-    assert not plain.run.checked and calls["preflight"] == 1
-    plan = load_plan("meta_small", path)
-    with handed_over(config, plan, checked=True):
-        handed = started(config)
-        assert handed.plan is plan and handed.run.checked and calls["preflight"] == 1
-        assert started({**config, "run_id": "other"}).plan is not plan  # another run is not this hand-off
-        path.write_text(path.read_text() + "\n")  # the manifest changed since the runner read it
-        again = started(config)
-    assert again.plan is not plan and not again.run.checked and calls["preflight"] == 3
-    assert started(config).plan is not plan  # the hand-off ends with the runner's block
+    plain = started(config)  # the plain snakemake command: resolved and checked here, released at its end
+    assert calls["preflight"] == 1 and not plain.claimed
+    runner = RunOwner(RunContext.from_config(config))
+    runner.preflight()
+    with runner.handed():
+        assert started(config) is runner and calls["preflight"] == 2  # the runner's checks are not repeated
+        assert runner.claimed  # the runner releases its own owner
+        assert started({**config, "run_id": "other"}) is not runner  # another run is not this hand-off
+    runner.release()
+    assert started(config) is not runner and calls["preflight"] == 4  # the hand-off ends with the runner's block
 
 
 @pytest.mark.e2e
@@ -247,16 +246,18 @@ def test_a_real_run_through_the_runner_checks_once_and_plain_snakemake_checks_it
     import subprocess
     import sys
 
-    from tradingview_scraper import manifest
+    from tradingview_scraper import audit, manifest
 
     calls = Counter()
     _counting(monkeypatch, manifest, "resolve", calls)
     _counting(monkeypatch, stages, "preflight", calls)
+    _counting(monkeypatch, audit, "damaged", calls)
     book = tmp_path / "book.csv"
     book.write_text("symbol,direction,weight\nAAPL,LONG,0.6\nKO,LONG,0.4\n")
     kw = dict(manifest=SMALL_MANIFEST, profiles="equal_weight,hrp", runs_root=tmp_path / "runs", holdings=str(book))
     run = MetaPipeline("meta_two", run_id="once", ray=False, **kw).execute()
-    assert calls == {"resolve": 1, "preflight": 1}
+    # One owner: the artifacts are verified once when it claims the run and once for its verdict.
+    assert calls == {"resolve": 1, "preflight": 1, "damaged": 2}
     assert {"sleeve", "rebalance", "report"} <= {j.rule for j in run.jobs} and (run.run_dir / "rebalance_hrp.json").is_file()
     # The plain command has no runner: its onstart checks the book (a bad row) before any job runs.
     book.write_text("symbol,direction,weight\nAAPL,LONG,0.6\nKO,LONG,x\n")

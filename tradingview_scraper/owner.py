@@ -1,141 +1,246 @@
-"""The one owner of a run in the workflow's main process: its directory, its lock, its record, its verdict.
+"""The one owner of a run in the workflow's main process: its directory, lock, cluster, signals and verdict.
 
-Whichever entry point starts a run (the runner, or the plain ``snakemake`` command), one
-:class:`RunOwner` per run directory and process decides what the run may touch. It refuses a
-directory the run does not own (a symlink, a folder that is not this run's), and only when
-jobs will really execute does it claim the directory: create it, take the run's lock, remove
-the temp files a killed writer left, and discard artifacts that no longer match their ledger
-records. A dry run, ``--lint``, ``--report`` or a parse of the workflow never claims: they
-create, change and delete nothing. At the end it gives the run's verdict, retires the
-artifacts the run no longer produces and releases the lock (a directory it created and that
-holds nothing else goes with it).
+Whichever entry point starts a run, one :class:`RunOwner` decides what the run may touch
+and lives as long as it does. The runner (scripts, ``make``, the Python API) creates it,
+checks the run and claims it before Snakemake starts, and hands it to the workflow it drives
+(:meth:`RunOwner.handed`); the plain ``snakemake`` command has the workflow create it when
+the Snakefile is parsed (:meth:`RunOwner.for_workflow`). Parsing only reads: the owner
+refuses a directory that is not the run's and claims it (lock, temp files, damaged
+artifacts) only when jobs will really execute. It starts the run's private Ray cluster when
+a sleeve will be computed, makes SIGTERM stop the run like Ctrl-C, and at the end gives the
+run's verdict, retires what the run no longer produces, stops the cluster and releases the
+lock (a directory it created and that holds nothing else goes with it).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import contextvars
 import os
 import re
+import signal
+import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from . import audit, runlock
+from . import audit, runlock, stages
+from .cluster import watch_interrupts
 from .errors import ConfigError, PipelineError
-from .layout import Node, refuse_symlink
+from .layout import Node, check_runs_root, refuse_symlink
+from .rule_inputs import check_plain_runs_root
+from .run import RunContext
 
 #: Files a run directory may hold before its ledger exists: the locks and the stage logs
 #: (a run killed before its first stage recorded anything).
 _BEFORE_LEDGER = re.compile(r"^(\.run\.lock|audit\.jsonl\.lock|(.*/)?logs/[^/]+\.log)$")
 
-_owners: dict[str, RunOwner] = {}
-_owners_guard = threading.Lock()
+# SIGTERM, like SIGINT, is process-wide: a plain bool a signal handler may set.
+_terminated = False
+
+#: The owner the runner hands to the workflow it drives in this context (see :meth:`RunOwner.handed`).
+_handed: contextvars.ContextVar[RunOwner | None] = contextvars.ContextVar("tvs_run_owner", default=None)
 
 
-def owner_of(run_dir: Path | str, run_id: str, *, new: bool = False) -> tuple[RunOwner, bool]:
-    """The owner of ``run_dir`` in this process, and whether this call created it.
+def check_run_dir(run_dir: Path, run_id: str) -> None:
+    """Refuse a run directory run ``run_id`` does not own; read only, creates nothing.
 
-    The runner creates the owner (``new``) before Snakemake starts; the workflow it drives
-    in the same process finds it here (keyed by the run directory, like the run's lock).
+    Raises
+    ------
+    ConfigError
+        The run directory is a symlink, or it exists and is not this run's: it holds
+        another run's ledger, or files but no ledger (a user's folder, or a run whose
+        ledger was removed: nothing in it can be verified).
     """
-    key = os.path.abspath(run_dir)
-    with _owners_guard:
-        owner = _owners.get(key)
-        if owner is not None and not new and owner.run_id == run_id:
-            return owner, False
-        owner = _owners[key] = RunOwner(Path(run_dir), run_id)
-        return owner, True
+    run_dir = refuse_symlink(Path(run_dir), "run directory")
+    if not run_dir.is_dir():
+        if run_dir.exists():
+            raise ConfigError(f"run directory {run_dir} is a file; choose another run id")
+        return
+    if runlock.holder(run_dir) is not None:
+        return  # a live run holds it: claiming it is refused as "in progress", a dry run may look
+    ledger = Node(run_dir).file("audit")
+    if ledger.is_file() and ledger.stat().st_size > 0:
+        first = audit.genesis_of(run_dir)
+        if first is None:
+            raise ConfigError(
+                f"{ledger} does not start with a genesis entry: {run_dir} is not a run directory of this pipeline; "
+                "choose another run id"
+            )
+        if first.get("run_id") != run_id:
+            raise ConfigError(
+                f"run directory {run_dir} holds the ledger of run {first.get('run_id')!r}, not {run_id!r}; "
+                "choose another run id (a run directory is never renamed or reused)"
+            )
+        return
+    stray = [
+        rel
+        for p in sorted(run_dir.rglob("*"))
+        if (p.is_file() or p.is_symlink()) and not _BEFORE_LEDGER.match(rel := p.relative_to(run_dir).as_posix())
+    ]
+    if stray:
+        raise ConfigError(
+            f"{run_dir} holds files ({stray[0]}, ...) but no audit ledger (audit.jsonl): they cannot be verified "
+            "and are not this run's; remove the directory or choose another run id"
+        )
+
+
+def report_at_exit(error: BaseException | None) -> None:
+    """Print ``error`` as one line when the process exits, i.e. after Snakemake's own closing lines.
+
+    For the plain ``snakemake`` command, whose last line is then the root cause; a runner
+    driving the workflow in this context prints its own.
+    """
+    if error is not None and _handed.get() is None:
+        atexit.register(print, f"error: {error}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def reported(plain: bool = True) -> Iterator[None]:
+    """With ``plain`` (the plain command's run), report a :class:`PipelineError` leaving the block at exit
+    (:func:`report_at_exit`); re-raise it."""
+    try:
+        yield
+    except PipelineError as exc:
+        if plain:
+            report_at_exit(exc)
+        raise
+
+
+def terminated() -> bool:
+    """Whether SIGTERM stopped the last run this process watched (:meth:`RunOwner.watch_signals`)."""
+    return _terminated
+
+
+def _on_sigterm(signum: int, frame) -> None:
+    global _terminated
+    _terminated = True
+    if callable(handler := signal.getsignal(signal.SIGINT)):
+        handler(signal.SIGINT, frame)
+    raise KeyboardInterrupt
 
 
 class RunOwner:
-    """What a run may touch, decided once per run directory and process.
+    """The one owner of a run: what it may touch, its lock, its cluster, its signals, its verdict.
 
     Parameters
     ----------
-    run_dir : Path
-        The run directory.
-    run_id : str
-        The run's id (a directory holding another run's ledger is not this run's).
+    run : RunContext
+        The run (plan, run id, directories, the cluster it starts or joins).
     """
 
-    def __init__(self, run_dir: Path, run_id: str) -> None:
-        self.run_dir, self.run_id = Path(run_dir), run_id
+    def __init__(self, run: RunContext) -> None:
+        self.run = run
+        self.run_dir, self.run_id = run.run_dir, run.run_id
         self.claimed = False
         self.created = False
-        self.start_seq = -1
-        self._guard = threading.Lock()
+        self.start_seq = audit.last_seq(self.run_dir)  # failures after it are this run's
+        self._preflight_done = False
+        self._pass_to_jobs: Callable[[dict], None] = lambda settings: None
+        self._workflow_releases = False  # the plain command: the workflow ends the run, not a runner
+        self._produced: list[str] | None = None
+        self._outcome: list[PipelineError | None] = []  # the run's verdict, once it finished
+        self._watching = False
+        self._sigterm: object | None = None  # SIGTERM's handler before the run watched signals
+
+    @property
+    def cluster(self):
+        """The run's Ray cluster (None: sleeves compute in-process)."""
+        return self.run.cluster
+
+    # ----------------------------------------------------------------- the workflow's view
+
+    @contextlib.contextmanager
+    def handed(self) -> Iterator[RunOwner]:
+        """While the block runs, the workflow parsed in this context takes this owner (:meth:`for_workflow`)."""
+        token = _handed.set(self)
+        try:
+            yield self
+        finally:
+            _handed.reset(token)
+
+    @classmethod
+    def for_workflow(cls, config: dict, *, pass_to_jobs: Callable[[dict], None]) -> RunOwner:
+        """The owner of the workflow's main process: the one a runner handed over, else a new one.
+
+        The plain ``snakemake`` command resolves the run from ``config`` here, refuses a
+        directory that is not the run's and prints a generated run id; nothing is created.
+        A generated run id and a named cluster's address travel to the jobs as config
+        (``pass_to_jobs``), so a job needs nothing from the environment.
+
+        Raises
+        ------
+        PipelineError
+            The configuration is refused (reported as the plain command's last line too).
+        """
+        with reported(_handed.get() is None):
+            owner = _handed.get()
+            if owner is None or str(config.get("run_id")) != owner.run_id:
+                run = RunContext.from_config(config)
+                check_runs_root(run.runs_root, writable=False)
+                check_plain_runs_root(run)
+                owner = cls(run)
+                owner.check()
+                owner._workflow_releases = True
+            owner._pass_to_jobs = pass_to_jobs
+            if not config.get("run_id"):
+                pass_to_jobs({"run_id": owner.run_id})
+                print(f"run id: {owner.run_id}  (run directory {owner.run_dir})")
+            if owner.cluster is not None and owner.cluster.address is not None and "ray_address" not in config:
+                pass_to_jobs(owner.cluster.job_config())
+            return owner
+
+    def ray_cpus(self) -> int | None:
+        """How many sleeve jobs may run at once: the cluster's CPUs (a named cluster is asked)."""
+        with reported(self._workflow_releases):
+            return None if self.cluster is None else self.cluster.cpus()
 
     # ----------------------------------------------------------------- before any work
 
     def check(self) -> None:
-        """Refuse a run directory this run does not own; read only, creates nothing.
+        """Refuse a run directory this run does not own (:func:`check_run_dir`); read only."""
+        check_run_dir(self.run_dir, self.run_id)
 
-        Raises
-        ------
-        ConfigError
-            The run directory is a symlink, or it exists and is not this run's: it holds
-            another run's ledger, or files but no ledger (a user's folder, or a run whose
-            ledger was removed: nothing in it can be verified).
-        """
-        run_dir = refuse_symlink(self.run_dir, "run directory")
-        if not run_dir.is_dir():
-            if run_dir.exists():
-                raise ConfigError(f"run directory {run_dir} is a file; choose another run id")
-            return
-        if runlock.holder(run_dir) is not None:
-            return  # a live run holds it: claiming it is refused as "in progress", a dry run may look
-        ledger = Node(run_dir).file("audit")
-        if ledger.is_file() and ledger.stat().st_size > 0:
-            first = audit.genesis_of(run_dir)
-            if first is None:
-                raise ConfigError(
-                    f"{ledger} does not start with a genesis entry: {run_dir} is not a run directory of this pipeline; "
-                    "choose another run id"
-                )
-            if first.get("run_id") != self.run_id:
-                raise ConfigError(
-                    f"run directory {run_dir} holds the ledger of run {first.get('run_id')!r}, not {self.run_id!r}; "
-                    "choose another run id (a run directory is never renamed or reused)"
-                )
-            return
-        stray = [
-            rel
-            for p in sorted(run_dir.rglob("*"))
-            if (p.is_file() or p.is_symlink()) and not _BEFORE_LEDGER.match(rel := p.relative_to(run_dir).as_posix())
-        ]
-        if stray:
-            raise ConfigError(
-                f"{run_dir} holds files ({stray[0]}, ...) but no audit ledger (audit.jsonl): they cannot be verified "
-                "and are not this run's; remove the directory or choose another run id"
+    def preflight(self) -> None:
+        """Check the run's pins, data and rebalance book once (:func:`stages.preflight`)."""
+        if not self._preflight_done:
+            run = self.run
+            stages.preflight(
+                run.plan,
+                base_dir=run.base_dir,
+                runs_root=run.runs_root,
+                run_id=run.run_id,
+                execute_sleeves=run.execute_sleeves,
+                previous_run=run.previous_run,
+                holdings=run.holdings,
             )
+            self._preflight_done = True
 
-    def claim(self, *, repair: bool = True, stream=None) -> list[str]:
+    def claim(self, *, repair: bool = True) -> None:
         """Own the run directory for a run whose jobs will execute (idempotent).
 
-        Checks it (:meth:`check`), creates it if missing, takes the run's lock (which removes
-        the temp files a killed writer left) and, with ``repair``, deletes every artifact whose
-        bytes differ from its ledger record together with what was computed from it, one line
-        each on ``stream`` (default stderr), so that chain reruns. Call it before the DAG is
-        built: Snakemake plans reruns from the files it sees then.
-
-        Returns
-        -------
-        list of str
-            The lines printed.
+        Runs the pre-flight checks (once), checks the directory (:meth:`check`) and that it
+        is writable, creates it if missing, takes the run's lock (which removes the temp
+        files a killed writer left) and, with ``repair``, deletes every artifact whose bytes
+        differ from its ledger record together with what was computed from it, one line
+        each on stderr, so that chain reruns. Call it before the DAG is built: Snakemake
+        plans reruns from the files it sees then.
 
         Raises
         ------
         RunInProgressError
             Another live process holds the run's lock.
-        ConfigError
-            The directory is not this run's (see :meth:`check`).
+        ConfigError, DataError
+            A pin, a data source or the book is unusable, or the directory is not this run's.
         PipelineError
             The ledger does not verify: nothing in the run can be trusted.
         """
-        import sys
-
-        with self._guard:
-            if self.claimed:
-                return []
+        if self.claimed:
+            return
+        with reported(self._workflow_releases):
+            self.preflight()
+            check_runs_root(self.run.runs_root, run_id=self.run_id)
             self.check()
             existed = self.run_dir.exists()
             runlock.acquire(self.run_dir, self.run_id)
@@ -144,15 +249,84 @@ class RunOwner:
                 damages = audit.damaged(self.run_dir) if repair else []
                 audit.discard(self.run_dir, damages)
             except BaseException:
-                self._release()
+                self.release()
                 raise
-            self.start_seq = audit.last_seq(self.run_dir)  # failures after it are this run's
-        lines = [f"{d.line(self.run_dir)}: discarded with what was computed from it; recomputing" for d in damages]
-        for line in lines:
-            print(line, file=stream or sys.stderr, flush=True)
-        return lines
+        self.start_seq = audit.last_seq(self.run_dir)
+        if self._workflow_releases:  # a no-op run of the plain command ends without hooks
+            atexit.register(self.release)
+        for d in damages:
+            print(f"{d.line(self.run_dir)}: discarded with what was computed from it; recomputing", file=sys.stderr, flush=True)
 
-    # ----------------------------------------------------------------- at the end
+    def watch_signals(self) -> None:
+        """Ctrl-C (:func:`cluster.watch_interrupts`) and SIGTERM cancel the run's Ray tasks and stop it.
+
+        Snakemake's scheduler answers SIGTERM by waiting for every running job and Ray's C++
+        core dumps a stack on it: SIGTERM goes to SIGINT's handler instead. Called before the
+        claim and again once the scheduler has set its own SIGTERM handler (``onstart``);
+        :meth:`release` puts back the handler the first call replaced.
+        """
+        global _terminated
+        if not self._watching:
+            _terminated = False
+        watch_interrupts()
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+            if not self._watching:
+                self._sigterm = previous
+        self._watching = True
+
+    # ----------------------------------------------------------------- the run
+
+    def start(self, sleeves_to_compute: bool, produced: list[str] | None = None) -> None:
+        """The run's jobs are about to execute: watch signals, claim, start a private Ray cluster if needed.
+
+        Runs in the workflow's ``onstart``: only when jobs will run (not on dry runs, lint or
+        no-op reruns). Explicit targets skip the final targets' input function, so a run is
+        claimed here at the latest, after the DAG was built: damaged artifacts are then left
+        to the final check rather than discarded. A private cluster starts only when a sleeve
+        will be computed, after the checks and the lock (a refused run starts none).
+        ``produced``: every output of the run's complete DAG (None: a partial DAG), so that
+        :meth:`finish` retires what the run no longer produces.
+        """
+        self.watch_signals()
+        self.claim(repair=False)
+        self._produced = produced
+        if self.cluster is not None and self.cluster.address is None and sleeves_to_compute:
+            with reported(self._workflow_releases):
+                self.cluster.start()
+            self._pass_to_jobs(self.cluster.job_config())
+
+    def finish(self, failed: bool = False) -> PipelineError | None:
+        """End the run once: stop (or leave) its cluster and give its verdict.
+
+        On failure the verdict is the root cause's one line, from the ledger; on success,
+        the first recorded artifact that no longer matches its record, and the artifacts no
+        job of the run produces any more are retired (:meth:`retire`). The plain command
+        prints the verdict as its last line and releases the run here.
+
+        Returns
+        -------
+        PipelineError or None
+            The run's error, the same on every call.
+        """
+        if self._outcome:
+            return self._outcome[0]
+        try:
+            if self.cluster is not None:
+                self.cluster.shutdown()
+            if failed:
+                error = stages.first_failure(self.run_dir, self.start_seq)
+            else:
+                error = self.verdict() if self.claimed else None
+                if error is None and self._produced is not None:
+                    self.retire(self._produced)
+            self._outcome.append(error)
+            if self._workflow_releases:
+                report_at_exit(error)
+            return error
+        finally:
+            if self._workflow_releases:
+                self.release()
 
     def verdict(self) -> PipelineError | None:
         """The error a successful run still ends with: the first artifact that no longer matches its record."""
@@ -185,14 +359,15 @@ class RunOwner:
         return audit.retire(self.run_dir, stale, "no longer produced by this run")
 
     def release(self) -> None:
-        """Release the lock :meth:`claim` took; a directory the claim created goes too when it holds nothing else."""
-        with self._guard:
-            self._release()
-
-    def _release(self) -> None:
+        """Stop the cluster, release the lock :meth:`claim` took (a directory it created goes too when it holds
+        nothing else) and put back SIGTERM's handler; idempotent."""
+        if self.cluster is not None:
+            self.cluster.shutdown()
         if self.claimed:
             self.claimed = False
             runlock.release(self.run_dir, discard_empty=self.created)
-        with _owners_guard:
-            if _owners.get(os.path.abspath(self.run_dir)) is self:
-                del _owners[os.path.abspath(self.run_dir)]
+        if self._sigterm is not None:
+            with contextlib.suppress(ValueError):  # off the main thread: the handler stays
+                signal.signal(signal.SIGTERM, self._sigterm)
+        self._watching, self._sigterm = False, None
+        self._outcome.clear()  # a next run of this owner (the runner's execute again) has its own

@@ -178,17 +178,18 @@ def final_targets(run: RunContext) -> list[Path]:
 
 
 def check_plain_runs_root(run: RunContext) -> None:
-    """Refuse a run directory with a wildcard-like part (``{name}``) unless the runner drives the workflow.
+    """Refuse a run directory with a wildcard-like part (``{name}``) for the plain ``snakemake`` command.
 
     Snakemake formats the paths of rule ``all`` and has no escape for braces; the runner (the
-    scripts, ``make``, the Python API) names the final artifacts as Snakemake's targets instead.
+    scripts, ``make``, the Python API) names the final artifacts as Snakemake's targets instead,
+    so only the run's owner of the plain command calls this.
 
     Raises
     ------
     ConfigError
         The plain ``snakemake`` command with such a runs root.
     """
-    if wildcard_like(run.run_dir) and not run.checked:  # checked: the runner handed over its plan
+    if wildcard_like(run.run_dir):
         raise ConfigError(
             f"runs_root {run.runs_root}: Snakemake would read part of it as a wildcard in the targets of rule "
             "all; run it with scripts/run_meta_pipeline.py, make or the Python API (which name the targets "

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +16,6 @@ from .manifest import (
     NodeSpec,
     Plan,
     load_plan,
-    manifest_file,
     parse_risk_profiles,
 )
 
@@ -53,8 +49,6 @@ class RunContext:
     #: The current book of a rebalance: an earlier run's id, or a holdings file (not both).
     previous_run: str | None = None
     holdings: str | None = None
-    #: The pre-flight checks (:func:`stages.preflight`) passed in this process: the runner ran them.
-    checked: bool = False
 
     @property
     def ray(self) -> bool:
@@ -98,13 +92,8 @@ class RunContext:
         run_id = config.get("run_id") or new_run_id()
         check_name(str(run_id), "run id")
         execute = _as_bool(config.get("execute_sleeves", False), "execute_sleeves")
-        plan, checked = _handed_plan(config) or (
-            load_plan(
-                str(profile),
-                config.get("manifest") or DEFAULT_MANIFEST,
-                parse_risk_profiles(config.get("profiles") or None),
-            ),
-            False,
+        plan = load_plan(
+            str(profile), config.get("manifest") or DEFAULT_MANIFEST, parse_risk_profiles(config.get("profiles") or None)
         )
         if execute:
             for node in plan.atomic_nodes():
@@ -127,7 +116,6 @@ class RunContext:
             cluster=cluster,
             previous_run=previous,
             holdings=holdings,
-            checked=checked,
         )
 
 
@@ -174,52 +162,6 @@ def run_cluster(
     address = address or env.get("RAY_ADDRESS") or None
     token = token_path or (env.get("RAY_AUTH_TOKEN_PATH") if address else None)
     return Cluster(address, token_path=token or None, num_cpus=num_cpus, mode=mode)
-
-
-#: What the runner resolved and checked, for the workflow it drives in this process (see :func:`handed_over`).
-_handed: dict[tuple, tuple[Plan, bool]] = {}
-
-
-_handed_guard = threading.Lock()
-
-
-#: The config keys a plan and its pre-flight checks depend on.
-_PLAN_KEYS = ("profile", "run_id", "manifest", "profiles", "execute_sleeves", "runs_root", "previous_run", "holdings")
-
-
-def _plan_key(config: dict) -> tuple:
-    return tuple(str(config.get(k) or "") for k in _PLAN_KEYS)
-
-
-@contextlib.contextmanager
-def handed_over(config: dict, plan: Plan, *, checked: bool) -> Iterator[None]:
-    """While the block runs, :meth:`RunContext.from_config` of ``config`` in this process takes ``plan``.
-
-    The runner resolves the plan and runs the pre-flight checks before Snakemake starts; the
-    Snakefile it then parses in the same process takes both from here instead of doing them
-    again. A process without the hand-off (the plain ``snakemake`` command, a job spawned
-    elsewhere) or a manifest whose bytes changed since resolves and checks itself.
-    """
-    key = _plan_key(config)
-    with _handed_guard:
-        _handed[key] = (plan, checked)
-    try:
-        yield
-    finally:
-        with _handed_guard:
-            _handed.pop(key, None)
-
-
-def _handed_plan(config: dict) -> tuple[Plan, bool] | None:
-    with _handed_guard:
-        handed = _handed.get(_plan_key(config))
-    if handed is None:
-        return None
-    try:
-        raw = manifest_file(handed[0].manifest_path).read_bytes()
-    except OSError:
-        return None
-    return handed if hashlib.sha256(raw).hexdigest() == handed[0].manifest_sha256 else None
 
 
 def rebalance_book(previous_run: object, holdings: object) -> tuple[str | None, str | None]:

@@ -1,33 +1,25 @@
-"""What the workflow's rules are wired with: node patterns, input functions, the run's lifecycle.
+"""What the workflow's rules are wired with: node patterns and input functions (the run's lifecycle: :mod:`owner`).
 
-``workflow/rules/common.smk`` builds one :class:`Wiring` per process and only forwards to
-it, so everything here is plain Python, tested without Snakemake (this module never
-imports it). The input functions take the ``{node}`` directory (and profile) a job's
+``workflow/rules/common.smk`` builds one :class:`Wiring` per process (of the run's owner's
+run, or of the config in a job process) and only forwards to it, so everything here is plain
+Python, tested without Snakemake (this module never imports it). The input functions take the ``{node}`` directory (and profile) a job's
 wildcards name and return path strings, as Snakemake expects.
 """
 
 from __future__ import annotations
 
-import atexit
 import functools
 import json
 import math
-from collections.abc import Callable
 
 from . import audit, deps, stages, steps
-from .cluster import watch_interrupts
 from .engines import HIERARCHICAL
 from .errors import PipelineError
-from .layout import (
-    check_runs_root,
-    wildcard_like,
-)
-from .owner import RunOwner, owner_of
+from .layout import wildcard_like
 from .rule_inputs import (
     NOTHING,
     alternation,
     atomic_below,
-    check_plain_runs_root,
     computed_sleeve_pattern,
     declared,
     final_targets,
@@ -41,23 +33,17 @@ from .run import RunContext
 
 
 class Wiring:
-    """The run's plan as the rules need it, and the main process's start and finish.
+    """The run's plan as the rules need it.
 
     Parameters
     ----------
     run : RunContext
         The run (plan, run id, directories, cluster).
-    pass_to_jobs : callable
-        Gives ``{key: value}`` settings to this run's spawned jobs (Snakemake's config).
-    main_process : bool
-        Whether this process owns the run (not a job re-parsing the workflow).
     """
 
-    def __init__(self, run: RunContext, *, pass_to_jobs: Callable[[dict], None], main_process: bool) -> None:
+    def __init__(self, run: RunContext) -> None:
         self.run, self.plan = run, run.plan
         self.profiles = self.plan.risk_profiles
-        self.cluster = run.cluster
-        self._pass_to_jobs = pass_to_jobs
         self.nodes = {path: run.node(path) for path in self.plan.nodes}
         self._paths = {str(node.dir): path for path, node in self.nodes.items()}
         meta = [self.nodes[n.path].dir for n in self.plan.meta_nodes()]
@@ -82,17 +68,6 @@ class Wiring:
             },
             sort_keys=True,
         )
-        self.main_process = main_process
-        self.owner: RunOwner | None = None
-        self._owns = False  # this wiring made the owner (the plain command), so it releases it
-        self._produced: list[str] | None = None
-        if main_process:
-            check_runs_root(run.runs_root, writable=False)
-            check_plain_runs_root(run)
-            # Parsing only looks: a directory that is not this run's is refused, nothing is touched.
-            self.owner, self._owns = owner_of(run.run_dir, run.run_id)
-            self.owner.check()
-        self.start_seq = audit.last_seq(run.run_dir)  # failures after it are this run's
         # Sleeves of one atomic profile share their params and price files: computed once.
         self._sleeve_params = functools.cache(self._sleeve_params_of)
         self._price_files = functools.cache(self._price_files_of)
@@ -100,76 +75,6 @@ class Wiring:
         self._pin_source = functools.cache(self._pin_source_of)  # the input function and the params resolve it once
         self._file_digest = functools.cache(self._file_digest_of)
         self._known: dict | None = None
-
-    def own_run(self, config: dict) -> None:
-        """The main process's part at parse time: what its jobs must be told.
-
-        A generated run id and a cluster named by ``RAY_ADDRESS`` travel to the jobs as
-        config, so a job needs nothing from the environment.
-        """
-        if not config.get("run_id"):
-            self._pass_to_jobs({"run_id": self.run.run_id})
-            print(f"run id: {self.run.run_id}  (run directory {self.run.run_dir})")
-        if self.cluster is not None and self.cluster.address is not None and "ray_address" not in config:
-            self._pass_to_jobs(self.cluster.job_config())
-
-    def ray_cpus(self) -> int | None:
-        """How many sleeve jobs may run at once: the cluster's CPUs (a named cluster is asked)."""
-        if self.cluster is None:
-            return None
-        try:
-            return self.cluster.cpus()
-        except PipelineError as exc:
-            stages.report_at_exit(exc)
-            raise
-
-    @classmethod
-    def from_config(cls, config: dict, **kwargs) -> Wiring:
-        """Build from the workflow's config; a refusal is the plain command's last line too."""
-        try:
-            return cls(RunContext.from_config(config), **kwargs)
-        except PipelineError as exc:
-            stages.report_at_exit(exc)
-            raise
-
-    def claim(self, executing: bool, *, repair: bool = True) -> None:
-        """Before the DAG's files are looked at: check the run and claim its directory, only if jobs will execute.
-
-        Called from the final targets' input function, which Snakemake evaluates first while
-        it builds the DAG, when it knows whether this is a dry run (Snakemake reports the
-        executor only then, not at parse time). A dry run, ``--lint``, ``--report`` or a DAG
-        listing touches nothing. The runner claims before Snakemake starts, so this finds
-        its claim. With ``repair`` (before the DAG is built), damaged artifacts are
-        discarded so that their chain reruns.
-
-        Raises
-        ------
-        PipelineError
-            A pin, a data source or the rebalance book is unusable, another live process
-            runs the same run id, or the directory is not this run's.
-        """
-        if not (executing and self.main_process) or self.owner is None or self.owner.claimed:
-            return
-        run = self.run
-        try:
-            if not run.checked:  # the runner checked before Snakemake started
-                stages.preflight(
-                    self.plan,
-                    base_dir=run.base_dir,
-                    runs_root=run.runs_root,
-                    run_id=run.run_id,
-                    execute_sleeves=run.execute_sleeves,
-                    previous_run=run.previous_run,
-                    holdings=run.holdings,
-                )
-            check_runs_root(run.runs_root, run_id=run.run_id)  # jobs will run: the run directory must be writable
-            self.owner.claim(repair=repair)
-        except PipelineError as exc:
-            stages.report_at_exit(exc)
-            raise
-        if self._owns:  # the plain command: a no-op run ends without hooks, the process exit releases
-            atexit.register(self.owner.release)
-        self.start_seq = self.owner.start_seq
 
     # ----------------------------------------------------------------- input functions
 
@@ -307,58 +212,3 @@ class Wiring:
         if wildcard_like(self.run.run_dir):
             return []
         return [str(t) for t in final_targets(self.run)]
-
-    # ----------------------------------------------------------------- lifecycle
-
-    def start(self, sleeves_to_compute: bool, produced: list[str] | None = None) -> None:
-        """The run's jobs are about to execute: make sure it is claimed, then start a private Ray cluster.
-
-        Runs in onstart: only when jobs will run (not on dry runs, lint or no-op reruns), so
-        parsing stays free of pandas and Ray. A private cluster starts only when a sleeve
-        will be computed, after the checks and the lock (a refused run starts none).
-        ``produced``: every output of the run's complete DAG (None: a partial DAG, explicit
-        targets), so that :meth:`finish` retires what the run no longer produces.
-
-        Raises
-        ------
-        RunInProgressError
-            Another live process runs the same run id.
-        PipelineError
-            A pin, a data source or the rebalance book is unusable.
-        """
-        watch_interrupts()  # Ctrl-C cancels running sleeve tasks (not installed for -n or --lint)
-        # Explicit targets skip the final targets' input function: claimed here, after the DAG
-        # was built, so damaged artifacts are left to the final check rather than discarded.
-        self.claim(True, repair=False)
-        self._produced = produced
-        if self.cluster is not None and self.cluster.address is None and sleeves_to_compute:
-            self.cluster.start()
-            self._pass_to_jobs(self.cluster.job_config())
-
-    def finish(self, failed: bool = False) -> None:
-        """Stop (or leave) the run's Ray cluster, give the run's verdict, release a claim this wiring made.
-
-        On failure, the root cause's one line (from the ledger) is the last line the command
-        prints; on success, every recorded artifact must still match, and the artifacts no job
-        of the run produces any more are retired (:meth:`RunOwner.retire`).
-
-        Raises
-        ------
-        PipelineError
-            The run succeeded but an artifact no longer matches its audit record.
-        """
-        if self.cluster is not None:
-            self.cluster.shutdown()
-        owner = self.owner
-        try:
-            error = stages.first_failure(self.run.run_dir, self.start_seq) if failed else None
-            if not failed and owner is not None:
-                error = owner.verdict()
-                if error is None and self._produced is not None and owner.claimed:
-                    owner.retire(self._produced)
-            stages.report_at_exit(error)
-            if error is not None and not failed:
-                raise error
-        finally:
-            if owner is not None and self._owns:
-                owner.release()

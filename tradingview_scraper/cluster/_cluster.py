@@ -99,6 +99,7 @@ class Cluster:
                               "or the address of an external cluster")  # fmt: skip
         if mode not in (None, "private", "external"):
             raise ConfigError(f"ray_mode={mode!r} is invalid: give 'private' or 'external'")
+        self._settings = {"address": address, "token_path": token_path, "num_cpus": num_cpus, "mode": mode}
         self.address = _validate_address(address) if address is not None else None
         self.token_path = Path(token_path) if token_path and address is not None else None
         self.mode = mode or ("external" if address is not None else "private")
@@ -121,6 +122,10 @@ class Cluster:
     def is_up(self) -> bool:
         """Whether this process is connected to the cluster through this object."""
         return self._up and not self._closing.is_set()
+
+    def renewed(self) -> Cluster:
+        """This object, or after :meth:`shutdown` a new, unstarted one of the same settings (another run)."""
+        return Cluster(**self._settings) if self._closing.is_set() else self
 
     def start(self) -> Cluster:
         """Start the private cluster (a named one is joined instead) and connect; idempotent.
@@ -239,9 +244,8 @@ class Cluster:
     def shutdown(self) -> None:
         """Disconnect, and stop the cluster if this object started it; idempotent.
 
-        Tasks waited for in other threads fail with SleeveError (MetaError). ``ray.shutdown()`` stops
-        every process of a private cluster; its temp dir and token are deleted. A joined
-        cluster keeps running.
+        Tasks waited for in other threads fail with SleeveError (MetaError). ``ray.shutdown()``
+        stops every process of a private cluster; its temp dir and token go. A joined one runs on.
         """
         self._closing.set()
         if os.getpid() != self._owner_pid:
@@ -284,17 +288,17 @@ class Cluster:
         """Run ``fn`` once per ``(name, args, kwargs)`` item as Ray tasks, all submitted first.
 
         A name is a sleeve id or ``(sleeve id, part)``; with ``kind="meta"`` the tasks are a
-        meta node's, named ``(node label, part)``, and fail with MetaError. Each task reserves ``num_cpus``; a
-        task whose worker died is retried ``max_retries`` times (exceptions of ``fn`` never
-        are); ``timeout_s`` bounds all tasks together. A pandas argument is put in the object
+        meta node's, named ``(node label, part)``, and fail with MetaError. Each task reserves
+        ``num_cpus``; a task whose worker died is retried ``max_retries`` times (exceptions of
+        ``fn`` never are); ``timeout_s`` bounds all tasks together. A pandas argument is put in the object
         store once per map: a sleeve's prices travel from here to wherever its tasks run.
 
         Returns ``{name: (result, provenance)}`` in the order of ``items``; provenance holds
         the task's ``node_id``, ``node_ip``, ``worker_pid``, ``duration_s`` and the cluster's
         ``address`` and ``mode``. Raises ConfigError for malformed items or an unknown kind;
         SleeveError (MetaError) (one line, naming the task) at the first failure, a timeout,
-        an interrupt or a shutdown
-        (the other tasks are cancelled); PipelineError if the cluster cannot be used.
+        an interrupt or a shutdown (the other tasks are cancelled); PipelineError if the
+        cluster cannot be used.
         """
         items = list(items)
         names = _tasks.check_items(items)

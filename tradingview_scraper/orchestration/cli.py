@@ -45,8 +45,8 @@ def main(argv: list[str] | None, *, prog: str, require_meta: bool) -> int:
     the run's cluster stopped, a resume hint, no traceback).
     """
     from ..manifest import is_meta_profile, load_manifest
+    from ..owner import terminated
     from .pipeline import MetaPipeline
-    from .signals import terminated
 
     desc = "Run the canonical meta-portfolio pipeline (workflow/Snakefile) for one profile."
     args = build_parser(prog, desc).parse_args(argv)

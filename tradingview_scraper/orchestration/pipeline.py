@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TextIO
 
-from .. import audit, stages
-from ..cluster import Cluster, interrupted, watch_interrupts
+from ..cluster import interrupted
 from ..errors import ConfigError, PipelineError, one_line
 from ..layout import RUNS_ROOT, check_name, check_runs_root, new_run_id, run_dir, wildcard_like
-from ..manifest import DEFAULT_MANIFEST, load_plan, parse_risk_profiles
-from ..owner import RunOwner, owner_of
-from ..run import RunContext, handed_over, rebalance_book, run_cluster
-from ..stages import first_failure, runner_reports_errors
-from ..wiring import final_targets
-from . import signals
+from ..manifest import DEFAULT_MANIFEST, parse_risk_profiles
+from ..owner import RunOwner, check_run_dir, terminated
+from ..rule_inputs import final_targets
+from ..run import RunContext
 from .progress import JobCollector, JobRecord, Progress, SnakemakeErrors
 
 #: The workflow ships inside the package (in a checkout, a link to the top-level workflow/).
@@ -157,43 +153,32 @@ class MetaPipeline:
             self.run_id = new_run_id()
         check_name(self.run_id, "run id")
         check_runs_root(self.runs_root, writable=not self.dry_run, run_id=self.run_id)
-        RunOwner(self.run_dir, self.run_id).check()  # a directory that is not this run's: refused, untouched
-        # Configuration errors surface here, as one line, before Snakemake starts. The workflow
-        # this runner drives takes the plan and the checks' verdict (run.handed_over).
-        self.plan = load_plan(self.meta_profile, self.manifest, self.profiles)
-        self.previous_run, self.holdings = rebalance_book(self.previous_run, self.holdings)
-        pinned = [n.sleeve_id for n in self.plan.atomic_nodes() if n.pin and not self.execute_sleeves]
+        check_run_dir(self.run_dir, self.run_id)  # a directory that is not this run's: refused, untouched
+        # Configuration errors surface here, as one line, before Snakemake starts. The run is
+        # resolved from the same config the workflow gets; its owner checks the pins, data
+        # and book once and is handed to the workflow it drives.
+        if not self.meta_profile:  # the config's "no profile given" names the plain command's option
+            raise ConfigError("profile is empty: pass --profile <name> (e.g. meta_demo)")
+        run = RunContext.from_config(self.config())
+        pinned = [n.sleeve_id for n in run.plan.atomic_nodes() if n.pin]
         if pinned and wildcard_like(self.run_dir):
             raise ConfigError(
                 f"runs_root {self.runs_root}: Snakemake would read part of it as a wildcard, and pinned sleeve "
                 f"{pinned[0]!r} is read from there before its directory exists; use a runs root without "
                 "'{name}' (or --execute-sleeves)"
             )
-        stages.preflight(
-            self.plan,
-            base_dir=Path.cwd(),
-            runs_root=self.runs_root,
-            run_id=self.run_id,
-            execute_sleeves=self.execute_sleeves,
-            previous_run=self.previous_run,
-            holdings=self.holdings,
-        )
-        self._cluster()  # checks the Ray settings; starts nothing
+        self.owner = RunOwner(run)
+        self.owner.preflight()
 
-    def _cluster(self) -> Cluster | None:
-        """The run's cluster as this runner sees it (None: sequential); nothing starts."""
-        return run_cluster(self.ray, self.ray_address, self.ray_token_path, num_cpus=self.ray_num_cpus)
+    @property
+    def plan(self):
+        """The resolved plan of the run."""
+        return self.owner.run.plan
 
     def _targets(self) -> list[str]:
         """Snakemake's targets: none (rule ``all``), or every final artifact where the run
         directory has a wildcard-like part that rule ``all`` cannot hold literally."""
-        if not wildcard_like(self.run_dir):
-            return []
-        ctx = RunContext(
-            plan=self.plan, run_id=self.run_id, runs_root=Path(self.runs_root),
-            previous_run=self.previous_run, holdings=self.holdings,
-        )  # fmt: skip
-        return [str(t) for t in final_targets(ctx)]
+        return [str(t) for t in final_targets(self.owner.run)] if wildcard_like(self.run_dir) else []
 
     @property
     def run_dir(self) -> Path:
@@ -201,22 +186,21 @@ class MetaPipeline:
 
     def config(self) -> dict:
         """The Snakemake config of this run (scalars only: they travel on command lines)."""
-        cfg = {
+        settings = {
             "profile": self.meta_profile,
             "run_id": self.run_id,
             "manifest": str(self.manifest),
-            "profiles": ",".join(self.plan.risk_profiles),
+            "profiles": ",".join(self.profiles or []),
             "execute_sleeves": bool(self.execute_sleeves),
             "ray": bool(self.ray),
             "runs_root": str(self.runs_root),
+            "ray_num_cpus": self.ray_num_cpus,
+            "ray_address": self.ray_address,
+            "ray_token_path": self.ray_token_path,
+            "previous_run": self.previous_run,
+            "holdings": self.holdings,
         }
-        if self.ray_num_cpus:
-            cfg["ray_num_cpus"] = int(self.ray_num_cpus)
-        if self.previous_run:
-            cfg["previous_run"] = self.previous_run
-        if self.holdings:
-            cfg["holdings"] = str(self.holdings)
-        return cfg
+        return {k: v if isinstance(v, bool | int) else str(v) for k, v in settings.items() if v not in (None, "")}
 
     def execute(self) -> RunResult:
         """Run (or dry-run) the workflow; raise PipelineError with the failing job's message.
@@ -248,39 +232,27 @@ class MetaPipeline:
         collector, smk_errors = JobCollector(), SnakemakeErrors()
         gc_thresholds = gc.get_threshold()  # the Snakefile raises them for the DAG build
         forcerun = ["sleeve"] if self.execute_sleeves else []
-        # Ray's own SIGTERM handler in the driver dumps a C++ stack and aborts; ours stops like Ctrl-C.
+        # Ray's own SIGTERM handler in the driver dumps a C++ stack and aborts; the owner's stops like Ctrl-C.
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
-        signals.reset()
-        previous_sigterm = signals.sigterm_like_ctrl_c()
-        # The run's one owner: a real run claims its directory (lock, partial writes, damaged
-        # artifacts discarded) before Snakemake builds the DAG; a dry run touches nothing.
-        owner = None if self.dry_run else owner_of(self.run_dir, self.run_id, new=True)[0]
+        owner = self.owner
+        if owner.cluster is not None:
+            owner.run.cluster = owner.cluster.renewed()  # an earlier execute shut it down
+        cluster, config = owner.cluster, self.config()
         try:
-            if owner is not None:
+            owner.watch_signals()
+            # A real run claims its directory (lock, partial writes, damaged artifacts
+            # discarded) before Snakemake builds the DAG; a dry run touches nothing.
+            if not self.dry_run:
                 owner.claim()
-        except BaseException:
-            if owner is not None:
-                owner.release()
-            if previous_sigterm is not None:
-                signal.signal(signal.SIGTERM, previous_sigterm)
-            raise
-        start_seq = owner.start_seq if owner is not None else audit.last_seq(self.run_dir)  # failures after it are this run's
-        watch_interrupts()
-        cluster = self._cluster()
-        config = self.config()
-        try:
             # Sleeve jobs reserve ray_cpus: no more run at once than the cluster can place.
             # A named cluster is joined (and so proven reachable) before any work starts and
-            # its jobs reuse this connection; a private one is started by the workflow's
-            # onstart hook, in this process, only if a sleeve is to be computed.
+            # its jobs reuse this connection; a private one is started by the owner in the
+            # workflow's onstart hook, in this process, only if a sleeve is to be computed.
             ray_cpus = None
             if cluster is not None and (cluster.address is None or not self.dry_run):
                 ray_cpus = cluster.cpus()
-                if cluster.address is not None:
-                    config.update(cluster.job_config())
             with (
-                handed_over(config, self.plan, checked=True),
-                runner_reports_errors(),
+                owner.handed(),
                 SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if self.quiet else None, show_failed_logs=True)) as api,
             ):
                 smk_logger.addHandler(collector)
@@ -312,28 +284,24 @@ class MetaPipeline:
                     smk_logger.removeHandler(smk_errors)
                     if progress is not None:
                         smk_logger.removeHandler(progress)
-            if owner is not None:  # never "done" while an artifact differs from its record
-                verdict = owner.verdict()
-                if verdict is not None:
-                    raise verdict
+            # Never "done" while an artifact differs from its record (the onsuccess hook gave
+            # the verdict already; a no-op rerun has no hooks).
+            verdict = None if self.dry_run else owner.finish()
+            if verdict is not None:
+                raise verdict
         except PipelineError:
             raise
         except Exception as exc:  # Snakemake reports a job's exception only as text: the ledger has it
-            if interrupted() or signals.terminated():  # Snakemake turned Ctrl-C into a failed run: report it as Ctrl-C
+            if interrupted() or terminated():  # Snakemake turned Ctrl-C into a failed run: report it as Ctrl-C
                 raise KeyboardInterrupt from exc
-            failure = first_failure(self.run_dir, start_seq)
+            failure = owner.finish(failed=True)
             if failure is not None:
                 raise failure from exc
             raise PipelineError(_root_message(exc, smk_errors.first)) from exc
         finally:
             gc.unfreeze()  # what the DAG build froze is collectable again
             gc.set_threshold(*gc_thresholds)
-            if cluster is not None:
-                cluster.shutdown()  # a named cluster: disconnect (the hooks stop a private one)
-            if owner is not None:  # a run refused before any stage ran leaves no run directory behind
-                owner.release()
-            if previous_sigterm is not None:
-                signal.signal(signal.SIGTERM, previous_sigterm)
+            owner.release()  # the cluster stopped (a named one left), the lock released, SIGTERM's handler back
         return RunResult(self.run_id, self.run_dir, collector.jobs, self.dry_run)
 
 

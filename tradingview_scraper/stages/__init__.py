@@ -24,7 +24,7 @@ from ._common import (
     prewarm,
     watch,
 )
-from ._ledger import first_failure, report_at_exit, runner_reports_errors
+from ._ledger import first_failure, report_at_exit
 from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin
 from ._preflight import preflight
 from ._rebalance import check_previous_run, check_rebalance, rebalance_source
@@ -55,6 +55,5 @@ __all__ = [
     "resolve_pin",
     "run_sleeve",
     "run_step",
-    "runner_reports_errors",
     "watch",
 ]

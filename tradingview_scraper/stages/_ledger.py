@@ -1,45 +1,18 @@
-"""The run against its ledger: its first failure and its exit line (damaged artifacts: :mod:`tradingview_scraper.owner`)."""
+"""The run against its ledger: its first failure, and its exit line (the run's owner: :mod:`tradingview_scraper.owner`)."""
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 from .. import audit
 from ..errors import PipelineError, StageError
 
-_runner_active = 0
-
-
-_runner_guard = threading.Lock()
-
-
-@contextlib.contextmanager
-def runner_reports_errors() -> Iterator[None]:
-    """While the runner drives the workflow in this process, it prints the run's error line itself."""
-    global _runner_active
-    with _runner_guard:
-        _runner_active += 1
-    try:
-        yield
-    finally:
-        with _runner_guard:
-            _runner_active -= 1
-
 
 def report_at_exit(error: BaseException | None) -> None:
-    """Print ``error`` as one line when the process exits, i.e. after Snakemake's own closing lines.
+    """Print ``error`` as the plain command's last line at exit (see :func:`tradingview_scraper.owner.report_at_exit`)."""
+    from ..owner import report_at_exit as report
 
-    For the plain ``snakemake`` command, whose last line is then the root cause; the runner
-    (see :func:`runner_reports_errors`) prints its own.
-    """
-    import atexit
-    import sys
-
-    if error is not None and not _runner_active:
-        atexit.register(print, f"error: {error}", file=sys.stderr, flush=True)
+    report(error)
 
 
 def first_failure(run_dir: Path | str, after: int = -1) -> PipelineError | None:

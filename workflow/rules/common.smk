@@ -1,6 +1,7 @@
-# Config validation, the run context and the input functions (get_<noun>) of the workflow.
-# Everything they do lives in tradingview_scraper.wiring (plain, tested Python); here it is
-# only wired to Snakemake. Imports stay light: pandas, skfolio and ray load inside stages.
+# Config validation, the run and its owner, and the input functions (get_<noun>) of the workflow.
+# The input functions live in tradingview_scraper.wiring, the run's lifecycle in
+# tradingview_scraper.owner (plain, tested Python); here they are only wired to Snakemake.
+# Imports stay light: pandas, skfolio and ray load inside stages.
 
 import functools
 
@@ -9,7 +10,8 @@ from snakemake.utils import validate
 from tradingview_scraper import deps, stages, steps
 from tradingview_scraper.errors import PipelineError
 from tradingview_scraper.layout import node_pattern as artifact  # a rule's file patterns: artifact(name, **fields)
-from tradingview_scraper.orchestration import signals
+from tradingview_scraper.owner import RunOwner, reported
+from tradingview_scraper.run import RunContext
 from tradingview_scraper.wiring import Wiring, tune_gc_for_dag
 
 
@@ -28,17 +30,23 @@ def pass_to_jobs(settings):
     ]
 
 
+# The run's one owner lives in the main process (the runner's, handed over, or a new one for
+# the plain command); a job re-parsing the workflow elsewhere only needs the run.
 try:
-    W = Wiring.from_config(config, pass_to_jobs=pass_to_jobs, main_process=workflow.is_main_process)
-    if workflow.is_main_process:
-        W.own_run(config)
+    OWNER = RunOwner.for_workflow(config, pass_to_jobs=pass_to_jobs) if workflow.is_main_process else None
+    if OWNER is not None:
         # Rule sleeve reserves ray_cpus: no more sleeves run at once than the cluster's CPUs.
-        if W.cluster is not None and "ray_cpus" not in workflow.global_resources:
-            workflow.register_resource("ray_cpus", W.ray_cpus())
+        if OWNER.cluster is not None and "ray_cpus" not in workflow.global_resources:
+            workflow.register_resource("ray_cpus", OWNER.ray_cpus())
+        RUN = OWNER.run
+    else:
+        with reported():
+            RUN = RunContext.from_config(config)
 except PipelineError as exc:
     raise WorkflowError(str(exc)) from None
 
-RUN, PLAN, PROFILES = W.run, W.plan, W.profiles
+W = Wiring(RUN)
+PLAN, PROFILES = W.plan, W.profiles
 tune_gc_for_dag()
 
 
@@ -83,7 +91,8 @@ def get_final_targets(wildcards):
     # only then is the run directory claimed (checks, lock, damaged artifacts discarded).
     executing = workflow.executor_plugin is not None and not workflow.dryrun and not workflow.touch
     try:
-        W.claim(executing)
+        if OWNER is not None and executing:
+            OWNER.claim()
     except PipelineError as exc:
         raise WorkflowError(str(exc)) from None
     return W.final_targets()
@@ -98,16 +107,15 @@ def dag_outputs():
 
 
 def start_run():
-    """onstart: SIGTERM stops like Ctrl-C (the scheduler just set its own handler), then the claim and the cluster."""
-    signals.sigterm_like_ctrl_c()
+    """onstart: the owner watches signals (the scheduler just set its own), claims, starts the cluster."""
     try:
-        W.start(any(job.rule.name == "sleeve" for job in workflow.dag.needrun_jobs()), dag_outputs())
+        OWNER.start(any(job.rule.name == "sleeve" for job in workflow.dag.needrun_jobs()), dag_outputs())
     except PipelineError as exc:
         raise WorkflowError(str(exc)) from None
 
 
 def finish_run(failed=False):
-    try:
-        W.finish(failed)
-    except PipelineError as exc:
-        raise WorkflowError(str(exc)) from None
+    """onsuccess / onerror: the owner's verdict (a damaged artifact fails a run that succeeded)."""
+    error = OWNER.finish(failed)
+    if error is not None and not failed:
+        raise WorkflowError(str(error))

@@ -1,0 +1,74 @@
+"""The one owner of a run (tradingview_scraper.owner): handed explicitly, each check done once, signals in one place."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+
+import pytest
+
+from tradingview_scraper import cluster as ray_cluster
+from tradingview_scraper import run as run_module
+from tradingview_scraper.orchestration.pipeline import MetaPipeline
+from tradingview_scraper.owner import RunOwner, terminated
+from tradingview_scraper.run import RunContext
+
+from .conftest import SMALL_MANIFEST
+
+
+def test_the_ray_settings_are_resolved_once_into_one_cluster(monkeypatch, runs_root):
+    """The runner and the workflow it drives share one Cluster: RAY_ADDRESS and the token file are read once."""
+    calls = Counter()
+    real = run_module.run_cluster
+
+    def counted(*args, **kwargs):
+        calls["run_cluster"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "run_cluster", counted)
+    monkeypatch.setattr("tradingview_scraper.orchestration.pipeline.run_cluster", counted, raising=False)
+    assert MetaPipeline("meta_small", manifest=SMALL_MANIFEST, run_id="once", runs_root=runs_root, dry_run=True).execute().jobs
+    assert calls["run_cluster"] == 1
+
+
+def test_the_runner_hands_its_owner_to_the_workflow(monkeypatch, runs_root):
+    """The workflow the runner drives takes the runner's owner, explicitly handed over, and makes none of its own."""
+    pipeline = MetaPipeline("meta_small", manifest=SMALL_MANIFEST, run_id="handed", runs_root=runs_root, dry_run=True)
+    seen = []
+    real_for_workflow = RunOwner.for_workflow.__func__
+
+    def for_workflow(cls, config, **kwargs):
+        seen.append(real_for_workflow(cls, config, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(RunOwner, "for_workflow", classmethod(for_workflow))
+    assert pipeline.execute().jobs
+    assert seen == [pipeline.owner] and pipeline.owner.cluster is seen[0].run.cluster
+    assert not (runs_root / "handed").exists()  # a dry run claims nothing
+
+
+def test_sigterm_is_ctrl_c_and_the_owner_puts_the_handler_back(runs_root):
+    """SIGTERM cancels Ray tasks and stops the run as Ctrl-C does; releasing the run restores SIGTERM's handler."""
+    previous_int, previous_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    mine = lambda signum, frame: None  # noqa: E731
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, mine)
+        owner = RunOwner(RunContext.from_config({"profile": "meta_small", "manifest": str(SMALL_MANIFEST),
+                                                 "run_id": "sig", "runs_root": str(runs_root), "ray": False}))  # fmt: skip
+        owner.watch_signals()
+        handler = signal.getsignal(signal.SIGTERM)
+        assert handler is not mine and not terminated()
+        owner.watch_signals()  # again once Snakemake's scheduler set its own: still the first handler to restore
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal.SIGTERM, None)
+        assert terminated() and ray_cluster.interrupted()
+        owner.release()
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert terminated()  # the entry point reads it after the run ended (exit 143)
+        owner.watch_signals()  # a new run forgets it
+        assert not terminated() and not ray_cluster.interrupted()
+        owner.release()
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
