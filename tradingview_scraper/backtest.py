@@ -39,6 +39,12 @@ class WalkForwardResult:
     final_fallback: bool = False
     final_error: str | None = None
     final_model: object | None = None
+    #: Under book limits: each window's projection distance (None: the window fell back) and
+    #: the first test dates of the windows no allocation within the limits exists for.
+    limit_distances: list = field(default_factory=list)
+    limits_infeasible: list[str] = field(default_factory=list)
+    final_distance: float | None = None
+    final_unconstrained: pd.Series | None = None
 
     def health(self) -> dict:
         return {
@@ -206,6 +212,8 @@ def walk_forward(
     selector: Selector | None = None,
     priors: dict | None = None,
     estimator: dict | None = None,
+    limits=None,
+    live_limits=None,
 ) -> WalkForwardResult:
     """Walk-forward backtest: fit on each train window, hold for the next test window.
 
@@ -235,6 +243,13 @@ def walk_forward(
         (:func:`plugins.estimator_definition`): every window and the final weights are fitted
         by that estimator itself (:class:`engines.EstimatorEngine`). None: ``profile`` is
         a built-in risk profile.
+    limits : callable, optional
+        ``first test date -> limits.Constraints`` of that window: a meta node's book limits
+        (:mod:`~tradingview_scraper.limits`) on the holdings in force then. Each window's
+        allocation is fitted within them (:func:`limits.fit_limited`); a window no allocation
+        meets them for falls back and is counted and listed (``limits_infeasible``).
+    live_limits : limits.Constraints, optional
+        The same on the live holdings, for the final weights; infeasible there raises.
 
     Returns
     -------
@@ -275,7 +290,8 @@ def walk_forward(
         engine = WindowEngine(profile, min_weight=min_weight, max_weight=max_weight)
     for train, test in splitter.split(values):
         res.windows_attempted += 1
-        w = _fit_window(X, values, train, engine, selector, columns, res, {} if priors is None else priors)
+        cons = limits(X.index[test[0]]) if limits is not None else None
+        w = _fit_window(X, values, train, engine, selector, columns, res, {} if priors is None else priors, cons)
         r = values[test] @ w
         r[0] -= cost_rate * np.abs(w - prev).sum()
         prev = w
@@ -290,14 +306,34 @@ def walk_forward(
 
     last = X.iloc[-train_window:]
     sub = selector(last) if selector else columns
-    try:
-        w_sub, model = fit_weights(
-            last[sub], profile, min_weight=min_weight, max_weight=max_weight, estimator=estimator
-        )
-        res.final_model = model
-    except Exception as exc:  # noqa: BLE001 - any optimizer failure falls back, recorded
-        w_sub = project_to_bounds(np.full(len(sub), 1.0 / len(sub)), min_weight, max_weight)
-        res.final_fallback, res.final_error = True, f"{type(exc).__name__}: {exc}"
+    if live_limits is not None:
+        from .errors import LimitsError
+        from .limits import fit_limited, project
+
+        try:
+            w_free, _ = fit_weights(last[sub], profile, min_weight=min_weight, max_weight=max_weight, estimator=estimator)
+            res.final_unconstrained = pd.Series(w_free, index=sub).reindex(columns, fill_value=0.0)
+        except Exception:  # noqa: BLE001 - only the report's "unconstrained" values are lost
+            res.final_unconstrained = None
+        try:
+            w_sub, res.final_distance, res.final_model = fit_limited(
+                last[sub], engine, live_limits, profile=profile, estimator=estimator
+            )
+        except LimitsError:
+            raise  # the live book meets its limits or the node stops: no fallback would meet them
+        except Exception as exc:  # noqa: BLE001 - the optimizer failed: equal weight within the limits, recorded
+            w_eq = project_to_bounds(np.full(len(sub), 1.0 / len(sub)), min_weight, max_weight)
+            w_sub, res.final_distance = project(w_eq, min_weight, max_weight, live_limits)
+            res.final_fallback, res.final_error = True, f"{type(exc).__name__}: {exc}"
+    else:
+        try:
+            w_sub, model = fit_weights(
+                last[sub], profile, min_weight=min_weight, max_weight=max_weight, estimator=estimator
+            )
+            res.final_model = model
+        except Exception as exc:  # noqa: BLE001 - any optimizer failure falls back, recorded
+            w_sub = project_to_bounds(np.full(len(sub), 1.0 / len(sub)), min_weight, max_weight)
+            res.final_fallback, res.final_error = True, f"{type(exc).__name__}: {exc}"
     check_window_weights(w_sub, min_weight, max_weight, window=str(last.index[-1].date()), profile=profile)
     res.final_weights = pd.Series(w_sub, index=sub, name=profile).reindex(columns, fill_value=0.0)
     res.fitted_on = {
@@ -306,6 +342,25 @@ def walk_forward(
         "n_obs": int(len(last)),
     }
     return res
+
+
+def _fallback(n: int, lo: float, hi: float, constraints, res: WalkForwardResult, start) -> np.ndarray:
+    """A failed window's equal weight (within the bounds and, under book limits, projected onto them).
+
+    Where no allocation meets the limits, the window holds the bounded equal weight and its
+    first test date is listed in ``res.limits_infeasible``.
+    """
+    w = project_to_bounds(np.full(n, 1.0 / n), lo, hi)
+    if constraints is None:
+        return w
+    from .limits import project
+
+    res.limit_distances.append(None)
+    try:
+        return project(w, lo, hi, constraints)[0]
+    except OptimizationError:
+        res.limits_infeasible.append(str(start.date()))
+        return w
 
 
 def _fit_window(
@@ -317,6 +372,7 @@ def _fit_window(
     columns: list[str],
     res: WalkForwardResult,
     priors: dict,
+    constraints=None,
 ) -> np.ndarray:
     from .engines import window_prior
 
@@ -329,10 +385,16 @@ def _fit_window(
         if engine.needs_prior:
             key = (int(train[0]), len(train), tuple(picked))
             prior = priors[key] if key in priors else priors.setdefault(key, window_prior(x))
-        w_sub = checked_weights(engine.fit(x, prior), len(sub), engine.profile, lo, hi)
+        if constraints is None:
+            w_sub = checked_weights(engine.fit(x, prior), len(sub), engine.profile, lo, hi)
+        else:
+            from .limits import fit_limited
+
+            w_sub, distance, _ = fit_limited(x, engine, constraints, prior=prior)
+            res.limit_distances.append(distance)
         res.windows_succeeded += 1
     except Exception as exc:  # noqa: BLE001 - a failed window falls back and is counted
-        w_sub = project_to_bounds(np.full(len(sub), 1.0 / len(sub)), lo, hi)
+        w_sub = _fallback(len(sub), lo, hi, constraints, res, X.index[train[-1] + 1])
         res.windows_fallback += 1
         res.errors.append(f"{X.index[train[-1]].date()}: {type(exc).__name__}: {exc}")
     check_window_weights(w_sub, lo, hi, window=str(X.index[train[-1]].date()), profile=engine.profile)

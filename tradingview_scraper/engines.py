@@ -23,8 +23,11 @@ HIERARCHICAL = frozenset({RiskProfile.HRP})
 
 RISK_PROFILES: tuple[str, ...] = tuple(p.value for p in RiskProfile)
 
+#: Profiles whose skfolio optimizer takes linear constraints (``left_inequality``).
+CONSTRAINED = frozenset({RiskProfile.MIN_VARIANCE, RiskProfile.RISK_PARITY, RiskProfile.MAX_DIVERSIFICATION})
 
-def make_optimizer(profile: str, *, min_weight: float = 0.0, max_weight: float = 1.0):
+
+def make_optimizer(profile: str, *, min_weight: float = 0.0, max_weight: float = 1.0, **inequality):
     """A fresh, unfitted skfolio optimizer for ``profile`` within weight bounds.
 
     Parameters
@@ -34,6 +37,9 @@ def make_optimizer(profile: str, *, min_weight: float = 0.0, max_weight: float =
     min_weight, max_weight : float
         Bounds on every weight. ``equal_weight`` ignores them (1/n is feasible whenever
         the bounds are, which the manifest checks before any work starts).
+    **inequality
+        ``left_inequality`` / ``right_inequality`` (``A w <= b``), for the profiles whose
+        optimizer takes linear constraints (:data:`CONSTRAINED`; a meta node's book limits).
 
     Returns
     -------
@@ -52,6 +58,10 @@ def make_optimizer(profile: str, *, min_weight: float = 0.0, max_weight: float =
     )
 
     bounds = {"min_weights": min_weight, "max_weights": max_weight}
+    if inequality:
+        if RiskProfile(profile) not in CONSTRAINED:
+            raise ValueError(f"risk profile {profile!r} takes no linear constraints")
+        bounds.update(inequality)
     match RiskProfile(profile):
         case RiskProfile.EQUAL_WEIGHT:
             return EqualWeighted()

@@ -381,6 +381,36 @@ def _resolve_meta(
                               f"{child_bt['test_window']}")  # fmt: skip
     if mismatched:
         _parity_mismatch(node, where, windows, mismatched, block["health"]["on_parity_mismatch"])
+    if alloc.get("book"):
+        _resolve_book(node, nodes, where, Path(manifest_path).parent)
+
+
+def _resolve_book(node: NodeSpec, nodes: dict[str, NodeSpec], where: str, base_dir: Path) -> None:
+    """Check meta node ``node``'s book limits (``meta_allocation.book``) before any work and record what they need.
+
+    A groups CSV is read here (its map replaces the path in the node's config, so an edit
+    reruns the node); the children record their per-window weights (``record_windows``),
+    which the limits are enforced against in every window.
+    """
+    from .limits import book_limits
+
+    children = [nodes[c] for c in node.children]
+    nested = [c.sleeve_id for c in children if c.is_meta]
+    if nested:
+        raise ConfigError(
+            f"{where}: meta_allocation.book on a meta profile with nested meta sleeve {nested[0]!r} is not supported; "
+            "set the limits on the nested profile's own book, or on a profile of atomic sleeves"
+        )
+    book = dict(node.config["meta_allocation"]["book"])
+    universes = [c.config["universe"].get("symbols") for c in children]
+    symbols = None if any(u is None for u in universes) else [s for u in universes for s in u]
+    directions = {c.config["universe"].get("direction", "LONG") for c in children}
+    limits = book_limits(book, where, symbols=symbols, both_sides=len(directions) > 1, base_dir=base_dir)
+    if isinstance(book.get("groups"), str):
+        book["groups_file"], book["groups"] = book["groups"], dict(limits.groups)
+    node.config["meta_allocation"] = {**node.config["meta_allocation"], "book": book}
+    for c in children:
+        c.config = {**c.config, "record_windows": True}
 
 
 def _parity_mismatch(node: NodeSpec, where: str, windows: tuple[int, int], mismatched: list[str], policy: str) -> None:

@@ -298,6 +298,11 @@ def compute_sleeve(
         }
         if rp in estimators:
             weights[rp]["estimator"] = estimators[rp]
+        if config.get("record_windows"):  # a parent's book limits are enforced against each window's holdings
+            weights[rp]["windows"] = {
+                "start": [d.isoformat() for d in res.weights.index],
+                "weights": {str(c): res.weights[c].astype(float).tolist() for c in res.weights.columns},
+            }
     returns = pd.DataFrame(columns)
     returns.index = stored_dates(returns.index)
     record = {"sleeve": sleeve_id, "profile": profile, "direction": direction, "profiles": health}

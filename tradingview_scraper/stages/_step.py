@@ -53,6 +53,8 @@ def _inputs(step: steps.Step, job: Job, files: dict) -> tuple[dict, list[str]]:
     for name, spec in step.inputs.items():
         if isinstance(spec, steps.Children):
             kind = [c for c in job.children if (spec.meta if c.is_meta else spec.atomic)]
+            if spec.when and not all(child_input(name, c.sleeve_id) in files for c in kind):
+                continue  # an input only some jobs have (``when``)
             value = {c.sleeve_id: per(spec, files[child_input(name, c.sleeve_id)]) for c in kind}
         elif name in files:  # an input only some jobs have (``when``)
             value = per(spec, files[name])
