@@ -256,3 +256,12 @@ def test_a_feasible_allocation_is_not_moved():
     m0 = np.array([0.5, 0.5])
     m, dist = project(m0, 0.0, 1.0, cons)
     assert dist == 0.0 and m is m0
+
+
+def test_limits_on_a_node_with_a_pinned_sleeve_are_refused():
+    from tradingview_scraper.manifest import resolve
+
+    m = limited_manifest({"max_position": 0.5})
+    m["profiles"]["meta_lim"]["sleeves"][0]["run_id"] = "tech-old"
+    with pytest.raises(ConfigError, match=r"meta_allocation\.book with pinned sleeve 'tech': a pinned run records no per-window weights"):
+        resolve(m, "meta_lim", manifest_path="m.json")

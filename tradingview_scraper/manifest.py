@@ -401,6 +401,12 @@ def _resolve_book(node: NodeSpec, nodes: dict[str, NodeSpec], where: str, base_d
             f"{where}: meta_allocation.book on a meta profile with nested meta sleeve {nested[0]!r} is not supported; "
             "set the limits on the nested profile's own book, or on a profile of atomic sleeves"
         )
+    pinned = [c.sleeve_id for c in children if c.pin]
+    if pinned:
+        raise ConfigError(
+            f"{where}: meta_allocation.book with pinned sleeve {pinned[0]!r}: a pinned run records no per-window "
+            "weights to hold the limits against; drop its run_id"
+        )
     book = dict(node.config["meta_allocation"]["book"])
     universes = [c.config["universe"].get("symbols") for c in children]
     symbols = None if any(u is None for u in universes) else [s for u in universes for s in u]
