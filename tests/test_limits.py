@@ -265,3 +265,56 @@ def test_limits_on_a_node_with_a_pinned_sleeve_are_refused():
     m["profiles"]["meta_lim"]["sleeves"][0]["run_id"] = "tech-old"
     with pytest.raises(ConfigError, match=r"meta_allocation\.book with pinned sleeve 'tech': a pinned run records no per-window weights"):
         resolve(m, "meta_lim", manifest_path="m.json")
+
+
+# ----------------------------------------------------------------------------- asset bounds inside a sleeve (item 1, scalar)
+
+
+def test_asset_bounds_hold_in_every_sleeve_window_and_the_engine_equals_skfolio():
+    """``allocation: {min_weight, max_weight}`` on an atomic profile bounds every window of every risk profile;
+    each window's weights equal skfolio's estimator fitted with those bounds on that window (1e-6)."""
+    from skfolio.model_selection import WalkForward
+
+    from tradingview_scraper.data import prices_to_returns
+    from tradingview_scraper.engines import make_optimizer
+    from tradingview_scraper.manifest import resolve
+    from tradingview_scraper.sleeve import compute_sleeve
+
+    m = json.loads(SMALL_MANIFEST.read_text())
+    m["profiles"]["energy"]["allocation"] = {"min_weight": 0.2, "max_weight": 0.4}
+    plan = resolve(m, "energy", manifest_path=str(SMALL_MANIFEST))
+    cfg = {**plan.root.config, "record_windows": True}
+    assert cfg["allocation"] == {"min_weight": 0.2, "max_weight": 0.4}
+    result = compute_sleeve(cfg, list(PROFILES) + ["inverse_volatility"], sleeve_id="energy", profile="energy")
+    from tradingview_scraper.data import checked_prices
+
+    prices, _ = checked_prices(cfg["data"], cfg["universe"]["symbols"])
+    X = prices_to_returns(prices)
+    splits = list(WalkForward(train_size=126, test_size=21, reduce_test=True).split(X.to_numpy()))
+    for rp, rec in result.weights.items():
+        w = pd.DataFrame(rec["windows"]["weights"])
+        assert len(w) == len(splits)
+        assert w.min().min() >= 0.2 - 1e-12 and w.max().max() <= 0.4 + 1e-12, rp
+        assert all(0.2 - 1e-12 <= r["weight"] <= 0.4 + 1e-12 for r in rec["weights"]), rp
+        if rp in ("min_variance", "risk_parity", "hrp"):
+            for k, (train, _) in enumerate(splits):
+                expected = make_optimizer(rp, min_weight=0.2, max_weight=0.4).fit(X.to_numpy()[train]).weights_
+                np.testing.assert_allclose(w.iloc[k][list(X.columns)].to_numpy(), expected, atol=1e-6, err_msg=f"{rp} {k}")
+    assert pd.DataFrame(result.weights["min_variance"]["windows"]["weights"]).max().max() > 0.4 - 1e-6  # the cap binds
+
+
+@pytest.mark.parametrize(
+    ("alloc", "pattern"),
+    [
+        ({"max_weight": 0.3}, r"profile 'energy': infeasible allocation\.max_weight: 3 assets x 0\.3 = 0\.9 < 1; use max_weight >= 0\.3333"),
+        ({"min_weight": 0.4}, r"infeasible allocation\.min_weight: 3 assets x 0\.4 = 1\.2 > 1"),
+        ({"min_weight": 0.3, "max_weight": 0.2}, r"allocation\.min_weight=0\.3 exceeds allocation\.max_weight=0\.2"),
+    ],
+)
+def test_infeasible_asset_bounds_are_refused_in_one_line(alloc, pattern):
+    from tradingview_scraper.manifest import resolve
+
+    m = json.loads(SMALL_MANIFEST.read_text())
+    m["profiles"]["energy"]["allocation"] = alloc
+    with pytest.raises(ConfigError, match=pattern):
+        resolve(m, "energy", manifest_path=str(SMALL_MANIFEST))

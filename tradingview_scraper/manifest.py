@@ -92,6 +92,7 @@ class Plan:
 #: policy from their own profiles; an atomic profile has no sleeves to allocate across or to compare windows with.
 _ATOMIC_ONLY: dict[str, tuple[str, ...] | None] = {
     "data": None, "universe": None, "selection": None, "backtest": ("num_cpus",), "health": ("data_quality",),
+    "allocation": None,
 }
 _META_ONLY: dict[str, tuple[str, ...] | None] = {"meta_allocation": None, "health": ("on_parity_mismatch",)}
 
@@ -160,7 +161,25 @@ def _atomic_config(block: dict, name: str, where: str, estimators: dict[str, dic
     bt = cfg["backtest"]
     if bt["train_window"] < 2 or bt["test_window"] < 1:
         raise ConfigError(f"{where}: backtest windows must be train_window >= 2 and test_window >= 1")
+    if block.get("allocation"):  # only when set: a profile without bounds keeps its config's bytes
+        cfg["allocation"] = _asset_bounds(block["allocation"], sel.get("top_n") or (len(symbols) if symbols else None), where)
     return cfg
+
+
+def _asset_bounds(alloc: dict, n: int | None, where: str) -> dict:
+    """An atomic profile's ``allocation`` bounds on every asset weight, checked against the ``n`` assets a window holds (when known)."""
+    lo, hi = float(alloc.get("min_weight", 0.0)), float(alloc.get("max_weight", 1.0))
+    if lo > hi:
+        raise ConfigError(f"{where}: allocation.min_weight={lo} exceeds allocation.max_weight={hi}")
+    if n and n * hi < 1 - 1e-12:
+        raise ConfigError(
+            f"{where}: infeasible allocation.max_weight: {n} assets x {hi} = {n * hi:g} < 1; use max_weight >= {1 / n:.4g}"
+        )
+    if n and n * lo > 1 + 1e-12:
+        raise ConfigError(
+            f"{where}: infeasible allocation.min_weight: {n} assets x {lo} = {n * lo:g} > 1; use min_weight <= {1 / n:.4g}"
+        )
+    return {"min_weight": lo, "max_weight": hi}
 
 
 def _check_bounds(n: int, alloc: dict, where: str) -> None:
