@@ -304,7 +304,7 @@ def compose_profile(
         As the steps raise them.
     """
     frame, calendar = aligned(node, returns, profile)
-    weights, stream, tree = allocate(node, frame, profile)
+    weights, stream, tree = allocate(node, frame, profile, books if node_limits(node) else None)
     from .health import walk_forward_gate
 
     warning = walk_forward_gate(node, profile, weights)
