@@ -309,6 +309,9 @@ def test_asset_bounds_hold_in_every_sleeve_window_and_the_engine_equals_skfolio(
         ({"max_weight": 0.3}, r"profile 'energy': infeasible allocation\.max_weight: 3 assets x 0\.3 = 0\.9 < 1; use max_weight >= 0\.3333"),
         ({"min_weight": 0.4}, r"infeasible allocation\.min_weight: 3 assets x 0\.4 = 1\.2 > 1"),
         ({"min_weight": 0.3, "max_weight": 0.2}, r"allocation\.min_weight=0\.3 exceeds allocation\.max_weight=0\.2"),
+        ({"max_weight": {"*": 0.4, "RRC": 0.1}}, r"infeasible allocation\.max_weight: the 3 smallest caps a window can hold sum to 0\.9 < 1"),
+        ({"max_weight": {"TSLA": 0.5}}, r"allocation\.max_weight: symbol 'TSLA' is not in the universe \(CVX, XOM, RRC\)"),
+        ({"min_weight": {"XOM": 0.6}, "max_weight": {"*": 0.5}}, r"symbol 'XOM' has min_weight 0\.6 > max_weight 0\.5"),
     ],
 )
 def test_infeasible_asset_bounds_are_refused_in_one_line(alloc, pattern):
@@ -318,3 +321,43 @@ def test_infeasible_asset_bounds_are_refused_in_one_line(alloc, pattern):
     m["profiles"]["energy"]["allocation"] = alloc
     with pytest.raises(ConfigError, match=pattern):
         resolve(m, "energy", manifest_path=str(SMALL_MANIFEST))
+
+
+def test_the_in_memory_api_allocates_a_limited_node_as_the_workflow_does(lim_run):
+    from tradingview_scraper.api import run_plan
+
+    res = run_plan("meta_lim", manifest=lim_run.parent.parent / "manifest.json", profiles=["hrp"])
+    root = res.nodes["."].flattened["hrp"]
+    stored = json.loads((lim_run / "flattened_hrp.json").read_text())
+    assert root["sleeve_weights"] == stored["sleeve_weights"]
+    assert root["book_limits"] == stored["book_limits"]
+
+
+def test_per_symbol_asset_bounds_hold_and_equal_skfolio_or_the_exact_projection():
+    """Bounds by symbol (``"*"`` the rest): skfolio's estimators take them as arrays (1e-6 to their own fit);
+    equal weight is their exact projection (RRC capped at 10%, the rest share 90%)."""
+    from skfolio.model_selection import WalkForward
+
+    from tradingview_scraper.data import checked_prices, prices_to_returns
+    from tradingview_scraper.engines import make_optimizer
+    from tradingview_scraper.manifest import resolve
+    from tradingview_scraper.sleeve import compute_sleeve
+
+    m = json.loads(SMALL_MANIFEST.read_text())
+    m["profiles"]["energy"]["allocation"] = {"min_weight": {"XOM": 0.3}, "max_weight": {"*": 0.5, "RRC": 0.1}}
+    cfg = {**resolve(m, "energy", manifest_path=str(SMALL_MANIFEST)).root.config, "record_windows": True}
+    result = compute_sleeve(cfg, ["equal_weight", "min_variance", "risk_parity", "hrp"], sleeve_id="energy", profile="energy")
+    prices, _ = checked_prices(cfg["data"], cfg["universe"]["symbols"])
+    X = prices_to_returns(prices)
+    lo = np.array([0.3 if s == "XOM" else 0.0 for s in X.columns])
+    hi = np.array([0.1 if s == "RRC" else 0.5 for s in X.columns])
+    splits = list(WalkForward(train_size=126, test_size=21, reduce_test=True).split(X.to_numpy()))
+    for rp, rec in result.weights.items():
+        w = pd.DataFrame(rec["windows"]["weights"])[list(X.columns)]
+        assert (w.to_numpy() >= lo - 1e-12).all() and (w.to_numpy() <= hi + 1e-12).all(), rp
+        if rp == "equal_weight":
+            np.testing.assert_allclose(w.to_numpy(), np.tile([0.45 if s != "RRC" else 0.1 for s in X.columns], (len(w), 1)), atol=1e-12)
+            continue
+        for k, (train, _) in enumerate(splits):
+            expected = make_optimizer(rp, min_weight=lo, max_weight=hi).fit(X.iloc[train]).weights_
+            np.testing.assert_allclose(w.iloc[k].to_numpy(), expected, atol=1e-6, err_msg=f"{rp} {k}")

@@ -91,6 +91,8 @@ def project_to_bounds(weights: np.ndarray, lo: float, hi: float) -> np.ndarray:
         return v
     if not np.isfinite(v).all():
         raise ConfigError(f"cannot project non-finite weights {v.tolist()!r} onto bounds [{lo}, {hi}]")
+    if np.ndim(lo) or np.ndim(hi):
+        return _project_to_vector_bounds(v, np.broadcast_to(lo, v.shape).astype(float), np.broadcast_to(hi, v.shape).astype(float))
     if lo > hi or n * lo > 1 + WEIGHT_TOL or n * hi < 1 - WEIGHT_TOL:
         raise ConfigError(
             f"bounds [{lo}, {hi}] are infeasible for {n} weights summing to 1; "
@@ -125,6 +127,48 @@ def project_to_bounds(weights: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return w
 
 
+def _project_to_vector_bounds(v: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """:func:`project_to_bounds` with a bound per weight (an atomic profile's ``allocation`` by symbol).
+
+    The same shift ``tau``: ``clip(v - tau, lo, hi)`` summing to 1, bracketed by bisection and
+    solved exactly on the free weights.
+    """
+    if (lo > hi).any() or lo.sum() > 1 + WEIGHT_TOL or hi.sum() < 1 - WEIGHT_TOL:
+        raise ConfigError(
+            f"per-asset bounds are infeasible for {len(v)} weights summing to 1: floors sum to {lo.sum():.4g}, "
+            f"caps to {hi.sum():.4g}; need floors <= 1 <= caps"
+        )
+    left, right = float((v - hi).min()), float((v - lo).max())
+    for _ in range(200):
+        mid = 0.5 * (left + right)
+        if mid in (left, right):
+            break
+        if float(np.clip(v - mid, lo, hi).sum()) > 1.0:
+            left = mid
+        else:
+            right = mid
+    tau = 0.5 * (left + right)
+    at_hi, at_lo = v - tau >= hi, v - tau <= lo
+    free = ~(at_hi | at_lo)
+    if free.any():
+        budget = 1.0 - hi[at_hi].sum() - lo[at_lo].sum()
+        tau = float((v[free].sum() - budget) / free.sum())
+    w = np.clip(v - tau, lo, hi)
+    slack = 1.0 - w.sum()
+    room = (w < hi) if slack > 0 else (w > lo)
+    if slack and room.any():
+        w[room] += slack / room.sum()
+        w = np.clip(w, lo, hi)
+    return w
+
+
+def asset_bounds(bound, columns: list[str], default: float):
+    """A bound as a number, or per column (ndarray) when given as symbol -> bound with ``"*"`` for the rest."""
+    if isinstance(bound, dict):
+        return np.array([float(bound.get(c, bound.get("*", default))) for c in columns])
+    return bound
+
+
 def check_window_weights(weights: np.ndarray, lo: float, hi: float, *, window: str, profile: str) -> None:
     """Refuse a walk-forward window whose weights are not a full, bounded allocation.
 
@@ -149,9 +193,10 @@ def check_window_weights(weights: np.ndarray, lo: float, hi: float, *, window: s
         raise ConservationError(f"{where}: weights {w.tolist()!r} are not finite")
     if abs(w.sum() - 1.0) > WEIGHT_TOL:
         raise ConservationError(f"{where}: weights sum to {float(w.sum())!r}, not 1 (tolerance {WEIGHT_TOL:g})")
-    if w.size and (w.min() < lo - WEIGHT_TOL or w.max() > hi + WEIGHT_TOL):
+    if w.size and (np.any(w < np.asarray(lo) - WEIGHT_TOL) or np.any(w > np.asarray(hi) + WEIGHT_TOL)):
+        bounds = f"[{lo}, {hi}]" if not (np.ndim(lo) or np.ndim(hi)) else "(per asset)"
         raise ConservationError(
-            f"{where}: weights span [{float(w.min())!r}, {float(w.max())!r}], outside the bounds [{lo}, {hi}]"
+            f"{where}: weights span [{float(w.min())!r}, {float(w.max())!r}], outside the bounds {bounds}"
         )
 
 
@@ -174,7 +219,9 @@ def fit_weights(
     """
     from .engines import EstimatorEngine, make_optimizer
 
-    if estimator is not None:
+    if estimator is not None and (np.ndim(min_weight) or np.ndim(max_weight)):
+        model = EstimatorEngine(profile, estimator).model()  # per-asset bounds: its weights are projected onto them
+    elif estimator is not None:
         model = EstimatorEngine(profile, estimator, min_weight=min_weight, max_weight=max_weight).model()
     else:
         model = make_optimizer(profile, min_weight=min_weight, max_weight=max_weight)
@@ -226,8 +273,10 @@ def walk_forward(
     train_window, test_window : int
         Window lengths in observations (skfolio ``WalkForward``; the last, shorter test
         window is kept so the stream reaches the end of the data).
-    min_weight, max_weight : float
-        Bounds on each weight (meta level: sleeve bounds).
+    min_weight, max_weight : float or dict
+        Bounds on each weight (meta level: sleeve bounds); a dict gives a bound per column
+        (symbol -> bound, ``"*"`` for the rest: an atomic profile's ``allocation``), fitted by
+        :class:`engines.AssetBoundsEngine`.
     cost_rate : float
         Commission + slippage per unit of turnover, charged on the first day of each
         test window: ``cost = cost_rate * sum(|w_new - w_prev|)`` (the first window
@@ -284,7 +333,11 @@ def walk_forward(
     history: list[np.ndarray] = []
     starts = []
     prev = np.zeros(n_assets)
-    if estimator is not None:
+    if isinstance(min_weight, dict) or isinstance(max_weight, dict):
+        from .engines import AssetBoundsEngine
+
+        engine = AssetBoundsEngine(profile, min_weight, max_weight, estimator)
+    elif estimator is not None:
         engine = EstimatorEngine(profile, estimator, min_weight=min_weight, max_weight=max_weight)
     else:
         engine = WindowEngine(profile, min_weight=min_weight, max_weight=max_weight)
@@ -306,6 +359,8 @@ def walk_forward(
 
     last = X.iloc[-train_window:]
     sub = selector(last) if selector else columns
+    # per-asset bounds (a map) as vectors over the held columns; numbers stay numbers
+    min_weight, max_weight = asset_bounds(min_weight, list(sub), 0.0), asset_bounds(max_weight, list(sub), 1.0)
     if live_limits is not None:
         from .errors import LimitsError
         from .limits import fit_limited, project
@@ -376,8 +431,8 @@ def _fit_window(
 ) -> np.ndarray:
     from .engines import window_prior
 
-    lo, hi = engine.min_weight, engine.max_weight
     sub = selector(X.iloc[train]) if selector else columns
+    lo, hi = engine.bounds(sub) if hasattr(engine, "bounds") else (engine.min_weight, engine.max_weight)
     picked = [columns.index(c) for c in sub] if selector else list(range(len(columns)))
     try:
         x = X.iloc[train, picked] if getattr(engine, "wants_frame", False) else values[train][:, picked]

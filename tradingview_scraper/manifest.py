@@ -162,13 +162,54 @@ def _atomic_config(block: dict, name: str, where: str, estimators: dict[str, dic
     if bt["train_window"] < 2 or bt["test_window"] < 1:
         raise ConfigError(f"{where}: backtest windows must be train_window >= 2 and test_window >= 1")
     if block.get("allocation"):  # only when set: a profile without bounds keeps its config's bytes
-        cfg["allocation"] = _asset_bounds(block["allocation"], sel.get("top_n") or (len(symbols) if symbols else None), where)
+        held = sel.get("top_n") or (len(symbols) if symbols else None)
+        cfg["allocation"] = _asset_bounds(block["allocation"], symbols, held, where)
     return cfg
 
 
-def _asset_bounds(alloc: dict, n: int | None, where: str) -> dict:
-    """An atomic profile's ``allocation`` bounds on every asset weight, checked against the ``n`` assets a window holds (when known)."""
-    lo, hi = float(alloc.get("min_weight", 0.0)), float(alloc.get("max_weight", 1.0))
+def _asset_bounds(alloc: dict, symbols: list[str] | None, n: int | None, where: str) -> dict:
+    """An atomic profile's ``allocation``: bounds on every asset weight (a number, or symbol -> bound with ``"*"``).
+
+    Checked against the ``n`` assets a window holds (the universe, or a momentum selection's
+    ``top_n``) when known: every selection of ``n`` of the symbols must admit a full allocation
+    (the ``n`` smallest caps sum to at least 1, the ``n`` largest floors to at most 1).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key: a floor above its cap, a symbol outside the universe, bounds no
+        window's assets can meet.
+    """
+    lo, hi = alloc.get("min_weight", 0.0), alloc.get("max_weight", 1.0)
+    if isinstance(lo, dict) or isinstance(hi, dict):
+        for key, value in (("min_weight", lo), ("max_weight", hi)):
+            stray = [s for s in value if s != "*" and symbols and s not in symbols] if isinstance(value, dict) else []
+            if stray:
+                raise ConfigError(f"{where}: allocation.{key}: symbol {stray[0]!r} is not in the universe ({', '.join(symbols)})")
+        out = {k: ({s: float(b) for s, b in v.items()} if isinstance(v, dict) else float(v)) for k, v in (("min_weight", lo), ("max_weight", hi))}
+        if not symbols:
+            return out
+
+        def of(value, sym, default):
+            return float(value.get(sym, value.get("*", default))) if isinstance(value, dict) else float(value)
+
+        los = {s: of(out["min_weight"], s, 0.0) for s in symbols}
+        his = {s: of(out["max_weight"], s, 1.0) for s in symbols}
+        bad = [s for s in symbols if los[s] > his[s]]
+        if bad:
+            raise ConfigError(f"{where}: allocation: symbol {bad[0]!r} has min_weight {los[bad[0]]} > max_weight {his[bad[0]]}")
+        k = n or len(symbols)
+        caps, floors = sorted(his.values())[:k], sorted(los.values(), reverse=True)[:k]
+        if sum(caps) < 1 - 1e-12:
+            raise ConfigError(
+                f"{where}: infeasible allocation.max_weight: the {k} smallest caps a window can hold sum to {sum(caps):g} < 1"
+            )
+        if sum(floors) > 1 + 1e-12:
+            raise ConfigError(
+                f"{where}: infeasible allocation.min_weight: the {k} largest floors a window can hold sum to {sum(floors):g} > 1"
+            )
+        return out
+    lo, hi = float(lo), float(hi)
     if lo > hi:
         raise ConfigError(f"{where}: allocation.min_weight={lo} exceeds allocation.max_weight={hi}")
     if n and n * hi < 1 - 1e-12:
