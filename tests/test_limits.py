@@ -2,9 +2,9 @@
 own optimizers under the same constraints, projections optimal, refusals in one line.
 
 One real run of a small limited profile (``meta_lim``: three sleeves, a name cap, a group cap
-and a group floor) is shared by the module; the windows' books are rebuilt here from the
-artifacts alone (the sleeves' recorded windows, the meta windows), independently of
-``limits.py``.
+and a group floor) is shared by the module's ``e2e`` tests; the windows' books are rebuilt
+here from the artifacts alone (the sleeves' recorded windows, the meta windows), independently
+of ``limits.py``. The projection and the refusals are fast unit tests.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ def _window_books(run, profile):
         yield start, m, held
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("profile", PROFILES)
 def test_every_window_and_the_live_book_hold_every_limit(lim_run, profile):
     meta = json.loads((lim_run / "meta" / f"weights_{profile}.json").read_text())
@@ -104,6 +105,7 @@ def test_every_window_and_the_live_book_hold_every_limit(lim_run, profile):
     assert rec["groups"]["tech"]["max"] == 0.25 and abs(rec["groups"]["tech"]["net"] - live[["AAPL", "MSFT", "AMD"]].sum()) < 1e-12
 
 
+@pytest.mark.e2e
 def test_the_limits_bind_and_say_by_how_much(lim_run):
     """Equal weight puts a third in tech, above its 25% cap: projected to the cap, the excess reported."""
     rec = json.loads((lim_run / "flattened_equal_weight.json").read_text())["book_limits"]
@@ -113,6 +115,7 @@ def test_the_limits_bind_and_say_by_how_much(lim_run):
     assert rec["projection_distance"] > 0.05 and rec["windows"]["projected"] == rec["windows"]["fitted"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("profile", ["min_variance", "risk_parity"])
 def test_convex_meta_allocations_equal_skfolio_under_the_same_constraints(lim_run, profile):
     """Every window's sleeve weights equal skfolio's MeanRisk / RiskBudgeting fitted on that window's
@@ -149,6 +152,7 @@ def test_convex_meta_allocations_equal_skfolio_under_the_same_constraints(lim_ru
         np.testing.assert_allclose(m[list(X.columns)].to_numpy(), expected, atol=1e-6, err_msg=f"{profile} {start}")
 
 
+@pytest.mark.e2e
 def test_an_unlimited_profile_records_nothing_new(lim_run):
     """The sleeves record their windows only under a limited node; a plain node's records are as before."""
     from tradingview_scraper.manifest import resolve
@@ -158,6 +162,7 @@ def test_an_unlimited_profile_records_nothing_new(lim_run):
     assert all("book" not in n.config["meta_allocation"] for n in plan.meta_nodes())
 
 
+@pytest.mark.e2e
 def test_a_live_allocation_no_limit_allows_stops_the_node_in_one_line(lim_run):
     """With a 15% cap no allocation of these live books exists: a MetaError naming the node and the limit."""
     from tradingview_scraper.compose import allocate
@@ -270,6 +275,7 @@ def test_limits_on_a_node_with_a_pinned_sleeve_are_refused():
 # ----------------------------------------------------------------------------- asset bounds inside a sleeve (item 1, scalar)
 
 
+@pytest.mark.e2e
 def test_asset_bounds_hold_in_every_sleeve_window_and_the_engine_equals_skfolio():
     """``allocation: {min_weight, max_weight}`` on an atomic profile bounds every window of every risk profile;
     each window's weights equal skfolio's estimator fitted with those bounds on that window (1e-6)."""
@@ -323,6 +329,7 @@ def test_infeasible_asset_bounds_are_refused_in_one_line(alloc, pattern):
         resolve(m, "energy", manifest_path=str(SMALL_MANIFEST))
 
 
+@pytest.mark.e2e
 def test_the_in_memory_api_allocates_a_limited_node_as_the_workflow_does(lim_run):
     from tradingview_scraper.api import run_plan
 
@@ -333,6 +340,7 @@ def test_the_in_memory_api_allocates_a_limited_node_as_the_workflow_does(lim_run
     assert root["book_limits"] == stored["book_limits"]
 
 
+@pytest.mark.e2e
 def test_per_symbol_asset_bounds_hold_and_equal_skfolio_or_the_exact_projection():
     """Bounds by symbol (``"*"`` the rest): skfolio's estimators take them as arrays (1e-6 to their own fit);
     equal weight is their exact projection (RRC capped at 10%, the rest share 90%)."""
