@@ -41,6 +41,9 @@ class NodeResult:
         Warnings a ``health`` policy let through: sleeves whose walk-forward windows differ
         from the node's (``on_parity_mismatch = "warn"``), unhealthy nodes (``on_unhealthy = "warn"``),
         and the atomic children's data-quality findings (``health.data_quality``).
+    records : dict of risk profile -> dict
+        An atomic sleeve's ``weights_<profile>.json`` records (their per-window weights
+        included under a parent with book limits).
     """
 
     path: str
@@ -53,6 +56,7 @@ class NodeResult:
     meta_weights: dict[str, dict] = field(default_factory=dict)
     flattened: dict[str, dict] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    records: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -212,7 +216,7 @@ def _compute_atomic(plan: Plan, base: Path, runs_root: Path, max_workers: int | 
     out = {}
     for spec, res in zip(computed, results, strict=True):
         holdings = {rp: rec["weights"] for rp, rec in res.weights.items()}
-        out[spec.path] = NodeResult(spec.path, spec, res.returns, holdings, res.health, res.sign_test)
+        out[spec.path] = NodeResult(spec.path, spec, res.returns, holdings, res.health, res.sign_test, records=res.weights)
     for spec in plan.atomic_nodes():
         if spec.pin:
             out[spec.path] = _pinned(spec, runs_root, rps)
@@ -254,7 +258,10 @@ def _compute_meta(plan: Plan, spec: NodeSpec, nodes: Mapping[str, NodeResult]) -
     returns = {c.spec.sleeve_id: c.returns for c in children}
     streams = []
     for rp in rps:
-        books = {c.spec.sleeve_id: c.flattened[rp] if c.spec.is_meta else {"weights": c.holdings[rp]} for c in children}
+        books = {
+            c.spec.sleeve_id: c.flattened[rp] if c.spec.is_meta else c.records.get(rp, {"weights": c.holdings[rp]})
+            for c in children
+        }
         composed = compose_profile(spec, specs, returns, books, rp)
         if composed.warning:
             result.warnings.append(composed.warning)

@@ -39,6 +39,12 @@ class WalkForwardResult:
     final_fallback: bool = False
     final_error: str | None = None
     final_model: object | None = None
+    #: Under book limits: each window's projection distance (None: the window fell back) and
+    #: the first test dates of the windows no allocation within the limits exists for.
+    limit_distances: list = field(default_factory=list)
+    limits_infeasible: list[str] = field(default_factory=list)
+    final_distance: float | None = None
+    final_unconstrained: pd.Series | None = None
 
     def health(self) -> dict:
         return {
@@ -85,6 +91,8 @@ def project_to_bounds(weights: np.ndarray, lo: float, hi: float) -> np.ndarray:
         return v
     if not np.isfinite(v).all():
         raise ConfigError(f"cannot project non-finite weights {v.tolist()!r} onto bounds [{lo}, {hi}]")
+    if np.ndim(lo) or np.ndim(hi):
+        return _project_to_vector_bounds(v, np.broadcast_to(lo, v.shape).astype(float), np.broadcast_to(hi, v.shape).astype(float))
     if lo > hi or n * lo > 1 + WEIGHT_TOL or n * hi < 1 - WEIGHT_TOL:
         raise ConfigError(
             f"bounds [{lo}, {hi}] are infeasible for {n} weights summing to 1; "
@@ -119,6 +127,48 @@ def project_to_bounds(weights: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return w
 
 
+def _project_to_vector_bounds(v: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """:func:`project_to_bounds` with a bound per weight (an atomic profile's ``allocation`` by symbol).
+
+    The same shift ``tau``: ``clip(v - tau, lo, hi)`` summing to 1, bracketed by bisection and
+    solved exactly on the free weights.
+    """
+    if (lo > hi).any() or lo.sum() > 1 + WEIGHT_TOL or hi.sum() < 1 - WEIGHT_TOL:
+        raise ConfigError(
+            f"per-asset bounds are infeasible for {len(v)} weights summing to 1: floors sum to {lo.sum():.4g}, "
+            f"caps to {hi.sum():.4g}; need floors <= 1 <= caps"
+        )
+    left, right = float((v - hi).min()), float((v - lo).max())
+    for _ in range(200):
+        mid = 0.5 * (left + right)
+        if mid in (left, right):
+            break
+        if float(np.clip(v - mid, lo, hi).sum()) > 1.0:
+            left = mid
+        else:
+            right = mid
+    tau = 0.5 * (left + right)
+    at_hi, at_lo = v - tau >= hi, v - tau <= lo
+    free = ~(at_hi | at_lo)
+    if free.any():
+        budget = 1.0 - hi[at_hi].sum() - lo[at_lo].sum()
+        tau = float((v[free].sum() - budget) / free.sum())
+    w = np.clip(v - tau, lo, hi)
+    slack = 1.0 - w.sum()
+    room = (w < hi) if slack > 0 else (w > lo)
+    if slack and room.any():
+        w[room] += slack / room.sum()
+        w = np.clip(w, lo, hi)
+    return w
+
+
+def asset_bounds(bound, columns: list[str], default: float):
+    """A bound as a number, or per column (ndarray) when given as symbol -> bound with ``"*"`` for the rest."""
+    if isinstance(bound, dict):
+        return np.array([float(bound.get(c, bound.get("*", default))) for c in columns])
+    return bound
+
+
 def check_window_weights(weights: np.ndarray, lo: float, hi: float, *, window: str, profile: str) -> None:
     """Refuse a walk-forward window whose weights are not a full, bounded allocation.
 
@@ -143,9 +193,10 @@ def check_window_weights(weights: np.ndarray, lo: float, hi: float, *, window: s
         raise ConservationError(f"{where}: weights {w.tolist()!r} are not finite")
     if abs(w.sum() - 1.0) > WEIGHT_TOL:
         raise ConservationError(f"{where}: weights sum to {float(w.sum())!r}, not 1 (tolerance {WEIGHT_TOL:g})")
-    if w.size and (w.min() < lo - WEIGHT_TOL or w.max() > hi + WEIGHT_TOL):
+    if w.size and (np.any(w < np.asarray(lo) - WEIGHT_TOL) or np.any(w > np.asarray(hi) + WEIGHT_TOL)):
+        bounds = f"[{lo}, {hi}]" if not (np.ndim(lo) or np.ndim(hi)) else "(per asset)"
         raise ConservationError(
-            f"{where}: weights span [{float(w.min())!r}, {float(w.max())!r}], outside the bounds [{lo}, {hi}]"
+            f"{where}: weights span [{float(w.min())!r}, {float(w.max())!r}], outside the bounds {bounds}"
         )
 
 
@@ -168,7 +219,9 @@ def fit_weights(
     """
     from .engines import EstimatorEngine, make_optimizer
 
-    if estimator is not None:
+    if estimator is not None and (np.ndim(min_weight) or np.ndim(max_weight)):
+        model = EstimatorEngine(profile, estimator).model()  # per-asset bounds: its weights are projected onto them
+    elif estimator is not None:
         model = EstimatorEngine(profile, estimator, min_weight=min_weight, max_weight=max_weight).model()
     else:
         model = make_optimizer(profile, min_weight=min_weight, max_weight=max_weight)
@@ -206,6 +259,8 @@ def walk_forward(
     selector: Selector | None = None,
     priors: dict | None = None,
     estimator: dict | None = None,
+    limits=None,
+    live_limits=None,
 ) -> WalkForwardResult:
     """Walk-forward backtest: fit on each train window, hold for the next test window.
 
@@ -218,8 +273,10 @@ def walk_forward(
     train_window, test_window : int
         Window lengths in observations (skfolio ``WalkForward``; the last, shorter test
         window is kept so the stream reaches the end of the data).
-    min_weight, max_weight : float
-        Bounds on each weight (meta level: sleeve bounds).
+    min_weight, max_weight : float or dict
+        Bounds on each weight (meta level: sleeve bounds); a dict gives a bound per column
+        (symbol -> bound, ``"*"`` for the rest: an atomic profile's ``allocation``), fitted by
+        :class:`engines.AssetBoundsEngine`.
     cost_rate : float
         Commission + slippage per unit of turnover, charged on the first day of each
         test window: ``cost = cost_rate * sum(|w_new - w_prev|)`` (the first window
@@ -235,6 +292,13 @@ def walk_forward(
         (:func:`plugins.estimator_definition`): every window and the final weights are fitted
         by that estimator itself (:class:`engines.EstimatorEngine`). None: ``profile`` is
         a built-in risk profile.
+    limits : callable, optional
+        ``first test date -> limits.Constraints`` of that window: a meta node's book limits
+        (:mod:`~tradingview_scraper.limits`) on the holdings in force then. Each window's
+        allocation is fitted within them (:func:`limits.fit_limited`); a window no allocation
+        meets them for falls back and is counted and listed (``limits_infeasible``).
+    live_limits : limits.Constraints, optional
+        The same on the live holdings, for the final weights; infeasible there raises.
 
     Returns
     -------
@@ -269,13 +333,18 @@ def walk_forward(
     history: list[np.ndarray] = []
     starts = []
     prev = np.zeros(n_assets)
-    if estimator is not None:
+    if isinstance(min_weight, dict) or isinstance(max_weight, dict):
+        from .engines import AssetBoundsEngine
+
+        engine = AssetBoundsEngine(profile, min_weight, max_weight, estimator)
+    elif estimator is not None:
         engine = EstimatorEngine(profile, estimator, min_weight=min_weight, max_weight=max_weight)
     else:
         engine = WindowEngine(profile, min_weight=min_weight, max_weight=max_weight)
     for train, test in splitter.split(values):
         res.windows_attempted += 1
-        w = _fit_window(X, values, train, engine, selector, columns, res, {} if priors is None else priors)
+        cons = limits(X.index[test[0]]) if limits is not None else None
+        w = _fit_window(X, values, train, engine, selector, columns, res, {} if priors is None else priors, cons)
         r = values[test] @ w
         r[0] -= cost_rate * np.abs(w - prev).sum()
         prev = w
@@ -290,14 +359,36 @@ def walk_forward(
 
     last = X.iloc[-train_window:]
     sub = selector(last) if selector else columns
-    try:
-        w_sub, model = fit_weights(
-            last[sub], profile, min_weight=min_weight, max_weight=max_weight, estimator=estimator
-        )
-        res.final_model = model
-    except Exception as exc:  # noqa: BLE001 - any optimizer failure falls back, recorded
-        w_sub = project_to_bounds(np.full(len(sub), 1.0 / len(sub)), min_weight, max_weight)
-        res.final_fallback, res.final_error = True, f"{type(exc).__name__}: {exc}"
+    # per-asset bounds (a map) as vectors over the held columns; numbers stay numbers
+    min_weight, max_weight = asset_bounds(min_weight, list(sub), 0.0), asset_bounds(max_weight, list(sub), 1.0)
+    if live_limits is not None:
+        from .errors import LimitsError
+        from .limits import fit_limited, project
+
+        try:
+            w_free, _ = fit_weights(last[sub], profile, min_weight=min_weight, max_weight=max_weight, estimator=estimator)
+            res.final_unconstrained = pd.Series(w_free, index=sub).reindex(columns, fill_value=0.0)
+        except Exception:  # noqa: BLE001 - only the report's "unconstrained" values are lost
+            res.final_unconstrained = None
+        try:
+            w_sub, res.final_distance, res.final_model = fit_limited(
+                last[sub], engine, live_limits, profile=profile, estimator=estimator
+            )
+        except LimitsError:
+            raise  # the live book meets its limits or the node stops: no fallback would meet them
+        except Exception as exc:  # noqa: BLE001 - the optimizer failed: equal weight within the limits, recorded
+            w_eq = project_to_bounds(np.full(len(sub), 1.0 / len(sub)), min_weight, max_weight)
+            w_sub, res.final_distance = project(w_eq, min_weight, max_weight, live_limits)
+            res.final_fallback, res.final_error = True, f"{type(exc).__name__}: {exc}"
+    else:
+        try:
+            w_sub, model = fit_weights(
+                last[sub], profile, min_weight=min_weight, max_weight=max_weight, estimator=estimator
+            )
+            res.final_model = model
+        except Exception as exc:  # noqa: BLE001 - any optimizer failure falls back, recorded
+            w_sub = project_to_bounds(np.full(len(sub), 1.0 / len(sub)), min_weight, max_weight)
+            res.final_fallback, res.final_error = True, f"{type(exc).__name__}: {exc}"
     check_window_weights(w_sub, min_weight, max_weight, window=str(last.index[-1].date()), profile=profile)
     res.final_weights = pd.Series(w_sub, index=sub, name=profile).reindex(columns, fill_value=0.0)
     res.fitted_on = {
@@ -306,6 +397,25 @@ def walk_forward(
         "n_obs": int(len(last)),
     }
     return res
+
+
+def _fallback(n: int, lo: float, hi: float, constraints, res: WalkForwardResult, start) -> np.ndarray:
+    """A failed window's equal weight (within the bounds and, under book limits, projected onto them).
+
+    Where no allocation meets the limits, the window holds the bounded equal weight and its
+    first test date is listed in ``res.limits_infeasible``.
+    """
+    w = project_to_bounds(np.full(n, 1.0 / n), lo, hi)
+    if constraints is None:
+        return w
+    from .limits import project
+
+    res.limit_distances.append(None)
+    try:
+        return project(w, lo, hi, constraints)[0]
+    except OptimizationError:
+        res.limits_infeasible.append(str(start.date()))
+        return w
 
 
 def _fit_window(
@@ -317,11 +427,12 @@ def _fit_window(
     columns: list[str],
     res: WalkForwardResult,
     priors: dict,
+    constraints=None,
 ) -> np.ndarray:
     from .engines import window_prior
 
-    lo, hi = engine.min_weight, engine.max_weight
     sub = selector(X.iloc[train]) if selector else columns
+    lo, hi = engine.bounds(sub) if hasattr(engine, "bounds") else (engine.min_weight, engine.max_weight)
     picked = [columns.index(c) for c in sub] if selector else list(range(len(columns)))
     try:
         x = X.iloc[train, picked] if getattr(engine, "wants_frame", False) else values[train][:, picked]
@@ -329,10 +440,16 @@ def _fit_window(
         if engine.needs_prior:
             key = (int(train[0]), len(train), tuple(picked))
             prior = priors[key] if key in priors else priors.setdefault(key, window_prior(x))
-        w_sub = checked_weights(engine.fit(x, prior), len(sub), engine.profile, lo, hi)
+        if constraints is None:
+            w_sub = checked_weights(engine.fit(x, prior), len(sub), engine.profile, lo, hi)
+        else:
+            from .limits import fit_limited
+
+            w_sub, distance, _ = fit_limited(x, engine, constraints, prior=prior)
+            res.limit_distances.append(distance)
         res.windows_succeeded += 1
     except Exception as exc:  # noqa: BLE001 - a failed window falls back and is counted
-        w_sub = project_to_bounds(np.full(len(sub), 1.0 / len(sub)), lo, hi)
+        w_sub = _fallback(len(sub), lo, hi, constraints, res, X.index[train[-1] + 1])
         res.windows_fallback += 1
         res.errors.append(f"{X.index[train[-1]].date()}: {type(exc).__name__}: {exc}")
     check_window_weights(w_sub, lo, hi, window=str(X.index[train[-1]].date()), profile=engine.profile)

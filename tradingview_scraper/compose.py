@@ -73,7 +73,9 @@ def aligned(
     return aligned_returns(streams, min_obs=bt["train_window"] + bt["test_window"])
 
 
-def allocate(node: NodeSpec, frame: pd.DataFrame, profile: str) -> tuple[dict, pd.Series, dict | None]:
+def allocate(
+    node: NodeSpec, frame: pd.DataFrame, profile: str, books: Mapping[str, dict] | None = None
+) -> tuple[dict, pd.Series, dict | None]:
     """The node's meta allocation of ``profile`` within its sleeve bounds (:func:`meta.meta_optimize`).
 
     Parameters
@@ -84,6 +86,9 @@ def allocate(node: NodeSpec, frame: pd.DataFrame, profile: str) -> tuple[dict, p
         The output of :func:`aligned`.
     profile : str
         The risk profile.
+    books : dict of sleeve id -> dict, optional
+        Each child's book of ``profile`` with its per-window weights: read only when the node
+        has book limits (``meta_allocation.book``).
 
     Returns
     -------
@@ -95,21 +100,38 @@ def allocate(node: NodeSpec, frame: pd.DataFrame, profile: str) -> tuple[dict, p
         ``meta/tree_<profile>.json`` of a hierarchical profile, else None.
     """
     from .engines import HIERARCHICAL
+    from .errors import LimitsError, MetaError
     from .meta import meta_optimize
 
     alloc, bt = node.config["meta_allocation"], node.config["backtest"]
-    record, stream, tree = meta_optimize(
-        frame,
-        profile,
-        min_weight=alloc["min_weight"],
-        max_weight=alloc["max_weight"],
-        train_window=bt["train_window"],
-        test_window=bt["test_window"],
-        estimator=node.config.get("estimators", {}).get(profile),
-    )
+    limits = node_limits(node)
+    try:
+        record, stream, tree = meta_optimize(
+            frame,
+            profile,
+            min_weight=alloc["min_weight"],
+            max_weight=alloc["max_weight"],
+            train_window=bt["train_window"],
+            test_window=bt["test_window"],
+            estimator=node.config.get("estimators", {}).get(profile),
+            limits=limits,
+            books=books,
+        )
+    except LimitsError as exc:
+        raise MetaError(f"{node.label} ({profile}): the live allocation: {exc}") from exc
     ident = {"meta_profile": node.profile, "risk_profile": profile}
     tree_record = {**ident, **(tree or {"available": False})} if profile in HIERARCHICAL else None
     return {**ident, **record}, stream, tree_record
+
+
+def node_limits(node: NodeSpec):
+    """The node's book limits (:class:`limits.BookLimits`), or None when it sets none."""
+    book = node.config["meta_allocation"].get("book")
+    if not book:
+        return None
+    from .limits import book_limits
+
+    return book_limits(book, node.label)
 
 
 def node_returns(streams: Sequence[pd.DataFrame]) -> pd.DataFrame:
@@ -184,13 +206,56 @@ def flattened(
     # in the same order, to the same bits, as one flattened from the file.
     sleeve_weights = dict(sorted(weights["weights"].items()))
     flat = flatten(sleeve_weights, {c.sleeve_id: books[c.sleeve_id]["weights"] for c in children})
-    return {
+    out = {
         "meta_profile": node.profile,
         "risk_profile": profile,
         "node": node.path,
         "sleeve_weights": sleeve_weights,
         **flat,
         "held_by": held_by(children, books),
+    }
+    limits = node_limits(node)
+    if limits is not None:
+        out["book_limits"] = book_limits_record(limits, sleeve_weights, weights, books)
+    return out
+
+
+def book_limits_record(limits, sleeve_weights: Mapping[str, float], weights: dict, books: Mapping[str, dict]) -> dict:
+    """``flattened_<profile>.json`` ``book_limits``: the live book against every limit (:func:`limits.book_report`),
+    the projection's distance, and the walk-forward's windows under the limits.
+
+    Parameters
+    ----------
+    limits : limits.BookLimits
+    sleeve_weights : dict of sleeve id -> float
+        The live meta weights.
+    weights : dict
+        The node's ``meta/weights_<profile>.json`` record (its ``book_limits``).
+    books : dict of sleeve id -> dict
+        Each child's book of the profile.
+    """
+    import numpy as np
+
+    from .limits import book_report, live_matrix
+
+    sleeves = list(sleeve_weights)
+    H, symbols = live_matrix([books[s] for s in sleeves])
+    rec = weights.get("book_limits", {})
+    free = rec.get("unconstrained_weights")
+    report = book_report(
+        limits, H, symbols, np.array([sleeve_weights[s] for s in sleeves]),
+        None if free is None else np.array([free[s] for s in sleeves]),
+    )  # fmt: skip
+    distances = [d for d in rec.get("windows", {}).get("projection_distance", []) if d is not None]
+    return {
+        **report,
+        "projection_distance": rec.get("projection_distance"),
+        "windows": {
+            "fitted": len(distances),
+            "projected": sum(1 for d in distances if d > 0),
+            "max_projection_distance": max(distances, default=0.0),
+            "infeasible": rec.get("windows", {}).get("infeasible", []),
+        },
     }
 
 
@@ -239,7 +304,7 @@ def compose_profile(
         As the steps raise them.
     """
     frame, calendar = aligned(node, returns, profile)
-    weights, stream, tree = allocate(node, frame, profile)
+    weights, stream, tree = allocate(node, frame, profile, books if node_limits(node) else None)
     from .health import walk_forward_gate
 
     warning = walk_forward_gate(node, profile, weights)

@@ -23,8 +23,11 @@ HIERARCHICAL = frozenset({RiskProfile.HRP})
 
 RISK_PROFILES: tuple[str, ...] = tuple(p.value for p in RiskProfile)
 
+#: Profiles whose skfolio optimizer takes linear constraints (``left_inequality``).
+CONSTRAINED = frozenset({RiskProfile.MIN_VARIANCE, RiskProfile.RISK_PARITY, RiskProfile.MAX_DIVERSIFICATION})
 
-def make_optimizer(profile: str, *, min_weight: float = 0.0, max_weight: float = 1.0):
+
+def make_optimizer(profile: str, *, min_weight: float = 0.0, max_weight: float = 1.0, **inequality):
     """A fresh, unfitted skfolio optimizer for ``profile`` within weight bounds.
 
     Parameters
@@ -34,6 +37,9 @@ def make_optimizer(profile: str, *, min_weight: float = 0.0, max_weight: float =
     min_weight, max_weight : float
         Bounds on every weight. ``equal_weight`` ignores them (1/n is feasible whenever
         the bounds are, which the manifest checks before any work starts).
+    **inequality
+        ``left_inequality`` / ``right_inequality`` (``A w <= b``), for the profiles whose
+        optimizer takes linear constraints (:data:`CONSTRAINED`; a meta node's book limits).
 
     Returns
     -------
@@ -52,6 +58,10 @@ def make_optimizer(profile: str, *, min_weight: float = 0.0, max_weight: float =
     )
 
     bounds = {"min_weights": min_weight, "max_weights": max_weight}
+    if inequality:
+        if RiskProfile(profile) not in CONSTRAINED:
+            raise ValueError(f"risk profile {profile!r} takes no linear constraints")
+        bounds.update(inequality)
     match RiskProfile(profile):
         case RiskProfile.EQUAL_WEIGHT:
             return EqualWeighted()
@@ -373,3 +383,54 @@ class EstimatorEngine:
 
         self.skfolio_fits += 1
         return np.asarray(self.model().fit(X).weights_, dtype=float)
+
+
+class AssetBoundsEngine:
+    """A risk profile under a bound per asset (an atomic profile's ``allocation`` by symbol), fitted by skfolio itself.
+
+    Each window's bounds are the held columns' own (the selection changes them from window
+    to window): skfolio's optimizers take them as ``min_weights`` / ``max_weights`` arrays;
+    ``equal_weight`` and ``inverse_volatility`` (and a profile defined as an estimator) are
+    fitted as without bounds and projected onto them exactly (``backtest.checked_weights``).
+
+    Parameters
+    ----------
+    profile : str
+    min_weight, max_weight : float or dict of symbol -> float
+        ``"*"`` bounds the symbols not named.
+    estimator : dict, optional
+        The profile's definition when it is an estimator object.
+    """
+
+    needs_prior = False
+    wants_frame = True
+
+    def __init__(self, profile: str, min_weight, max_weight, estimator: dict | None = None):
+        self.profile = profile if estimator is not None else RiskProfile(profile)
+        self.min_weight, self.max_weight, self.estimator = min_weight, max_weight, estimator
+        self.skfolio_fits = 0
+
+    def bounds(self, columns):
+        """``(lo, hi)``: ndarrays of shape (len(columns),)."""
+        import numpy as np
+
+        from .backtest import asset_bounds
+
+        n = len(columns)
+        lo = np.broadcast_to(asset_bounds(self.min_weight, list(columns), 0.0), (n,)).astype(float)
+        hi = np.broadcast_to(asset_bounds(self.max_weight, list(columns), 1.0), (n,)).astype(float)
+        return lo, hi
+
+    def fit(self, X, prior=None):
+        """Weights of one window (``X``: DataFrame of shape (n_obs, n_assets), its columns the symbols)."""
+        import numpy as np
+
+        self.skfolio_fits += 1
+        if self.estimator is not None:
+            from .plugins import build_estimator
+
+            model = build_estimator(self.estimator)
+        else:
+            lo, hi = self.bounds(list(X.columns))
+            model = make_optimizer(self.profile, min_weight=lo, max_weight=hi)
+        return np.asarray(model.fit(X).weights_, dtype=float)

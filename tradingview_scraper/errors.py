@@ -23,6 +23,14 @@ class OptimizationError(PipelineError):
     """
 
 
+class LimitsError(OptimizationError):
+    """No allocation within a meta node's sleeve bounds meets its book limits (``meta_allocation.book``).
+
+    In a walk-forward window it falls back like any failed fit and is counted; on the live
+    allocation it stops the node.
+    """
+
+
 class StageError(PipelineError):
     """A stage failed on an error that is not the pipeline's own; the message names the stage and node."""
 

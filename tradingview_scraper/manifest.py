@@ -92,6 +92,7 @@ class Plan:
 #: policy from their own profiles; an atomic profile has no sleeves to allocate across or to compare windows with.
 _ATOMIC_ONLY: dict[str, tuple[str, ...] | None] = {
     "data": None, "universe": None, "selection": None, "backtest": ("num_cpus",), "health": ("data_quality",),
+    "allocation": None,
 }
 _META_ONLY: dict[str, tuple[str, ...] | None] = {"meta_allocation": None, "health": ("on_parity_mismatch",)}
 
@@ -160,7 +161,66 @@ def _atomic_config(block: dict, name: str, where: str, estimators: dict[str, dic
     bt = cfg["backtest"]
     if bt["train_window"] < 2 or bt["test_window"] < 1:
         raise ConfigError(f"{where}: backtest windows must be train_window >= 2 and test_window >= 1")
+    if block.get("allocation"):  # only when set: a profile without bounds keeps its config's bytes
+        held = sel.get("top_n") or (len(symbols) if symbols else None)
+        cfg["allocation"] = _asset_bounds(block["allocation"], symbols, held, where)
     return cfg
+
+
+def _asset_bounds(alloc: dict, symbols: list[str] | None, n: int | None, where: str) -> dict:
+    """An atomic profile's ``allocation``: bounds on every asset weight (a number, or symbol -> bound with ``"*"``).
+
+    Checked against the ``n`` assets a window holds (the universe, or a momentum selection's
+    ``top_n``) when known: every selection of ``n`` of the symbols must admit a full allocation
+    (the ``n`` smallest caps sum to at least 1, the ``n`` largest floors to at most 1).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key: a floor above its cap, a symbol outside the universe, bounds no
+        window's assets can meet.
+    """
+    lo, hi = alloc.get("min_weight", 0.0), alloc.get("max_weight", 1.0)
+    if isinstance(lo, dict) or isinstance(hi, dict):
+        for key, value in (("min_weight", lo), ("max_weight", hi)):
+            stray = [s for s in value if s != "*" and symbols and s not in symbols] if isinstance(value, dict) else []
+            if stray:
+                raise ConfigError(f"{where}: allocation.{key}: symbol {stray[0]!r} is not in the universe ({', '.join(symbols)})")
+        out = {k: ({s: float(b) for s, b in v.items()} if isinstance(v, dict) else float(v)) for k, v in (("min_weight", lo), ("max_weight", hi))}
+        if not symbols:
+            return out
+
+        def of(value, sym, default):
+            return float(value.get(sym, value.get("*", default))) if isinstance(value, dict) else float(value)
+
+        los = {s: of(out["min_weight"], s, 0.0) for s in symbols}
+        his = {s: of(out["max_weight"], s, 1.0) for s in symbols}
+        bad = [s for s in symbols if los[s] > his[s]]
+        if bad:
+            raise ConfigError(f"{where}: allocation: symbol {bad[0]!r} has min_weight {los[bad[0]]} > max_weight {his[bad[0]]}")
+        k = n or len(symbols)
+        caps, floors = sorted(his.values())[:k], sorted(los.values(), reverse=True)[:k]
+        if sum(caps) < 1 - 1e-12:
+            raise ConfigError(
+                f"{where}: infeasible allocation.max_weight: the {k} smallest caps a window can hold sum to {sum(caps):g} < 1"
+            )
+        if sum(floors) > 1 + 1e-12:
+            raise ConfigError(
+                f"{where}: infeasible allocation.min_weight: the {k} largest floors a window can hold sum to {sum(floors):g} > 1"
+            )
+        return out
+    lo, hi = float(lo), float(hi)
+    if lo > hi:
+        raise ConfigError(f"{where}: allocation.min_weight={lo} exceeds allocation.max_weight={hi}")
+    if n and n * hi < 1 - 1e-12:
+        raise ConfigError(
+            f"{where}: infeasible allocation.max_weight: {n} assets x {hi} = {n * hi:g} < 1; use max_weight >= {1 / n:.4g}"
+        )
+    if n and n * lo > 1 + 1e-12:
+        raise ConfigError(
+            f"{where}: infeasible allocation.min_weight: {n} assets x {lo} = {n * lo:g} > 1; use min_weight <= {1 / n:.4g}"
+        )
+    return {"min_weight": lo, "max_weight": hi}
 
 
 def _check_bounds(n: int, alloc: dict, where: str) -> None:
@@ -381,6 +441,42 @@ def _resolve_meta(
                               f"{child_bt['test_window']}")  # fmt: skip
     if mismatched:
         _parity_mismatch(node, where, windows, mismatched, block["health"]["on_parity_mismatch"])
+    if alloc.get("book"):
+        _resolve_book(node, nodes, where, Path(manifest_path).parent)
+
+
+def _resolve_book(node: NodeSpec, nodes: dict[str, NodeSpec], where: str, base_dir: Path) -> None:
+    """Check meta node ``node``'s book limits (``meta_allocation.book``) before any work and record what they need.
+
+    A groups CSV is read here (its map replaces the path in the node's config, so an edit
+    reruns the node); the children record their per-window weights (``record_windows``),
+    which the limits are enforced against in every window.
+    """
+    from .limits import book_limits
+
+    children = [nodes[c] for c in node.children]
+    nested = [c.sleeve_id for c in children if c.is_meta]
+    if nested:
+        raise ConfigError(
+            f"{where}: meta_allocation.book on a meta profile with nested meta sleeve {nested[0]!r} is not supported; "
+            "set the limits on the nested profile's own book, or on a profile of atomic sleeves"
+        )
+    pinned = [c.sleeve_id for c in children if c.pin]
+    if pinned:
+        raise ConfigError(
+            f"{where}: meta_allocation.book with pinned sleeve {pinned[0]!r}: a pinned run records no per-window "
+            "weights to hold the limits against; drop its run_id"
+        )
+    book = dict(node.config["meta_allocation"]["book"])
+    universes = [c.config["universe"].get("symbols") for c in children]
+    symbols = None if any(u is None for u in universes) else [s for u in universes for s in u]
+    directions = {c.config["universe"].get("direction", "LONG") for c in children}
+    limits = book_limits(book, where, symbols=symbols, both_sides=len(directions) > 1, base_dir=base_dir)
+    if isinstance(book.get("groups"), str):
+        book["groups_file"], book["groups"] = book["groups"], dict(limits.groups)
+    node.config["meta_allocation"] = {**node.config["meta_allocation"], "book": book}
+    for c in children:
+        c.config = {**c.config, "record_windows": True}
 
 
 def _parity_mismatch(node: NodeSpec, where: str, windows: tuple[int, int], mismatched: list[str], policy: str) -> None:

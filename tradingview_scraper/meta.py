@@ -158,8 +158,10 @@ def meta_optimize(
     train_window: int,
     test_window: int,
     estimator: dict | None = None,
+    limits=None,
+    books: dict | None = None,
 ) -> tuple[dict, pd.Series, dict | None]:
-    """Allocate across sleeves with risk profile ``profile`` within sleeve bounds.
+    """Allocate across sleeves with risk profile ``profile`` within sleeve bounds (and book limits).
 
     Parameters
     ----------
@@ -169,6 +171,13 @@ def meta_optimize(
         The profile's definition when it is an estimator object: the same estimator the
         sleeves' streams of ``profile`` come from allocates across them (the record keeps
         the definition under ``estimator``).
+    limits : limits.BookLimits, optional
+        The node's book limits: every window's allocation and the live one keep the book
+        (the children's holdings in force, ``books``) within them (:mod:`limits`); the record
+        adds ``book_limits``.
+    books : dict of sleeve id -> dict, optional
+        With ``limits``: each child's ``weights_<profile>.json`` record, its per-window
+        weights (``windows``) included.
 
     Returns
     -------
@@ -182,6 +191,9 @@ def meta_optimize(
         Linkage, leaf order and distances of hierarchical profiles.
     """
     n = returns.shape[1]
+    window_limits = live_limits = None
+    if limits is not None:
+        window_limits, live_limits = _limit_rows(limits, [books[c] for c in returns.columns])
     res = walk_forward(
         returns,
         profile,
@@ -190,6 +202,8 @@ def meta_optimize(
         min_weight=min_weight,
         max_weight=max_weight,
         estimator=estimator,
+        limits=window_limits,
+        live_limits=live_limits,
     )
     weights = {str(k): float(v) for k, v in res.final_weights.items()}
     record = {
@@ -214,8 +228,32 @@ def meta_optimize(
     }
     if estimator is not None:
         record["estimator"] = estimator
+    if limits is not None:
+        free = res.final_unconstrained
+        record["book_limits"] = {
+            "limits": limits.to_dict(),
+            "projection_distance": res.final_distance,
+            "unconstrained_weights": None if free is None else {str(k): float(v) for k, v in free.items()},
+            # per window: how far the projection moved the optimizer's weights (None: the window fell back)
+            "windows": {"projection_distance": res.limit_distances, "infeasible": res.limits_infeasible},
+        }
     tree = cluster_tree(res.final_model, list(returns.columns)) if profile in HIERARCHICAL else None
     return record, res.returns, tree
+
+
+def _limit_rows(limits, books: list[dict]):
+    """``(first test date -> Constraints, live Constraints)`` of a node's book limits on its children's books."""
+    from .limits import constraints, live_matrix, window_matrices
+
+    at, built = window_matrices(books), {}
+
+    def window(start):
+        H, symbols = at(start)
+        if id(H) not in built:  # one matrix per combination of the children's windows
+            built[id(H)] = (H, constraints(limits, H, symbols))
+        return built[id(H)][1]
+
+    return window, constraints(limits, *live_matrix(books))
 
 
 def _in_sample(returns: pd.DataFrame, weights: dict) -> dict:

@@ -115,6 +115,8 @@ def step_inputs(run: RunContext, name: str, node_path: str, profile: str | None 
             if spec.when != "book" or (node_path == ROOT and (run.previous_run or run.holdings)):
                 out[key] = files(node, spec.artifact, spec.per)
         elif isinstance(spec, steps.Children):
+            if spec.when == "limits" and not run.spec(node_path).config["meta_allocation"].get("book"):
+                continue
             for c in run.spec(node_path).children:
                 child = run.spec(c)
                 artifact = spec.meta if child.is_meta else spec.atomic

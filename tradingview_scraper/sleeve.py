@@ -278,10 +278,12 @@ def compute_sleeve(
     columns, weights, health, streams = {}, {}, {}, {}
     priors: dict = {}  # each window's moments, estimated once for all risk profiles
     estimators = config.get("estimators", {})
+    # asset bounds inside the sleeve, for every risk profile (none set: the optimizers' own [0, 1])
+    bounds = {k: v for k, v in config.get("allocation", {}).items() if k in ("min_weight", "max_weight")}
     for rp in risk_profiles:
         res = walk_forward(
             used, rp, train_window=train, test_window=test, cost_rate=cost_rate, selector=selector, priors=priors,
-            estimator=estimators.get(rp),
+            estimator=estimators.get(rp), **bounds,
         )  # fmt: skip
         columns[rp] = res.returns
         streams[rp] = (res.returns, res.weights)
@@ -298,6 +300,11 @@ def compute_sleeve(
         }
         if rp in estimators:
             weights[rp]["estimator"] = estimators[rp]
+        if config.get("record_windows"):  # a parent's book limits are enforced against each window's holdings
+            weights[rp]["windows"] = {
+                "start": [d.isoformat() for d in res.weights.index],
+                "weights": {str(c): res.weights[c].astype(float).tolist() for c in res.weights.columns},
+            }
     returns = pd.DataFrame(columns)
     returns.index = stored_dates(returns.index)
     record = {"sleeve": sleeve_id, "profile": profile, "direction": direction, "profiles": health}

@@ -40,13 +40,15 @@ class Children:
 
     ``atomic`` / ``meta``: the layout name read from an atomic / a nested meta child (None:
     that kind gives none); ``per`` as for :class:`Own`. ``read=False``: an edge of the DAG
-    only (the job runs after that file exists), not read by the step.
+    only (the job runs after that file exists), not read by the step. ``when="limits"``: only
+    at a meta node with book limits (``meta_allocation.book``).
     """
 
     atomic: str | None
     meta: str | None = None
     per: str | None = None
     read: bool = True
+    when: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,9 @@ STEPS: dict[str, Step] = {
         Step(
             "meta_optimize",
             "stages._meta:meta_optimize",
-            {"returns": Own("meta_returns", per="profile")},
+            # the children's books: only where book limits are enforced against them
+            {"returns": Own("meta_returns", per="profile"),
+             "books": Children("weights", "flattened", per="profile", when="limits")},
             ledger=lambda job: {"profile": job.profile, **job.node.config["meta_allocation"], **job.node.config["backtest"]},
             numeric=True,
             params=_META,

@@ -280,7 +280,57 @@ def _holdings_blocks(data: NodeData, a: Analysis, p: str) -> list:
             ),
             "llrrl",
         ),
+        *_book_limit_blocks(flat),
     ]
+
+
+def _book_limit_blocks(flat: dict) -> list:
+    """The book against its limits (``flattened_<p>.json`` ``book_limits``): nothing for a node without limits."""
+    rec = flat.get("book_limits")
+    if not rec:
+        return []
+    win = rec["windows"]
+    dist = rec.get("projection_distance")
+    blocks = [
+        Heading(3, "Book limits"),
+        Para(
+            f"Limits on this book ({json.dumps(rec['limits'], sort_keys=True)}) are held in every walk-forward "
+            f"window and in the live allocation: {len(rec['checks'])} checks, {len(rec['binding'])} binding. "
+            f"The live allocation was moved {0.0 if dist is None else dist:.4f} (Euclidean distance of the sleeve "
+            f"weights) onto the limits; {win['projected']} of {win['fitted']} fitted windows were moved "
+            f"(at most {win['max_projection_distance']:.4f})."
+        ),
+    ]
+    if win["infeasible"]:
+        blocks.append(
+            Para(f"INFEASIBLE in {len(win['infeasible'])} windows (no allocation meets the limits; they fell back "
+                 f"and count as failures): {', '.join(win['infeasible'][:10])}.", "warn")  # fmt: skip
+        )
+    if rec["binding"]:
+        blocks.append(
+            Table(
+                ("limit", "on", "value", "bound", "unconstrained", "moved by"),
+                tuple(
+                    (b["limit"], b["key"], _pct(b["value"]), _pct(b["bound"]),
+                     _pct(b["unconstrained"]) if "unconstrained" in b else "n/a",
+                     _pct(b["excess"]) if "excess" in b else "n/a")
+                    for b in rec["binding"]
+                ),
+                "llrrrr",
+            )  # fmt: skip
+        )
+    if rec["groups"]:
+        blocks.append(
+            Table(
+                ("group", "net exposure", "min", "max"),
+                tuple(
+                    (g, _pct(v["net"]), "" if v["min"] is None else _pct(v["min"]), "" if v["max"] is None else _pct(v["max"]))
+                    for g, v in rec["groups"].items()
+                ),
+                "lrrr",
+            )
+        )
+    return blocks
 
 
 def _header(data: NodeData, a: Analysis) -> list:

@@ -79,17 +79,18 @@ def run_meta_returns(ctx: RunContext, node_path: str, *, input: Files, output: F
             logger.info("meta_returns %s: %s", node_path, compounded_note(cal))
 
 
-def meta_optimize(node: NodeSpec, profile: str, returns, offload, note: dict) -> dict:
+def meta_optimize(node: NodeSpec, profile: str, returns, offload, note: dict, books: dict | None = None) -> dict:
     """Allocate across sleeves from ``returns`` (``meta/returns_<p>.parquet``): ``weights``
     (``meta/weights_<p>.json``), ``stream`` and, for hierarchical profiles, ``tree`` (the cluster tree).
 
     The optimization runs on the run's Ray cluster when it is up (``offload``); the node's own
-    walk-forward passes its health gate (:func:`health.walk_forward_gate`).
+    walk-forward passes its health gate (:func:`health.walk_forward_gate`). ``books``: the
+    children's books of ``profile`` (sleeve id -> record), given only at a node with book limits.
     """
     from ..compose import allocate
     from ..health import walk_forward_gate
 
-    weights, stream, tree = offload((node.label, profile), allocate, node, returns, profile)
+    weights, stream, tree = offload((node.label, profile), allocate, node, returns, profile, books)
     note.update(fallback=weights["fallback"], fallback_reason=weights["fallback_reason"])
     for err in weights["walk_forward"]["errors"][:3]:
         logger.info("meta %s %s: window fell back: %s", node.path, profile, err)

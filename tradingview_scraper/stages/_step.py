@@ -53,6 +53,8 @@ def _inputs(step: steps.Step, job: Job, files: dict) -> tuple[dict, list[str]]:
     for name, spec in step.inputs.items():
         if isinstance(spec, steps.Children):
             kind = [c for c in job.children if (spec.meta if c.is_meta else spec.atomic)]
+            if spec.when and not all(child_input(name, c.sleeve_id) in files for c in kind):
+                continue  # an input only some jobs have (``when``)
             value = {c.sleeve_id: per(spec, files[child_input(name, c.sleeve_id)]) for c in kind}
         elif name in files:  # an input only some jobs have (``when``)
             value = per(spec, files[name])
@@ -114,7 +116,8 @@ def run_step(
     params = step.ledger(job) if step.ledger else {}
     with _stage(ctx, step.name, node_path, log, params, read, _flat(outs)) as rec:
         wanted = inspect.signature(fn).parameters
-        kwargs = {k: (_loaded(named[k]) if k in named else getattr(job, k)) for k in wanted}
+        # a declared input this job does not have (``when``) is left to the parameter's default
+        kwargs = {k: (_loaded(named[k]) if k in named else getattr(job, k)) for k in wanted if k in named or k not in step.inputs}
         result = fn(**kwargs)
         # One output: the function returns its value; several: output name -> value.
         values = result if len(outs) > 1 else {next(iter(outs)): result}

@@ -1,0 +1,514 @@
+"""Limits on a meta node's flattened book (``meta_allocation.book``) as linear constraints on its sleeve weights.
+
+A meta node's book is linear in its sleeve weights: ``book = H^T m``, with ``H`` of shape
+(n_sleeves, n_symbols) the children's net weight per symbol in force and ``m`` the sleeve
+weights. Every limit is therefore a set of rows of ``A m <= b``:
+
+* ``max_position`` (cap ``c_j`` on ``|book_j|``): ``H_j . m <= c_j`` and ``-H_j . m <= c_j``;
+* ``group_max`` / ``group_min`` on a group's net weight ``sum_{j in g} book_j``;
+* ``net_max`` / ``net_min`` on ``sum_j book_j``;
+* ``gross_max`` on ``sum_j |book_j|``: a symbol every sleeve holds on one side contributes
+  ``s_j H_j . m`` (its sign ``s_j``, since ``m >= 0``); the symbols held on both sides by
+  different sleeves (``k`` of them, at most :data:`MAX_NETTED`) contribute one row per sign
+  pattern, ``2^k`` rows in all: the exact polyhedral form of the absolute values.
+
+skfolio's convex optimizers take the rows as ``left_inequality`` / ``right_inequality``;
+every allocation, theirs included, then goes through :func:`project`, the Euclidean
+projection onto {m : sum m = 1, lo <= m <= hi, A m <= b} (a QP solved by Clarabel, then
+solved exactly on its active set), which moves a feasible allocation by nothing and an
+allocator's that ignores the rows (HRP, equal weight, inverse volatility) to the nearest
+allocation that meets them.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, LimitsError, OptimizationError
+
+__all__ = [
+    "LIMIT_TOL",
+    "BookLimits",
+    "Constraints",
+    "book_limits",
+    "book_report",
+    "constraints",
+    "fit_limited",
+    "live_matrix",
+    "project",
+    "window_matrices",
+]
+
+#: Tolerance every book meets its limits to.
+LIMIT_TOL = 1e-9
+#: A limit binds when its slack is at most this (the convex solvers' own tolerance).
+BINDING_TOL = 1e-6
+#: Most symbols held on both sides a ``gross_max`` is written for (``2^k`` rows).
+MAX_NETTED = 10
+#: Limit names in the order they are reported.
+LIMIT_KEYS = ("max_position", "group_max", "group_min", "gross_max", "net_min", "net_max")
+
+
+@dataclass(frozen=True)
+class BookLimits:
+    """The limits of one meta node's book, resolved (``groups`` read from its CSV when given as a path).
+
+    ``max_position``: symbol -> cap on |net weight| (``"*"``: every other symbol), or None.
+    ``groups``: symbol -> group; ``group_max`` / ``group_min``: group -> bound on the group's
+    net weight; ``gross_max``, ``net_min``, ``net_max``: bounds on the whole book, or None.
+    """
+
+    max_position: Mapping[str, float] | None = None
+    groups: Mapping[str, str] = field(default_factory=dict)
+    group_max: Mapping[str, float] = field(default_factory=dict)
+    group_min: Mapping[str, float] = field(default_factory=dict)
+    gross_max: float | None = None
+    net_min: float | None = None
+    net_max: float | None = None
+
+    def cap(self, symbol: str) -> float | None:
+        """The cap on ``symbol``'s |net weight| (None: uncapped)."""
+        if self.max_position is None:
+            return None
+        return self.max_position.get(symbol, self.max_position.get("*"))
+
+    def to_dict(self) -> dict:
+        """The limits as configured, less the group map (JSON)."""
+        out = {"max_position": dict(self.max_position) if self.max_position is not None else None,
+               "group_max": dict(self.group_max), "group_min": dict(self.group_min),
+               "gross_max": self.gross_max, "net_min": self.net_min, "net_max": self.net_max}  # fmt: skip
+        return {k: v for k, v in out.items() if v not in (None, {})}
+
+
+def _cap_map(value, where: str) -> dict[str, float]:
+    """A number, or symbol -> number with ``"*"`` as the default, as symbol -> number."""
+    return {"*": float(value)} if isinstance(value, (int, float)) else {str(k): float(v) for k, v in value.items()}
+
+
+def read_groups(path: str | Path, where: str, base_dir: str | Path = ".") -> dict[str, str]:
+    """Symbol -> group of a CSV ``symbol,group`` (a header row of those names, one symbol a row).
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, lacks the two columns, or gives a symbol twice (naming the line).
+    """
+    file = Path(path) if Path(path).is_absolute() else Path(base_dir) / path
+    if not file.is_file():
+        raise ConfigError(f"{where}: groups file {str(path)!r} not found (a CSV with columns symbol,group)")
+    out: dict[str, str] = {}
+    with file.open(newline="") as fh:
+        reader = csv.DictReader(line for line in fh if not line.startswith("#"))
+        if not {"symbol", "group"} <= set(reader.fieldnames or ()):
+            raise ConfigError(f"{where}: groups file {str(path)!r} needs columns symbol,group (has {reader.fieldnames})")
+        for i, row in enumerate(reader, start=2):
+            sym, grp = (row["symbol"] or "").strip(), (row["group"] or "").strip()
+            if not sym or not grp:
+                raise ConfigError(f"{where}: groups file {str(path)!r} row {i}: empty symbol or group")
+            if sym in out:
+                raise ConfigError(f"{where}: groups file {str(path)!r} row {i}: symbol {sym!r} given twice")
+            out[sym] = grp
+    return out
+
+
+def book_limits(
+    book: Mapping | None, where: str, *, symbols: Sequence[str] | None = None, both_sides: bool = True,
+    base_dir: str | Path = ".",
+) -> BookLimits | None:
+    """Resolve and check a ``meta_allocation.book`` block; refuse what the config alone shows infeasible.
+
+    Parameters
+    ----------
+    book : dict or None
+        The block (None or empty: no limits).
+    where : str
+        The profile, to name it in errors.
+    symbols : list of str, optional
+        Every symbol the node's book can hold, when its sleeves' universes say so.
+    both_sides : bool
+        A symbol may be held LONG by one sleeve and SHORT by another (then the net book's
+        gross and net weights are not fixed at 1).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the limit: a bound out of order, a group bound on a group the map
+        does not name, a cap on a symbol no sleeve holds, or limits no book can meet.
+    """
+    if not book:
+        return None
+    where = f"{where}: meta_allocation.book"
+    groups = book.get("groups", {})
+    if isinstance(groups, str):
+        groups = read_groups(groups, where, base_dir)
+    limits = BookLimits(
+        max_position=_cap_map(book["max_position"], where) if "max_position" in book else None,
+        groups={str(k): str(v) for k, v in groups.items()},
+        group_max={str(k): float(v) for k, v in book.get("group_max", {}).items()},
+        group_min={str(k): float(v) for k, v in book.get("group_min", {}).items()},
+        gross_max=book.get("gross_max"),
+        net_min=book.get("net_min"),
+        net_max=book.get("net_max"),
+    )
+    known = sorted(set(limits.groups.values()))
+    for key in ("group_max", "group_min"):
+        for g in getattr(limits, key):
+            if g not in known:
+                raise ConfigError(f"{where}.{key}: group {g!r} is in no symbol's group; groups: {', '.join(known) or 'none'}")
+    for g in set(limits.group_max) & set(limits.group_min):
+        if limits.group_min[g] > limits.group_max[g]:
+            raise ConfigError(f"{where}: group {g!r} has group_min {limits.group_min[g]} > group_max {limits.group_max[g]}")
+    if limits.net_min is not None and limits.net_max is not None and limits.net_min > limits.net_max:
+        raise ConfigError(f"{where}: net_min {limits.net_min} > net_max {limits.net_max}")
+    if symbols is not None:
+        universe = sorted(set(symbols))
+        if limits.max_position is not None:
+            stray = [s for s in limits.max_position if s != "*" and s not in universe]
+            if stray:
+                raise ConfigError(f"{where}.max_position: symbol {stray[0]!r} is held by no sleeve; symbols: {', '.join(universe)}")
+            capped = [limits.cap(s) for s in universe]
+            if None not in capped and not both_sides and sum(capped) < 1 - LIMIT_TOL:
+                raise ConfigError(
+                    f"{where}.max_position: infeasible: the caps of the {len(universe)} symbols the sleeves hold "
+                    f"sum to {sum(capped):g} < 1, so no fully invested book meets them; raise max_position to >= {1 / len(universe):.4g}"
+                )
+        if not both_sides:  # a long-only book (or short-only) has net = +-1 and gross = 1 whatever the weights
+            if limits.gross_max is not None and limits.gross_max < 1 - LIMIT_TOL:
+                raise ConfigError(f"{where}.gross_max: infeasible: {limits.gross_max} < 1, the gross weight of a book no symbol of which is netted")
+            grouped = all(s in limits.groups for s in universe)
+            if grouped and set(limits.group_max) >= set(limits.groups[s] for s in universe):
+                total = sum(limits.group_max[g] for g in {limits.groups[s] for s in universe})
+                if total < 1 - LIMIT_TOL:
+                    raise ConfigError(f"{where}.group_max: infeasible: the groups' maxima sum to {total:g} < 1 and every symbol is in one")
+            mins = sum(limits.group_min.values())
+            if mins > 1 + LIMIT_TOL:
+                raise ConfigError(f"{where}.group_min: infeasible: the groups' minima sum to {mins:g} > 1")
+    return limits
+
+
+@dataclass
+class Constraints:
+    """Rows of ``A m <= b`` on the sleeve weights, each labelled ``(limit, key)``."""
+
+    A: np.ndarray  #: (n_rows, n_sleeves)
+    b: np.ndarray  #: (n_rows,)
+    labels: list[tuple[str, str]]
+
+
+def net_matrix(books: Sequence[Sequence[Mapping]], symbols: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """The sleeves' net weight per symbol: ``H`` of shape (n_sleeves, n_symbols), and the symbols.
+
+    ``books``: each sleeve's rows ``{"symbol", "net_weight"}`` (a symbol's rows add up).
+    """
+    if symbols is None:
+        symbols = sorted({r["symbol"] for rows in books for r in rows})
+    col = {s: j for j, s in enumerate(symbols)}
+    H = np.zeros((len(books), len(symbols)))
+    for i, rows in enumerate(books):
+        for r in rows:
+            H[i, col[r["symbol"]]] += float(r["net_weight"])
+    return H, list(symbols)
+
+
+def constraints(limits: BookLimits, H: np.ndarray, symbols: Sequence[str]) -> Constraints:
+    """The rows of ``A m <= b`` that hold ``H^T m`` within ``limits`` (see the module docstring).
+
+    Rows no allocation on the simplex can violate (a cap above every sleeve's holding) are left out.
+
+    Raises
+    ------
+    OptimizationError
+        ``gross_max`` with more than :data:`MAX_NETTED` symbols held on both sides.
+    """
+    rows, bounds, labels = [], [], []
+
+    def add(row, bound, label):
+        rows.append(row)
+        bounds.append(bound)
+        labels.append(label)
+
+    for j, sym in enumerate(symbols):
+        cap = limits.cap(sym)
+        if cap is not None and np.abs(H[:, j]).max(initial=0.0) > cap:
+            add(H[:, j], cap, ("max_position", sym))
+            add(-H[:, j], cap, ("max_position", sym))
+    for g in sorted(set(limits.group_max) | set(limits.group_min)):
+        member = np.array([limits.groups.get(s) == g for s in symbols], dtype=bool)
+        G = H[:, member].sum(axis=1)
+        if g in limits.group_max:
+            add(G, limits.group_max[g], ("group_max", g))
+        if g in limits.group_min:
+            add(-G, -limits.group_min[g], ("group_min", g))
+    N = H.sum(axis=1)
+    if limits.net_max is not None:
+        add(N, limits.net_max, ("net_max", "book"))
+    if limits.net_min is not None:
+        add(-N, -limits.net_min, ("net_min", "book"))
+    if limits.gross_max is not None:
+        pos, neg = (H > 0).any(axis=0), (H < 0).any(axis=0)
+        netted = np.flatnonzero(pos & neg)
+        if len(netted) > MAX_NETTED:
+            raise OptimizationError(
+                f"gross_max: {len(netted)} symbols are held on both sides by different sleeves, more than the "
+                f"{MAX_NETTED} its exact linear form is written for"
+            )
+        one_side = np.abs(H[:, ~(pos & neg)]).sum(axis=1)
+        for pattern in range(2 ** len(netted)):
+            signs = np.array([1.0 if pattern >> k & 1 else -1.0 for k in range(len(netted))])
+            add(one_side + H[:, netted] @ signs, limits.gross_max, ("gross_max", "book"))
+    n = H.shape[0]
+    return Constraints(np.array(rows, dtype=float).reshape(len(rows), n), np.array(bounds, dtype=float), labels)
+
+
+def _infeasible(lo: float, hi: float, cons: Constraints, n: int) -> str:
+    """Which limits no allocation within the sleeve bounds meets, each alone (else: jointly)."""
+    import cvxpy as cp
+
+    def feasible(mask):
+        m = cp.Variable(n)
+        c = [cp.sum(m) == 1, m >= lo, m <= hi]
+        if mask.any():
+            c.append(cons.A[mask] @ m <= cons.b[mask])
+        prob = cp.Problem(cp.Minimize(0), c)
+        prob.solve(solver=cp.CLARABEL)
+        return prob.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
+
+    names = sorted({lbl for lbl, _ in cons.labels}, key=LIMIT_KEYS.index)
+    alone = [k for k in names if not feasible(np.array([lbl == k for lbl, _ in cons.labels]))]
+    return ", ".join(alone) if alone else "jointly " + ", ".join(names)
+
+
+def project(m0: np.ndarray, lo: float, hi: float, cons: Constraints) -> tuple[np.ndarray, float]:
+    """The Euclidean projection of ``m0`` onto {m : sum m = 1, lo <= m <= hi, A m <= b}, and its distance.
+
+    A feasible ``m0`` is returned as it is (distance 0). Otherwise Clarabel solves the QP and
+    the solution is recomputed exactly on its active set (the KKT system of the equality
+    constrained least squares), so every row holds to rounding; the Clarabel solution is kept
+    where the active set does not give a feasible point with non-negative multipliers.
+
+    Parameters
+    ----------
+    m0 : ndarray of shape (n_sleeves,)
+    lo, hi : float
+        The sleeve bounds.
+    cons : Constraints
+
+    Returns
+    -------
+    m : ndarray of shape (n_sleeves,)
+    distance : float
+        ``||m - m0||_2``.
+
+    Raises
+    ------
+    OptimizationError
+        No allocation meets the limits (naming them), or the solution misses a row by more
+        than :data:`LIMIT_TOL`.
+    """
+    m0 = np.asarray(m0, dtype=float)
+    n = len(m0)
+    G = np.vstack([cons.A, np.eye(n), -np.eye(n)])
+    h = np.concatenate([cons.b, np.full(n, hi), np.full(n, -lo)])
+    if abs(m0.sum() - 1) <= 1e-12 and (G @ m0 - h).max(initial=-1.0) <= 0.0:
+        return m0, 0.0
+    import cvxpy as cp
+
+    m = cp.Variable(n)
+    c = [cp.sum(m) == 1, m >= lo, m <= hi]
+    if len(cons.b):
+        c.append(cons.A @ m <= cons.b)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(m - m0)), c)
+    try:
+        prob.solve(solver=cp.CLARABEL)
+    except cp.SolverError as exc:
+        raise OptimizationError(f"book limits: the projection failed: {exc}") from exc
+    if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or m.value is None:
+        raise LimitsError(
+            f"book limits infeasible: no sleeve allocation within [{lo}, {hi}] meets {_infeasible(lo, hi, cons, n)}"
+        )
+    best = np.asarray(m.value, dtype=float)
+    for threshold in (1e-7, 1e-9, 1e-5):
+        polished = _on_active_set(m0, best, G, h, threshold)
+        if polished is not None:
+            best = polished
+            break
+    viol = max(float((G @ best - h).max(initial=0.0)), abs(float(best.sum()) - 1.0))
+    if viol > LIMIT_TOL:
+        raise OptimizationError(f"book limits: the projection misses a limit by {viol:.3g}")
+    return best, float(np.linalg.norm(best - m0))
+
+
+def _on_active_set(m0, approx, G, h, threshold: float) -> np.ndarray | None:
+    """The projection with the rows within ``threshold`` of active at ``approx`` held as equalities (None: not optimal there)."""
+    n = len(m0)
+    active = np.flatnonzero(G @ approx - h >= -threshold)
+    C = np.vstack([np.ones((1, n)), G[active]])
+    d = np.concatenate([[1.0], h[active]])
+    k = C.shape[0]
+    K = np.block([[np.eye(n), C.T], [C, np.zeros((k, k))]])
+    sol = np.linalg.lstsq(K, np.concatenate([m0, d]), rcond=None)[0]
+    m, lam = sol[:n], sol[n:]
+    if (G @ m - h).max(initial=0.0) > 1e-12 or abs(m.sum() - 1) > 1e-12 or (lam[1:] < -1e-8).any():
+        return None
+    return m
+
+
+def fit_limited(x, engine, cons: Constraints, *, prior=None, profile: str | None = None, estimator: dict | None = None):
+    """One window's allocation within book limits: the optimizer's weights, projected (:func:`project`).
+
+    A profile whose skfolio optimizer takes linear constraints (``engines.CONSTRAINED``, or an
+    estimator whose class has ``left_inequality``) is fitted with the limits' rows (after any
+    rows of its own); any other allocator is fitted as without limits. ``profile`` given: the
+    live allocation, fitted by the skfolio estimator itself (its model is returned).
+
+    Returns
+    -------
+    weights : ndarray of shape (n_sleeves,)
+    distance : float
+        How far the projection moved the optimizer's weights.
+    model : fitted estimator or None
+
+    Raises
+    ------
+    OptimizationError
+        No allocation meets the limits, or the optimizer's weights are unusable; or whatever
+        the optimizer raises.
+    """
+    from .engines import CONSTRAINED, EstimatorEngine, make_optimizer
+
+    lo, hi = engine.min_weight, engine.max_weight
+    ineq = {"left_inequality": cons.A, "right_inequality": cons.b} if len(cons.b) else {}
+    model = None
+    if isinstance(engine, EstimatorEngine):
+        model = engine.model()
+        params = model.get_params(deep=False)
+        if ineq and "left_inequality" in params:
+            own_a, own_b = params.get("left_inequality"), params.get("right_inequality")
+            if own_a is not None and own_b is not None:
+                ineq = {"left_inequality": np.vstack([np.asarray(own_a, dtype=float), cons.A]),
+                        "right_inequality": np.concatenate([np.asarray(own_b, dtype=float), cons.b])}  # fmt: skip
+            model.set_params(**ineq)
+    elif (ineq and engine.profile in CONSTRAINED) or profile is not None:
+        model = make_optimizer(engine.profile, min_weight=lo, max_weight=hi, **(ineq if engine.profile in CONSTRAINED else {}))
+    if model is not None:
+        w = np.asarray(model.fit(x).weights_, dtype=float)
+    else:
+        w = np.asarray(engine.fit(x, prior), dtype=float)
+    if w.shape != (x.shape[1],) or not np.isfinite(w).all() or abs(w.sum() - 1) > 1e-6:
+        raise OptimizationError(f"optimizer {engine.profile} returned invalid weights (sum {w.sum():.6g})")
+    m, distance = project(w, lo, hi, cons)
+    return m, distance, model
+
+
+def _windows(record: Mapping):
+    import pandas as pd
+
+    w = record["windows"]
+    return pd.DatetimeIndex(pd.to_datetime(w["start"])), w["weights"]
+
+
+def window_matrices(books: Sequence[Mapping], symbols: Sequence[str] | None = None):
+    """``start -> (H, symbols)``: the children's net holdings in force on a meta window's first test date.
+
+    ``books``: each child's ``weights_<profile>.json`` record, with its per-window weights
+    (``windows``). A child's window in force on date ``d`` is its last one starting on or before ``d``.
+
+    Raises
+    ------
+    OptimizationError
+        A child records no window starting on or before ``d``.
+    """
+    sign = [-1.0 if b["direction"] == "SHORT" else 1.0 for b in books]
+    parsed = [_windows(b) for b in books]
+    if symbols is None:
+        symbols = sorted({s for _, w in parsed for s in w})
+    cache: dict[tuple, np.ndarray] = {}
+
+    def at(start) -> tuple[np.ndarray, list[str]]:
+        idx = tuple(int(starts.searchsorted(start, side="right")) - 1 for starts, _ in parsed)
+        if min(idx) < 0:
+            raise OptimizationError(f"no sleeve holdings recorded on or before {start}")
+        if idx not in cache:
+            H = np.zeros((len(books), len(symbols)))
+            col = {s: j for j, s in enumerate(symbols)}
+            for i, ((_, w), k) in enumerate(zip(parsed, idx, strict=True)):
+                for s, series in w.items():
+                    H[i, col[s]] += sign[i] * float(series[k])
+            cache[idx] = H
+        return cache[idx], list(symbols)
+
+    return at
+
+
+def live_matrix(books: Sequence[Mapping]) -> tuple[np.ndarray, list[str]]:
+    """``(H, symbols)`` of the children's live holdings (their records' ``weights`` rows)."""
+    return net_matrix([b["weights"] for b in books])
+
+
+def book_report(limits: BookLimits, H: np.ndarray, symbols: Sequence[str], m: np.ndarray, unconstrained=None) -> dict:
+    """Where the book ``H^T m`` stands against every limit: what binds, by how much, the groups' exposure.
+
+    Parameters
+    ----------
+    unconstrained : ndarray of shape (n_sleeves,), optional
+        The allocation the optimizer gives without the limits: its book's value of each
+        binding limit says how far the limit moved the book.
+
+    Returns
+    -------
+    dict
+        ``limits`` (as configured), ``checks``: one row per limit and key (``value``,
+        ``bound``, ``slack``: bound minus value, >= -1e-9), ``binding``: the rows with
+        slack <= :data:`BINDING_TOL`, each with ``unconstrained`` (the unconstrained book's value) and
+        ``excess`` (how far that was beyond the bound, 0 if it was not), ``groups``: group ->
+        ``net``, ``min``, ``max``; ``gross``, ``net``.
+    """
+    checks = []
+
+    def rows(m_):
+        book = H.T @ m_
+        out = []
+        for j, s in enumerate(symbols):
+            cap = limits.cap(s)
+            if cap is not None:
+                out.append(("max_position", s, abs(book[j]), cap, 1))
+        for g in sorted(set(limits.group_max) | set(limits.group_min)):
+            v = sum(book[j] for j, s in enumerate(symbols) if limits.groups.get(s) == g)
+            if g in limits.group_max:
+                out.append(("group_max", g, v, limits.group_max[g], 1))
+            if g in limits.group_min:
+                out.append(("group_min", g, v, limits.group_min[g], -1))
+        if limits.gross_max is not None:
+            out.append(("gross_max", "book", float(np.abs(book).sum()), limits.gross_max, 1))
+        if limits.net_max is not None:
+            out.append(("net_max", "book", float(book.sum()), limits.net_max, 1))
+        if limits.net_min is not None:
+            out.append(("net_min", "book", float(book.sum()), limits.net_min, -1))
+        return out
+
+    free = {(k, key): v for k, key, v, _, _ in rows(np.asarray(unconstrained))} if unconstrained is not None else {}
+    for k, key, v, bound, side in rows(np.asarray(m)):
+        slack = side * (bound - v)
+        row = {"limit": k, "key": key, "value": float(v), "bound": float(bound), "slack": float(slack)}
+        if slack <= BINDING_TOL and (k, key) in free:
+            row["unconstrained"] = float(free[(k, key)])
+            row["excess"] = float(max(0.0, side * (free[(k, key)] - bound)))
+        checks.append(row)
+    book = H.T @ np.asarray(m)
+    groups = {}
+    for g in sorted(set(limits.groups.values())):
+        v = float(sum(book[j] for j, s in enumerate(symbols) if limits.groups.get(s) == g))
+        groups[g] = {"net": v, "min": limits.group_min.get(g), "max": limits.group_max.get(g)}
+    return {
+        "limits": limits.to_dict(),
+        "binding": [r for r in checks if r["slack"] <= BINDING_TOL],
+        "checks": checks,
+        "groups": groups,
+        "gross": float(np.abs(book).sum()),
+        "net": float(book.sum()),
+    }
