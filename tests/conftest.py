@@ -52,25 +52,17 @@ def pytest_configure(config):
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-#: Test files that share a session-scoped run (``small_run``, ``demo_run``): one xdist group,
-#: so that ``make test``'s workers (``--dist loadgroup``) build each shared run once.
-SHARED_RUN_FILES = {"test_e2e": "shared_runs", "test_report": "shared_runs", "test_slurm": "shared_runs"}
 #: Files whose tests mostly wait (on Ray's agents, a killed driver, a SLURM queue) or run
-#: long: scheduled first, so that the other worker fills the waits with the rest.
+#: long: collected first, so that under ``make test`` (two xdist workers, ``--dist loadfile``,
+#: files in this order) the other worker fills their waits with the rest of the suite.
 FIRST = ("test_ray_pipeline", "test_slurm", "test_reliability", "test_rerun_triggers", "test_cluster",
          "test_refusals", "test_engine_equivalence")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Each test file is one xdist group (its module fixtures and test order hold on one worker)."""
-    def group(item) -> str:
-        name = item.path.stem
-        return SHARED_RUN_FILES.get(name, name)
-
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
+    """The long, waiting files first (a stable sort: each file's own order is kept)."""
     rank = {name: i for i, name in enumerate(FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.stem, len(FIRST)))  # stable: file order kept within
+    items.sort(key=lambda item: rank.get(item.path.stem, len(FIRST)))
 
 
 @pytest.fixture(scope="session")
