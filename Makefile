@@ -14,6 +14,7 @@ PROFILES ?=
 PREVIOUS_RUN ?=
 HOLDINGS ?=
 ARGS ?=
+TEST_WORKERS ?= 2
 
 # $(call q,VALUE): VALUE as one shell word, taken literally (spaces, ';', quotes): single-quoted,
 # each ' written as '\''. $(call v,NAME): the user variable NAME so quoted, its text as given
@@ -24,7 +25,7 @@ v = $(call q,$(value $(1)))
 
 # They reach the scripts as arguments only: make would expand a command-line variable (a
 # '$(shell ...)' in it included) to put it in the recipes' environment.
-unexport PROFILE CORES MANIFEST RUN_ID PROFILES PREVIOUS_RUN HOLDINGS ARGS
+unexport PROFILE CORES MANIFEST RUN_ID PROFILES PREVIOUS_RUN HOLDINGS ARGS TEST_WORKERS
 ifeq ($(origin RAY_ADDRESS),command line)
 unexport RAY_ADDRESS
 endif
@@ -48,9 +49,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The full suite: what CI runs.
+# The full suite: what CI runs. Two workers (TEST_WORKERS): most of the suite waits on
+# subprocesses, Ray's agents and the SLURM queue, so a second worker fills those waits.
+# Each test file stays on one worker, in its order (--dist loadfile); the long, waiting
+# files start first (tests/conftest.py collects them first).
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(call v,TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The developer's loop: unit tests, dry-run DAG tests and one small in-process run (no Ray
 # cluster, no killed drivers); tests marked e2e are left to `make test`.

@@ -52,6 +52,37 @@ def pytest_configure(config):
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
+#: Files whose tests mostly wait (on Ray's agents, a killed driver, a SLURM queue) or run
+#: long: collected first, so that under ``make test`` (two xdist workers, ``--dist loadfile``,
+#: files in this order) the other worker fills their waits with the rest of the suite.
+FIRST = ("test_ray_pipeline", "test_slurm", "test_reliability", "test_rerun_triggers", "test_cluster",
+         "test_refusals", "test_engine_equivalence")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long, waiting files first (a stable sort: each file's own order is kept)."""
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(FIRST)))
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> Path:
+    """One real run of ``meta_small`` (in-process, no Ray), run id ``rep``: read-only for its tests."""
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    root = tmp_path_factory.mktemp("small")
+    return MetaPipeline("meta_small", manifest=SMALL_MANIFEST, run_id="rep", runs_root=root, ray=False).execute().run_dir
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """One real run of the shipped ``meta_demo`` (in-process, no Ray), run id ``demo-local``: read-only."""
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    root = tmp_path_factory.mktemp("demo")
+    return MetaPipeline("meta_demo", run_id="demo-local", runs_root=root, ray=False).execute().run_dir
+
+
 @pytest.fixture(scope="session")
 def pm_runs(tmp_path_factory):
     """Two real runs of ``meta_small``: ``prev`` on data to mid-2021, ``now`` on the full data with

@@ -255,6 +255,7 @@ def test_task_warnings_come_back_with_the_result_once_per_place(cluster):
     assert quiet["warnings"] == []
 
 
+@pytest.mark.e2e  # starts a Ray cluster: the full tier
 def test_a_meta_node_failing_on_the_cluster_is_a_meta_error_naming_it(cluster, tmp_path):
     """A meta node's optimization that fails on a worker is worded for that node, not for a sleeve."""
     from tradingview_scraper import stages, steps
@@ -282,6 +283,7 @@ def test_a_meta_node_failing_on_the_cluster_is_a_meta_error_naming_it(cluster, t
         cluster.map(np.sum, [("x", ([1],), {})], kind="stage")
 
 
+@pytest.mark.e2e  # starts a Ray cluster: the full tier
 def test_timeout_cancels_the_task(cluster):
     started = time.monotonic()
     with pytest.raises(SleeveError, match=r"sleeve 'slow' timed out after 1 s"):

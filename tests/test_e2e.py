@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from tradingview_scraper import audit
-from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
 from .conftest import SMALL_MANIFEST
 
@@ -18,13 +17,6 @@ pytestmark = pytest.mark.e2e
 
 PROFILES = ["equal_weight", "min_variance", "hrp", "risk_parity"]
 SLEEVES = ["tech", "staples", "factors"]
-
-
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    result = MetaPipeline("meta_small", manifest=SMALL_MANIFEST, run_id="e2e", runs_root=root, ray=False).execute()
-    return result.run_dir
 
 
 def _json(path):
@@ -55,7 +47,7 @@ def test_sleeve_returns_shape(small_run):
 def test_flattened_invariants(small_run, profile):
     meta = _json(small_run / f"meta/weights_{profile}.json")
     flat = _json(small_run / f"flattened_{profile}.json")
-    assert flat["risk_profile"] == profile and flat["run_id"] == "e2e" and flat["meta_profile"] == "meta_small"
+    assert flat["risk_profile"] == profile and flat["run_id"] == small_run.name and flat["meta_profile"] == "meta_small"
     sw = flat["sleeve_weights"]
     assert sw == meta["weights"] and set(sw) == set(SLEEVES)
     assert sum(sw.values()) == pytest.approx(1, abs=1e-9)

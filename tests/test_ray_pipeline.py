@@ -490,6 +490,7 @@ def test_cluster_generic_jobs_with_a_bare_environment_share_the_run_id_and_clust
     bin_dir = Path(sys.executable).parent
     cmd = [
         str(bin_dir / "snakemake"), "-s", "workflow/Snakefile", "--executor", "cluster-generic", "--jobs", "4",
+        "--seconds-between-status-checks", "1",  # the scheduler's poll, not the workflow's (default 10 s a round)
         "--cluster-generic-submit-cmd", f"env -i HOME={os.environ.get('HOME', '/root')} PATH={bin_dir}:/usr/bin:/bin",
         "--config", "profile=meta_ab", f"manifest={manifest}", f"runs_root={tmp_path}",
     ]  # fmt: skip

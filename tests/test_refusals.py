@@ -25,7 +25,7 @@ from tradingview_scraper import audit
 from tradingview_scraper.orchestration.cli import main
 
 from .conftest import PROJECT, SMALL_MANIFEST
-from .helpers import copy_project, run_script, table_manifest, write_table_data
+from .helpers import ClusterWatch, copy_project, run_script, table_manifest, write_table_data
 
 pytestmark = pytest.mark.e2e
 
@@ -247,7 +247,8 @@ def test_sigterm_stops_a_ray_run_like_ctrl_c(tmp_path):
             assert driver.poll() is None, driver.communicate()
             seen.update({p.pid: p for p in _descendants(driver.pid)})
             time.sleep(0.05)
-        time.sleep(1.0)  # a sleeve's Ray task is running
+        with ClusterWatch(driver.pid) as watch:
+            watch.wait_for_task(driver)  # a sleeve's Ray task is running
         seen.update({p.pid: p for p in _descendants(driver.pid)})
         assert any("ray" in " ".join(p.cmdline()) for p in seen.values() if p.is_running()), "no Ray process seen"
         sent = time.monotonic()

@@ -29,11 +29,7 @@ SLEEVES = ["tech", "staples", "factors"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    result = MetaPipeline("meta_small", manifest=SMALL_MANIFEST, run_id="rep", runs_root=root, ray=False).execute()
-    return result.run_dir
+# small_run, demo_run: shared runs (conftest.py), run ids "rep" and "demo-local".
 
 
 def _ctx(runs_root, run_id="rep") -> RunContext:
@@ -404,9 +400,8 @@ def test_figures_of_many_sleeves_name_the_largest_and_stay_bounded():
 
 
 @pytest.mark.e2e
-def test_the_shipped_demo_on_clean_data_raises_no_banner(tmp_path):
-    result = MetaPipeline("meta_demo", run_id="clean", runs_root=tmp_path, ray=False).execute()
-    md = (result.run_dir / "report.md").read_text()
+def test_the_shipped_demo_on_clean_data_raises_no_banner(demo_run):
+    md = (demo_run / "report.md").read_text()
     anomalies = md.split("## Anomalies")[1]
     assert "WARNING" not in md and "None found." in anomalies
     assert "| equal_weight | meta |" in anomalies and "| hrp | tech |" in anomalies  # thresholds stated per series

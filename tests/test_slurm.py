@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 
 from tradingview_scraper import audit
-from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
 from .conftest import PROJECT
 
@@ -35,7 +34,7 @@ def slurm():
         subprocess.run([str(PROJECT / "scripts/slurm.sh"), "down"], check=True, timeout=60)
 
 
-def test_meta_demo_on_slurm_equals_a_local_run_on_one_cluster(slurm, tmp_path):
+def test_meta_demo_on_slurm_equals_a_local_run_on_one_cluster(slurm, demo_run, tmp_path):
     """No run id, a bare environment: every job learns the run id and the cluster from its config."""
     runs = tmp_path / "slurm"
     bare = {"HOME": os.environ.get("HOME", "/root"), "PATH": f"{BIN}:/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -55,7 +54,7 @@ def test_meta_demo_on_slurm_equals_a_local_run_on_one_cluster(slurm, tmp_path):
     pids = {t["worker_pid"] for p in prov for t in p["tasks"].values()}
     assert all(not Path(f"/proc/{pid}").exists() for pid in pids)  # the cluster went with the run
 
-    local = MetaPipeline("meta_demo", run_id=run_dir.name, runs_root=tmp_path / "local").execute().run_dir
+    local = demo_run  # the shared local run of meta_demo (conftest.py), run id "demo-local"
     flattened = sorted(p.name for p in run_dir.glob("flattened_*.json"))
     assert len(flattened) == 4 and flattened == sorted(p.name for p in local.glob("flattened_*.json"))
     for name in flattened:
@@ -71,7 +70,7 @@ def test_meta_demo_on_slurm_equals_a_local_run_on_one_cluster(slurm, tmp_path):
     for name in meta:
         pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "meta" / name), pd.read_parquet(local / "meta" / name),
                                       check_exact=False, rtol=1e-9)  # fmt: skip
-    # The report's numbers (its text) are the same, but for where each run lives.
-    assert (run_dir / "report.md").read_text().replace(str(runs), "ROOT") == (local / "report.md").read_text().replace(
-        str(tmp_path / "local"), "ROOT"
-    )
+    # The report's numbers (its text) are the same, but for where each run lives and its id.
+    assert (run_dir / "report.md").read_text().replace(str(run_dir), "RUN").replace(run_dir.name, "ID") == (
+        local / "report.md"
+    ).read_text().replace(str(local), "RUN").replace(local.name, "ID")
