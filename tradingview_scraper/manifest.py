@@ -35,7 +35,7 @@ class NodeSpec:
     """
 
     path: str
-    kind: str  # "atomic" | "meta"
+    kind: str  # "atomic" | "meta" | "external"
     profile: str
     sleeve_id: str | None
     config: dict
@@ -76,6 +76,10 @@ class Plan:
 
     def meta_nodes(self) -> list[NodeSpec]:
         return [n for n in self.nodes.values() if n.kind == "meta"]
+
+    def external_nodes(self) -> list[NodeSpec]:
+        """Sleeves read from the user's files (``{"id", "external": {...}}``), see :mod:`external`."""
+        return [n for n in self.nodes.values() if n.kind == "external"]
 
     def to_dict(self) -> dict:
         return {
@@ -350,6 +354,9 @@ def _resolve_meta(
         child = child_path(path, sid)
         node.children.append(child)
         swhere = f"{where}: sleeve {sid!r}"
+        if "external" in sleeve:
+            nodes[child] = _external_node(sleeve, child, name, risk_profiles, bt, swhere)
+            continue
         if "meta_profile" in sleeve:
             target = sleeve["meta_profile"]
             _profile_block(manifest, target, manifest_path, referrer=f"profile {name!r} sleeve {sid!r}")
@@ -381,6 +388,34 @@ def _resolve_meta(
                               f"{child_bt['test_window']}")  # fmt: skip
     if mismatched:
         _parity_mismatch(node, where, windows, mismatched, block["health"]["on_parity_mismatch"])
+
+
+# ----------------------------------------------------------------- external sleeves (issue 22)
+
+
+def _external_node(sleeve: dict, path: str, parent: str, risk_profiles: list[str], bt: dict, where: str) -> NodeSpec:
+    """An external sleeve's node: its files as the manifest gives them, on its parent's windows.
+
+    The stream has no walk-forward of its own: it takes the parent's windows, so parity holds
+    by construction. ``holdings`` given as a map must name every risk profile the run uses.
+
+    Raises
+    ------
+    ConfigError
+        ``holdings`` is a map that lacks a risk profile the run uses.
+    """
+    ext = dict(sleeve["external"])
+    holdings = ext["holdings"]
+    if isinstance(holdings, dict):
+        missing = [p for p in risk_profiles if p not in holdings]
+        if missing:
+            raise ConfigError(
+                f"{where}: external.holdings names no file for risk profile(s) {', '.join(missing)}; give one file "
+                "for every risk profile, or one file (a string) for all"
+            )
+        ext["holdings"] = {p: holdings[p] for p in risk_profiles}
+    config = {"external": ext, "backtest": {"train_window": bt["train_window"], "test_window": bt["test_window"]}}
+    return NodeSpec(path, "external", parent, sleeve["id"], config)
 
 
 def _parity_mismatch(node: NodeSpec, where: str, windows: tuple[int, int], mismatched: list[str], policy: str) -> None:
