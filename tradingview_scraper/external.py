@@ -117,12 +117,13 @@ def read_returns(path: Path | str, risk_profiles: list[str]):
         if len(wrong):
             i = int(wrong[0])
             value = raw[col].iloc[i]
+            shown = repr(value) if isinstance(value, str) else str(value)  # a CSV's text quoted, a parquet number as is
             if math.isfinite(values[i]):
                 raise DataError(
-                    f"{path}: {where(i)}: return {value!r} in column {col!r} is -100% or less; a sleeve's return "
+                    f"{path}: {where(i)}: return {shown} in column {col!r} is -100% or less; a sleeve's return "
                     "is a simple return > -1"
                 )
-            raise DataError(f"{path}: {where(i)}: {col!r} value {value!r} is not a finite number")
+            raise DataError(f"{path}: {where(i)}: {col!r} value {shown} is not a finite number")
         out[profile] = values
     if len(index) < 2:
         raise DataError(f"{path}: {len(index)} row(s); an external stream needs its returns over the meta layer's windows")
