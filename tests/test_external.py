@@ -173,7 +173,7 @@ def test_a_bad_row_stops_the_run_in_one_line_naming_file_and_row(ext_run, tmp_pa
         code = exc.code
     err = [line for line in capfd.readouterr().err.strip().splitlines() if line.strip()]
     assert code != 0 and len(err) == 1, err
-    assert f"{bad}: line 41: 'equal_weight' value 'inf' is not a finite number" in err[0], err
+    assert f"sleeve 'trend': {bad}: line 41: 'equal_weight' value 'inf' is not a finite number" in err[0], err
 
 
 def test_a_missing_file_is_refused_before_any_work(ext_run, tmp_path, capfd):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from ..errors import DataError
 from ..run import RunContext
 from ._common import Files, _named, _stage
 
@@ -18,7 +19,7 @@ def run_external_sleeve(ctx: RunContext, node_path: str, *, input: Files, output
     Raises
     ------
     DataError
-        A file is missing or a row is refused (one line naming the file and the row).
+        A file is missing or a row is refused: one line naming the sleeve, the file and the row.
     """
     from .. import audit
     from ..external import external_sleeve
@@ -32,7 +33,10 @@ def run_external_sleeve(ctx: RunContext, node_path: str, *, input: Files, output
     params = {"sleeve": spec.sleeve_id, "external": spec.config["external"]}
     with _stage(ctx, "external_sleeve", node_path, log, params, read, outputs):
         digests = {f: audit.file_sha256(f) for f in read}
-        result = external_sleeve(spec, profiles, ctx.run_id, files["returns"], holdings, digests)
+        try:
+            result = external_sleeve(spec, profiles, ctx.run_id, files["returns"], holdings, digests)
+        except DataError as exc:
+            raise DataError(f"{spec.label}: {exc}") from None
         for path, p in zip(out["weights"], profiles, strict=True):
             write_json(path, result["weights"][p])
         for key in ("health", "sign_test", "provenance"):
