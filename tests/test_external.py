@@ -121,6 +121,19 @@ def test_risk_report_and_ledger_take_it_like_any_sleeve(ext_run):
     assert prov["kind"] == "external" and prov["computed"] is False and len(prov["sha256"]) == 3
 
 
+def test_the_in_memory_api_composes_it_as_the_workflow_does(ext_run):
+    from tradingview_scraper.api import run_plan
+
+    _, manifest, _, run = ext_run
+    result = run_plan("meta_ext", manifest=manifest)
+    for p in PROFILES:
+        meta = pd.read_parquet(run / f"meta/returns_{p}.parquet")
+        pd.testing.assert_frame_equal(result.sleeve_streams(p), meta, check_freq=False, check_names=False)
+        flat = json.loads((run / f"flattened_{p}.json").read_text())["weights"]
+        got = result.holdings(p)
+        np.testing.assert_allclose(got["weight"].to_numpy(), [r["weight"] for r in flat], rtol=0, atol=1e-12)
+
+
 def _jobs(manifest: Path, runs: Path) -> set[str]:
     from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
