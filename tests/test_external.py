@@ -31,10 +31,10 @@ BOOK_EW = "symbol,direction,weight\nSPY,LONG,0.5\nTLT,SHORT,0.3\nAAPL,LONG,0.2\n
 BOOK_MV = {"weights": [{"symbol": "GLD", "direction": "LONG", "weight": 0.75}, {"symbol": "AAPL", "direction": "LONG", "weight": 0.25}]}
 
 
-def _stream_csv(path: Path) -> None:
+def _stream_csv(path: Path, seed: int = 22) -> None:
     """Every calendar day 2019-01-01 .. 2021-12-31 (weekends too), a column per risk profile."""
     dates = pd.date_range("2019-01-01", "2021-12-31", freq="D")
-    rng = np.random.default_rng(22)
+    rng = np.random.default_rng(seed)
     frame = pd.DataFrame(
         {"date": dates.strftime("%Y-%m-%d"), "equal_weight": rng.normal(3e-4, 6e-3, len(dates)),
          "min_variance": rng.normal(2e-4, 4e-3, len(dates))}
@@ -208,6 +208,58 @@ def test_a_missing_file_is_refused_before_any_work(ext_run, tmp_path, capfd):
     assert f"sleeve 'trend': external.holdings file {tmp_path / 'nope.csv'} not found" in err[0], err
     assert not (tmp_path / "runs" / "r").exists()
     assert not any((tmp_path / "runs").glob("*/sleeves"))
+
+
+def _all_external(base: Path, rows: int | None = None) -> dict:
+    """A two-level tree of external sleeves only (nothing computed): ``outer`` = [inner (meta), c]."""
+    _stream_csv(base / "s.csv")
+    _stream_csv(base / "s2.csv", seed=23)
+    _stream_csv(base / "s3.csv", seed=24)
+    if rows is not None:
+        lines = (base / "s3.csv").read_text().splitlines()[: rows + 1]
+        (base / "short.csv").write_text("\n".join(lines) + "\n")
+    (base / "a.csv").write_text(BOOK_EW)
+    (base / "b.json").write_text(json.dumps(BOOK_MV))
+
+    def ext(book: str, returns: str = "s.csv") -> dict:
+        return {"returns": str(base / returns), "holdings": str(base / book)}
+
+    m = json.loads(SMALL_MANIFEST.read_text())
+    m["profiles"]["inner"] = {"sleeves": [{"id": "a", "external": ext("a.csv")}, {"id": "b", "external": ext("b.json", "s2.csv")}],
+                              "profiles": ["equal_weight"]}  # fmt: skip
+    last = ext("b.json", "short.csv" if rows is not None else "s3.csv")
+    m["profiles"]["outer"] = {"sleeves": [{"id": "in", "meta_profile": "inner"}, {"id": "c", "external": last}],
+                              "profiles": ["equal_weight"]}  # fmt: skip
+    return m
+
+
+def test_nested_external_sleeves_flatten_through_the_tree(tmp_path):
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps(_all_external(tmp_path)))
+    run = MetaPipeline("outer", manifest=manifest, run_id="n", runs_root=tmp_path / "runs", ray=False).execute().run_dir
+    root = json.loads((run / "meta/weights_equal_weight.json").read_text())["weights"]
+    inner = json.loads((run / "sleeves/in/meta/weights_equal_weight.json").read_text())["weights"]
+    flat = {(r["symbol"], r["direction"]): r["weight"] for r in json.loads((run / "flattened_equal_weight.json").read_text())["weights"]}
+    expected = {("SPY", "LONG"): root["in"] * inner["a"] * 0.5, ("TLT", "SHORT"): root["in"] * inner["a"] * 0.3,
+                ("GLD", "LONG"): (root["in"] * inner["b"] + root["c"]) * 0.75}  # fmt: skip
+    for key, w in expected.items():
+        assert abs(flat[key] - w) <= 1e-12, key
+    assert "Sleeves: c (external), in (nested)." in (run / "report.md").read_text()
+    assert "Sleeves: a (external), b (external)." in (run / "sleeves/in/report.md").read_text()
+    risk = json.loads((run / "risk_equal_weight.json").read_text())["assets"]
+    assert sum(r["contribution"] for r in risk["rows"]) == pytest.approx(risk["volatility"], abs=1e-12)
+
+
+def test_too_little_overlap_stops_the_meta_layer_in_one_line(tmp_path):
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps(_all_external(tmp_path, rows=100)))
+    with pytest.raises(DataError, match=r"sleeves share only \d+ common dates, fewer than the 147 needed .* c 2019-01-01..2019-04-10 \(100\)") as info:
+        MetaPipeline("outer", manifest=manifest, run_id="o", runs_root=tmp_path / "runs", ray=False).execute()
+    assert "\n" not in str(info.value)
 
 
 # --------------------------------------------------------------------------- the readers
