@@ -331,6 +331,10 @@ def test_manifest_refusals(write_manifest, tmp_path):
     m["profiles"]["meta_ext"]["sleeves"][1]["profile"] = "tech"
     with pytest.raises(ConfigError):
         load_plan("meta_ext", write_manifest(m))
+    m = _manifest(tmp_path)
+    m["profiles"]["meta_ext"]["sleeves"][1]["external"]["returns"] = str(tmp_path / "{profile}.csv")
+    with pytest.raises(ConfigError, match=r"sleeve 'trend': external.returns .* has a part Snakemake reads as a wildcard"):
+        load_plan("meta_ext", write_manifest(m))
     plan = load_plan("meta_ext", write_manifest(_manifest(tmp_path)))
     assert [n.sleeve_id for n in plan.external_nodes()] == ["trend"]
     assert plan.nodes["sleeves/trend"].config["backtest"] == plan.root.config["backtest"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .engines import RISK_PROFILES
 from .errors import ConfigError
-from .layout import ROOT, check_name, child_path
+from .layout import ROOT, check_name, child_path, wildcard_like
 from .manifest_io import (  # noqa: F401 (loading is part of this module's public names)
     ATOMIC_KEYS,
     BUILTIN_DEFAULTS,
@@ -402,10 +402,17 @@ def _external_node(sleeve: dict, path: str, parent: str, risk_profiles: list[str
     Raises
     ------
     ConfigError
-        ``holdings`` is a map that lacks a risk profile the run uses.
+        ``holdings`` is a map that lacks a risk profile the run uses, or a path has a part
+        Snakemake would read as a wildcard.
     """
     ext = dict(sleeve["external"])
     holdings = ext["holdings"]
+    paths = [("returns", ext["returns"])] + (
+        [(f"holdings.{p}", h) for p, h in holdings.items()] if isinstance(holdings, dict) else [("holdings", holdings)]
+    )
+    for key, raw in paths:
+        if wildcard_like(raw):  # the files are the rule's inputs, which Snakemake would read as a pattern
+            raise ConfigError(f"{where}: external.{key} {raw!r} has a part Snakemake reads as a wildcard ('{{name}}'); rename the file")
     if isinstance(holdings, dict):
         missing = [p for p in risk_profiles if p not in holdings]
         if missing:
