@@ -262,6 +262,20 @@ def test_too_little_overlap_stops_the_meta_layer_in_one_line(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_a_position_takes_its_prices_from_a_computed_sleeve_before_an_external_one():
+    from tradingview_scraper.compose import held_by
+    from tradingview_scraper.manifest import NodeSpec
+
+    ext = NodeSpec("sleeves/x", "external", "m", "x", {})
+    tech = NodeSpec("sleeves/t", "atomic", "tech", "t", {})
+    row = {"symbol": "AAPL", "direction": "LONG", "weight": 1.0}
+    books = {"x": {"weights": [row, {**row, "symbol": "SPY"}]}, "t": {"weights": [row]}}
+    assert held_by([ext, tech], books) == [
+        {"symbol": "AAPL", "direction": "LONG", "sleeve": "sleeves/t"},
+        {"symbol": "SPY", "direction": "LONG", "sleeve": "sleeves/x"},
+    ]
+
+
 # --------------------------------------------------------------------------- the readers
 
 
