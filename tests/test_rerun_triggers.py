@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from tradingview_scraper import codehash, deps
@@ -222,13 +224,20 @@ BOOK_CHAIN = sorted([*META_CHAIN, ("rebalance", "."), ("rebalance", ".")])
 @pytest.fixture(scope="module")
 def book_project(tmp_path_factory):
     """A meta run ``r`` of two computed sleeves (a table, TradingView exports), a sleeve pinned to run
-    ``src`` and a holdings file; ``src`` was computed twice (``src_v1`` keeps its first state, mtimes kept)."""
+    ``src``, an external sleeve and a holdings file; ``src`` was computed twice (``src_v1`` keeps its first state, mtimes kept)."""
     root = tmp_path_factory.mktemp("content")
     data = root / "data"
     write_table_data(data)
     m = table_manifest(data)
+    # An external sleeve (issue 22): its returns on the tables' weekdays, fixed decimals, and its book.
+    dates = pd.bdate_range("2020-01-01", periods=200)
+    returns = np.random.default_rng(7).normal(0.0, 0.01, len(dates))
+    (data / "e.csv").write_text("date,return\n" + "".join(f"{d.date()},{r:.8f}\n" for d, r in zip(dates, returns, strict=True)))
+    (data / "e_book.csv").write_text("symbol,direction,weight\nEEE,LONG,0.6\nFFF,SHORT,0.4\n")
+    external = {"returns": str(data / "e.csv"), "holdings": str(data / "e_book.csv")}
     m["profiles"]["meta_book"] = {
-        "sleeves": [{"id": "a", "profile": "ta"}, {"id": "c", "profile": "tv"}, {"id": "b", "profile": "tb", "run_id": "src"}],
+        "sleeves": [{"id": "a", "profile": "ta"}, {"id": "c", "profile": "tv"}, {"id": "b", "profile": "tb", "run_id": "src"},
+                    {"id": "e", "external": external}],
         "backtest": dict(WINDOWS),
         "profiles": ["equal_weight", "min_variance"],
     }
@@ -281,6 +290,13 @@ def test_content_not_mtime_decides_what_reruns(book_project):
     _same_size_edit(data / "a.csv", 7)
     _same_size_edit(data / "tv" / "X_ONE, 1D.csv", 9, column=4)
     assert _rerun(repo) == sorted([("sleeve", "sleeves/a"), ("sleeve", "sleeves/c"), *BOOK_CHAIN])
+
+    # The external sleeve's returns and book, same-size edits with old mtimes (issue 22): it and what follows.
+    _same_size_edit(data / "e.csv", 12)
+    book, st = data / "e_book.csv", (data / "e_book.csv").stat()
+    book.write_text(book.read_text().replace("0.6", "0.5").replace("0.4", "0.5"))
+    os.utime(book, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert _rerun(repo) == sorted([("external_sleeve", "sleeves/e"), *BOOK_CHAIN])
 
     # The holdings file is replaced by an older one (mv): the rebalance and the report.
     os.replace(root / "holdings_new.csv", root / "holdings.csv")

@@ -220,7 +220,19 @@ def _compute_atomic(plan: Plan, base: Path, runs_root: Path, max_workers: int | 
     for spec in plan.atomic_nodes():
         if spec.pin:
             out[spec.path] = _pinned(spec, runs_root, rps)
+    for spec in plan.external_nodes():
+        out[spec.path] = _external(spec, base, rps)
     return out
+
+
+def _external(spec: NodeSpec, base: Path, rps: list[str]) -> NodeResult:
+    """An external sleeve read from its files (:mod:`external`), as its workflow step reads it."""
+    from .external import external_files, external_sleeve
+
+    files = external_files(spec.config, rps, base)
+    res = external_sleeve(spec, rps, "", str(files["returns"]), [str(h) for h in files["holdings"]], {})
+    holdings = {rp: rec["weights"] for rp, rec in res["weights"].items()}
+    return NodeResult(spec.path, spec, res["returns"], holdings, res["health"], res["sign_test"])
 
 
 def _pinned(spec: NodeSpec, runs_root: Path, rps: list[str]) -> NodeResult:

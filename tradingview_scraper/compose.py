@@ -153,7 +153,8 @@ def node_returns(streams: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 
 def held_by(children: Sequence[NodeSpec], books: Mapping[str, dict]) -> list[dict]:
-    """Each position's first atomic sleeve below the node (plan order, depth first) holding it.
+    """Each position's first atomic sleeve below the node (plan order, depth first, the node's external
+    sleeves last) holding it.
 
     The risk stage takes a position's prices from that sleeve; it is carried up from each
     nested meta child's own book, so no stage above needs the leaves' weights.
@@ -164,7 +165,9 @@ def held_by(children: Sequence[NodeSpec], books: Mapping[str, dict]) -> list[dic
         ``symbol``, ``direction``, ``sleeve`` (the plan path of the atomic sleeve).
     """
     held: dict[tuple[str, str], str] = {}
-    for child in children:
+    # An external sleeve's positions have no prices in the run: a sleeve that has them comes first.
+    ordered = [c for c in children if c.kind != "external"] + [c for c in children if c.kind == "external"]
+    for child in ordered:
         book = books[child.sleeve_id]
         if child.is_meta:
             for row in book["held_by"]:

@@ -128,7 +128,8 @@ def children_gate(parent: NodeSpec, children: Iterable[ChildRecords], risk_profi
     Each atomic child's sign test must pass (:func:`sign_gate`) and every risk profile the
     run consumes must be healthy (:func:`health_gate`; a missing record is unhealthy). A
     meta child is skipped: it passed its own gate on its meta walk-forward
-    (:func:`walk_forward_gate`).
+    (:func:`walk_forward_gate`); so is an external sleeve: its stream's checks (finite,
+    above -100%) refused the file when it was read (:func:`external.read_returns`).
 
     Returns
     -------
@@ -142,7 +143,7 @@ def children_gate(parent: NodeSpec, children: Iterable[ChildRecords], risk_profi
     """
     warnings = []
     for child in children:
-        if child.spec.is_meta:
+        if child.spec.kind != "atomic":
             continue
         direction = child.spec.config["universe"].get("direction", "LONG")
         sign_gate(child.spec.label, child.sign_test, direction, child.sign_test_from)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .engines import RISK_PROFILES
 from .errors import ConfigError
-from .layout import ROOT, check_name, child_path
+from .layout import ROOT, check_name, child_path, wildcard_like
 from .manifest_io import (  # noqa: F401 (loading is part of this module's public names)
     ATOMIC_KEYS,
     BUILTIN_DEFAULTS,
@@ -35,7 +35,7 @@ class NodeSpec:
     """
 
     path: str
-    kind: str  # "atomic" | "meta"
+    kind: str  # "atomic" | "meta" | "external"
     profile: str
     sleeve_id: str | None
     config: dict
@@ -76,6 +76,10 @@ class Plan:
 
     def meta_nodes(self) -> list[NodeSpec]:
         return [n for n in self.nodes.values() if n.kind == "meta"]
+
+    def external_nodes(self) -> list[NodeSpec]:
+        """Sleeves read from the user's files (``{"id", "external": {...}}``), see :mod:`external`."""
+        return [n for n in self.nodes.values() if n.kind == "external"]
 
     def to_dict(self) -> dict:
         return {
@@ -410,6 +414,9 @@ def _resolve_meta(
         child = child_path(path, sid)
         node.children.append(child)
         swhere = f"{where}: sleeve {sid!r}"
+        if "external" in sleeve:
+            nodes[child] = _external_node(sleeve, child, name, risk_profiles, bt, swhere)
+            continue
         if "meta_profile" in sleeve:
             target = sleeve["meta_profile"]
             _profile_block(manifest, target, manifest_path, referrer=f"profile {name!r} sleeve {sid!r}")
@@ -477,6 +484,41 @@ def _resolve_book(node: NodeSpec, nodes: dict[str, NodeSpec], where: str, base_d
     node.config["meta_allocation"] = {**node.config["meta_allocation"], "book": book}
     for c in children:
         c.config = {**c.config, "record_windows": True}
+
+
+# ----------------------------------------------------------------- external sleeves (issue 22)
+
+
+def _external_node(sleeve: dict, path: str, parent: str, risk_profiles: list[str], bt: dict, where: str) -> NodeSpec:
+    """An external sleeve's node: its files as the manifest gives them, on its parent's windows.
+
+    The stream has no walk-forward of its own: it takes the parent's windows, so parity holds
+    by construction. ``holdings`` given as a map must name every risk profile the run uses.
+
+    Raises
+    ------
+    ConfigError
+        ``holdings`` is a map that lacks a risk profile the run uses, or a path has a part
+        Snakemake would read as a wildcard.
+    """
+    ext = dict(sleeve["external"])
+    holdings = ext["holdings"]
+    paths = [("returns", ext["returns"])] + (
+        [(f"holdings.{p}", h) for p, h in holdings.items()] if isinstance(holdings, dict) else [("holdings", holdings)]
+    )
+    for key, raw in paths:
+        if wildcard_like(raw):  # the files are the rule's inputs, which Snakemake would read as a pattern
+            raise ConfigError(f"{where}: external.{key} {raw!r} has a part Snakemake reads as a wildcard ('{{name}}'); rename the file")
+    if isinstance(holdings, dict):
+        missing = [p for p in risk_profiles if p not in holdings]
+        if missing:
+            raise ConfigError(
+                f"{where}: external.holdings names no file for risk profile(s) {', '.join(missing)}; give one file "
+                "for every risk profile, or one file (a string) for all"
+            )
+        ext["holdings"] = {p: holdings[p] for p in risk_profiles}
+    config = {"external": ext, "backtest": {"train_window": bt["train_window"], "test_window": bt["test_window"]}}
+    return NodeSpec(path, "external", parent, sleeve["id"], config)
 
 
 def _parity_mismatch(node: NodeSpec, where: str, windows: tuple[int, int], mismatched: list[str], policy: str) -> None:

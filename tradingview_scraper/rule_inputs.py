@@ -126,7 +126,7 @@ def step_inputs(run: RunContext, name: str, node_path: str, profile: str | None 
 
 
 def atomic_below(run: RunContext, node_path: str) -> list:
-    """The atomic nodes below meta node ``node_path``, at any depth, in plan order (their specs)."""
+    """The atomic nodes below meta node ``node_path``, at any depth, in plan order (their specs); external sleeves included."""
     out, todo = [], list(reversed(run.spec(node_path).children))
     while todo:
         spec = run.spec(todo.pop())
@@ -139,9 +139,15 @@ def atomic_below(run: RunContext, node_path: str) -> list:
 
 def risk_prices(run: RunContext, node_path: str) -> list[str]:
     """The price files the risk job of ``node_path`` may read: those of every atomic sleeve below it,
-    pinned ones included (a position's prices come from the sleeve that holds it)."""
+    pinned ones included (a position's prices come from the sleeve that holds it), and the returns
+    file of every external sleeve below it."""
     files: dict[str, None] = {}
     for spec in atomic_below(run, node_path):
+        if spec.kind == "external":  # its positions' returns are its stream (the risk stage reads the file)
+            from .external import external_files
+
+            files[str(external_files(spec.config, run.plan.risk_profiles, run.base_dir)["returns"])] = None
+            continue
         data, symbols = spec.config["data"], spec.config["universe"].get("symbols")
         files.update(dict.fromkeys(str(f) for f in deps.price_files(data, symbols, run.base_dir)))
     return list(files)

@@ -167,6 +167,9 @@ STEPS: dict[str, Step] = {
         ),  # fmt: skip
         Step("rebalance", "stages._rebalance:run_rebalance", {"target": Own("flattened", per="profile"), "current": Outside("rebalance_book")},
              params={"book": "rebalance_params", "content": "rebalance_content"}, custom=True),  # fmt: skip
+        # External sleeves (issue 22): a strategy's own files into the sleeve interface.
+        Step("external_sleeve", "stages._external:run_external_sleeve", {"files": Outside("external_files")},
+             params={"external": "external_params", "content": "external_content"}, custom=True),  # fmt: skip
         Step("resolved_manifest", "stages._report:resolved_manifest", ledger=lambda job: {"profile": job.plan.profile},
              params={"plan": "plan_params"}),  # fmt: skip
     )

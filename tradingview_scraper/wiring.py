@@ -48,11 +48,13 @@ class Wiring:
         self._paths = {str(node.dir): path for path, node in self.nodes.items()}
         meta = [self.nodes[n.path].dir for n in self.plan.meta_nodes()]
         pinned = [self.nodes[n.path].dir for n in self.plan.atomic_nodes() if n.pin]
+        external = [self.nodes[n.path].dir for n in self.plan.external_nodes()]
+        self.external_nodes = alternation(external)
         self.meta_nodes = alternation(meta)
         self.root_node = alternation([run.run_dir])
         self.pinned_nodes = alternation(pinned)
         self.sleeve_nodes = (
-            computed_sleeve_pattern(run.run_dir, meta + pinned) if self.plan.root.is_meta else alternation([run.run_dir])
+            computed_sleeve_pattern(run.run_dir, meta + pinned + external) if self.plan.root.is_meta else alternation([run.run_dir])
         )
         self.hierarchical_profiles = "|".join(p for p in self.profiles if p in HIERARCHICAL) or NOTHING
         self.flat_profiles = "|".join(p for p in self.profiles if p not in HIERARCHICAL) or NOTHING
@@ -161,7 +163,7 @@ class Wiring:
         """What the risk job of a meta node reads from outside the run: the data blocks of the
         atomic sleeves below it and their price files' digest."""
         path = self.node_path(node_dir)
-        data = sorted({json.dumps([s.config["data"], s.config["universe"].get("symbols")], sort_keys=True) for s in atomic_below(self.run, path)})
+        data = sorted({json.dumps([s.config["data"], s.config["universe"].get("symbols")], sort_keys=True) for s in atomic_below(self.run, path) if s.kind == "atomic"})
         return json.dumps({"data": data, "files": self.content(risk_prices(self.run, path))}, sort_keys=True)
 
     def rebalance_content(self, node_dir: str, profile: str) -> str:
@@ -204,6 +206,28 @@ class Wiring:
     def rebalance_params(self, node_dir: str, profile: str | None = None) -> str:
         book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
         return json.dumps({**book, **self.plan.root.config["frictions"]}, sort_keys=True)
+
+    # ------------------------------------------------------------ external sleeves (issue 22)
+
+    def _external_files(self, node_dir: str) -> dict[str, object]:
+        from .external import external_files
+
+        files = external_files(self.spec(node_dir).config, self.profiles, self.run.base_dir)
+        return {"returns": str(files["returns"]), "holdings": [str(h) for h in files["holdings"]]}
+
+    def external_files(self, node_dir: str, profile: str | None = None) -> dict[str, object]:
+        """An external sleeve's files (``returns``, ``holdings`` per risk profile), its rule's inputs."""
+        return self._external_files(node_dir)
+
+    def external_params(self, node_dir: str, profile: str | None = None) -> str:
+        """An external sleeve's entry as the manifest gives it (paths as written) and the run's risk profiles."""
+        spec = self.spec(node_dir)
+        return json.dumps({"external": spec.config["external"], "profiles": self.profiles}, sort_keys=True)
+
+    def external_content(self, node_dir: str, profile: str | None = None) -> str:
+        """The digest of an external sleeve's files: new bytes rerun it whatever their mtime."""
+        files = self._external_files(node_dir)
+        return self.content(dict.fromkeys([files["returns"], *files["holdings"]]))
 
     def final_targets(self) -> list[str]:
         """The files of rule ``all``: every final artifact of the run, or none where the runner

@@ -41,6 +41,17 @@ class NodeData:
     #: What the meta profile's health policy let through at plan time (``parity_warnings``:
     #: sleeves whose walk-forward windows differ, under ``health.on_parity_mismatch = "warn"``).
     warnings: list[str] = field(default_factory=list)
+    #: Each sleeve's kind: ``computed``, ``external``, ``pinned`` or ``nested`` (a meta profile).
+    kinds: dict[str, str] = field(default_factory=dict)
+
+
+def sleeve_kind(spec) -> str:
+    """How a node's sleeve comes about: ``nested`` (a meta profile), ``external`` (read from its files), ``pinned``, ``computed``."""
+    if spec.is_meta:
+        return "nested"
+    if spec.kind == "external":
+        return "external"
+    return "pinned" if spec.pin else "computed"
 
 
 def load_node(ctx, node_path: str, files: Mapping[str, Any]) -> NodeData:
@@ -80,4 +91,5 @@ def load_node(ctx, node_path: str, files: Mapping[str, Any]) -> NodeData:
         rebalance={p: read_json(f) for p, f in per.get("rebalance", {}).items()},
         data_quality=list(metadata.get("data_quality", [])),
         warnings=list(spec.config.get("parity_warnings", [])),
+        kinds={c.sleeve_id: sleeve_kind(c) for c in map(ctx.spec, spec.children)},
     )

@@ -339,7 +339,7 @@ def _header(data: NodeData, a: Analysis) -> list:
         Heading(1, f"Meta-portfolio report: {data.meta_profile}"),
         Para(
             f"Run {data.run_id}, node {'(the run root)' if data.node_path == '.' else data.node_path}. Risk profiles: {', '.join(data.risk_profiles)}. "
-            f"Sleeves: {', '.join(sleeves)}. Out-of-sample period {data.stream.index[0].date()} .. "
+            f"Sleeves: {', '.join(f'{s} ({data.kinds[s]})' if s in data.kinds else s for s in sleeves)}. Out-of-sample period {data.stream.index[0].date()} .. "
             f"{data.stream.index[-1].date()} ({len(data.stream)} obs), annualized with {a.calendar}. "
             f"{compounded_note(data.calendar)}"
         ),

@@ -10,6 +10,20 @@ from ._rebalance import check_rebalance
 from ._sleeves import check_data
 
 
+def check_external(plan: Plan, base_dir: Path | str) -> None:
+    """Refuse a run whose external sleeves' files are missing, before any work starts (their rows: the step's).
+
+    Raises
+    ------
+    DataError
+        Naming the sleeve and the file (:func:`external.check_files`).
+    """
+    from ..external import check_files
+
+    for spec in plan.external_nodes():
+        check_files(spec.config, plan.risk_profiles, base_dir, spec.label)
+
+
 def preflight(
     plan: Plan,
     *,
@@ -20,7 +34,7 @@ def preflight(
     previous_run: str | None = None,
     holdings: str | None = None,
 ) -> None:
-    """Check every pin (unless ``execute_sleeves`` recomputes them), data source and the current book.
+    """Check every pin (unless ``execute_sleeves`` recomputes them), data source, external sleeve's files and the current book.
 
     The runner calls it once before Snakemake starts, and the workflow's ``onstart`` for a
     run the runner did not check in this process (the plain ``snakemake`` command).
@@ -34,4 +48,5 @@ def preflight(
     if not execute_sleeves:
         check_pins(plan, runs_root, run_id)
     check_data(plan, base_dir, include_pinned=execute_sleeves)
+    check_external(plan, base_dir)
     check_rebalance(plan, runs_root, run_id, previous_run, holdings)

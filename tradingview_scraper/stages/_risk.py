@@ -36,6 +36,16 @@ class _AssetPaths:
         raw = self._returns[spec.profile][1][[symbol]]
         return (synthetic_long(raw) if direction == "SHORT" else raw)[symbol].rename(f"{symbol} {direction}")
 
+    def external(self, spec: NodeSpec, profile: str, name: str):
+        """An external sleeve's wealth path of ``profile`` (its positions have no prices in the run), named ``name``."""
+        from ..external import external_files, read_returns
+
+        key = f"external:{spec.path}:{profile}"
+        if key not in self._returns:
+            files = external_files(spec.config, [profile], self.base_dir)
+            self._returns[key] = (1.0 + read_returns(files["returns"], [profile])[profile]).cumprod()
+        return self._returns[key].rename(name)
+
     def wealth(self, spec: NodeSpec, symbol: str, direction: str):
         """The position's wealth path from 1 on the sleeve's first price date."""
         import pandas as pd
@@ -69,12 +79,23 @@ def _asset_risk(ctx, node_path, profile, flat, window_dates, paths: _AssetPaths)
                         "(held_by): it predates this version; rerun its flatten job")  # fmt: skip
     holders: dict[tuple[str, str], NodeSpec] = {(r["symbol"], r["direction"]): ctx.spec(r["sleeve"]) for r in flat["held_by"]}
     rows = flat["weights"]
-    columns, weights, fallbacks = {}, {}, []
+    columns, weights, fallbacks, proxied, groups = {}, {}, [], [], {}
     for row in rows:
         key = (row["symbol"], row["direction"])
         if key not in holders:
             raise DataError(f"risk: no atomic sleeve below node {node_path!r} holds {key[0]} {key[1]} ({profile})")
         name, holder = f"{key[0]} {key[1]}", holders[key]
+        if holder.kind == "external":
+            # The run has no prices for an external sleeve's positions: they move with its stream, as
+            # one column (identical columns would make the covariance singular) split by weight below.
+            group = f"{holder.sleeve_id} (external sleeve)"
+            if group not in columns:
+                groups[group] = holder
+                columns[group] = common_date_returns(paths.external(holder, profile, group), window_dates)
+            weights[group] = weights.get(group, 0.0) + float(row["weight"])
+            proxied.append({"symbol": key[0], "direction": key[1], "sleeve": holder.sleeve_id, "column": group,
+                            "weight": float(row["weight"])})  # fmt: skip
+            continue
         column = common_date_returns(paths.wealth(holder, *key), window_dates)
         if not np.isfinite(column.to_numpy()).all():
             r = paths.returns(holder, *key)
@@ -89,7 +110,20 @@ def _asset_risk(ctx, node_path, profile, flat, window_dates, paths: _AssetPaths)
         weights[name] = float(row["weight"])
     frame = pd.DataFrame(columns)
     res = euler_contributions(frame, pd.Series(weights))
+    for p in proxied:  # an external sleeve's positions share its column's marginal contribution
+        group = res["positions"][p.pop("column")]
+        w = p.pop("weight")
+        share = w * group["marginal"] / res["volatility"] if res["volatility"] > 0 else None
+        res["positions"][f"{p['symbol']} {p['direction']}"] = {
+            **group, "weight": w, "contribution": w * group["marginal"], "share": share,
+        }  # fmt: skip
     for name in res.get("zero_variance", []):
+        if name.endswith(" (external sleeve)"):
+            fallbacks.append(_fallback("sleeve", (None, None), groups[name], (
+                f"its stream is constant from {frame.index[0].date()} to {frame.index[-1].date()} (zero variance "
+                "over the window): its positions' contribution is 0"
+            )))  # fmt: skip
+            continue
         symbol, direction = name.rsplit(" ", 1)
         fallbacks.append(_fallback(
             "asset", (symbol, direction), holders[(symbol, direction)],
@@ -119,6 +153,8 @@ def _asset_risk(ctx, node_path, profile, flat, window_dates, paths: _AssetPaths)
         "rows": out_rows,
         "by_sleeve": by_sleeve,
         **({"fallbacks": fallbacks} if fallbacks else {}),
+        # Positions of external sleeves, whose returns are their sleeve's stream (present only when there are some).
+        **({"external_positions": proxied} if proxied else {}),
     }
 
 

@@ -1,4 +1,4 @@
-# Atomic sleeves: computed (on Ray, or in-process with ray=false) or copied from a pinned run.
+# Atomic sleeves: computed (on Ray, or in-process with ray=false), copied from a pinned run or read from external files.
 
 
 rule sleeve:
@@ -39,3 +39,23 @@ rule pinned_sleeve:
         artifact("log", stage="pinned_sleeve"),
     run:
         run_step("pinned_sleeve", wildcards, input, output, log)
+
+
+# External sleeves (issue 22): a strategy run elsewhere, read from its returns and holdings files.
+rule external_sleeve:
+    input:
+        unpack(get_inputs("external_sleeve")),
+    output:
+        returns=artifact("returns"),
+        health=artifact("health"),
+        sign_test=artifact("sign_test"),
+        provenance=artifact("provenance"),
+        weights=[artifact("weights", profile=p) for p in PROFILES],
+    params:
+        **get_params("external_sleeve"),
+    wildcard_constraints:
+        node=W.external_nodes,
+    log:
+        artifact("log", stage="external_sleeve"),
+    run:
+        run_step("external_sleeve", wildcards, input, output, log)

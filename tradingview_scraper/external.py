@@ -1,0 +1,232 @@
+"""External sleeves: a strategy run elsewhere enters the meta layer from its returns and holdings files.
+
+A meta profile's sleeve ``{"id": "trend", "external": {"returns": "path", "holdings": "path"}}``
+is read here into the sleeve interface every node exposes (``returns.parquet``,
+``weights_<p>.json``, ``health.json``, ``sign_test.json``, ``provenance.json``), so the meta
+layer, the risk stage, flattening and the report take it like any sleeve. Pure functions of
+the files' contents; the ``external_sleeve`` step (``stages._external``) writes the artifacts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+from .errors import DataError
+
+#: How far a book's gross weights may be from 1: the flattening's own conservation tolerance.
+BOOK_TOL = 1e-9
+
+
+def resolve(raw: str, base_dir: Path | str) -> Path:
+    """A manifest path resolved against ``base_dir`` (the directory the pipeline runs in)."""
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else Path(base_dir) / path
+
+
+def external_files(config: Mapping, risk_profiles: list[str], base_dir: Path | str) -> dict[str, object]:
+    """The files external sleeve ``config`` reads: ``returns`` (a path) and ``holdings`` (one path per risk profile, in order)."""
+    ext = config["external"]
+    holdings = ext["holdings"]
+    books = [holdings[p] for p in risk_profiles] if isinstance(holdings, Mapping) else [holdings] * len(risk_profiles)
+    return {"returns": resolve(ext["returns"], base_dir), "holdings": [resolve(b, base_dir) for b in books]}
+
+
+def check_files(config: Mapping, risk_profiles: list[str], base_dir: Path | str, who: str) -> None:
+    """Refuse, before any work starts, an external sleeve whose files are missing.
+
+    Raises
+    ------
+    DataError
+        Naming the sleeve and the missing file.
+    """
+    files = external_files(config, risk_profiles, base_dir)
+    for key, path in [("returns", files["returns"]), *(("holdings", h) for h in files["holdings"])]:
+        if not Path(path).is_file():
+            raise DataError(f"{who}: external.{key} file {path} not found")
+
+
+def read_returns(path: Path | str, risk_profiles: list[str]):
+    """An external stream: DataFrame of shape (n_dates, n_risk_profiles), index ``date``.
+
+    Parameters
+    ----------
+    path : path-like
+        A CSV or parquet file with a ``date`` column and either one ``return`` column (taken
+        for every risk profile) or one column per risk profile (other columns are ignored).
+        A return is a simple per-period return of the sleeve's book, net of its costs.
+    risk_profiles : list of str
+        The run's risk profiles, the frame's columns in order.
+
+    Raises
+    ------
+    DataError
+        The file is missing or unreadable, has no ``date`` column, neither a ``return`` column
+        nor a column for every risk profile, or a row with a date that does not parse, a date
+        repeated or out of order, a value that is not a finite number, or a return of -100%
+        or less. The message names the file and the row (a CSV's line, a parquet file's row).
+    """
+    import numpy as np
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"external returns file {path} not found")
+    parquet = path.suffix.lower() in (".parquet", ".pq")
+    try:
+        raw = pd.read_parquet(path) if parquet else pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as exc:  # a library's parse error, named by file
+        raise DataError(f"{path}: cannot read as {'parquet' if parquet else 'CSV'}: {type(exc).__name__}: {exc}") from None
+    if parquet and raw.index.name == "date" and "date" not in raw.columns:
+        raw = raw.reset_index()
+    columns = {str(c).strip().lower(): c for c in raw.columns}
+
+    def where(i: int) -> str:
+        return f"row {i}" if parquet else f"line {i + 2}"
+
+    if "date" not in columns:
+        raise DataError(f"{path}: no 'date' column (found {', '.join(map(str, raw.columns)) or 'none'})")
+    if "return" in columns:
+        chosen = {p: columns["return"] for p in risk_profiles}
+    else:
+        missing = [p for p in risk_profiles if p not in columns]
+        if missing:
+            raise DataError(
+                f"{path}: no 'return' column and no column for risk profile(s) {', '.join(missing)}; give one "
+                f"'return' column for every risk profile or one column per risk profile ({', '.join(risk_profiles)})"
+            )
+        chosen = {p: columns[p] for p in risk_profiles}
+    dates = pd.to_datetime(raw[columns["date"]], errors="coerce", format="mixed") if len(raw) else pd.DatetimeIndex([])
+    bad = np.flatnonzero(pd.isna(dates).to_numpy()) if len(raw) else []
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(f"{path}: {where(i)}: date {raw[columns['date']].iloc[i]!r} is not a date")
+    index = pd.DatetimeIndex(dates)
+    if index.tz is not None:
+        index = index.tz_convert("UTC").tz_localize(None)
+    steps = np.diff(index.asi8)
+    if (steps <= 0).any():
+        i = int(np.flatnonzero(steps <= 0)[0]) + 1
+        what = "repeats" if steps[i - 1] == 0 else "comes before"
+        raise DataError(f"{path}: {where(i)}: date {index[i].date()} {what} the previous row's; give one row per date, in order")
+    out = {}
+    for profile, col in chosen.items():
+        values = pd.to_numeric(raw[col], errors="coerce").to_numpy(dtype=float)
+        wrong = np.flatnonzero(~np.isfinite(values) | (values <= -1.0))
+        if len(wrong):
+            i = int(wrong[0])
+            value = raw[col].iloc[i]
+            shown = repr(value) if isinstance(value, str) else str(value)  # a CSV's text quoted, a parquet number as is
+            if math.isfinite(values[i]):
+                raise DataError(
+                    f"{path}: {where(i)}: return {shown} in column {col!r} is -100% or less; a sleeve's return "
+                    "is a simple return > -1"
+                )
+            raise DataError(f"{path}: {where(i)}: {col!r} value {shown} is not a finite number")
+        out[profile] = values
+    if len(index) < 2:
+        raise DataError(f"{path}: {len(index)} row(s); an external stream needs its returns over the meta layer's windows")
+    frame = pd.DataFrame(out, index=pd.DatetimeIndex(index, name="date"))
+    from .sleeve import stored_dates
+
+    frame.index = stored_dates(frame.index)
+    return frame
+
+
+def read_book(path: Path | str) -> list[dict]:
+    """An external sleeve's book: rows ``symbol``, ``direction``, ``weight``, ``net_weight`` (negative for SHORT).
+
+    The holdings-file format (:func:`rebalance.read_holdings`: CSV ``symbol,direction,weight``
+    or JSON), fully invested: a sleeve's gross weights add up to 1, as a computed sleeve's do,
+    so that flattening conserves weight exactly. Zero weights are dropped.
+
+    Raises
+    ------
+    DataError
+        A row the holdings format refuses (naming the file and row), no row with a weight, or
+        gross weights that do not add up to 1 within 1e-9.
+    """
+    from .rebalance import read_holdings
+
+    rows = read_holdings(path)
+    gross = math.fsum(r["weight"] for r in rows)
+    if abs(gross - 1.0) > BOOK_TOL:
+        raise DataError(
+            f"{path}: gross weights add up to {gross:.12g}, not 1; an external sleeve's book is fully invested "
+            "(give each position its share of the sleeve)"
+        )
+    return [
+        {**r, "net_weight": -r["weight"] if r["direction"] == "SHORT" else r["weight"]} for r in rows if r["weight"] > 0
+    ]
+
+
+def external_sleeve(node, risk_profiles: list[str], run_id: str, returns: str, holdings: list[str], digests: Mapping[str, str]) -> dict:
+    """The sleeve interface of external node ``node`` from its files.
+
+    Parameters
+    ----------
+    node : NodeSpec
+        The external sleeve.
+    risk_profiles : list of str
+        The run's risk profiles.
+    run_id : str
+        The run.
+    returns : str
+        Its returns file (:func:`read_returns`).
+    holdings : list of str
+        Its book per risk profile, in ``risk_profiles`` order (:func:`read_book`).
+    digests : dict of str -> str
+        The sha256 of each file read, for ``provenance.json``.
+
+    Returns
+    -------
+    dict
+        ``returns`` (DataFrame of shape (n_dates, n_risk_profiles)), ``weights`` (risk
+        profile -> ``weights_<p>.json`` record), ``health``, ``sign_test``, ``provenance``.
+    """
+    frame = read_returns(returns, risk_profiles)
+    books = {p: read_book(h) for p, h in zip(risk_profiles, holdings, strict=True)}
+    sid = node.sleeve_id
+    span = {"start": frame.index[0].date().isoformat(), "end": frame.index[-1].date().isoformat(), "n_obs": len(frame)}
+    weights = {
+        p: {
+            "sleeve": sid,
+            "profile": None,
+            "risk_profile": p,
+            "direction": "MIXED" if len({r["direction"] for r in books[p]}) > 1 else books[p][0]["direction"],
+            "kind": "external",
+            "source": str(h),
+            "fitted_on": None,
+            "fallback": False,
+            "fallback_reason": None,
+            "weights": books[p],
+        }
+        for p, h in zip(risk_profiles, holdings, strict=True)
+    }
+    health = {
+        "sleeve": sid,
+        "kind": "external",
+        "source": str(returns),
+        # The stream's checks (finite, > -100%, dates in order) passed when it was read; the
+        # meta layer checks its overlap with the other sleeves (enough common dates).
+        "checks": {"finite": True, "above_minus_100pct": True, "dates_ordered": True},
+        **span,
+    }
+    sign_test = {
+        "kind": "external",
+        "applicable": False,
+        "reason": "an external stream is its book's own return as given (LONG and SHORT rows carry their "
+        "direction in the holdings file); there is no synthetic-long basket to test",
+    }
+    provenance = {
+        "computed": False,
+        "kind": "external",
+        "run_id": run_id,
+        "sleeve": sid,
+        "returns": str(returns),
+        "holdings": {p: str(h) for p, h in zip(risk_profiles, holdings, strict=True)},
+        "sha256": dict(digests),
+        **span,
+    }
+    return {"returns": frame, "weights": weights, "health": health, "sign_test": sign_test, "provenance": provenance}
