@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(_USAGE, end="")
+        print(_USAGE, end="", file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     handler = {"run": _run, "dag": _dag, "verify": _verify, "runs": _runs, "prune": _prune}.get(command)
