@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from tradingview_scraper.orchestration.pipeline import MetaPipeline
 from tradingview_scraper.run import RunContext
 
 from .conftest import SMALL_MANIFEST
+from .helpers import prices, table_manifest
 
 
 def _tvs(capsys, *argv) -> tuple[int, str, str]:
@@ -39,6 +41,14 @@ def test_tvs_is_a_console_script_of_the_package():
     (ep,) = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == "tvs"]
     assert ep.value == "tradingview_scraper.orchestration.tvs:main"
     assert ep.load() is tvs.main
+
+
+def test_the_installed_command_runs(tmp_path):
+    tvs_bin = Path(sys.executable).parent / "tvs"
+    done = subprocess.run([tvs_bin, "runs", "--runs-root", tmp_path], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"no runs in {tmp_path}\n", "")
+    done = subprocess.run([tvs_bin], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("usage: tvs COMMAND")
 
 
 def test_usage_errors_are_one_line_with_exit_2(capsys, tmp_path):
@@ -191,3 +201,24 @@ def test_prune_keeps_the_newest_pinned_previous_and_running_runs(hist, capsys, t
     code, _, err = _tvs(capsys, "runs", "--profile", "meta_two", "--runs-root", root)
     assert code == 2
     _one_line_error(err, "no run of profile 'meta_two'", "meta_pinned, meta_small, tech")
+
+
+@pytest.mark.e2e
+def test_a_failed_run_is_listed_as_failed_and_is_never_latest(tmp_path, capsys):
+    frame = prices(["AAA", "BBB"], n=120)
+    frame.iloc[90, 0] = -1.0  # refused in the sleeve job, once the prices load
+    frame.to_csv(tmp_path / "a.csv")
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps(table_manifest(tmp_path, tradingview=False)))
+    root = tmp_path / "runs"
+    argv = ["run", "ta", "--run-id", "f1", "--manifest", manifest, "--runs-root", root, "--no-ray", "--quiet"]
+    code, _, err = _tvs(capsys, *argv)
+    assert code == 1, err
+    code, out, _ = _tvs(capsys, "runs", "--json", "--runs-root", root)
+    (run,) = json.loads(out)
+    assert (run["run_id"], run["profile"], run["status"]) == ("f1", "ta", "failed")
+    assert err.startswith("tvs run: error: ") and err.removeprefix("tvs run: error: ").strip() in run["detail"]
+    with pytest.raises(ConfigError, match=r"no finished run of profile 'ta' .*f1 \(failed\)"):
+        history.latest("ta", root)
+    code, out, _ = _tvs(capsys, "prune", "--keep", "1", "--runs-root", root, "--delete")
+    assert code == 0 and out.splitlines()[-1].startswith("nothing to prune") and (root / "f1").is_dir()
