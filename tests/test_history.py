@@ -201,6 +201,15 @@ def test_prune_keeps_the_newest_pinned_previous_and_running_runs(hist, capsys, t
     code, _, err = _tvs(capsys, "runs", "--profile", "meta_two", "--runs-root", root)
     assert code == 2
     _one_line_error(err, "no run of profile 'meta_two'", "meta_pinned, meta_small, tech")
+    # With no run pinning it any more, the manifest's pin keeps tech-old (the shipped manifest does not pin it).
+    shutil.rmtree(root / "p1")
+    code, out, _ = _tvs(capsys, "prune", "--keep", "1", "--profile", "tech", "--runs-root", root, "--manifest", SMALL_MANIFEST)
+    assert code == 0 and f"keep    tech-old  (pinned in manifest {SMALL_MANIFEST})" in out, out
+    code, out, _ = _tvs(capsys, "prune", "--keep", "1", "--profile", "tech", "--runs-root", root)
+    assert code == 0 and re.findall(r"^would delete (\S+)", out, re.M) == ["tech-old"], out
+    code, _, err = _tvs(capsys, "prune", "--keep", "1", "--runs-root", root, "--manifest", root / "none.json")
+    assert code == 2
+    _one_line_error(err, "none.json", "not found")
 
 
 @pytest.mark.e2e

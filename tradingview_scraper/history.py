@@ -227,7 +227,28 @@ class PrunePlan:
     others: list[tuple[str, str]]
 
 
-def prune_plan(keep: int, runs_root: Path | str = RUNS_ROOT, profile: str | None = None) -> PrunePlan:
+def manifest_pins(path: Path | str) -> set[str]:
+    """The run ids the manifest at ``path`` pins (a sleeve's ``run_id``): its next runs read them.
+
+    Raises
+    ------
+    ConfigError
+        The manifest is missing or invalid.
+    """
+    from .manifest import load_manifest
+
+    manifest, _ = load_manifest(path)
+    return {
+        str(s["run_id"])
+        for block in manifest.get("profiles", {}).values()
+        for s in (block.get("sleeves") or [])
+        if isinstance(s, dict) and s.get("run_id")
+    }
+
+
+def prune_plan(
+    keep: int, runs_root: Path | str = RUNS_ROOT, profile: str | None = None, *, pinned: dict[str, str] | None = None
+) -> PrunePlan:
     """Which runs ``tvs prune --keep keep`` deletes, and why every other run stays.
 
     Kept in their own right: the ``keep`` newest runs of each profile (by start), every run
@@ -235,8 +256,9 @@ def prune_plan(keep: int, runs_root: Path | str = RUNS_ROOT, profile: str | None
     run a kept run pins (and what that run pins, and so on), and the previous run of each run
     kept in its own right (its book and change view came from it; the book of a run kept only
     as a previous run was consumed already, so a daily chain of ``--previous-run latest``
-    runs does not keep its whole history). Everything else of the profile goes; entries that
-    are not runs are left alone.
+    runs does not keep its whole history), and every run ``pinned`` names (run id -> where it
+    is pinned, e.g. the manifest: :func:`manifest_pins`), with what it pins. Everything else of
+    the profile goes; entries that are not runs are left alone.
 
     Raises
     ------
@@ -264,8 +286,11 @@ def prune_plan(keep: int, runs_root: Path | str = RUNS_ROOT, profile: str | None
         elif len(newest.setdefault(r.profile, [])) < keep:
             newest[r.profile].append(r)
             reason[r.run_id] = f"one of the {keep} newest runs of {r.profile}"
-    anchors = list(reason)
-    todo = [(rid, True) for rid in anchors]
+    todo = [(rid, True) for rid in reason]
+    for rid, where in sorted((pinned or {}).items()):
+        if rid in by_id and rid not in reason:
+            reason[rid] = f"pinned in {where}"
+            todo.append((rid, False))
     while todo:
         rid, anchor = todo.pop()
         r = by_id[rid]

@@ -7,6 +7,7 @@ import sys
 
 from ..errors import PipelineError
 from ..layout import RUNS_ROOT
+from ..manifest_io import DEFAULT_MANIFEST
 from .cli import _OneLineParser
 
 _PROG = "tvs"
@@ -128,12 +129,17 @@ def _prune(rest: list[str]) -> int:
     )
     p.add_argument("--keep", type=int, required=True, metavar="N", help="runs kept per profile (newest first)")
     p.add_argument("--profile", help="prune only this profile's runs")
+    p.add_argument(
+        "--manifest", default=str(DEFAULT_MANIFEST),
+        help="the runs this manifest pins are kept: its next runs read them (default: %(default)s)",
+    )  # fmt: skip
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="say what would be deleted (the default)")
     mode.add_argument("--delete", action="store_true", help="delete them")
     _runs_root_arg(p)
     args = p.parse_args(rest)
-    plan = history.prune_plan(args.keep, args.runs_root, args.profile)
+    pins = dict.fromkeys(history.manifest_pins(args.manifest), f"manifest {args.manifest}")
+    plan = history.prune_plan(args.keep, args.runs_root, args.profile, pinned=pins)
     for info, why in plan.keep:
         print(f"keep    {info.run_id}  ({why})")
     for name, why in plan.others:
