@@ -231,3 +231,16 @@ def test_a_failed_run_is_listed_as_failed_and_is_never_latest(tmp_path, capsys):
         history.latest("ta", root)
     code, out, _ = _tvs(capsys, "prune", "--keep", "1", "--runs-root", root, "--delete")
     assert code == 0 and out.splitlines()[-1].startswith("nothing to prune") and (root / "f1").is_dir()
+    # A finished run, then a failed one: the newest run is the failed one, the finished one stays too.
+    frame.iloc[90, 0] = 100.0
+    frame.to_csv(tmp_path / "a.csv")
+    assert tvs.main([str(a) for a in argv[:3]] + ["f0", *map(str, argv[4:])]) == 0
+    frame.iloc[90, 0] = -1.0
+    frame.to_csv(tmp_path / "a.csv")
+    assert tvs.main([str(a) for a in argv[:3]] + ["f2", *map(str, argv[4:])]) == 1
+    capsys.readouterr()
+    assert history.latest("ta", root) == "f0"
+    code, out, _ = _tvs(capsys, "prune", "--keep", "1", "--runs-root", root)
+    assert "keep    f2  (one of the 1 newest runs of ta)" in out
+    assert "keep    f0  (the newest finished run of ta (--previous-run latest))" in out
+    assert re.findall(r"^would delete (\S+)", out, re.M) == ["f1"], out

@@ -251,8 +251,9 @@ def prune_plan(
 ) -> PrunePlan:
     """Which runs ``tvs prune --keep keep`` deletes, and why every other run stays.
 
-    Kept in their own right: the ``keep`` newest runs of each profile (by start), every run
-    still running, and (with ``profile``) every run of another profile. Kept for them: every
+    Kept in their own right: the ``keep`` newest runs of each profile (by start), the newest
+    finished run of each profile (what ``--previous-run latest`` names), every run still
+    running, and (with ``profile``) every run of another profile. Kept for them: every
     run a kept run pins (and what that run pins, and so on), and the previous run of each run
     kept in its own right (its book and change view came from it; the book of a run kept only
     as a previous run was consumed already, so a daily chain of ``--previous-run latest``
@@ -286,6 +287,10 @@ def prune_plan(
         elif len(newest.setdefault(r.profile, [])) < keep:
             newest[r.profile].append(r)
             reason[r.run_id] = f"one of the {keep} newest runs of {r.profile}"
+    for r in reversed(found):  # a failed morning does not cost the last good book
+        if r.run_id in scope and r.status == "finished" and r.run_id not in reason:
+            if not any(by_id[k].profile == r.profile and by_id[k].status == "finished" for k in reason):
+                reason[r.run_id] = f"the newest finished run of {r.profile} (--previous-run {LATEST})"
     todo = [(rid, True) for rid in reason]
     for rid, where in sorted((pinned or {}).items()):
         if rid in by_id and rid not in reason:
