@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import audit, runlock
 from .errors import ConfigError, PipelineError, RunInProgressError
-from .layout import RUNS_ROOT, Node, check_name, run_dir
+from .layout import NODE_FILES, ROOT, RUNS_ROOT, Node, check_name, run_dir
 
 #: What a run's status says.
 STATUSES = ("finished", "running", "failed", "incomplete", "damaged")
@@ -112,7 +112,7 @@ def _read_stages(info: RunInfo, ledger: Path) -> None:
         if not isinstance(entry, dict) or entry.get("kind") != "stage" or entry.get("outcome") != "success":
             continue
         params = entry.get("params") if isinstance(entry.get("params"), dict) else {}
-        if entry.get("stage") == "report" and entry.get("node") == "." and isinstance(params.get("headline"), dict):
+        if entry.get("stage") == "report" and entry.get("node") == ROOT and isinstance(params.get("headline"), dict):
             info.data_end = params["headline"].get("data_end")
             pairs = params["headline"].get("sharpe") or []
             info.sharpe = {str(p[0]): p[1] for p in pairs if isinstance(p, list) and len(p) == 2}
@@ -126,6 +126,7 @@ def _read_stages(info: RunInfo, ledger: Path) -> None:
 
 
 def _status(info: RunInfo) -> tuple[str, str]:
+    """The run's status and why (see :class:`RunInfo`)."""
     holder = runlock.holder(info.dir)
     if holder is not None:
         return "running", f"pid {holder} holds its lock"
@@ -136,13 +137,12 @@ def _status(info: RunInfo) -> tuple[str, str]:
         return "damaged", str(exc)
     if failure is not None:
         return "failed", failure[1]
-    root = Node(Path("."))
-    resolved = root.file("resolved").as_posix()
+    resolved = NODE_FILES["resolved"]
     try:
-        meta = json.loads(Node(info.dir).file("resolved").read_text())["nodes"]["."]["kind"] == "meta"
+        meta = json.loads(Node(info.dir).file("resolved").read_text())["nodes"][ROOT]["kind"] == "meta"
     except (OSError, ValueError, KeyError, TypeError):
-        return "incomplete", "no resolved manifest"
-    final = root.file("report_md" if meta else "returns").as_posix()
+        return "incomplete", f"no readable {resolved}"
+    final = NODE_FILES["report_md" if meta else "returns"]  # ledger paths are relative to the run directory
     if resolved in recorded and final in recorded:
         return "finished", ""
     return "incomplete", f"{final} not recorded"
