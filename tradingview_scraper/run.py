@@ -178,6 +178,11 @@ def rebalance_book(previous_run: object, holdings: object) -> tuple[str | None, 
         raise ConfigError(
             f"previous_run={previous!r} and holdings={book!r} are both set; the current book is one of them"
         )
+    if previous == "latest":  # history.LATEST: the runner resolves it; a job must never pick its own
+        raise ConfigError(
+            "previous_run=latest is resolved by the runner (tvs run, the scripts, make); with the plain snakemake "
+            "command give the run id (tvs runs --profile <profile> lists them)"
+        )
     if previous:
         check_name(previous, "previous_run")
     return previous, book

@@ -29,7 +29,10 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--ray-token-path", help="token file of the cluster at --ray-address (default: RAY_AUTH_TOKEN_PATH)")
     p.add_argument("--ray-num-cpus", type=int, help="CPUs of the private Ray cluster (default and maximum: all cores)")
     p.add_argument("--runs-root", default="data/runs", help="directory of run directories (default: %(default)s)")
-    p.add_argument("--previous-run", metavar="RUN_ID", help="rebalance from this earlier run's weights (report shows the changes)")
+    p.add_argument(
+        "--previous-run", metavar="RUN_ID",
+        help="rebalance from this earlier run's weights (report shows the changes); 'latest': the newest finished run of the profile",
+    )  # fmt: skip
     p.add_argument("--holdings", metavar="FILE", help="rebalance from this book: CSV or JSON of symbol, direction, weight")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--verbose", action="store_true", help="show Snakemake's full job log instead of the progress lines")
@@ -81,6 +84,8 @@ def main(argv: list[str] | None, *, prog: str, require_meta: bool) -> int:
         return 2
     if not args.quiet:
         print(f"run id: {pipeline.run_id}  (run directory {pipeline.run_dir})", flush=True)
+        if args.previous_run == "latest":
+            print(f"previous run: {pipeline.previous_run} (the newest finished run of {args.profile})", flush=True)
     try:
         result = pipeline.execute()
     except KeyboardInterrupt:

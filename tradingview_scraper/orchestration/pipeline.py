@@ -10,6 +10,7 @@ from typing import TextIO
 
 from ..cluster import interrupted
 from ..errors import ConfigError, PipelineError, one_line
+from ..history import LATEST, latest
 from ..layout import RUNS_ROOT, check_name, check_runs_root, new_run_id, run_dir, wildcard_like
 from ..manifest import DEFAULT_MANIFEST, parse_risk_profiles
 from ..owner import RunOwner, check_run_dir, terminated
@@ -47,7 +48,7 @@ _OPTIONS: dict[str, tuple[tuple[type, ...], bool, str]] = {
     "runs_root": ((str, os.PathLike), False, "a path to the directory of run directories"),
     "forceall": ((bool,), False, "True or False"),
     "quiet": ((bool,), False, "True or False"),
-    "previous_run": ((str,), True, "an earlier run id, or None"),
+    "previous_run": ((str,), True, "an earlier run id, 'latest' (the newest finished run of the profile), or None"),
     "holdings": ((str, os.PathLike), True, "a path to a holdings file (CSV or JSON), or None"),
 }
 
@@ -122,7 +123,8 @@ class MetaPipeline:
     ray_num_cpus : int, optional
         CPUs of the private cluster (default and maximum: this machine's).
     previous_run, holdings : str, optional
-        The current book (at most one): an earlier run id, or a holdings file (CSV or
+        The current book (at most one): an earlier run id (``"latest"``: the newest finished
+        run of the same profile in ``runs_root``, resolved once here), or a holdings file (CSV or
         JSON of symbol, direction, weight). Adds ``rebalance_<profile>.json`` per risk
         profile; a previous run also adds the change view to the report.
     """
@@ -152,7 +154,11 @@ class MetaPipeline:
         if self.run_id is None:
             self.run_id = new_run_id()
         check_name(self.run_id, "run id")
+        if self.run_id == LATEST:
+            raise ConfigError(f"run id {LATEST!r} is reserved: --previous-run {LATEST} names a run by it; choose another run id")
         check_runs_root(self.runs_root, writable=not self.dry_run, run_id=self.run_id)
+        if self.previous_run == LATEST:  # resolved once, here: the workflow and its jobs get the run id
+            self.previous_run = latest(self.meta_profile, self.runs_root, exclude=self.run_id)
         check_run_dir(self.run_dir, self.run_id)  # a directory that is not this run's: refused, untouched
         # Configuration errors surface here, as one line, before Snakemake starts. The run is
         # resolved from the same config the workflow gets; its owner checks the pins, data

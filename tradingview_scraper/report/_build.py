@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._analysis import analyse
+from ._analysis import Analysis, analyse
 from ._figures import FIGURES, figures
 from ._node import NodeData
 from ._rendering import to_html, to_markdown
@@ -14,13 +14,15 @@ def output_name(kind: str, name: str) -> str:
     return {"figure": name, "table": f"{name}_table"}.get(kind, kind)
 
 
-def build_report(data: NodeData) -> dict[str, bytes]:
+def build_report(data: NodeData, analysis: Analysis | None = None) -> dict[str, bytes]:
     """The report of one meta node: every file's bytes by its output name, nothing written.
 
     Parameters
     ----------
     data : NodeData
         The node's artifacts (:func:`load_node`).
+    analysis : Analysis, optional
+        ``analyse(data)``, when the caller has it already (the report step records its headline).
 
     Returns
     -------
@@ -34,7 +36,7 @@ def build_report(data: NodeData) -> dict[str, bytes]:
     DataError
         If the meta stream and the sleeves share fewer than 2 dates.
     """
-    a = analyse(data)
+    a = analyse(data) if analysis is None else analysis
     pngs = figures(data, a)
     title = f"Meta-portfolio report: {data.meta_profile}"
     out: dict[str, bytes] = {output_name("figure", n): pngs[n] for n in FIGURES}

@@ -169,7 +169,16 @@ def ensure_genesis(ctx: RunContext) -> None:
         meta_profile=ctx.plan.profile,
         manifest_path=ctx.plan.manifest_path,
         manifest_sha256=ctx.plan.manifest_sha256,
+        extra=_reads_runs(ctx),
     )
+
+
+def _reads_runs(ctx: RunContext) -> dict:
+    """The earlier runs this run reads (pins, the previous run), in its genesis: a run still in
+    progress has recorded no input of theirs yet, and pruning keeps what it names here."""
+    pins = sorted({n.pin for n in ctx.plan.atomic_nodes() if n.pin})
+    reads = {"pins": pins} if pins else {}
+    return {**reads, "previous_run": ctx.previous_run} if ctx.previous_run else reads
 
 
 #: Heavy modules the driver's later stages import: skfolio (meta optimize) and matplotlib (report).

@@ -22,6 +22,22 @@ def run_report(ctx: RunContext, node_path: str, *, input: Files, output: Files, 
 
     files, out = _named(input), _named(output)
     inputs = [f for v in files.values() for f in ([v] if isinstance(v, str) else v)]
-    with _stage(ctx, "report", node_path, log, {}, inputs, out.values()):
-        for name, data in report.build_report(report.load_node(ctx, node_path, files)).items():
-            atomic_write_bytes(out[name], data)
+    with _stage(ctx, "report", node_path, log, {}, inputs, out.values()) as record:
+        data = report.load_node(ctx, node_path, files)
+        analysis = report.analyse(data)
+        for name, content in report.build_report(data, analysis).items():
+            atomic_write_bytes(out[name], content)
+        record.params["headline"] = headline(analysis)
+
+
+def headline(analysis) -> dict:
+    """What the report step records in the ledger for run listings (``tvs runs``): the last date of
+    the meta stream and each risk profile's out-of-sample Sharpe as ``[profile, sharpe]`` pairs in the
+    run's order of risk profiles (None where undefined)."""
+    import math
+
+    ends = [m["end"] for m in analysis.performance.values() if m.get("end")]
+    return {
+        "data_end": max(ends) if ends else None,
+        "sharpe": [[p, m["sharpe"] if math.isfinite(m["sharpe"]) else None] for p, m in analysis.performance.items()],
+    }
