@@ -51,6 +51,14 @@ def test_the_installed_command_runs(tmp_path):
     assert done.returncode == 2 and done.stderr.startswith("usage: tvs COMMAND")
 
 
+def test_a_fresh_checkout_has_no_runs_yet(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default runs root, data/runs, appears with the first run
+    assert _tvs(capsys, "runs") == (0, "no runs in data/runs\n", "")
+    code, out, err = _tvs(capsys, "prune", "--keep", "2")
+    assert (code, err) == (0, "") and "nothing to prune" in out
+    assert not (tmp_path / "data").exists()
+
+
 def test_usage_errors_are_one_line_with_exit_2(capsys, tmp_path):
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("mine")

@@ -157,6 +157,8 @@ def scan(runs_root: Path | str = RUNS_ROOT) -> tuple[list[RunInfo], list[tuple[s
         ``runs_root`` is not a directory.
     """
     root = Path(runs_root)
+    if root == RUNS_ROOT and not root.exists():
+        return [], []  # the default root appears with the first run: nothing has run here yet
     if not root.is_dir():
         raise ConfigError(f"runs root {root} is not a directory (give --runs-root DIR; default {RUNS_ROOT})")
     runs, others = [], []
