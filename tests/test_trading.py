@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 import math
 
 import pytest
@@ -13,7 +11,6 @@ from hypothesis import strategies as st
 
 from tradingview_scraper.errors import ConfigError, DataError
 from tradingview_scraper.rebalance import (
-    ORDER_COLUMNS,
     check_trading,
     drifted,
     orders,
@@ -56,7 +53,7 @@ def _brute_force(c, t, band, max_turnover):
             if max_turnover is not None:
                 a_ub.append([1.0] * n + [0.0])
                 b_ub.append(2 * max_turnover)
-            res = linprog([-1.0] * n + [1.0], A_ub=np.array(a_ub), b_ub=b_ub, bounds=[*zip(lo, hi), (0, None)],
+            res = linprog([-1.0] * n + [1.0], A_ub=np.array(a_ub), b_ub=b_ub, bounds=[*zip(lo, hi, strict=True), (0, None)],
                           method="highs")  # fmt: skip
             if res.status == 0:
                 best = min(best, sum(gap) + res.fun)
@@ -102,7 +99,7 @@ def test_traded_book_without_limits_is_the_target_and_closes_are_exact():
     assert traded_book(c, t) == t
     # A one-way budget of 0.2 buys 0.2 of the missing position, funded by sells of at least the band.
     x = traded_book(c, t, band=0.1, max_turnover=0.2)
-    assert x[3] == pytest.approx(0.2) and abs(math.fsum(abs(a - b) for a, b in zip(x, c)) / 2 - 0.2) <= 1e-12
+    assert x[3] == pytest.approx(0.2) and abs(math.fsum(abs(a - b) for a, b in zip(x, c, strict=True)) / 2 - 0.2) <= 1e-12
     # A position 0.01 from its target does not move under a band of 0.05; one closing does.
     assert traded_book([0.31, 0.01], [0.3, 0.0], band=0.05) == [0.31, 0.0]
 
