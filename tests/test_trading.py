@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
+import json
 import math
 
 import pytest
@@ -184,3 +186,188 @@ def test_orders_are_lots_above_min_order_within_half_a_lot():
         lot = 0.001 if r["symbol"] == "BTC" else 10
         assert abs(r["gap"]) <= lot / 2 + 1e-9
     assert out["largest_gap"]["symbol"] == "T"
+
+
+# --------------------------------------------------------------------------- real runs
+
+TRADING = {"capital": 1_000_000, "lot_size": {"*": 1, "AAPL": 5}, "min_order": 2_000, "band": 0.01, "max_turnover": 0.15}
+RP = ["hrp", "min_variance"]
+
+
+def _json(path):
+    return json.loads(path.read_text())
+
+
+def _last_prices() -> dict[str, tuple[float, object]]:
+    """Each symbol's last price in skfolio's datasets within the small manifest's dates, read here on its own."""
+    import pandas as pd
+    from skfolio.datasets import load_factors_dataset, load_sp500_dataset
+
+    frame = pd.concat([load_sp500_dataset(), load_factors_dataset()], axis=1).loc[:"2021-12-31"]
+    return {s: frame[s].dropna() for s in frame.columns}
+
+
+@pytest.fixture(scope="module")
+def trade_runs(pm_runs, tmp_path_factory):
+    """``trade``: meta_small with trading settings, the book of run ``prev`` (ending mid-2021) drifted;
+    ``qty``: the same with a book in quantities."""
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    from .conftest import SMALL_MANIFEST
+
+    base = tmp_path_factory.mktemp("trade")
+    manifest = json.loads(SMALL_MANIFEST.read_text())
+    manifest["profiles"]["meta_small"]["trading"] = dict(TRADING)
+    path = base / "manifest_trading.json"
+    path.write_text(json.dumps(manifest))
+    book = base / "book.csv"
+    book.write_text("symbol,direction,quantity\nAAPL,LONG,1000\nKO,LONG,2500\nMTUM,LONG,300\n")
+    root = pm_runs["root"]
+    kw = {"manifest": path, "runs_root": root, "ray": False, "profiles": RP}
+    MetaPipeline("meta_small", run_id="trade", previous_run="prev", **kw).execute()
+    MetaPipeline("meta_small", run_id="qty", holdings=str(book), **kw).execute()
+    return {"root": root, "manifest": path, "manifest_dict": manifest, "book": book, "kw": kw}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("profile", RP)
+def test_previous_book_drifts_by_each_positions_returns(pm_runs, trade_runs, profile):
+    reb = _json(trade_runs["root"] / "trade" / f"rebalance_{profile}.json")
+    prev = {(r["symbol"], r["direction"]): r["weight"] for r in _json(pm_runs["prev"] / f"flattened_{profile}.json")["weights"]}
+    drift = reb["current"]["drift"]
+    assert drift["from"] == "2021-06-30" and drift["to"] == "2021-12-31"
+    series = _last_prices()
+    growth = {k: float(series[k[0]].iloc[-1]) / float(series[k[0]].loc[: drift["from"]].iloc[-1]) for k in prev}
+    value = 1.0 + math.fsum((1.0 if k[1] == "LONG" else -1.0) * w * (growth[k] - 1.0) for k, w in prev.items())
+    assert reb["current"]["drift"]["book_value"] == pytest.approx(value, abs=1e-12)
+    rows = {(r["symbol"], r["direction"]): r for r in reb["rows"]}
+    for key, w in prev.items():
+        assert abs(rows[key]["current_weight"] - w * growth[key] / value) <= 1e-12, key
+    assert growth and any(abs(g - 1.0) > 0.01 for g in growth.values())  # the drift is not a no-op
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("run", ["trade", "qty"])
+@pytest.mark.parametrize("profile", RP)
+def test_traded_book_conserves_capital_respects_band_budget_lots_and_min_order(trade_runs, run, profile):
+    run_dir = trade_runs["root"] / run
+    reb = _json(run_dir / f"rebalance_{profile}.json")
+    rows = reb["rows"]
+    x = [r["traded_weight"] for r in rows]
+    assert abs(math.fsum(x) + reb["cash"] - 1.0) <= 1e-12 and reb["cash"] >= -1e-12
+    band = max(TRADING["band"], TRADING["min_order"] / TRADING["capital"])
+    assert reb["band_applied"] == band
+    for r in rows:
+        move = abs(r["traded_weight"] - r["current_weight"])
+        assert move == 0.0 or r["traded_weight"] == 0.0 or move >= band - 1e-12, r
+        assert abs(r["untraded"] - (r["target_weight"] - r["traded_weight"])) <= 1e-15
+    turnover = math.fsum(abs(r["traded_weight"] - r["current_weight"]) for r in rows) / 2
+    assert turnover <= TRADING["max_turnover"] + 1e-12 and reb["turnover_one_way"] == pytest.approx(turnover, abs=1e-12)
+    assert reb["to_target"]["turnover_one_way"] > TRADING["max_turnover"]  # the budget binds in this case
+    assert reb["tracking_error"]["annualised"] > 0
+    # Orders: lots, min_order, each position within half a lot of its traded target.
+    with open(run_dir / f"orders_{profile}.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert tuple(table[0].keys()) == ORDER_COLUMNS
+    assert len(table) == reb["orders"]["n_orders"] > 0
+    by_row = {r["symbol"]: r for r in rows}
+    for o in table:
+        lot = TRADING["lot_size"].get(o["symbol"], 1)
+        q = float(o["quantity"])
+        assert q > 0 and q / lot == round(q / lot), o
+        assert float(o["notional"]) >= TRADING["min_order"] and float(o["notional"]) == q * float(o["price"])
+        r = by_row[o["symbol"]]
+        assert o["side"] in {"BUY", "SELL", "SELL_SHORT", "BUY_TO_COVER"} and o["price_date"] == "2021-12-31"
+        assert float(o["est_cost"]) == pytest.approx(float(o["notional"]) * r["cost_rate"], rel=1e-15)
+    dropped = {o["symbol"] for o in reb["orders"]["dropped"]}
+    for r in rows:
+        if r["symbol"] not in dropped:
+            assert abs(r["gap"]) <= TRADING["lot_size"].get(r["symbol"], 1) / 2 + 1e-9, r
+    assert reb["orders"]["largest_gap"]["lots"] == max(abs(r["gap"]) / TRADING["lot_size"].get(r["symbol"], 1) for r in rows)
+
+
+@pytest.mark.e2e
+def test_quantity_book_gives_the_weights_its_prices_imply(trade_runs):
+    reb = _json(trade_runs["root"] / "qty" / "rebalance_hrp.json")
+    series = _last_prices()
+    rows = {r["symbol"]: r for r in reb["rows"]}
+    for symbol, q in (("AAPL", 1000), ("KO", 2500), ("MTUM", 300)):
+        price = float(series[symbol].iloc[-1])
+        assert rows[symbol]["price"] == price
+        assert rows[symbol]["current_weight"] == q * price / TRADING["capital"]
+        assert rows[symbol]["current_quantity"] == q
+    assert reb["current"]["quantities"] is True
+
+
+@pytest.mark.e2e
+def test_changed_trading_settings_or_book_rerun_only_rebalance_orders_report(trade_runs):
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    root, kw = trade_runs["root"], dict(trade_runs["kw"])
+    manifest = trade_runs["manifest_dict"]
+    stamp = {p: (root / "qty" / f"flattened_{p}.json").stat().st_mtime_ns for p in RP}
+    manifest["profiles"]["meta_small"]["trading"]["band"] = 0.03
+    changed = trade_runs["manifest"].parent / "manifest_band.json"
+    changed.write_text(json.dumps(manifest))
+    kw["manifest"] = changed
+    ran = [j.rule for j in MetaPipeline("meta_small", run_id="qty", holdings=str(trade_runs["book"]), **kw).execute().jobs]
+    # The resolved manifest records the manifest's hash, which an edit of it changes: a record, read by no step.
+    assert sorted(j for j in ran if j != "all") == sorted(["rebalance", "orders"] * 2 + ["report", "resolved_manifest"]), ran
+    assert _json(root / "qty" / "rebalance_hrp.json")["band_applied"] == 0.03
+    trade_runs["book"].write_text("symbol,direction,quantity\nAAPL,LONG,500\n")
+    ran = [j.rule for j in MetaPipeline("meta_small", run_id="qty", holdings=str(trade_runs["book"]), **kw).execute().jobs]
+    assert sorted(j for j in ran if j != "all") == sorted(["rebalance", "orders"] * 2 + ["report"]), ran
+    assert stamp == {p: (root / "qty" / f"flattened_{p}.json").stat().st_mtime_ns for p in RP}
+
+
+def test_bad_trading_block_stops_the_cli_before_any_work(tmp_path, capsys):
+    from tradingview_scraper.orchestration import cli
+
+    from .conftest import SMALL_MANIFEST
+
+    manifest = json.loads(SMALL_MANIFEST.read_text())
+    manifest["profiles"]["meta_small"]["trading"] = {"capital": 0}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(manifest))
+    runs = tmp_path / "runs"
+    argv = ["--profile", "meta_small", "--manifest", str(path), "--runs-root", str(runs), "--run-id", "bad", "--no-ray"]
+    assert cli.main(argv, prog="run_meta_pipeline.py", require_meta=True) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "trading.capital = 0" in err, err
+    assert not (runs / "bad").exists()
+
+
+@pytest.mark.parametrize(
+    ("book", "trading", "match"),
+    [
+        ("symbol,direction,quantity\nZZZ,LONG,10\n", {"capital": 1e6}, r"ZZZ has no price: no sleeve of meta profile 'meta_small'"),
+        ("symbol,direction,quantity\nAAPL,LONG,10\n", None, r"a book in quantities needs the meta profile's trading.capital"),
+    ],
+)
+def test_unpriced_or_unvalued_books_are_refused_before_any_work(tmp_path, runs_root, book, trading, match):
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    from .conftest import SMALL_MANIFEST
+
+    manifest = json.loads(SMALL_MANIFEST.read_text())
+    if trading:
+        manifest["profiles"]["meta_small"]["trading"] = trading
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(manifest))
+    (tmp_path / "b.csv").write_text(book)
+    with pytest.raises((DataError, ConfigError), match=match) as info:
+        MetaPipeline("meta_small", manifest=path, run_id="x", runs_root=runs_root, holdings=str(tmp_path / "b.csv"))
+    assert "\n" not in str(info.value) and not (runs_root / "x").exists()
+
+
+def test_trading_in_an_atomic_profile_is_refused(tmp_path):
+    from tradingview_scraper.manifest import load_plan
+
+    from .conftest import SMALL_MANIFEST
+
+    manifest = json.loads(SMALL_MANIFEST.read_text())
+    manifest["profiles"]["tech"]["trading"] = {"capital": 1e6}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=r"profile 'tech': key 'trading' applies to meta profiles only"):
+        load_plan("tech", path)

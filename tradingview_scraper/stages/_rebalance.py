@@ -239,7 +239,8 @@ def run_rebalance(ctx: RunContext, node_path: str, profile: str, *, input: Files
     params = {"profile": profile, "previous_run": ctx.previous_run, "holdings": ctx.holdings, **frictions}
     if trading:
         params["trading"] = trading
-    reads = [target_file, source] + ([files["returns"]] if files.get("returns") else [])
+    # This run's last date is read only to drift a previous run's book.
+    reads = [target_file, source] + ([files["returns"]] if ctx.previous_run else [])
     with _stage(ctx, "rebalance", ROOT, log, params, reads, [out]):
         flat = read_json(target_file)
         priced = needs_prices(ctx)
