@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from tradingview_scraper.errors import ConfigError, DataError
 from tradingview_scraper.rebalance import (
+    ORDER_COLUMNS,
     check_trading,
     drifted,
     orders,
@@ -145,7 +146,7 @@ def test_drift_is_each_position_grown_by_its_price_over_the_book_value():
     assert out[0]["weight"] == 0.5 * 1.2 / value and out[1]["weight"] == 0.2 * 1.5 / value
 
 
-def test_quantity_book_gives_the_weights_its_prices_imply(tmp_path):
+def test_quantity_rows_are_valued_at_their_prices(tmp_path):
     path = tmp_path / "q.csv"
     path.write_text("symbol,direction,quantity\nA,LONG,10\nB,SHORT,4\n")
     rows = read_holdings(path)
@@ -263,7 +264,10 @@ def test_traded_book_conserves_capital_respects_band_budget_lots_and_min_order(t
         assert abs(r["untraded"] - (r["target_weight"] - r["traded_weight"])) <= 1e-15
     turnover = math.fsum(abs(r["traded_weight"] - r["current_weight"]) for r in rows) / 2
     assert turnover <= TRADING["max_turnover"] + 1e-12 and reb["turnover_one_way"] == pytest.approx(turnover, abs=1e-12)
-    assert reb["to_target"]["turnover_one_way"] > TRADING["max_turnover"]  # the budget binds in this case
+    # The band leaves small moves of the drifted book untraded; the budget binds for the all-new quantity book.
+    assert reb["untraded_one_way"] > 0
+    if run == "qty":
+        assert reb["to_target"]["turnover_one_way"] > TRADING["max_turnover"]
     assert reb["tracking_error"]["annualised"] > 0
     # Orders: lots, min_order, each position within half a lot of its traded target.
     with open(run_dir / f"orders_{profile}.csv", newline="") as fh:
