@@ -375,3 +375,22 @@ def test_trading_in_an_atomic_profile_is_refused(tmp_path):
     path.write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match=r"profile 'tech': key 'trading' applies to meta profiles only"):
         load_plan("tech", path)
+
+
+@pytest.mark.e2e
+def test_a_previous_run_ending_after_this_one_is_refused_in_one_line(pm_runs, tmp_path, capsys):
+    from tradingview_scraper.orchestration import cli
+
+    from .conftest import SMALL_MANIFEST
+
+    manifest = json.loads(SMALL_MANIFEST.read_text())
+    manifest["defaults"]["data"]["end"] = "2021-05-28"  # run 'prev' ends on 2021-06-30
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(manifest))
+    argv = ["--profile", "meta_small", "--manifest", str(path), "--runs-root", str(pm_runs["root"]),
+            "--run-id", "early", "--previous-run", "prev", "--profiles", "hrp", "--no-ray", "--quiet"]  # fmt: skip
+    assert cli.main(argv, prog="run_meta_pipeline.py", require_meta=True) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert "previous_run 'prev': its data end on 2021-06-30, after this run's 2021-05-28" in err, err
+    assert not (pm_runs["root"] / "early" / "rebalance_hrp.json").exists()
