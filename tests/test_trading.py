@@ -394,3 +394,13 @@ def test_a_previous_run_ending_after_this_one_is_refused_in_one_line(pm_runs, tm
     assert err.count("\n") == 0, err
     assert "previous_run 'prev': its data end on 2021-06-30, after this run's 2021-05-28" in err, err
     assert not (pm_runs["root"] / "early" / "rebalance_hrp.json").exists()
+
+
+@pytest.mark.e2e
+def test_report_shows_target_against_traded_book_and_the_orders(trade_runs):
+    text = (trade_runs["root"] / "trade" / "report.md").read_text()
+    reb = _json(trade_runs["root"] / "trade" / "rebalance_hrp.json")
+    assert "Traded book and orders" in text
+    assert f"{reb['orders']['n_orders']} orders, notional {reb['orders']['notional']:,.2f}" in text
+    assert f"one-way turnover {reb['turnover_one_way']:.2%} (to the target: {reb['to_target']['turnover_one_way']:.2%})" in text
+    assert "Left untraded:" in text and "tracking error" in text

@@ -162,7 +162,7 @@ STEPS: dict[str, Step] = {
             targets=("report_md", "report_html"),
         ),  # fmt: skip
         Step("rebalance", "stages._rebalance:run_rebalance", {"target": Own("flattened", per="profile"), "current": Outside("rebalance_book"),
-             "returns": Own("returns"), "prices": Outside("rebalance_prices")},
+             "returns": Own("returns"), "since": Outside("rebalance_since"), "prices": Outside("rebalance_prices")},
              params={"book": "rebalance_params", "content": "rebalance_content"}, custom=True),  # fmt: skip
         # Issue 24: the orders of a rebalance with trading settings, a view of its file.
         Step("orders", "stages._rebalance:orders_file", {"rebalance": Own("rebalance", per="profile")},

@@ -262,7 +262,8 @@ class Wiring:
     def rebalance_content(self, node_dir: str, profile: str) -> str:
         """The digest of the current book (the holdings file or the previous run's flattened file),
         and of the price files it is valued at when it is (:func:`stages.needs_prices`)."""
-        book = self.content([stages.rebalance_source(self.run, profile)])
+        book = self.content([stages.rebalance_source(self.run, profile)]
+                            + ([stages.drift_source(self.run)] if self.run.previous_run else []))  # fmt: skip
         if not stages.needs_prices(self.run):
             return book
         return json.dumps({"book": book, "prices": self.risk_content(node_dir, profile)}, sort_keys=True)
@@ -299,6 +300,11 @@ class Wiring:
         """The current book's file as the rebalance rule declares it (:func:`declared`), or none."""
         book = declared([stages.rebalance_source(self.run, profile)])
         return book[0] if book else []
+
+    def rebalance_since(self, node_dir: str, profile: str | None = None) -> str | list[str]:
+        """The previous run's ``returns.parquet`` (its last date: where its book drifts from), or none."""
+        since = declared([stages.drift_source(self.run)]) if self.run.previous_run else []
+        return since[0] if since else []
 
     def rebalance_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
         """The price files a rebalance values its book at (those of every atomic sleeve), or none."""

@@ -22,6 +22,11 @@ def rebalance_source(ctx: RunContext, profile: str) -> Path | None:
     return None
 
 
+def drift_source(ctx: RunContext) -> Path:
+    """The previous run's ``returns.parquet``: its last date is where its book drifts from."""
+    return run_node(ctx.previous_run, ctx.runs_root).file("returns")
+
+
 def check_rebalance(
     plan: Plan, runs_root: Path | str, run_id: str, previous_run: str | None, holdings: str | None
 ) -> None:
@@ -240,7 +245,8 @@ def run_rebalance(ctx: RunContext, node_path: str, profile: str, *, input: Files
     if trading:
         params["trading"] = trading
     # This run's last date is read only to drift a previous run's book.
-    reads = [target_file, source] + ([files["returns"]] if ctx.previous_run else [])
+    since = (files.get("since") or str(drift_source(ctx))) if ctx.previous_run else None
+    reads = [target_file, source] + ([files["returns"], since] if ctx.previous_run else [])
     with _stage(ctx, "rebalance", ROOT, log, params, reads, [out]):
         flat = read_json(target_file)
         priced = needs_prices(ctx)
@@ -268,10 +274,25 @@ def run_rebalance(ctx: RunContext, node_path: str, profile: str, *, input: Files
                 "path": str(source),
                 "sha256": audit.file_sha256(source),
             }
-            drift = _drift_dates(ctx, files)
-            growth = {(r["symbol"], r["direction"]): prices.growth(r["symbol"], drift["then"]) for r in current}
+            drift = _drift_dates(ctx, files["returns"], since)
+            growth, undrifted = {}, []
+            for r in current:
+                try:
+                    growth[(r["symbol"], r["direction"])] = prices.growth(r["symbol"], drift["then"])
+                except DataError:
+                    if trading:  # orders need a price for every position
+                        raise
+                    # A previous run of another meta profile may hold what no sleeve here prices: it keeps its weight.
+                    growth[(r["symbol"], r["direction"])] = 1.0
+                    undrifted.append(f"{r['symbol']} {r['direction']}")
             current, value = drifted(current, growth)
             drift = {"from": drift["then"].date().isoformat(), "to": drift["now"].date().isoformat(), "book_value": value}
+            if undrifted:
+                drift["undrifted"] = undrifted
+                console_warning(
+                    f"previous_run {ctx.previous_run!r}: {', '.join(undrifted)} not drifted ({profile}): no sleeve of "
+                    f"meta profile {ctx.plan.profile!r} prices it"
+                )
             book["drift"] = drift
         rate = float(frictions["commission"]) + float(frictions["slippage"])
         body = rebalance(flat["weights"], current, cost_rate=rate, current_sleeves=prev is not None)
@@ -321,14 +342,15 @@ def run_rebalance(ctx: RunContext, node_path: str, profile: str, *, input: Files
         write_json(out, doc)
 
 
-def _drift_dates(ctx: RunContext, files: dict) -> dict:
-    """The previous run's last date and this run's (their ``returns.parquet``), refused when out of order."""
+def _drift_dates(ctx: RunContext, returns: str, since: str) -> dict:
+    """The previous run's last date (``since``: its ``returns.parquet``) and this run's (``returns``),
+    refused when out of order."""
     from ..layout import read_parquet
 
-    prev_returns = run_node(ctx.previous_run, ctx.runs_root).file("returns")
-    check_source_run(prev_returns.parent, [prev_returns], who=f"previous_run {ctx.previous_run!r}",
+    prev = run_node(ctx.previous_run, ctx.runs_root)
+    check_source_run(prev.dir, [since], who=f"previous_run {ctx.previous_run!r}",
                      hint=f"rerun run {ctx.previous_run!r}, or give another run", whole=False)  # fmt: skip
-    then, now = read_parquet(prev_returns).index.max(), read_parquet(files["returns"]).index.max()
+    then, now = read_parquet(since).index.max(), read_parquet(returns).index.max()
     if then > now:
         raise DataError(
             f"previous_run {ctx.previous_run!r}: its data end on {then.date()}, after this run's {now.date()}; "
