@@ -319,6 +319,8 @@ def test_content_not_mtime_decides_what_reruns(book_project):
     older = file_bytes(runs / "prev")
     changed = [p for p in ("equal_weight", "min_variance") if newer[f"flattened_{p}.json"] != older[f"flattened_{p}.json"]]
     assert "min_variance" in changed
+    if newer["returns.parquet"] != older["returns.parquet"]:  # its last date: where every book drifts from
+        changed = ["equal_weight", "min_variance"]
     assert _rerun(repo, "--previous-run", "prev") == [("rebalance", ".")] * len(changed) + [("report", ".")]
     assert _rerun(repo, "--previous-run", "prev") == []
     # Back to the fixture's book, the holdings file, for the next test sharing the project.
