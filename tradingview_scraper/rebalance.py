@@ -482,6 +482,10 @@ def traded_book(
     return x
 
 
+#: What a vertex may overshoot the budget or the cash line by (far below the 1e-12 the book is held to).
+_ROUNDING = 1e-15
+
+
 class _Problem:
     """The traded-book problem over a fixed choice of moving positions (:func:`traded_book`).
 
@@ -503,7 +507,8 @@ class _Problem:
         return buys, sells, sums  # lb, ub, ls, us
 
     def _ok(self, b, s, lb, ub, ls, us) -> bool:
-        return lb <= b <= ub and ls <= s <= us and b + s <= self.budget and b - s <= self.room
+        # A vertex on the budget or cash line may miss it by a rounding of its two coordinates.
+        return lb <= b <= ub and ls <= s <= us and b + s <= self.budget + _ROUNDING and b - s <= self.room + _ROUNDING
 
     def vertex(self, chosen) -> tuple[float, float, float] | None:
         """``(distance, B, S)`` at the best vertex (ties: more sells, then more buys), or None if infeasible."""
