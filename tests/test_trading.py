@@ -56,8 +56,9 @@ def _brute_force(c, t, band, max_turnover):
             if max_turnover is not None:
                 a_ub.append([1.0] * n + [0.0])
                 b_ub.append(2 * max_turnover)
+            # HiGHS' default feasibility tolerance (1e-7) would let a budget of 0 move a weight of 1e-9.
             res = linprog([-1.0] * n + [1.0], A_ub=np.array(a_ub), b_ub=b_ub, bounds=[*zip(lo, hi, strict=True), (0, None)],
-                          method="highs")  # fmt: skip
+                          method="highs", options={"primal_feasibility_tolerance": 1e-10})  # fmt: skip
             if res.status == 0:
                 best = min(best, sum(gap) + res.fun)
     return best
@@ -80,7 +81,7 @@ def books(draw):
     return c, t, band, budget
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(books())
 def test_traded_book_is_feasible_exactly_and_optimal(case):
     c, t, band, budget = case
@@ -94,7 +95,7 @@ def test_traded_book_is_feasible_exactly_and_optimal(case):
         assert move == 0.0 or xi == 0.0 or move >= band - 1e-12, (ci, ti, xi, band)
     if budget is not None:
         assert math.fsum(abs(a - b) for a, b in zip(x, c, strict=True)) / 2 <= budget + 1e-12
-    assert _distance(x, t) <= _brute_force(c, t, band, budget) + 1e-9
+    assert _distance(x, t) <= _brute_force(c, t, band, budget) + 1e-9, (x, _distance(x, t))
 
 
 def test_traded_book_without_limits_is_the_target_and_closes_are_exact():
