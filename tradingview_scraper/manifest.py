@@ -66,6 +66,8 @@ class Plan:
     nodes: dict[str, NodeSpec]
     manifest_path: str
     manifest_sha256: str
+    #: The root meta profile's checked ``trading`` block (``rebalance.check_trading``), or None.
+    trading: dict | None = None
 
     @property
     def root(self) -> NodeSpec:
@@ -88,6 +90,8 @@ class Plan:
             "manifest_path": self.manifest_path,
             "manifest_sha256": self.manifest_sha256,
             "nodes": {k: asdict(v) for k, v in self.nodes.items()},
+            # Only with a trading block: a resolved manifest without one keeps its bytes.
+            **({"trading": self.trading} if self.trading is not None else {}),
         }
 
 
@@ -98,7 +102,9 @@ _ATOMIC_ONLY: dict[str, tuple[str, ...] | None] = {
     "data": None, "universe": None, "selection": None, "backtest": ("num_cpus",), "health": ("data_quality",),
     "allocation": None,
 }
-_META_ONLY: dict[str, tuple[str, ...] | None] = {"meta_allocation": None, "health": ("on_parity_mismatch",)}
+_META_ONLY: dict[str, tuple[str, ...] | None] = {
+    "meta_allocation": None, "health": ("on_parity_mismatch",), "trading": None,
+}
 
 
 def _check_scope(own: dict, name: str, manifest_path: str) -> None:
@@ -346,7 +352,11 @@ def resolve(
         _resolve_meta(manifest, profile, ROOT, None, [], nodes, chosen, manifest_path, {}, estimators)
     else:
         nodes[ROOT] = NodeSpec(ROOT, "atomic", profile, None, _atomic_config(block, profile, where, estimators))
-    return Plan(profile, chosen, nodes, manifest_path, manifest_sha256)
+    # Trading settings are the root's: a nested meta profile's are not read (its book is its parent's).
+    from .rebalance import check_trading
+
+    trading = check_trading(manifest["profiles"][profile].get("trading"), where)
+    return Plan(profile, chosen, nodes, manifest_path, manifest_sha256, trading)
 
 
 def _resolve_meta(

@@ -179,6 +179,8 @@ def final_targets(run: RunContext) -> list[Path]:
                 targets += [node.file(name, profile=p) for p in profiles] if per else [node.file(name)]
         if run.previous_run or run.holdings:
             targets += [root.file("rebalance", profile=p) for p in profiles]
+            if plan.trading:  # issue 24: the orders of the traded book
+                targets += [root.file("orders", profile=p) for p in profiles]
     else:
         targets += [root.file(k) for k in ("health", "sign_test", "provenance")]
         targets += [root.file("weights", profile=p) for p in profiles]

@@ -126,7 +126,7 @@ _OWN_META = {k: Own(k, per="profiles") for k in ("meta_returns", "meta_weights",
 
 #: Patterns of the artifacts the steps introduce (layout name -> path below the node),
 #: merged into ``layout.NODE_FILES``.
-FILES: dict[str, str] = {}
+FILES: dict[str, str] = {"orders": "orders_{profile}.csv"}
 
 #: Every rule's step, by name.
 STEPS: dict[str, Step] = {
@@ -165,11 +165,15 @@ STEPS: dict[str, Step] = {
             custom=True,
             targets=("report_md", "report_html"),
         ),  # fmt: skip
-        Step("rebalance", "stages._rebalance:run_rebalance", {"target": Own("flattened", per="profile"), "current": Outside("rebalance_book")},
+        Step("rebalance", "stages._rebalance:run_rebalance", {"target": Own("flattened", per="profile"), "current": Outside("rebalance_book"),
+             "returns": Own("returns"), "since": Outside("rebalance_since"), "prices": Outside("rebalance_prices")},
              params={"book": "rebalance_params", "content": "rebalance_content"}, custom=True),  # fmt: skip
         # External sleeves (issue 22): a strategy's own files into the sleeve interface.
         Step("external_sleeve", "stages._external:run_external_sleeve", {"files": Outside("external_files")},
              params={"external": "external_params", "content": "external_content"}, custom=True),  # fmt: skip
+        # Issue 24: the orders of a rebalance with trading settings, a view of its file.
+        Step("orders", "stages._rebalance:orders_file", {"rebalance": Own("rebalance", per="profile")},
+             ledger=lambda job: {"profile": job.profile}),  # fmt: skip
         Step("resolved_manifest", "stages._report:resolved_manifest", ledger=lambda job: {"profile": job.plan.profile},
              params={"plan": "plan_params"}),  # fmt: skip
     )

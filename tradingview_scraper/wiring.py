@@ -167,8 +167,13 @@ class Wiring:
         return json.dumps({"data": data, "files": self.content(risk_prices(self.run, path))}, sort_keys=True)
 
     def rebalance_content(self, node_dir: str, profile: str) -> str:
-        """The digest of the current book (the holdings file or the previous run's flattened file)."""
-        return self.content([stages.rebalance_source(self.run, profile)])
+        """The digest of the current book (the holdings file or the previous run's flattened file),
+        and of the price files it is valued at when it is (:func:`stages.needs_prices`)."""
+        book = self.content([stages.rebalance_source(self.run, profile)]
+                            + ([stages.drift_source(self.run)] if self.run.previous_run else []))  # fmt: skip
+        if not stages.needs_prices(self.run):
+            return book
+        return json.dumps({"book": book, "prices": self.risk_content(node_dir, profile)}, sort_keys=True)
 
     def sleeve_cpus(self, node_dir: str) -> int:
         return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))
@@ -203,9 +208,19 @@ class Wiring:
         book = declared([stages.rebalance_source(self.run, profile)])
         return book[0] if book else []
 
+    def rebalance_since(self, node_dir: str, profile: str | None = None) -> str | list[str]:
+        """The previous run's ``returns.parquet`` (its last date: where its book drifts from), or none."""
+        since = declared([stages.drift_source(self.run)]) if self.run.previous_run else []
+        return since[0] if since else []
+
+    def rebalance_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
+        """The price files a rebalance values its book at (those of every atomic sleeve), or none."""
+        return declared(risk_prices(self.run, self.node_path(node_dir))) if stages.needs_prices(self.run) else []
+
     def rebalance_params(self, node_dir: str, profile: str | None = None) -> str:
         book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
-        return json.dumps({**book, **self.plan.root.config["frictions"]}, sort_keys=True)
+        trading = {"trading": self.plan.trading} if self.plan.trading else {}  # issue 24
+        return json.dumps({**book, **self.plan.root.config["frictions"], **trading}, sort_keys=True)
 
     # ------------------------------------------------------------ external sleeves (issue 22)
 

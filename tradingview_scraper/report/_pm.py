@@ -109,6 +109,12 @@ def _rebalance_blocks(data: NodeData, a: Analysis, p: str) -> list:
     reb = data.rebalance.get(p)
     if reb is None:
         return []
+    if "trading" in reb:  # the paragraph below is about the target; the traded book follows it
+        return _rebalance_blocks_of({**reb, **reb["to_target"]}) + _trading_blocks(reb)
+    return _rebalance_blocks_of(reb)
+
+
+def _rebalance_blocks_of(reb: dict) -> list:
     trades = [r for r in reb["rows"] if r["trade"] != 0.0]
     top = trades[:TOP_ROWS]
     shown = (
@@ -136,6 +142,59 @@ def _rebalance_blocks(data: NodeData, a: Analysis, p: str) -> list:
             "llrrrl",
         )]),
     ]
+
+
+# --------------------------------------------------------------------------- trading (issue 24)
+
+
+def _money(x: float) -> str:
+    return f"{x:,.2f}"
+
+
+def _trading_blocks(reb: dict) -> list:
+    """The traded book against the target, the orders and what the band and the budget left untraded."""
+    t, o = reb["trading"], reb["orders"]
+    budget = "no turnover budget" if t["max_turnover"] is None else f"a one-way turnover budget of {t['max_turnover']:.2%}"
+    te = reb.get("tracking_error") or {}
+    left = sorted((r for r in reb["rows"] if r["untraded"] != 0.0), key=lambda r: (-abs(r["untraded"]), r["symbol"]))
+    gap = o["largest_gap"]
+    rows = [r for r in reb["rows"] if r["traded_weight"] != r["current_weight"] or r["untraded"] != 0.0][:TOP_ROWS]
+    return [
+        Heading(3, "Traded book and orders"),
+        Para(
+            f"Capital {_money(t['capital'])}, a band of {reb['band_applied']:.2%} (the larger of trading.band and "
+            f"min_order / capital) and {budget}: the traded book is the book closest to the target (L1 over the "
+            f"weights and the cash) that no position moves by less than the band unless it closes. It trades "
+            f"{reb['n_trades']} positions, one-way turnover {reb['turnover_one_way']:.2%} (to the target: "
+            f"{reb['to_target']['turnover_one_way']:.2%}), and holds {reb['cash']:.2%} in cash. Left untraded: "
+            f"{reb['untraded_one_way']:.2%} one-way"
+            + (f", an ex-ante tracking error of {te['annualised']:.2%} a year against the target "
+               f"({te['n_obs']} periods to {te['end']})" if te.get("n_obs") else "")
+            + "."
+        ),
+        Para(
+            f"{o['n_orders']} orders, notional {_money(o['notional'])}, estimated cost {_money(o['est_cost'])} "
+            f"(each order at the frictions of the sleeves behind its position); residual cash "
+            f"{_money(o['residual_cash'])}. Every position ends within half a lot of its traded target but those "
+            f"whose order fell under min_order ({len(o['dropped'])}); the largest gap is {gap['lots']:.2f} lots"
+            + (f" ({gap['symbol']} {gap['direction']})." if gap["symbol"] else ".")
+        ),
+        *([] if not rows else [Table(
+            ("symbol", "direction", "current", "target", "traded", "untraded"),
+            tuple((r["symbol"], r["direction"], _pct(r["current_weight"]), _pct(r["target_weight"]),
+                   _pct(r["traded_weight"]), f"{r['untraded']:+.2%}") for r in rows),
+            "llrrrr",
+        )]),
+        *([] if not o["orders"] else [Table(
+            ("symbol", "side", "quantity", "price", "price date", "notional", "est. cost"),
+            tuple((x["symbol"], x["side"], f"{x['quantity']:g}", f"{x['price']:g}", x["price_date"],
+                   _money(x["notional"]), _money(x["est_cost"])) for x in o["orders"][:TOP_ROWS]),
+            "llrrlrr",
+        )]),
+        *([] if not left else [Para(
+            "Largest untraded differences: " + ", ".join(f"{r['symbol']} {r['untraded']:+.2%}" for r in left[:5]) + "."
+        )]),
+    ]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- changes

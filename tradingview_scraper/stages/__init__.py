@@ -27,7 +27,13 @@ from ._common import (
 from ._ledger import first_failure, report_at_exit
 from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin
 from ._preflight import preflight
-from ._rebalance import check_previous_run, check_rebalance, rebalance_source
+from ._rebalance import (
+    check_previous_run,
+    check_rebalance,
+    drift_source,
+    needs_prices,
+    rebalance_source,
+)
 from ._sleeves import check_data, run_sleeve
 from ._sources import check_source_run
 from ._step import run_step
@@ -41,6 +47,8 @@ __all__ = [
     "check_pins",
     "check_previous_run",
     "check_rebalance",
+    "drift_source",
+    "needs_prices",
     "check_source_run",
     "child_input",
     "console_warning",

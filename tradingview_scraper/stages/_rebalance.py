@@ -22,6 +22,11 @@ def rebalance_source(ctx: RunContext, profile: str) -> Path | None:
     return None
 
 
+def drift_source(ctx: RunContext) -> Path:
+    """The previous run's ``returns.parquet``: its last date is where its book drifts from."""
+    return run_node(ctx.previous_run, ctx.runs_root).file("returns")
+
+
 def check_rebalance(
     plan: Plan, runs_root: Path | str, run_id: str, previous_run: str | None, holdings: str | None
 ) -> None:
@@ -57,7 +62,34 @@ def check_rebalance(
 
             console_warning(other_profile(previous_run, profile, plan.profile))
     if holdings:
-        read_holdings(holdings)
+        rows = read_holdings(holdings)
+        if any("quantity" in r for r in rows) and not plan.trading:
+            raise ConfigError(
+                f"holdings {holdings}: a book in quantities needs the meta profile's trading.capital (the account's "
+                "value) to be valued; add a trading block to profile " + repr(plan.profile) + " or give weights"
+            )
+        if plan.trading or any("quantity" in r for r in rows):
+            _check_priced(plan, [r["symbol"] for r in rows], f"holdings {holdings}")
+
+
+def _check_priced(plan: Plan, symbols: list[str], who: str) -> None:
+    """Refuse a held symbol no atomic sleeve of the plan lists (where every sleeve lists its symbols).
+
+    Raises
+    ------
+    DataError
+        Naming the symbol and the sleeves' symbols.
+    """
+    listed = [n.config["universe"].get("symbols") for n in plan.atomic_nodes()]
+    if any(s is None for s in listed):
+        return  # a sleeve of a whole dataset: its symbols are known once its prices load (the stage checks)
+    known = sorted({s for symbols_ in listed for s in symbols_})
+    for symbol in symbols:
+        if symbol not in known:
+            raise DataError(
+                f"{who}: {symbol} has no price: no sleeve of meta profile {plan.profile!r} trades it "
+                f"(they trade {', '.join(known)})"
+            )
 
 
 def check_previous_run(previous_run: str, runs_root: Path | str, risk_profiles: list[str], *, whole: bool) -> str | None:
@@ -91,10 +123,116 @@ def check_previous_run(previous_run: str, runs_root: Path | str, risk_profiles: 
     return genesis.get("meta_profile")
 
 
+def needs_prices(ctx: RunContext) -> bool:
+    """Whether a rebalance values its book at prices: a previous run drifts, a quantity book is
+    valued, trading settings size orders. A book of weights without trading settings is not."""
+    from ..rebalance import read_holdings
+
+    if ctx.previous_run or ctx.plan.trading:
+        return True
+    return bool(ctx.holdings) and any("quantity" in r for r in read_holdings(ctx.holdings))
+
+
+class _Prices:
+    """Each symbol's prices, from the atomic sleeve that holds it (the first, in plan order, that lists it)."""
+
+    def __init__(self, ctx: RunContext, held_by: dict[str, str]) -> None:
+        self.ctx, self.held_by, self._frames = ctx, held_by, {}
+
+    def _frame(self, spec):
+        from ..data import load_prices
+
+        if spec.profile not in self._frames:
+            cfg = spec.config
+            self._frames[spec.profile] = load_prices(cfg["data"], cfg["universe"].get("symbols"), base_dir=self.ctx.base_dir)
+        return self._frames[spec.profile]
+
+    def series(self, symbol: str):
+        """The symbol's price series (dates ascending, no missing values)."""
+        specs = [self.ctx.spec(self.held_by[symbol])] if symbol in self.held_by else self.ctx.plan.atomic_nodes()
+        for spec in specs:
+            listed = spec.config["universe"].get("symbols")
+            if listed is not None and symbol not in listed:
+                continue
+            frame = self._frame(spec)
+            if symbol in frame.columns:
+                return frame[symbol].dropna()
+        raise DataError(
+            f"rebalance: the book holds {symbol}, which no sleeve of meta profile {self.ctx.plan.profile!r} prices; "
+            "give a book of symbols the run's sleeves trade"
+        )
+
+    def last(self, symbol: str) -> tuple[float, str]:
+        """The symbol's last price and its date."""
+        s = self.series(symbol)
+        return float(s.iloc[-1]), s.index[-1].date().isoformat()
+
+    def growth(self, symbol: str, since) -> float:
+        """Its price growth from its last price at or before ``since`` to its last price."""
+        s = self.series(symbol)
+        before = s[s.index <= since]
+        if before.empty:
+            raise DataError(f"rebalance: no price of {symbol} on or before {since.date()} (the previous run's last date)")
+        return float(s.iloc[-1]) / float(before.iloc[-1])
+
+
+def _cost_rate(ctx: RunContext, sleeves: dict[str, float]) -> float:
+    """Commission + slippage of the sleeves behind a position, weighted by their part in it (the root's without any)."""
+    from ..layout import child_path
+
+    def rate(sid: str) -> float:
+        spec = ctx.plan.nodes.get(child_path(ROOT, sid))
+        f = (spec.config["frictions"] if spec.is_meta else spec.config["backtest"]) if spec else ctx.plan.root.config["frictions"]
+        return float(f["commission"]) + float(f["slippage"])
+
+    total = sum(abs(v) for v in sleeves.values())
+    if total == 0:
+        return rate("")
+    return sum(abs(v) * rate(s) for s, v in sleeves.items()) / total
+
+
+def _tracking_error(ctx: RunContext, prices: _Prices, rows: list[dict]) -> dict | None:
+    """Ex-ante tracking error of what is left untraded (target - traded), on the last training window.
+
+    Each position's per-period returns come from its symbol's prices (a SHORT's synthetic-long
+    ``-min(r, 1)``, as its sleeve sees them), on the dates every such position shares.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from ..data import periods_per_year
+
+    left = [r for r in rows if r["untraded"] != 0.0]
+    if not left:
+        return {"per_period": 0.0, "annualised": 0.0, "n_obs": 0}
+    cols = {}
+    for r in left:
+        ret = prices.series(r["symbol"]).pct_change().dropna()
+        cols[f"{r['symbol']} {r['direction']}"] = -ret.clip(upper=1.0) if r["direction"] == "SHORT" else ret
+    frame = pd.DataFrame(cols).dropna().tail(int(ctx.plan.root.config["backtest"]["train_window"]))
+    if len(frame) < 2:
+        return None
+    d = np.array([r["untraded"] for r in left])
+    te = float(np.sqrt(max(0.0, d @ np.cov(frame.to_numpy(), rowvar=False, ddof=1).reshape(len(d), len(d)) @ d)))
+    return {"per_period": te, "annualised": te * periods_per_year(frame.index) ** 0.5, "n_obs": len(frame),
+            "start": frame.index[0].date().isoformat(), "end": frame.index[-1].date().isoformat()}  # fmt: skip
+
+
 def run_rebalance(ctx: RunContext, node_path: str, profile: str, *, input: Files, output: Files, log: str | None = None) -> None:
     """Write ``output["rebalance"]``: the trades from the current book (``input["current"]``: the holdings
-    file, or the previous run's flattened weights) to the flattened weights (``input["target"]``)."""
-    from ..rebalance import read_holdings, rebalance, sleeve_weight_changes
+    file, or the previous run's flattened weights, drifted to this run's prices) to the flattened
+    weights (``input["target"]``); with trading settings, the traded book and its orders."""
+    import math
+
+    from ..rebalance import (
+        drifted,
+        orders,
+        read_holdings,
+        rebalance,
+        sleeve_weight_changes,
+        traded_book,
+        value_quantities,
+    )
 
     if not (ctx.holdings or ctx.previous_run):
         raise ConfigError("rebalance needs previous_run or holdings (--previous-run RUN_ID or --holdings FILE)")
@@ -102,13 +240,28 @@ def run_rebalance(ctx: RunContext, node_path: str, profile: str, *, input: Files
     # A book whose path Snakemake cannot take literally is not an input (rule_inputs.declared).
     current = files.get("current") or str(rebalance_source(ctx, profile))
     target_file, source, out = files["target"], Path(current).resolve(), _named(output)["rebalance"]
-    frictions = ctx.plan.root.config["frictions"]
+    frictions, trading = ctx.plan.root.config["frictions"], ctx.plan.trading
     params = {"profile": profile, "previous_run": ctx.previous_run, "holdings": ctx.holdings, **frictions}
-    with _stage(ctx, "rebalance", ROOT, log, params, [target_file, source], [out]):
+    if trading:
+        params["trading"] = trading
+    # This run's last date is read only to drift a previous run's book.
+    since = (files.get("since") or str(drift_source(ctx))) if ctx.previous_run else None
+    reads = [target_file, source] + ([files["returns"], since] if ctx.previous_run else [])
+    with _stage(ctx, "rebalance", ROOT, log, params, reads, [out]):
         flat = read_json(target_file)
+        priced = needs_prices(ctx)
+        prices = _Prices(ctx, {r["symbol"]: r["sleeve"] for r in flat.get("held_by", [])}) if priced else None
+        drift = None
         if ctx.holdings:
             current, prev = read_holdings(source), None
             book = {"kind": "holdings", "path": str(source), "sha256": audit.file_sha256(source)}
+            if any("quantity" in r for r in current):
+                if not trading:
+                    raise ConfigError("holdings in quantities need the meta profile's trading.capital (the account's value)")
+                quantities = {(r["symbol"], r["direction"]): r["quantity"] for r in current}
+                current = value_quantities(current, {r["symbol"]: prices.last(r["symbol"])[0] for r in current},
+                                           trading["capital"])  # fmt: skip
+                book["quantities"] = True
         else:
             # Read only what the previous run's ledger vouches for, and only a valid book.
             check_previous_run(ctx.previous_run, ctx.runs_root, [profile], whole=False)
@@ -121,23 +274,93 @@ def run_rebalance(ctx: RunContext, node_path: str, profile: str, *, input: Files
                 "path": str(source),
                 "sha256": audit.file_sha256(source),
             }
+            drift = _drift_dates(ctx, files["returns"], since)
+            growth, undrifted = {}, []
+            for r in current:
+                try:
+                    growth[(r["symbol"], r["direction"])] = prices.growth(r["symbol"], drift["then"])
+                except DataError:
+                    if trading:  # orders need a price for every position
+                        raise
+                    # A previous run of another meta profile may hold what no sleeve here prices: it keeps its weight.
+                    growth[(r["symbol"], r["direction"])] = 1.0
+                    undrifted.append(f"{r['symbol']} {r['direction']}")
+            current, value = drifted(current, growth)
+            drift = {"from": drift["then"].date().isoformat(), "to": drift["now"].date().isoformat(), "book_value": value}
+            if undrifted:
+                drift["undrifted"] = undrifted
+                console_warning(
+                    f"previous_run {ctx.previous_run!r}: {', '.join(undrifted)} not drifted ({profile}): no sleeve of "
+                    f"meta profile {ctx.plan.profile!r} prices it"
+                )
+            book["drift"] = drift
         rate = float(frictions["commission"]) + float(frictions["slippage"])
         body = rebalance(flat["weights"], current, cost_rate=rate, current_sleeves=prev is not None)
-        write_json(
-            out,
-            {
-                "meta_profile": ctx.plan.profile,
-                "risk_profile": profile,
-                "run_id": ctx.run_id,
-                "current": book,
-                "commission": float(frictions["commission"]),
-                "slippage": float(frictions["slippage"]),
-                "sleeve_weights": (
-                    sleeve_weight_changes(flat["sleeve_weights"], prev.get("sleeve_weights") or {})
-                    if prev is not None
-                    else None
-                ),
-                **body,
-            },
-        )
+        doc = {
+            "meta_profile": ctx.plan.profile,
+            "risk_profile": profile,
+            "run_id": ctx.run_id,
+            "current": book,
+            "commission": float(frictions["commission"]),
+            "slippage": float(frictions["slippage"]),
+            "sleeve_weights": (
+                sleeve_weight_changes(flat["sleeve_weights"], prev.get("sleeve_weights") or {})
+                if prev is not None
+                else None
+            ),
+            **body,
+        }
+        if trading:
+            rows = doc["rows"]
+            # An order under min_order is a move under min_order / capital: the band covers both.
+            band = max(trading["band"], trading["min_order"] / trading["capital"])
+            x = traded_book([r["current_weight"] for r in rows], [r["target_weight"] for r in rows],
+                            band=band, max_turnover=trading["max_turnover"])  # fmt: skip
+            for r, xi in zip(rows, x, strict=True):
+                r["traded_weight"] = xi
+                r["untraded"] = r["target_weight"] - xi
+                r["price"], r["price_date"] = prices.last(r["symbol"])
+                r["cost_rate"] = _cost_rate(ctx, r["target_sleeves"] or (r["current_sleeves"] or {}))
+                key = (r["symbol"], r["direction"])
+                r["current_quantity"] = (
+                    quantities.get(key, 0.0) if book.get("quantities") else r["current_weight"] * trading["capital"] / r["price"]
+                )
+            traded = math.fsum(abs(r["traded_weight"] - r["current_weight"]) for r in rows)
+            doc["to_target"] = {k: doc[k] for k in ("traded", "turnover_one_way", "estimated_cost", "n_trades")}
+            doc.update(
+                trading=trading,
+                band_applied=band,
+                cash=1.0 - math.fsum(x),
+                traded=traded,
+                turnover_one_way=traded / 2.0,
+                n_trades=sum(1 for r in rows if r["traded_weight"] != r["current_weight"]),
+                estimated_cost=math.fsum(abs(r["traded_weight"] - r["current_weight"]) * r["cost_rate"] for r in rows),
+                untraded_one_way=(math.fsum(abs(r["untraded"]) for r in rows) + abs(math.fsum(r["untraded"] for r in rows))) / 2.0,
+                tracking_error=_tracking_error(ctx, prices, rows),
+                orders=orders(rows, trading),
+            )
+        write_json(out, doc)
 
+
+def _drift_dates(ctx: RunContext, returns: str, since: str) -> dict:
+    """The previous run's last date (``since``: its ``returns.parquet``) and this run's (``returns``),
+    refused when out of order."""
+    from ..layout import read_parquet
+
+    prev = run_node(ctx.previous_run, ctx.runs_root)
+    check_source_run(prev.dir, [since], who=f"previous_run {ctx.previous_run!r}",
+                     hint=f"rerun run {ctx.previous_run!r}, or give another run", whole=False)  # fmt: skip
+    then, now = read_parquet(since).index.max(), read_parquet(returns).index.max()
+    if then > now:
+        raise DataError(
+            f"previous_run {ctx.previous_run!r}: its data end on {then.date()}, after this run's {now.date()}; "
+            "a book cannot drift backwards: give an earlier run"
+        )
+    return {"then": then, "now": now}
+
+
+def orders_file(rebalance: dict) -> bytes:
+    """``orders_<profile>.csv``: the rebalance's orders (columns ``rebalance.ORDER_COLUMNS``)."""
+    from ..rebalance import orders_csv
+
+    return orders_csv(rebalance)

@@ -17,3 +17,20 @@ rule rebalance:
         artifact("log", stage="rebalance_{profile}"),
     run:
         run_step("rebalance", wildcards, input, output, log)
+
+
+# The orders of the traded book (a root meta profile with trading settings): a view of the
+# rebalance's file, so a changed book or trading setting reruns it after the rebalance.
+rule orders:
+    input:
+        unpack(get_inputs("orders")),
+    output:
+        orders=artifact("orders"),
+    params:
+        **get_params("orders"),
+    wildcard_constraints:
+        node=W.root_node,
+    log:
+        artifact("log", stage="orders_{profile}"),
+    run:
+        run_step("orders", wildcards, input, output, log)
