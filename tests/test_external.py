@@ -324,7 +324,8 @@ def test_parquet_and_one_column_per_profile(tmp_path):
     [
         ("symbol,direction,weight\nSPY,LONG,0.5\nTLT,SIDEWAYS,0.5\n", r"line 3: direction 'SIDEWAYS' is not LONG or SHORT"),
         ("symbol,direction,weight\nSPY,LONG,0.5\nTLT,LONG,-0.5\n", r"line 3: weight '-0.5' of TLT LONG is not a finite number >= 0"),
-        ("symbol,direction\nSPY,LONG\n", r"line 1: a holdings CSV needs columns symbol, direction, weight; missing weight"),
+        ("symbol,direction\nSPY,LONG\n", r"line 1: a holdings CSV needs columns symbol, direction, weight \(or quantity\); missing weight"),
+        ("symbol,direction,quantity\nSPY,LONG,10\n", r"an external sleeve's book gives weights, not quantities"),
         ("symbol,direction,weight\nSPY,LONG,0.5\nTLT,LONG,0.4\n", r"gross weights add up to 0.9, not 1"),
         ("symbol,direction,weight\nSPY,LONG,0.5\nSPY,LONG,0.5\n", r"line 3: SPY LONG repeats line 2"),
     ],

@@ -138,7 +138,7 @@ def read_book(path: Path | str) -> list[dict]:
     """An external sleeve's book: rows ``symbol``, ``direction``, ``weight``, ``net_weight`` (negative for SHORT).
 
     The holdings-file format (:func:`rebalance.read_holdings`: CSV ``symbol,direction,weight``
-    or JSON), fully invested: a sleeve's gross weights add up to 1, as a computed sleeve's do,
+    or JSON; weights, not quantities), fully invested: a sleeve's gross weights add up to 1, as a computed sleeve's do,
     so that flattening conserves weight exactly. Zero weights are dropped.
 
     Raises
@@ -150,6 +150,8 @@ def read_book(path: Path | str) -> list[dict]:
     from .rebalance import read_holdings
 
     rows = read_holdings(path)
+    if any("weight" not in r for r in rows):  # units need a capital and prices the run does not have for it
+        raise DataError(f"{path}: an external sleeve's book gives weights, not quantities (columns symbol, direction, weight)")
     gross = math.fsum(r["weight"] for r in rows)
     if abs(gross - 1.0) > BOOK_TOL:
         raise DataError(
