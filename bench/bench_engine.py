@@ -7,8 +7,8 @@ stocks, its 5 factor ETFs and the S&P 500 index on their common dates, 2014-2022
 
 * **stock**: the skfolio estimator of ``engines.make_optimizer`` called the plain way,
   ``fit`` on the DataFrame window (what every window cost before the engine);
-* **engine**: ``engines.WindowEngine.fit`` on the ndarray window, its prior
-  (``engines.window_prior``) estimated for that fit alone; and, as the walk-forward of
+* **engine**: ``window_engine.WindowEngine.fit`` on the ndarray window, its prior
+  (``window_engine.window_prior``) estimated for that fit alone; and, as the walk-forward of
   a sleeve runs it, with the prior estimated once per window for all profiles
   (``engine, shared prior``: the prior's cost divided by the number of profiles that
   use it);
@@ -87,7 +87,8 @@ def stock_breakdown(profile: str, window) -> dict:
 
 
 def measure(label: str, X, profiles: list[str], n_windows: int) -> list[dict]:
-    from tradingview_scraper.engines import WindowEngine, make_optimizer, window_prior
+    from tradingview_scraper.engines import make_optimizer
+    from tradingview_scraper.window_engine import WindowEngine, window_prior
 
     wins = windows(X, n_windows)
     arrays = [w.to_numpy() for w in wins]

@@ -8,12 +8,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tradingview_scraper.backtest import (
-    WEIGHT_TOL,
-    check_window_weights,
-    project_to_bounds,
-    walk_forward,
-)
+from tradingview_scraper.backtest import walk_forward
+from tradingview_scraper.bounds import WEIGHT_TOL, check_window_weights, project_to_bounds
 from tradingview_scraper.errors import ConfigError, ConservationError
 from tradingview_scraper.sleeve import momentum_selector, synthetic_long
 

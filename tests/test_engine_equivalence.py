@@ -8,16 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tradingview_scraper.backtest import fit_weights, project_to_bounds, walk_forward
+from tradingview_scraper.backtest import fit_weights, walk_forward
+from tradingview_scraper.bounds import project_to_bounds
 from tradingview_scraper.data import load_prices, prices_to_returns
-from tradingview_scraper.engines import (
-    RISK_PROFILES,
-    WindowEngine,
-    make_optimizer,
-    window_prior,
-)
+from tradingview_scraper.engines import RISK_PROFILES, make_optimizer
 from tradingview_scraper.manifest import is_meta_profile, load_manifest, load_plan
 from tradingview_scraper.sleeve import make_selector, synthetic_long
+from tradingview_scraper.window_engine import WindowEngine, window_prior
 
 from .conftest import PROJECT
 
