@@ -224,7 +224,7 @@ def flattened(
 
 
 def book_limits_record(limits, sleeve_weights: Mapping[str, float], weights: dict, books: Mapping[str, dict]) -> dict:
-    """``flattened_<profile>.json`` ``book_limits``: the live book against every limit (:func:`limits.book_report`),
+    """``flattened_<profile>.json`` ``book_limits``: the live book against every limit (:func:`limits_book.book_report`),
     the projection's distance, and the walk-forward's windows under the limits.
 
     Parameters
@@ -239,7 +239,7 @@ def book_limits_record(limits, sleeve_weights: Mapping[str, float], weights: dic
     """
     import numpy as np
 
-    from .limits import book_report, live_matrix
+    from .limits_book import book_report, live_matrix
 
     sleeves = list(sleeve_weights)
     H, symbols = live_matrix([books[s] for s in sleeves])

@@ -243,7 +243,8 @@ def meta_optimize(
 
 def _limit_rows(limits, books: list[dict]):
     """``(first test date -> Constraints, live Constraints)`` of a node's book limits on its children's books."""
-    from .limits import constraints, live_matrix, window_matrices
+    from .limits import constraints
+    from .limits_book import live_matrix, window_matrices
 
     at, built = window_matrices(books), {}
 
