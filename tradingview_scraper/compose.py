@@ -182,7 +182,7 @@ def held_by(children: Sequence[NodeSpec], books: Mapping[str, dict]) -> list[dic
 def flattened(
     node: NodeSpec, children: Sequence[NodeSpec], profile: str, weights: dict, books: Mapping[str, dict]
 ) -> dict:
-    """The node's physical-asset book: meta weights @ the children's asset weights (:func:`meta.flatten`).
+    """The node's physical-asset book: meta weights @ the children's asset weights (:func:`flattening.flatten`).
 
     Parameters
     ----------
@@ -201,9 +201,9 @@ def flattened(
     -------
     dict
         ``flattened_<profile>.json`` less the run id: ``meta_profile``, ``risk_profile``,
-        ``node``, ``sleeve_weights``, what :func:`meta.flatten` returns, and ``held_by``.
+        ``node``, ``sleeve_weights``, what :func:`flattening.flatten` returns, and ``held_by``.
     """
-    from .meta import flatten
+    from .flattening import flatten
 
     # Sleeves in the order of the weights file's keys, so a book flattened from memory sums
     # in the same order, to the same bits, as one flattened from the file.
