@@ -1,7 +1,7 @@
 """Items 6 and 7: flattening 10,000 sleeves x 500 assets x 4 risk profiles, core and full function, peak RSS.
 
-The vectorized core (``meta.flatten_matrix``: meta weights @ sleeve-by-asset matrix plus the
-conservation checks) runs on matrices; the full ``meta.flatten`` (JSON rows in, JSON rows
+The vectorized core (``flattening.flatten_matrix``: meta weights @ sleeve-by-asset matrix plus the
+conservation checks) runs on matrices; the full ``flattening.flatten`` (JSON rows in, JSON rows
 out, what the flatten stage calls) runs on the same holdings as row dicts. Every sleeve holds
 every asset (the dense worst case: 5,000,000 rows per profile); a few columns are SHORT.
 A second, realistic case has each sleeve hold 20 of the 500 assets. Peak RSS is read after
@@ -20,7 +20,7 @@ import time
 import numpy as np
 from common import Figure, emit, peak_rss_mb
 
-from tradingview_scraper.meta import flatten, flatten_matrix
+from tradingview_scraper.flattening import flatten, flatten_matrix
 
 TARGET_S = 2.0
 
@@ -43,7 +43,7 @@ def _problem(
 
 
 def _full(problems: list, sleeves: list[str], symbols: list[str]) -> tuple[float, int]:
-    """Seconds of ``meta.flatten`` over the problems given as JSON rows (zero weights left out), rows per profile."""
+    """Seconds of ``flattening.flatten`` over the problems given as JSON rows (zero weights left out), rows per profile."""
     seconds, n_rows = 0.0, 0
     for meta, holdings, short in problems:
         directions = ["SHORT" if s else "LONG" for s in short]

@@ -73,7 +73,7 @@ def test_every_level_is_a_run_directory(deep_run):
 
 
 def _expected_flat(run_dir, node, profile):
-    """Recursive product of the levels' weights, computed independently of meta.flatten."""
+    """Recursive product of the levels' weights, computed independently of flattening.flatten."""
     weights = _json(run_dir / node / f"meta/weights_{profile}.json")["weights"]
     out: dict[tuple[str, str], float] = {}
     for sid, w in weights.items():

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tradingview_scraper.errors import ConservationError, DataError
-from tradingview_scraper.meta import aligned_returns, flatten, meta_optimize, meta_returns
+from tradingview_scraper.flattening import flatten
+from tradingview_scraper.meta import aligned_returns, meta_optimize, meta_returns
 
 
 def _series(dates, values, name):

@@ -12,15 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tradingview_scraper.errors import ConfigError, DataError
-from tradingview_scraper.rebalance import (
-    ORDER_COLUMNS,
-    check_trading,
-    drifted,
-    orders,
-    read_holdings,
-    traded_book,
-    value_quantities,
-)
+from tradingview_scraper.rebalance import check_trading, drifted, read_holdings, value_quantities
+from tradingview_scraper.trading import ORDER_COLUMNS, orders, traded_book
 
 # --------------------------------------------------------------------------- the traded book
 

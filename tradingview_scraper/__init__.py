@@ -21,7 +21,7 @@ _EXPORTS = {
     "compute_sleeve": "sleeve",
     "meta_returns": "meta",
     "meta_optimize": "meta",
-    "flatten": "meta",
+    "flatten": "flattening",
     "PipelineError": "errors",
     "ConfigError": "errors",
     "DataError": "errors",

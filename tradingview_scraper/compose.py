@@ -182,7 +182,7 @@ def held_by(children: Sequence[NodeSpec], books: Mapping[str, dict]) -> list[dic
 def flattened(
     node: NodeSpec, children: Sequence[NodeSpec], profile: str, weights: dict, books: Mapping[str, dict]
 ) -> dict:
-    """The node's physical-asset book: meta weights @ the children's asset weights (:func:`meta.flatten`).
+    """The node's physical-asset book: meta weights @ the children's asset weights (:func:`flattening.flatten`).
 
     Parameters
     ----------
@@ -201,9 +201,9 @@ def flattened(
     -------
     dict
         ``flattened_<profile>.json`` less the run id: ``meta_profile``, ``risk_profile``,
-        ``node``, ``sleeve_weights``, what :func:`meta.flatten` returns, and ``held_by``.
+        ``node``, ``sleeve_weights``, what :func:`flattening.flatten` returns, and ``held_by``.
     """
-    from .meta import flatten
+    from .flattening import flatten
 
     # Sleeves in the order of the weights file's keys, so a book flattened from memory sums
     # in the same order, to the same bits, as one flattened from the file.
@@ -224,7 +224,7 @@ def flattened(
 
 
 def book_limits_record(limits, sleeve_weights: Mapping[str, float], weights: dict, books: Mapping[str, dict]) -> dict:
-    """``flattened_<profile>.json`` ``book_limits``: the live book against every limit (:func:`limits.book_report`),
+    """``flattened_<profile>.json`` ``book_limits``: the live book against every limit (:func:`limits_book.book_report`),
     the projection's distance, and the walk-forward's windows under the limits.
 
     Parameters
@@ -239,7 +239,7 @@ def book_limits_record(limits, sleeve_weights: Mapping[str, float], weights: dic
     """
     import numpy as np
 
-    from .limits import book_report, live_matrix
+    from .limits_book import book_report, live_matrix
 
     sleeves = list(sleeve_weights)
     H, symbols = live_matrix([books[s] for s in sleeves])

@@ -226,13 +226,12 @@ def run_rebalance(ctx: RunContext, node_path: str, profile: str, *, input: Files
 
     from ..rebalance import (
         drifted,
-        orders,
         read_holdings,
         rebalance,
         sleeve_weight_changes,
-        traded_book,
         value_quantities,
     )
+    from ..trading import orders, traded_book
 
     if not (ctx.holdings or ctx.previous_run):
         raise ConfigError("rebalance needs previous_run or holdings (--previous-run RUN_ID or --holdings FILE)")
@@ -360,7 +359,7 @@ def _drift_dates(ctx: RunContext, returns: str, since: str) -> dict:
 
 
 def orders_file(rebalance: dict) -> bytes:
-    """``orders_<profile>.csv``: the rebalance's orders (columns ``rebalance.ORDER_COLUMNS``)."""
-    from ..rebalance import orders_csv
+    """``orders_<profile>.csv``: the rebalance's orders (columns ``trading.ORDER_COLUMNS``)."""
+    from ..trading import orders_csv
 
     return orders_csv(rebalance)
