@@ -9,6 +9,7 @@ command's last line; SIGTERM stops a Ray run like Ctrl-C.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -176,7 +177,7 @@ def test_refused_runs_leave_no_run_directory_or_lock(setup, capfd, tmp_path, wri
 # ----------------------------------------------------------------------------- any exception in any stage: one line
 
 
-# (stage, the code injected as the first statement inside the stage's `with _stage(...)` block, expected line)
+# (stage, the code injected as the first statement the stage runs, expected line)
 INJECTED = [
     ("flatten", "import numpy as _np; _np.linalg.inv(_np.zeros((2, 2)))",
      r"flatten \. \((equal_weight|min_variance)\): LinAlgError: Singular matrix"),
@@ -188,14 +189,27 @@ INJECTED = [
 
 
 def _inject(repo: Path, stage: str, code: str) -> None:
+    """Put ``code`` first in what the stage runs: inside its ``with _stage(...)`` block (a step with a
+    body of its own), or first in the function its table entry names (a plain step, run by the adapter)."""
+    stages_dir = repo / "tradingview_scraper" / "stages"
     pattern = re.compile(rf'^(?P<indent>\s*)with _stage\(ctx, "{stage}".*:\n', re.MULTILINE)
-    found = [(path, m) for path in sorted((repo / "tradingview_scraper" / "stages").glob("*.py"))
-             if (m := pattern.search(path.read_text()))]  # fmt: skip
-    assert len(found) == 1, stage
-    path, match = found[0]
-    source = path.read_text()
-    indent = match["indent"] + "    "
-    path.write_text(source[: match.end()] + f"{indent}{code}\n" + source[match.end() :])
+    found = [(path, m) for path in sorted(stages_dir.glob("*.py")) if (m := pattern.search(path.read_text()))]
+    if found:
+        assert len(found) == 1, stage
+        path, match = found[0]
+        source = path.read_text()
+        path.write_text(source[: match.end()] + f"{match['indent']}    {code}\n" + source[match.end() :])
+        return
+    from tradingview_scraper import steps
+
+    module, name = steps.step(stage).function.split(":")
+    path = repo / "tradingview_scraper" / (module.replace(".", "/") + ".py")
+    lines = path.read_text().splitlines(keepends=True)
+    (fn,) = [n for n in ast.parse("".join(lines)).body if isinstance(n, ast.FunctionDef) and n.name == name]
+    first = fn.body[1] if ast.get_docstring(fn) and len(fn.body) > 1 else fn.body[0]
+    at = first.lineno - 1
+    lines.insert(at, " " * first.col_offset + code + "\n")
+    path.write_text("".join(lines))
 
 
 @pytest.fixture(scope="module")
