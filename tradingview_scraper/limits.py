@@ -255,7 +255,10 @@ def _infeasible(lo: float, hi: float, cons: Constraints, n: int) -> str:
         if mask.any():
             c.append(cons.A[mask] @ m <= cons.b[mask])
         prob = cp.Problem(cp.Minimize(0), c)
-        prob.solve(solver=cp.CLARABEL)
+        try:
+            prob.solve(solver=cp.CLARABEL)
+        except cp.SolverError:  # undecided: this limit is not named alone
+            return True
         return prob.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
 
     names = sorted({lbl for lbl, _ in cons.labels}, key=LIMIT_KEYS.index)
@@ -268,8 +271,9 @@ def project(m0: np.ndarray, lo: float, hi: float, cons: Constraints) -> tuple[np
 
     A feasible ``m0`` is returned as it is (distance 0). Otherwise Clarabel solves the QP and
     the solution is recomputed exactly on its active set (the KKT system of the equality
-    constrained least squares), so every row holds to rounding; the Clarabel solution is kept
-    where the active set does not give a feasible point with non-negative multipliers.
+    constrained least squares), so every row holds to rounding; where that active set does
+    not give a feasible point with non-negative multipliers (a degenerate or badly scaled
+    problem), the exact least-distance method decides (:func:`_least_distance`).
 
     Parameters
     ----------
@@ -305,22 +309,53 @@ def project(m0: np.ndarray, lo: float, hi: float, cons: Constraints) -> tuple[np
     prob = cp.Problem(cp.Minimize(cp.sum_squares(m - m0)), c)
     try:
         prob.solve(solver=cp.CLARABEL)
-    except cp.SolverError as exc:
-        raise OptimizationError(f"book limits: the projection failed: {exc}") from exc
-    if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or m.value is None:
+        solved = prob.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and m.value is not None
+    except cp.SolverError:  # a degenerate problem the interior-point solver gives up on: the exact method decides
+        solved = False
+    best = None
+    if solved:
+        for threshold in (1e-7, 1e-9, 1e-5):
+            best = _on_active_set(m0, np.asarray(m.value, dtype=float), G, h, threshold)
+            if best is not None:
+                break
+    if best is None:  # no active set confirmed: the exact least-distance solution (or none exists)
+        best = _least_distance(m0, G, h)
+        polished = None if best is None else _on_active_set(m0, best, G, h, 1e-9)
+        best = best if polished is None else polished
+    if best is None:
         raise LimitsError(
             f"book limits infeasible: no sleeve allocation within [{lo}, {hi}] meets {_infeasible(lo, hi, cons, n)}"
         )
-    best = np.asarray(m.value, dtype=float)
-    for threshold in (1e-7, 1e-9, 1e-5):
-        polished = _on_active_set(m0, best, G, h, threshold)
-        if polished is not None:
-            best = polished
-            break
     viol = max(float((G @ best - h).max(initial=0.0)), abs(float(best.sum()) - 1.0))
     if viol > LIMIT_TOL:
         raise OptimizationError(f"book limits: the projection misses a limit by {viol:.3g}")
     return best, float(np.linalg.norm(best - m0))
+
+
+def _least_distance(m0: np.ndarray, G: np.ndarray, h: np.ndarray) -> np.ndarray | None:
+    """The projection of ``m0`` onto {m : sum m = 1, G m <= h} by Lawson and Hanson's least distance
+    programming (one NNLS, an exact active-set method); None when the set is empty.
+
+    With ``m = 1/n + N y`` (N an orthonormal basis of the weights that sum to 0) and
+    ``y = N^T m0 + u``, the projection is the shortest ``u`` with ``E u >= f``,
+    ``E = -G N``, ``f = G (1/n + N N^T m0) - h`` (Lawson and Hanson, *Solving Least Squares
+    Problems*, 1974, ch. 23).
+    """
+    from scipy.linalg import null_space
+    from scipy.optimize import nnls
+
+    n = len(m0)
+    N = null_space(np.ones((1, n)))
+    base = np.full(n, 1.0 / n) + N @ (N.T @ m0)
+    E, f = -G @ N, G @ base - h
+    target = np.zeros(N.shape[1] + 1)
+    target[-1] = 1.0
+    w, _ = nnls(np.vstack([E.T, f]), target, maxiter=50 * len(f))
+    r = np.vstack([E.T, f]) @ w - target
+    if abs(r[-1]) < 1e-12:  # the residual cannot be normalized: the constraints are incompatible
+        return None
+    m = base + N @ (-r[:-1] / r[-1])
+    return m if (G @ m - h).max(initial=0.0) <= LIMIT_TOL else None
 
 
 def _on_active_set(m0, approx, G, h, threshold: float) -> np.ndarray | None:
