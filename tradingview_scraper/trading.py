@@ -44,7 +44,7 @@ def traded_book(
     would make it a MIQP, for which no exact solver ships with the project's dependencies).
     HiGHS (``scipy.optimize.milp``, gap 0) chooses which positions move; the amounts of that
     choice are then solved exactly (an LP in the buys' and the sells' totals, two variables:
-    the best vertex, :func:`_amounts`), so the band, the budget and the cash hold in floating
+    the best vertex, :meth:`_Problem.amounts`), so the band, the budget and the cash hold in floating
     point, not to a solver's tolerance. Among equally close books, the one that trades more
     toward the target is kept.
 
