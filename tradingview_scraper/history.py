@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import audit, runlock
 from .errors import ConfigError, PipelineError, RunInProgressError
-from .layout import NODE_FILES, ROOT, RUNS_ROOT, Node, check_name, run_dir
+from .layout import NODE_FILES, ROOT, RUNS_ROOT, STORE, Node, check_name, run_dir
 
 #: What a run's status says.
 STATUSES = ("finished", "running", "failed", "incomplete", "damaged")
@@ -163,6 +163,8 @@ def scan(runs_root: Path | str = RUNS_ROOT) -> tuple[list[RunInfo], list[tuple[s
         raise ConfigError(f"runs root {root} is not a directory (give --runs-root DIR; default {RUNS_ROOT})")
     runs, others = [], []
     for entry in sorted(root.iterdir()):
+        if entry.name == STORE:
+            continue
         try:
             path = run_dir(check_name(entry.name, "run id"), root)
         except ConfigError:

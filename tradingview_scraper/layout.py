@@ -36,6 +36,9 @@ from .errors import ConfigError, DataError, one_line
 #: Where run directories live, relative to the working directory.
 RUNS_ROOT = Path("data") / "runs"
 
+#: The content-addressed store of a runs root (never a run id: run ids start with a letter or digit).
+STORE = ".store"
+
 #: File names of a node, relative to the node directory. ``{profile}`` is a risk profile.
 NODE_FILES: dict[str, str] = {
     "returns": "returns.parquet",
@@ -145,6 +148,12 @@ def refuse_symlink(path: Path | str, what: str) -> Path:
 
 
 @functools.lru_cache(maxsize=256)
+def store_dir(runs_root: Path | str, kind: str) -> Path:
+    """Directory of the runs root's store of ``kind`` (``"nodes"``: node artifacts reused across runs,
+    ``"windows"``: walk-forward window fits reused by a grown history)."""
+    return Path(runs_root) / STORE / kind
+
+
 def run_node(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Node:
     """Root node of run ``run_id`` (cached: input functions ask for it once per job)."""
     return Node(run_dir(run_id, runs_root))

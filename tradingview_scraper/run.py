@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError
-from .layout import RUNS_ROOT, Node, check_name, new_run_id, node_at, run_node
+from .layout import RUNS_ROOT, Node, check_name, new_run_id, node_at, run_node, store_dir
 from .manifest import (
     DEFAULT_MANIFEST,
     ROOT,
@@ -49,6 +49,8 @@ class RunContext:
     #: The current book of a rebalance: an earlier run's id, or a holdings file (not both).
     previous_run: str | None = None
     holdings: str | None = None
+    #: Reuse earlier runs' work (node artifacts, walk-forward window fits) from the runs root's store.
+    reuse: bool = True
 
     @property
     def ray(self) -> bool:
@@ -61,6 +63,10 @@ class RunContext:
     @property
     def run_dir(self) -> Path:
         return self.root.dir
+
+    def store(self, kind: str) -> Path | None:
+        """The runs root's store of ``kind`` (:func:`layout.store_dir`), None when reuse is off."""
+        return store_dir(self.runs_root, kind) if self.reuse else None
 
     def node(self, path: str) -> Node:
         """Node of plan path ``path`` (``"."`` or ``"sleeves/a/sleeves/b"``)."""
@@ -80,7 +86,7 @@ class RunContext:
 
         Keys: ``profile`` (required), ``run_id``, ``manifest``, ``profiles``,
         ``execute_sleeves``, ``ray``, ``ray_address``, ``ray_token_path``, ``ray_mode``,
-        ``ray_num_cpus``, ``runs_root``, ``previous_run``, ``holdings``. A missing run id is generated; the process owning
+        ``ray_num_cpus``, ``runs_root``, ``previous_run``, ``holdings``, ``reuse``. A missing run id is generated; the process owning
         the run passes it (and the cluster's address and token file) to its jobs as config,
         so a job needs nothing from the environment. ``RAY_ADDRESS`` and
         ``RAY_AUTH_TOKEN_PATH`` in ``environ`` are defaults for the owner's config.
@@ -116,6 +122,7 @@ class RunContext:
             cluster=cluster,
             previous_run=previous,
             holdings=holdings,
+            reuse=_as_bool(config.get("reuse", True), "reuse"),
         )
 
 
