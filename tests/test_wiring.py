@@ -1,4 +1,4 @@
-"""The workflow's wiring (tradingview_scraper.wiring): node patterns, and one rule per artifact."""
+"""The workflow's wiring (tradingview_scraper.rule_inputs): node patterns, and one rule per artifact."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from tradingview_scraper import stages, steps
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
-from tradingview_scraper.wiring import alternation, computed_sleeve_pattern
+from tradingview_scraper.rule_inputs import alternation, computed_sleeve_pattern
 
 from .conftest import PROJECT, SMALL_MANIFEST
 

@@ -1,23 +1,23 @@
-"""The rules' named inputs and patterns: node constraints, literal spellings of paths, final targets.
+"""What the workflow's rules ask: node patterns, named inputs, params and final targets.
 
-Plain functions of a :class:`run.RunContext` that :class:`wiring.Wiring` forwards to the
-rules (this module never imports Snakemake). Each returns path strings, as Snakemake expects.
+``workflow/rules/common.smk`` builds one :class:`Wiring` per process (of the run's owner's
+run, or of the config in a job process) and only forwards to it; the plain functions below
+take a :class:`run.RunContext`. Everything here is tested without Snakemake (this module
+never imports it) and returns path strings, as Snakemake expects.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
+import json
+import math
 from pathlib import Path
 
-from . import deps, stages, steps
-from .errors import ConfigError
-from .layout import (
-    NODE_FILES,
-    literal_input,
-    regex_literal,
-    run_node,
-    wildcard_like,
-)
+from . import audit, deps, stages, steps
+from .engines import HIERARCHICAL
+from .errors import ConfigError, PipelineError
+from .layout import NODE_FILES, literal_input, regex_literal, run_node, wildcard_like
 from .manifest import ROOT
 from .run import RunContext
 
@@ -80,17 +80,15 @@ def declared(files) -> list[str]:
     return [str(f) for f in files if not wildcard_like(f)]
 
 
-def tune_gc_for_dag() -> tuple[int, int, int]:
-    """Exempt what parsing built from the cycle collector and collect less often; return the old thresholds.
+def tune_gc_for_dag() -> None:
+    """Exempt what parsing built from the cycle collector and collect less often.
 
     A DAG of thousands of jobs allocates millions of objects that live until the run ends;
     the default collector rescans them on every 700 allocations (docs/performance.md). The
     runner restores its caller's thresholds when the run ends.
     """
-    old = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    return old
 
 
 # ------------------------------------------------------------------ the rules' named inputs
@@ -101,7 +99,7 @@ def tune_gc_for_dag() -> tuple[int, int, int]:
 def step_inputs(run: RunContext, name: str, node_path: str, profile: str | None = None) -> dict[str, str | list[str]]:
     """Rule ``name``'s inputs from the run's own tree, as its step's entry names them (:mod:`steps`):
     the node's files (:class:`steps.Own`) and each child's (:class:`steps.Children`, named
-    ``<input>:<sleeve id>``). Files from outside the run (:class:`steps.Outside`) are the wiring's."""
+    ``<input>:<sleeve id>``). Files from outside the run (:class:`steps.Outside`) are :class:`Wiring`'s."""
     node, profiles = run.node(node_path), run.plan.risk_profiles
 
     def files(n, artifact: str, per: str | None):
@@ -205,3 +203,215 @@ def check_plain_runs_root(run: RunContext) -> None:
             "all; run it with scripts/run_meta_pipeline.py, make or the Python API (which name the targets "
             "literally), or use a runs root without '{name}'"
         )
+
+
+class Wiring:
+    """The run's plan as the rules need it.
+
+    Parameters
+    ----------
+    run : RunContext
+        The run (plan, run id, directories, cluster).
+    """
+
+    def __init__(self, run: RunContext) -> None:
+        self.run, self.plan = run, run.plan
+        self.profiles = self.plan.risk_profiles
+        self._paths = {str(run.node(path).dir): path for path in self.plan.nodes}
+        meta = [run.node(n.path).dir for n in self.plan.meta_nodes()]
+        pinned = [run.node(n.path).dir for n in self.plan.atomic_nodes() if n.pin]
+        external = [run.node(n.path).dir for n in self.plan.external_nodes()]
+        self.external_nodes = alternation(external)
+        self.meta_nodes = alternation(meta)
+        self.root_node = alternation([run.run_dir])
+        self.pinned_nodes = alternation(pinned)
+        self.sleeve_nodes = (
+            computed_sleeve_pattern(run.run_dir, meta + pinned + external) if self.plan.root.is_meta else alternation([run.run_dir])
+        )
+        self.hierarchical_profiles = "|".join(p for p in self.profiles if p in HIERARCHICAL) or NOTHING
+        self.flat_profiles = "|".join(p for p in self.profiles if p not in HIERARCHICAL) or NOTHING
+        # The resolved plan's identity: the params of rule resolved_manifest (cheaper to
+        # serialize than the plan itself, which is derived from these).
+        self.plan_source = json.dumps(
+            {
+                "profile": self.plan.profile,
+                "risk_profiles": self.profiles,
+                "manifest": self.plan.manifest_path,
+                "manifest_sha256": self.plan.manifest_sha256,
+                "execute_sleeves": run.execute_sleeves,
+            },
+            sort_keys=True,
+        )
+        # Sleeves of one atomic profile share their params and price files: computed once.
+        self._sleeve_params = functools.cache(self._sleeve_params_of)
+        self._price_files = functools.cache(self._price_files_of)
+        self._sleeve_content = functools.cache(self._sleeve_content_of)
+        self._pin_files = functools.cache(self._pin_files_of)  # the input function and the params resolve it once
+        self._file_digest = functools.cache(self._file_digest_of)
+        self._known: dict | None = None
+
+    # ----------------------------------------------------------------- input functions
+
+    def node_path(self, node_dir: str) -> str:
+        """Plan path (``"."`` or ``"sleeves/a/..."``) of a ``{node}`` directory."""
+        return self._paths.get(node_dir) or self.run.path_of(node_dir)
+
+    def spec(self, node_dir: str):
+        return self.plan.nodes[self.node_path(node_dir)]
+
+    def _sleeve_params_of(self, profile: str, pin: str | None) -> str:
+        # Sleeves of one atomic profile share one resolved config: serialized once. A skfolio
+        # dataset ships inside skfolio, so its version pins the prices.
+        spec = next(n for n in self.plan.atomic_nodes() if (n.profile, n.pin) == (profile, pin))
+        dataset = deps.dataset_pin(spec.config["data"])
+        return json.dumps(
+            {"config": spec.config, "profiles": self.profiles, "pin": pin, "dataset": dataset}, sort_keys=True
+        )
+
+    def param(self, name: str, key: str, node_dir: str, profile: str | None = None) -> str:
+        """Param ``key`` of rule ``name`` for the job at ``node_dir`` (and ``profile``), from its step's entry (:mod:`steps`)."""
+        return getattr(self, steps.step(name).params[key])(node_dir, profile)
+
+    def plan_params(self, node_dir: str, profile: str | None = None) -> str:
+        return self.plan_source
+
+    def sleeve_params(self, node_dir: str, profile: str | None = None) -> str:
+        spec = self.spec(node_dir)
+        return self._sleeve_params(spec.profile, spec.pin)
+
+    def _price_files_of(self, profile: str) -> list[str]:
+        spec = next(n for n in self.plan.atomic_nodes() if n.profile == profile)
+        files = deps.price_files(spec.config["data"], spec.config["universe"].get("symbols"), self.run.base_dir)
+        return [str(f) for f in files]
+
+    def inputs(self, name: str, node_dir: str, profile: str | None = None) -> dict[str, str | list[str]]:
+        """Rule ``name``'s named inputs for the job at ``node_dir`` (and ``profile``), from its step's entry
+        (:mod:`steps`): the run's own files spelled through ``{node}`` (:func:`literal_files`), and
+        the files from outside the run as ``self.<source>`` declares them."""
+        files = literal_files(step_inputs(self.run, name, self.node_path(node_dir), profile), node_dir)
+        for key, spec in steps.step(name).inputs.items():
+            if isinstance(spec, steps.Outside):
+                found = getattr(self, spec.source)(node_dir, profile)
+                files.update(found if isinstance(found, dict) else {key: found})
+        return files
+
+    def sleeve_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
+        """The price files a computed sleeve reads (table and TradingView sources; none for skfolio),
+        as its rule declares them (:func:`declared`)."""
+        return declared(self._price_files(self.spec(node_dir).profile))
+
+    # -------------------------------------------------------- content of external files
+    # A rule's params carry the digest of the files it reads from outside the run, so new
+    # bytes rerun it whatever their mtime. The ledger's record of each file's stat key and
+    # sha256 (read, never written, here) spares hashing a file whose stat is unchanged.
+
+    def _file_digest_of(self, path: str) -> str | None:
+        if self._known is None:
+            self._known = audit.recorded_inputs(self.run.run_dir)
+        return deps.file_digest(path, self._known)
+
+    def content(self, paths) -> str:
+        """The content digest of ``paths`` (see :func:`deps.content_digest`), each file hashed at most once per process."""
+        return deps.content_digest(paths, digest_of=self._file_digest)
+
+    def _sleeve_content_of(self, profile: str) -> str:
+        return self.content(self._price_files(profile))
+
+    def sleeve_content(self, node_dir: str, profile: str | None = None) -> str:
+        """The digest of a computed sleeve's price files (:meth:`sleeve_prices`)."""
+        return self._sleeve_content(self.spec(node_dir).profile)
+
+    def pin_content(self, node_dir: str, profile: str | None = None) -> str:
+        """The digest of the pinned run's files a pinned sleeve copies (:meth:`pin_source`)."""
+        files = self._pin_files(self.node_path(node_dir))
+        return self.content(f for v in files.values() for f in ([v] if isinstance(v, str) else v))
+
+    def risk_content(self, node_dir: str, profile: str | None = None) -> str:
+        """What the risk job of a meta node reads from outside the run: the data blocks of the
+        atomic sleeves below it and their price files' digest."""
+        path = self.node_path(node_dir)
+        data = sorted({json.dumps([s.config["data"], s.config["universe"].get("symbols")], sort_keys=True) for s in atomic_below(self.run, path) if s.kind == "atomic"})
+        return json.dumps({"data": data, "files": self.content(risk_prices(self.run, path))}, sort_keys=True)
+
+    def rebalance_content(self, node_dir: str, profile: str) -> str:
+        """The digest of the current book (the holdings file or the previous run's flattened file),
+        and of the price files it is valued at when it is (:func:`stages.needs_prices`)."""
+        book = self.content([stages.rebalance_source(self.run, profile)]
+                            + ([stages.drift_source(self.run)] if self.run.previous_run else []))  # fmt: skip
+        if not stages.needs_prices(self.run):
+            return book
+        return json.dumps({"book": book, "prices": self.risk_content(node_dir, profile)}, sort_keys=True)
+
+    def sleeve_cpus(self, node_dir: str) -> int:
+        return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))
+
+    def pin_source(self, node_dir: str, profile: str | None = None) -> dict[str, str | list[str]]:
+        """The pinned run's files a pinned sleeve copies, spelled for Snakemake (:func:`literal_files`)."""
+        return literal_files(self._pin_files(self.node_path(node_dir)), node_dir)
+
+    def _pin_files_of(self, node_path: str) -> dict[str, str | list[str]]:
+        try:
+            return pin_inputs(self.run, node_path)
+        except PipelineError as exc:
+            stages.report_at_exit(exc)
+            raise
+
+    def meta_params(self, node_dir: str, profile: str | None = None) -> str:
+        spec = self.spec(node_dir)
+        params = {k: spec.config[k] for k in ("meta_allocation", "backtest", "health")}
+        # Risk profiles defined as estimators (issue 22): their definitions rerun the node's meta
+        # jobs when edited. Absent for built-in profiles, so those params keep their bytes.
+        if "estimators" in spec.config:
+            params["estimators"] = spec.config["estimators"]
+        return json.dumps(params, sort_keys=True)
+
+    def risk_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
+        """The price files a risk job reads from outside the run, as :func:`declared` keeps them
+        (their content is in the params)."""
+        return declared(risk_prices(self.run, self.node_path(node_dir)))
+
+    def rebalance_book(self, node_dir: str, profile: str) -> str | list[str]:
+        """The current book's file as the rebalance rule declares it (:func:`declared`), or none."""
+        book = declared([stages.rebalance_source(self.run, profile)])
+        return book[0] if book else []
+
+    def rebalance_since(self, node_dir: str, profile: str | None = None) -> str | list[str]:
+        """The previous run's ``returns.parquet`` (its last date: where its book drifts from), or none."""
+        since = declared([stages.drift_source(self.run)]) if self.run.previous_run else []
+        return since[0] if since else []
+
+    def rebalance_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
+        """The price files a rebalance values its book at (those of every atomic sleeve), or none."""
+        return self.risk_prices(node_dir) if stages.needs_prices(self.run) else []
+
+    def rebalance_params(self, node_dir: str, profile: str | None = None) -> str:
+        book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
+        trading = {"trading": self.plan.trading} if self.plan.trading else {}  # issue 24
+        return json.dumps({**book, **self.plan.root.config["frictions"], **trading}, sort_keys=True)
+
+    # ------------------------------------------------------------ external sleeves (issue 22)
+
+    def external_files(self, node_dir: str, profile: str | None = None) -> dict[str, object]:
+        """An external sleeve's files (``returns``, ``holdings`` per risk profile), its rule's inputs."""
+        from .external import external_files
+
+        files = external_files(self.spec(node_dir).config, self.profiles, self.run.base_dir)
+        return {"returns": str(files["returns"]), "holdings": [str(h) for h in files["holdings"]]}
+
+    def external_params(self, node_dir: str, profile: str | None = None) -> str:
+        """An external sleeve's entry as the manifest gives it (paths as written) and the run's risk profiles."""
+        spec = self.spec(node_dir)
+        return json.dumps({"external": spec.config["external"], "profiles": self.profiles}, sort_keys=True)
+
+    def external_content(self, node_dir: str, profile: str | None = None) -> str:
+        """The digest of an external sleeve's files: new bytes rerun it whatever their mtime."""
+        files = self.external_files(node_dir)
+        return self.content(dict.fromkeys([files["returns"], *files["holdings"]]))
+
+    def final_targets(self) -> list[str]:
+        """The files of rule ``all``: every final artifact of the run, or none where the runner
+        names them as Snakemake's targets itself (a run directory with a wildcard-like part,
+        see :func:`check_plain_runs_root`)."""
+        if wildcard_like(self.run.run_dir):
+            return []
+        return [str(t) for t in final_targets(self.run)]

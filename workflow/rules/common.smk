@@ -1,5 +1,5 @@
 # Config validation, the run and its owner, and the input functions (get_<noun>) of the workflow.
-# The input functions live in tradingview_scraper.wiring, the run's lifecycle in
+# The input functions live in tradingview_scraper.rule_inputs, the run's lifecycle in
 # tradingview_scraper.owner (plain, tested Python); here they are only wired to Snakemake.
 # Imports stay light: pandas, skfolio and ray load inside stages.
 
@@ -12,7 +12,7 @@ from tradingview_scraper.errors import PipelineError
 from tradingview_scraper.layout import node_pattern as artifact  # a rule's file patterns: artifact(name, **fields)
 from tradingview_scraper.owner import RunOwner, reported
 from tradingview_scraper.run import RunContext
-from tradingview_scraper.wiring import Wiring, tune_gc_for_dag
+from tradingview_scraper.rule_inputs import Wiring, tune_gc_for_dag
 
 
 validate(config, schema="../schemas/config.schema.yaml")
