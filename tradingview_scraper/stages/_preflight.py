@@ -1,4 +1,4 @@
-"""The checks a run passes before any work starts: its pins, its data, its rebalance book."""
+"""The checks a run passes before any work starts: its pins, its data, its external sleeves' files, its rebalance book."""
 
 from __future__ import annotations
 
@@ -8,20 +8,6 @@ from ..manifest import Plan
 from ._pins import check_pins
 from ._rebalance import check_rebalance
 from ._sleeves import check_data
-
-
-def check_external(plan: Plan, base_dir: Path | str) -> None:
-    """Refuse a run whose external sleeves' files are missing, before any work starts (their rows: the step's).
-
-    Raises
-    ------
-    DataError
-        Naming the sleeve and the file (:func:`external.check_files`).
-    """
-    from ..external import check_files
-
-    for spec in plan.external_nodes():
-        check_files(spec.config, plan.risk_profiles, base_dir, spec.label)
 
 
 def preflight(
@@ -42,11 +28,14 @@ def preflight(
     Raises
     ------
     ConfigError, DataError
-        The first unusable pin, data source or book (see :func:`check_pins`,
-        :func:`check_data`, :func:`check_rebalance`).
+        The first unusable pin, data source, external sleeve's file or book (see :func:`check_pins`,
+        :func:`check_data`, :func:`external.check_files`, :func:`check_rebalance`).
     """
+    from ..external import check_files
+
     if not execute_sleeves:
         check_pins(plan, runs_root, run_id)
     check_data(plan, base_dir, include_pinned=execute_sleeves)
-    check_external(plan, base_dir)
+    for spec in plan.external_nodes():
+        check_files(spec.config, plan.risk_profiles, base_dir, spec.label)
     check_rebalance(plan, runs_root, run_id, previous_run, holdings)
