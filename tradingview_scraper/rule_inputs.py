@@ -17,7 +17,7 @@ from pathlib import Path
 from . import audit, deps, stages, steps
 from .engines import HIERARCHICAL
 from .errors import ConfigError, PipelineError
-from .layout import NODE_FILES, literal_input, regex_literal, run_node, wildcard_like
+from .layout import NODE_FILES, literal_files, regex_literal, run_node, wildcard_like
 from .manifest import ROOT
 from .run import RunContext
 
@@ -42,30 +42,6 @@ def computed_sleeve_pattern(run_dir: Path | str, excluded: list[Path | str]) -> 
     if not excluded:
         return node
     return rf"(?!(?:{alternation(excluded)})(?!/sleeves/[^/]+)){node}"
-
-
-def literal_files(files, node_dir: str):
-    """An input function's result (a path, a list of them or a dict of either) with each path
-    spelled so that Snakemake takes it literally (:func:`layout.literal_input`).
-
-    For the files of the node's own tree (below ``{node}``).
-
-    Raises
-    ------
-    ConfigError
-        A path has no such spelling.
-    """
-    if isinstance(files, dict):
-        return {k: literal_files(v, node_dir) for k, v in files.items()}
-    if isinstance(files, list):
-        return [literal_files(f, node_dir) for f in files]
-    spelled = literal_input(files, node_dir)
-    if spelled is None:
-        raise ConfigError(
-            f"{files}: Snakemake would read part of this path as a wildcard and it cannot be reached from "
-            f"{node_dir}; use a runs root without '{{name}}'"
-        )
-    return spelled
 
 
 def declared(files) -> list[str]:
@@ -164,8 +140,7 @@ def pin_inputs(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
 
 
 def final_targets(run: RunContext) -> list[Path]:
-    """Every final artifact of ``run``: what rule ``all`` (or the runner, see
-    :meth:`Wiring.final_targets`) asks Snakemake for."""
+    """Every final artifact of ``run``: what rule ``all`` (or the runner, see :func:`targets`) asks Snakemake for."""
     plan, root, profiles = run.plan, run.root, run.plan.risk_profiles
     targets = [root.file("resolved"), root.file("returns")]
     if plan.root.is_meta:
@@ -183,6 +158,14 @@ def final_targets(run: RunContext) -> list[Path]:
         targets += [root.file(k) for k in ("health", "sign_test", "provenance")]
         targets += [root.file("weights", profile=p) for p in profiles]
     return targets
+
+
+def targets(run: RunContext, *, runner: bool) -> list[str]:
+    """Every final artifact of ``run`` as the files of rule ``all`` (``runner=False``) or as the
+    runner's targets: rule ``all`` holds them unless the run directory has a wildcard-like part
+    (Snakemake would format it, see :func:`check_plain_runs_root`), then the runner names them."""
+    named_by_runner = wildcard_like(run.run_dir)
+    return [str(t) for t in final_targets(run)] if named_by_runner == runner else []
 
 
 def check_plain_runs_root(run: RunContext) -> None:
@@ -286,7 +269,7 @@ class Wiring:
 
     def inputs(self, name: str, node_dir: str, profile: str | None = None) -> dict[str, str | list[str]]:
         """Rule ``name``'s named inputs for the job at ``node_dir`` (and ``profile``), from its step's entry
-        (:mod:`steps`): the run's own files spelled through ``{node}`` (:func:`literal_files`), and
+        (:mod:`steps`): the run's own files spelled through ``{node}`` (:func:`layout.literal_files`), and
         the files from outside the run as ``self.<source>`` declares them."""
         files = literal_files(step_inputs(self.run, name, self.node_path(node_dir), profile), node_dir)
         for key, spec in steps.step(name).inputs.items():
@@ -346,7 +329,7 @@ class Wiring:
         return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))
 
     def pin_source(self, node_dir: str, profile: str | None = None) -> dict[str, str | list[str]]:
-        """The pinned run's files a pinned sleeve copies, spelled for Snakemake (:func:`literal_files`)."""
+        """The pinned run's files a pinned sleeve copies, spelled for Snakemake (:func:`layout.literal_files`)."""
         return literal_files(self._pin_files(self.node_path(node_dir)), node_dir)
 
     def _pin_files_of(self, node_path: str) -> dict[str, str | list[str]]:
@@ -407,11 +390,3 @@ class Wiring:
         """The digest of an external sleeve's files: new bytes rerun it whatever their mtime."""
         files = self.external_files(node_dir)
         return self.content(dict.fromkeys([files["returns"], *files["holdings"]]))
-
-    def final_targets(self) -> list[str]:
-        """The files of rule ``all``: every final artifact of the run, or none where the runner
-        names them as Snakemake's targets itself (a run directory with a wildcard-like part,
-        see :func:`check_plain_runs_root`)."""
-        if wildcard_like(self.run.run_dir):
-            return []
-        return [str(t) for t in final_targets(self.run)]

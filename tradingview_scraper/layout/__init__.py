@@ -44,7 +44,7 @@ from ._io import (
 
 __all__ = [
     "NODE_FILES", "ROOT", "RUNS_ROOT", "STORE", "Node", "atomic_write_bytes", "check_name", "check_runs_root",
-    "child_path", "dumps_json", "literal_input", "new_run_id", "node_at", "node_pattern", "read_bytes", "read_json",
+    "child_path", "dumps_json", "literal_files", "literal_input", "new_run_id", "node_at", "node_pattern", "read_bytes", "read_json",
     "read_parquet", "read_parquet_metadata", "refuse_symlink", "regex_literal", "remove_artifact",
     "remove_partial_writes", "run_dir", "run_node", "store_dir", "watch_io", "wildcard_like", "write_json",
     "write_parquet", "write_text",
@@ -255,6 +255,30 @@ def literal_input(path: Path | str, node_dir: Path | str) -> str | None:
     if wildcard_like(rel) or rel.split(os.sep, 1)[0] == "..":
         return None
     return "{node}" if rel == "." else "{node}/" + Path(rel).as_posix()
+
+
+def literal_files(files, node_dir: str):
+    """An input function's result (a path, a list of them or a dict of either) with each path
+    spelled so that Snakemake takes it literally (:func:`literal_input`).
+
+    For the files of the node's own tree (below ``{node}``).
+
+    Raises
+    ------
+    ConfigError
+        A path has no such spelling.
+    """
+    if isinstance(files, dict):
+        return {k: literal_files(v, node_dir) for k, v in files.items()}
+    if isinstance(files, list):
+        return [literal_files(f, node_dir) for f in files]
+    spelled = literal_input(files, node_dir)
+    if spelled is None:
+        raise ConfigError(
+            f"{files}: Snakemake would read part of this path as a wildcard and it cannot be reached from "
+            f"{node_dir}; use a runs root without '{{name}}'"
+        )
+    return spelled
 
 
 def node_pattern(name: str, node: str = "{node}", **fields: str) -> str:

@@ -14,7 +14,7 @@ from ..history import LATEST, latest
 from ..layout import RUNS_ROOT, check_name, check_runs_root, new_run_id, run_dir, wildcard_like
 from ..manifest import DEFAULT_MANIFEST, parse_risk_profiles
 from ..owner import RunOwner, check_run_dir, terminated
-from ..rule_inputs import final_targets
+from ..rule_inputs import targets
 from ..run import RunContext
 from .progress import JobCollector, JobRecord, Progress, SnakemakeErrors
 
@@ -181,11 +181,6 @@ class MetaPipeline:
         """The resolved plan of the run."""
         return self.owner.run.plan
 
-    def _targets(self) -> list[str]:
-        """Snakemake's targets: none (rule ``all``), or every final artifact where the run
-        directory has a wildcard-like part that rule ``all`` cannot hold literally."""
-        return [str(t) for t in final_targets(self.owner.run)] if wildcard_like(self.run_dir) else []
-
     @property
     def run_dir(self) -> Path:
         return run_dir(self.run_id, self.runs_root)
@@ -277,7 +272,7 @@ class MetaPipeline:
                     )
                     dag = workflow.dag(
                         DAGSettings(
-                            targets=frozenset(self._targets()), forceall=self.forceall, forcerun=forcerun, force_incomplete=True
+                            targets=frozenset(targets(self.owner.run, runner=True)), forceall=self.forceall, forcerun=forcerun, force_incomplete=True
                         )
                     )
                     dag.execute_workflow(

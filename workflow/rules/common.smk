@@ -12,7 +12,7 @@ from tradingview_scraper.errors import PipelineError
 from tradingview_scraper.layout import node_pattern as artifact  # a rule's file patterns: artifact(name, **fields)
 from tradingview_scraper.owner import RunOwner, reported
 from tradingview_scraper.run import RunContext
-from tradingview_scraper.rule_inputs import Wiring, tune_gc_for_dag
+from tradingview_scraper.rule_inputs import Wiring, targets, tune_gc_for_dag
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -95,7 +95,7 @@ def get_final_targets(wildcards):
             OWNER.claim()
     except PipelineError as exc:
         raise WorkflowError(str(exc)) from None
-    return W.final_targets()
+    return targets(RUN, runner=False)
 
 
 def dag_outputs():
