@@ -77,7 +77,7 @@ class BookLimits:
         return {k: v for k, v in out.items() if v not in (None, {})}
 
 
-def _cap_map(value, where: str) -> dict[str, float]:
+def _cap_map(value) -> dict[str, float]:
     """A number, or symbol -> number with ``"*"`` as the default, as symbol -> number."""
     return {"*": float(value)} if isinstance(value, (int, float)) else {str(k): float(v) for k, v in value.items()}
 
@@ -139,7 +139,7 @@ def book_limits(
     if isinstance(groups, str):
         groups = read_groups(groups, where, base_dir)
     limits = BookLimits(
-        max_position=_cap_map(book["max_position"], where) if "max_position" in book else None,
+        max_position=_cap_map(book["max_position"]) if "max_position" in book else None,
         groups={str(k): str(v) for k, v in groups.items()},
         group_max={str(k): float(v) for k, v in book.get("group_max", {}).items()},
         group_min={str(k): float(v) for k, v in book.get("group_min", {}).items()},
