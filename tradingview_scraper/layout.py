@@ -154,6 +154,12 @@ def store_dir(runs_root: Path | str, kind: str) -> Path:
     return Path(runs_root) / STORE / kind
 
 
+def store_file(store: Path | str, key: str, suffix: str) -> Path:
+    """File ``key`` of a store directory (:func:`store_dir`): ``<store>/<key><suffix>``."""
+    check_name(key, "store key")
+    return Path(store) / f"{key}{suffix}"
+
+
 def run_node(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Node:
     """Root node of run ``run_id`` (cached: input functions ask for it once per job)."""
     return Node(run_dir(run_id, runs_root))
@@ -277,8 +283,19 @@ def _seen(op: str, path: Path | str) -> None:
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temp file and a rename: readers never see half a file."""
-    path = Path(path)
     _seen("write", path)
+    return _atomic_write(Path(path), data)
+
+
+def write_store_file(path: Path | str, data: bytes) -> Path:
+    """Write a file of the runs root's store atomically (:func:`store_file`).
+
+    Not an artifact of the stage writing it (no rule declares it): the stage watchers do not see it.
+    """
+    return _atomic_write(Path(path), data)
+
+
+def _atomic_write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     try:
