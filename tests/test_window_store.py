@@ -164,6 +164,40 @@ def test_a_corrupt_store_file_is_ignored_with_a_log_line_and_rewritten(sp500, tm
     assert all(c == {"fitted": 0, "reused": n, "store": "grown"} for c in third.windows.values())
 
 
+def test_the_sleeve_stage_uses_the_runs_roots_store_unless_reuse_is_off(tmp_path):
+    """``reuse: false``: no store read or written. On: a second run id reuses every window (the
+    same history), its shared artifacts keep their bytes, and provenance says how many."""
+    from tradingview_scraper import stages
+    from tradingview_scraper.manifest import load_plan
+    from tradingview_scraper.run import RunContext
+
+    from .helpers import sleeve_outputs
+
+    plan = load_plan("tech", SMALL_MANIFEST, ["equal_weight", "min_variance"])
+    root = tmp_path / "runs"
+    n = len(_splits(len(_plan_returns(plan))))
+    seen = {}
+    for run_id, reuse in (("off", False), ("first", True), ("second", True)):
+        ctx = RunContext(plan=plan, run_id=run_id, runs_root=root, reuse=reuse)
+        stages.run_sleeve(ctx, ".", output=sleeve_outputs(ctx))
+        if not reuse:
+            assert not (root / ".store").exists()
+        tasks = json.loads((ctx.run_dir / "provenance.json").read_text())["tasks"]
+        seen[run_id] = {rp: t["windows"] for rp, t in tasks.items()}
+        shared = ("returns.parquet", "health.json", "sign_test.json", "weights_min_variance.json")
+        assert run_id == "off" or all((ctx.run_dir / f).read_bytes() == (root / "off" / f).read_bytes() for f in shared)
+    assert seen["off"]["min_variance"] == {"fitted": n, "reused": 0, "store": None}
+    assert seen["first"]["min_variance"] == {"fitted": n, "reused": 0, "store": "new"}
+    assert seen["second"] == {rp: {"fitted": 0, "reused": n, "store": "grown"} for rp in ("equal_weight", "min_variance")}
+
+
+def _plan_returns(plan):
+    from tradingview_scraper.data import checked_prices, prices_to_returns
+
+    cfg = plan.root.config
+    return prices_to_returns(checked_prices(cfg["data"], cfg["universe"]["symbols"])[0])
+
+
 # ----------------------------------------------------------------------------- the meta walk-forward
 
 
