@@ -7,12 +7,15 @@ kinds of file carry what a run cannot reproduce, and are compared without it:
 
 * ``provenance.json`` (a computed sleeve's): where and how long its tasks ran (``mode``,
   the cluster ``address``, each task's ``node_id``, ``node_ip``, ``worker_pid``,
-  ``duration_s``). The rest (``computed``, ``run_id``, ``profile``, ``sleeve``, the tasks'
+  ``duration_s``) and how much of its walk-forward it took from the window store
+  (``windows``: windows fitted and reused, which a grown history and a run from scratch
+  share nothing of). The rest (``computed``, ``run_id``, ``profile``, ``sleeve``, the tasks'
   risk profiles) must be equal.
 * ``audit.jsonl`` (the ledger of each run directory): each entry's ``time``, ``cpu_s``,
   ``duration_s``, ``seq``, its ``hash`` and ``prev_hash`` (the chain over them), the
-  ``git_commit`` and a file's ``stat`` (size, mtime, ctime, inode); and the ``sha256`` it
-  records of a ``provenance.json`` (see above). Entries are compared as a set: parallel jobs
+  ``git_commit`` and a file's ``stat`` (size, mtime, ctime, inode); the window counts in its
+  ``params`` (``windows``, as in provenance); and the ``sha256`` it records of a
+  ``provenance.json`` (see above). Entries are compared as a set: parallel jobs
   finish in any order. Everything else (stages, nodes, params, every artifact's sha256)
   must be equal.
 
@@ -38,9 +41,12 @@ from pathlib import Path
 
 #: Keys of a provenance record that say where and how long the tasks ran.
 PLACEMENT = {"mode", "address"}
-TASK_PLACEMENT = {"node_id", "node_ip", "worker_pid", "duration_s"}
+#: ... and, per task, how many walk-forward windows it fitted and took from the window store.
+TASK_PLACEMENT = {"node_id", "node_ip", "worker_pid", "duration_s", "windows"}
 #: Keys of a ledger entry that change from run to run whatever was computed.
 LEDGER_VOLATILE = {"time", "cpu_s", "duration_s", "seq", "hash", "prev_hash", "git_commit"}
+#: Keys of a ledger entry's params that say how a result was computed, not what it is.
+PARAMS_VOLATILE = {"windows"}
 #: Files not compared, and why.
 SKIPPED = {
     ".log": "log lines carry wall-clock times and durations",
@@ -75,6 +81,8 @@ def _ledger(data: bytes) -> object:
         if not line.strip():
             continue
         entry = {k: v for k, v in json.loads(line).items() if k not in LEDGER_VOLATILE}
+        if isinstance(entry.get("params"), dict):
+            entry["params"] = {k: v for k, v in entry["params"].items() if k not in PARAMS_VOLATILE}
         for key in ("inputs", "outputs"):
             if isinstance(entry.get(key), list):
                 entry[key] = [_file_record(f) if isinstance(f, dict) else f for f in entry[key]]

@@ -13,25 +13,26 @@ from .conftest import PROJECT
 SCRIPT = PROJECT / "bench" / "compare_runs.py"
 
 
-def _ledger_line(seq: int, stage: str, sha: str, time: str) -> str:
+def _ledger_line(seq: int, stage: str, sha: str, time: str, fitted: int = 0) -> str:
     outputs = [{"path": f"sleeves/a/{stage}.json", "sha256": sha, "stat": f"1:{seq}:{time}"},
                {"path": "sleeves/a/provenance.json", "sha256": time, "stat": "2:3:4"}]  # fmt: skip
     entry = {"kind": "stage", "stage": stage, "node": "sleeves/a", "seq": seq, "time": time, "cpu_s": seq / 10,
-             "duration_s": 1.0 + seq, "hash": time * 2, "prev_hash": time, "params": {"profile": "a"},
+             "duration_s": 1.0 + seq, "hash": time * 2, "prev_hash": time, "params": {"profile": "a", "windows": {"fitted": fitted}},
              "outputs": outputs}  # fmt: skip
     return json.dumps(entry)
 
 
 def _run(directory: Path, *, order: tuple[int, int], time: str, pid: int) -> Path:
     (directory / "sleeves" / "a" / "logs").mkdir(parents=True)
-    lines = [_ledger_line(i, stage, "ab" * 32, time) for i, stage in enumerate(("sleeve", "meta"))]
+    lines = [_ledger_line(i, stage, "ab" * 32, time, pid) for i, stage in enumerate(("sleeve", "meta"))]
     (directory / "audit.jsonl").write_text("\n".join(lines[i] for i in order) + "\n")
     (directory / ".run.lock").write_text(str(pid))
     (directory / "sleeves" / "a" / "logs" / "sleeve.log").write_text(f"{time} INFO done in {pid} s\n")
     (directory / "sleeves" / "a" / "returns.parquet").write_bytes(bytes(range(256)))
     (directory / "flattened_hrp.json").write_text(json.dumps({"run_id": directory.name, "weights": [0.5, 0.5]}))
     provenance = {"computed": True, "run_id": directory.name, "mode": "private", "address": f"127.0.0.1:{pid}",
-                  "tasks": {"hrp": {"node_id": str(pid), "node_ip": "127.0.0.1", "worker_pid": pid, "duration_s": 0.1}}}  # fmt: skip
+                  "tasks": {"hrp": {"node_id": str(pid), "node_ip": "127.0.0.1", "worker_pid": pid, "duration_s": 0.1,
+                                  "windows": {"fitted": pid, "reused": 0}}}}  # fmt: skip
     (directory / "sleeves" / "a" / "provenance.json").write_text(json.dumps(provenance))
     return directory
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from .bounds import asset_bounds, check_window_weights, checked_weights, project_to_bounds
 from .errors import DataError, OptimizationError
+from .window_store import WindowFit, window_key
 
 #: A selection rule: train-window returns -> the columns to hold in the next test window.
 Selector = Callable[[pd.DataFrame], list[str]]
@@ -46,6 +47,11 @@ class WalkForwardResult:
     limits_infeasible: list[str] = field(default_factory=list)
     final_distance: float | None = None
     final_unconstrained: pd.Series | None = None
+    #: Windows fitted now and windows whose fit came from the window store (run-specific facts, kept
+    #: out of every artifact), and what the store held (``window_store.WindowFits.status``; None: no store).
+    windows_fitted: int = 0
+    windows_reused: int = 0
+    windows_store: str | None = None
 
     def health(self) -> dict:
         return {
@@ -99,6 +105,7 @@ def walk_forward(
     estimator: dict | None = None,
     limits=None,
     live_limits=None,
+    store=None,
 ) -> WalkForwardResult:
     """Walk-forward backtest: fit on each train window, hold for the next test window.
 
@@ -137,6 +144,13 @@ def walk_forward(
         meets them for falls back and is counted and listed (``limits_infeasible``).
     live_limits : limits.Constraints, optional
         The same on the live holdings, for the final weights; infeasible there raises.
+    store : window_store.WindowStore, optional
+        Where window fits are kept across runs: a window whose train rows (and constraints)
+        are unchanged since the stored fit is not fitted again but taken from the store
+        (counted in ``windows_reused``); the others are fitted (``windows_fitted``) and the
+        store is rewritten. The live fit is always fitted; the result is the same, bit for
+        bit, as without a store. With a ``selector``, the store's context must name the
+        selection (``store.within(selection=...)``).
 
     Returns
     -------
@@ -180,10 +194,28 @@ def walk_forward(
         engine = EstimatorEngine(profile, estimator, min_weight=min_weight, max_weight=max_weight)
     else:
         engine = WindowEngine(profile, min_weight=min_weight, max_weight=max_weight)
+    fits = None
+    if store is not None:
+        if selector is not None and "selection" not in store.context:
+            raise ValueError("walk_forward: a store used with a selector must name the selection (store.within(selection=...))")
+        fits = store.open(X, {
+            "columns": [str(c) for c in columns], "profile": profile, "estimator": estimator,
+            "min_weight": min_weight, "max_weight": max_weight, "train_window": train_window, "test_window": test_window,
+        })  # fmt: skip
+        res.windows_store = fits.status
     for train, test in splitter.split(values):
         res.windows_attempted += 1
         cons = limits(X.index[test[0]]) if limits is not None else None
-        w = _fit_window(X, values, train, engine, selector, columns, res, {} if priors is None else priors, cons)
+        key = window_key(train, cons) if fits is not None else None
+        fit = fits.get(key) if fits is not None else None
+        fitted = fit is None
+        if fitted:
+            fit = _fit_window(X, values, train, engine, selector, columns, {} if priors is None else priors, cons)
+        res.windows_fitted, res.windows_reused = res.windows_fitted + fitted, res.windows_reused + (not fitted)
+        if fits is not None:
+            fits.keep(key, fit, fitted=fitted)
+        _tally(res, fit, cons, X.index[test[0]])
+        w = fit.weights
         r = values[test] @ w
         r[0] -= cost_rate * np.abs(w - prev).sum()
         prev = w
@@ -195,6 +227,8 @@ def walk_forward(
     res.returns = pd.Series(np.concatenate(out_ret), index=X.index[idx], name=profile)
     res.returns.index.name = "date"
     res.weights = pd.DataFrame(history, index=pd.DatetimeIndex(starts, name="date"), columns=columns)
+    if fits is not None:
+        fits.save()
 
     last = X.iloc[-train_window:]
     sub = selector(last) if selector else columns
@@ -238,23 +272,34 @@ def walk_forward(
     return res
 
 
-def _fallback(n: int, lo: float, hi: float, constraints, res: WalkForwardResult, start) -> np.ndarray:
+def _tally(res: WalkForwardResult, fit: WindowFit, constraints, start) -> None:
+    """Count window ``fit`` (first test date ``start``) in ``res``: the same whether fitted now or reused."""
+    if fit.ok:
+        res.windows_succeeded += 1
+    else:
+        res.windows_fallback += 1
+        res.errors.append(fit.error)
+    if constraints is not None:
+        res.limit_distances.append(fit.distance)
+        if fit.infeasible:
+            res.limits_infeasible.append(str(start.date()))
+
+
+def _fallback(n: int, lo: float, hi: float, constraints) -> tuple[np.ndarray, bool]:
     """A failed window's equal weight (within the bounds and, under book limits, projected onto them).
 
-    Where no allocation meets the limits, the window holds the bounded equal weight and its
-    first test date is listed in ``res.limits_infeasible``.
+    Returns the weights and whether no allocation meets the limits (then the window holds the
+    bounded equal weight).
     """
     w = project_to_bounds(np.full(n, 1.0 / n), lo, hi)
     if constraints is None:
-        return w
+        return w, False
     from .limits import project
 
-    res.limit_distances.append(None)
     try:
-        return project(w, lo, hi, constraints)[0]
+        return project(w, lo, hi, constraints)[0], False
     except OptimizationError:
-        res.limits_infeasible.append(str(start.date()))
-        return w
+        return w, True
 
 
 def _fit_window(
@@ -264,15 +309,16 @@ def _fit_window(
     engine,
     selector: Selector | None,
     columns: list[str],
-    res: WalkForwardResult,
     priors: dict,
     constraints=None,
-) -> np.ndarray:
+) -> WindowFit:
+    """Fit one window on its train rows ``train`` (within ``constraints``, a meta node's book limits, when given)."""
     from .window_engine import window_prior
 
     sub = selector(X.iloc[train]) if selector else columns
     lo, hi = engine.bounds(sub) if hasattr(engine, "bounds") else (engine.min_weight, engine.max_weight)
     picked = [columns.index(c) for c in sub] if selector else list(range(len(columns)))
+    distance, infeasible, error = None, False, None
     try:
         x = X.iloc[train, picked] if getattr(engine, "wants_frame", False) else values[train][:, picked]
         prior = None
@@ -285,13 +331,10 @@ def _fit_window(
             from .limits import fit_limited
 
             w_sub, distance, _ = fit_limited(x, engine, constraints, prior=prior)
-            res.limit_distances.append(distance)
-        res.windows_succeeded += 1
     except Exception as exc:  # noqa: BLE001 - a failed window falls back and is counted
-        w_sub = _fallback(len(sub), lo, hi, constraints, res, X.index[train[-1] + 1])
-        res.windows_fallback += 1
-        res.errors.append(f"{X.index[train[-1]].date()}: {type(exc).__name__}: {exc}")
+        w_sub, infeasible = _fallback(len(sub), lo, hi, constraints)
+        error = f"{X.index[train[-1]].date()}: {type(exc).__name__}: {exc}"
     check_window_weights(w_sub, lo, hi, window=str(X.index[train[-1]].date()), profile=engine.profile)
     w = np.zeros(len(columns))
     w[picked] = w_sub
-    return w
+    return WindowFit(w, error is None, error, None if distance is None else float(distance), infeasible)

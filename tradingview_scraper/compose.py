@@ -74,7 +74,13 @@ def aligned(
 
 
 def allocate(
-    node: NodeSpec, frame: pd.DataFrame, profile: str, books: Mapping[str, dict] | None = None
+    node: NodeSpec,
+    frame: pd.DataFrame,
+    profile: str,
+    books: Mapping[str, dict] | None = None,
+    *,
+    store=None,
+    fits: dict | None = None,
 ) -> tuple[dict, pd.Series, dict | None]:
     """The node's meta allocation of ``profile`` within its sleeve bounds (:func:`meta.meta_optimize`).
 
@@ -89,6 +95,8 @@ def allocate(
     books : dict of sleeve id -> dict, optional
         Each child's book of ``profile`` with its per-window weights: read only when the node
         has book limits (``meta_allocation.book``).
+    store, fits : optional
+        The window store and the dict its counts go into (:func:`meta.meta_optimize`).
 
     Returns
     -------
@@ -116,6 +124,8 @@ def allocate(
             estimator=node.config.get("estimators", {}).get(profile),
             limits=limits,
             books=books,
+            store=store,
+            fits=fits,
         )
     except LimitsError as exc:
         raise MetaError(f"{node.label} ({profile}): the live allocation: {exc}") from exc

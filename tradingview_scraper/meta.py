@@ -154,6 +154,8 @@ def meta_optimize(
     estimator: dict | None = None,
     limits=None,
     books: dict | None = None,
+    store=None,
+    fits: dict | None = None,
 ) -> tuple[dict, pd.Series, dict | None]:
     """Allocate across sleeves with risk profile ``profile`` within sleeve bounds (and book limits).
 
@@ -172,6 +174,12 @@ def meta_optimize(
     books : dict of sleeve id -> dict, optional
         With ``limits``: each child's ``weights_<profile>.json`` record, its per-window
         weights (``windows``) included.
+    store : window_store.WindowStore, optional
+        The window store: windows trained on unchanged rows are reused
+        (:func:`backtest.walk_forward`; under book limits, on unchanged constraints too).
+    fits : dict, optional
+        Filled with the walk-forward's window counts: ``fitted``, ``reused`` and ``store``
+        (what the store held), facts of this computation kept out of the record.
 
     Returns
     -------
@@ -198,7 +206,10 @@ def meta_optimize(
         estimator=estimator,
         limits=window_limits,
         live_limits=live_limits,
+        store=None if store is None else store.within(limits=_limits_identity(limits)),
     )
+    if fits is not None:
+        fits.update(fitted=res.windows_fitted, reused=res.windows_reused, store=res.windows_store)
     weights = {str(k): float(v) for k, v in res.final_weights.items()}
     record = {
         "method": profile,
@@ -233,6 +244,11 @@ def meta_optimize(
         }
     tree = cluster_tree(res.final_model, list(returns.columns)) if profile in HIERARCHICAL else None
     return record, res.returns, tree
+
+
+def _limits_identity(limits) -> dict | None:
+    """A node's book limits as part of its window store's identity (each window's rows are keyed by their digest)."""
+    return None if limits is None else {**limits.to_dict(), "groups": dict(limits.groups)}
 
 
 def _limit_rows(limits, books: list[dict]):

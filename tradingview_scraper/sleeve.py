@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +185,10 @@ class SleeveResult:
     weights: dict[str, dict]
     health: dict
     sign_test: dict
+    #: Per risk profile, its walk-forward windows ``fitted`` and ``reused`` from the window store and
+    #: the ``store``'s state: facts of this computation, never written into an artifact that two
+    #: computations of the same data share (the sleeve's ``provenance.json`` keeps them).
+    windows: dict[str, dict] = field(default_factory=dict)
 
     def __getstate__(self) -> dict:
         import pyarrow as pa
@@ -217,6 +221,7 @@ class SleeveResult:
             weights={rp: rec for p in parts for rp, rec in p.weights.items()},
             health={**first.health, "profiles": {rp: h for p in parts for rp, h in p.health["profiles"].items()}},
             sign_test={**first.sign_test, "streams": streams, "passed": all(p.sign_test["passed"] for p in parts)},
+            windows={rp: rec for p in parts for rp, rec in p.windows.items()},
         )
 
 
@@ -228,6 +233,7 @@ def compute_sleeve(
     profile: str,
     base_dir: str | Path = ".",
     prices: pd.DataFrame | None = None,
+    windows=None,
 ) -> SleeveResult:
     """Run an atomic sleeve: load prices, build returns, walk forward every risk profile.
 
@@ -242,6 +248,10 @@ def compute_sleeve(
         them (read, and checked, where the file is); loaded from ``config["data"]`` when None,
         through the data-quality pass, whose findings the health record keeps under
         ``data_quality`` (present only when there are some).
+    windows : window_store.WindowStore, optional
+        The runs root's window store: windows trained on rows unchanged since an earlier
+        computation are reused from it (:func:`backtest.walk_forward`), counted in the
+        result's ``windows``; the artifacts are the same, bit for bit, as without it.
 
     Returns
     -------
@@ -280,11 +290,14 @@ def compute_sleeve(
     estimators = config.get("estimators", {})
     # asset bounds inside the sleeve, for every risk profile (none set: the optimizers' own [0, 1])
     bounds = {k: v for k, v in config.get("allocation", {}).items() if k in ("min_weight", "max_weight")}
+    store = windows.within(selection=config["selection"]) if windows is not None else None
+    counts = {}
     for rp in risk_profiles:
         res = walk_forward(
             used, rp, train_window=train, test_window=test, cost_rate=cost_rate, selector=selector, priors=priors,
-            estimator=estimators.get(rp), **bounds,
+            estimator=estimators.get(rp), store=store, **bounds,
         )  # fmt: skip
+        counts[rp] = {"fitted": res.windows_fitted, "reused": res.windows_reused, "store": res.windows_store}
         columns[rp] = res.returns
         streams[rp] = (res.returns, res.weights)
         health[rp] = res.health()
@@ -315,6 +328,7 @@ def compute_sleeve(
         weights=weights,
         health=record,
         sign_test=sign_test(raw, used, direction, streams),
+        windows=counts,
     )
 
 

@@ -39,6 +39,7 @@ from ._io import (
     watch_io,
     write_json,
     write_parquet,
+    write_store_file,
     write_text,
 )
 
@@ -46,8 +47,8 @@ __all__ = [
     "NODE_FILES", "ROOT", "RUNS_ROOT", "STORE", "Node", "atomic_write_bytes", "check_name", "check_runs_root",
     "child_path", "dumps_json", "literal_files", "literal_input", "new_run_id", "node_at", "node_pattern", "read_bytes", "read_json",
     "read_parquet", "read_parquet_metadata", "refuse_symlink", "regex_literal", "remove_artifact",
-    "remove_partial_writes", "run_dir", "run_node", "store_dir", "watch_io", "wildcard_like", "write_json",
-    "write_parquet", "write_text",
+    "remove_partial_writes", "run_dir", "run_node", "store_dir", "store_file", "watch_io", "wildcard_like", "write_json",
+    "write_parquet", "write_store_file", "write_text",
 ]  # fmt: skip
 
 #: Where run directories live, relative to the working directory.
@@ -163,6 +164,12 @@ def store_dir(runs_root: Path | str, kind: str) -> Path:
     """Directory of the runs root's store of ``kind`` (``"nodes"``: node artifacts reused across runs,
     ``"windows"``: walk-forward window fits reused by a grown history)."""
     return Path(runs_root) / STORE / kind
+
+
+def store_file(store: Path | str, key: str, suffix: str) -> Path:
+    """File ``key`` of a store directory (:func:`store_dir`): ``<store>/<key><suffix>``."""
+    check_name(key, "store key")
+    return Path(store) / f"{key}{suffix}"
 
 
 def run_node(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Node:

@@ -79,19 +79,26 @@ def run_meta_returns(ctx: RunContext, node_path: str, *, input: Files, output: F
             logger.info("meta_returns %s: %s", node_path, compounded_note(cal))
 
 
-def meta_optimize(node: NodeSpec, profile: str, returns, offload, note: dict, books: dict | None = None) -> dict:
+def meta_optimize(
+    node: NodeSpec, profile: str, returns, offload, note: dict, windows=None, books: dict | None = None
+) -> dict:
     """Allocate across sleeves from ``returns`` (``meta/returns_<p>.parquet``): ``weights``
     (``meta/weights_<p>.json``), ``stream`` and, for hierarchical profiles, ``tree`` (the cluster tree).
 
     The optimization runs on the run's Ray cluster when it is up (``offload``); the node's own
     walk-forward passes its health gate (:func:`health.walk_forward_gate`). ``books``: the
     children's books of ``profile`` (sleeve id -> record), given only at a node with book limits.
+    ``windows``: the directory of the runs root's window store (None: reuse is off); the
+    walk-forward's window counts go into the ledger's params (``windows``), not into the artifacts.
     """
-    from ..compose import allocate
     from ..health import walk_forward_gate
+    from ..window_store import WindowStore
 
-    weights, stream, tree = offload((node.label, profile), allocate, node, returns, profile, books)
-    note.update(fallback=weights["fallback"], fallback_reason=weights["fallback_reason"])
+    store = WindowStore.at(windows)
+    weights, stream, tree, fits = offload((node.label, profile), _allocate, node, returns, profile, books, store)
+    note.update(fallback=weights["fallback"], fallback_reason=weights["fallback_reason"], windows=fits)
+    if (fits.get("store") or "").startswith("unreadable"):
+        logger.warning("meta %s %s: window store %s", node.path, profile, fits["store"])
     for err in weights["walk_forward"]["errors"][:3]:
         logger.info("meta %s %s: window fell back: %s", node.path, profile, err)
     warning = walk_forward_gate(node, profile, weights)
@@ -100,6 +107,14 @@ def meta_optimize(node: NodeSpec, profile: str, returns, offload, note: dict, bo
     if weights["fallback"]:
         logger.warning("meta %s %s: optimizer failed, equal-weight fallback: %s", node.path, profile, weights["fallback_reason"])
     return {"weights": weights, "stream": stream.to_frame(profile), "tree": tree}
+
+
+def _allocate(node: NodeSpec, returns, profile: str, books: dict | None, windows):
+    """:func:`compose.allocate` and its window counts (on a Ray worker, or in-process)."""
+    from ..compose import allocate
+
+    fits: dict = {}
+    return (*allocate(node, returns, profile, books, store=windows, fits=fits), fits)
 
 
 def node_returns(streams: dict):

@@ -12,15 +12,21 @@ from ..run import RunContext
 from ._common import Files, _named, _stage, console_warning, logger, prewarm
 
 
-def _sleeve_task(config: dict, risk_profiles: list[str], sleeve_id: str, profile: str, base_dir: str, prices=None):
+def _sleeve_task(
+    config: dict, risk_profiles: list[str], sleeve_id: str, profile: str, base_dir: str, prices=None, windows=None
+):
     """What runs on a Ray worker (or in-process): the sleeve's computation, its returns a frame.
 
     The result travels back as :class:`~tradingview_scraper.sleeve.SleeveResult` sends
-    it: the returns as an Arrow table, the records as they are.
+    it: the returns as an Arrow table, the records as they are. ``windows``: the runs root's
+    window store (:class:`~tradingview_scraper.window_store.WindowStore`), on a file system
+    the worker shares.
     """
     from ..sleeve import compute_sleeve
 
-    return compute_sleeve(config, risk_profiles, sleeve_id=sleeve_id, profile=profile, base_dir=base_dir, prices=prices)
+    return compute_sleeve(
+        config, risk_profiles, sleeve_id=sleeve_id, profile=profile, base_dir=base_dir, prices=prices, windows=windows
+    )
 
 
 def _driver_prices(config: dict, base_dir: Path) -> tuple[object, list[dict] | None]:
@@ -54,6 +60,10 @@ def run_sleeve(
     Each risk profile's walk-forward is a task of its own (they are independent), so one
     sleeve's profiles spread over the cluster's CPUs: a run that recomputes one sleeve
     uses every core, not one. The parts are merged into the sleeve's one set of artifacts.
+
+    With reuse on (``RunContext.store``), windows whose train rows are unchanged since an
+    earlier run come from the runs root's window store; each task's counts (``windows``) go
+    into ``provenance.json`` and the ledger's params, never into the shared artifacts.
     """
     from ..cluster import local_call
     from ..health import health_gate, unhealthy_profiles
@@ -64,13 +74,14 @@ def run_sleeve(
     outputs = [out[k] for k in ("returns", "health", "sign_test", "provenance")] + list(out["weights"].values())
     prices = _named(input or {}).get("prices", [])  # recorded with their digests: the ledger knows what was read
     inputs = [os.path.abspath(p) for p in ([prices] if isinstance(prices, str) else prices)]
-    with _stage(ctx, "sleeve", node_path, log, {"profile": spec.profile, "config": spec.config}, inputs, outputs):
+    with _stage(ctx, "sleeve", node_path, log, {"profile": spec.profile, "config": spec.config}, inputs, outputs) as rec:
         try:
             prices, findings = _driver_prices(spec.config, ctx.base_dir)
         except PipelineError as exc:
             raise SleeveError(f"sleeve {sid!r} failed: {type(exc).__name__}: {exc}") from exc
+        store = window_store(ctx)
         tasks = [
-            ((sid, rp), (spec.config, [rp], sid, spec.profile, str(ctx.base_dir), prices), {})
+            ((sid, rp), (spec.config, [rp], sid, spec.profile, str(ctx.base_dir), prices, store), {})
             for rp in ctx.plan.risk_profiles
         ]
         if ctx.cluster is None:
@@ -85,6 +96,10 @@ def run_sleeve(
             cpus = float(spec.config["backtest"].get("num_cpus", 1))
             done = ctx.cluster.map(_sleeve_task, tasks, num_cpus=cpus)
         result = SleeveResult.merge([part for part, _ in done.values()])
+        rec.params["windows"] = window_counts(result.windows)
+        for rp, count in result.windows.items():
+            if (count["store"] or "").startswith("unreadable"):
+                logger.warning("sleeve %s (%s): window store %s", sid, rp, count["store"])
         if findings:
             result.health["data_quality"] = findings
         for finding in result.health.get("data_quality", []):
@@ -121,7 +136,8 @@ def _write_sleeve(ctx: RunContext, spec: NodeSpec, out: dict, result, placement:
     write_json(out["sign_test"], result.sign_test)
     first = next(iter(placement.values()))
     tasks = {
-        rp: {k: prov[k] for k in ("node_id", "node_ip", "worker_pid", "duration_s")} for rp, prov in placement.items()
+        rp: {**{k: prov[k] for k in ("node_id", "node_ip", "worker_pid", "duration_s")}, "windows": result.windows.get(rp)}
+        for rp, prov in placement.items()
     }
     write_json(
         out["provenance"],
@@ -136,6 +152,22 @@ def _write_sleeve(ctx: RunContext, spec: NodeSpec, out: dict, result, placement:
         },
     )
     write_parquet(out["returns"], result.returns)  # last: the file Snakemake's DAG waits on
+
+
+def window_store(ctx: RunContext):
+    """The run's window store (:class:`~tradingview_scraper.window_store.WindowStore`), None when reuse is off."""
+    from ..window_store import WindowStore
+
+    return WindowStore.at(ctx.store("windows"))
+
+
+def window_counts(windows: dict[str, dict]) -> dict:
+    """The ledger's summary of walk-forward window counts (risk profile -> ``fitted``, ``reused``, ``store``): totals and each profile's."""
+    return {
+        "fitted": sum(c["fitted"] for c in windows.values()),
+        "reused": sum(c["reused"] for c in windows.values()),
+        "profiles": windows,
+    }
 
 
 def check_data(plan: Plan, base_dir: Path | str = ".", *, include_pinned: bool = False) -> None:

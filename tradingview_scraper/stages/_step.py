@@ -21,6 +21,7 @@ class Job:
         self.children = [ctx.spec(c) for c in self.node.children]
         self.offload = partial(_on_running_cluster, ctx)  # fn on the run's cluster when it is up
         self.note: dict = {}  # the step's outcome, added to its ledger params
+        self.windows = ctx.store("windows")  # the runs root's window store, None when reuse is off
 
 
 def _read(path: str):
