@@ -101,6 +101,156 @@ def test_traded_book_without_limits_is_the_target_and_closes_are_exact():
     assert traded_book([0.31, 0.01], [0.3, 0.0], band=0.05) == [0.31, 0.0]
 
 
+# --------------------------------------------------------------------------- the traded book under book limits
+
+
+def _limit_rows(symbols, directions, lim):
+    """``(A_ub, b_ub)`` on a book's gross weights for ``lim`` (cap, group_max on A and B, net_min,
+    net_max, gross with one auxiliary per symbol), written here independently of ``trading.book_rows``."""
+    uniq = sorted(set(symbols))
+    net = [[(1.0 if d == "LONG" else -1.0) * (s == u) for s, d in zip(symbols, directions, strict=True)] for u in uniq]
+    rows, bounds = [], []
+    for r in net:
+        rows += [r, [-v for v in r]]
+        bounds += [lim["cap"], lim["cap"]]
+    group = [sum(net[j][i] for j, u in enumerate(uniq) if u in ("A", "B")) for i in range(len(symbols))]
+    rows.append(group), bounds.append(lim["group_max"])
+    total = [sum(r[i] for r in net) for i in range(len(symbols))]
+    rows += [[-v for v in total], total]
+    bounds += [-lim["net_min"], lim["net_max"]]
+    return net, rows, bounds
+
+
+def _brute_force_limited(c, t, band, max_turnover, symbols, directions, lim):
+    """The least distance by enumeration of the moving positions, each an LP with the limits (linprog);
+    ``inf`` when no choice is feasible."""
+    import numpy as np
+    from scipy.optimize import linprog
+
+    n, best = len(c), math.inf
+    gap = [abs(a - b) for a, b in zip(c, t, strict=True)]
+    side = [1.0 if b > a else -1.0 for a, b in zip(c, t, strict=True)]
+    room, k = max(0.0, 1.0 - sum(c)), sum(t) - sum(c)
+    net, rows, bounds = _limit_rows(symbols, directions, lim)
+    m = len(net)
+    for mask in itertools.product([0, 1], repeat=n):
+        lo, hi = [], []
+        for i in range(n):
+            least = min(band, gap[i]) if t[i] == 0.0 else band
+            if not mask[i]:
+                lo.append(0.0), hi.append(0.0)
+            elif gap[i] == 0.0 or gap[i] < least:
+                break
+            else:
+                lo.append(least), hi.append(gap[i])
+        else:
+            # Variables u (n), w, a (m): x = c + side * u.
+            def row(u=None, w=0.0, a=None):
+                return [*(u or [0.0] * n), w, *(a or [0.0] * m)]
+
+            a_ub = [row(side), row([-v for v in side], -1.0), row(side, -1.0)]
+            b_ub = [room, -k, k]
+            if max_turnover is not None:
+                a_ub.append(row([1.0] * n)), b_ub.append(2 * max_turnover)
+            for r, b in zip(rows, bounds, strict=True):
+                a_ub.append(row([r[i] * side[i] for i in range(n)]))
+                b_ub.append(b - sum(r[i] * c[i] for i in range(n)))
+            for j, r in enumerate(net):
+                e = [-1.0 if q == j else 0.0 for q in range(m)]
+                base = sum(r[i] * c[i] for i in range(n))
+                a_ub.append(row([r[i] * side[i] for i in range(n)], 0.0, e)), b_ub.append(-base)
+                a_ub.append(row([-r[i] * side[i] for i in range(n)], 0.0, e)), b_ub.append(base)
+            a_ub.append(row(None, 0.0, [1.0] * m)), b_ub.append(lim["gross_max"])
+            res = linprog([-1.0] * n + [1.0] + [0.0] * m, A_ub=np.array(a_ub), b_ub=b_ub,
+                          bounds=[*zip(lo, hi, strict=True), (0, None), *[(0, None)] * m], method="highs",
+                          options={"primal_feasibility_tolerance": 1e-10})  # fmt: skip
+            if res.status == 0:
+                best = min(best, sum(gap) + res.fun)
+    return best
+
+
+def _breaks(x, symbols, directions, lim) -> float:
+    """How far book ``x`` breaks the worst of ``lim`` (<= 0: held)."""
+    net, rows, bounds = _limit_rows(symbols, directions, lim)
+    worst = [sum(r[i] * x[i] for i in range(len(x))) - b for r, b in zip(rows, bounds, strict=True)]
+    gross = sum(abs(sum(r[i] * x[i] for i in range(len(x)))) for r in net)
+    return max([*worst, gross - lim["gross_max"]])
+
+
+@st.composite
+def limited_books(draw):
+    c, t, band, budget = draw(books())
+    keys = draw(st.lists(st.tuples(st.sampled_from("ABC"), st.sampled_from(["LONG", "SHORT"])), min_size=len(c),
+                         max_size=len(c), unique=True))  # fmt: skip
+    symbols, directions = [k[0] for k in keys], [k[1] for k in keys]
+    # Limits the target meets (as the flattened book does): its own values plus a slack, sometimes none.
+    net, rows, _ = _limit_rows(symbols, directions, {"cap": 0, "group_max": 0, "net_min": 0, "net_max": 0})
+    tn = [sum(r[i] * t[i] for i in range(len(t))) for r in net]
+    slack = st.sampled_from([0.0, 0.01, 0.05, 0.3])
+    group = sum(v for u, v in zip(sorted(set(symbols)), tn, strict=True) if u in ("A", "B"))
+    lim = {
+        "cap": max(map(abs, tn)) + draw(slack),
+        "group_max": group + draw(slack),
+        "net_min": sum(tn) - draw(slack),
+        "net_max": sum(tn) + draw(slack),
+        "gross_max": sum(map(abs, tn)) + draw(slack),
+    }
+    return c, t, band, budget, symbols, directions, lim
+
+
+@settings(max_examples=80, deadline=None)
+@given(limited_books())
+def test_traded_book_under_book_limits_is_feasible_exactly_and_optimal(case):
+    """The book limits (#23) hold on the traded book to 1e-12, with the band, the budget and the cash;
+    its distance is the least over every choice of moving positions; infeasible is refused in one line."""
+    from tradingview_scraper.limits import BookLimits
+    from tradingview_scraper.trading import book_rows
+
+    c, t, band, budget, symbols, directions, lim = case
+    limits = BookLimits(max_position={"*": lim["cap"]}, groups={"A": "ab", "B": "ab"}, group_max={"ab": lim["group_max"]},
+                        net_min=lim["net_min"], net_max=lim["net_max"], gross_max=lim["gross_max"])  # fmt: skip
+    best = _brute_force_limited(c, t, band, budget, symbols, directions, lim)
+    try:
+        x = traded_book(c, t, band=band, max_turnover=budget, limits=book_rows(limits, symbols, directions))
+    except ConfigError as exc:
+        assert best == math.inf, (best, str(exc))
+        assert "\n" not in str(exc) and "trading.max_turnover" in str(exc)
+        return
+    assert _breaks(x, symbols, directions, lim) <= 1e-12
+    assert math.fsum(x) <= max(1.0, math.fsum(c)) + 1e-12
+    for ci, ti, xi in zip(c, t, x, strict=True):
+        move = abs(xi - ci)
+        assert min(ci, ti) - 1e-15 <= xi <= max(ci, ti) + 1e-15
+        assert move == 0.0 or xi == 0.0 or move >= band - 1e-12, (ci, ti, xi, band)
+    if budget is not None:
+        assert math.fsum(abs(a - b) for a, b in zip(x, c, strict=True)) / 2 <= budget + 1e-12
+    assert abs(_distance(x, t) - best) <= 1e-9, (x, _distance(x, t), best)
+
+
+def test_book_limits_move_the_traded_book_only_where_they_bind():
+    """Without limits that bind, the limited solver's book is as close as the unlimited one; a current book
+    over a cap is traded down to it even when the band would leave it."""
+    from tradingview_scraper.limits import BookLimits
+    from tradingview_scraper.trading import book_rows
+
+    c, t = [0.5, 0.1, 0.1], [0.3, 0.3, 0.2]
+    loose = book_rows(BookLimits(max_position={"*": 0.9}), ["A", "B", "C"], ["LONG"] * 3)
+    x, free = traded_book(c, t, band=0.01, max_turnover=0.1, limits=loose), traded_book(c, t, band=0.01, max_turnover=0.1)
+    assert all(type(v) is float for v in x)
+    assert _distance(x, t) == pytest.approx(_distance(free, t), abs=1e-12)  # equally close (the amounts may differ)
+    capped = book_rows(BookLimits(max_position={"*": 0.31}), ["A", "B", "C"], ["LONG"] * 3)
+    c, t = [0.32, 0.25, 0.2], [0.3, 0.3, 0.2]
+    assert traded_book(c, t, band=0.05) == c  # every move is under the band
+    # A's 0.02 to its target is under the band, and the cap needs 0.01 of it: no book meets both.
+    with pytest.raises(ConfigError, match=r"the current book breaks max_position A \(\|net\| 0.32 > 0.31\); raise "
+                                          r"trading.max_turnover or lower trading.band") as info:  # fmt: skip
+        traded_book(c, t, band=0.05, limits=capped)
+    assert "\n" not in str(info.value)
+    # A band of 0.02 lets A move; the cap is met, B stays (its 0.05 fits, but the budget is 0.02 one-way).
+    x = traded_book(c, t, band=0.02, max_turnover=0.02, limits=capped)
+    assert x[0] <= 0.31 and x == [0.3, 0.27, 0.2]
+
+
 # --------------------------------------------------------------------------- settings
 
 
