@@ -548,3 +548,127 @@ def test_report_shows_target_against_traded_book_and_the_orders(trade_runs):
     assert f"{reb['orders']['n_orders']} orders, notional {reb['orders']['notional']:,.2f}" in text
     assert f"one-way turnover {reb['turnover_one_way']:.2%} (to the target: {reb['to_target']['turnover_one_way']:.2%})" in text
     assert "Left untraded:" in text and "tracking error" in text
+
+
+# --------------------------------------------------------------------------- book limits and sleeve costs on a real run
+
+#: Two sleeves share AAPL and MSFT at different frictions (tech 0.1%, tech_hi 0.5% a unit traded); KO is
+#: shared by tech_hi and staples. The book caps every name at 30% and the tech group at 60%.
+LIM_GROUPS = {"AAPL": "tech", "MSFT": "tech", "AMD": "tech", "KO": "staples", "PEP": "staples", "PG": "staples"}
+LIM_BOOK = {"max_position": 0.3, "groups": LIM_GROUPS, "group_max": {"tech": 0.6}}
+LIM_TRADING = {"capital": 1_000_000, "min_order": 1_000, "band": 0.01, "max_turnover": 0.5}
+LIM_RATES = {"tech": 0.001, "tech_hi": 0.005, "staples": 0.001}
+LIM_BOOK_CSV = "symbol,direction,weight\nAAPL,LONG,0.5\nKO,LONG,0.2\nPEP,LONG,0.1\n"
+
+
+def _lim_manifest(max_turnover=LIM_TRADING["max_turnover"]) -> dict:
+    from .conftest import SMALL_MANIFEST
+
+    m = json.loads(SMALL_MANIFEST.read_text())
+    m["profiles"]["tech_hi"] = {"universe": {"symbols": ["AAPL", "MSFT", "KO"]},
+                                "backtest": {"commission": 0.003, "slippage": 0.002}}  # fmt: skip
+    m["profiles"]["meta_lt"] = {
+        "sleeves": [{"id": s, "profile": s} for s in ("tech", "tech_hi", "staples")],
+        "meta_allocation": {"min_weight": 0.1, "max_weight": 0.6, "book": LIM_BOOK},
+        "profiles": ["equal_weight", "hrp"],
+        "trading": {**LIM_TRADING, "max_turnover": max_turnover},
+    }
+    return m
+
+
+@pytest.fixture(scope="module")
+def lim_trade(tmp_path_factory):
+    """One real run of ``meta_lt`` (in-process) with trading settings, book limits and a holdings file
+    that breaks the 30% cap (AAPL at 50%)."""
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    base = tmp_path_factory.mktemp("limtrade")
+    manifest = base / "manifest.json"
+    manifest.write_text(json.dumps(_lim_manifest()))
+    (base / "book.csv").write_text(LIM_BOOK_CSV)
+    runs = base / "runs"
+    MetaPipeline("meta_lt", manifest=manifest, run_id="lt", runs_root=runs, ray=False, holdings=str(base / "book.csv")).execute()
+    return base, runs / "lt"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("profile", ["equal_weight", "hrp"])
+def test_book_limits_hold_on_the_traded_book_of_a_real_run(lim_trade, profile):
+    _, run = lim_trade
+    reb = _json(run / f"rebalance_{profile}.json")
+    net: dict[str, float] = {}
+    for r in reb["rows"]:
+        net[r["symbol"]] = net.get(r["symbol"], 0.0) + (1.0 if r["direction"] == "LONG" else -1.0) * r["traded_weight"]
+    assert max(abs(v) for v in net.values()) <= LIM_BOOK["max_position"] + 1e-12
+    assert math.fsum(v for s, v in net.items() if LIM_GROUPS.get(s) == "tech") <= 0.6 + 1e-12
+    assert abs(math.fsum(r["traded_weight"] for r in reb["rows"]) + reb["cash"] - 1.0) <= 1e-12
+    # The cap binds: the current book's 50% of AAPL is traded down to it, within the band and the budget.
+    assert reb["book_limits"]["current_breaks"] == ["max_position AAPL (|net| 0.5 > 0.3)"]
+    assert net["AAPL"] <= 0.3 + 1e-12 and reb["turnover_one_way"] <= LIM_TRADING["max_turnover"] + 1e-12
+    band = max(LIM_TRADING["band"], LIM_TRADING["min_order"] / LIM_TRADING["capital"])
+    for r in reb["rows"]:
+        move = abs(r["traded_weight"] - r["current_weight"])
+        assert move == 0.0 or r["traded_weight"] == 0.0 or move >= band - 1e-12, r
+    checks = {(c["limit"], c["key"]): c for c in reb["book_limits"]["traded"]}
+    assert checks[("max_position", "AAPL")]["value"] == pytest.approx(abs(net["AAPL"]), abs=1e-15)
+    assert min(c["slack"] for c in checks.values()) >= -1e-12
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("profile", ["equal_weight", "hrp"])
+def test_each_position_costs_the_frictions_of_the_sleeves_that_drive_it(lim_trade, profile):
+    """A holdings file names no sleeves: each position's rate is its sleeves' rates weighted by their target
+    holdings of it (the rule of ``rebalance.sleeve_cost_rate``); orders and totals are charged at it."""
+    _, run = lim_trade
+    reb = _json(run / f"rebalance_{profile}.json")
+    rows = {r["symbol"]: r for r in reb["rows"]}
+    for r in reb["rows"]:
+        t = r["target_sleeves"]
+        want = math.fsum(v * LIM_RATES[s] for s, v in t.items()) / math.fsum(t.values()) if t else 0.001
+        assert r["cost_rate"] == pytest.approx(want, rel=1e-12), r
+    # AAPL is held by both tech sleeves: its rate lies strictly between theirs.
+    assert set(rows["AAPL"]["target_sleeves"]) == {"tech", "tech_hi"} and 0.001 < rows["AAPL"]["cost_rate"] < 0.005
+    assert reb["estimated_cost"] == pytest.approx(
+        math.fsum(abs(r["traded_weight"] - r["current_weight"]) * r["cost_rate"] for r in reb["rows"]), rel=1e-12)
+    with open(run / f"orders_{profile}.csv", newline="") as fh:
+        for o in csv.DictReader(fh):
+            assert float(o["est_cost"]) == pytest.approx(float(o["notional"]) * rows[o["symbol"]]["cost_rate"], rel=1e-12)
+    text = (run / "report.md").read_text()
+    assert "The traded book holds the root's book limits" in text and "max_position AAPL" in text
+
+
+def test_sleeve_cost_rate_weights_each_sleeve_by_its_change():
+    from tradingview_scraper.rebalance import sleeve_cost_rate
+
+    rates = {"a": 0.001, "b": 0.005}
+    # A previous run: a's holding grows by 0.1, b's falls by 0.3 (after a drift of x2): 0.1 at 0.001, 0.3 at 0.005.
+    row = {"current_weight": 0.4, "target_weight": 0.2, "target_sleeves": {"a": 0.2},
+           "current_sleeves": {"a": 0.05, "b": 0.15}, "current_scale": 2.0}  # fmt: skip
+    assert sleeve_cost_rate(row, rates, 0.002) == pytest.approx((0.1 * 0.001 + 0.3 * 0.005) / 0.4, rel=1e-15)
+    # A holdings file: the current weight is read as held in the target's proportions.
+    row = {"current_weight": 0.1, "target_weight": 0.4, "target_sleeves": {"a": 0.1, "b": 0.3}, "current_sleeves": None}
+    assert sleeve_cost_rate(row, rates, 0.002) == pytest.approx((0.1 * 0.001 + 0.3 * 0.005) / 0.4, rel=1e-15)
+    # A position no sleeve holds on either side (a holdings file's close): the root's rate.
+    row = {"current_weight": 0.1, "target_weight": 0.0, "target_sleeves": {}, "current_sleeves": None}
+    assert sleeve_cost_rate(row, rates, 0.002) == 0.002
+    # The drift alone (no sleeve's holding changes): weighted by the holdings.
+    row = {"current_weight": 0.3, "target_weight": 0.3, "target_sleeves": {"a": 0.1, "b": 0.2},
+           "current_sleeves": {"a": 0.1, "b": 0.2}}  # fmt: skip
+    assert sleeve_cost_rate(row, rates, 0.002) == pytest.approx((0.1 * 0.001 + 0.2 * 0.005) / 0.3, rel=1e-15)
+
+
+@pytest.mark.e2e
+def test_limits_no_traded_book_can_meet_are_refused_in_one_line(lim_trade, capsys):
+    """The same run with a budget too small to bring AAPL down to its cap: the rebalance stops in one line."""
+    from tradingview_scraper.orchestration import cli
+
+    base, run = lim_trade
+    manifest = base / "manifest_tight.json"
+    manifest.write_text(json.dumps(_lim_manifest(max_turnover=0.05)))
+    argv = ["--profile", "meta_lt", "--manifest", str(manifest), "--runs-root", str(run.parent), "--run-id", "lt",
+            "--holdings", str(base / "book.csv"), "--profiles", "equal_weight,hrp", "--no-ray", "--quiet"]  # fmt: skip
+    assert cli.main(argv, prog="run_meta_pipeline.py", require_meta=True) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert "no traded book within the band and the turnover budget meets the root's book limits" in err, err
+    assert "max_position AAPL (|net| 0.5 > 0.3)" in err and "raise trading.max_turnover" in err, err

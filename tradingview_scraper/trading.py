@@ -260,6 +260,26 @@ class BookRows:
         return out
 
 
+    def checks(self, x: Sequence[float]) -> list[dict]:
+        """Each limit's value on book ``x`` against its bounds: ``limit``, ``key``, ``value``, ``min``,
+        ``max`` (None: unbounded on that side) and ``slack`` (the distance to the nearer bound, >= 0 when held)."""
+        x = np.asarray(x, dtype=float)
+        out = []
+        for (limit, key), row, lo, hi in zip(self.labels, self.A, self.lo, self.hi, strict=True):
+            v = float(row @ x)
+            if limit == "max_position":
+                out.append({"limit": limit, "key": key, "value": abs(v), "min": None, "max": float(hi), "slack": float(hi - abs(v))})
+                continue
+            slack = min(hi - v, v - lo)
+            out.append({"limit": limit, "key": key, "value": v, "min": float(lo) if math.isfinite(lo) else None,
+                        "max": float(hi) if math.isfinite(hi) else None, "slack": float(slack)})  # fmt: skip
+        if self.gross_max is not None:
+            gross = float(np.abs(self.net @ x).sum())
+            out.append({"limit": "gross", "key": "book", "value": gross, "min": None, "max": self.gross_max,
+                        "slack": self.gross_max - gross})  # fmt: skip
+        return out
+
+
 def book_rows(limits, symbols: Sequence[str], directions: Sequence[str]) -> BookRows:
     """The rows of a traded book's limits: ``limits`` (:class:`limits.BookLimits`, or None) on the
     net weights of the positions ``(symbols[i], directions[i])``.

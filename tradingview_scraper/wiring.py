@@ -220,6 +220,8 @@ class Wiring:
     def rebalance_params(self, node_dir: str, profile: str | None = None) -> str:
         book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
         trading = {"trading": self.plan.trading} if self.plan.trading else {}  # issue 24
+        if self.plan.trading and self.plan.root.config["meta_allocation"].get("book"):
+            trading["book"] = self.plan.root.config["meta_allocation"]["book"]  # the traded book holds them
         return json.dumps({**book, **self.plan.root.config["frictions"], **trading}, sort_keys=True)
 
     # ------------------------------------------------------------ external sleeves (issue 22)

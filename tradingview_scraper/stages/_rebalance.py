@@ -176,19 +176,16 @@ class _Prices:
         return float(s.iloc[-1]) / float(before.iloc[-1])
 
 
-def _cost_rate(ctx: RunContext, sleeves: dict[str, float]) -> float:
-    """Commission + slippage of the sleeves behind a position, weighted by their part in it (the root's without any)."""
-    from ..layout import child_path
-
-    def rate(sid: str) -> float:
-        spec = ctx.plan.nodes.get(child_path(ROOT, sid))
-        f = (spec.config["frictions"] if spec.is_meta else spec.config["backtest"]) if spec else ctx.plan.root.config["frictions"]
-        return float(f["commission"]) + float(f["slippage"])
-
-    total = sum(abs(v) for v in sleeves.values())
-    if total == 0:
-        return rate("")
-    return sum(abs(v) * rate(s) for s, v in sleeves.items()) / total
+def _sleeve_rates(ctx: RunContext) -> dict[str, float]:
+    """Commission + slippage of each sleeve of the root: an atomic sleeve's backtest frictions, a nested
+    meta profile's own ``frictions``, an external sleeve's the root's (its stream is net of its own costs)."""
+    root = ctx.plan.root.config["frictions"]
+    out = {}
+    for path in ctx.plan.root.children:
+        spec = ctx.plan.nodes[path]
+        f = spec.config["frictions"] if spec.is_meta else spec.config["backtest"] if spec.kind == "atomic" else root
+        out[spec.sleeve_id] = float(f["commission"]) + float(f["slippage"])
+    return out
 
 
 def _tracking_error(ctx: RunContext, prices: _Prices, rows: list[dict]) -> dict | None:
@@ -222,7 +219,6 @@ def run_rebalance(ctx: RunContext, node_path: str, profile: str, *, input: Files
     """Write ``output["rebalance"]``: the trades from the current book (``input["current"]``: the holdings
     file, or the previous run's flattened weights, drifted to this run's prices) to the flattened
     weights (``input["target"]``); with trading settings, the traded book and its orders."""
-    import math
 
     from ..rebalance import (
         drifted,
@@ -231,7 +227,6 @@ def run_rebalance(ctx: RunContext, node_path: str, profile: str, *, input: Files
         sleeve_weight_changes,
         value_quantities,
     )
-    from ..trading import orders, traded_book
 
     if not (ctx.holdings or ctx.previous_run):
         raise ConfigError("rebalance needs previous_run or holdings (--previous-run RUN_ID or --holdings FILE)")
@@ -310,35 +305,67 @@ def run_rebalance(ctx: RunContext, node_path: str, profile: str, *, input: Files
             **body,
         }
         if trading:
-            rows = doc["rows"]
-            # An order under min_order is a move under min_order / capital: the band covers both.
-            band = max(trading["band"], trading["min_order"] / trading["capital"])
-            x = traded_book([r["current_weight"] for r in rows], [r["target_weight"] for r in rows],
-                            band=band, max_turnover=trading["max_turnover"])  # fmt: skip
-            for r, xi in zip(rows, x, strict=True):
-                r["traded_weight"] = xi
-                r["untraded"] = r["target_weight"] - xi
-                r["price"], r["price_date"] = prices.last(r["symbol"])
-                r["cost_rate"] = _cost_rate(ctx, r["target_sleeves"] or (r["current_sleeves"] or {}))
-                key = (r["symbol"], r["direction"])
-                r["current_quantity"] = (
-                    quantities.get(key, 0.0) if book.get("quantities") else r["current_weight"] * trading["capital"] / r["price"]
-                )
-            traded = math.fsum(abs(r["traded_weight"] - r["current_weight"]) for r in rows)
-            doc["to_target"] = {k: doc[k] for k in ("traded", "turnover_one_way", "estimated_cost", "n_trades")}
-            doc.update(
-                trading=trading,
-                band_applied=band,
-                cash=1.0 - math.fsum(x),
-                traded=traded,
-                turnover_one_way=traded / 2.0,
-                n_trades=sum(1 for r in rows if r["traded_weight"] != r["current_weight"]),
-                estimated_cost=math.fsum(abs(r["traded_weight"] - r["current_weight"]) * r["cost_rate"] for r in rows),
-                untraded_one_way=(math.fsum(abs(r["untraded"]) for r in rows) + abs(math.fsum(r["untraded"] for r in rows))) / 2.0,
-                tracking_error=_tracking_error(ctx, prices, rows),
-                orders=orders(rows, trading),
-            )
+            doc.update(_traded(ctx, doc, trading, prices, current, prev is not None,
+                               quantities if book.get("quantities") else None))  # fmt: skip
         write_json(out, doc)
+
+
+def _traded(ctx: RunContext, doc: dict, trading: dict, prices: _Prices, current: list[dict], drifted_book: bool,
+            quantities: dict | None) -> dict:  # fmt: skip
+    """What trading settings add to a rebalance: per row ``traded_weight``, ``untraded``, ``price``,
+    ``cost_rate`` (:func:`rebalance.sleeve_cost_rate`), ``current_quantity``; the traded book's
+    totals, the book limits it holds (``book_limits``), the tracking error left and the orders."""
+    import math
+
+    from ..compose import node_limits
+    from ..rebalance import sleeve_cost_rate
+    from ..trading import book_rows, orders, traded_book
+
+    rows = doc["rows"]
+    # An order under min_order is a move under min_order / capital: the band covers both.
+    band = max(trading["band"], trading["min_order"] / trading["capital"])
+    # The root's book limits (#23) hold on the traded book too.
+    limits = node_limits(ctx.plan.root)
+    lim_rows = book_rows(limits, [r["symbol"] for r in rows], [r["direction"] for r in rows]) if limits else None
+    x = traded_book([r["current_weight"] for r in rows], [r["target_weight"] for r in rows],
+                    band=band, max_turnover=trading["max_turnover"], limits=lim_rows)  # fmt: skip
+    rates, root_rate = _sleeve_rates(ctx), doc["cost_rate"]
+    # A previous run's per-sleeve holdings drift with their position.
+    scale = {(c["symbol"], c["direction"]): c["weight"] / c["weight_then"] for c in current
+             if drifted_book and c.get("weight_then")}  # fmt: skip
+    for r, xi in zip(rows, x, strict=True):
+        key = (r["symbol"], r["direction"])
+        r["traded_weight"] = xi
+        r["untraded"] = r["target_weight"] - xi
+        r["price"], r["price_date"] = prices.last(r["symbol"])
+        r["cost_rate"] = sleeve_cost_rate({**r, "current_scale": scale.get(key, 1.0)}, rates, root_rate)
+        r["current_quantity"] = (
+            quantities.get(key, 0.0) if quantities is not None else r["current_weight"] * trading["capital"] / r["price"]
+        )
+    traded = math.fsum(abs(r["traded_weight"] - r["current_weight"]) for r in rows)
+    to_target = {k: doc[k] for k in ("traded", "turnover_one_way", "n_trades")}
+    to_target["estimated_cost"] = math.fsum(abs(r["trade"]) * r["cost_rate"] for r in rows)
+    to_target["cost_rate"] = to_target["estimated_cost"] / doc["traded"] if doc["traded"] else root_rate
+    out = {
+        "to_target": to_target,
+        "trading": trading,
+        "band_applied": band,
+        "cash": 1.0 - math.fsum(x),
+        "traded": traded,
+        "turnover_one_way": traded / 2.0,
+        "n_trades": sum(1 for r in rows if r["traded_weight"] != r["current_weight"]),
+        "estimated_cost": math.fsum(abs(r["traded_weight"] - r["current_weight"]) * r["cost_rate"] for r in rows),
+        "untraded_one_way": (math.fsum(abs(r["untraded"]) for r in rows) + abs(math.fsum(r["untraded"] for r in rows))) / 2.0,
+        "tracking_error": _tracking_error(ctx, prices, rows),
+        "orders": orders(rows, trading),
+    }
+    if lim_rows is not None:
+        out["book_limits"] = {
+            "limits": limits.to_dict(),
+            "current_breaks": lim_rows.broken([r["current_weight"] for r in rows]),
+            "traded": lim_rows.checks(x),
+        }
+    return out
 
 
 def _drift_dates(ctx: RunContext, returns: str, since: str) -> dict:
