@@ -672,3 +672,114 @@ def test_limits_no_traded_book_can_meet_are_refused_in_one_line(lim_trade, capsy
     assert err.count("\n") == 0, err
     assert "no traded book within the band and the turnover budget meets the root's book limits" in err, err
     assert "max_position AAPL (|net| 0.5 > 0.3)" in err and "raise trading.max_turnover" in err, err
+
+
+# --------------------------------------------------------------------------- an external sleeve's prices (meta_custom)
+
+CUSTOM_TRADING = {"capital": 1_000_000, "lot_size": {"*": 1, "SPY": 10}, "min_order": 1_000, "band": 0.005}
+CUSTOM_BOOK = "symbol,direction,quantity\nSPY,LONG,1000\nAAPL,LONG,500\nTLT,SHORT,3000\n"
+
+
+def _custom_manifest(prices: str | None) -> dict:
+    """The shipped ``meta_custom`` with a trading block and, with ``prices``, its external sleeve's price table."""
+    from .conftest import PROJECT
+
+    m = json.loads((PROJECT / "config" / "manifest.json").read_text())
+    prof = m["profiles"]["meta_custom"]
+    prof["trading"] = dict(CUSTOM_TRADING)
+    if prices is not None:
+        trend = next(s for s in prof["sleeves"] if "external" in s)
+        trend["external"]["prices"] = prices
+    return m
+
+
+@pytest.fixture(scope="module")
+def custom_trade(tmp_path_factory):
+    """One real run of the shipped ``meta_custom`` (in-process) with trading settings, the external trend
+    sleeve priced by a copy of the SYNTHETIC price table, and a book in quantities holding its symbols."""
+    import shutil
+
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    from .conftest import PROJECT
+
+    base = tmp_path_factory.mktemp("custom")
+    table = base / "trend_prices.csv"
+    shutil.copy2(PROJECT / "data" / "external" / "SYNTHETIC_trend_prices.csv", table)
+    manifest = base / "manifest.json"
+    manifest.write_text(json.dumps(_custom_manifest(str(table))))
+    (base / "book.csv").write_text(CUSTOM_BOOK)
+    kw = {"manifest": manifest, "runs_root": base / "runs", "ray": False, "holdings": str(base / "book.csv")}
+    MetaPipeline("meta_custom", run_id="c", **kw).execute()
+    return {"base": base, "table": table, "kw": kw, "run": base / "runs" / "c"}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("profile", ["equal_weight", "cvar"])
+def test_an_external_sleeves_price_table_values_and_orders_its_symbols(custom_trade, profile):
+    import pandas as pd
+
+    table = pd.read_csv(custom_trade["table"], index_col="date")
+    reb = _json(custom_trade["run"] / f"rebalance_{profile}.json")
+    rows = {(r["symbol"], r["direction"]): r for r in reb["rows"]}
+    for (symbol, direction), q in ((("SPY", "LONG"), 1000), (("TLT", "SHORT"), 3000)):
+        r = rows[(symbol, direction)]
+        assert r["price"] == float(table[symbol].iloc[-1]) and r["price_date"] == "2022-12-30"
+        assert r["current_quantity"] == q and r["current_weight"] == q * r["price"] / CUSTOM_TRADING["capital"]
+        assert r["target_sleeves"] == {"trend": r["target_weight"]}
+    for symbol in ("GLD", "USO"):  # held by the target only: bought at the table's prices
+        assert rows[(symbol, "LONG")]["price"] == float(table[symbol].iloc[-1])
+    with open(custom_trade["run"] / f"orders_{profile}.csv", newline="") as fh:
+        orders_ = {(o["symbol"], o["side"]): o for o in csv.DictReader(fh)}
+    assert {("GLD", "BUY"), ("USO", "BUY")} <= set(orders_)
+    assert any(s == "TLT" and side in {"SELL_SHORT", "BUY_TO_COVER"} for s, side in orders_)
+    spy = [o for (s, _), o in orders_.items() if s == "SPY"]
+    assert all(float(o["quantity"]) % 10 == 0 for o in spy)
+    assert abs(math.fsum(r["traded_weight"] for r in reb["rows"]) + reb["cash"] - 1.0) <= 1e-12
+    prov = _json(custom_trade["run"] / "sleeves" / "trend" / "provenance.json")
+    assert prov["prices"] == str(custom_trade["table"]) and str(custom_trade["table"]) in prov["sha256"]
+
+
+@pytest.mark.e2e
+def test_new_bytes_of_the_price_table_rerun_the_external_sleeve_and_the_rebalance(custom_trade):
+    """An edit of the price table with its mtime put back reruns the sleeve that reads it and the rebalance."""
+    import os
+
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    table, stat = custom_trade["table"], custom_trade["table"].stat()
+    lines = table.read_text().splitlines(keepends=True)
+    last = lines[-1].split(",")
+    last[1] = f"{float(last[1]) * 2:.4f}"  # SPY's last price doubles
+    lines[-1] = ",".join(last)
+    table.write_text("".join(lines))
+    os.utime(table, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    ran = {j.rule for j in MetaPipeline("meta_custom", run_id="c", **custom_trade["kw"]).execute().jobs}
+    assert {"external_sleeve", "rebalance", "orders", "report"} <= ran, ran
+    reb = _json(custom_trade["run"] / "rebalance_equal_weight.json")
+    spy = next(r for r in reb["rows"] if r["symbol"] == "SPY")
+    assert spy["price"] == float(last[1])
+
+
+@pytest.mark.parametrize(
+    ("prices", "match"),
+    [
+        (None, r"sleeve 'trend'.* holds SPY, which has no price: give its external block a price table, \"prices\": \"path\""),
+        ("cut", r"holds TLT, which has no price: its price table .*cut.csv has no column 'TLT'; add one"),
+    ],
+)
+def test_trading_an_unpriced_external_symbol_is_refused_before_any_work(tmp_path, runs_root, prices, match):
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    from .conftest import PROJECT
+
+    if prices == "cut":
+        src = (PROJECT / "data" / "external" / "SYNTHETIC_trend_prices.csv").read_text().splitlines()
+        prices = str(tmp_path / "cut.csv")
+        (tmp_path / "cut.csv").write_text("".join(",".join(line.split(",")[:4]) + "\n" for line in src))
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(_custom_manifest(prices)))
+    (tmp_path / "b.csv").write_text(CUSTOM_BOOK)
+    with pytest.raises(DataError, match=match) as info:
+        MetaPipeline("meta_custom", manifest=path, run_id="x", runs_root=runs_root, holdings=str(tmp_path / "b.csv"))
+    assert "\n" not in str(info.value) and not (runs_root / "x").exists()

@@ -49,4 +49,4 @@ def preflight(
         check_pins(plan, runs_root, run_id)
     check_data(plan, base_dir, include_pinned=execute_sleeves)
     check_external(plan, base_dir)
-    check_rebalance(plan, runs_root, run_id, previous_run, holdings)
+    check_rebalance(plan, runs_root, run_id, previous_run, holdings, base_dir)
