@@ -556,7 +556,7 @@ def test_report_shows_target_against_traded_book_and_the_orders(trade_runs):
 #: shared by tech_hi and staples. The book caps every name at 30% and the tech group at 60%.
 LIM_GROUPS = {"AAPL": "tech", "MSFT": "tech", "AMD": "tech", "KO": "staples", "PEP": "staples", "PG": "staples"}
 LIM_BOOK = {"max_position": 0.3, "groups": LIM_GROUPS, "group_max": {"tech": 0.6}}
-LIM_TRADING = {"capital": 1_000_000, "min_order": 1_000, "band": 0.01, "max_turnover": 0.5}
+LIM_TRADING = {"capital": 1_000_000, "min_order": 1_000, "band": 0.01, "max_turnover": 0.15}
 LIM_RATES = {"tech": 0.001, "tech_hi": 0.005, "staples": 0.001}
 LIM_BOOK_CSV = "symbol,direction,weight\nAAPL,LONG,0.5\nKO,LONG,0.2\nPEP,LONG,0.1\n"
 
@@ -630,6 +630,10 @@ def test_each_position_costs_the_frictions_of_the_sleeves_that_drive_it(lim_trad
     assert set(rows["AAPL"]["target_sleeves"]) == {"tech", "tech_hi"} and 0.001 < rows["AAPL"]["cost_rate"] < 0.005
     assert reb["estimated_cost"] == pytest.approx(
         math.fsum(abs(r["traded_weight"] - r["current_weight"]) * r["cost_rate"] for r in reb["rows"]), rel=1e-12)
+    # What trading all the way to the target would cost, at the same rates (not the root's alone).
+    to_target = math.fsum(abs(r["trade"]) * r["cost_rate"] for r in reb["rows"])
+    assert reb["to_target"]["estimated_cost"] == pytest.approx(to_target, rel=1e-12)
+    assert reb["to_target"]["estimated_cost"] > reb["to_target"]["traded"] * reb["cost_rate"]
     with open(run / f"orders_{profile}.csv", newline="") as fh:
         for o in csv.DictReader(fh):
             assert float(o["est_cost"]) == pytest.approx(float(o["notional"]) * rows[o["symbol"]]["cost_rate"], rel=1e-12)
