@@ -201,14 +201,15 @@ def _trading_blocks(reb: dict) -> list:
 
 
 def _limits_para(lim: dict | None) -> list:
-    """The book limits the traded book holds (issue 24 with the limits of issue 23), tightest first."""
+    """The book limits the traded book holds (issue 24 with the limits of issue 23), tightest first (a slack
+    a rounding below 0, within the 1e-12 the book is held to, shows as 0)."""
     if not lim:
         return []
     tight = sorted(lim["traded"], key=lambda c: (c["slack"], c["limit"], c["key"]))[:3]
     broke = lim["current_breaks"]
     return [Para(
         f"The traded book holds the root's book limits (meta_allocation.book, {len(lim['traded'])} checks); the "
-        "tightest: " + ", ".join(f"{c['limit']} {c['key']} {c['value']:.2%} (slack {c['slack']:.2%})" for c in tight)
+        "tightest: " + ", ".join(f"{c['limit']} {c['key']} {c['value']:.2%} (slack {max(c['slack'], 0.0):.2%})" for c in tight)
         + (f". The current book breaks {len(broke)}: " + "; ".join(broke[:3]) if broke else "") + "."
     )]  # fmt: skip
 
