@@ -7,8 +7,12 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .errors import ConfigError
 
 #: The order sides by position direction and the sign of the trade.
 SIDES = {("LONG", 1): "BUY", ("LONG", -1): "SELL", ("SHORT", 1): "SELL_SHORT", ("SHORT", -1): "BUY_TO_COVER"}
@@ -313,16 +317,18 @@ def book_rows(limits, symbols: Sequence[str], directions: Sequence[str]) -> Book
                     labels, net, uniq, None if limits is None or limits.gross_max is None else float(limits.gross_max))  # fmt: skip
 
 
-#: How far a vertex rebuilt from its active constraints may miss them (it is then taken as exact).
-_EXACT = 1e-13
+#: How far a vertex rebuilt from its active constraints may miss them, and the traded book its
+#: constraints (half the 1e-12 the book is held to).
+_EXACT = 5e-13
 #: Slack under which a constraint counts as active at the solver's solution.
 _ACTIVE = 1e-9
 #: HiGHS's tightest feasibility tolerances (its defaults would let a choice break a limit by 1e-6).
 _HIGHS = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10, "mip_feasibility_tolerance": 1e-10}
 #: A move HiGHS could not tell from none (its smallest matrix coefficient): a dust position moves without a binary.
 _DUST = 1e-9
-#: How far a second choice tightens the limits when the first breaks one by a rounding.
-_MARGIN = 1e-9
+#: How far a second choice tightens the limits when the first breaks one by a rounding (above
+#: HiGHS's tolerance, so its amounts meet the untightened limits).
+_MARGIN = 4e-10
 
 
 def _limited_book(c, t, gap, low, side, movable, p: _Problem, rows: BookRows) -> list[float]:
@@ -335,19 +341,21 @@ def _limited_book(c, t, gap, low, side, movable, p: _Problem, rows: BookRows) ->
     chooses the moving positions; their amounts are the LP's with that choice fixed, rebuilt
     exactly from the constraints active at HiGHS's vertex (a square or overdetermined linear
     system, least squares), so the limits, the band, the budget and the cash hold in floating
-    point (checked to 1e-13), not to a solver's tolerance.
+    point (checked to 5e-13), not to a solver's tolerance.
 
     Raises
     ------
     ConfigError
         No book within the band and the budget meets the limits: one line naming the limits the
         current book breaks and the settings that would let the book reach them.
+        Also when HiGHS finds a book only within its tolerance (a constraint broken by a
+        rounding, none met exactly).
     OptimizationError
-        HiGHS fails, or its vertex cannot be made exact (neither is expected).
+        HiGHS fails (not expected).
     """
     from scipy.optimize import Bounds, LinearConstraint, milp
 
-    from .errors import ConfigError, OptimizationError
+    from .errors import OptimizationError
 
     n, m = len(c), (len(rows.symbols) if rows.gross_max is not None else 0)
     cv, sv, g, lo = (np.array(v, dtype=float) for v in (c, side, gap, low))
@@ -405,8 +413,9 @@ def _limited_book(c, t, gap, low, side, movable, p: _Problem, rows: BookRows) ->
                  np.hstack([eye, -np.diag(lo)[binary], np.zeros((len(eye), 1 + m))]))  # fmt: skip
     lb = np.concatenate([np.where(dust, lo, 0.0), dust.astype(float), [0.0], np.zeros(m)])
     ub = np.concatenate([np.where(mov, g, 0.0), mov.astype(float), [np.inf], np.full(m, np.inf)])
-    # Where HiGHS's tolerance lets a choice break a limit by a rounding, the limits the current book
-    # meets with room are tightened by a margin and the choice is made again (an optimum within it).
+    # Where HiGHS's tolerance lets a choice or its amounts break a constraint by a rounding, the
+    # budget, the cash and the limits are tightened by a margin and both are made again (an optimum
+    # within the margin).
     for margin in (0.0, _MARGIN):
         # A limit the current book meets keeps it met (tightened by at most its room); one it breaks, by the margin.
         tight = b_ub - np.where(is_limit, np.where(room < 0, margin, np.minimum(margin, np.maximum(room, 0.0))), 0.0)
@@ -422,14 +431,7 @@ def _limited_book(c, t, gap, low, side, movable, p: _Problem, rows: BookRows) ->
                 options={"mip_rel_gap": 0.0, **_HIGHS},
             )  # fmt: skip
         if res.status == 2:
-            if margin:
-                break
-            broken = rows.broken(c, _EXACT)
-            raise ConfigError(
-                "trading: no traded book within the band and the turnover budget meets the root's book limits "
-                f"(meta_allocation.book){': the current book breaks ' + ', '.join(broken) if broken else ''}; raise "
-                "trading.max_turnover or lower trading.band (and min_order) so that the book can reach its limits"
-            )
+            raise _refused(rows, c)
         if res.x is None:
             if not margin:
                 continue
@@ -439,10 +441,23 @@ def _limited_book(c, t, gap, low, side, movable, p: _Problem, rows: BookRows) ->
         lp_lb = np.concatenate([np.where(chosen, lo, 0.0), [0.0], np.zeros(m)])
         lp_ub = np.concatenate([np.where(chosen, g, 0.0), [np.inf], np.full(m, np.inf)])
         keep = np.r_[np.arange(n), [W], np.arange(2 * n + 1, nv)]
-        x = _exact_amounts(cost[keep], A_ub[:, keep], b_ub, lp_lb, lp_ub, c, t, g, sv, n, rows, p)
+        x = _exact_amounts(cost[keep], A_ub[:, keep], tight, lp_lb, lp_ub, c, t, g, sv, n, rows, p)
         if x is not None:
             return x
-    raise OptimizationError("trading: the traded book under the book limits could not be made exact")
+    # HiGHS's tolerance found a book that breaks a constraint by a rounding only: none meets them all.
+    raise _refused(rows, c)
+
+
+def _refused(rows: BookRows, c) -> ConfigError:
+    """The one line that refuses a band + budget + limits no traded book meets."""
+    from .errors import ConfigError
+
+    broken = rows.broken(c, _EXACT)
+    return ConfigError(
+        "trading: no traded book within the band and the turnover budget meets the root's book limits "
+        f"(meta_allocation.book){': the current book breaks ' + ', '.join(broken) if broken else ''}; raise "
+        "trading.max_turnover or lower trading.band (and min_order) so that the book can reach its limits"
+    )
 
 
 def _exact_amounts(cost, A_ub, b_ub, lb, ub, c, t, g, sv, n, rows: BookRows, p: _Problem) -> list[float] | None:
@@ -468,6 +483,10 @@ def _exact_amounts(cost, A_ub, b_ub, lb, ub, c, t, g, sv, n, rows: BookRows, p: 
         if np.abs(M @ sol - r).max() <= _EXACT:
             candidates.append(sol)
     candidates.append(v)
+    # Moves within HiGHS's tolerance of a bound, snapped to it: the least move first, then the full one.
+    near_lb, near_ub = np.abs(v - lb) <= _ACTIVE, finite_ub & (np.abs(v - np.where(finite_ub, ub, 0.0)) <= _ACTIVE)
+    candidates.append(np.where(near_lb, lb, np.where(near_ub, ub, v)))
+    candidates.append(np.where(near_ub, ub, np.where(near_lb, lb, v)))
     for cand in candidates:
         u = np.clip(cand[:n], lb[:n], ub[:n])
         u = np.where(np.abs(u - ub[:n]) <= _EXACT, ub[:n], np.where(np.abs(u - lb[:n]) <= _EXACT, lb[:n], u))
