@@ -101,6 +101,167 @@ def test_traded_book_without_limits_is_the_target_and_closes_are_exact():
     assert traded_book([0.31, 0.01], [0.3, 0.0], band=0.05) == [0.31, 0.0]
 
 
+# --------------------------------------------------------------------------- the traded book under book limits
+
+
+def _limit_rows(symbols, directions, lim):
+    """``(A_ub, b_ub)`` on a book's gross weights for ``lim`` (cap, group_max on A and B, net_min,
+    net_max, gross with one auxiliary per symbol), written here independently of ``trading.book_rows``."""
+    uniq = sorted(set(symbols))
+    net = [[(1.0 if d == "LONG" else -1.0) * (s == u) for s, d in zip(symbols, directions, strict=True)] for u in uniq]
+    rows, bounds = [], []
+    for r in net:
+        rows += [r, [-v for v in r]]
+        bounds += [lim["cap"], lim["cap"]]
+    group = [sum(net[j][i] for j, u in enumerate(uniq) if u in ("A", "B")) for i in range(len(symbols))]
+    rows.append(group), bounds.append(lim["group_max"])
+    total = [sum(r[i] for r in net) for i in range(len(symbols))]
+    rows += [[-v for v in total], total]
+    bounds += [-lim["net_min"], lim["net_max"]]
+    return net, rows, bounds
+
+
+def _brute_force_limited(c, t, band, max_turnover, symbols, directions, lim):
+    """The least distance by enumeration of the moving positions, each an LP with the limits (linprog),
+    ``inf`` when no choice is feasible; and whether some choice's LP book holds every constraint
+    exactly (linprog's tolerance, 1e-10, also admits books that break one by a rounding)."""
+    import numpy as np
+    from scipy.optimize import linprog
+
+    n, best, exact = len(c), math.inf, False
+    gap = [abs(a - b) for a, b in zip(c, t, strict=True)]
+    side = [1.0 if b > a else -1.0 for a, b in zip(c, t, strict=True)]
+    room, k = max(0.0, 1.0 - sum(c)), sum(t) - sum(c)
+    net, rows, bounds = _limit_rows(symbols, directions, lim)
+    m = len(net)
+    for mask in itertools.product([0, 1], repeat=n):
+        lo, hi = [], []
+        for i in range(n):
+            least = min(band, gap[i]) if t[i] == 0.0 else band
+            if not mask[i]:
+                lo.append(0.0), hi.append(0.0)
+            elif gap[i] == 0.0 or gap[i] < least:
+                break
+            else:
+                lo.append(least), hi.append(gap[i])
+        else:
+            # Variables u (n), w, a (m): x = c + side * u.
+            def row(u=None, w=0.0, a=None):
+                return [*(u or [0.0] * n), w, *(a or [0.0] * m)]
+
+            a_ub = [row(side), row([-v for v in side], -1.0), row(side, -1.0)]
+            b_ub = [room, -k, k]
+            if max_turnover is not None:
+                a_ub.append(row([1.0] * n)), b_ub.append(2 * max_turnover)
+            for r, b in zip(rows, bounds, strict=True):
+                a_ub.append(row([r[i] * side[i] for i in range(n)]))
+                b_ub.append(b - sum(r[i] * c[i] for i in range(n)))
+            for j, r in enumerate(net):
+                e = [-1.0 if q == j else 0.0 for q in range(m)]
+                base = sum(r[i] * c[i] for i in range(n))
+                a_ub.append(row([r[i] * side[i] for i in range(n)], 0.0, e)), b_ub.append(-base)
+                a_ub.append(row([-r[i] * side[i] for i in range(n)], 0.0, e)), b_ub.append(base)
+            a_ub.append(row(None, 0.0, [1.0] * m)), b_ub.append(lim["gross_max"])
+            res = linprog([-1.0] * n + [1.0] + [0.0] * m, A_ub=np.array(a_ub), b_ub=b_ub,
+                          bounds=[*zip(lo, hi, strict=True), (0, None), *[(0, None)] * m], method="highs",
+                          options={"primal_feasibility_tolerance": 1e-10})  # fmt: skip
+            if res.status == 0:
+                best = min(best, sum(gap) + res.fun)
+                u = [min(max(v, a), b) for v, a, b in zip(res.x[:n], lo, hi, strict=True)]
+                x = [max(0.0, ci + s * ui) for ci, s, ui in zip(c, side, u, strict=True)]
+                moved = math.fsum(abs(a - b) for a, b in zip(x, c, strict=True)) / 2
+                # A witness holds every constraint within 4e-13, inside the 5e-13 trading.py checks to.
+                exact = exact or (_breaks(x, symbols, directions, lim) <= 4e-13
+                                  and (max_turnover is None or moved <= max_turnover + 4e-13)
+                                  and math.fsum(x) <= max(1.0, math.fsum(c)) + 4e-13)  # fmt: skip
+    return best, exact
+
+
+def _breaks(x, symbols, directions, lim) -> float:
+    """How far book ``x`` breaks the worst of ``lim`` (<= 0: held)."""
+    net, rows, bounds = _limit_rows(symbols, directions, lim)
+    worst = [sum(r[i] * x[i] for i in range(len(x))) - b for r, b in zip(rows, bounds, strict=True)]
+    gross = sum(abs(sum(r[i] * x[i] for i in range(len(x)))) for r in net)
+    return max([*worst, gross - lim["gross_max"]])
+
+
+@st.composite
+def limited_books(draw):
+    c, t, band, budget = draw(books())
+    # Weights under 1e-6 are 0 here: a move below HiGHS's tolerance (1e-10) cannot be told from none,
+    # and a book that breaks a limit by less may be refused (docs/artifacts.md).
+    c, t = ([v if v >= 1e-6 else 0.0 for v in w] for w in (c, t))
+    keys = draw(st.lists(st.tuples(st.sampled_from("ABC"), st.sampled_from(["LONG", "SHORT"])), min_size=len(c),
+                         max_size=len(c), unique=True))  # fmt: skip
+    symbols, directions = [k[0] for k in keys], [k[1] for k in keys]
+    # Limits the target meets (as the flattened book does): its own values plus a slack, sometimes none.
+    net, rows, _ = _limit_rows(symbols, directions, {"cap": 0, "group_max": 0, "net_min": 0, "net_max": 0})
+    tn = [sum(r[i] * t[i] for i in range(len(t))) for r in net]
+    slack = st.sampled_from([0.0, 0.01, 0.05, 0.3])
+    group = sum(v for u, v in zip(sorted(set(symbols)), tn, strict=True) if u in ("A", "B"))
+    lim = {
+        "cap": max(map(abs, tn)) + draw(slack),
+        "group_max": group + draw(slack),
+        "net_min": sum(tn) - draw(slack),
+        "net_max": sum(tn) + draw(slack),
+        "gross_max": sum(map(abs, tn)) + draw(slack),
+    }
+    return c, t, band, budget, symbols, directions, lim
+
+
+@settings(max_examples=80, deadline=None)
+@given(limited_books())
+def test_traded_book_under_book_limits_is_feasible_exactly_and_optimal(case):
+    """The book limits (#23) hold on the traded book to 1e-12, with the band, the budget and the cash;
+    its distance is the least over every choice of moving positions; infeasible (to 1e-12) is refused in one line."""
+    from tradingview_scraper.limits import BookLimits
+    from tradingview_scraper.trading import book_rows
+
+    c, t, band, budget, symbols, directions, lim = case
+    limits = BookLimits(max_position={"*": lim["cap"]}, groups={"A": "ab", "B": "ab"}, group_max={"ab": lim["group_max"]},
+                        net_min=lim["net_min"], net_max=lim["net_max"], gross_max=lim["gross_max"])  # fmt: skip
+    best, exact = _brute_force_limited(c, t, band, budget, symbols, directions, lim)
+    try:
+        x = traded_book(c, t, band=band, max_turnover=budget, limits=book_rows(limits, symbols, directions))
+    except ConfigError as exc:
+        assert not exact, (best, str(exc))  # no choice of moving positions meets every constraint
+        assert "\n" not in str(exc) and "trading.max_turnover" in str(exc)
+        return
+    assert _breaks(x, symbols, directions, lim) <= 1e-12
+    assert math.fsum(x) <= max(1.0, math.fsum(c)) + 1e-12
+    for ci, ti, xi in zip(c, t, x, strict=True):
+        move = abs(xi - ci)
+        assert min(ci, ti) - 1e-15 <= xi <= max(ci, ti) + 1e-15
+        assert move == 0.0 or xi == 0.0 or move >= band - 1e-12, (ci, ti, xi, band)
+    if budget is not None:
+        assert math.fsum(abs(a - b) for a, b in zip(x, c, strict=True)) / 2 <= budget + 1e-12
+    assert abs(_distance(x, t) - best) <= 1e-9, (x, _distance(x, t), best)
+
+
+def test_book_limits_move_the_traded_book_only_where_they_bind():
+    """Without limits that bind, the limited solver's book is as close as the unlimited one; a current book
+    over a cap is traded down to it even when the band would leave it."""
+    from tradingview_scraper.limits import BookLimits
+    from tradingview_scraper.trading import book_rows
+
+    c, t = [0.5, 0.1, 0.1], [0.3, 0.3, 0.2]
+    loose = book_rows(BookLimits(max_position={"*": 0.9}), ["A", "B", "C"], ["LONG"] * 3)
+    x, free = traded_book(c, t, band=0.01, max_turnover=0.1, limits=loose), traded_book(c, t, band=0.01, max_turnover=0.1)
+    assert all(type(v) is float for v in x)
+    assert _distance(x, t) == pytest.approx(_distance(free, t), abs=1e-12)  # equally close (the amounts may differ)
+    capped = book_rows(BookLimits(max_position={"*": 0.31}), ["A", "B", "C"], ["LONG"] * 3)
+    c, t = [0.32, 0.25, 0.2], [0.3, 0.3, 0.2]
+    assert traded_book(c, t, band=0.05) == c  # every move is under the band
+    # A's 0.02 to its target is under the band, and the cap needs 0.01 of it: no book meets both.
+    with pytest.raises(ConfigError, match=r"the current book breaks max_position A \(\|net\| 0.32 > 0.31\); raise "
+                                          r"trading.max_turnover or lower trading.band") as info:  # fmt: skip
+        traded_book(c, t, band=0.05, limits=capped)
+    assert "\n" not in str(info.value)
+    # A band of 0.02 lets A move; the cap is met, B stays (its 0.05 fits, but the budget is 0.02 one-way).
+    x = traded_book(c, t, band=0.02, max_turnover=0.02, limits=capped)
+    assert x[0] <= 0.31 and x == [0.3, 0.27, 0.2]
+
+
 # --------------------------------------------------------------------------- settings
 
 
@@ -398,3 +559,242 @@ def test_report_shows_target_against_traded_book_and_the_orders(trade_runs):
     assert f"{reb['orders']['n_orders']} orders, notional {reb['orders']['notional']:,.2f}" in text
     assert f"one-way turnover {reb['turnover_one_way']:.2%} (to the target: {reb['to_target']['turnover_one_way']:.2%})" in text
     assert "Left untraded:" in text and "tracking error" in text
+
+
+# --------------------------------------------------------------------------- book limits and sleeve costs on a real run
+
+#: Two sleeves share AAPL and MSFT at different frictions (tech 0.1%, tech_hi 0.5% a unit traded); KO is
+#: shared by tech_hi and staples. The book caps every name at 30% and the tech group at 60%.
+LIM_GROUPS = {"AAPL": "tech", "MSFT": "tech", "AMD": "tech", "KO": "staples", "PEP": "staples", "PG": "staples"}
+LIM_BOOK = {"max_position": 0.3, "groups": LIM_GROUPS, "group_max": {"tech": 0.6}}
+LIM_TRADING = {"capital": 1_000_000, "min_order": 1_000, "band": 0.01, "max_turnover": 0.15}
+LIM_RATES = {"tech": 0.001, "tech_hi": 0.005, "staples": 0.001}
+LIM_BOOK_CSV = "symbol,direction,weight\nAAPL,LONG,0.5\nKO,LONG,0.2\nPEP,LONG,0.1\n"
+
+
+def _lim_manifest(max_turnover=LIM_TRADING["max_turnover"]) -> dict:
+    from .conftest import SMALL_MANIFEST
+
+    m = json.loads(SMALL_MANIFEST.read_text())
+    m["profiles"]["tech_hi"] = {"universe": {"symbols": ["AAPL", "MSFT", "KO"]},
+                                "backtest": {"commission": 0.003, "slippage": 0.002}}  # fmt: skip
+    m["profiles"]["meta_lt"] = {
+        "sleeves": [{"id": s, "profile": s} for s in ("tech", "tech_hi", "staples")],
+        "meta_allocation": {"min_weight": 0.1, "max_weight": 0.6, "book": LIM_BOOK},
+        "profiles": ["equal_weight", "hrp"],
+        "trading": {**LIM_TRADING, "max_turnover": max_turnover},
+    }
+    return m
+
+
+@pytest.fixture(scope="module")
+def lim_trade(tmp_path_factory):
+    """One real run of ``meta_lt`` (in-process) with trading settings, book limits and a holdings file
+    that breaks the 30% cap (AAPL at 50%)."""
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    base = tmp_path_factory.mktemp("limtrade")
+    manifest = base / "manifest.json"
+    manifest.write_text(json.dumps(_lim_manifest()))
+    (base / "book.csv").write_text(LIM_BOOK_CSV)
+    runs = base / "runs"
+    MetaPipeline("meta_lt", manifest=manifest, run_id="lt", runs_root=runs, ray=False, holdings=str(base / "book.csv")).execute()
+    return base, runs / "lt"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("profile", ["equal_weight", "hrp"])
+def test_book_limits_hold_on_the_traded_book_of_a_real_run(lim_trade, profile):
+    _, run = lim_trade
+    reb = _json(run / f"rebalance_{profile}.json")
+    net: dict[str, float] = {}
+    for r in reb["rows"]:
+        net[r["symbol"]] = net.get(r["symbol"], 0.0) + (1.0 if r["direction"] == "LONG" else -1.0) * r["traded_weight"]
+    assert max(abs(v) for v in net.values()) <= LIM_BOOK["max_position"] + 1e-12
+    assert math.fsum(v for s, v in net.items() if LIM_GROUPS.get(s) == "tech") <= 0.6 + 1e-12
+    assert abs(math.fsum(r["traded_weight"] for r in reb["rows"]) + reb["cash"] - 1.0) <= 1e-12
+    # The cap binds: the current book's 50% of AAPL is traded down to it, within the band and the budget.
+    assert reb["book_limits"]["current_breaks"] == ["max_position AAPL (|net| 0.5 > 0.3)"]
+    assert net["AAPL"] <= 0.3 + 1e-12 and reb["turnover_one_way"] <= LIM_TRADING["max_turnover"] + 1e-12
+    band = max(LIM_TRADING["band"], LIM_TRADING["min_order"] / LIM_TRADING["capital"])
+    for r in reb["rows"]:
+        move = abs(r["traded_weight"] - r["current_weight"])
+        assert move == 0.0 or r["traded_weight"] == 0.0 or move >= band - 1e-12, r
+    checks = {(c["limit"], c["key"]): c for c in reb["book_limits"]["traded"]}
+    assert checks[("max_position", "AAPL")]["value"] == pytest.approx(abs(net["AAPL"]), abs=1e-15)
+    assert min(c["slack"] for c in checks.values()) >= -1e-12
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("profile", ["equal_weight", "hrp"])
+def test_each_position_costs_the_frictions_of_the_sleeves_that_drive_it(lim_trade, profile):
+    """A holdings file names no sleeves: each position's rate is its sleeves' rates weighted by their target
+    holdings of it (the rule of ``rebalance.sleeve_cost_rate``); orders and totals are charged at it."""
+    _, run = lim_trade
+    reb = _json(run / f"rebalance_{profile}.json")
+    rows = {r["symbol"]: r for r in reb["rows"]}
+    for r in reb["rows"]:
+        t = r["target_sleeves"]
+        want = math.fsum(v * LIM_RATES[s] for s, v in t.items()) / math.fsum(t.values()) if t else 0.001
+        assert r["cost_rate"] == pytest.approx(want, rel=1e-12), r
+    # AAPL is held by both tech sleeves: its rate lies strictly between theirs.
+    assert set(rows["AAPL"]["target_sleeves"]) == {"tech", "tech_hi"} and 0.001 < rows["AAPL"]["cost_rate"] < 0.005
+    assert reb["estimated_cost"] == pytest.approx(
+        math.fsum(abs(r["traded_weight"] - r["current_weight"]) * r["cost_rate"] for r in reb["rows"]), rel=1e-12)
+    # What trading all the way to the target would cost, at the same rates (not the root's alone).
+    to_target = math.fsum(abs(r["trade"]) * r["cost_rate"] for r in reb["rows"])
+    assert reb["to_target"]["estimated_cost"] == pytest.approx(to_target, rel=1e-12)
+    assert reb["to_target"]["estimated_cost"] > reb["to_target"]["traded"] * reb["cost_rate"]
+    with open(run / f"orders_{profile}.csv", newline="") as fh:
+        for o in csv.DictReader(fh):
+            assert float(o["est_cost"]) == pytest.approx(float(o["notional"]) * rows[o["symbol"]]["cost_rate"], rel=1e-12)
+    text = (run / "report.md").read_text()
+    assert "The traded book holds the root's book limits" in text and "max_position AAPL" in text
+
+
+def test_sleeve_cost_rate_weights_each_sleeve_by_its_change():
+    from tradingview_scraper.rebalance import sleeve_cost_rate
+
+    rates = {"a": 0.001, "b": 0.005}
+    # A previous run: a's holding grows by 0.1, b's falls by 0.3 (after a drift of x2): 0.1 at 0.001, 0.3 at 0.005.
+    row = {"current_weight": 0.4, "target_weight": 0.2, "target_sleeves": {"a": 0.2},
+           "current_sleeves": {"a": 0.05, "b": 0.15}, "current_scale": 2.0}  # fmt: skip
+    assert sleeve_cost_rate(row, rates, 0.002) == pytest.approx((0.1 * 0.001 + 0.3 * 0.005) / 0.4, rel=1e-15)
+    # A holdings file: the current weight is read as held in the target's proportions.
+    row = {"current_weight": 0.1, "target_weight": 0.4, "target_sleeves": {"a": 0.1, "b": 0.3}, "current_sleeves": None}
+    assert sleeve_cost_rate(row, rates, 0.002) == pytest.approx((0.1 * 0.001 + 0.3 * 0.005) / 0.4, rel=1e-15)
+    # A position no sleeve holds on either side (a holdings file's close): the root's rate.
+    row = {"current_weight": 0.1, "target_weight": 0.0, "target_sleeves": {}, "current_sleeves": None}
+    assert sleeve_cost_rate(row, rates, 0.002) == 0.002
+    # The drift alone (no sleeve's holding changes): weighted by the holdings.
+    row = {"current_weight": 0.3, "target_weight": 0.3, "target_sleeves": {"a": 0.1, "b": 0.2},
+           "current_sleeves": {"a": 0.1, "b": 0.2}}  # fmt: skip
+    assert sleeve_cost_rate(row, rates, 0.002) == pytest.approx((0.1 * 0.001 + 0.2 * 0.005) / 0.3, rel=1e-15)
+
+
+@pytest.mark.e2e
+def test_limits_no_traded_book_can_meet_are_refused_in_one_line(lim_trade, capsys):
+    """The same run with a budget too small to bring AAPL down to its cap: the rebalance stops in one line."""
+    from tradingview_scraper.orchestration import cli
+
+    base, run = lim_trade
+    manifest = base / "manifest_tight.json"
+    manifest.write_text(json.dumps(_lim_manifest(max_turnover=0.05)))
+    argv = ["--profile", "meta_lt", "--manifest", str(manifest), "--runs-root", str(run.parent), "--run-id", "lt",
+            "--holdings", str(base / "book.csv"), "--profiles", "equal_weight,hrp", "--no-ray", "--quiet"]  # fmt: skip
+    assert cli.main(argv, prog="run_meta_pipeline.py", require_meta=True) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert "no traded book within the band and the turnover budget meets the root's book limits" in err, err
+    assert "max_position AAPL (|net| 0.5 > 0.3)" in err and "raise trading.max_turnover" in err, err
+
+
+# --------------------------------------------------------------------------- an external sleeve's prices (meta_custom)
+
+CUSTOM_TRADING = {"capital": 1_000_000, "lot_size": {"*": 1, "SPY": 10}, "min_order": 1_000, "band": 0.005}
+CUSTOM_BOOK = "symbol,direction,quantity\nSPY,LONG,1000\nAAPL,LONG,500\nTLT,SHORT,3000\n"
+
+
+def _custom_manifest(prices: str | None) -> dict:
+    """The shipped ``meta_custom`` with a trading block and, with ``prices``, its external sleeve's price table."""
+    from .conftest import PROJECT
+
+    m = json.loads((PROJECT / "config" / "manifest.json").read_text())
+    prof = m["profiles"]["meta_custom"]
+    prof["trading"] = dict(CUSTOM_TRADING)
+    if prices is not None:
+        trend = next(s for s in prof["sleeves"] if "external" in s)
+        trend["external"]["prices"] = prices
+    return m
+
+
+@pytest.fixture(scope="module")
+def custom_trade(tmp_path_factory):
+    """One real run of the shipped ``meta_custom`` (in-process) with trading settings, the external trend
+    sleeve priced by a copy of the SYNTHETIC price table, and a book in quantities holding its symbols."""
+    import shutil
+
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    from .conftest import PROJECT
+
+    base = tmp_path_factory.mktemp("custom")
+    table = base / "trend_prices.csv"
+    shutil.copy2(PROJECT / "data" / "external" / "SYNTHETIC_trend_prices.csv", table)
+    manifest = base / "manifest.json"
+    manifest.write_text(json.dumps(_custom_manifest(str(table))))
+    (base / "book.csv").write_text(CUSTOM_BOOK)
+    kw = {"manifest": manifest, "runs_root": base / "runs", "ray": False, "holdings": str(base / "book.csv")}
+    MetaPipeline("meta_custom", run_id="c", **kw).execute()
+    return {"base": base, "table": table, "kw": kw, "run": base / "runs" / "c"}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("profile", ["equal_weight", "cvar"])
+def test_an_external_sleeves_price_table_values_and_orders_its_symbols(custom_trade, profile):
+    import pandas as pd
+
+    table = pd.read_csv(custom_trade["table"], index_col="date")
+    reb = _json(custom_trade["run"] / f"rebalance_{profile}.json")
+    rows = {(r["symbol"], r["direction"]): r for r in reb["rows"]}
+    for (symbol, direction), q in ((("SPY", "LONG"), 1000), (("TLT", "SHORT"), 3000)):
+        r = rows[(symbol, direction)]
+        assert r["price"] == float(table[symbol].iloc[-1]) and r["price_date"] == "2022-12-30"
+        assert r["current_quantity"] == q and r["current_weight"] == q * r["price"] / CUSTOM_TRADING["capital"]
+        assert r["target_sleeves"] == {"trend": r["target_weight"]}
+    for symbol in ("GLD", "USO"):  # held by the target only: bought at the table's prices
+        assert rows[(symbol, "LONG")]["price"] == float(table[symbol].iloc[-1])
+    with open(custom_trade["run"] / f"orders_{profile}.csv", newline="") as fh:
+        orders_ = {(o["symbol"], o["side"]): o for o in csv.DictReader(fh)}
+    assert {("GLD", "BUY"), ("USO", "BUY")} <= set(orders_)
+    assert any(s == "TLT" and side in {"SELL_SHORT", "BUY_TO_COVER"} for s, side in orders_)
+    spy = [o for (s, _), o in orders_.items() if s == "SPY"]
+    assert all(float(o["quantity"]) % 10 == 0 for o in spy)
+    assert abs(math.fsum(r["traded_weight"] for r in reb["rows"]) + reb["cash"] - 1.0) <= 1e-12
+    prov = _json(custom_trade["run"] / "sleeves" / "trend" / "provenance.json")
+    assert prov["prices"] == str(custom_trade["table"]) and str(custom_trade["table"]) in prov["sha256"]
+
+
+@pytest.mark.e2e
+def test_new_bytes_of_the_price_table_rerun_the_external_sleeve_and_the_rebalance(custom_trade):
+    """An edit of the price table with its mtime put back reruns the sleeve that reads it and the rebalance."""
+    import os
+
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    table, stat = custom_trade["table"], custom_trade["table"].stat()
+    lines = table.read_text().splitlines(keepends=True)
+    last = lines[-1].split(",")
+    last[1] = f"{float(last[1]) * 2:.4f}"  # SPY's last price doubles
+    lines[-1] = ",".join(last)
+    table.write_text("".join(lines))
+    os.utime(table, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    ran = {j.rule for j in MetaPipeline("meta_custom", run_id="c", **custom_trade["kw"]).execute().jobs}
+    assert {"external_sleeve", "rebalance", "orders", "report"} <= ran, ran
+    reb = _json(custom_trade["run"] / "rebalance_equal_weight.json")
+    spy = next(r for r in reb["rows"] if r["symbol"] == "SPY")
+    assert spy["price"] == float(last[1])
+
+
+@pytest.mark.parametrize(
+    ("prices", "match"),
+    [
+        (None, r"sleeve 'trend'.* holds SPY, which has no price: give its external block a price table, \"prices\": \"path\""),
+        ("cut", r"holds TLT, which has no price: its price table .*cut.csv has no column 'TLT'; add one"),
+    ],
+)
+def test_trading_an_unpriced_external_symbol_is_refused_before_any_work(tmp_path, runs_root, prices, match):
+    from tradingview_scraper.orchestration.pipeline import MetaPipeline
+
+    from .conftest import PROJECT
+
+    if prices == "cut":
+        src = (PROJECT / "data" / "external" / "SYNTHETIC_trend_prices.csv").read_text().splitlines()
+        prices = str(tmp_path / "cut.csv")
+        (tmp_path / "cut.csv").write_text("".join(",".join(line.split(",")[:4]) + "\n" for line in src))
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(_custom_manifest(prices)))
+    (tmp_path / "b.csv").write_text(CUSTOM_BOOK)
+    with pytest.raises(DataError, match=match) as info:
+        MetaPipeline("meta_custom", manifest=path, run_id="x", runs_root=runs_root, holdings=str(tmp_path / "b.csv"))
+    assert "\n" not in str(info.value) and not (runs_root / "x").exists()

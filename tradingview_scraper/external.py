@@ -26,11 +26,56 @@ def resolve(raw: str, base_dir: Path | str) -> Path:
 
 
 def external_files(config: Mapping, risk_profiles: list[str], base_dir: Path | str) -> dict[str, object]:
-    """The files external sleeve ``config`` reads: ``returns`` (a path) and ``holdings`` (one path per risk profile, in order)."""
+    """The files external sleeve ``config`` reads: ``returns`` (a path), ``holdings`` (one path per risk
+    profile, in order) and, when it gives one, ``prices`` (its price table)."""
     ext = config["external"]
     holdings = ext["holdings"]
     books = [holdings[p] for p in risk_profiles] if isinstance(holdings, Mapping) else [holdings] * len(risk_profiles)
-    return {"returns": resolve(ext["returns"], base_dir), "holdings": [resolve(b, base_dir) for b in books]}
+    out = {"returns": resolve(ext["returns"], base_dir), "holdings": [resolve(b, base_dir) for b in books]}
+    if ext.get("prices"):
+        out["prices"] = resolve(ext["prices"], base_dir)
+    return out
+
+
+def read_prices(path: Path | str, symbols=None):
+    """An external sleeve's price table: DataFrame of shape (n_dates, n_symbols), as a ``"table"`` data
+    source reads it (:func:`data.load_prices`: a date column and one column per symbol, or the long
+    layout ``date,symbol,close``; CSV or parquet; an empty cell of a wide table is no price that day).
+
+    Raises
+    ------
+    DataError
+        The table is missing or unreadable, or a row or price is refused (naming the file, symbol and
+        row), or a symbol of ``symbols`` has no column.
+    """
+    from .data import load_prices
+
+    return load_prices({"source": "table", "path": str(path)}, symbols)
+
+
+def unpriced(config: Mapping, risk_profiles: list[str], base_dir: Path | str, who: str) -> str | None:
+    """The line that refuses trading a book holding external sleeve ``config``'s symbols, or None when its
+    price table gives every symbol its books hold.
+
+    Raises
+    ------
+    DataError
+        Its books or its price table cannot be read (naming the file and row).
+    """
+    files = external_files(config, risk_profiles, base_dir)
+    held = list(dict.fromkeys(r["symbol"] for h in files["holdings"] for r in read_book(h)))
+    if "prices" not in files:
+        return (f"{who} holds {held[0]}, which has no price: give its external block a price table, "
+                '"prices": "path" (CSV or parquet: a date column and one column per symbol)')  # fmt: skip
+    try:
+        columns = set(read_prices(files["prices"]).columns)
+    except DataError as exc:
+        raise DataError(f"{who}: external.prices: {exc}") from None
+    missing = [s for s in held if s not in columns]
+    if missing:
+        return (f"{who} holds {missing[0]}, which has no price: its price table {files['prices']} has no column "
+                f"{missing[0]!r}; add one (a date column and one column per symbol)")  # fmt: skip
+    return None
 
 
 def check_files(config: Mapping, risk_profiles: list[str], base_dir: Path | str, who: str) -> None:
@@ -42,7 +87,8 @@ def check_files(config: Mapping, risk_profiles: list[str], base_dir: Path | str,
         Naming the sleeve and the missing file.
     """
     files = external_files(config, risk_profiles, base_dir)
-    for key, path in [("returns", files["returns"]), *(("holdings", h) for h in files["holdings"])]:
+    extra = [("prices", files["prices"])] if "prices" in files else []
+    for key, path in [("returns", files["returns"]), *(("holdings", h) for h in files["holdings"]), *extra]:
         if not Path(path).is_file():
             raise DataError(f"{who}: external.{key} file {path} not found")
 
@@ -163,7 +209,10 @@ def read_book(path: Path | str) -> list[dict]:
     ]
 
 
-def external_sleeve(node, risk_profiles: list[str], run_id: str, returns: str, holdings: list[str], digests: Mapping[str, str]) -> dict:
+def external_sleeve(
+    node, risk_profiles: list[str], run_id: str, returns: str, holdings: list[str], digests: Mapping[str, str],
+    prices: str | None = None,
+) -> dict:
     """The sleeve interface of external node ``node`` from its files.
 
     Parameters
@@ -180,6 +229,9 @@ def external_sleeve(node, risk_profiles: list[str], run_id: str, returns: str, h
         Its book per risk profile, in ``risk_profiles`` order (:func:`read_book`).
     digests : dict of str -> str
         The sha256 of each file read, for ``provenance.json``.
+    prices : str, optional
+        Its price table (:func:`read_prices`), read here so that a bad table stops this step,
+        naming the file and row; it must price every symbol the books hold.
 
     Returns
     -------
@@ -189,6 +241,9 @@ def external_sleeve(node, risk_profiles: list[str], run_id: str, returns: str, h
     """
     frame = read_returns(returns, risk_profiles)
     books = {p: read_book(h) for p, h in zip(risk_profiles, holdings, strict=True)}
+    if prices is not None:
+        held = list(dict.fromkeys(r["symbol"] for rows in books.values() for r in rows))
+        read_prices(prices, held)
     sid = node.sleeve_id
     span = {"start": frame.index[0].date().isoformat(), "end": frame.index[-1].date().isoformat(), "n_obs": len(frame)}
     weights = {
@@ -228,6 +283,7 @@ def external_sleeve(node, risk_profiles: list[str], run_id: str, returns: str, h
         "sleeve": sid,
         "returns": str(returns),
         "holdings": {p: str(h) for p, h in zip(risk_profiles, holdings, strict=True)},
+        **({"prices": str(prices)} if prices is not None else {}),
         "sha256": dict(digests),
         **span,
     }

@@ -317,7 +317,7 @@ def _external_node(sleeve: dict, path: str, parent: str, risk_profiles: list[str
     holdings = ext["holdings"]
     paths = [("returns", ext["returns"])] + (
         [(f"holdings.{p}", h) for p, h in holdings.items()] if isinstance(holdings, dict) else [("holdings", holdings)]
-    )
+    ) + ([("prices", ext["prices"])] if "prices" in ext else [])  # fmt: skip
     for key, raw in paths:
         if wildcard_like(raw):  # the files are the rule's inputs, which Snakemake would read as a pattern
             raise ConfigError(f"{where}: external.{key} {raw!r} has a part Snakemake reads as a wildcard ('{{name}}'); rename the file")

@@ -371,3 +371,48 @@ def drifted(rows: Sequence[Mapping], growth: Mapping[tuple[str, str], float]) ->
         for r in rows
     ]  # fmt: skip
     return out, value
+
+
+def sleeve_cost_rate(row: Mapping, rates: Mapping[str, float], default: float) -> float:
+    """A position's cost rate: the mix of the rates of the sleeves whose look-through holdings of it change.
+
+    Each sleeve ``s`` of the root holds ``t_s`` of the position in the target (the flattened
+    row's ``sleeves``) and ``c_s`` in the current book. Its weight in the mix is ``|t_s - c_s|``,
+    the part of the trade it causes, so the position's cost is ``sum_s |t_s - c_s| r_s`` per unit of
+    ``sum_s |t_s - c_s|``, charged on what the position trades. The current book's ``c_s``:
+
+    * a previous run's: its flattened row's ``sleeves``, drifted with the position (scaled by the
+      drifted weight over the weight then);
+    * a holdings file, which names no sleeves: the current weight spread over the target's sleeves
+      in proportion to their ``t_s``, so the mix is weighted by ``t_s``.
+
+    When no sleeve's holding changes (the trade is the drift alone, or a holdings file's position no
+    sleeve targets), the mix is weighted by ``|t_s| + |c_s|``; a position no sleeve holds on either
+    side is charged ``default`` (the root meta profile's frictions).
+
+    Parameters
+    ----------
+    row : dict
+        A rebalance row (:func:`rebalance`): ``current_weight``, ``target_weight``,
+        ``target_sleeves``, ``current_sleeves`` (None without a previous run) and, for a
+        drifted book, ``current_scale`` (drifted weight over the weight then).
+    rates : dict of str -> float
+        Commission + slippage of each sleeve of the root (a sleeve not in it, such as one of a
+        previous run of another profile, is charged ``default``).
+    default : float
+        The root's commission + slippage.
+    """
+    t = {s: float(v) for s, v in (row.get("target_sleeves") or {}).items()}
+    if row.get("current_sleeves") is not None:
+        scale = float(row.get("current_scale", 1.0))
+        c = {s: float(v) * scale for s, v in row["current_sleeves"].items()}
+    else:
+        tw, cw = float(row["target_weight"]), float(row["current_weight"])
+        c = {s: cw * v / tw for s, v in t.items()} if tw > 0 else {}
+    sleeves = list(dict.fromkeys([*t, *c]))
+    for weight in ({s: abs(t.get(s, 0.0) - c.get(s, 0.0)) for s in sleeves},
+                   {s: abs(t.get(s, 0.0)) + abs(c.get(s, 0.0)) for s in sleeves}):  # fmt: skip
+        total = math.fsum(weight.values())
+        if total > 0:
+            return math.fsum(weight[s] * float(rates.get(s, default)) for s in sleeves) / total
+    return float(default)

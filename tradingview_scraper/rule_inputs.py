@@ -323,7 +323,10 @@ class Wiring:
                             + ([stages.drift_source(self.run)] if self.run.previous_run else []))  # fmt: skip
         if not stages.needs_prices(self.run):
             return book
-        return json.dumps({"book": book, "prices": self.risk_content(node_dir, profile)}, sort_keys=True)
+        doc = {"book": book, "prices": self.risk_content(node_dir, profile)}
+        if self._external_prices():  # only then: a run without external price tables keeps its params
+            doc["external_prices"] = self.content(self._external_prices())
+        return json.dumps(doc, sort_keys=True)
 
     def sleeve_cpus(self, node_dir: str) -> int:
         return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))
@@ -364,12 +367,24 @@ class Wiring:
         return since[0] if since else []
 
     def rebalance_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
-        """The price files a rebalance values its book at (those of every atomic sleeve), or none."""
-        return self.risk_prices(node_dir) if stages.needs_prices(self.run) else []
+        """The price files a rebalance values its book at (those of every atomic sleeve and the external
+        sleeves' price tables), or none."""
+        if not stages.needs_prices(self.run):
+            return []
+        return declared(risk_prices(self.run, self.node_path(node_dir)) + self._external_prices())
+
+    def _external_prices(self) -> list[str]:
+        """The price tables of the plan's external sleeves (issue 24), in plan order."""
+        from .external import external_files
+
+        files = [external_files(s.config, self.profiles, self.run.base_dir).get("prices") for s in self.plan.external_nodes()]
+        return [str(f) for f in files if f is not None]
 
     def rebalance_params(self, node_dir: str, profile: str | None = None) -> str:
         book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
         trading = {"trading": self.plan.trading} if self.plan.trading else {}  # issue 24
+        if self.plan.trading and self.plan.root.config["meta_allocation"].get("book"):
+            trading["book"] = self.plan.root.config["meta_allocation"]["book"]  # the traded book holds them
         return json.dumps({**book, **self.plan.root.config["frictions"], **trading}, sort_keys=True)
 
     # ------------------------------------------------------------ external sleeves (issue 22)
@@ -379,7 +394,10 @@ class Wiring:
         from .external import external_files
 
         files = external_files(self.spec(node_dir).config, self.profiles, self.run.base_dir)
-        return {"returns": str(files["returns"]), "holdings": [str(h) for h in files["holdings"]]}
+        out = {"returns": str(files["returns"]), "holdings": [str(h) for h in files["holdings"]]}
+        if "prices" in files:  # issue 24: its own price table
+            out["prices"] = str(files["prices"])
+        return out
 
     def external_params(self, node_dir: str, profile: str | None = None) -> str:
         """An external sleeve's entry as the manifest gives it (paths as written) and the run's risk profiles."""
@@ -389,4 +407,4 @@ class Wiring:
     def external_content(self, node_dir: str, profile: str | None = None) -> str:
         """The digest of an external sleeve's files: new bytes rerun it whatever their mtime."""
         files = self.external_files(node_dir)
-        return self.content(dict.fromkeys([files["returns"], *files["holdings"]]))
+        return self.content(dict.fromkeys([files["returns"], *files["holdings"], *([files["prices"]] if "prices" in files else [])]))

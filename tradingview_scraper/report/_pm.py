@@ -129,7 +129,9 @@ def _rebalance_blocks_of(reb: dict) -> list:
             f"From {_book(reb)} to this run's flattened weights: {reb['n_trades']} trades, one-way turnover "
             f"{reb['turnover_one_way']:.2%} (half of sum |trade| = {reb['traded']:.2%}), estimated cost "
             f"{_bps(reb['estimated_cost'])} of portfolio value at {_bps(reb['cost_rate'])} per unit traded "
-            f"(commission {_bps(reb['commission'])} + slippage {_bps(reb['slippage'])}). Current book gross "
+            + (f"(commission {_bps(reb['commission'])} + slippage {_bps(reb['slippage'])}). " if "trading" not in reb
+               else "(on average: each position at the frictions of the sleeves whose holdings of it change). ")
+            + f"Current book gross "
             f"{reb['current_gross']:.2%}, target gross {reb['target_gross']:.2%}. {shown}"
         ),
         *([] if not top else [Table(
@@ -179,6 +181,7 @@ def _trading_blocks(reb: dict) -> list:
             f"whose order fell under min_order ({len(o['dropped'])}); the largest gap is {gap['lots']:.2f} lots"
             + (f" ({gap['symbol']} {gap['direction']})." if gap["symbol"] else ".")
         ),
+        *_limits_para(reb.get("book_limits")),
         *([] if not rows else [Table(
             ("symbol", "direction", "current", "target", "traded", "untraded"),
             tuple((r["symbol"], r["direction"], _pct(r["current_weight"]), _pct(r["target_weight"]),
@@ -195,6 +198,20 @@ def _trading_blocks(reb: dict) -> list:
             "Largest untraded differences: " + ", ".join(f"{r['symbol']} {r['untraded']:+.2%}" for r in left[:5]) + "."
         )]),
     ]  # fmt: skip
+
+
+def _limits_para(lim: dict | None) -> list:
+    """The book limits the traded book holds (issue 24 with the limits of issue 23), tightest first (a slack
+    a rounding below 0, within the 1e-12 the book is held to, shows as 0)."""
+    if not lim:
+        return []
+    tight = sorted(lim["traded"], key=lambda c: (c["slack"], c["limit"], c["key"]))[:3]
+    broke = lim["current_breaks"]
+    return [Para(
+        f"The traded book holds the root's book limits (meta_allocation.book, {len(lim['traded'])} checks); the "
+        "tightest: " + ", ".join(f"{c['limit']} {c['key']} {c['value']:.2%} (slack {max(c['slack'], 0.0):.2%})" for c in tight)
+        + (f". The current book breaks {len(broke)}: " + "; ".join(broke[:3]) if broke else "") + "."
+    )]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- changes

@@ -38,4 +38,4 @@ def preflight(
     check_data(plan, base_dir, include_pinned=execute_sleeves)
     for spec in plan.external_nodes():
         check_files(spec.config, plan.risk_profiles, base_dir, spec.label)
-    check_rebalance(plan, runs_root, run_id, previous_run, holdings)
+    check_rebalance(plan, runs_root, run_id, previous_run, holdings, base_dir)

@@ -28,7 +28,8 @@ def drift_source(ctx: RunContext) -> Path:
 
 
 def check_rebalance(
-    plan: Plan, runs_root: Path | str, run_id: str, previous_run: str | None, holdings: str | None
+    plan: Plan, runs_root: Path | str, run_id: str, previous_run: str | None, holdings: str | None,
+    base_dir: Path | str = ".",
 ) -> None:
     """Check the current book of a rebalance before any work starts.
 
@@ -42,7 +43,8 @@ def check_rebalance(
     DataError
         The previous run cannot be trusted or its book is not a valid book (see
         :func:`check_previous_run`), or the holdings file is unreadable or has a bad row
-        (see :func:`rebalance.read_holdings`).
+        (see :func:`rebalance.read_holdings`); with trading settings, a held symbol no sleeve
+        prices, an external sleeve's included (:func:`check_external_prices`).
     """
     from ..rebalance import read_holdings
 
@@ -53,6 +55,8 @@ def check_rebalance(
             f"profile {plan.profile!r} is atomic; a rebalance (previous_run / holdings) needs a meta profile's "
             "flattened weights"
         )
+    if plan.trading:  # the target holds every external sleeve's symbols: each needs a price
+        check_external_prices(plan, base_dir)
     if previous_run:
         if previous_run == run_id:
             raise ConfigError(f"previous_run {previous_run!r} is this run's own id; give an earlier run")
@@ -69,11 +73,56 @@ def check_rebalance(
                 "value) to be valued; add a trading block to profile " + repr(plan.profile) + " or give weights"
             )
         if plan.trading or any("quantity" in r for r in rows):
-            _check_priced(plan, [r["symbol"] for r in rows], f"holdings {holdings}")
+            _check_priced(plan, [r["symbol"] for r in rows], f"holdings {holdings}", base_dir)
 
 
-def _check_priced(plan: Plan, symbols: list[str], who: str) -> None:
-    """Refuse a held symbol no atomic sleeve of the plan lists (where every sleeve lists its symbols).
+def _external_priced(plan: Plan, base_dir: Path | str) -> set[str]:
+    """The symbols the price tables of the plan's external sleeves give (issue 24)."""
+    from ..external import external_files, read_prices
+
+    out: set[str] = set()
+    for spec in plan.external_nodes():
+        files = external_files(spec.config, plan.risk_profiles, base_dir)
+        if "prices" in files:
+            try:
+                out.update(read_prices(files["prices"]).columns)
+            except DataError as exc:
+                raise DataError(f"{spec.label}: external.prices: {exc}") from None
+    return out
+
+
+def check_external_prices(plan: Plan, base_dir: Path | str) -> None:
+    """Refuse, before any work, trading a book that holds an external sleeve's symbol no sleeve prices.
+
+    A symbol an external sleeve holds is priced by an atomic sleeve that lists it (where every atomic
+    sleeve lists its symbols) or by the external sleeve's own price table (``external.prices``).
+
+    Raises
+    ------
+    DataError
+        Naming the sleeve, the symbol and how to give it a price (:func:`external.unpriced`).
+    """
+    from ..external import unpriced
+
+    listed = [n.config["universe"].get("symbols") for n in plan.atomic_nodes()]
+    known = None if any(s is None for s in listed) else {s for symbols in listed for s in symbols}
+    for spec in plan.external_nodes():
+        cfg = spec.config
+        if known is not None:
+            from ..external import external_files, read_book
+
+            files = external_files(cfg, plan.risk_profiles, base_dir)
+            held = {r["symbol"] for h in files["holdings"] for r in read_book(h)}
+            if held <= known:
+                continue  # an atomic sleeve prices every one
+        line = unpriced(cfg, plan.risk_profiles, base_dir, spec.label)
+        if line:
+            raise DataError(line)
+
+
+def _check_priced(plan: Plan, symbols: list[str], who: str, base_dir: Path | str = ".") -> None:
+    """Refuse a held symbol no atomic sleeve of the plan lists (where every sleeve lists its symbols) and
+    no external sleeve's price table gives.
 
     Raises
     ------
@@ -83,12 +132,13 @@ def _check_priced(plan: Plan, symbols: list[str], who: str) -> None:
     listed = [n.config["universe"].get("symbols") for n in plan.atomic_nodes()]
     if any(s is None for s in listed):
         return  # a sleeve of a whole dataset: its symbols are known once its prices load (the stage checks)
-    known = sorted({s for symbols_ in listed for s in symbols_})
+    known = sorted({s for symbols_ in listed for s in symbols_} | _external_priced(plan, base_dir))
     for symbol in symbols:
         if symbol not in known:
+            ext = " or gives it a price table (external.prices)" if plan.external_nodes() else ""
             raise DataError(
-                f"{who}: {symbol} has no price: no sleeve of meta profile {plan.profile!r} trades it "
-                f"(they trade {', '.join(known)})"
+                f"{who}: {symbol} has no price: no sleeve of meta profile {plan.profile!r} trades it{ext} "
+                f"(they price {', '.join(known)})"
             )
 
 
@@ -134,33 +184,45 @@ def needs_prices(ctx: RunContext) -> bool:
 
 
 class _Prices:
-    """Each symbol's prices, from the atomic sleeve that holds it (the first, in plan order, that lists it)."""
+    """Each symbol's prices, from the sleeve that holds it (the first, in plan order, that lists it): an
+    atomic sleeve's data, or an external sleeve's own price table (``external.prices``)."""
 
     def __init__(self, ctx: RunContext, held_by: dict[str, str]) -> None:
         self.ctx, self.held_by, self._frames = ctx, held_by, {}
 
     def _frame(self, spec):
         from ..data import load_prices
+        from ..external import external_files, read_prices
 
-        if spec.profile not in self._frames:
+        if spec.path not in self._frames:
             cfg = spec.config
-            self._frames[spec.profile] = load_prices(cfg["data"], cfg["universe"].get("symbols"), base_dir=self.ctx.base_dir)
-        return self._frames[spec.profile]
+            if spec.kind == "external":
+                table = external_files(cfg, self.ctx.plan.risk_profiles, self.ctx.base_dir)["prices"]
+                self._frames[spec.path] = read_prices(table)
+            else:
+                self._frames[spec.path] = load_prices(cfg["data"], cfg["universe"].get("symbols"), base_dir=self.ctx.base_dir)
+        return self._frames[spec.path]
+
+    def _priced(self, spec) -> bool:
+        """Whether ``spec`` has prices of its own: an atomic sleeve, or an external one with a price table."""
+        return spec.kind != "external" or bool(spec.config["external"].get("prices"))
 
     def series(self, symbol: str):
         """The symbol's price series (dates ascending, no missing values)."""
-        specs = [self.ctx.spec(self.held_by[symbol])] if symbol in self.held_by else self.ctx.plan.atomic_nodes()
-        for spec in specs:
-            listed = spec.config["universe"].get("symbols")
+        plan = self.ctx.plan
+        held = [self.ctx.spec(self.held_by[symbol])] if symbol in self.held_by else []
+        specs = [s for s in held + plan.atomic_nodes() + plan.external_nodes() if self._priced(s)]
+        for spec in {s.path: s for s in specs}.values():
+            listed = spec.config["universe"].get("symbols") if spec.kind != "external" else None
             if listed is not None and symbol not in listed:
                 continue
             frame = self._frame(spec)
             if symbol in frame.columns:
                 return frame[symbol].dropna()
-        raise DataError(
-            f"rebalance: the book holds {symbol}, which no sleeve of meta profile {self.ctx.plan.profile!r} prices; "
-            "give a book of symbols the run's sleeves trade"
-        )
+        hint = (f"give external sleeve {held[0].sleeve_id!r} a price table with a {symbol} column "
+                '("prices": "path" in its external block: a date column and one column per symbol)'
+                if held and held[0].kind == "external" else "give a book of symbols the run's sleeves trade")  # fmt: skip
+        raise DataError(f"rebalance: the book holds {symbol}, which no sleeve of meta profile {plan.profile!r} prices; {hint}")
 
     def last(self, symbol: str) -> tuple[float, str]:
         """The symbol's last price and its date."""
@@ -176,19 +238,16 @@ class _Prices:
         return float(s.iloc[-1]) / float(before.iloc[-1])
 
 
-def _cost_rate(ctx: RunContext, sleeves: dict[str, float]) -> float:
-    """Commission + slippage of the sleeves behind a position, weighted by their part in it (the root's without any)."""
-    from ..layout import child_path
-
-    def rate(sid: str) -> float:
-        spec = ctx.plan.nodes.get(child_path(ROOT, sid))
-        f = (spec.config["frictions"] if spec.is_meta else spec.config["backtest"]) if spec else ctx.plan.root.config["frictions"]
-        return float(f["commission"]) + float(f["slippage"])
-
-    total = sum(abs(v) for v in sleeves.values())
-    if total == 0:
-        return rate("")
-    return sum(abs(v) * rate(s) for s, v in sleeves.items()) / total
+def _sleeve_rates(ctx: RunContext) -> dict[str, float]:
+    """Commission + slippage of each sleeve of the root: an atomic sleeve's backtest frictions, a nested
+    meta profile's own ``frictions``, an external sleeve's the root's (its stream is net of its own costs)."""
+    root = ctx.plan.root.config["frictions"]
+    out = {}
+    for path in ctx.plan.root.children:
+        spec = ctx.plan.nodes[path]
+        f = spec.config["frictions"] if spec.is_meta else spec.config["backtest"] if spec.kind == "atomic" else root
+        out[spec.sleeve_id] = float(f["commission"]) + float(f["slippage"])
+    return out
 
 
 def _tracking_error(ctx: RunContext, prices: _Prices, rows: list[dict]) -> dict | None:
@@ -222,7 +281,6 @@ def run_rebalance(ctx: RunContext, node_path: str, profile: str, *, input: Files
     """Write ``output["rebalance"]``: the trades from the current book (``input["current"]``: the holdings
     file, or the previous run's flattened weights, drifted to this run's prices) to the flattened
     weights (``input["target"]``); with trading settings, the traded book and its orders."""
-    import math
 
     from ..rebalance import (
         drifted,
@@ -231,7 +289,6 @@ def run_rebalance(ctx: RunContext, node_path: str, profile: str, *, input: Files
         sleeve_weight_changes,
         value_quantities,
     )
-    from ..trading import orders, traded_book
 
     if not (ctx.holdings or ctx.previous_run):
         raise ConfigError("rebalance needs previous_run or holdings (--previous-run RUN_ID or --holdings FILE)")
@@ -310,35 +367,67 @@ def run_rebalance(ctx: RunContext, node_path: str, profile: str, *, input: Files
             **body,
         }
         if trading:
-            rows = doc["rows"]
-            # An order under min_order is a move under min_order / capital: the band covers both.
-            band = max(trading["band"], trading["min_order"] / trading["capital"])
-            x = traded_book([r["current_weight"] for r in rows], [r["target_weight"] for r in rows],
-                            band=band, max_turnover=trading["max_turnover"])  # fmt: skip
-            for r, xi in zip(rows, x, strict=True):
-                r["traded_weight"] = xi
-                r["untraded"] = r["target_weight"] - xi
-                r["price"], r["price_date"] = prices.last(r["symbol"])
-                r["cost_rate"] = _cost_rate(ctx, r["target_sleeves"] or (r["current_sleeves"] or {}))
-                key = (r["symbol"], r["direction"])
-                r["current_quantity"] = (
-                    quantities.get(key, 0.0) if book.get("quantities") else r["current_weight"] * trading["capital"] / r["price"]
-                )
-            traded = math.fsum(abs(r["traded_weight"] - r["current_weight"]) for r in rows)
-            doc["to_target"] = {k: doc[k] for k in ("traded", "turnover_one_way", "estimated_cost", "n_trades")}
-            doc.update(
-                trading=trading,
-                band_applied=band,
-                cash=1.0 - math.fsum(x),
-                traded=traded,
-                turnover_one_way=traded / 2.0,
-                n_trades=sum(1 for r in rows if r["traded_weight"] != r["current_weight"]),
-                estimated_cost=math.fsum(abs(r["traded_weight"] - r["current_weight"]) * r["cost_rate"] for r in rows),
-                untraded_one_way=(math.fsum(abs(r["untraded"]) for r in rows) + abs(math.fsum(r["untraded"] for r in rows))) / 2.0,
-                tracking_error=_tracking_error(ctx, prices, rows),
-                orders=orders(rows, trading),
-            )
+            doc.update(_traded(ctx, doc, trading, prices, current, prev is not None,
+                               quantities if book.get("quantities") else None))  # fmt: skip
         write_json(out, doc)
+
+
+def _traded(ctx: RunContext, doc: dict, trading: dict, prices: _Prices, current: list[dict], drifted_book: bool,
+            quantities: dict | None) -> dict:  # fmt: skip
+    """What trading settings add to a rebalance: per row ``traded_weight``, ``untraded``, ``price``,
+    ``cost_rate`` (:func:`rebalance.sleeve_cost_rate`), ``current_quantity``; the traded book's
+    totals, the book limits it holds (``book_limits``), the tracking error left and the orders."""
+    import math
+
+    from ..compose import node_limits
+    from ..rebalance import sleeve_cost_rate
+    from ..trading import book_rows, orders, traded_book
+
+    rows = doc["rows"]
+    # An order under min_order is a move under min_order / capital: the band covers both.
+    band = max(trading["band"], trading["min_order"] / trading["capital"])
+    # The root's book limits (#23) hold on the traded book too.
+    limits = node_limits(ctx.plan.root)
+    lim_rows = book_rows(limits, [r["symbol"] for r in rows], [r["direction"] for r in rows]) if limits else None
+    x = traded_book([r["current_weight"] for r in rows], [r["target_weight"] for r in rows],
+                    band=band, max_turnover=trading["max_turnover"], limits=lim_rows)  # fmt: skip
+    rates, root_rate = _sleeve_rates(ctx), doc["cost_rate"]
+    # A previous run's per-sleeve holdings drift with their position.
+    scale = {(c["symbol"], c["direction"]): c["weight"] / c["weight_then"] for c in current
+             if drifted_book and c.get("weight_then")}  # fmt: skip
+    for r, xi in zip(rows, x, strict=True):
+        key = (r["symbol"], r["direction"])
+        r["traded_weight"] = xi
+        r["untraded"] = r["target_weight"] - xi
+        r["price"], r["price_date"] = prices.last(r["symbol"])
+        r["cost_rate"] = sleeve_cost_rate({**r, "current_scale": scale.get(key, 1.0)}, rates, root_rate)
+        r["current_quantity"] = (
+            quantities.get(key, 0.0) if quantities is not None else r["current_weight"] * trading["capital"] / r["price"]
+        )
+    traded = math.fsum(abs(r["traded_weight"] - r["current_weight"]) for r in rows)
+    to_target = {k: doc[k] for k in ("traded", "turnover_one_way", "n_trades")}
+    to_target["estimated_cost"] = math.fsum(abs(r["trade"]) * r["cost_rate"] for r in rows)
+    to_target["cost_rate"] = to_target["estimated_cost"] / doc["traded"] if doc["traded"] else root_rate
+    out = {
+        "to_target": to_target,
+        "trading": trading,
+        "band_applied": band,
+        "cash": 1.0 - math.fsum(x),
+        "traded": traded,
+        "turnover_one_way": traded / 2.0,
+        "n_trades": sum(1 for r in rows if r["traded_weight"] != r["current_weight"]),
+        "estimated_cost": math.fsum(abs(r["traded_weight"] - r["current_weight"]) * r["cost_rate"] for r in rows),
+        "untraded_one_way": (math.fsum(abs(r["untraded"]) for r in rows) + abs(math.fsum(r["untraded"] for r in rows))) / 2.0,
+        "tracking_error": _tracking_error(ctx, prices, rows),
+        "orders": orders(rows, trading),
+    }
+    if lim_rows is not None:
+        out["book_limits"] = {
+            "limits": limits.to_dict(),
+            "current_breaks": lim_rows.broken([r["current_weight"] for r in rows]),
+            "traded": lim_rows.checks(x),
+        }
+    return out
 
 
 def _drift_dates(ctx: RunContext, returns: str, since: str) -> dict:
