@@ -154,6 +154,11 @@ def store_dir(runs_root: Path | str, kind: str) -> Path:
     return Path(runs_root) / STORE / kind
 
 
+def store_entry(store: Path | str, key: str) -> Path:
+    """Directory of one entry of a store (:func:`store_dir`): a content key's files and its ``index.json``."""
+    return Path(store) / key[:2] / key
+
+
 def run_node(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Node:
     """Root node of run ``run_id`` (cached: input functions ask for it once per job)."""
     return Node(run_dir(run_id, runs_root))
