@@ -14,7 +14,7 @@ report and the ledger), with the whole process tree's CPU sampled:
 
 Wall and CPU of each, the ratios (a)/(c), (b)/(c), (c)/(d), and the walk-forward window
 fits each run did (:func:`window_fits`). Then the fixed cost of a tiny run (two sleeves of
-two stocks on two years), phase by phase, as shares of that run. A table goes between the
+two stocks on three years), phase by phase, as shares of that run. A table goes between the
 ``bench-daily`` markers of docs/performance.md.
 
     python bench/bench_daily.py [--sleeves 24] [--no-write] [--workdir DIR]
@@ -122,6 +122,18 @@ def window_fits(run_dir: Path, started: float) -> dict:
             "source": "+".join(sorted(sources)) or "-"}  # fmt: skip
 
 
+def report_stages(run_dir: Path, started: float) -> dict:
+    """The report stages of the run that started at ``started``: seconds in all, and how their figures came."""
+    seconds, figures = 0.0, []
+    for line in (run_dir / "audit.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r.get("kind") == "stage" and r.get("stage") == "report":
+            if datetime.fromisoformat(r["time"]).timestamp() >= started:
+                seconds += r["duration_s"]
+                figures.append(r.get("params", {}).get("figures", "drawn"))
+    return {"seconds": seconds, "figures": "/".join(sorted(set(figures))) or "-", "count": len(figures)}
+
+
 def pipeline(manifest: Path, run_id: str, runs_root: Path, n_cores: int) -> dict:
     """One run through bench/run_pipeline.py, its whole tree sampled: wall, CPU, report, fits, breakdown."""
     wall, cpu, stdout = run_sampled([PYTHON, str(BENCH / "run_pipeline.py"), "--manifest", str(manifest),
@@ -136,12 +148,12 @@ def pipeline(manifest: Path, run_id: str, runs_root: Path, n_cores: int) -> dict
         parts = None
     return {"wall": wall, "cpu": sum(cpu.values()), "report": report, "jobs": len(rules),
             "sleeve_jobs": rules.count("sleeve"), "fits": window_fits(run_dir, report["started"]),
-            "breakdown": parts}  # fmt: skip
+            "reports": report_stages(run_dir, report["started"]), "breakdown": parts}  # fmt: skip
 
 
 def tiny_fixed_cost(workdir: Path, n_cores: int) -> dict:
-    """A tiny run (two sleeves of two stocks, two years): where its wall time goes, phase by phase (seconds)."""
-    manifest = scale_manifest(4, start="2018-01-01", end="2019-12-31")
+    """A tiny run (two sleeves of two stocks, three years): where its wall time goes, phase by phase (seconds)."""
+    manifest = scale_manifest(4, start="2017-01-01", end="2019-12-31")
     manifest["profiles"] = {
         "sleeve0": {"universe": {"symbols": ["AAPL", "MSFT"]}},
         "sleeve1": {"universe": {"symbols": ["JNJ", "KO"]}},
@@ -150,14 +162,16 @@ def tiny_fixed_cost(workdir: Path, n_cores: int) -> dict:
     path = write_json(workdir / "tiny" / "manifest.json", price_files(manifest, workdir / "tiny"))
     out = pipeline(path, "tiny", workdir / "tiny" / "runs", n_cores)
     report, run_dir = out["report"], Path(out["report"]["run_dir"])
-    stages: dict[str, float] = {}
-    first = None
+    spans: dict[str, list[float]] = {}  # phase -> [first start, last end] (its stages overlap)
     for line in (run_dir / "audit.jsonl").read_text().splitlines():
         r = json.loads(line)
         if r.get("kind") == "stage":
             end = datetime.fromisoformat(r["time"]).timestamp()
-            first = min(first or end, end - r["duration_s"])
-            stages[r["stage"]] = stages.get(r["stage"], 0.0) + r["duration_s"]
+            phase = {"sleeve": "sleeves", "report": "report", "risk": "report"}.get(r["stage"], "meta")
+            span = spans.setdefault(phase, [end - r["duration_s"], end])
+            span[0], span[1] = min(span[0], end - r["duration_s"]), max(span[1], end)
+    first = min(a for a, _ in spans.values())
+    stages = {phase: b - a for phase, (a, b) in spans.items()}
     total = out["wall"]
     return {
         "wall": total,
@@ -168,9 +182,9 @@ def tiny_fixed_cost(workdir: Path, n_cores: int) -> dict:
         "snakemake_start": first - report["started"] - report["import_s"],
         "ray_head_start": report.get("ray_head_start_s") or 0.0,
         "ray_head_stop": report.get("ray_head_stop_s") or 0.0,
-        "report": stages.get("report", 0.0) + stages.get("risk", 0.0),
-        "sleeves": stages.get("sleeve", 0.0),
-        "meta": sum(v for k, v in stages.items() if k not in {"sleeve", "report", "risk"}),
+        "report": stages.get("report", 0.0),
+        "sleeves": stages.get("sleeves", 0.0),
+        "meta": stages.get("meta", 0.0),
         "after_last_stage": report["ended"] - max(
             datetime.fromisoformat(json.loads(x)["time"]).timestamp()
             for x in (run_dir / "audit.jsonl").read_text().splitlines() if '"kind":"stage"' in x
@@ -199,13 +213,17 @@ def measure(workdir: Path, n: int, n_cores: int) -> dict:
                                               "--profile", "scale", "--cores", str(n_cores), "--tree"], bench_env())  # fmt: skip
     ref = json.loads(ref_out.strip().splitlines()[-1])
     windows_c = rows["c"]["fits"]["fits"]
-    rows["d"] = {"wall": ref_wall, "cpu": sum(ref_cpu.values()), "jobs": None, "sleeve_jobs": None,
+    rows["d"] = {"wall": ref_wall, "cpu": sum(ref_cpu.values()), "jobs": None, "sleeve_jobs": None, "reports": None,
                  "fits": {"fits": windows_c, "sleeves": ref["n_atomic"], "reused": 0, "source": "as (c)"}}  # fmt: skip
     for key, r in rows.items():
         print(f"  ({key}) wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, window fits {r['fits']['fits']}",
               file=sys.stderr, flush=True)  # fmt: skip
     print("  tiny run (fixed costs) ...", file=sys.stderr, flush=True)
     return {"rows": rows, "day": day, "tiny": tiny_fixed_cost(workdir, n_cores)}
+
+
+def _reports(reports: dict | None) -> str:
+    return "-" if not reports else f"{reports['seconds']:.1f} ({reports['count']} nodes, {reports['figures']})"
 
 
 def _verdict(value: float, target: float) -> str:
@@ -230,8 +248,9 @@ def table(result: dict, n: int, before: dict, after: dict, total: float) -> str:
         f"through the runner with its private Ray cluster. Load before: `{before['uptime']}`; after: "
         f"`{after['uptime']}`. The machine is shared with other jobs: read the ratios, taken in one run.",
         "",
-        "| run | wall s | CPU s (whole tree) | jobs | sleeve jobs | window fits (sleeves computed / reused; counted from) | ratio | target |",
-        "|---|---:|---:|---:|---:|---|---:|---|",
+        "| run | wall s | CPU s (whole tree) | jobs | sleeve jobs | window fits (sleeves computed / reused; counted from) "
+        "| report stages s (figures) | ratio | target |",
+        "|---|---:|---:|---:|---:|---|---|---:|---|",
     ]
     for key in ("c", "a", "b", "d"):
         r = rows[key]
@@ -242,7 +261,7 @@ def table(result: dict, n: int, before: dict, after: dict, total: float) -> str:
         lines.append(
             f"| {labels[key]} | {r['wall']:.1f} | {r['cpu']:.1f} | {r['jobs'] if r['jobs'] is not None else '-'} | "
             f"{r['sleeve_jobs'] if r['sleeve_jobs'] is not None else '-'} | {f['fits']} ({f['sleeves']} / {f['reused']}; "
-            f"{f['source']}) | {shown} | {verdict} |"
+            f"{f['source']}) | {_reports(r['reports'])} | {shown} | {verdict} |"
         )
     parts = rows["c"]["breakdown"]
     if parts:
@@ -258,7 +277,7 @@ def table(result: dict, n: int, before: dict, after: dict, total: float) -> str:
     share = {k: 100 * tiny[k] / t for k in tiny if k not in {"wall", "cpu"}}
     lines += [
         "",
-        f"The fixed cost of a tiny run (two sleeves of two stocks, 2018-2019, a new run id): {t:.1f} s wall, "
+        f"The fixed cost of a tiny run (two sleeves of two stocks, 2017-2019, a new run id): {t:.1f} s wall, "
         f"{tiny['cpu']:.1f} s CPU. Python and the imports {tiny['imports']:.1f} s ({share['imports']:.0f} %); "
         f"Snakemake's start (Snakefile, DAG, claim, onstart) {tiny['snakemake_start']:.1f} s "
         f"({share['snakemake_start']:.0f} %); the sleeves {tiny['sleeves']:.1f} s ({share['sleeves']:.0f} %), of which "
@@ -267,7 +286,9 @@ def table(result: dict, n: int, before: dict, after: dict, total: float) -> str:
         f"({share['report']:.0f} %); the last stage to the runner's return (the verdict over the ledger, Ray's stop "
         f"{tiny['ray_head_stop']:.1f} s = {share['ray_head_stop']:.0f} %) {tiny['after_last_stage']:.1f} s "
         f"({share['after_last_stage']:.0f} %); the process's exit {tiny['process_exit']:.1f} s "
-        f"({share['process_exit']:.0f} %). Stages of a run overlap: the shares need not add up to 100 %.",
+        f"({share['process_exit']:.0f} %). Each phase is the span from its first stage's start to its last one's "
+        "end (the meta span includes the resolved manifest's record): phases overlap, the shares need not add up "
+        "to 100 %.",
     ]
     return "\n".join(lines)
 
