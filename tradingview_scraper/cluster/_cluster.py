@@ -164,6 +164,8 @@ class Cluster:
     def _start_when_needed(self) -> Cluster:
         with self._lock:
             self._check_usable()
+            if self._up and self._keeper is None:  # started by start() meanwhile
+                return self
             if self._keeper is None:
                 self._keeper = threading.Thread(target=self._keep, name="tvs-ray-head", daemon=True)
                 self._keeper.start()
