@@ -12,9 +12,10 @@ kinds of file carry what a run cannot reproduce, and are compared without it:
 * ``audit.jsonl`` (the ledger of each run directory): each entry's ``time``, ``cpu_s``,
   ``duration_s``, ``seq``, its ``hash`` and ``prev_hash`` (the chain over them), the
   ``git_commit`` and a file's ``stat`` (size, mtime, ctime, inode); and the ``sha256`` it
-  records of a ``provenance.json`` (see above). Entries are compared as a set: parallel jobs
-  finish in any order. Everything else (stages, nodes, params, every artifact's sha256)
-  must be equal.
+  records of a ``provenance.json`` (see above), and a report entry's ``params.figures``
+  (drawn, or reused from the report store: the same bytes either way). Entries are compared
+  as a set: parallel jobs finish in any order. Everything else (stages, nodes, params,
+  every artifact's sha256) must be equal.
 
 Not compared, with the reason: ``logs/*.log`` (wall-clock times and durations on every
 line) and the run's lock files (``.run.lock``, ``*.lock``: a process id or nothing).
@@ -41,6 +42,8 @@ PLACEMENT = {"mode", "address"}
 TASK_PLACEMENT = {"node_id", "node_ip", "worker_pid", "duration_s"}
 #: Keys of a ledger entry that change from run to run whatever was computed.
 LEDGER_VOLATILE = {"time", "cpu_s", "duration_s", "seq", "hash", "prev_hash", "git_commit"}
+#: Params of a report entry that say how its bytes came about, not what they are.
+LEDGER_HOW = {"figures"}
 #: Files not compared, and why.
 SKIPPED = {
     ".log": "log lines carry wall-clock times and durations",
@@ -75,6 +78,8 @@ def _ledger(data: bytes) -> object:
         if not line.strip():
             continue
         entry = {k: v for k, v in json.loads(line).items() if k not in LEDGER_VOLATILE}
+        if isinstance(entry.get("params"), dict) and entry.get("stage") == "report":
+            entry["params"] = {k: v for k, v in entry["params"].items() if k not in LEDGER_HOW}
         for key in ("inputs", "outputs"):
             if isinstance(entry.get(key), list):
                 entry[key] = [_file_record(f) if isinstance(f, dict) else f for f in entry[key]]
