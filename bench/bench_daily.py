@@ -278,14 +278,14 @@ def table(result: dict, n: int, before: dict, after: dict, total: float) -> str:
     lines += [
         "",
         f"The fixed cost of a tiny run (two sleeves of two stocks, 2017-2019, a new run id): {t:.1f} s wall, "
-        f"{tiny['cpu']:.1f} s CPU. Python and the imports {tiny['imports']:.1f} s ({share['imports']:.0f} %); "
+        f"{tiny['cpu']:.1f} s CPU. The runner's imports {tiny['imports']:.1f} s ({share['imports']:.0f} %); "
         f"Snakemake's start (Snakefile, DAG, claim, onstart) {tiny['snakemake_start']:.1f} s "
         f"({share['snakemake_start']:.0f} %); the sleeves {tiny['sleeves']:.1f} s ({share['sleeves']:.0f} %), of which "
         f"the private Ray head's start {tiny['ray_head_start']:.1f} s ({share['ray_head_start']:.0f} %); the meta "
         f"stages {tiny['meta']:.1f} s ({share['meta']:.0f} %); the report and risk {tiny['report']:.1f} s "
         f"({share['report']:.0f} %); the last stage to the runner's return (the verdict over the ledger, Ray's stop "
         f"{tiny['ray_head_stop']:.1f} s = {share['ray_head_stop']:.0f} %) {tiny['after_last_stage']:.1f} s "
-        f"({share['after_last_stage']:.0f} %); the process's exit {tiny['process_exit']:.1f} s "
+        f"({share['after_last_stage']:.0f} %); the interpreter's start and the process's exit {tiny['process_exit']:.1f} s "
         f"({share['process_exit']:.0f} %). Each phase is the span from its first stage's start to its last one's "
         "end (the meta span includes the resolved manifest's record): phases overlap, the shares need not add up "
         "to 100 %.",
