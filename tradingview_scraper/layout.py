@@ -280,10 +280,15 @@ def _seen(op: str, path: Path | str) -> None:
 # --------------------------------------------------------------------------- atomic writes
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file and a rename: readers never see half a file."""
+def atomic_write_bytes(path: Path | str, data: bytes, *, store: bool = False) -> Path:
+    """Write ``data`` to ``path`` through a temp file and a rename: readers never see half a file.
+
+    ``store``: ``path`` is a store entry's file (:func:`store_entry`), outside every run: not
+    reported to :func:`watch_io` as a write of the running stage.
+    """
     path = Path(path)
-    _seen("write", path)
+    if not store:
+        _seen("write", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     try:

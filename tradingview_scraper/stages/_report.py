@@ -68,9 +68,9 @@ def keep_figures(store: Path, key: str, pngs: dict[str, bytes]) -> None:
     entry = store_entry(store, key)
     try:
         for name, content in pngs.items():
-            atomic_write_bytes(entry / f"{name}.png", content)
+            atomic_write_bytes(entry / f"{name}.png", content, store=True)
         index = {name: hashlib.sha256(content).hexdigest() for name, content in pngs.items()}
-        atomic_write_bytes(entry / "index.json", json.dumps(index, sort_keys=True).encode())
+        atomic_write_bytes(entry / "index.json", json.dumps(index, sort_keys=True).encode(), store=True)
     except OSError:
         pass
 
