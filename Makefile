@@ -1,5 +1,5 @@
 # The vocabulary of the project: install, test, test-fast, lint, flow-meta-production, flow-production, dag, snakemake-report, bench
-# (bench-engine, bench-scale, bench-content, bench-transport),
+# (bench-engine, bench-scale, bench-content, bench-transport, bench-daily),
 # slurm-up / slurm-down (a single-node SLURM cluster on this machine, docs/scale-out.md).
 # Every target installs the virtualenv (.venv) on first use.
 
@@ -39,7 +39,7 @@ RUN_OPTS = --profile $(call v,PROFILE) --manifest $(call v,MANIFEST) --cores $(c
 	$(if $(value RAY_ADDRESS),--ray-address $(call v,RAY_ADDRESS)) \
 	$(if $(value RAY_NUM_CPUS),--ray-num-cpus $(call v,RAY_NUM_CPUS)) $(ARGS)
 
-.PHONY: install test test-fast lint flow-meta-production flow-production dag snakemake-report bench bench-ray bench-engine bench-scale bench-content bench-transport clean-runs slurm-up slurm-down
+.PHONY: install test test-fast lint flow-meta-production flow-production dag snakemake-report bench bench-ray bench-engine bench-scale bench-content bench-transport bench-daily clean-runs slurm-up slurm-down
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -103,6 +103,10 @@ bench-content: install
 # Driver CPU of a sleeve's results crossing from Ray workers (Arrow) against the list payload it replaced.
 bench-transport: install
 	$(PY) bench/bench_transport.py
+
+# The morning run (issue 25): 24 sleeves on price files, unchanged / one day appended / full / reference.
+bench-daily: install
+	$(PY) bench/bench_daily.py
 
 clean-runs:
 	rm -rf data/runs .snakemake

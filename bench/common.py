@@ -242,14 +242,17 @@ def loopback_cluster(num_cpus: int) -> Iterator[dict]:
 
 
 class ClusterStart(logging.Handler):
-    """Catches the run's Ray cluster start-up time, which the cluster logs when it is up."""
+    """Catches the run's Ray cluster start-up (and stop) time, which the cluster logs when it is up (down)."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.INFO)
         self.start_s: float | None = None
         self.connect_s: float | None = None
+        self.stop_s: float | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "ray_stop_s", None) is not None and getattr(record, "ray_owner", False):
+            self.stop_s = record.ray_stop_s
         seconds = getattr(record, "ray_start_s", None)
         if seconds is not None:
             if getattr(record, "ray_owner", False):

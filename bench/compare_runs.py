@@ -13,11 +13,12 @@ kinds of file carry what a run cannot reproduce, and are compared without it:
   risk profiles) must be equal.
 * ``audit.jsonl`` (the ledger of each run directory): each entry's ``time``, ``cpu_s``,
   ``duration_s``, ``seq``, its ``hash`` and ``prev_hash`` (the chain over them), the
-  ``git_commit`` and a file's ``stat`` (size, mtime, ctime, inode); the window counts in its
-  ``params`` (``windows``, as in provenance); and the ``sha256`` it records of a
-  ``provenance.json`` (see above). Entries are compared as a set: parallel jobs
-  finish in any order. Everything else (stages, nodes, params, every artifact's sha256)
-  must be equal.
+  ``git_commit`` and a file's ``stat`` (size, mtime, ctime, inode); the params that say how
+  a result came about, not what it is (``windows``: the window counts, as in provenance;
+  ``figures``: a report's figures drawn or reused from the report store, the same bytes either
+  way); and the ``sha256`` it records of a ``provenance.json`` (see above). Entries are
+  compared as a set: parallel jobs finish in any order. Everything else (stages, nodes,
+  params, every artifact's sha256) must be equal.
 
 Not compared, with the reason: ``logs/*.log`` (wall-clock times and durations on every
 line) and the run's lock files (``.run.lock``, ``*.lock``: a process id or nothing).
@@ -45,8 +46,8 @@ PLACEMENT = {"mode", "address"}
 TASK_PLACEMENT = {"node_id", "node_ip", "worker_pid", "duration_s", "windows"}
 #: Keys of a ledger entry that change from run to run whatever was computed.
 LEDGER_VOLATILE = {"time", "cpu_s", "duration_s", "seq", "hash", "prev_hash", "git_commit"}
-#: Keys of a ledger entry's params that say how a result was computed, not what it is.
-PARAMS_VOLATILE = {"windows"}
+#: Keys of a ledger entry's params that say how a result came about, not what it is.
+PARAMS_VOLATILE = {"windows", "figures"}
 #: Files not compared, and why.
 SKIPPED = {
     ".log": "log lines carry wall-clock times and durations",

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
            "driver_cpu_s": usage.ru_utime + usage.ru_stime}
     out["ray_head_start_s"] = cluster.start_s  # the private cluster's start, connection included
     out["ray_connect_s"] = cluster.connect_s  # joining a running cluster
+    out["ray_head_stop_s"] = cluster.stop_s  # stopping the private cluster
     print(json.dumps({**out, "run_dir": str(result.run_dir), "jobs": jobs}))
     return 0
 

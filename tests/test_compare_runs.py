@@ -70,3 +70,16 @@ def test_compare_runs_leaves_out_placement_times_and_logs_and_catches_any_other_
 def test_compare_runs_refuses_a_directory_that_is_not_a_run(tmp_path):
     done = _compare(tmp_path, tmp_path)
     assert done.returncode == 2 and "is not a run directory" in done.stderr
+
+
+def test_a_report_drawn_or_taken_from_the_store_compares_equal_and_nothing_else_of_its_params(tmp_path):
+    runs = [_run(tmp_path / d / "run", order=(0, 1), time="2026-01-01T00:00:00", pid=11) for d in "xy"]
+    for run, how in zip(runs, ("drawn", "reused"), strict=True):
+        entry = json.loads(_ledger_line(2, "report", "cd" * 32, "2026-01-01T00:00:00"))
+        entry["params"] = {"figures": how, "headline": {"data_end": "2021-12-31"}}
+        with open(run / "audit.jsonl", "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+    assert _compare(*runs).returncode == 0
+    ledger = runs[1] / "audit.jsonl"
+    ledger.write_text(ledger.read_text().replace('"2021-12-31"', '"2021-12-30"'))
+    assert _compare(*runs).returncode == 1

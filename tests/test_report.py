@@ -436,3 +436,47 @@ def test_a_tenfold_spike_in_a_user_price_table_is_flagged_and_named(tmp_path, sm
     for p in ("equal_weight", "hrp"):
         assert re.search(rf"^\| {p} \| sleeve \| staples \| jump \| {d} \| return \+\d+\.\d\d%: robust z \+\d+, beyond", anomalies, re.M), p
     assert not re.search(r"^\| \w+ \| sleeve \| (tech|factors) \|.*\| jump \|", anomalies, re.M)
+
+
+# --------------------------------------------------------------------------- the report store (issue 25)
+
+
+def test_the_figures_key_follows_what_the_figures_show_not_the_run_id(small_run):
+    import dataclasses
+
+    ctx = _ctx(small_run.parent)
+    data = report.load_node(ctx, ".", step_inputs(ctx, "report", "."))
+    key = report.figures_key(data)
+    assert re.fullmatch(r"[0-9a-f]{64}", key)
+    renamed = dataclasses.replace(data, run_id="other", risk={p: {**r, "run_id": "other"} for p, r in data.risk.items()})
+    assert report.figures_key(renamed) == key
+    assert report.figures(data, report.analyse(data)) == report.figures(renamed, report.analyse(renamed))
+    stream = data.stream.copy()
+    stream.iloc[-1, 0] += 1e-12
+    sleeves = {**data.sleeves, "hrp": data.sleeves["hrp"].rename(columns={"tech": "tech2"})}
+    weights = json.loads(json.dumps(data.weights))
+    weights["hrp"]["bounds"]["max_weight"] = 0.99
+    for name, changed in (("stream", stream), ("sleeves", sleeves), ("weights", weights)):
+        assert report.figures_key(dataclasses.replace(data, **{name: changed})) != key, name
+
+
+def test_a_report_drawn_again_takes_its_figures_from_the_store_byte_for_byte(small_run, tmp_path):
+    from tradingview_scraper.stages._report import stored_figures
+
+    root = tmp_path / "runs"
+    shutil.copytree(small_run.parent, root, symlinks=True)
+    run_dir = root / small_run.name
+    outputs = [run_dir / "report.md", run_dir / "report.html", *sorted((run_dir / "report_assets").iterdir())]
+    before = {p: p.read_bytes() for p in outputs}
+    for p in outputs:
+        p.unlink()
+    MetaPipeline("meta_small", manifest=SMALL_MANIFEST, run_id="rep", runs_root=root, ray=False).execute()
+    assert {p: p.read_bytes() for p in outputs} == before
+    reports = [e for e in map(json.loads, (run_dir / "audit.jsonl").read_text().splitlines()) if e.get("stage") == "report"]
+    assert [e["params"]["figures"] for e in reports] == ["drawn", "reused"]
+    # An entry whose PNG no longer matches its index is not used: the figures are drawn again.
+    [index] = list((root / ".store" / "report").glob("*/*/index.json"))
+    png = index.parent / "cumulative.png"
+    assert stored_figures(root / ".store" / "report", index.parent.name)["cumulative"] == png.read_bytes()
+    png.write_bytes(png.read_bytes() + b"x")
+    assert stored_figures(root / ".store" / "report", index.parent.name) is None

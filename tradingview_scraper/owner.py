@@ -277,24 +277,32 @@ class RunOwner:
 
     # ----------------------------------------------------------------- the run
 
-    def start(self, sleeves_to_compute: bool, produced: list[str] | None = None) -> None:
-        """The run's jobs are about to execute: watch signals, claim, start a private Ray cluster if needed.
+    def start(self, sleeves_to_compute: bool, produced: list[str] | None = None, *, jobs_in_process: bool = False) -> None:
+        """The run's jobs are about to execute: watch signals, claim, let a private Ray cluster start when needed.
 
         Runs in the workflow's ``onstart``: only when jobs will run (not on dry runs, lint or
         no-op reruns). Explicit targets skip the final targets' input function, so a run is
         claimed here at the latest, after the DAG was built: damaged artifacts are then left
-        to the final check rather than discarded. A private cluster starts only when a sleeve
-        will be computed, after the checks and the lock (a refused run starts none).
+        to the final check rather than discarded. A private cluster starts only after the
+        checks and the lock (a refused run starts none). With ``jobs_in_process`` (jobs are
+        threads of this process) it starts when the first task needs it
+        (:meth:`Cluster.start_on_demand`): a sleeve job that finds its work done elsewhere
+        starts nothing. Jobs in other processes need its address before they start: it
+        starts here, when a sleeve will be computed (``sleeves_to_compute``).
         ``produced``: every output of the run's complete DAG (None: a partial DAG), so that
         :meth:`finish` retires what the run no longer produces.
         """
         self.watch_signals()
         self.claim(repair=False)
         self._produced = produced
-        if self.cluster is not None and self.cluster.address is None and sleeves_to_compute:
-            with reported(self._workflow_releases):
+        if self.cluster is None or self.cluster.address is not None:
+            return
+        with reported(self._workflow_releases):
+            if jobs_in_process:
+                self.cluster.start_on_demand()
+            elif sleeves_to_compute:
                 self.cluster.start()
-            self._pass_to_jobs(self.cluster.job_config())
+                self._pass_to_jobs(self.cluster.job_config())
 
     def finish(self, failed: bool = False) -> PipelineError | None:
         """End the run once: stop (or leave) its cluster and give its verdict.

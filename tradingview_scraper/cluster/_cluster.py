@@ -105,11 +105,14 @@ class Cluster:
         self.mode = mode or ("external" if address is not None else "private")
         self.num_cpus = None if address is not None else (num_cpus or machine)
         self.start_s: float | None = None  #: seconds ``start``/``connect`` took
+        self.stop_s: float | None = None  #: seconds ``shutdown`` took (stopping, or leaving, the cluster)
         self._temp_dir: Path | None = None
         self._started = False  # this object started the private cluster
         self._initialized = False  # this object called ray.init (so it calls ray.shutdown)
         self._up = False
         self._closing = threading.Event()
+        self._on_demand, self._keeper, self._head_error = False, None, None  # start_on_demand
+        self._head_ready, self._released = threading.Event(), threading.Event()
         self._lock = threading.RLock()
         self._remote = None
         self._saved_env: dict[str, str | None] = {}
@@ -143,6 +146,50 @@ class Cluster:
             if threading.current_thread() is not threading.main_thread():
                 raise PipelineError("start the run's private Ray cluster from the main thread: Ray ties "
                                     "its processes to the thread that starts them")  # fmt: skip
+            return self._start_private()
+
+    def start_on_demand(self) -> Cluster:
+        """Let the first :meth:`connect` (so the first :meth:`map`), from any thread, start the private cluster.
+
+        For jobs that are threads of this process: the cluster starts once, when a task needs
+        it (others wait for it), or never. A thread of its own starts and keeps the head until
+        :meth:`shutdown`, as Ray ties its processes to the starting thread. Idempotent.
+        """
+        with self._lock:
+            self._check_usable()
+            if self.address is None:
+                self._on_demand = True
+        return self
+
+    def _start_when_needed(self) -> Cluster:
+        with self._lock:
+            self._check_usable()
+            if self._up and self._keeper is None:  # started by start() meanwhile
+                return self
+            if self._keeper is None:
+                self._keeper = threading.Thread(target=self._keep, name="tvs-ray-head", daemon=True)
+                self._keeper.start()
+        self._head_ready.wait()
+        if self._head_error is not None:
+            error = self._head_error
+            raise (error if isinstance(error, PipelineError) else PipelineError(one_line(error))) from None
+        self._check_usable()
+        return self
+
+    def _keep(self) -> None:  # the keeper thread: start the head, then live (and it with) until the teardown
+        try:
+            self._start_private()
+        except BaseException as exc:  # handed to the waiting tasks' threads, which raise it
+            self._head_error = exc
+        finally:
+            self._head_ready.set()
+        if self._head_error is None:
+            self._released.wait()
+
+    def _start_private(self) -> Cluster:
+        """Start the private cluster and connect (from the main thread, or the keeper thread)."""
+        with self._lock:
+            self._check_usable()
             if "ray" in sys.modules and sys.modules["ray"].is_initialized():
                 raise PipelineError("Ray is already connected in this process: one process owns one "
                                     "cluster; shut the other connection down first")  # fmt: skip
@@ -196,6 +243,8 @@ class Cluster:
         yet, the cluster is unreachable or refuses the token, or this process is connected
         to another cluster.
         """
+        if self._on_demand:
+            return self._start_when_needed()
         with self._lock:
             self._check_usable()
             if self._up:
@@ -252,7 +301,16 @@ class Cluster:
             return  # a forked child: the cluster belongs to the parent
         with self._lock:
             atexit.unregister(self.shutdown)
+            stopping, began = self._initialized, time.monotonic()
             self._teardown()
+        keeper = self._keeper
+        if keeper is not None and keeper is not threading.current_thread():
+            keeper.join(timeout=10)  # it ends once the teardown released it
+        if stopping:
+            self.stop_s = time.monotonic() - began
+            verb = "stopped" if self._started else "left"
+            logger.info("%s the %s Ray cluster in %.2f s", verb, self.mode, self.stop_s,
+                        extra={"ray_stop_s": self.stop_s, "ray_owner": self._started})  # fmt: skip
 
     def cpus(self) -> int:
         """CPUs the cluster offers to tasks: ``ray.cluster_resources()``, connecting if needed.
@@ -336,6 +394,10 @@ class Cluster:
 
         main = threading.current_thread() is threading.main_thread()
         previous = signal.getsignal(signal.SIGTERM) if main else None
+        # Off the main thread Ray notes that it sets no SIGTERM handler: the process keeps its own.
+        handlers = [] if main else logging.getLogger("ray").handlers
+        for handler in handlers:
+            handler.addFilter(_no_sigterm_note)
         try:
             context = ray.init(logging_level=logging.WARNING, **options)
             self._initialized = True
@@ -352,6 +414,8 @@ class Cluster:
                 f"{one_line(str(exc))[:400]}{hint}"
             ) from exc
         finally:
+            for handler in handlers:
+                handler.removeFilter(_no_sigterm_note)
             if main and previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
@@ -372,6 +436,7 @@ class Cluster:
             except Exception as exc:  # best effort: the cluster may already be gone
                 logger.warning("ray.shutdown() failed: %s", exc)
             self._initialized = False
+        self._released.set()  # the keeper thread, if any, may end: the head's processes are gone
         self._restore_env()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
@@ -386,6 +451,10 @@ class Cluster:
         for key, value in self._saved_env.items():
             _put_env(key, value)
         self._saved_env.clear()
+
+
+def _no_sigterm_note(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("SIGTERM handler is not set")
 
 
 def _put_env(key: str, value: str | None) -> None:

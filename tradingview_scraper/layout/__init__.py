@@ -47,7 +47,7 @@ __all__ = [
     "NODE_FILES", "ROOT", "RUNS_ROOT", "STORE", "Node", "atomic_write_bytes", "check_name", "check_runs_root",
     "child_path", "dumps_json", "literal_files", "literal_input", "new_run_id", "node_at", "node_pattern", "read_bytes", "read_json",
     "read_parquet", "read_parquet_metadata", "refuse_symlink", "regex_literal", "remove_artifact",
-    "remove_partial_writes", "run_dir", "run_node", "store_dir", "store_file", "watch_io", "wildcard_like", "write_json",
+    "remove_partial_writes", "run_dir", "run_node", "store_dir", "store_entry", "store_file", "watch_io", "wildcard_like", "write_json",
     "write_parquet", "write_store_file", "write_text",
 ]  # fmt: skip
 
@@ -170,6 +170,11 @@ def store_file(store: Path | str, key: str, suffix: str) -> Path:
     """File ``key`` of a store directory (:func:`store_dir`): ``<store>/<key><suffix>``."""
     check_name(key, "store key")
     return Path(store) / f"{key}{suffix}"
+
+
+def store_entry(store: Path | str, key: str) -> Path:
+    """Directory of one entry of a store (:func:`store_dir`): a content key's files and its ``index.json``."""
+    return Path(store) / key[:2] / key
 
 
 def run_node(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Node:

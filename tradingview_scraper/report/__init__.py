@@ -18,7 +18,7 @@ from ._anomalies import (
 )
 from ._build import build_report, output_name
 from ._document import Heading, Image, Para, Section, Table, assemble
-from ._figures import DPI, FIGURES, MAX_FIGURE_SLEEVES, figures, largest_sleeves, png
+from ._figures import DPI, FIGURES, MAX_FIGURE_SLEEVES, figures, figures_key, largest_sleeves, png
 from ._metrics import calendar, diversification, effective_number, performance, tournament
 from ._node import NodeData, load_node
 from ._rendering import to_html, to_markdown
@@ -50,6 +50,7 @@ __all__ = [
     "document",
     "effective_number",
     "figures",
+    "figures_key",
     "jump_cutoff",
     "largest_sleeves",
     "load_node",

@@ -14,7 +14,9 @@ def output_name(kind: str, name: str) -> str:
     return {"figure": name, "table": f"{name}_table"}.get(kind, kind)
 
 
-def build_report(data: NodeData, analysis: Analysis | None = None) -> dict[str, bytes]:
+def build_report(
+    data: NodeData, analysis: Analysis | None = None, pngs: dict[str, bytes] | None = None
+) -> dict[str, bytes]:
     """The report of one meta node: every file's bytes by its output name, nothing written.
 
     Parameters
@@ -23,6 +25,8 @@ def build_report(data: NodeData, analysis: Analysis | None = None) -> dict[str, 
         The node's artifacts (:func:`load_node`).
     analysis : Analysis, optional
         ``analyse(data)``, when the caller has it already (the report step records its headline).
+    pngs : dict of str -> bytes, optional
+        ``figures(data, analysis)``, when the caller has them already (from the report store).
 
     Returns
     -------
@@ -37,7 +41,7 @@ def build_report(data: NodeData, analysis: Analysis | None = None) -> dict[str, 
         If the meta stream and the sleeves share fewer than 2 dates.
     """
     a = analyse(data) if analysis is None else analysis
-    pngs = figures(data, a)
+    pngs = figures(data, a) if pngs is None else pngs
     title = f"Meta-portfolio report: {data.meta_profile}"
     out: dict[str, bytes] = {output_name("figure", n): pngs[n] for n in FIGURES}
     parts = sections(data, a)

@@ -117,6 +117,52 @@ def _date_axis(ax) -> None:
     ax.grid(alpha=0.3)
 
 
+def figures_key(data: NodeData) -> str:
+    """A digest of everything the figures of ``data`` depend on: equal digests, identical PNG bytes.
+
+    What :func:`figures` plots (the streams, the sleeves' returns, the weights, the risk and
+    rebalance records, the risk profiles; the correlations it shows derive from the sleeves'
+    returns), the report package's source, and the versions of the libraries that draw and
+    encode. Not the run id: no figure shows it (a run's ``risk_<p>.json`` and
+    ``rebalance_<p>.json`` name their run, which is left out of the digest).
+
+    Returns
+    -------
+    str
+        64 hex digits (sha256).
+    """
+    import hashlib
+    import json
+    from importlib.metadata import version
+    from pathlib import Path
+
+    import pandas as pd
+
+    h = hashlib.sha256()
+
+    def frame(df: pd.DataFrame) -> None:
+        h.update(json.dumps([list(map(str, df.columns)), list(map(str, df.dtypes)), len(df)]).encode())
+        h.update(pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes())
+        h.update(np.ascontiguousarray(df.to_numpy(dtype=float)).tobytes())
+
+    def record(obj: Any) -> None:
+        if isinstance(obj, dict):
+            obj = {k: v for k, v in obj.items() if k != "run_id"}
+        h.update(json.dumps(obj, sort_keys=True, default=str).encode())
+
+    for lib in ("matplotlib", "pillow", "numpy", "pandas", "skfolio"):
+        h.update(f"{lib}={version(lib)};".encode())
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(source.name.encode() + source.read_bytes())
+    record(list(data.risk_profiles))
+    frame(data.stream)
+    for p in data.risk_profiles:
+        frame(data.sleeves[p])
+        for records in (data.weights, data.risk, data.rebalance):
+            record(records.get(p))
+    return h.hexdigest()
+
+
 def figures(data: NodeData, a: Analysis, *, render: Callable[[Any], bytes] = png) -> dict[str, bytes]:
     """PNG bytes of every figure of :data:`FIGURES` (matplotlib's Agg canvas, no pyplot state).
 

@@ -109,7 +109,11 @@ def dag_outputs():
 def start_run():
     """onstart: the owner watches signals (the scheduler just set its own), claims, starts the cluster."""
     try:
-        OWNER.start(any(job.rule.name == "sleeve" for job in workflow.dag.needrun_jobs()), dag_outputs())
+        OWNER.start(
+            any(job.rule.name == "sleeve" for job in workflow.dag.needrun_jobs()),
+            dag_outputs(),
+            jobs_in_process=workflow.executor_plugin.common_settings.local_exec and workflow.execution_settings.use_threads,
+        )
     except PipelineError as exc:
         raise WorkflowError(str(exc)) from None
 
