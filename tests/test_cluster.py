@@ -302,6 +302,7 @@ def test_a_meta_node_failing_on_the_cluster_is_a_meta_error_naming_it(cluster, t
 @pytest.mark.e2e  # starts a Ray cluster: the full tier
 def test_timeout_cancels_the_task(cluster, tmp_path):
     marker = tmp_path / "slow"
+    assert cluster.map(np.sum, [("warm", ([1],), {})])["warm"][0] == 1  # a worker is up: the task starts at once
     with pytest.raises(SleeveError, match=r"sleeve 'slow' timed out after 1 s"):
         cluster.map(_sleep_recorded, [("slow", (str(marker), 60), {})], timeout_s=1)
     # The map did not wait for the task: its worker (if it had started) is killed, the task never ends.
