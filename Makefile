@@ -57,9 +57,10 @@ test: install
 	$(PY) -m pytest -q -n $(call v,TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The developer's loop: unit tests, dry-run DAG tests and one small in-process run (no Ray
-# cluster, no killed drivers); tests marked e2e are left to `make test`.
+# cluster, no killed drivers); tests marked e2e are left to `make test`. It computes rather
+# than waits, so it runs on the same workers, one file each, to use both cores.
 test-fast: install
-	$(PY) -m pytest -q -m "not e2e"
+	$(PY) -m pytest -q -m "not e2e" -n $(call v,TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(VENV)/bin/ruff check tradingview_scraper scripts tests bench

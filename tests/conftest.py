@@ -52,11 +52,13 @@ def pytest_configure(config):
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-#: Files whose tests mostly wait (on Ray's agents, a killed driver, a SLURM queue) or run
-#: long: collected first, so that under ``make test`` (two xdist workers, ``--dist loadfile``,
-#: files in this order) the other worker fills their waits with the rest of the suite.
-FIRST = ("test_ray_pipeline", "test_slurm", "test_reliability", "test_rerun_triggers", "test_cluster",
-         "test_refusals", "test_engine_equivalence")
+#: The long files, collected first: under ``make test`` (xdist workers, ``--dist loadfile``,
+#: files in this order, each worker holding two) the short files fill the end evenly. Files
+#: that mostly wait (a SLURM queue, Ray's agents after a killed driver) alternate with files
+#: that compute (the engine's windows, runs one after another), so that the waits of one
+#: worker meet the work of another.
+FIRST = ("test_slurm", "test_engine_equivalence", "test_ray_pipeline", "test_rerun_triggers", "test_cluster",
+         "test_reliability", "test_refusals")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
@@ -25,24 +26,60 @@ LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
 TEMP_PREFIX = "/tmp/tvr-"
 
 
-def alive(pids) -> list[int]:
-    """The PIDs still running (zombies count as gone)."""
+def processes(pids) -> list[psutil.Process]:
+    """Handles on the running ``pids``: unlike a bare PID, a handle never names a later process reusing it."""
     out = []
     for pid in pids:
         try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
+            out.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    return out
+
+
+def alive(pids) -> list[int]:
+    """The PIDs still running (zombies count as gone); a :class:`psutil.Process` only while its PID is its own."""
+    out = []
+    for item in pids:
+        try:
+            proc = item if isinstance(item, psutil.Process) else psutil.Process(item)
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc.pid)
         except psutil.Error:
             continue
     return out
 
 
 def wait_gone(pids, timeout_s: float) -> list[int]:
-    """Wait until none of ``pids`` runs; return those still alive at the deadline."""
+    """Wait until none of ``pids`` (PIDs or :func:`processes` handles) runs; return those alive at the deadline.
+
+    Waits on the processes' exits (a pidfd per process turns readable when it exits), not on
+    a clock: the wait ends the moment the last one is gone.
+    """
+    fds = {}
+    for item in pids:
+        try:
+            fd = os.pidfd_open(item.pid if isinstance(item, psutil.Process) else item)
+        except ProcessLookupError:
+            continue
+        if alive([item]):  # checked once the pidfd is open: it names this process, not a later one
+            fds[fd] = item
+        else:
+            os.close(fd)
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
     deadline = time.monotonic() + timeout_s
-    while (left := alive(pids)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
+    try:
+        while fds and (left_s := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(left_s * 1000):
+                poller.unregister(fd)
+                os.close(fd)
+                del fds[fd]
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return alive(fds.values())
 
 
 def listening(pids) -> list[tuple[int, str, int]]:

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -281,10 +282,14 @@ def test_content_not_mtime_decides_what_reruns(book_project):
     m = json.loads((root / "manifest.json").read_text())
     m["profiles"]["meta_tables"]["meta_allocation"] = {"min_weight": 0.3, "max_weight": 0.4}
     (root / "manifest_old.json").write_text(json.dumps(m))
-    proc = run_script(repo, "--profile", "meta_tables", "--manifest", "../manifest_old.json", "--run-id", "prev", "--no-ray")
-    assert proc.returncode == 0, proc.stderr
+    # Independent runs (other run ids, other files) go side by side, here and below.
+    with ThreadPoolExecutor(2) as pool:
+        prev = pool.submit(run_script, repo, "--profile", "meta_tables", "--manifest", "../manifest_old.json",
+                           "--run-id", "prev", "--no-ray")  # fmt: skip
+        noop = pool.submit(_rerun, repo)
+        assert prev.result().returncode == 0, prev.result().stderr
+        assert noop.result() == [], "a no-op rerun ran jobs"
     os.replace(runs / "prev", root / "prev_parked")
-    assert _rerun(repo) == [], "a no-op rerun ran jobs"
 
     # A table and a TradingView export each get a same-size one-digit edit, old mtimes put back.
     _same_size_edit(data / "a.csv", 7)
@@ -315,7 +320,11 @@ def test_content_not_mtime_decides_what_reruns(book_project):
     # The result is a fresh run's, byte for byte (where a sleeve ran and for how long aside).
     run_dir = repo / "data" / "runs" / "r"
     run_dir.rename(run_dir.with_name("r_incremental"))
-    _run(repo, "meta_book", "r", "--holdings", "../holdings.csv")
+    with ThreadPoolExecutor(2) as pool:  # the book of the next step, run 'prev', beside the fresh run
+        fresh_run = pool.submit(_run, repo, "meta_book", "r", "--holdings", "../holdings.csv")
+        prev_run = pool.submit(_run, repo, "meta_tables", "prev")
+        for run in (fresh_run, prev_run):
+            run.result()
     incremental, fresh = file_bytes(run_dir.with_name("r_incremental")), file_bytes(run_dir)
     assert incremental.keys() == fresh.keys()
     differ = sorted(k for k in fresh if incremental[k] != fresh[k])
@@ -327,7 +336,6 @@ def test_content_not_mtime_decides_what_reruns(book_project):
 
     # The book is a previous run; that run is then replaced (mv) by its older, parked state: each
     # rebalance whose book file's bytes differ reruns, with the report.
-    _run(repo, "meta_tables", "prev")
     assert _rerun(repo, "--previous-run", "prev") == [("rebalance", "."), ("rebalance", "."), ("report", ".")]
     newer = file_bytes(runs / "prev")
     shutil.rmtree(runs / "prev")

@@ -34,7 +34,7 @@ def slurm():
         subprocess.run([str(PROJECT / "scripts/slurm.sh"), "down"], check=True, timeout=60)
 
 
-def test_meta_demo_on_slurm_equals_a_local_run_on_one_cluster(slurm, demo_run, tmp_path):
+def test_meta_demo_on_slurm_equals_a_local_run_on_one_cluster(slurm, request, tmp_path):
     """No run id, a bare environment: every job learns the run id and the cluster from its config."""
     runs = tmp_path / "slurm"
     bare = {"HOME": os.environ.get("HOME", "/root"), "PATH": f"{BIN}:/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -42,8 +42,19 @@ def test_meta_demo_on_slurm_equals_a_local_run_on_one_cluster(slurm, demo_run, t
         str(BIN / "snakemake"), "-s", "workflow/Snakefile", "--executor", "slurm",
         "--workflow-profile", "workflow/profiles/slurm", "--config", "profile=meta_demo", f"runs_root={runs}",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=PROJECT, env=bare, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    log = tmp_path / "snakemake.log"  # a file, not a pipe: nobody reads while the local run computes
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=PROJECT, env=bare, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        # The shared local run of meta_demo (conftest.py, run id "demo-local") computes while
+        # the SLURM run mostly waits on its queue; requested here, after the SLURM run started.
+        local = request.getfixturevalue("demo_run")
+        proc.wait(timeout=1500)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log.read_text()[-4000:]
     [run_dir] = [p for p in runs.iterdir() if p.name != ".store"]  # one run id for the whole run
     assert audit.verify(run_dir) == []
 
@@ -54,7 +65,6 @@ def test_meta_demo_on_slurm_equals_a_local_run_on_one_cluster(slurm, demo_run, t
     pids = {t["worker_pid"] for p in prov for t in p["tasks"].values()}
     assert all(not Path(f"/proc/{pid}").exists() for pid in pids)  # the cluster went with the run
 
-    local = demo_run  # the shared local run of meta_demo (conftest.py), run id "demo-local"
     flattened = sorted(p.name for p in run_dir.glob("flattened_*.json"))
     assert len(flattened) == 4 and flattened == sorted(p.name for p in local.glob("flattened_*.json"))
     for name in flattened:
