@@ -294,6 +294,32 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     return path
 
 
+def link_artifact(source: Path | str, path: Path | str) -> Path:
+    """Put ``source``'s file at ``path`` as a hard link (a copy across file systems), through a temp name and a rename.
+
+    Every write of a run is an atomic rename (:func:`atomic_write_bytes`), so no later write
+    of either run changes the shared inode's bytes.
+    """
+    import shutil
+
+    path = Path(path)
+    _seen("write", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    try:
+        os.unlink(tmp)  # the name is reserved; the link takes it
+        try:
+            os.link(source, tmp)
+        except OSError:  # another file system, or links refused: a copy of the bytes
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def remove_partial_writes(directory: Path | str) -> list[Path]:
     """Delete the temp files of atomic writes a killed process left below ``directory``.
 

@@ -77,9 +77,12 @@ def get_params(step):
     return {**params, "code": CODES[step]}
 
 
-def run_step(step, wildcards, input, output, log):
-    """What the step runs: the one adapter, on the files its rule declares."""
-    stages.run_step(steps.step(step), RUN, node_path(wildcards), getattr(wildcards, "profile", None), input=input, output=output, log=log[0])
+def run_step(step, wildcards, input, output, params, log):
+    """What the step runs: the one adapter, on the files its rule declares (its params key reuse across runs)."""
+    stages.run_step(
+        steps.step(step), RUN, node_path(wildcards), getattr(wildcards, "profile", None),
+        input=input, output=output, params=params, log=log[0],
+    )
 
 
 def get_sleeve_cpus(wildcards):
