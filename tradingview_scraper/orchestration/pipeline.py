@@ -130,7 +130,7 @@ class MetaPipeline:
         profile; a previous run also adds the change view to the report.
     reuse : bool
         Take unchanged jobs' outputs from earlier runs in ``runs_root`` (its node store);
-        False recomputes every job of the run.
+        False (implied by ``forceall``) computes every job the run runs.
     """
 
     meta_profile: str
@@ -210,7 +210,7 @@ class MetaPipeline:
             "ray_token_path": self.ray_token_path,
             "previous_run": self.previous_run,
             "holdings": self.holdings,
-            "reuse": bool(self.reuse),
+            "reuse": bool(self.reuse and not self.forceall),  # forcing every job means computing it
         }
         return {k: v if isinstance(v, bool | int) else str(v) for k, v in settings.items() if v not in (None, "")}
 
