@@ -122,8 +122,10 @@ _last = threading.local()
 
 def recorded_entry() -> dict | None:
     """The ledger entry of the last stage :func:`_stage` recorded as a success in this thread (its
-    params and digested outputs: what the node store keeps of a computed step)."""
-    return getattr(_last, "entry", None)
+    params and digested outputs: what the node store keeps of a computed step), with the
+    console warnings it gave (``"warnings"``: a reused step gives them again)."""
+    entry = getattr(_last, "entry", None)
+    return None if entry is None else {**entry, "warnings": list(getattr(_last, "warnings", []))}
 
 
 @contextlib.contextmanager
@@ -146,7 +148,7 @@ def _stage(
     t0 = time.perf_counter()
     what = f"{stage} {node_path}" + (f" ({params['profile']})" if stage in ("meta_optimize", "flatten") else "")
     try:
-        _last.entry = None
+        _last.entry, _last.warnings = None, []
         if stage == "sleeve" and not ctx.ray and computes:  # it fits skfolio models in this process (numeric steps: run_step)
             _import_numerics()
         ensure_genesis(ctx)
@@ -249,4 +251,6 @@ def console_warning(message: str) -> None:
     """
     logger.warning("%s", message)
     print(f"warning: {message}", file=sys.stderr, flush=True)
+    if isinstance(getattr(_last, "warnings", None), list):
+        _last.warnings.append(message)
 

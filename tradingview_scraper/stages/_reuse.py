@@ -123,5 +123,6 @@ def remember(store: Path, key: str, ctx: RunContext, outs: dict, entry: dict | N
             return  # an output the ledger did not digest: nothing to vouch for
         outputs[name] = items
     params = {k: v for k, v in (entry.get("params") or {}).items() if k != "reused"}
+    warnings = [w for w in entry.get("warnings", []) if isinstance(w, str)]
     write_json(_entry_path(store, key), {"run": ctx.run_id, "step": entry.get("stage"), "node": entry.get("node"),
-                                         "params": params, "outputs": outputs})  # fmt: skip
+                                         "params": params, "outputs": outputs, "warnings": warnings})  # fmt: skip

@@ -16,6 +16,7 @@ from ._common import (
     _named,
     _stage,
     child_input,
+    console_warning,
     logger,
     recorded_entry,
 )
@@ -143,6 +144,8 @@ def _reused(step: steps.Step, ctx: RunContext, node_path: str, files: dict, outs
     params = {**entry["params"], "reused": {"run": entry["run"], "artifacts": artifacts}}
     with _stage(ctx, step.name, node_path, log, params, read, _flat(outs), computes=False):
         logger.info("%s %s: reused from run %s", step.name, node_path, entry["run"])
+        for warning in entry.get("warnings", []):  # what the computing run told its user, told again
+            console_warning(warning)
     return True
 
 
