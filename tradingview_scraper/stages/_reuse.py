@@ -19,6 +19,7 @@ from .. import audit, steps
 from ..errors import PipelineError
 from ..layout import link_artifact, remove_artifact, run_dir, write_json
 from ..run import RunContext
+from ._common import _named
 
 #: Version of the key's recipe: a change of what the key covers invalidates every entry.
 _KEY_VERSION = 1
@@ -86,6 +87,30 @@ def lookup(store: Path, key: str, ctx: RunContext, outs: dict) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError, PipelineError):
         return None
     return None if entry["run"] == ctx.run_id else entry
+
+
+def intact(entry: dict, ctx: RunContext) -> bool:
+    """Whether every file an entry names still has its recorded sha256 (read only)."""
+    source = run_dir(str(entry["run"]), ctx.runs_root)
+    items = [i for v in entry["outputs"].values() for i in ([v] if isinstance(v, dict) else v)]
+    try:
+        return all(audit.file_sha256(source / i["path"]) == i["sha256"] for i in items)
+    except OSError:
+        return False
+
+
+def reusable(step: steps.Step, ctx: RunContext, node_path: str, profile: str | None, *, input, output, params) -> bool:
+    """Whether a job of ``step`` on these files and params would be reused now (nothing written).
+
+    The run's owner asks before it starts a private Ray cluster: a run whose every sleeve is
+    reused needs none.
+    """
+    store = ctx.store("nodes") if step.reuse else None
+    if store is None:
+        return False
+    outs = _named(output)
+    entry = lookup(store, job_key(step, ctx, node_path, profile, _named(input), outs, params), ctx, outs)
+    return entry is not None and intact(entry, ctx)
 
 
 def take(entry: dict, ctx: RunContext, outs: dict) -> dict | None:

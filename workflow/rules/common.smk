@@ -109,10 +109,19 @@ def dag_outputs():
     return [str(f) for job in workflow.dag.jobs for f in job.output]
 
 
+def computes_sleeve(job):
+    """Whether ``job`` computes a sleeve: a sleeve job an earlier run's node store cannot stand in for."""
+    if job.rule.name != "sleeve":
+        return False
+    return not stages.reusable(
+        steps.step("sleeve"), RUN, node_path(job.wildcards), None, input=job.input, output=job.output, params=job.params
+    )
+
+
 def start_run():
     """onstart: the owner watches signals (the scheduler just set its own), claims, starts the cluster."""
     try:
-        OWNER.start(any(job.rule.name == "sleeve" for job in workflow.dag.needrun_jobs()), dag_outputs())
+        OWNER.start(any(computes_sleeve(job) for job in workflow.dag.needrun_jobs()), dag_outputs())
     except PipelineError as exc:
         raise WorkflowError(str(exc)) from None
 
