@@ -49,7 +49,8 @@ def job_key(step: steps.Step, ctx: RunContext, node_path: str, profile: str | No
     read = {}
     for name, value in files.items():
         spec = step.inputs.get(name.partition(":")[0])
-        if spec is None or getattr(spec, "read", True):
+        # an empty input (a sleeve on skfolio's data has no price file) is absent from a rule's `run:`
+        if value != [] and (spec is None or getattr(spec, "read", True)):
             read[name] = value
     flat = [p for v in read.values() for p in ([v] if isinstance(v, str) else v)]
     sha = audit.digests(ctx.run_dir, [p for p in flat if _inside(ctx, p)])
