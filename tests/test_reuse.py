@@ -155,3 +155,18 @@ def test_no_reuse_option_and_the_table():
         # a reused output never carries the run's identity
         if step.reuse and not step.custom:
             assert "run_id" not in inspect.signature(step.load()).parameters, step.name
+
+
+def test_a_jobs_key_is_the_same_in_the_dag_and_in_its_run_block(tmp_path):
+    """The owner asks at onstart with the DAG's job, whose empty named input (a sleeve on skfolio's data
+    has no price file) a rule's ``run:`` block leaves out: both spell one key."""
+    from types import SimpleNamespace
+
+    from tradingview_scraper.stages._reuse import job_key
+
+    ctx, step = SimpleNamespace(run_dir=tmp_path / "r"), steps.step("sleeve")
+    outs, params = {"returns": str(tmp_path / "r/sleeves/a/returns.parquet")}, {"sleeve": "{}", "code": "sleeve@x"}
+    key = job_key(step, ctx, "sleeves/a", None, {}, outs, params)
+    assert job_key(step, ctx, "sleeves/a", None, {"prices": []}, outs, params) == key
+    assert job_key(step, ctx, "sleeves/a", None, {"prices": ["p.csv"]}, outs, params) != key
+    assert job_key(step, ctx, "sleeves/a", None, {}, outs, {**params, "code": "sleeve@y"}) != key
