@@ -295,13 +295,12 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
 
 
 def link_artifact(source: Path | str, path: Path | str) -> Path:
-    """Put ``source``'s file at ``path`` as a hard link (a copy across file systems), through a temp name and a rename.
+    """Put ``source``'s file at ``path`` as a hard link through a temp name and a rename; a copy
+    (:func:`atomic_write_bytes`) where links are refused (another file system).
 
-    Every write of a run is an atomic rename (:func:`atomic_write_bytes`), so no later write
-    of either run changes the shared inode's bytes.
+    Every write of a run is an atomic rename, so no later write of either run changes the
+    shared inode's bytes.
     """
-    import shutil
-
     path = Path(path)
     _seen("write", path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -309,11 +308,11 @@ def link_artifact(source: Path | str, path: Path | str) -> Path:
     os.close(fd)
     try:
         os.unlink(tmp)  # the name is reserved; the link takes it
-        try:
-            os.link(source, tmp)
-        except OSError:  # another file system, or links refused: a copy of the bytes
-            shutil.copyfile(source, tmp)
+        os.link(source, tmp)
         os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
+        return atomic_write_bytes(path, Path(source).read_bytes())
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
