@@ -68,7 +68,7 @@ def reuse_runs(tmp_path_factory):
     out = {"root": root, "a": run("a")}
     out["a_files"] = {n: _files(out["a"], n) for n in (*SLEEVES, "meta")}
     out["b"] = run("b")
-    shutil.rmtree(out["a"])  # b's hard links outlive the run they came from
+    shutil.rmtree(out["a"])  # b's copies outlive the run they came from
     out["b_verify"] = audit.verify(out["b"])
     out["c"] = run("c", manifest=edited_path)
     # an entry names the newest run holding its files: the original tech sleeve's b, the edited one's c,

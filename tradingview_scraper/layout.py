@@ -294,29 +294,13 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     return path
 
 
-def link_artifact(source: Path | str, path: Path | str) -> Path:
-    """Put ``source``'s file at ``path`` as a hard link through a temp name and a rename; a copy
-    (:func:`atomic_write_bytes`) where links are refused (another file system).
+def copy_artifact(source: Path | str, path: Path | str) -> Path:
+    """Copy ``source``'s bytes to ``path`` atomically (:func:`atomic_write_bytes`): a reused artifact.
 
-    Every write of a run is an atomic rename, so no later write of either run changes the
-    shared inode's bytes.
+    A copy, not a hard link: each run owns its bytes, so a file edited in place in one run
+    never damages another, and Snakemake's touch of an output never changes another run's file.
     """
-    path = Path(path)
-    _seen("write", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
-    os.close(fd)
-    try:
-        os.unlink(tmp)  # the name is reserved; the link takes it
-        os.link(source, tmp)
-        os.replace(tmp, path)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
-        return atomic_write_bytes(path, Path(source).read_bytes())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, Path(source).read_bytes())
 
 
 def remove_partial_writes(directory: Path | str) -> list[Path]:

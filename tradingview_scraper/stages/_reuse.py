@@ -4,7 +4,7 @@ A job is keyed by what decides a rerun inside a run: its step, node and risk pro
 rule's params (which carry its code trigger and the content of what it reads from outside
 the run) and the sha256 of each named input it reads (the ledger's digests). The store keeps
 one small JSON entry per key: the run that computed (or last reused) the job, and the
-run-relative path and sha256 of each output. A later job with the same key links those files
+run-relative path and sha256 of each output. A later job with the same key copies those files
 into its own outputs when every one still has its recorded bytes.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import audit, steps
 from ..errors import PipelineError
-from ..layout import link_artifact, remove_artifact, run_dir, write_json
+from ..layout import copy_artifact, remove_artifact, run_dir, write_json
 from ..run import RunContext
 from ._common import _named
 
@@ -115,7 +115,7 @@ def reusable(step: steps.Step, ctx: RunContext, node_path: str, profile: str | N
 
 
 def take(entry: dict, ctx: RunContext, outs: dict) -> dict | None:
-    """Link (or copy) an entry's files into this job's outputs and check each against its recorded sha256.
+    """Copy an entry's files into this job's outputs and check each against its recorded sha256.
 
     Returns output name -> the earlier run-relative path(s); None, with nothing left at the
     outputs, when a file is gone or its bytes are not the recorded ones (a file edited in
@@ -127,7 +127,7 @@ def take(entry: dict, ctx: RunContext, outs: dict) -> dict | None:
         for name, value in outs.items():
             items = [entry["outputs"][name]] if isinstance(value, str) else entry["outputs"][name]
             for path, item in zip([value] if isinstance(value, str) else value, items, strict=True):
-                linked.append(link_artifact(source / item["path"], path))
+                linked.append(copy_artifact(source / item["path"], path))
                 if audit.file_sha256(path) != item["sha256"]:
                     raise ValueError(f"{source / item['path']} changed since it was recorded")
     except (OSError, ValueError):

@@ -110,7 +110,7 @@ def run_step(
     ``params``: the rule's evaluated params (name -> value). With them, a step the table lets
     reuse (:class:`steps.Step` ``reuse``) first looks its job up in the runs root's node store
     (``ctx.store("nodes")``, none when ``reuse`` is off): an earlier run's outputs of the same
-    step, node, risk profile, params and input bytes are linked into the outputs, checked
+    step, node, risk profile, params and input bytes are copied into the outputs, checked
     against their recorded sha256, and recorded in the ledger as reused (``params["reused"]``:
     the run and its run-relative artifacts); otherwise the step computes and its outputs are
     recorded in the store.
