@@ -73,6 +73,7 @@ def run_mode(manifest: Path, runs_root: Path, k: int, ray: bool) -> dict:
             runs_root=runs_root,
             cores=cores(),
             ray=ray,
+            reuse=False,  # each mode computes: the second would reuse the first's sleeves
         ).execute()
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     phase, jobs = _sleeve_phase(result.run_dir)

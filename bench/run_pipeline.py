@@ -1,6 +1,9 @@
 """One pipeline run through the canonical runner, timed in-process; prints wall time and jobs as JSON.
 
-    python bench/run_pipeline.py --manifest M --profile P --run-id R --runs-root D [--no-ray] [--dry-run]
+    python bench/run_pipeline.py --manifest M --profile P --run-id R --runs-root D [--no-ray] [--dry-run] [--reuse]
+
+A benchmark times computation: a run takes nothing from earlier runs' node store unless
+``--reuse`` is given (issue 25: a new run id otherwise reuses what an earlier one computed).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cores", type=int, default=cores())
     p.add_argument("--no-ray", action="store_true")
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--reuse", action="store_true", help="take unchanged jobs from earlier runs (default: compute)")
     args = p.parse_args(argv)
     started = time.time()
     t0 = time.perf_counter()
@@ -40,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             ray=not args.no_ray,
             runs_root=args.runs_root,
             dry_run=args.dry_run,
+            reuse=args.reuse,
         ).execute()
     t2 = time.perf_counter()
     jobs = [{"rule": j.rule, "wildcards": j.wildcards} for j in result.jobs]

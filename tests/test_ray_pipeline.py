@@ -308,10 +308,17 @@ def test_up_to_date_rerun_and_all_pinned_run_start_no_cluster(ray_run, manifest)
         pinned = MetaPipeline(
             "meta_pinned", manifest=manifest, run_id="pinned", runs_root=result.run_dir.parent
         ).execute()
+        # a new run id with nothing changed: its sleeve jobs run, each reused from the node store (issue 25)
+        again = MetaPipeline(
+            "meta_four", manifest=manifest, run_id="again", runs_root=result.run_dir.parent, execute_sleeves=True
+        ).execute()
     # execute_sleeves is part of the resolved manifest: only that record is rewritten
     assert {job.rule for job in rerun.jobs} <= {"resolved_manifest", "all"}
     rules = [job.rule for job in pinned.jobs]
     assert rules.count("pinned_sleeve") == 4 and "sleeve" not in rules and "flatten" in rules
+    assert [job.rule for job in again.jobs].count("sleeve") == 4
+    entries = [json.loads(line) for line in (again.run_dir / "audit.jsonl").read_text().splitlines()]
+    assert [e["params"]["reused"]["run"] for e in entries if e.get("stage") == "sleeve"] == ["cmp"] * 4
     watch.assert_gone(clusters=0)
 
 

@@ -39,8 +39,9 @@ SLEEVES = ("tech", "staples", "factors")
 
 
 def _command(run_id: str, runs_root: Path, *extra: str) -> list[str]:
+    # every run computes (--no-reuse): the runs of one root share the node store, and these compare computations
     return [sys.executable, SCRIPT, "--profile", "meta_small", "--manifest", str(SMALL_MANIFEST),
-            "--run-id", run_id, "--runs-root", str(runs_root), "--profiles", "equal_weight,hrp", *extra]  # fmt: skip
+            "--run-id", run_id, "--runs-root", str(runs_root), "--profiles", "equal_weight,hrp", "--no-reuse", *extra]  # fmt: skip
 
 
 def _start(run_id: str, runs_root: Path, *extra: str) -> subprocess.Popen:

@@ -93,6 +93,11 @@ class Step:
         content and code: settings, the bytes of files from outside the run).
     custom : bool
         See ``function``.
+    reuse : bool
+        A later run may take the step's outputs from an earlier run whose job had the same
+        params, code and input bytes (``stages.run_step``, the runs root's node store). Only
+        for a step whose outputs are a function of those alone: never one that writes the
+        run's identity (it asks for ``run_id``), a book or the report.
     """
 
     name: str
@@ -103,6 +108,7 @@ class Step:
     targets: tuple[str, ...] = ()
     params: Mapping[str, str] = field(default_factory=dict)
     custom: bool = False
+    reuse: bool = False
 
     def load(self) -> Callable:
         """The step's function (imported now)."""
@@ -132,10 +138,13 @@ FILES: dict[str, str] = {"orders": "orders_{profile}.csv"}
 STEPS: dict[str, Step] = {
     s.name: s
     for s in (
-        Step("sleeve", "stages._sleeves:run_sleeve", {"prices": Outside("sleeve_prices")}, params=_SLEEVE, custom=True),
+        # A reused sleeve keeps the provenance of the run that computed it (its ``run_id``).
+        Step("sleeve", "stages._sleeves:run_sleeve", {"prices": Outside("sleeve_prices")}, params=_SLEEVE, custom=True,
+             reuse=True),  # fmt: skip
         Step("pinned_sleeve", "stages._pins:run_pinned_sleeve", {"source": Outside("pin_source")},
              params={**_SLEEVE, "content": "pin_content"}, custom=True),  # fmt: skip
-        Step("meta_returns", "stages._meta:run_meta_returns", _META_CHILDREN, numeric=True, params=_META, custom=True),
+        Step("meta_returns", "stages._meta:run_meta_returns", _META_CHILDREN, numeric=True, params=_META, custom=True,
+             reuse=True),  # fmt: skip
         Step(
             "meta_optimize",
             "stages._meta:meta_optimize",
@@ -145,8 +154,9 @@ STEPS: dict[str, Step] = {
             ledger=lambda job: {"profile": job.profile, **job.node.config["meta_allocation"], **job.node.config["backtest"]},
             numeric=True,
             params=_META,
+            reuse=True,
         ),
-        Step("node_returns", "stages._meta:node_returns", {"streams": Own("meta_stream", per="profiles")}),
+        Step("node_returns", "stages._meta:node_returns", {"streams": Own("meta_stream", per="profiles")}, reuse=True),
         Step(
             "flatten",
             "stages._meta:flatten",
@@ -183,6 +193,11 @@ STEPS: dict[str, Step] = {
 def step(name: str) -> Step:
     """The step ``name`` (a rule's name; a ``use rule`` variant is named by the step it varies)."""
     return STEPS[name]
+
+
+def reused() -> list[str]:
+    """Names of the steps a later run may reuse from an earlier one (:class:`Step` ``reuse``)."""
+    return [s.name for s in STEPS.values() if s.reuse]
 
 
 def meta_targets() -> list[str]:

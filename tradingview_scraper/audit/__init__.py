@@ -11,6 +11,7 @@ from ._artifacts import (
     Damage,
     check_inputs,
     damaged,
+    digests,
     discard,
     failures,
     genesis_of,
@@ -25,7 +26,7 @@ from ._records import KEY_LIBRARIES, OUTCOMES, genesis, git_commit, record_stage
 
 __all__ = [
     "ENTRY_KEYS", "GENESIS_PREV_HASH", "KEY_LIBRARIES", "OUTCOMES", "RENAMED_STAGES", "Damage", "Recorded",
-    "check_inputs", "damaged", "discard", "failures", "file_sha256", "fingerprint", "genesis", "genesis_of",
+    "check_inputs", "damaged", "digests", "discard", "failures", "file_sha256", "fingerprint", "genesis", "genesis_of",
     "git_commit", "last_seq", "main", "record_stage", "recorded", "recorded_inputs", "retire", "stage_audit",
     "unfinished", "verify",
 ]  # fmt: skip

@@ -175,6 +175,25 @@ def recorded_inputs(run_dir: Path | str | Node) -> dict[str, tuple[str | None, s
         return {os.path.normpath(os.path.join(root, rel)): record for rel, record in index.chain.external.items()}
 
 
+def digests(run_dir: Path | str | Node, paths: list[str]) -> dict[str, str | None]:
+    """Path (as given) -> sha256 of each file: its record's in the run's ledger while the file matches
+    that record, else its bytes' (None if unreadable); the ledger has hashed what a stage wrote."""
+    root, latest, out = _run_dir_of(run_dir), None, {}
+    for path in paths:
+        rel = _relative(root, path)
+        if not rel.startswith("../"):
+            latest = _index(run_dir).refresh() if latest is None else latest
+            record = latest.get(rel)
+            if record is not None and record.sha256 is not None and _check(root, record) is None:
+                out[path] = record.sha256
+                continue
+        try:
+            out[path] = file_sha256(path)
+        except OSError:
+            out[path] = None
+    return out
+
+
 def check_inputs(run_dir: Path | str | Node, inputs: list[Any], hint: str = "rerun the same command to recompute it") -> None:
     """Refuse to consume an input artifact that no longer matches its record in the run's ledger.
 

@@ -29,6 +29,7 @@ from .. import steps
 from ..errors import ConfigError
 from ._io import (
     atomic_write_bytes,
+    copy_artifact,
     dumps_json,
     read_bytes,
     read_json,
@@ -44,7 +45,7 @@ from ._io import (
 )
 
 __all__ = [
-    "NODE_FILES", "ROOT", "RUNS_ROOT", "STORE", "Node", "atomic_write_bytes", "check_name", "check_runs_root",
+    "NODE_FILES", "ROOT", "RUNS_ROOT", "STORE", "Node", "atomic_write_bytes", "check_name", "copy_artifact", "check_runs_root",
     "child_path", "dumps_json", "literal_files", "literal_input", "new_run_id", "node_at", "node_pattern", "read_bytes", "read_json",
     "read_parquet", "read_parquet_metadata", "refuse_symlink", "regex_literal", "remove_artifact",
     "remove_partial_writes", "run_dir", "run_node", "store_dir", "store_entry", "store_file", "watch_io", "wildcard_like", "write_json",

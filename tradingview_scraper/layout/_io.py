@@ -50,6 +50,15 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     return _atomic_write(Path(path), data)
 
 
+def copy_artifact(source: Path | str, path: Path | str) -> Path:
+    """Copy ``source``'s bytes to ``path`` atomically (:func:`atomic_write_bytes`): a reused artifact.
+
+    A copy, not a hard link: each run owns its bytes, so a file edited in place in one run
+    never damages another, and Snakemake's touch of an output never changes another run's file.
+    """
+    return atomic_write_bytes(path, Path(source).read_bytes())
+
+
 def write_store_file(path: Path | str, data: bytes) -> Path:
     """Write a file of the runs root's store atomically (:func:`store_file`).
 

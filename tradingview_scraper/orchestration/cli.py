@@ -34,6 +34,7 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         help="rebalance from this earlier run's weights (report shows the changes); 'latest': the newest finished run of the profile",
     )  # fmt: skip
     p.add_argument("--holdings", metavar="FILE", help="rebalance from this book: CSV or JSON of symbol, direction, weight")
+    p.add_argument("--no-reuse", action="store_true", help="recompute every job: take nothing from earlier runs' node store")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--verbose", action="store_true", help="show Snakemake's full job log instead of the progress lines")
     out.add_argument("--quiet", action="store_true", help="no progress lines: only the final line (or the error)")
@@ -77,6 +78,7 @@ def main(argv: list[str] | None, *, prog: str, require_meta: bool) -> int:
             quiet=not args.verbose,
             previous_run=args.previous_run,
             holdings=args.holdings,
+            reuse=not args.no_reuse,
             progress=None if (args.quiet or args.verbose or args.dry_run) else sys.stdout,
         )
     except PipelineError as exc:

@@ -50,6 +50,7 @@ _OPTIONS: dict[str, tuple[tuple[type, ...], bool, str]] = {
     "quiet": ((bool,), False, "True or False"),
     "previous_run": ((str,), True, "an earlier run id, 'latest' (the newest finished run of the profile), or None"),
     "holdings": ((str, os.PathLike), True, "a path to a holdings file (CSV or JSON), or None"),
+    "reuse": ((bool,), False, "True or False"),
 }
 
 
@@ -127,6 +128,9 @@ class MetaPipeline:
         run of the same profile in ``runs_root``, resolved once here), or a holdings file (CSV or
         JSON of symbol, direction, weight). Adds ``rebalance_<profile>.json`` per risk
         profile; a previous run also adds the change view to the report.
+    reuse : bool
+        Take unchanged jobs' outputs from earlier runs in ``runs_root`` (its node store);
+        False (implied by ``forceall``) computes every job the run runs.
     """
 
     meta_profile: str
@@ -145,6 +149,7 @@ class MetaPipeline:
     quiet: bool = True
     previous_run: str | None = None
     holdings: str | Path | None = None
+    reuse: bool = True
     #: Where to print one line per finished job (None: nothing; the CLI prints them to stdout).
     progress: TextIO | None = None
 
@@ -200,6 +205,7 @@ class MetaPipeline:
             "ray_token_path": self.ray_token_path,
             "previous_run": self.previous_run,
             "holdings": self.holdings,
+            "reuse": bool(self.reuse and not self.forceall),  # forcing every job means computing it
         }
         return {k: v if isinstance(v, bool | int) else str(v) for k, v in settings.items() if v not in (None, "")}
 

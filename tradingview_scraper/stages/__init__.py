@@ -34,6 +34,7 @@ from ._rebalance import (
     needs_prices,
     rebalance_source,
 )
+from ._reuse import reusable
 from ._sleeves import check_data, run_sleeve
 from ._sources import check_source_run
 from ._step import run_step
@@ -60,6 +61,7 @@ __all__ = [
     "prewarm",
     "rebalance_source",
     "report_at_exit",
+    "reusable",
     "resolve_pin",
     "run_sleeve",
     "run_step",

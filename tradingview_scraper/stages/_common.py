@@ -116,13 +116,26 @@ def _watched(stage: str, node_path: str, logfile: str | None, inputs, outputs) -
             callback(io)
 
 
+#: The ledger entry of the last stage that succeeded in this thread (:func:`recorded_entry`).
+_last = threading.local()
+
+
+def recorded_entry() -> dict | None:
+    """The ledger entry of the last stage :func:`_stage` recorded as a success in this thread (its
+    params and digested outputs: what the node store keeps of a computed step), with the
+    console warnings it gave (``"warnings"``: a reused step gives them again)."""
+    entry = getattr(_last, "entry", None)
+    return None if entry is None else {**entry, "warnings": list(getattr(_last, "warnings", []))}
+
+
 @contextlib.contextmanager
 def _stage(
-    ctx: RunContext, stage: str, node_path: str, logfile: str | None, params: dict, inputs, outputs
+    ctx: RunContext, stage: str, node_path: str, logfile: str | None, params: dict, inputs, outputs, *, computes: bool = True
 ) -> Iterator[audit.stage_audit]:
     """Log this thread's records to ``logfile`` and audit the stage's inputs and outputs.
 
     Yields the audit record, whose ``params`` a stage may extend with its outcome.
+    ``computes=False``: the stage fits nothing (a reused step), so no numeric import.
     """
     handler = None
     if logfile:
@@ -135,7 +148,8 @@ def _stage(
     t0 = time.perf_counter()
     what = f"{stage} {node_path}" + (f" ({params['profile']})" if stage in ("meta_optimize", "flatten") else "")
     try:
-        if stage == "sleeve" and not ctx.ray:  # it fits skfolio models in this process (numeric steps: run_step)
+        _last.entry, _last.warnings = None, []
+        if stage == "sleeve" and not ctx.ray and computes:  # it fits skfolio models in this process (numeric steps: run_step)
             _import_numerics()
         ensure_genesis(ctx)
         inputs, outputs = list(inputs), list(outputs)
@@ -151,6 +165,7 @@ def _stage(
                 raise
             except Exception as exc:  # a library's error: name the stage and node it broke
                 raise StageError(f"{what}: {one_line(exc)}") from exc
+        _last.entry = record.entry
         logger.info("%s %s: done in %.2f s", stage, node_path, time.perf_counter() - t0)
     except Exception as exc:
         logger.error("%s: %s", what, exc)  # for the stage's log file; the ledger and the exception carry it
@@ -236,4 +251,6 @@ def console_warning(message: str) -> None:
     """
     logger.warning("%s", message)
     print(f"warning: {message}", file=sys.stderr, flush=True)
+    if isinstance(getattr(_last, "warnings", None), list):
+        _last.warnings.append(message)
 

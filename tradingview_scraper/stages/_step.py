@@ -8,7 +8,18 @@ from functools import partial
 from .. import steps
 from ..layout import ROOT, atomic_write_bytes, read_json, read_parquet, write_json, write_parquet
 from ..run import RunContext
-from ._common import Files, _await_prewarm, _import_numerics, _named, _stage, child_input, logger
+from . import _reuse
+from ._common import (
+    Files,
+    _await_prewarm,
+    _import_numerics,
+    _named,
+    _stage,
+    child_input,
+    console_warning,
+    logger,
+    recorded_entry,
+)
 
 
 class Job:
@@ -86,6 +97,7 @@ def run_step(
     *,
     input: Files | None = None,
     output: Files,
+    params: Files | None = None,
     log: str | None = None,
 ) -> None:
     """Run ``step`` (an entry of the table, :func:`steps.step`) for the job at ``node_path`` (and risk ``profile``) on its rule's files.
@@ -96,6 +108,14 @@ def run_step(
     ledger, after checking each input against its record (``audit.check_inputs``). A custom step
     does its reading and writing in its function.
 
+    ``params``: the rule's evaluated params (name -> value). With them, a step the table lets
+    reuse (:class:`steps.Step` ``reuse``) first looks its job up in the runs root's node store
+    (``ctx.store("nodes")``, none when ``reuse`` is off): an earlier run's outputs of the same
+    step, node, risk profile, params and input bytes are copied into the outputs, checked
+    against their recorded sha256, and recorded in the ledger as reused (``params["reused"]``:
+    the run and its run-relative artifacts); otherwise the step computes and its outputs are
+    recorded in the store.
+
     Raises
     ------
     PipelineError
@@ -103,6 +123,37 @@ def run_step(
     KeyError
         The rule did not give an input the step reads (a child's file, say).
     """
+    store = ctx.store("nodes") if step.reuse and params is not None else None
+    if store is not None:
+        files, outs = _named(input or {}), _named(output)
+        key = _reuse.job_key(step, ctx, node_path, profile, files, outs, params)
+        entry = _reuse.lookup(store, key, ctx, outs)
+        if entry is not None and _reused(step, ctx, node_path, files, outs, entry, log):
+            _reuse.remember(store, key, ctx, outs, recorded_entry())  # the newest run holding the files
+            return
+    _compute(step, ctx, node_path, profile, input=input, output=output, log=log)
+    if store is not None:
+        _reuse.remember(store, key, ctx, outs, recorded_entry())
+
+
+def _reused(step: steps.Step, ctx: RunContext, node_path: str, files: dict, outs: dict, entry: dict, log: str | None) -> bool:
+    """Take an earlier run's outputs of the job (``entry``) and record the step as reused; False if they are not intact."""
+    artifacts = _reuse.take(entry, ctx, outs)
+    if artifacts is None:
+        return False
+    read = [f for name, v in files.items() if getattr(step.inputs.get(name.partition(":")[0]), "read", True) for f in _flat(v)]
+    params = {**entry["params"], "reused": {"run": entry["run"], "artifacts": artifacts}}
+    with _stage(ctx, step.name, node_path, log, params, read, _flat(outs), computes=False):
+        logger.info("%s %s: reused from run %s", step.name, node_path, entry["run"])
+        for warning in entry.get("warnings", []):  # what the computing run told its user, told again
+            console_warning(warning)
+    return True
+
+
+def _compute(
+    step: steps.Step, ctx: RunContext, node_path: str, profile: str | None, *, input: Files | None, output: Files, log: str | None
+) -> None:
+    """Run the step's function on the rule's files (see :func:`run_step`)."""
     fn = step.load()
     if step.numeric:  # job threads importing scikit-learn for the first time at once can see half a module
         _await_prewarm()

@@ -77,9 +77,12 @@ def get_params(step):
     return {**params, "code": CODES[step]}
 
 
-def run_step(step, wildcards, input, output, log):
-    """What the step runs: the one adapter, on the files its rule declares."""
-    stages.run_step(steps.step(step), RUN, node_path(wildcards), getattr(wildcards, "profile", None), input=input, output=output, log=log[0])
+def run_step(step, wildcards, input, output, params, log):
+    """What the step runs: the one adapter, on the files its rule declares (its params key reuse across runs)."""
+    stages.run_step(
+        steps.step(step), RUN, node_path(wildcards), getattr(wildcards, "profile", None),
+        input=input, output=output, params=params, log=log[0],
+    )
 
 
 def get_sleeve_cpus(wildcards):
@@ -106,11 +109,20 @@ def dag_outputs():
     return [str(f) for job in workflow.dag.jobs for f in job.output]
 
 
+def computes_sleeve(job):
+    """Whether ``job`` computes a sleeve: a sleeve job an earlier run's node store cannot stand in for."""
+    if job.rule.name != "sleeve":
+        return False
+    return not stages.reusable(
+        steps.step("sleeve"), RUN, node_path(job.wildcards), None, input=job.input, output=job.output, params=job.params
+    )
+
+
 def start_run():
     """onstart: the owner watches signals (the scheduler just set its own), claims, starts the cluster."""
     try:
         OWNER.start(
-            any(job.rule.name == "sleeve" for job in workflow.dag.needrun_jobs()),
+            any(computes_sleeve(job) for job in workflow.dag.needrun_jobs()),
             dag_outputs(),
             jobs_in_process=workflow.executor_plugin.common_settings.local_exec and workflow.execution_settings.use_threads,
         )

@@ -21,7 +21,7 @@ rule meta_returns:
     log:
         artifact("log", stage="meta_returns"),
     run:
-        run_step("meta_returns", wildcards, input, output, log)
+        run_step("meta_returns", wildcards, input, output, params, log)
 
 
 rule meta_optimize:
@@ -38,7 +38,7 @@ rule meta_optimize:
     log:
         artifact("log", stage="meta_optimize_{profile}"),
     run:
-        run_step("meta_optimize", wildcards, input, output, log)
+        run_step("meta_optimize", wildcards, input, output, params, log)
 
 
 use rule meta_optimize as meta_optimize_hierarchical with:
@@ -63,7 +63,7 @@ rule node_returns:
     log:
         artifact("log", stage="node_returns"),
     run:
-        run_step("node_returns", wildcards, input, output, log)
+        run_step("node_returns", wildcards, input, output, params, log)
 
 
 rule flatten:
@@ -78,4 +78,4 @@ rule flatten:
     log:
         artifact("log", stage="flatten_{profile}"),
     run:
-        run_step("flatten", wildcards, input, output, log)
+        run_step("flatten", wildcards, input, output, params, log)

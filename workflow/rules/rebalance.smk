@@ -16,7 +16,7 @@ rule rebalance:
     log:
         artifact("log", stage="rebalance_{profile}"),
     run:
-        run_step("rebalance", wildcards, input, output, log)
+        run_step("rebalance", wildcards, input, output, params, log)
 
 
 # The orders of the traded book (a root meta profile with trading settings): a view of the
@@ -33,4 +33,4 @@ rule orders:
     log:
         artifact("log", stage="orders_{profile}"),
     run:
-        run_step("orders", wildcards, input, output, log)
+        run_step("orders", wildcards, input, output, params, log)

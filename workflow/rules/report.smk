@@ -16,7 +16,7 @@ rule resolved_manifest:
     log:
         artifact("log", stage="resolved_manifest"),
     run:
-        run_step("resolved_manifest", wildcards, input, output, log)
+        run_step("resolved_manifest", wildcards, input, output, params, log)
 
 
 rule report:
@@ -45,4 +45,4 @@ rule report:
     log:
         artifact("log", stage="report"),
     run:
-        run_step("report", wildcards, input, output, log)
+        run_step("report", wildcards, input, output, params, log)

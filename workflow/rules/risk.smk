@@ -16,4 +16,4 @@ rule risk:
     log:
         artifact("log", stage="risk"),
     run:
-        run_step("risk", wildcards, input, output, log)
+        run_step("risk", wildcards, input, output, params, log)

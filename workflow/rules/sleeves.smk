@@ -19,7 +19,7 @@ rule sleeve:
     log:
         artifact("log", stage="sleeve"),
     run:
-        run_step("sleeve", wildcards, input, output, log)
+        run_step("sleeve", wildcards, input, output, params, log)
 
 
 rule pinned_sleeve:
@@ -38,7 +38,7 @@ rule pinned_sleeve:
     log:
         artifact("log", stage="pinned_sleeve"),
     run:
-        run_step("pinned_sleeve", wildcards, input, output, log)
+        run_step("pinned_sleeve", wildcards, input, output, params, log)
 
 
 # External sleeves (issue 22): a strategy run elsewhere, read from its returns and holdings files.
@@ -58,4 +58,4 @@ rule external_sleeve:
     log:
         artifact("log", stage="external_sleeve"),
     run:
-        run_step("external_sleeve", wildcards, input, output, log)
+        run_step("external_sleeve", wildcards, input, output, params, log)
