@@ -38,11 +38,6 @@ BENCH = Path(__file__).resolve().parent
 DOC = PROJECT / "docs" / "performance.md"
 #: Targets of issue 25: (a) and (b) as shares of (c), (c) as a multiple of (d).
 TARGET_NOOP, TARGET_APPEND, TARGET_FULL = 0.10, 0.15, 1.3
-#: Where a sleeve task's provenance (``tasks.<risk profile>``) counts the window fits it did;
-#: the first key present wins. HOOK: the walk-forward window store names its counter here.
-WINDOW_FIT_KEYS = ("window_fits", "windows_fitted", "fits")
-#: Where a sleeve's provenance says it was reused rather than computed (the cross-run store).
-REUSED_KEYS = ("reused", "reused_from")
 FIRST_DAY, LAST_DAY = "2010-01-01", "2021-12-31"
 
 
@@ -88,38 +83,30 @@ def append_day(workdir: Path) -> str:
 
 
 def window_fits(run_dir: Path, started: float) -> dict:
-    """The walk-forward window fits the run that started at ``started`` did, per sleeve, summed.
+    """The walk-forward window fits of the run that started at ``started``, from its ledger.
 
-    A sleeve task's provenance counter (:data:`WINDOW_FIT_KEYS`) when the task records one;
-    otherwise, for a sleeve this run computed (a ``sleeve`` stage in its ledger since
-    ``started``, its provenance not marked reused), every window its ``health.json`` says
-    was attempted, per risk profile: a full walk-forward. Returns ``fits``, ``sleeves``
-    (computed), ``reused`` and ``source`` (``"provenance"`` or ``"health"``: which one counted).
+    Each ``sleeve`` and ``meta_optimize`` entry the run computed carries its window counts
+    (``params.windows``: ``fitted``, and ``reused`` from the window store); an entry the node
+    store stood in for (``params.reused``) fitted nothing. Returns ``fits`` (windows fitted,
+    sleeves and meta levels), ``store`` (windows taken from the window store), ``sleeves``
+    (computed) and ``reused`` (sleeves taken whole from an earlier run).
     """
-    computed = set()
+    fits = store = computed = reused = 0
     for line in (run_dir / "audit.jsonl").read_text().splitlines():
         r = json.loads(line)
-        if r.get("kind") == "stage" and r.get("stage") == "sleeve" and r.get("outcome") == "success":
-            if datetime.fromisoformat(r["time"]).timestamp() >= started:
-                computed.add(r["node"])
-    every = {p.parent.relative_to(run_dir).as_posix() for p in run_dir.glob("sleeves/**/provenance.json")}
-    fits, sources, reused = 0, set(), len(every - computed)  # a sleeve this run did not compute came from elsewhere
-    for node in sorted(computed):
-        prov = json.loads((run_dir / node / "provenance.json").read_text())
-        if any(prov.get(k) for k in REUSED_KEYS):
-            reused += 1
+        if r.get("kind") != "stage" or r.get("outcome") != "success" or not r.get("stage", "").startswith(("sleeve", "meta_optimize")):
             continue
-        counted = [next(t[k] for k in WINDOW_FIT_KEYS if k in t) for t in prov.get("tasks", {}).values()
-                   if any(k in t for k in WINDOW_FIT_KEYS)]  # fmt: skip
-        if counted:
-            fits += sum(int(c) for c in counted)
-            sources.add("provenance")
-        else:
-            health = json.loads((run_dir / node / "health.json").read_text())
-            fits += sum(int(p.get("windows_attempted", 0)) for p in health["profiles"].values())
-            sources.add("health")
-    return {"fits": fits, "sleeves": len(computed) - (reused - len(every - computed)), "reused": reused,
-            "source": "+".join(sorted(sources)) or "-"}  # fmt: skip
+        if datetime.fromisoformat(r["time"]).timestamp() < started:
+            continue
+        params = r.get("params") or {}
+        if "reused" in params:
+            reused += r["stage"] == "sleeve"
+            continue
+        counts = params.get("windows") or {}
+        fits += int(counts.get("fitted", 0))
+        store += int(counts.get("reused", 0))
+        computed += r["stage"] == "sleeve"
+    return {"fits": fits, "store": store, "sleeves": computed, "reused": reused}
 
 
 def report_stages(run_dir: Path, started: float) -> dict:
@@ -138,7 +125,7 @@ def pipeline(manifest: Path, run_id: str, runs_root: Path, n_cores: int) -> dict
     """One run through bench/run_pipeline.py, its whole tree sampled: wall, CPU, report, fits, breakdown."""
     wall, cpu, stdout = run_sampled([PYTHON, str(BENCH / "run_pipeline.py"), "--manifest", str(manifest),
                                      "--profile", "scale", "--run-id", run_id, "--runs-root", str(runs_root),
-                                     "--cores", str(n_cores)], bench_env())  # fmt: skip
+                                     "--cores", str(n_cores), "--reuse"], bench_env())  # fmt: skip
     report = json.loads(stdout.strip().splitlines()[-1])
     run_dir = Path(report["run_dir"])
     rules = [j["rule"] for j in report["jobs"]]
@@ -214,7 +201,7 @@ def measure(workdir: Path, n: int, n_cores: int) -> dict:
     ref = json.loads(ref_out.strip().splitlines()[-1])
     windows_c = rows["c"]["fits"]["fits"]
     rows["d"] = {"wall": ref_wall, "cpu": sum(ref_cpu.values()), "jobs": None, "sleeve_jobs": None, "reports": None,
-                 "fits": {"fits": windows_c, "sleeves": ref["n_atomic"], "reused": 0, "source": "as (c)"}}  # fmt: skip
+                 "fits": {"fits": windows_c, "store": 0, "sleeves": ref["n_atomic"], "reused": 0}}  # fmt: skip
     for key, r in rows.items():
         print(f"  ({key}) wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, window fits {r['fits']['fits']}",
               file=sys.stderr, flush=True)  # fmt: skip
@@ -248,7 +235,7 @@ def table(result: dict, n: int, before: dict, after: dict, total: float) -> str:
         f"through the runner with its private Ray cluster. Load before: `{before['uptime']}`; after: "
         f"`{after['uptime']}`. The machine is shared with other jobs: read the ratios, taken in one run.",
         "",
-        "| run | wall s | CPU s (whole tree) | jobs | sleeve jobs | window fits (sleeves computed / reused; counted from) "
+        "| run | wall s | CPU s (whole tree) | jobs | sleeve jobs | windows fitted (from the window store; sleeves computed / reused whole) "
         "| report stages s (figures) | ratio | target |",
         "|---|---:|---:|---:|---:|---|---|---:|---|",
     ]
@@ -260,8 +247,7 @@ def table(result: dict, n: int, before: dict, after: dict, total: float) -> str:
         verdict = "" if ratio is None else f"{target}: {_verdict(ratio, limit)}"
         lines.append(
             f"| {labels[key]} | {r['wall']:.1f} | {r['cpu']:.1f} | {r['jobs'] if r['jobs'] is not None else '-'} | "
-            f"{r['sleeve_jobs'] if r['sleeve_jobs'] is not None else '-'} | {f['fits']} ({f['sleeves']} / {f['reused']}; "
-            f"{f['source']}) | {_reports(r['reports'])} | {shown} | {verdict} |"
+            f"{r['sleeve_jobs'] if r['sleeve_jobs'] is not None else '-'} | {f['fits']} ({f['store']}; {f['sleeves']} / {f['reused']}) | {_reports(r['reports'])} | {shown} | {verdict} |"
         )
     parts = rows["c"]["breakdown"]
     if parts:
