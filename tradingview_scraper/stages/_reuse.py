@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import audit, steps
 from ..errors import PipelineError
-from ..layout import copy_artifact, remove_artifact, run_dir, write_json
+from ..layout import copy_artifact, dumps_json, remove_artifact, run_dir, write_store_file
 from ..run import RunContext
 from ._common import _named
 
@@ -150,5 +150,6 @@ def remember(store: Path, key: str, ctx: RunContext, outs: dict, entry: dict | N
         outputs[name] = items
     params = {k: v for k, v in (entry.get("params") or {}).items() if k != "reused"}
     warnings = [w for w in entry.get("warnings", []) if isinstance(w, str)]
-    write_json(_entry_path(store, key), {"run": ctx.run_id, "step": entry.get("stage"), "node": entry.get("node"),
-                                         "params": params, "outputs": outputs, "warnings": warnings})  # fmt: skip
+    record = {"run": ctx.run_id, "step": entry.get("stage"), "node": entry.get("node"), "params": params,
+              "outputs": outputs, "warnings": warnings}  # fmt: skip
+    write_store_file(_entry_path(store, key), dumps_json(record).encode())  # not an artifact of the job
