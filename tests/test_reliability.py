@@ -232,6 +232,7 @@ ALLOWED_WRITES = {
     "tradingview_scraper/runlock.py": ["os.open(path, os.O_RDWR"],  # the run's lock file
     "tradingview_scraper/stages/_common.py": ["logging.FileHandler(logfile"],  # per-stage logs (not artifacts)
     "tradingview_scraper/report/_figures.py": [".save(buf,"],  # PNGs into memory; written by atomic_write_bytes
+    "tradingview_scraper/backtest.py": ["fits.save()"],  # the window store's file, by layout.write_store_file
     # the token of the run's private Ray cluster, in its private temp dir
     "tradingview_scraper/cluster/_cluster.py": ["os.open(token_path, os.O_WRONLY", 'os.fdopen(fd, "w")'],
 }
