@@ -8,9 +8,10 @@ import math
 import pytest
 
 from tradingview_scraper.errors import ConfigError, DataError
+from tradingview_scraper.holdings import read_holdings
 from tradingview_scraper.orchestration import cli
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
-from tradingview_scraper.rebalance import read_holdings, rebalance
+from tradingview_scraper.rebalance import rebalance
 from tradingview_scraper.run import rebalance_book
 
 from .conftest import SMALL_MANIFEST

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tradingview_scraper.errors import ConfigError, DataError
-from tradingview_scraper.rebalance import check_trading, drifted, read_holdings, value_quantities
+from tradingview_scraper.holdings import read_holdings
+from tradingview_scraper.rebalance import check_trading, drifted, value_quantities
 from tradingview_scraper.trading import ORDER_COLUMNS, orders, traded_book
 
 # --------------------------------------------------------------------------- the traded book
@@ -106,7 +107,7 @@ def test_traded_book_without_limits_is_the_target_and_closes_are_exact():
 
 def _limit_rows(symbols, directions, lim):
     """``(A_ub, b_ub)`` on a book's gross weights for ``lim`` (cap, group_max on A and B, net_min,
-    net_max, gross with one auxiliary per symbol), written here independently of ``trading.book_rows``."""
+    net_max, gross with one auxiliary per symbol), written here independently of ``trading_limits.book_rows``."""
     uniq = sorted(set(symbols))
     net = [[(1.0 if d == "LONG" else -1.0) * (s == u) for s, d in zip(symbols, directions, strict=True)] for u in uniq]
     rows, bounds = [], []
@@ -215,7 +216,7 @@ def test_traded_book_under_book_limits_is_feasible_exactly_and_optimal(case):
     """The book limits (#23) hold on the traded book to 1e-12, with the band, the budget and the cash;
     its distance is the least over every choice of moving positions; infeasible (to 1e-12) is refused in one line."""
     from tradingview_scraper.limits import BookLimits
-    from tradingview_scraper.trading import book_rows
+    from tradingview_scraper.trading_limits import book_rows
 
     c, t, band, budget, symbols, directions, lim = case
     limits = BookLimits(max_position={"*": lim["cap"]}, groups={"A": "ab", "B": "ab"}, group_max={"ab": lim["group_max"]},
@@ -242,7 +243,7 @@ def test_book_limits_move_the_traded_book_only_where_they_bind():
     """Without limits that bind, the limited solver's book is as close as the unlimited one; a current book
     over a cap is traded down to it even when the band would leave it."""
     from tradingview_scraper.limits import BookLimits
-    from tradingview_scraper.trading import book_rows
+    from tradingview_scraper.trading_limits import book_rows
 
     c, t = [0.5, 0.1, 0.1], [0.3, 0.3, 0.2]
     loose = book_rows(BookLimits(max_position={"*": 0.9}), ["A", "B", "C"], ["LONG"] * 3)

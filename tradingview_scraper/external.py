@@ -183,7 +183,7 @@ def read_returns(path: Path | str, risk_profiles: list[str]):
 def read_book(path: Path | str) -> list[dict]:
     """An external sleeve's book: rows ``symbol``, ``direction``, ``weight``, ``net_weight`` (negative for SHORT).
 
-    The holdings-file format (:func:`rebalance.read_holdings`: CSV ``symbol,direction,weight``
+    The holdings-file format (:func:`holdings.read_holdings`: CSV ``symbol,direction,weight``
     or JSON; weights, not quantities), fully invested: a sleeve's gross weights add up to 1, as a computed sleeve's do,
     so that flattening conserves weight exactly. Zero weights are dropped.
 
@@ -193,7 +193,7 @@ def read_book(path: Path | str) -> list[dict]:
         A row the holdings format refuses (naming the file and row), no row with a weight, or
         gross weights that do not add up to 1 within 1e-9.
     """
-    from .rebalance import read_holdings
+    from .holdings import read_holdings
 
     rows = read_holdings(path)
     if any("weight" not in r for r in rows):  # units need a capital and prices the run does not have for it

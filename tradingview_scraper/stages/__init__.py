@@ -27,13 +27,8 @@ from ._common import (
 from ._ledger import first_failure, report_at_exit
 from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin
 from ._preflight import preflight
-from ._rebalance import (
-    check_previous_run,
-    check_rebalance,
-    drift_source,
-    needs_prices,
-    rebalance_source,
-)
+from ._rebalance import drift_source, needs_prices, rebalance_source
+from ._rebalance_checks import check_previous_run, check_rebalance
 from ._reuse import reusable
 from ._sleeves import check_data, run_sleeve
 from ._sources import check_source_run

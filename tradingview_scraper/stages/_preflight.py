@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..manifest import Plan
 from ._pins import check_pins
-from ._rebalance import check_rebalance
+from ._rebalance_checks import check_rebalance
 from ._sleeves import check_data
 
 
