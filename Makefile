@@ -14,7 +14,7 @@ PROFILES ?=
 PREVIOUS_RUN ?=
 HOLDINGS ?=
 ARGS ?=
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 # $(call q,VALUE): VALUE as one shell word, taken literally (spaces, ';', quotes): single-quoted,
 # each ' written as '\''. $(call v,NAME): the user variable NAME so quoted, its text as given
@@ -49,8 +49,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The full suite: what CI runs. Two workers (TEST_WORKERS): most of the suite waits on
-# subprocesses, Ray's agents and the SLURM queue, so a second worker fills those waits.
+# The full suite: what CI runs. Three workers on two cores (TEST_WORKERS): most of the suite waits on
+# subprocesses, Ray's agents and the SLURM queue, so more workers than cores fill those waits.
 # Each test file stays on one worker, in its order (--dist loadfile); the long, waiting
 # files start first (tests/conftest.py collects them first).
 test: install
