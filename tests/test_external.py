@@ -388,3 +388,14 @@ def test_meta_custom_runs_from_a_fresh_clone(tmp_path):
     assert "trend (external)" in (run / "report.md").read_text()
     flat = json.loads((run / "flattened_cvar.json").read_text())
     assert {"tech", "trend"} == set(flat["sleeve_weights"])
+    # A rebalance against that run: the external sleeve's positions have no price table, so they
+    # keep their weight, named on the console (this stopped with KeyError: 'universe').
+    proc = subprocess.run(
+        [sys.executable, "scripts/run_meta_pipeline.py", "--profile", "meta_custom", "--run-id", "d", "--previous-run", "c",
+         "--no-ray", "--quiet"],
+        cwd=clone, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(clone)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "SPY LONG" in proc.stderr and "not drifted (cvar)" in proc.stderr
+    rebalance = json.loads((clone / "data" / "runs" / "d" / "rebalance_cvar.json").read_text())
+    assert {r["symbol"] for r in rebalance["rows"]} >= {"SPY", "GLD", "TLT", "USO"}
