@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
-import re
-import secrets
 import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -22,40 +18,19 @@ from typing import Any
 from ..errors import ConfigError, PipelineError, one_line
 from . import _tasks
 from ._interrupts import interrupted
+from ._process import (
+    LOOPBACK,
+    PACKAGE_DIR,
+    no_sigterm_note,
+    private_temp_dir,
+    put_env,
+    validate_address,
+    write_token,
+)
 
 __all__ = ["Cluster"]
 
-_LOOPBACK = "127.0.0.1"
-_HOST_PORT = re.compile(r"^(ray://)?[A-Za-z0-9.\-_\[\]:]+:\d{1,5}$")
-_TEMP_PREFIX = "tvr-"
-#: The package directory: what ``runtime_env`` ships to the workers of an external cluster.
-_PACKAGE_DIR = Path(__file__).resolve().parents[1]
-#: Parent of private clusters' temp dirs: short, as Ray's unix sockets live 75 characters below.
-_TEMP_ROOT = Path("/tmp")
-
 logger = logging.getLogger(__name__)
-
-# Ray loads the auth token once per process and keeps it: every private cluster this
-# process starts shares one secret, each written to that run's own 0600 file.
-_process_token: str | None = None
-
-
-def _validate_address(address: str) -> str:
-    value = str(address).strip()
-    if value.lower() in {"", "auto", "local"} or not _HOST_PORT.match(value):
-        raise ConfigError(f"ray_address={address!r} is not an explicit Ray address: give 'host:port' (the "
-                          "GCS port, 6379 by default) or 'ray://host:port' ('auto' and 'local' are not "
-                          "allowed), or leave it unset for a private loopback cluster")  # fmt: skip
-    return value
-
-
-def _sweep_stale() -> None:
-    """Remove private temp dirs (token, logs) that drivers killed by SIGKILL left behind."""
-    for path in _TEMP_ROOT.glob(f"{_TEMP_PREFIX}*-*"):
-        pid = path.name[len(_TEMP_PREFIX) :].split("-", 1)[0]
-        with contextlib.suppress(OSError):
-            if pid.isdigit() and path.stat().st_uid == os.getuid() and not Path(f"/proc/{pid}").exists():
-                shutil.rmtree(path, ignore_errors=True)
 
 
 class Cluster:
@@ -100,7 +75,7 @@ class Cluster:
         if mode not in (None, "private", "external"):
             raise ConfigError(f"ray_mode={mode!r} is invalid: give 'private' or 'external'")
         self._settings = {"address": address, "token_path": token_path, "num_cpus": num_cpus, "mode": mode}
-        self.address = _validate_address(address) if address is not None else None
+        self.address = validate_address(address) if address is not None else None
         self.token_path = Path(token_path) if token_path and address is not None else None
         self.mode = mode or ("external" if address is not None else "private")
         self.num_cpus = None if address is not None else (num_cpus or machine)
@@ -194,14 +169,8 @@ class Cluster:
                 raise PipelineError("Ray is already connected in this process: one process owns one "
                                     "cluster; shut the other connection down first")  # fmt: skip
             started = time.monotonic()
-            _sweep_stale()
-            self._temp_dir = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-", dir=_TEMP_ROOT))
-            token_path = self._temp_dir / "token"
-            global _process_token
-            _process_token = _process_token or secrets.token_hex(32)
-            fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(_process_token)
+            self._temp_dir = private_temp_dir()
+            token_path = write_token(self._temp_dir)
             # Read by Ray at import and by every process it starts: loopback listeners only.
             self._set_env(
                 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
@@ -216,13 +185,13 @@ class Cluster:
                     address="local",
                     num_cpus=self.num_cpus,
                     include_dashboard=False,
-                    _node_ip_address=_LOOPBACK,
+                    _node_ip_address=LOOPBACK,
                     _temp_dir=str(self._temp_dir / "r"),
                 )
                 self._started = True
                 self.address = context.address_info["gcs_address"]
                 self.token_path = token_path
-                if not self.address.startswith(f"{_LOOPBACK}:"):
+                if not self.address.startswith(f"{LOOPBACK}:"):
                     raise PipelineError(f"the private Ray cluster bound {self.address}, not 127.0.0.1: set "
                                         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before anything imports ray")  # fmt: skip
             except BaseException:
@@ -262,7 +231,7 @@ class Cluster:
                 return self
             host, _, port = self.address.removeprefix("ray://").rpartition(":")
             if ray_module is None:  # read once, at import: keep loopback, or a real address
-                self._set_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0" if host in {_LOOPBACK, "localhost"} else "1")
+                self._set_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0" if host in {LOOPBACK, "localhost"} else "1")
             if self.token_path is not None:
                 self._set_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path), RAY_AUTH_TOKEN=None)
             started = time.monotonic()
@@ -277,7 +246,7 @@ class Cluster:
                 ) from exc
             options: dict[str, Any] = {"address": self.address}
             if self.mode == "external":
-                options["runtime_env"] = {"py_modules": [str(_PACKAGE_DIR)]}
+                options["runtime_env"] = {"py_modules": [str(PACKAGE_DIR)]}
             try:
                 self._init(**options)
             except BaseException:
@@ -397,7 +366,7 @@ class Cluster:
         # Off the main thread Ray notes that it sets no SIGTERM handler: the process keeps its own.
         handlers = [] if main else logging.getLogger("ray").handlers
         for handler in handlers:
-            handler.addFilter(_no_sigterm_note)
+            handler.addFilter(no_sigterm_note)
         try:
             context = ray.init(logging_level=logging.WARNING, **options)
             self._initialized = True
@@ -415,7 +384,7 @@ class Cluster:
             ) from exc
         finally:
             for handler in handlers:
-                handler.removeFilter(_no_sigterm_note)
+                handler.removeFilter(no_sigterm_note)
             if main and previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
@@ -445,21 +414,9 @@ class Cluster:
     def _set_env(self, **values: str | None) -> None:
         for key, value in values.items():
             self._saved_env.setdefault(key, os.environ.get(key))
-            _put_env(key, value)
+            put_env(key, value)
 
     def _restore_env(self) -> None:
         for key, value in self._saved_env.items():
-            _put_env(key, value)
+            put_env(key, value)
         self._saved_env.clear()
-
-
-def _no_sigterm_note(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("SIGTERM handler is not set")
-
-
-def _put_env(key: str, value: str | None) -> None:
-    if value is None:
-        os.environ.pop(key, None)
-    else:
-        os.environ[key] = value
-
