@@ -1,4 +1,4 @@
-"""The ledger file of a run: entry hashing, locking, appending, and the one walk that checks its chain."""
+"""The ledger file of a run: entry hashing, locking, writing a line, and the one walk that checks its chain."""
 
 from __future__ import annotations
 
@@ -48,12 +48,10 @@ os.register_at_fork(after_in_child=_reset_locks_after_fork)
 
 
 def _canonical(obj: Any) -> str:
-    """Canonical one-line JSON: sorted keys, separators ``(",", ":")``, no NaN."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def _entry_hash(entry: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of ``entry`` without its ``hash`` key."""
     return hashlib.sha256(_canonical({k: v for k, v in entry.items() if k != "hash"}).encode("utf-8")).hexdigest()
 
 
