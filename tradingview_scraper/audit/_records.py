@@ -139,8 +139,8 @@ def record_stage(
     Raises
     ------
     PipelineError
-        The ledger is absent or empty (call :func:`genesis` first), its last line is
-        unreadable, or ``params`` is not JSON-serialisable.
+        The ledger is absent or empty (call :func:`genesis` first), does not verify or ends
+        with an incomplete line, or ``params`` is not JSON-serialisable.
     ValueError
         ``outcome`` is neither ``"success"`` nor ``"error"``.
     """
