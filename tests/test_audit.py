@@ -457,3 +457,24 @@ def test_the_artifact_checks_refuse_in_one_line_each_entry_verify_reports(tmp_pa
     assert verify(forged) == ["missing genesis: the first entry is of kind 'stage'"]
     with pytest.raises(PipelineError, match=r"missing genesis: the first entry is of kind 'stage'"):
         damaged(forged)
+
+
+def test_an_append_is_chained_to_a_verified_ledger_and_refused_after_an_interrupted_write(tmp_path):
+    """Appends read the ledger through the same index as the checks: a record is chained to the
+    last entry of a ledger that verifies, and one after an incomplete last line is refused."""
+    from tradingview_scraper.audit import last_seq
+
+    run = tmp_path / "run"
+    _build_run(run)
+    assert last_seq(run) == 2
+    with open(Node(run).file("audit"), "ab") as fh:
+        fh.write(b'{"seq":3,"kind":"stage"')  # a write cut short
+    with pytest.raises(PipelineError, match="ends with an incomplete line"):
+        record_stage(run, stage="report", node=".", params={}, inputs=[], outputs=[], outcome="success")
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    _append_forged(forged, kind="genesis")
+    _append_forged(forged, seq=5)  # a seq gap: the chain does not verify
+    with pytest.raises(PipelineError, match=r"line 2 \(seq 5\) was altered or breaks the hash chain"):
+        record_stage(forged, stage="report", node=".", params={}, inputs=[], outputs=[], outcome="success")
+    assert last_seq(forged) == -1 and last_seq(tmp_path / "none") == -1

@@ -303,7 +303,7 @@ def test_task_warnings_come_back_with_the_result_once_per_place(cluster):
 @pytest.mark.e2e  # starts a Ray cluster: the full tier
 def test_a_meta_node_failing_on_the_cluster_is_a_meta_error_naming_it(cluster, tmp_path):
     """A meta node's optimization that fails on a worker is worded for that node, not for a sleeve."""
-    from tradingview_scraper import stages, steps
+    from tradingview_scraper import audit, stages, steps
     from tradingview_scraper.layout import write_parquet
     from tradingview_scraper.run import RunContext
 
@@ -321,7 +321,7 @@ def test_a_meta_node_failing_on_the_cluster_is_a_meta_error_naming_it(cluster, t
     message = r"^meta profile 'meta_small' \(hrp\) failed: DataError: 50 observations are too few for train_window=126"
     with pytest.raises(MetaError, match=message):
         stages.run_step(steps.step("meta_optimize"), ctx, ".", "hrp", input={"returns": returns}, output=output)
-    failure = stages.first_failure(ctx.run_dir)  # what the runner prints, rebuilt from the ledger
+    failure = audit.first_failure(ctx.run_dir)  # what the runner prints, rebuilt from the ledger
     assert type(failure) is MetaError and re.match(message, str(failure))
     assert not any(f.exists() for f in output.values())
     with pytest.raises(ConfigError, match=r"map kind='stage' is invalid: give one of sleeve, meta"):

@@ -323,7 +323,7 @@ class RunOwner:
             if self.cluster is not None:
                 self.cluster.shutdown()
             if failed:
-                error = stages.first_failure(self.run_dir, self.start_seq)
+                error = audit.first_failure(self.run_dir, self.start_seq)
             else:
                 error = self.verdict() if self.claimed else None
                 if error is None and self._produced is not None:

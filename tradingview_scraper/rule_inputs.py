@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import audit, deps, stages, steps
 from .engines import HIERARCHICAL
-from .errors import ConfigError, PipelineError
+from .errors import ConfigError
 from .layout import NODE_FILES, literal_files, regex_literal, run_node, wildcard_like
 from .manifest import ROOT
 from .run import RunContext
@@ -336,11 +336,10 @@ class Wiring:
         return literal_files(self._pin_files(self.node_path(node_dir)), node_dir)
 
     def _pin_files_of(self, node_path: str) -> dict[str, str | list[str]]:
-        try:
+        from .owner import reported  # the owner imports this module
+
+        with reported():
             return pin_inputs(self.run, node_path)
-        except PipelineError as exc:
-            stages.report_at_exit(exc)
-            raise
 
     def meta_params(self, node_dir: str, profile: str | None = None) -> str:
         spec = self.spec(node_dir)

@@ -1,4 +1,4 @@
-"""Artifacts against their records: the latest record per file, damage checks, discarding damaged files."""
+"""The ledger as it is read while a run goes: its index, appending to it, and the artifacts against their records."""
 
 from __future__ import annotations
 
@@ -9,17 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..deps import file_sha256, fingerprint
-from ..errors import DataError, PipelineError
+from .. import errors
+from ..deps import file_digest, file_sha256, fingerprint
+from ..errors import DataError, PipelineError, StageError
 from ..layout import Node, remove_artifact
 from . import _ledger
 from ._ledger import (
     Recorded,
-    _append,
+    _append_entry,
     _Chain,
     _ledger_path,
-    _read_first_entry,
-    _read_last_entry,
+    _locked,
+    _make_entry,
     _relative,
     _run_dir_of,
 )
@@ -125,6 +126,38 @@ def _index(run_dir: Path | str | Node) -> _Index:
         return _INDEXES.setdefault(os.path.abspath(ledger), _Index(ledger))
 
 
+def _forget_indexes_after_fork() -> None:
+    """Give a forked child fresh indexes: an index lock held by another parent thread would never be freed."""
+    _INDEXES.clear()
+
+
+os.register_at_fork(after_in_child=_forget_indexes_after_fork)
+
+
+def _append(ledger: Path, kind: str, payload: dict[str, Any], no_genesis: str) -> dict[str, Any]:
+    """Append a ``kind`` entry chained to the last one, under the ledger's locks.
+
+    Raises
+    ------
+    PipelineError
+        ``no_genesis``: the ledger is empty; or the ledger does not verify, or ends with an
+        incomplete line (an interrupted write).
+    """
+    with _locked(ledger):
+        index = _index(ledger.parent)
+        index.refresh()
+        with index.lock:
+            chain, complete = index.chain, index.offset == ledger.stat().st_size
+        if not complete:  # no writer is at work under the lock: the last write was interrupted
+            raise PipelineError(
+                f"audit: {ledger} ends with an incomplete line (interrupted write); run "
+                f"`python -m tradingview_scraper.audit verify {ledger.parent}` and repair it"
+            )
+        if chain.entries == 0:
+            raise PipelineError(no_genesis)
+        return _append_entry(ledger, _make_entry(chain.next_seq, chain.prev_hash, kind, payload))
+
+
 def _check(root: Path, record: Recorded) -> str | None:
     """None if the file still matches ``record`` (its fingerprint, else its sha256), else the problem."""
     full = os.path.join(root, record.path)
@@ -175,22 +208,22 @@ def recorded_inputs(run_dir: Path | str | Node) -> dict[str, tuple[str | None, s
         return {os.path.normpath(os.path.join(root, rel)): record for rel, record in index.chain.external.items()}
 
 
+def _records_of(run_dir: Path | str | Node, paths: list[Any]) -> list[tuple[Any, Recorded | None]]:
+    """Each path with its latest record in the run's ledger (None outside the run or unrecorded)."""
+    root = _run_dir_of(run_dir)
+    rels = [_relative(root, p) for p in paths]
+    inside = [not rel.startswith("../") for rel in rels]
+    latest = _index(run_dir).refresh() if any(inside) else {}
+    return [(p, latest.get(rel) if ok else None) for p, rel, ok in zip(paths, rels, inside, strict=True)]
+
+
 def digests(run_dir: Path | str | Node, paths: list[str]) -> dict[str, str | None]:
     """Path (as given) -> sha256 of each file: its record's in the run's ledger while the file matches
     that record, else its bytes' (None if unreadable); the ledger has hashed what a stage wrote."""
-    root, latest, out = _run_dir_of(run_dir), None, {}
-    for path in paths:
-        rel = _relative(root, path)
-        if not rel.startswith("../"):
-            latest = _index(run_dir).refresh() if latest is None else latest
-            record = latest.get(rel)
-            if record is not None and record.sha256 is not None and _check(root, record) is None:
-                out[path] = record.sha256
-                continue
-        try:
-            out[path] = file_sha256(path)
-        except OSError:
-            out[path] = None
+    root, out = _run_dir_of(run_dir), {}
+    for path, record in _records_of(run_dir, paths):
+        vouched = record is not None and record.sha256 is not None and _check(root, record) is None
+        out[path] = record.sha256 if vouched else file_digest(path)
     return out
 
 
@@ -205,14 +238,7 @@ def check_inputs(run_dir: Path | str | Node, inputs: list[Any], hint: str = "rer
         Naming the first input that is missing or changed since it was written.
     """
     root = _run_dir_of(run_dir)
-    latest = None
-    for item in inputs:
-        rel = _relative(root, item)
-        if rel.startswith("../"):
-            continue
-        if latest is None:
-            latest = _index(run_dir).refresh()
-        record = latest.get(rel)
+    for _, record in _records_of(run_dir, inputs):
         if record is not None and (problem := _check(root, record)):
             raise DataError(f"{Damage(record, problem).line(root)}; {hint}")
 
@@ -226,8 +252,6 @@ def discard(run_dir: Path | str | Node, damages: list[Damage]) -> list[str]:
     to a damaged file then reruns. The ``discard`` entry retires the records (:func:`verify`
     no longer expects the files; the stage that writes one again records it anew).
     """
-    if not damages:
-        return []
     doomed = sorted(_index(run_dir).computed_from({d.record.path for d in damages}))
     problems = {d.record.path: f"{d.problem} since stage {d.record.stage} (seq {d.record.seq})" for d in damages}
     return _remove_recorded(run_dir, doomed, problems)
@@ -235,12 +259,12 @@ def discard(run_dir: Path | str | Node, damages: list[Damage]) -> list[str]:
 
 def retire(run_dir: Path | str | Node, paths: list[str], reason: str) -> list[str]:
     """Delete recorded artifacts no longer current, recording ``reason`` in a ``discard`` entry; the paths, sorted."""
-    if not paths:
-        return []
     return _remove_recorded(run_dir, sorted(paths), dict.fromkeys(paths, reason))
 
 
 def _remove_recorded(run_dir: Path | str | Node, doomed: list[str], problems: dict[str, str]) -> list[str]:
+    if not doomed:
+        return []
     for rel in doomed:
         remove_artifact(_run_dir_of(run_dir) / rel)
     ledger = _ledger_path(run_dir)
@@ -248,20 +272,15 @@ def _remove_recorded(run_dir: Path | str | Node, doomed: list[str], problems: di
     return doomed
 
 
-def genesis_of(run_dir: Path | str | Node) -> dict[str, Any] | None:
-    """The first entry of the run's ledger if it is a genesis entry, else None (no ledger, or not a ledger)."""
-    try:
-        first = _read_first_entry(_ledger_path(run_dir))
-    except (OSError, PipelineError):
-        return None
-    return first if first is not None and first.get("kind") == "genesis" else None
-
-
 def last_seq(run_dir: Path | str | Node) -> int:
-    """``seq`` of the ledger's last entry (-1 without a ledger)."""
-    ledger = _ledger_path(run_dir)
-    last = _read_last_entry(ledger) if ledger.is_file() else None
-    return -1 if last is None else int(last["seq"])
+    """``seq`` of the ledger's last entry (-1 without a ledger, or with one that does not verify: the claim reports that)."""
+    index = _index(run_dir)
+    try:
+        index.refresh()
+    except PipelineError:
+        return -1
+    with index.lock:
+        return index.chain.next_seq - 1
 
 
 def failures(run_dir: Path | str | Node, after: int = -1) -> list[dict[str, Any]]:
@@ -277,6 +296,23 @@ def failures(run_dir: Path | str | Node, after: int = -1) -> list[dict[str, Any]
             if isinstance(entry.get("seq"), int) and entry["seq"] > after:
                 out.append(entry)
     return out
+
+
+def first_failure(run_dir: Path | str | Node, after: int = -1) -> PipelineError | None:
+    """The first stage failure the run's ledger recorded after entry ``after``, as the pipeline error it was.
+
+    Stages run as threads, processes or cluster jobs; Snakemake reports their exceptions only
+    as text, but every stage records its failure's one line in the ledger.
+    """
+    found = failures(run_dir, after)
+    if not found:
+        return None
+    entry = found[0]
+    name, _, message = str(entry.get("error") or "").partition(": ")
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, PipelineError) and message:
+        return cls(message)
+    return StageError(f"{entry.get('stage')} {entry.get('node')}: {entry.get('error')}")
 
 
 def unfinished(run_dir: Path | str | Node) -> tuple[int, str] | None:

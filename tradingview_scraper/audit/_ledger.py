@@ -1,4 +1,4 @@
-"""The ledger file of a run: entry hashing, locking, appending, and the one walk that checks its chain."""
+"""The ledger file of a run: entry hashing, locking, writing a line, and the one walk that checks its chain."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..deps import file_sha256, fingerprint, stat_key
+from ..deps import file_digest, file_sha256, fingerprint, stat_key
 from ..errors import PipelineError
 from ..layout import Node, dumps_json
 
@@ -30,8 +30,6 @@ ENTRY_KEYS = ("seq", "prev_hash", "time", "kind", "hash")
 #: Stage names older ledgers use -> the step's name now: a rerun under the new name repairs a
 #: failure recorded under the old one.
 RENAMED_STAGES = {"meta_stream": "node_returns", "pin": "pinned_sleeve", "resolve": "resolved_manifest"}
-
-_TAIL_CHUNK = 8192
 
 # One threading lock per ledger path: flock() serialises processes, these serialise the
 # threads of one process (and keep the lock-file handling simple).
@@ -50,12 +48,10 @@ os.register_at_fork(after_in_child=_reset_locks_after_fork)
 
 
 def _canonical(obj: Any) -> str:
-    """Canonical one-line JSON: sorted keys, separators ``(",", ":")``, no NaN."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def _entry_hash(entry: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of ``entry`` without its ``hash`` key."""
     return hashlib.sha256(_canonical({k: v for k, v in entry.items() if k != "hash"}).encode("utf-8")).hexdigest()
 
 
@@ -89,23 +85,20 @@ def _relative(run_dir: Path, path: Path | str | Node) -> str:
     return Path(os.path.relpath(candidate, root)).as_posix()
 
 
-def _hashed(run_dir: Path, paths: list[Any], what: str, stat: bool = False) -> list[dict[str, str | None]]:
+def _hashed(run_dir: Path, paths: list[Any], stat: bool = False) -> list[dict[str, str | None]]:
     """``{"path", "sha256"}`` per path, plus ``"stat"`` (its :func:`deps.fingerprint`) when ``stat``; a path
     outside ``run_dir`` always has its :func:`deps.stat_key`, so the workflow reuses the sha256 while it holds."""
-    if isinstance(paths, (str, os.PathLike, Node)):
-        raise PipelineError(f"audit: {what} must be a list of paths, got a single path {paths!r}")
     out = []
     for item in paths:
         rel = _relative(run_dir, item)
         full = run_dir / rel
         external = rel.startswith("../")
         before = stat_key(full) if external else fingerprint(full) if stat else None  # stat first: a later change then shows
-        record = {"path": rel, "sha256": file_sha256(full) if full.exists() else None}
+        record = {"path": rel, "sha256": file_digest(full)}
         if stat or external:
             record["stat"] = before
         out.append(record)
     return out
-
 
 
 @contextmanager
@@ -140,45 +133,17 @@ def _entry_of(line: bytes) -> dict[str, Any] | None:
     return entry if isinstance(entry["hash"], str) and isinstance(entry["prev_hash"], str) else None
 
 
-def _parse_entry(line: bytes, ledger: Path, where: str) -> dict[str, Any]:
-    entry = _entry_of(line)
-    if entry is None:
-        raise PipelineError(
-            f"audit: {where} entry of {ledger} is malformed (not a JSON ledger object); run "
-            f"`python -m tradingview_scraper.audit verify {ledger.parent}`"
-        )
-    return entry
+def genesis_of(run_dir: Path | str | Node) -> dict[str, Any] | None:
+    """The first entry of the run's ledger if it is a genesis entry, else None (no ledger, or not a ledger).
 
-
-def _read_first_entry(ledger: Path) -> dict[str, Any] | None:
-    with open(ledger, "rb") as fh:
-        line = fh.readline()
-    return _parse_entry(line, ledger, "first") if line.strip() else None
-
-
-def _read_last_entry(ledger: Path) -> dict[str, Any] | None:
-    """The last entry, read backwards from the end of the file (never the whole ledger)."""
-    with open(ledger, "rb") as fh:
-        end = fh.seek(0, os.SEEK_END)
-        if end == 0:
-            return None
-        fh.seek(end - 1)
-        if fh.read(1) != b"\n":
-            raise PipelineError(
-                f"audit: {ledger} ends with an incomplete line (interrupted write); run "
-                f"`python -m tradingview_scraper.audit verify {ledger.parent}` and repair it"
-            )
-        pos, buf = end, b""
-        while pos > 0:
-            step = min(_TAIL_CHUNK, pos)
-            pos -= step
-            fh.seek(pos)
-            buf = fh.read(step) + buf
-            cut = buf.rfind(b"\n", 0, len(buf) - 1)
-            if cut != -1:
-                buf = buf[cut + 1 :]
-                break
-    return _parse_entry(buf, ledger, "last")
+    Only the first line is read: a ledger damaged further on still names its run.
+    """
+    try:
+        with open(_ledger_path(run_dir), "rb") as fh:
+            first = _entry_of(fh.readline())
+    except OSError:
+        return None
+    return first if first is not None and first["kind"] == "genesis" else None
 
 
 def _make_entry(seq: int, prev_hash: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -207,21 +172,6 @@ def _append_entry(ledger: Path, entry: dict[str, Any]) -> dict[str, Any]:
         finally:
             os.close(dfd)
     return entry
-
-
-def _append(ledger: Path, kind: str, payload: dict[str, Any], no_genesis: str) -> dict[str, Any]:
-    """Append a ``kind`` entry chained to the last one, under the ledger's locks.
-
-    Raises
-    ------
-    PipelineError
-        ``no_genesis``: the ledger is empty.
-    """
-    with _locked(ledger):
-        last = _read_last_entry(ledger)
-        if last is None:
-            raise PipelineError(no_genesis)
-        return _append_entry(ledger, _make_entry(last["seq"] + 1, last["hash"], kind, payload))
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,18 @@ from typing import Any
 from .. import __version__
 from ..errors import PipelineError, one_line
 from ..layout import Node
+from ._artifacts import _append
 from ._ledger import (
     GENESIS_PREV_HASH,
-    _append,
     _append_entry,
     _hashed,
     _ledger_path,
     _locked,
     _make_entry,
     _normalise,
-    _read_first_entry,
     _relative,
     _run_dir_of,
+    genesis_of,
 )
 
 #: Libraries whose installed versions the genesis entry records (never imported).
@@ -82,8 +82,8 @@ def genesis(
     ledger.parent.mkdir(parents=True, exist_ok=True)
     with _locked(ledger):
         if ledger.exists() and ledger.stat().st_size > 0:
-            first = _read_first_entry(ledger)
-            if first is None or first.get("kind") != "genesis":
+            first = genesis_of(run_dir)
+            if first is None:
                 raise PipelineError(f"audit: {ledger} does not start with a genesis entry")
             if first.get("run_id") != run_id:
                 raise PipelineError(
@@ -139,8 +139,8 @@ def record_stage(
     Raises
     ------
     PipelineError
-        The ledger is absent or empty (call :func:`genesis` first), its last line is
-        unreadable, or ``params`` is not JSON-serialisable.
+        The ledger is absent or empty (call :func:`genesis` first), does not verify or ends
+        with an incomplete line, or ``params`` is not JSON-serialisable.
     ValueError
         ``outcome`` is neither ``"success"`` nor ``"error"``.
     """
@@ -154,8 +154,8 @@ def record_stage(
         "stage": stage,
         "node": _relative(root, node),
         "params": _normalise(params, f"params of stage {stage!r}"),
-        "inputs": _hashed(root, inputs, "inputs"),
-        "outputs": _hashed(root, outputs, "outputs", stat=True),
+        "inputs": _hashed(root, inputs),
+        "outputs": _hashed(root, outputs, stat=True),
         "outcome": outcome,
         "error": error,
         "duration_s": None if duration_s is None else round(float(duration_s), 6),

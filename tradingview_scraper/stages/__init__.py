@@ -13,51 +13,27 @@ The step functions live in one module per rule family; this module only re-expor
 
 from __future__ import annotations
 
-from ..engines import HIERARCHICAL
-from ._common import (
-    Files,
-    StageIO,
-    child_input,
-    console_warning,
-    ensure_genesis,
-    logger,
-    prewarm,
-    watch,
-)
-from ._ledger import first_failure, report_at_exit
+from ._common import StageIO, child_input, watch
 from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin
 from ._preflight import preflight
 from ._rebalance import drift_source, needs_prices, rebalance_source
-from ._rebalance_checks import check_previous_run, check_rebalance
 from ._reuse import reusable
 from ._sleeves import check_data, run_sleeve
-from ._sources import check_source_run
 from ._step import run_step
 
 __all__ = [
-    "Files",
-    "StageIO",
-    "HIERARCHICAL",
     "PIN_REQUIRED",
+    "StageIO",
     "check_data",
     "check_pins",
-    "check_previous_run",
-    "check_rebalance",
+    "child_input",
     "drift_source",
     "needs_prices",
-    "check_source_run",
-    "child_input",
-    "console_warning",
-    "ensure_genesis",
-    "first_failure",
-    "logger",
     "pin_source",
     "preflight",
-    "prewarm",
     "rebalance_source",
-    "report_at_exit",
-    "reusable",
     "resolve_pin",
+    "reusable",
     "run_sleeve",
     "run_step",
     "watch",

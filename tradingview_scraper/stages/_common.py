@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +18,6 @@ from ..layout import watch_io
 from ..run import RunContext
 
 logger = logging.getLogger("tradingview_scraper")
-
-
-class _ThreadFilter(logging.Filter):
-    def __init__(self) -> None:
-        super().__init__()
-        self.thread = threading.get_ident()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.thread == self.thread
 
 
 _IMPORT_GUARD = threading.Lock()
@@ -141,18 +131,17 @@ def _stage(
     if logfile:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(logfile, mode="w")
-        handler.addFilter(_ThreadFilter())
+        me = threading.get_ident()
+        handler.addFilter(lambda record: record.thread == me)  # this job's thread only
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-    t0 = time.perf_counter()
     what = f"{stage} {node_path}" + (f" ({params['profile']})" if stage in ("meta_optimize", "flatten") else "")
     try:
         _last.entry, _last.warnings = None, []
         if stage == "sleeve" and not ctx.ray and computes:  # it fits skfolio models in this process (numeric steps: run_step)
             _import_numerics()
         ensure_genesis(ctx)
-        inputs, outputs = list(inputs), list(outputs)
         with (
             _watched(stage, node_path, logfile, inputs, outputs),
             audit.stage_audit(ctx.run_dir, stage, node_path, params, inputs, outputs) as record,
@@ -166,7 +155,7 @@ def _stage(
             except Exception as exc:  # a library's error: name the stage and node it broke
                 raise StageError(f"{what}: {one_line(exc)}") from exc
         _last.entry = record.entry
-        logger.info("%s %s: done in %.2f s", stage, node_path, time.perf_counter() - t0)
+        logger.info("%s %s: done in %.2f s", stage, node_path, record.entry["duration_s"])
     except Exception as exc:
         logger.error("%s: %s", what, exc)  # for the stage's log file; the ledger and the exception carry it
         raise
@@ -177,23 +166,23 @@ def _stage(
 
 
 def ensure_genesis(ctx: RunContext) -> None:
-    """Start the run's audit ledger (idempotent)."""
+    """Start the run's audit ledger (idempotent).
+
+    Its genesis names the earlier runs this run reads (pins, the previous run): a run still in
+    progress has recorded no input of theirs yet, and pruning keeps what it names there.
+    """
+    pins = sorted({n.pin for n in ctx.plan.atomic_nodes() if n.pin})
+    reads = {"pins": pins} if pins else {}
+    if ctx.previous_run:
+        reads["previous_run"] = ctx.previous_run
     audit.genesis(
         ctx.run_dir,
         run_id=ctx.run_id,
         meta_profile=ctx.plan.profile,
         manifest_path=ctx.plan.manifest_path,
         manifest_sha256=ctx.plan.manifest_sha256,
-        extra=_reads_runs(ctx),
+        extra=reads,
     )
-
-
-def _reads_runs(ctx: RunContext) -> dict:
-    """The earlier runs this run reads (pins, the previous run), in its genesis: a run still in
-    progress has recorded no input of theirs yet, and pruning keeps what it names here."""
-    pins = sorted({n.pin for n in ctx.plan.atomic_nodes() if n.pin})
-    reads = {"pins": pins} if pins else {}
-    return {**reads, "previous_run": ctx.previous_run} if ctx.previous_run else reads
 
 
 #: Heavy modules the driver's later stages import: skfolio (meta optimize) and matplotlib (report).
@@ -210,8 +199,6 @@ _PREWARM_MODULES = (
 
 
 _prewarm_lock = threading.Lock()
-
-
 _prewarm_thread: threading.Thread | None = None
 
 
