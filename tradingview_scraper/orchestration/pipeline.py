@@ -13,9 +13,10 @@ from ..errors import ConfigError, PipelineError, one_line
 from ..history import LATEST, latest
 from ..layout import RUNS_ROOT, check_name, check_runs_root, new_run_id, run_dir, wildcard_like
 from ..manifest import DEFAULT_MANIFEST, parse_risk_profiles
-from ..owner import RunOwner, check_run_dir, terminated
+from ..owner import RunOwner, terminated
 from ..rule_inputs import targets
 from ..run import RunContext
+from ..runlock import check_run_dir
 from .progress import JobCollector, JobRecord, Progress, SnakemakeErrors
 
 #: The workflow ships inside the package (in a checkout, a link to the top-level workflow/).
