@@ -17,7 +17,7 @@ from ..owner import RunOwner, terminated
 from ..rule_inputs import targets
 from ..run import RunContext
 from ..runlock import check_run_dir
-from .progress import JobCollector, JobRecord, Progress, SnakemakeErrors
+from .progress import JobRecord, Progress
 
 #: The workflow ships inside the package (in a checkout, a link to the top-level workflow/).
 SNAKEFILE = Path(__file__).resolve().parents[1] / "workflow" / "Snakefile"
@@ -237,15 +237,14 @@ class MetaPipeline:
             ResourceSettings,
         )
 
-        collector, smk_errors = JobCollector(), SnakemakeErrors()
+        log = Progress(self.progress, self.run_dir)
         gc_thresholds = gc.get_threshold()  # the Snakefile raises them for the DAG build
-        forcerun = ["sleeve"] if self.execute_sleeves else []
         # Ray's own SIGTERM handler in the driver dumps a C++ stack and aborts; the owner's stops like Ctrl-C.
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         owner = self.owner
         if owner.cluster is not None:
             owner.run.cluster = owner.cluster.renewed()  # an earlier execute shut it down
-        cluster, config = owner.cluster, self.config()
+        cluster = owner.cluster
         try:
             owner.watch_signals()
             # A real run claims its directory (lock, partial writes, damaged artifacts
@@ -263,11 +262,7 @@ class MetaPipeline:
                 owner.handed(),
                 SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if self.quiet else None, show_failed_logs=True)) as api,
             ):
-                smk_logger.addHandler(collector)
-                smk_logger.addHandler(smk_errors)
-                progress = Progress(self.progress, self.run_dir) if self.progress is not None else None
-                if progress is not None:
-                    smk_logger.addHandler(progress)
+                smk_logger.addHandler(log)
                 try:
                     workflow = api.workflow(
                         snakefile=SNAKEFILE,
@@ -275,11 +270,14 @@ class MetaPipeline:
                         resource_settings=ResourceSettings(
                             cores=self.cores, resources={"ray_cpus": ray_cpus} if ray_cpus else {}
                         ),
-                        config_settings=ConfigSettings(config=config),
+                        config_settings=ConfigSettings(config=self.config()),
                     )
                     dag = workflow.dag(
                         DAGSettings(
-                            targets=frozenset(targets(self.owner.run, runner=True)), forceall=self.forceall, forcerun=forcerun, force_incomplete=True
+                            targets=frozenset(targets(owner.run, runner=True)),
+                            forceall=self.forceall,
+                            forcerun=["sleeve"] if self.execute_sleeves else [],
+                            force_incomplete=True,
                         )
                     )
                     dag.execute_workflow(
@@ -288,10 +286,7 @@ class MetaPipeline:
                         execution_settings=ExecutionSettings(use_threads=True, lock=False),
                     )
                 finally:
-                    smk_logger.removeHandler(collector)
-                    smk_logger.removeHandler(smk_errors)
-                    if progress is not None:
-                        smk_logger.removeHandler(progress)
+                    smk_logger.removeHandler(log)
             # Never "done" while an artifact differs from its record (the onsuccess hook gave
             # the verdict already; a no-op rerun has no hooks).
             verdict = None if self.dry_run else owner.finish()
@@ -302,15 +297,12 @@ class MetaPipeline:
         except Exception as exc:  # Snakemake reports a job's exception only as text: the ledger has it
             if interrupted() or terminated():  # Snakemake turned Ctrl-C into a failed run: report it as Ctrl-C
                 raise KeyboardInterrupt from exc
-            failure = owner.finish(failed=True)
-            if failure is not None:
-                raise failure from exc
-            raise PipelineError(_root_message(exc, smk_errors.first)) from exc
+            raise (owner.finish(failed=True) or PipelineError(_root_message(exc, log.first_error))) from exc
         finally:
             gc.unfreeze()  # what the DAG build froze is collectable again
             gc.set_threshold(*gc_thresholds)
             owner.release()  # the cluster stopped (a named one left), the lock released, SIGTERM's handler back
-        return RunResult(self.run_id, self.run_dir, collector.jobs, self.dry_run)
+        return RunResult(self.run_id, self.run_dir, log.jobs, self.dry_run)
 
 
 def _root_message(exc: BaseException, logged: str | None = None) -> str:
