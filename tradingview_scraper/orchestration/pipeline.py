@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -76,20 +76,6 @@ def check_options(options: object) -> None:
             raise ConfigError(f"{name}={value!r} must be {valid} (got {type(value).__name__})")
     if options.progress is not None and not callable(getattr(options.progress, "write", None)):
         raise ConfigError(f"progress={options.progress!r} must be a text stream (e.g. sys.stdout) or None")
-
-
-def pipeline_options(options: dict) -> None:
-    """Refuse a keyword :class:`MetaPipeline` does not take, naming the ones it does.
-
-    Raises
-    ------
-    ConfigError
-        An unknown keyword.
-    """
-    known = [f.name for f in fields(MetaPipeline) if f.name != "meta_profile"]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown option {unknown[0]!r}; the options are: {', '.join(known)}")
 
 
 @dataclass
