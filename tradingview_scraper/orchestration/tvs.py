@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 
 from ..errors import PipelineError
 from ..layout import RUNS_ROOT
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_USAGE, end="", file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    handler = {"run": _run, "dag": _dag, "verify": _verify, "runs": _runs, "prune": _prune}.get(command)
+    handler = {"run": partial(_pipeline, "run"), "dag": partial(_pipeline, "dag"), "verify": _verify, "runs": _runs,
+               "prune": _prune}.get(command)  # fmt: skip
     if handler is None:
         print(f"{_PROG}: error: unknown command {command!r}; the commands are: run, dag, verify, runs, prune", file=sys.stderr)
         return 2
@@ -46,28 +48,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _profile_argv(command: str, rest: list[str]) -> list[str] | None:
-    """``PROFILE [options]`` as the runner's options (``--profile PROFILE ...``); None: usage printed."""
+def _pipeline(command: str, rest: list[str]) -> int:
+    """``tvs run`` / ``tvs dag``: ``PROFILE [options]`` as the runner's options (``--profile PROFILE ...``)."""
+    from .cli import main as run_main
+
     if rest and not rest[0].startswith("-"):
-        return ["--profile", rest[0], *rest[1:]]
-    if any(a in ("-h", "--help") for a in rest):
-        return rest
-    print(f"{_PROG} {command}: error: give the profile first: {_PROG} {command} PROFILE [options] (see --help)", file=sys.stderr)
-    return None
-
-
-def _run(rest: list[str]) -> int:
-    from .cli import main as run_main
-
-    argv = _profile_argv("run", rest)
-    return 2 if argv is None else run_main(argv, prog=f"{_PROG} run", require_meta=False)
-
-
-def _dag(rest: list[str]) -> int:
-    from .cli import main as run_main
-
-    argv = _profile_argv("dag", rest)
-    return 2 if argv is None else run_main([*argv, "--dry-run"], prog=f"{_PROG} dag", require_meta=False)
+        rest = ["--profile", rest[0], *rest[1:]]
+    elif not any(a in ("-h", "--help") for a in rest):
+        print(f"{_PROG} {command}: error: give the profile first: {_PROG} {command} PROFILE [options] (see --help)", file=sys.stderr)
+        return 2
+    return run_main([*rest, *(["--dry-run"] if command == "dag" else [])], prog=f"{_PROG} {command}", require_meta=False)
 
 
 def _runs_root_arg(p) -> None:
