@@ -18,9 +18,6 @@ from . import audit, runlock
 from .errors import ConfigError, PipelineError, RunInProgressError
 from .layout import NODE_FILES, ROOT, RUNS_ROOT, STORE, Node, check_name, run_dir
 
-#: What a run's status says.
-STATUSES = ("finished", "running", "failed", "incomplete", "damaged")
-
 #: The word ``--previous-run`` takes for the newest finished run of the same profile.
 LATEST = "latest"
 
@@ -37,7 +34,7 @@ class RunInfo:
     started : str
         The genesis entry's time (ISO 8601, UTC): runs of a profile are ordered by it.
     status : str
-        One of :data:`STATUSES`: ``running`` (another live process holds its lock),
+        ``running`` (another live process holds its lock),
         ``failed`` (a stage failure no later success repaired), ``damaged`` (its ledger does
         not verify), ``finished`` (its root's final artifact is recorded: ``report.md`` of a
         meta run, ``returns.parquet`` of a standalone sleeve), else ``incomplete``.
