@@ -135,10 +135,10 @@ class RunOwner:
                 pass_to_jobs(owner.cluster.job_config())
             return owner
 
-    def ray_cpus(self) -> int | None:
-        """How many sleeve jobs may run at once: the cluster's CPUs (a named cluster is asked)."""
+    def ray_cpus(self) -> int:
+        """How many sleeve jobs may run at once: the CPUs of the run's cluster (a named cluster is asked)."""
         with reported(self._workflow_releases):
-            return None if self.cluster is None else self.cluster.cpus()
+            return self.cluster.cpus()
 
     def preflight(self) -> None:
         """Check the run's pins, data and rebalance book once (:func:`stages.preflight`)."""
