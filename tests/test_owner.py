@@ -72,3 +72,19 @@ def test_sigterm_is_ctrl_c_and_the_owner_puts_the_handler_back(runs_root):
     finally:
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous_term)
+
+
+def test_releasing_the_lock_removes_only_an_empty_directory_taking_it_created(tmp_path):
+    """A refused run leaves no directory it created; a directory that existed, or that holds more than the lock, stays."""
+    from tradingview_scraper import runlock
+
+    created, existed, written = tmp_path / "created", tmp_path / "existed", tmp_path / "written"
+    existed.mkdir()
+    for run_dir in (created, existed, written):
+        assert runlock.acquire(run_dir, run_dir.name) is True
+        if run_dir is written:
+            (run_dir / "audit.jsonl").write_text("")
+        runlock.release(run_dir)
+    assert not created.exists()
+    assert sorted(p.name for p in existed.iterdir()) == [".run.lock"]
+    assert sorted(p.name for p in written.iterdir()) == [".run.lock", "audit.jsonl"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from os import PathLike
 from pathlib import Path
 
@@ -190,10 +190,13 @@ def run_pipeline(profile: str, **options) -> object:
     PipelineError
         A stage failed (the root cause's one line).
     """
-    from .orchestration.pipeline import MetaPipeline, pipeline_options
+    from .orchestration.pipeline import MetaPipeline
 
     check_args("run_pipeline", profile=(profile, (str,), False))
-    pipeline_options(options)
+    known = [f.name for f in fields(MetaPipeline) if f.name != "meta_profile"]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown option {unknown[0]!r}; the options are: {', '.join(known)}")
     return MetaPipeline(profile, **options).execute()
 
 

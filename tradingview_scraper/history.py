@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import audit, runlock
 from .errors import ConfigError, PipelineError, RunInProgressError
 from .layout import NODE_FILES, ROOT, RUNS_ROOT, STORE, Node, check_name, run_dir
-
-#: What a run's status says.
-STATUSES = ("finished", "running", "failed", "incomplete", "damaged")
 
 #: The word ``--previous-run`` takes for the newest finished run of the same profile.
 LATEST = "latest"
@@ -37,7 +34,7 @@ class RunInfo:
     started : str
         The genesis entry's time (ISO 8601, UTC): runs of a profile are ordered by it.
     status : str
-        One of :data:`STATUSES`: ``running`` (another live process holds its lock),
+        ``running`` (another live process holds its lock),
         ``failed`` (a stage failure no later success repaired), ``damaged`` (its ledger does
         not verify), ``finished`` (its root's final artifact is recorded: ``report.md`` of a
         meta run, ``returns.parquet`` of a standalone sleeve), else ``incomplete``.
@@ -65,11 +62,9 @@ class RunInfo:
 
     def as_dict(self) -> dict:
         """The run as JSON data (``tvs runs --json``)."""
-        return {
-            "run_id": self.run_id, "dir": str(self.dir), "profile": self.profile, "started": self.started,
-            "status": self.status, "detail": self.detail, "data_end": self.data_end, "sharpe": self.sharpe,
-            "pins": sorted(self.pins), "previous_run": sorted(self.previous),
-        }  # fmt: skip
+        out = {**asdict(self), "dir": str(self.dir), "pins": sorted(self.pins)}
+        out["previous_run"] = sorted(out.pop("previous"))
+        return out
 
 
 def read_run(path: Path | str) -> RunInfo | str:
@@ -88,7 +83,7 @@ def read_run(path: Path | str) -> RunInfo | str:
         holder = runlock.holder(path)
         return f"starting (pid {holder} holds its lock; no ledger yet)" if holder else "no audit ledger (audit.jsonl)"
     genesis = audit.genesis_of(path)
-    if genesis is None or genesis.get("kind") != "genesis":
+    if genesis is None:
         return "its ledger does not start with a genesis entry"
     if genesis.get("run_id") != path.name:
         return f"its ledger is run {genesis.get('run_id')!r}'s"

@@ -1,15 +1,10 @@
 """The one owner of a run in the workflow's main process: its directory, lock, cluster, signals and verdict.
 
-Whichever entry point starts a run, one :class:`RunOwner` decides what the run may touch
-and lives as long as it does. The runner (scripts, ``make``, the Python API) creates it,
-checks the run and claims it before Snakemake starts, and hands it to the workflow it drives
-(:meth:`RunOwner.handed`); the plain ``snakemake`` command has the workflow create it when
-the Snakefile is parsed (:meth:`RunOwner.for_workflow`). Parsing only reads: the owner
-refuses a directory that is not the run's and claims it (lock, temp files, damaged
-artifacts) only when jobs will really execute. It starts the run's private Ray cluster when
-a sleeve will be computed, makes SIGTERM stop the run like Ctrl-C, and at the end gives the
-run's verdict, retires what the run no longer produces, stops the cluster and releases the
-lock (a directory it created and that holds nothing else goes with it).
+The runner (scripts, ``make``, the Python API) creates it, checks the run and claims it before
+Snakemake starts, and hands it to the workflow it drives (:meth:`RunOwner.handed`); for the
+plain ``snakemake`` command the workflow creates it when the Snakefile is parsed
+(:meth:`RunOwner.for_workflow`). Parsing only reads: the run is claimed only when jobs will
+really execute.
 """
 
 from __future__ import annotations
@@ -18,72 +13,24 @@ import atexit
 import contextlib
 import contextvars
 import os
-import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import audit, runlock, stages
 from .cluster import watch_interrupts
-from .errors import ConfigError, PipelineError
-from .layout import Node, check_runs_root, refuse_symlink
+from .errors import PipelineError
+from .layout import check_runs_root
 from .rule_inputs import check_plain_runs_root
 from .run import RunContext
-
-#: Files a run directory may hold before its ledger exists: the locks and the stage logs
-#: (a run killed before its first stage recorded anything).
-_BEFORE_LEDGER = re.compile(r"^(\.run\.lock|audit\.jsonl\.lock|(.*/)?logs/[^/]+\.log)$")
 
 # SIGTERM, like SIGINT, is process-wide: a plain bool a signal handler may set.
 _terminated = False
 
 #: The owner the runner hands to the workflow it drives in this context (see :meth:`RunOwner.handed`).
 _handed: contextvars.ContextVar[RunOwner | None] = contextvars.ContextVar("tvs_run_owner", default=None)
-
-
-def check_run_dir(run_dir: Path, run_id: str) -> None:
-    """Refuse a run directory run ``run_id`` does not own; read only, creates nothing.
-
-    Raises
-    ------
-    ConfigError
-        The run directory is a symlink, or it exists and is not this run's: it holds
-        another run's ledger, or files but no ledger (a user's folder, or a run whose
-        ledger was removed: nothing in it can be verified).
-    """
-    run_dir = refuse_symlink(Path(run_dir), "run directory")
-    if not run_dir.is_dir():
-        if run_dir.exists():
-            raise ConfigError(f"run directory {run_dir} is a file; choose another run id")
-        return
-    if runlock.holder(run_dir) is not None:
-        return  # a live run holds it: claiming it is refused as "in progress", a dry run may look
-    ledger = Node(run_dir).file("audit")
-    if ledger.is_file() and ledger.stat().st_size > 0:
-        first = audit.genesis_of(run_dir)
-        if first is None:
-            raise ConfigError(
-                f"{ledger} does not start with a genesis entry: {run_dir} is not a run directory of this pipeline; "
-                "choose another run id"
-            )
-        if first.get("run_id") != run_id:
-            raise ConfigError(
-                f"run directory {run_dir} holds the ledger of run {first.get('run_id')!r}, not {run_id!r}; "
-                "choose another run id (a run directory is never renamed or reused)"
-            )
-        return
-    stray = [
-        rel
-        for p in sorted(run_dir.rglob("*"))
-        if (p.is_file() or p.is_symlink()) and not _BEFORE_LEDGER.match(rel := p.relative_to(run_dir).as_posix())
-    ]
-    if stray:
-        raise ConfigError(
-            f"{run_dir} holds files ({stray[0]}, ...) but no audit ledger (audit.jsonl): they cannot be verified "
-            "and are not this run's; remove the directory or choose another run id"
-        )
 
 
 def report_at_exit(error: BaseException | None) -> None:
@@ -134,7 +81,6 @@ class RunOwner:
         self.run = run
         self.run_dir, self.run_id = run.run_dir, run.run_id
         self.claimed = False
-        self.created = False
         self.start_seq = audit.last_seq(self.run_dir)  # failures after it are this run's
         self._preflight_done = False
         self._pass_to_jobs: Callable[[dict], None] = lambda settings: None
@@ -148,8 +94,6 @@ class RunOwner:
     def cluster(self):
         """The run's Ray cluster (None: sleeves compute in-process)."""
         return self.run.cluster
-
-    # ----------------------------------------------------------------- the workflow's view
 
     @contextlib.contextmanager
     def handed(self) -> Iterator[RunOwner]:
@@ -181,7 +125,7 @@ class RunOwner:
                 check_runs_root(run.runs_root, writable=False)
                 check_plain_runs_root(run)
                 owner = cls(run)
-                owner.check()
+                runlock.check_run_dir(owner.run_dir, owner.run_id)
                 owner._workflow_releases = True
             owner._pass_to_jobs = pass_to_jobs
             if not config.get("run_id"):
@@ -191,16 +135,10 @@ class RunOwner:
                 pass_to_jobs(owner.cluster.job_config())
             return owner
 
-    def ray_cpus(self) -> int | None:
-        """How many sleeve jobs may run at once: the cluster's CPUs (a named cluster is asked)."""
+    def ray_cpus(self) -> int:
+        """How many sleeve jobs may run at once: the CPUs of the run's cluster (a named cluster is asked)."""
         with reported(self._workflow_releases):
-            return None if self.cluster is None else self.cluster.cpus()
-
-    # ----------------------------------------------------------------- before any work
-
-    def check(self) -> None:
-        """Refuse a run directory this run does not own (:func:`check_run_dir`); read only."""
-        check_run_dir(self.run_dir, self.run_id)
+            return self.cluster.cpus()
 
     def preflight(self) -> None:
         """Check the run's pins, data and rebalance book once (:func:`stages.preflight`)."""
@@ -220,12 +158,11 @@ class RunOwner:
     def claim(self, *, repair: bool = True) -> None:
         """Own the run directory for a run whose jobs will execute (idempotent).
 
-        Runs the pre-flight checks (once), checks the directory (:meth:`check`) and that it
-        is writable, creates it if missing, takes the run's lock (which removes the temp
-        files a killed writer left) and, with ``repair``, deletes every artifact whose bytes
-        differ from its ledger record together with what was computed from it, one line
-        each on stderr, so that chain reruns. Call it before the DAG is built: Snakemake
-        plans reruns from the files it sees then.
+        After the pre-flight checks and the directory's (:func:`runlock.check_run_dir`), takes
+        the run's lock and, with ``repair``, deletes every artifact whose bytes differ from its
+        ledger record together with what was computed from it, one line each on stderr, so
+        that chain reruns. Call it before the DAG is built: Snakemake plans reruns from the
+        files it sees then.
 
         Raises
         ------
@@ -241,10 +178,9 @@ class RunOwner:
         with reported(self._workflow_releases):
             self.preflight()
             check_runs_root(self.run.runs_root, run_id=self.run_id)
-            self.check()
-            existed = self.run_dir.exists()
+            runlock.check_run_dir(self.run_dir, self.run_id)
             runlock.acquire(self.run_dir, self.run_id)
-            self.claimed, self.created = True, not existed
+            self.claimed = True
             try:
                 damages = audit.damaged(self.run_dir) if repair else []
                 audit.discard(self.run_dir, damages)
@@ -275,20 +211,14 @@ class RunOwner:
                 self._sigterm = previous
         self._watching = True
 
-    # ----------------------------------------------------------------- the run
-
     def start(self, sleeves_to_compute: bool, produced: list[str] | None = None, *, jobs_in_process: bool = False) -> None:
-        """The run's jobs are about to execute: watch signals, claim, let a private Ray cluster start when needed.
+        """The run's jobs are about to execute (the workflow's ``onstart``): watch signals, claim, start the cluster.
 
-        Runs in the workflow's ``onstart``: only when jobs will run (not on dry runs, lint or
-        no-op reruns). Explicit targets skip the final targets' input function, so a run is
-        claimed here at the latest, after the DAG was built: damaged artifacts are then left
-        to the final check rather than discarded. A private cluster starts only after the
-        checks and the lock (a refused run starts none). With ``jobs_in_process`` (jobs are
-        threads of this process) it starts when the first task needs it
-        (:meth:`Cluster.start_on_demand`): a sleeve job that finds its work done elsewhere
-        starts nothing. Jobs in other processes need its address before they start: it
-        starts here, when a sleeve will be computed (``sleeves_to_compute``).
+        Explicit targets skip the final targets' input function, so a run is claimed here at
+        the latest; damaged artifacts are then left to the final check. A private cluster
+        starts only after the checks and the lock: with ``jobs_in_process`` (jobs are threads
+        of this process) when the first task needs it, else here when a sleeve will be
+        computed (``sleeves_to_compute``), since jobs in other processes need its address.
         ``produced``: every output of the run's complete DAG (None: a partial DAG), so that
         :meth:`finish` retires what the run no longer produces.
         """
@@ -307,9 +237,11 @@ class RunOwner:
     def finish(self, failed: bool = False) -> PipelineError | None:
         """End the run once: stop (or leave) its cluster and give its verdict.
 
-        On failure the verdict is the root cause's one line, from the ledger; on success,
-        the first recorded artifact that no longer matches its record, and the artifacts no
-        job of the run produces any more are retired (:meth:`retire`). The plain command
+        On failure the verdict is the root cause's one line, from the ledger; on success, the
+        first recorded artifact that no longer matches its record. A successful run retires
+        the recorded artifacts no job of it produces any more: an earlier invocation of the
+        same run id may have written files this one does not (``rebalance_<p>.json`` once the
+        book is dropped), and left in place they would read as current. The plain command
         prints the verdict as its last line and releases the run here.
 
         Returns
@@ -325,9 +257,10 @@ class RunOwner:
             if failed:
                 error = audit.first_failure(self.run_dir, self.start_seq)
             else:
-                error = self.verdict() if self.claimed else None
+                left = audit.damaged(self.run_dir) if self.claimed else []
+                error = PipelineError(f"{left[0].line(self.run_dir)}; rerun the same command to recompute it") if left else None
                 if error is None and self._produced is not None:
-                    self.retire(self._produced)
+                    self._retire(self._produced)
             self._outcome.append(error)
             if self._workflow_releases:
                 report_at_exit(error)
@@ -336,44 +269,24 @@ class RunOwner:
             if self._workflow_releases:
                 self.release()
 
-    def verdict(self) -> PipelineError | None:
-        """The error a successful run still ends with: the first artifact that no longer matches its record."""
-        left = audit.damaged(self.run_dir)
-        if left:
-            return PipelineError(f"{left[0].line(self.run_dir)}; rerun the same command to recompute it")
-        return None
-
-    def retire(self, produced: Iterable[str]) -> list[str]:
-        """Delete the recorded artifacts no job of this run produces any more, and record that.
-
-        An earlier invocation of the same run id may have written files this one does not
-        (``rebalance_<p>.json`` once the book is dropped, a risk profile no longer asked for):
-        they are the run's own, and left in place they would read as current. ``produced``
-        holds every output path of the run's complete DAG (files, or directories whose files
-        count as produced).
-
-        Returns
-        -------
-        list of str
-            The paths retired, relative to the run directory.
-        """
+    def _retire(self, produced: list[str]) -> None:
+        """Retire the recorded artifacts outside ``produced`` (output files, or directories whose files count)."""
         root = Path(os.path.abspath(self.run_dir))
         outputs = {os.path.abspath(p) for p in produced}
-        stale = []
-        for rel in audit.recorded(self.run_dir):
-            full = root / rel
-            if not any(str(p) in outputs for p in (full, *full.parents[: len(Path(rel).parts) - 1])):
-                stale.append(rel)
-        return audit.retire(self.run_dir, stale, "no longer produced by this run")
+        stale = [
+            rel
+            for rel in audit.recorded(self.run_dir)
+            if not any(str(p) in outputs for p in (root / rel, *(root / rel).parents[: len(Path(rel).parts) - 1]))
+        ]
+        audit.retire(self.run_dir, stale, "no longer produced by this run")
 
     def release(self) -> None:
-        """Stop the cluster, release the lock :meth:`claim` took (a directory it created goes too when it holds
-        nothing else) and put back SIGTERM's handler; idempotent."""
+        """Stop the cluster, release the lock :meth:`claim` took and put back SIGTERM's handler; idempotent."""
         if self.cluster is not None:
             self.cluster.shutdown()
         if self.claimed:
             self.claimed = False
-            runlock.release(self.run_dir, discard_empty=self.created)
+            runlock.release(self.run_dir)
         if self._sigterm is not None:
             with contextlib.suppress(ValueError):  # off the main thread: the handler stays
                 signal.signal(signal.SIGTERM, self._sigterm)

@@ -33,11 +33,9 @@ def _as_bool(value: object, key: str) -> bool:
 
 @dataclass
 class RunContext:
-    """Everything a stage needs to know about its run.
+    """Everything a stage needs to know about its run, built from the Snakemake config.
 
-    Built once per workflow run from the Snakemake config (or the runner's options):
-    the resolved plan, the run directory and the run's Ray cluster (None: sequential),
-    which the process owning the run starts and every stage uses.
+    ``cluster`` is the run's Ray cluster (None: sequential), which the run's owner starts.
     """
 
     plan: Plan
@@ -82,14 +80,11 @@ class RunContext:
 
     @classmethod
     def from_config(cls, config: dict, *, environ: dict | None = None) -> RunContext:
-        """Resolve a Snakemake-style config (scalars) into a context.
+        """Resolve a Snakemake-style config (scalars, ``profile`` required) into a context.
 
-        Keys: ``profile`` (required), ``run_id``, ``manifest``, ``profiles``,
-        ``execute_sleeves``, ``ray``, ``ray_address``, ``ray_token_path``, ``ray_mode``,
-        ``ray_num_cpus``, ``runs_root``, ``previous_run``, ``holdings``, ``reuse``. A missing run id is generated; the process owning
-        the run passes it (and the cluster's address and token file) to its jobs as config,
-        so a job needs nothing from the environment. ``RAY_ADDRESS`` and
-        ``RAY_AUTH_TOKEN_PATH`` in ``environ`` are defaults for the owner's config.
+        A missing run id is generated; the process owning the run passes it (and the
+        cluster's address and token file) to its jobs as config, so a job needs nothing from
+        the environment (``environ``: see :func:`run_cluster`).
         """
         env = os.environ if environ is None else environ
         profile = config.get("profile")

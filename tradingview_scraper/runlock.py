@@ -1,4 +1,5 @@
-"""One live driver per run directory: an exclusive ``flock`` on ``<run_dir>/.run.lock``.
+"""Who may touch a run directory: the run's own (a directory of another run or of no run is refused),
+and one live driver at a time (an exclusive ``flock`` on ``<run_dir>/.run.lock``).
 
 The kernel releases a ``flock`` when the last descriptor of its holder closes, so a
 driver killed by SIGKILL leaves no stale lock: the next run of the same command simply
@@ -10,14 +11,20 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import threading
 from pathlib import Path
 
+from . import audit
 from .errors import ConfigError, RunInProgressError
 from .layout import Node, refuse_symlink, remove_partial_writes
 
-# Lock file path -> descriptor holding the lock, for the locks this process holds.
-_held: dict[str, int] = {}
+#: Files a run directory may hold before its ledger exists: the locks and the stage logs
+#: (a run killed before its first stage recorded anything).
+_BEFORE_LEDGER = re.compile(r"^(\.run\.lock|audit\.jsonl\.lock|(.*/)?logs/[^/]+\.log)$")
+
+# Lock file path -> (descriptor holding the lock, whether taking it created the run directory).
+_held: dict[str, tuple[int, bool]] = {}
 _guard = threading.Lock()
 
 
@@ -25,18 +32,54 @@ def _lock_file(run_dir: Path | str) -> Path:
     return Node(Path(run_dir)).file("run_lock")
 
 
+def check_run_dir(run_dir: Path, run_id: str) -> None:
+    """Refuse a run directory run ``run_id`` does not own; read only, creates nothing.
+
+    Raises
+    ------
+    ConfigError
+        The run directory is a symlink, or it exists and is not this run's: it holds
+        another run's ledger, or files but no ledger (a user's folder, or a run whose
+        ledger was removed: nothing in it can be verified).
+    """
+    run_dir = refuse_symlink(Path(run_dir), "run directory")
+    if not run_dir.is_dir():
+        if run_dir.exists():
+            raise ConfigError(f"run directory {run_dir} is a file; choose another run id")
+        return
+    if holder(run_dir) is not None:
+        return  # a live run holds it: claiming it is refused as "in progress", a dry run may look
+    ledger = Node(run_dir).file("audit")
+    if ledger.is_file() and ledger.stat().st_size > 0:
+        first = audit.genesis_of(run_dir)
+        if first is None:
+            raise ConfigError(
+                f"{ledger} does not start with a genesis entry: {run_dir} is not a run directory of this pipeline; "
+                "choose another run id"
+            )
+        if first.get("run_id") != run_id:
+            raise ConfigError(
+                f"run directory {run_dir} holds the ledger of run {first.get('run_id')!r}, not {run_id!r}; "
+                "choose another run id (a run directory is never renamed or reused)"
+            )
+        return
+    stray = [
+        rel
+        for p in sorted(run_dir.rglob("*"))
+        if (p.is_file() or p.is_symlink()) and not _BEFORE_LEDGER.match(rel := p.relative_to(run_dir).as_posix())
+    ]
+    if stray:
+        raise ConfigError(
+            f"{run_dir} holds files ({stray[0]}, ...) but no audit ledger (audit.jsonl): they cannot be verified "
+            "and are not this run's; remove the directory or choose another run id"
+        )
+
+
 def acquire(run_dir: Path | str, run_id: str) -> bool:
-    """Take the lock of run ``run_id`` (directory ``run_dir``) for this process.
+    """Take the lock of run ``run_id`` (directory ``run_dir``, created if missing) for this process.
 
-    Creates the run directory. Right after taking the lock, deletes the temp files of
-    atomic writes a killed earlier driver left behind.
-
-    Parameters
-    ----------
-    run_dir : path-like
-        The run directory.
-    run_id : str
-        The run's id, for the message.
+    Right after taking the lock, deletes the temp files of atomic writes a killed earlier
+    driver left behind.
 
     Returns
     -------
@@ -57,6 +100,7 @@ def acquire(run_dir: Path | str, run_id: str) -> bool:
         if key in _held:
             return False
         refuse_symlink(Path(run_dir), "run directory")
+        created = not Path(run_dir).exists()
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
@@ -77,7 +121,7 @@ def acquire(run_dir: Path | str, run_id: str) -> bool:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _held[key] = fd
+        _held[key] = (fd, created)
     remove_partial_writes(Path(run_dir))
     return True
 
@@ -120,24 +164,23 @@ def holder(run_dir: Path | str) -> str | None:
     return None
 
 
-def release(run_dir: Path | str, *, discard_empty: bool = False) -> None:
+def release(run_dir: Path | str) -> None:
     """Release this process's lock on ``run_dir`` (no-op if it does not hold it).
 
     The lock file stays: deleting it would let a process that opened it meanwhile lock a
-    file nobody else sees. Except with ``discard_empty``, for a run directory this run
-    created: when it holds nothing but the lock (the run was refused before any stage
-    ran), the lock file and the directory are deleted, still under the lock.
+    file nobody else sees. Except when taking the lock created the run directory and it
+    holds nothing but the lock (the run was refused before any stage ran): the lock file
+    and the directory are deleted, still under the lock.
     """
     path = _lock_file(run_dir)
     with _guard:
-        fd = _held.pop(os.path.abspath(path), None)
+        fd, created = _held.pop(os.path.abspath(path), (None, False))
     if fd is None:
         return
     try:
-        if discard_empty and [p.name for p in Path(run_dir).iterdir()] == [path.name]:
+        if created and [p.name for p in Path(run_dir).iterdir()] == [path.name]:
             path.unlink()
             Path(run_dir).rmdir()
     finally:
         os.ftruncate(fd, 0)
         os.close(fd)
-

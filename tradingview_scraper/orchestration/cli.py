@@ -15,6 +15,11 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+#: The options :class:`~.pipeline.MetaPipeline` takes as the command line gives them.
+_AS_GIVEN = ("profiles", "execute_sleeves", "run_id", "manifest", "cores", "dry_run", "ray_address", "ray_token_path",
+             "ray_num_cpus", "runs_root", "previous_run", "holdings")  # fmt: skip
+
+
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = _OneLineParser(prog=prog, description=description)
     p.add_argument("--profile", required=True, help="meta profile of the manifest (e.g. meta_demo)")
@@ -64,20 +69,9 @@ def main(argv: list[str] | None, *, prog: str, require_meta: bool) -> int:
                 )
         pipeline = MetaPipeline(
             args.profile,
-            profiles=args.profiles,
-            execute_sleeves=args.execute_sleeves,
-            run_id=args.run_id,
-            manifest=args.manifest,
-            cores=args.cores,
-            dry_run=args.dry_run,
+            **{name: getattr(args, name) for name in _AS_GIVEN},
             ray=not args.no_ray,
-            ray_address=args.ray_address,
-            ray_token_path=args.ray_token_path,
-            ray_num_cpus=args.ray_num_cpus,
-            runs_root=args.runs_root,
             quiet=not args.verbose,
-            previous_run=args.previous_run,
-            holdings=args.holdings,
             reuse=not args.no_reuse,
             progress=None if (args.quiet or args.verbose or args.dry_run) else sys.stdout,
         )

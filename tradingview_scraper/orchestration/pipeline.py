@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -13,10 +13,11 @@ from ..errors import ConfigError, PipelineError, one_line
 from ..history import LATEST, latest
 from ..layout import RUNS_ROOT, check_name, check_runs_root, new_run_id, run_dir, wildcard_like
 from ..manifest import DEFAULT_MANIFEST, parse_risk_profiles
-from ..owner import RunOwner, check_run_dir, terminated
+from ..owner import RunOwner, terminated
 from ..rule_inputs import targets
 from ..run import RunContext
-from .progress import JobCollector, JobRecord, Progress, SnakemakeErrors
+from ..runlock import check_run_dir
+from .progress import JobRecord, Progress
 
 #: The workflow ships inside the package (in a checkout, a link to the top-level workflow/).
 SNAKEFILE = Path(__file__).resolve().parents[1] / "workflow" / "Snakefile"
@@ -75,20 +76,6 @@ def check_options(options: object) -> None:
             raise ConfigError(f"{name}={value!r} must be {valid} (got {type(value).__name__})")
     if options.progress is not None and not callable(getattr(options.progress, "write", None)):
         raise ConfigError(f"progress={options.progress!r} must be a text stream (e.g. sys.stdout) or None")
-
-
-def pipeline_options(options: dict) -> None:
-    """Refuse a keyword :class:`MetaPipeline` does not take, naming the ones it does.
-
-    Raises
-    ------
-    ConfigError
-        An unknown keyword.
-    """
-    known = [f.name for f in fields(MetaPipeline) if f.name != "meta_profile"]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown option {unknown[0]!r}; the options are: {', '.join(known)}")
 
 
 @dataclass
@@ -236,15 +223,14 @@ class MetaPipeline:
             ResourceSettings,
         )
 
-        collector, smk_errors = JobCollector(), SnakemakeErrors()
+        log = Progress(self.progress, self.run_dir)
         gc_thresholds = gc.get_threshold()  # the Snakefile raises them for the DAG build
-        forcerun = ["sleeve"] if self.execute_sleeves else []
         # Ray's own SIGTERM handler in the driver dumps a C++ stack and aborts; the owner's stops like Ctrl-C.
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         owner = self.owner
         if owner.cluster is not None:
             owner.run.cluster = owner.cluster.renewed()  # an earlier execute shut it down
-        cluster, config = owner.cluster, self.config()
+        cluster = owner.cluster
         try:
             owner.watch_signals()
             # A real run claims its directory (lock, partial writes, damaged artifacts
@@ -262,11 +248,7 @@ class MetaPipeline:
                 owner.handed(),
                 SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if self.quiet else None, show_failed_logs=True)) as api,
             ):
-                smk_logger.addHandler(collector)
-                smk_logger.addHandler(smk_errors)
-                progress = Progress(self.progress, self.run_dir) if self.progress is not None else None
-                if progress is not None:
-                    smk_logger.addHandler(progress)
+                smk_logger.addHandler(log)
                 try:
                     workflow = api.workflow(
                         snakefile=SNAKEFILE,
@@ -274,11 +256,14 @@ class MetaPipeline:
                         resource_settings=ResourceSettings(
                             cores=self.cores, resources={"ray_cpus": ray_cpus} if ray_cpus else {}
                         ),
-                        config_settings=ConfigSettings(config=config),
+                        config_settings=ConfigSettings(config=self.config()),
                     )
                     dag = workflow.dag(
                         DAGSettings(
-                            targets=frozenset(targets(self.owner.run, runner=True)), forceall=self.forceall, forcerun=forcerun, force_incomplete=True
+                            targets=frozenset(targets(owner.run, runner=True)),
+                            forceall=self.forceall,
+                            forcerun=["sleeve"] if self.execute_sleeves else [],
+                            force_incomplete=True,
                         )
                     )
                     dag.execute_workflow(
@@ -287,10 +272,7 @@ class MetaPipeline:
                         execution_settings=ExecutionSettings(use_threads=True, lock=False),
                     )
                 finally:
-                    smk_logger.removeHandler(collector)
-                    smk_logger.removeHandler(smk_errors)
-                    if progress is not None:
-                        smk_logger.removeHandler(progress)
+                    smk_logger.removeHandler(log)
             # Never "done" while an artifact differs from its record (the onsuccess hook gave
             # the verdict already; a no-op rerun has no hooks).
             verdict = None if self.dry_run else owner.finish()
@@ -301,15 +283,12 @@ class MetaPipeline:
         except Exception as exc:  # Snakemake reports a job's exception only as text: the ledger has it
             if interrupted() or terminated():  # Snakemake turned Ctrl-C into a failed run: report it as Ctrl-C
                 raise KeyboardInterrupt from exc
-            failure = owner.finish(failed=True)
-            if failure is not None:
-                raise failure from exc
-            raise PipelineError(_root_message(exc, smk_errors.first)) from exc
+            raise (owner.finish(failed=True) or PipelineError(_root_message(exc, log.first_error))) from exc
         finally:
             gc.unfreeze()  # what the DAG build froze is collectable again
             gc.set_threshold(*gc_thresholds)
             owner.release()  # the cluster stopped (a named one left), the lock released, SIGTERM's handler back
-        return RunResult(self.run_id, self.run_dir, collector.jobs, self.dry_run)
+        return RunResult(self.run_id, self.run_dir, log.jobs, self.dry_run)
 
 
 def _root_message(exc: BaseException, logged: str | None = None) -> str:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
+from pathlib import Path
 
+from .. import audit, history
 from ..errors import PipelineError
-from ..layout import RUNS_ROOT
+from ..layout import RUNS_ROOT, run_dir
 from ..manifest_io import DEFAULT_MANIFEST
 from .cli import _OneLineParser
 
@@ -35,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_USAGE, end="", file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    handler = {"run": _run, "dag": _dag, "verify": _verify, "runs": _runs, "prune": _prune}.get(command)
+    handler = {"run": partial(_pipeline, "run"), "dag": partial(_pipeline, "dag"), "verify": _verify, "runs": _runs,
+               "prune": _prune}.get(command)  # fmt: skip
     if handler is None:
         print(f"{_PROG}: error: unknown command {command!r}; the commands are: run, dag, verify, runs, prune", file=sys.stderr)
         return 2
@@ -46,43 +50,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _profile_argv(command: str, rest: list[str]) -> list[str] | None:
-    """``PROFILE [options]`` as the runner's options (``--profile PROFILE ...``); None: usage printed."""
+def _pipeline(command: str, rest: list[str]) -> int:
+    """``tvs run`` / ``tvs dag``: ``PROFILE [options]`` as the runner's options (``--profile PROFILE ...``)."""
+    from .cli import main as run_main
+
     if rest and not rest[0].startswith("-"):
-        return ["--profile", rest[0], *rest[1:]]
-    if any(a in ("-h", "--help") for a in rest):
-        return rest
-    print(f"{_PROG} {command}: error: give the profile first: {_PROG} {command} PROFILE [options] (see --help)", file=sys.stderr)
-    return None
+        rest = ["--profile", rest[0], *rest[1:]]
+    elif not any(a in ("-h", "--help") for a in rest):
+        print(f"{_PROG} {command}: error: give the profile first: {_PROG} {command} PROFILE [options] (see --help)", file=sys.stderr)
+        return 2
+    return run_main([*rest, *(["--dry-run"] if command == "dag" else [])], prog=f"{_PROG} {command}", require_meta=False)
 
 
-def _run(rest: list[str]) -> int:
-    from .cli import main as run_main
-
-    argv = _profile_argv("run", rest)
-    return 2 if argv is None else run_main(argv, prog=f"{_PROG} run", require_meta=False)
-
-
-def _dag(rest: list[str]) -> int:
-    from .cli import main as run_main
-
-    argv = _profile_argv("dag", rest)
-    return 2 if argv is None else run_main([*argv, "--dry-run"], prog=f"{_PROG} dag", require_meta=False)
-
-
-def _runs_root_arg(p) -> None:
+def _parser(command: str, description: str) -> _OneLineParser:
+    p = _OneLineParser(prog=f"{_PROG} {command}", description=description)
     p.add_argument("--runs-root", default=str(RUNS_ROOT), help="directory of run directories (default: %(default)s)")
+    return p
 
 
 def _verify(rest: list[str]) -> int:
-    from pathlib import Path
-
-    from .. import audit, history
-    from ..layout import run_dir
-
-    p = _OneLineParser(prog=f"{_PROG} verify", description="Verify a run's hash-chained ledger and every artifact it records.")
+    p = _parser("verify", "Verify a run's hash-chained ledger and every artifact it records.")
     p.add_argument("run", metavar="RUN", help="a run id of the runs root, or a run directory")
-    _runs_root_arg(p)
     args = p.parse_args(rest)
     path = Path(args.run)
     if not (path.is_dir() or "/" in args.run):
@@ -95,12 +83,9 @@ def _verify(rest: list[str]) -> int:
 
 
 def _runs(rest: list[str]) -> int:
-    from .. import history
-
-    p = _OneLineParser(prog=f"{_PROG} runs", description="List the runs of a runs root, oldest first.")
+    p = _parser("runs", "List the runs of a runs root, oldest first.")
     p.add_argument("--profile", help="only the runs of this profile")
     p.add_argument("--json", action="store_true", help="one JSON list instead of the table")
-    _runs_root_arg(p)
     args = p.parse_args(rest)
     found = history.runs(args.runs_root, args.profile)
     if args.json:
@@ -121,12 +106,7 @@ def _runs(rest: list[str]) -> int:
 
 
 def _prune(rest: list[str]) -> int:
-    from .. import history
-
-    p = _OneLineParser(
-        prog=f"{_PROG} prune",
-        description="Delete the runs older than the N newest of each profile; a dry run unless --delete.",
-    )
+    p = _parser("prune", "Delete the runs older than the N newest of each profile; a dry run unless --delete.")
     p.add_argument("--keep", type=int, required=True, metavar="N", help="runs kept per profile (newest first)")
     p.add_argument("--profile", help="prune only this profile's runs")
     p.add_argument(
@@ -136,7 +116,6 @@ def _prune(rest: list[str]) -> int:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="say what would be deleted (the default)")
     mode.add_argument("--delete", action="store_true", help="delete them")
-    _runs_root_arg(p)
     args = p.parse_args(rest)
     pins = dict.fromkeys(history.manifest_pins(args.manifest), f"manifest {args.manifest}")
     plan = history.prune_plan(args.keep, args.runs_root, args.profile, pinned=pins)
