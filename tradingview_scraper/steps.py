@@ -164,8 +164,9 @@ STEPS: dict[str, Step] = {
             ledger=lambda job: {"profile": job.profile},
             numeric=True,
         ),
-        Step("risk", "stages._risk:run_risk", {**_OWN_META, "prices": Outside("risk_prices")}, numeric=True,
-             targets=("risk",), params={"content": "risk_content"}, custom=True),  # fmt: skip
+        Step("risk", "risk_book:node_risk", {**_OWN_META, "prices": Outside("risk_prices")},
+             ledger=lambda job: {"profiles": job.profiles}, numeric=True, targets=("risk",),
+             params={"content": "risk_content"}),  # fmt: skip
         Step(
             "report",
             "stages._report:run_report",
