@@ -3,10 +3,11 @@
 The package reads a meta node's artifacts (:func:`load_node`), computes every number
 (:func:`analyse`, over the pure metrics and anomaly checks), builds a document of blocks (:func:`document`,
 :func:`sections`), renders it (:func:`to_markdown`, :func:`to_html`) with its figures
-(:func:`figures`), and assembles every output file (:func:`build_report`).
+(:func:`figures`, kept across runs by :func:`figures_via_store`), and assembles every output file
+(:func:`build_report`).
 """
 
-from ._analysis import Analysis, analyse
+from ._analysis import Analysis, analyse, headline
 from ._anomalies import (
     FALSE_ALARMS,
     TAIL_DF,
@@ -23,6 +24,7 @@ from ._metrics import calendar, diversification, effective_number, performance, 
 from ._node import NodeData, load_node
 from ._rendering import to_html, to_markdown
 from ._sections import SECTIONS, TABLES, TOP_HOLDINGS, document, sections
+from ._store import figures_via_store, stored_figures
 
 __all__ = [
     "DPI",
@@ -51,6 +53,8 @@ __all__ = [
     "effective_number",
     "figures",
     "figures_key",
+    "figures_via_store",
+    "headline",
     "jump_cutoff",
     "largest_sleeves",
     "load_node",
@@ -60,6 +64,7 @@ __all__ = [
     "sections",
     "series_anomalies",
     "stale_run",
+    "stored_figures",
     "to_html",
     "to_markdown",
     "tournament",
