@@ -8,7 +8,7 @@ assembles a node's records from its artifacts and the prices of the positions it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .errors import DataError
@@ -183,7 +183,7 @@ def node_risk(
     meta_weights: Mapping[str, dict],
     meta_stream: Mapping,
     flattened: Mapping[str, dict],
-    prices: list[str] = (),
+    prices: Sequence[str] = (),
 ) -> dict[str, dict]:
     """``risk_<profile>.json`` of meta node ``node``, every risk profile of ``meta_returns``.
 
@@ -217,7 +217,7 @@ def node_risk(
         Per risk profile, the node's out-of-sample stream (``meta/stream_<p>.parquet``).
     flattened : dict of str -> dict
         Per risk profile, the node's flattened book (``flattened_<p>.json``).
-    prices : list of str
+    prices : sequence of str
         The price files of the atomic sleeves below the node and the returns files of the
         external ones: each is read through its sleeve's data block (or external block),
         which names it.
