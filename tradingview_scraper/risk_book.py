@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from .errors import DataError
 from .manifest import NodeSpec, Plan
 
 
@@ -59,7 +58,7 @@ class _AssetPaths:
         return pd.concat([start, wealth]).rename(r.name)
 
 
-def _asset_risk(plan: Plan, node_path: str, profile: str, flat: dict, window_dates, paths: _AssetPaths) -> dict:
+def _asset_risk(plan: Plan, profile: str, flat: dict, window_dates, paths: _AssetPaths) -> dict:
     """Ex-ante Euler contributions of the node's flattened book, per position and per sleeve.
 
     Each position's prices come from the atomic sleeve the flattened file names for it
@@ -77,16 +76,11 @@ def _asset_risk(plan: Plan, node_path: str, profile: str, flat: dict, window_dat
     from .data import periods_per_year
     from .risk import common_date_returns, euler_contributions, interval_returns
 
-    if "held_by" not in flat:
-        raise DataError(f"risk: the flattened book of node {node_path!r} ({profile}) names no sleeve per position "
-                        "(held_by): it predates this version; rerun its flatten job")  # fmt: skip
     holders: dict[tuple[str, str], NodeSpec] = {(r["symbol"], r["direction"]): plan.nodes[r["sleeve"]] for r in flat["held_by"]}
     rows = flat["weights"]
     columns, weights, fallbacks, proxied, groups = {}, {}, [], [], {}
     for row in rows:
         key = (row["symbol"], row["direction"])
-        if key not in holders:
-            raise DataError(f"risk: no atomic sleeve below node {node_path!r} holds {key[0]} {key[1]} ({profile})")
         name, holder = f"{key[0]} {key[1]}", holders[key]
         if holder.kind == "external":
             # The run has no prices for an external sleeve's positions: they move with its stream, as
@@ -230,8 +224,8 @@ def node_risk(
     Raises
     ------
     DataError
-        A flattened book without its positions' sleeves, a position no sleeve below the node
-        holds, or returns the contributions cannot be computed on (see :mod:`risk`).
+        Returns the contributions cannot be computed on (see :mod:`risk`), or a common date
+        missing from a position's prices.
     """
     import pandas as pd
 
@@ -248,7 +242,7 @@ def node_risk(
         sleeves = euler_contributions(window, pd.Series(meta["weights"], dtype=float))
         ppy = periods_per_year(window.index)
         windows = meta.get("windows")
-        assets = _asset_risk(plan, node.path, profile, flat, dates, paths)
+        assets = _asset_risk(plan, profile, flat, dates, paths)
         fallbacks = [
             {"scope": "sleeve", "symbol": None, "direction": None, "sleeve": s,
              "reason": f"its stream is constant from {window.index[0].date()} to {window.index[-1].date()} "
