@@ -461,7 +461,7 @@ def test_the_figures_key_follows_what_the_figures_show_not_the_run_id(small_run)
 
 
 def test_a_report_drawn_again_takes_its_figures_from_the_store_byte_for_byte(small_run, tmp_path):
-    from tradingview_scraper.stages._report import stored_figures
+    from tradingview_scraper.report import stored_figures
 
     root = tmp_path / "runs"
     shutil.copytree(small_run.parent, root, symlinks=True)

@@ -102,3 +102,42 @@ def test_holdings_view_reproduces_the_sleeve_view_when_the_weights_never_change(
     assert risk["assets"]["volatility"] == pytest.approx(risk["sleeves"]["volatility"], rel=1e-9)
     for sid, row in streams.items():
         assert by_sleeve[sid]["contribution"] == pytest.approx(row["contribution"], rel=1e-8)
+
+
+def test_the_risk_step_through_the_adapter_records_its_files_as_before(small_run, tmp_path, monkeypatch):
+    """The risk step is a plain step: the adapter reads the node's files, hands the files from
+    outside the run over as paths (the step reads prices through its sleeves' data blocks), writes
+    ``risk_<p>.json`` with the run's bytes and records the ledger entry the step always recorded:
+    the node's files profile by profile, then each outside file by its absolute path."""
+    import os
+    import shutil
+
+    from tradingview_scraper import stages, steps
+    from tradingview_scraper.layout import write_parquet
+    from tradingview_scraper.rule_inputs import step_inputs
+    from tradingview_scraper.run import RunContext
+
+    from .conftest import SMALL_MANIFEST
+
+    root = tmp_path / "runs"
+    shutil.copytree(small_run.parent, root, symlinks=True)
+    config = {"profile": "meta_small", "run_id": small_run.name, "manifest": str(SMALL_MANIFEST), "runs_root": str(root)}
+    ctx = RunContext.from_config(config, environ={})
+    node, profiles = ctx.root, ctx.plan.risk_profiles
+    outs = [node.file("risk", profile=p) for p in profiles]
+    before = [f.read_bytes() for f in outs]
+    outside = tmp_path / "prices.parquet"
+    write_parquet(outside, pd.DataFrame({"close": [1.0, 2.0]}))
+    monkeypatch.chdir(tmp_path)  # an outside file given relative to the working directory
+    seen: list = []
+    with stages.watch(seen.append):
+        stages.run_step(steps.step("risk"), ctx, ".", input={**step_inputs(ctx, "risk", "."), "prices": ["prices.parquet"]},
+                        output={"risk": [str(f) for f in outs]})  # fmt: skip
+    assert [f.read_bytes() for f in outs] == before
+    (io,) = seen
+    assert not any(os.path.samefile(f, outside) for f in io.reads), "the adapter read a file from outside the run"
+    entry = [json.loads(line) for line in (ctx.run_dir / "audit.jsonl").read_text().splitlines()][-1]
+    own = ("meta_returns", "meta_weights", "meta_stream", "flattened")
+    expected = [node.file(k, profile=p).relative_to(ctx.run_dir).as_posix() for p in profiles for k in own]
+    assert [f["path"] for f in entry["inputs"]] == [*expected, os.path.relpath(outside, ctx.run_dir)]
+    assert (entry["stage"], entry["outcome"], entry["params"]) == ("risk", "success", {"profiles": profiles})

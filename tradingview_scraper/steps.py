@@ -72,9 +72,9 @@ class Step:
     function : str
         ``"module:function"`` below the package. A plain step's function takes its inputs by
         name (a parquet file as a DataFrame, a JSON file as its value, a file per risk profile
-        as profile -> value, a child's as sleeve id -> value) and what it needs of the job by
-        name (``node``, ``children``, ``profile``, ``profiles``, ``run_id``, ``plan``,
-        ``offload``, ``note``); it returns its output's value, or output name -> value. A
+        as profile -> value, a child's as sleeve id -> value, a file from outside the run as its
+        path) and what it needs of the job by name (``node``, ``children``, ``profile``,
+        ``profiles``, ``run_id``, ``plan``, ``base_dir``, ``offload``, ``note``, ``warn``); it returns its output's value, or output name -> value. A
         ``custom`` step's function does its own reading and writing:
         ``function(ctx, node_path, profile, input=, output=, log=)``.
     inputs : dict of str -> Own | Children | Outside
@@ -164,8 +164,9 @@ STEPS: dict[str, Step] = {
             ledger=lambda job: {"profile": job.profile},
             numeric=True,
         ),
-        Step("risk", "stages._risk:run_risk", {**_OWN_META, "prices": Outside("risk_prices")}, numeric=True,
-             targets=("risk",), params={"content": "risk_content"}, custom=True),  # fmt: skip
+        Step("risk", "risk_book:node_risk", {**_OWN_META, "prices": Outside("risk_prices")},
+             ledger=lambda job: {"profiles": job.profiles}, numeric=True, targets=("risk",),
+             params={"content": "risk_content"}),  # fmt: skip
         Step(
             "report",
             "stages._report:run_report",

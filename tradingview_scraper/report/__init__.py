@@ -1,49 +1,38 @@
 """The report a portfolio manager reads: out-of-sample performance, allocation, diversification, holdings, anomalies.
 
 The package reads a meta node's artifacts (:func:`load_node`), computes every number
-(:func:`analyse`, over the pure metrics and anomaly checks), builds a document of blocks (:func:`document`,
-:func:`sections`), renders it (:func:`to_markdown`, :func:`to_html`) with its figures
-(:func:`figures`), and assembles every output file (:func:`build_report`).
+(:func:`analyse`, over the pure metrics and anomaly checks), builds a document of blocks
+(:func:`document`), renders it (:func:`to_markdown`, :func:`to_html`) with its figures
+(:func:`figures`, kept across runs by :func:`figures_via_store`), and assembles every output file
+(:func:`build_report`).
 """
 
-from ._analysis import Analysis, analyse
-from ._anomalies import (
-    FALSE_ALARMS,
-    TAIL_DF,
-    Check,
-    anomalies,
-    jump_cutoff,
-    series_anomalies,
-    stale_run,
-)
+from ._analysis import analyse, headline
+from ._anomalies import FALSE_ALARMS, TAIL_DF, Check, anomalies, jump_cutoff, stale_run
 from ._build import build_report, output_name
-from ._document import Heading, Image, Para, Section, Table, assemble
+from ._document import Heading, Image, Para, Table
 from ._figures import DPI, FIGURES, MAX_FIGURE_SLEEVES, figures, figures_key, largest_sleeves, png
 from ._metrics import calendar, diversification, effective_number, performance, tournament
 from ._node import NodeData, load_node
 from ._rendering import to_html, to_markdown
-from ._sections import SECTIONS, TABLES, TOP_HOLDINGS, document, sections
+from ._sections import TABLES, document
+from ._store import figures_via_store, stored_figures
 
 __all__ = [
     "DPI",
     "FALSE_ALARMS",
     "FIGURES",
     "MAX_FIGURE_SLEEVES",
-    "SECTIONS",
     "TABLES",
     "TAIL_DF",
-    "TOP_HOLDINGS",
-    "Analysis",
     "Check",
     "Heading",
     "Image",
     "NodeData",
     "Para",
-    "Section",
     "Table",
     "analyse",
     "anomalies",
-    "assemble",
     "build_report",
     "calendar",
     "diversification",
@@ -51,15 +40,16 @@ __all__ = [
     "effective_number",
     "figures",
     "figures_key",
+    "figures_via_store",
+    "headline",
     "jump_cutoff",
     "largest_sleeves",
     "load_node",
     "output_name",
     "performance",
     "png",
-    "sections",
-    "series_anomalies",
     "stale_run",
+    "stored_figures",
     "to_html",
     "to_markdown",
     "tournament",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -74,3 +75,14 @@ def analyse(data: NodeData) -> Analysis:
         anomalies=sorted(found, key=lambda x: x["severity"] != "error"),  # errors first, order kept
         thresholds=thresholds,
     )
+
+
+def headline(a: Analysis) -> dict:
+    """What the report step records in the ledger for run listings (``tvs runs``): the last date of
+    the meta stream and each risk profile's out-of-sample Sharpe as ``[profile, sharpe]`` pairs in the
+    run's order of risk profiles (None where undefined)."""
+    ends = [m["end"] for m in a.performance.values() if m.get("end")]
+    return {
+        "data_end": max(ends) if ends else None,
+        "sharpe": [[p, m["sharpe"] if math.isfinite(m["sharpe"]) else None] for p, m in a.performance.items()],
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from functools import partial
 
 from .. import steps
@@ -33,6 +34,8 @@ class Job:
         self.offload = partial(_on_running_cluster, ctx)  # fn on the run's cluster when it is up
         self.note: dict = {}  # the step's outcome, added to its ledger params
         self.windows = ctx.store("windows")  # the runs root's window store, None when reuse is off
+        self.base_dir = ctx.base_dir  # where a data block's relative paths start
+        self.warn = console_warning  # a line the person running the pipeline must see
 
 
 def _read(path: str):
@@ -56,10 +59,11 @@ def _write(path: str, value) -> None:
 
 def _inputs(step: steps.Step, job: Job, files: dict) -> tuple[dict, list[str]]:
     """The named inputs the step reads, as paths (a child's grouped by sleeve id, a file per risk
-    profile by profile), and those files in the rule's order."""
+    profile by profile, a file from outside the run absolute), and those files in the rule's order,
+    except that the node's own files per risk profile come first, profile by profile."""
 
     def per(spec, value):
-        return dict(zip(job.profiles, value, strict=True)) if spec.per == "profiles" else value
+        return dict(zip(job.profiles, value, strict=True)) if getattr(spec, "per", None) == "profiles" else value
 
     named: dict = {}
     for name, spec in step.inputs.items():
@@ -70,11 +74,15 @@ def _inputs(step: steps.Step, job: Job, files: dict) -> tuple[dict, list[str]]:
             value = {c.sleeve_id: per(spec, files[child_input(name, c.sleeve_id)]) for c in kind}
         elif name in files:  # an input only some jobs have (``when``)
             value = per(spec, files[name])
+            if isinstance(spec, steps.Outside):
+                value = [os.path.abspath(f) for f in value] if isinstance(value, list) else os.path.abspath(value)
         else:
             continue
         if getattr(spec, "read", True):
             named[name] = value
-    return named, [f for v in named.values() for f in _flat(v)]
+    by_profile = [n for n in named if isinstance(step.inputs[n], steps.Own) and step.inputs[n].per == "profiles"]
+    first = [named[n][p] for p in job.profiles for n in by_profile]
+    return named, first + [f for n, v in named.items() if n not in by_profile for f in _flat(v)]
 
 
 def _flat(value) -> list[str]:
@@ -87,6 +95,12 @@ def _loaded(value):
     if isinstance(value, str):
         return _read(value)
     return {k: _loaded(v) for k, v in value.items()} if isinstance(value, dict) else [_loaded(v) for v in value]
+
+
+def _value(step: steps.Step, name: str, paths):
+    """What the function receives of input ``name``: its value, or a file from outside the run as its
+    path (it has a format of its own, which the function reads)."""
+    return paths if isinstance(step.inputs[name], steps.Outside) else _loaded(paths)
 
 
 def run_step(
@@ -169,7 +183,7 @@ def _compute(
     with _stage(ctx, step.name, node_path, log, params, read, _flat(outs)) as rec:
         wanted = inspect.signature(fn).parameters
         # a declared input this job does not have (``when``) is left to the parameter's default
-        kwargs = {k: (_loaded(named[k]) if k in named else getattr(job, k)) for k in wanted if k in named or k not in step.inputs}
+        kwargs = {k: (_value(step, k, named[k]) if k in named else getattr(job, k)) for k in wanted if k in named or k not in step.inputs}
         result = fn(**kwargs)
         # One output: the function returns its value; several: output name -> value.
         values = result if len(outs) > 1 else {next(iter(outs)): result}

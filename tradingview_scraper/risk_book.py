@@ -1,15 +1,17 @@
-"""The risk stage: ex-ante Euler contributions of sleeves and positions, realised contributions."""
+"""The risk step: where the risk of one meta node sits, per risk profile (``risk_<profile>.json``).
+
+Ex-ante on the last training window of the meta allocation: Euler contributions of the
+sleeves and of the physical positions held below the node; out of sample: each sleeve's
+realised contribution to the node's stream. The mathematics is :mod:`risk`; this module
+assembles a node's records from its artifacts and the prices of the positions it holds.
+"""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ..errors import DataError
-from ..layout import read_json, read_parquet, write_json
-from ..manifest import NodeSpec
-from ..run import RunContext
-from ._common import Files, _await_prewarm, _named, _stage, console_warning
+from .manifest import NodeSpec, Plan
 
 
 class _AssetPaths:
@@ -27,8 +29,8 @@ class _AssetPaths:
 
     def returns(self, spec: NodeSpec, symbol: str, direction: str):
         """The position's per-period returns (synthetic-long for SHORT), Series named ``"<symbol> <direction>"``."""
-        from ..data import load_prices, prices_to_returns
-        from ..sleeve import synthetic_long
+        from .data import load_prices, prices_to_returns
+        from .sleeve import synthetic_long
 
         if spec.profile not in self._returns:
             prices = load_prices(spec.config["data"], spec.config["universe"].get("symbols"), base_dir=self.base_dir)
@@ -38,7 +40,7 @@ class _AssetPaths:
 
     def external(self, spec: NodeSpec, profile: str, name: str):
         """An external sleeve's wealth path of ``profile`` (its positions have no prices in the run), named ``name``."""
-        from ..external import external_files, read_returns
+        from .external import external_files, read_returns
 
         key = f"external:{spec.path}:{profile}"
         if key not in self._returns:
@@ -56,7 +58,7 @@ class _AssetPaths:
         return pd.concat([start, wealth]).rename(r.name)
 
 
-def _asset_risk(ctx, node_path, profile, flat, window_dates, paths: _AssetPaths) -> dict:
+def _asset_risk(plan: Plan, profile: str, flat: dict, window_dates, paths: _AssetPaths) -> dict:
     """Ex-ante Euler contributions of the node's flattened book, per position and per sleeve.
 
     Each position's prices come from the atomic sleeve the flattened file names for it
@@ -71,19 +73,14 @@ def _asset_risk(ctx, node_path, profile, flat, window_dates, paths: _AssetPaths)
     import numpy as np
     import pandas as pd
 
-    from ..data import periods_per_year
-    from ..risk import common_date_returns, euler_contributions, interval_returns
+    from .data import periods_per_year
+    from .risk import common_date_returns, euler_contributions, interval_returns
 
-    if "held_by" not in flat:
-        raise DataError(f"risk: the flattened book of node {node_path!r} ({profile}) names no sleeve per position "
-                        "(held_by): it predates this version; rerun its flatten job")  # fmt: skip
-    holders: dict[tuple[str, str], NodeSpec] = {(r["symbol"], r["direction"]): ctx.spec(r["sleeve"]) for r in flat["held_by"]}
+    holders: dict[tuple[str, str], NodeSpec] = {(r["symbol"], r["direction"]): plan.nodes[r["sleeve"]] for r in flat["held_by"]}
     rows = flat["weights"]
     columns, weights, fallbacks, proxied, groups = {}, {}, [], [], {}
     for row in rows:
         key = (row["symbol"], row["direction"])
-        if key not in holders:
-            raise DataError(f"risk: no atomic sleeve below node {node_path!r} holds {key[0]} {key[1]} ({profile})")
         name, holder = f"{key[0]} {key[1]}", holders[key]
         if holder.kind == "external":
             # The run has no prices for an external sleeve's positions: they move with its stream, as
@@ -170,80 +167,110 @@ def _fallback_line(node_path: str, profile: str, f: dict) -> str:
     return f"risk {node_path} ({profile}): {who}: {f['reason']}"
 
 
-def run_risk(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:
-    """Write ``output["risk"]`` (``risk_<profile>.json`` of meta node ``node_path``, every risk profile).
+def node_risk(
+    node: NodeSpec,
+    plan: Plan,
+    run_id: str,
+    base_dir: Path,
+    warn: Callable[[str], None],
+    meta_returns: Mapping,
+    meta_weights: Mapping[str, dict],
+    meta_stream: Mapping,
+    flattened: Mapping[str, dict],
+    prices: Sequence[str] = (),
+) -> dict[str, dict]:
+    """``risk_<profile>.json`` of meta node ``node``, every risk profile of ``meta_returns``.
 
-    ``input`` holds one file per risk profile (the plan's order) under ``meta_returns``,
-    ``meta_weights``, ``meta_stream`` and ``flattened``, and under ``prices`` the price files
-    of the atomic sleeves below the node (read through their data blocks, which name them). Ex-ante on the last training window of the
-    meta allocation (``fitted_on`` of ``meta/weights_<p>.json``): Euler contributions of
-    the sleeves (meta weights on the sleeves' streams, what the meta optimizer fitted on)
-    and of the physical positions (the flattened book held over the same common dates, each
-    asset's returns compounded between them). Out of sample: each sleeve's realised
-    contribution to the stream.
+    Ex-ante on the last training window of the meta allocation (``fitted_on`` of
+    ``meta/weights_<p>.json``): Euler contributions of the sleeves (meta weights on the
+    sleeves' streams, what the meta optimizer fitted on) and of the physical positions (the
+    flattened book held over the same common dates, each asset's returns compounded between
+    them). Out of sample: each sleeve's realised contribution to the stream.
 
-    A halted position or sleeve (constant over the window) or a wiped-out SHORT position
-    does not stop the stage: it falls back (see :func:`_asset_risk`), is named on the
-    console, and is listed under ``fallbacks`` in the file (present only when there are some).
+    A halted position or sleeve (constant over the window) or a wiped-out SHORT position does
+    not stop the step: it falls back (see :func:`_asset_risk`), is named through ``warn``, and
+    is listed under ``fallbacks`` in the record (present only when there are some).
+
+    Parameters
+    ----------
+    node : NodeSpec
+        The meta node.
+    plan : Plan
+        The run's plan (the sleeves below the node that hold each position).
+    run_id : str
+        The run's id, recorded in each record.
+    base_dir : Path
+        The directory the data blocks' relative paths start from.
+    warn : callable
+        Takes each fallback's console line.
+    meta_returns : dict of str -> DataFrame of shape (n_dates, n_sleeves)
+        Per risk profile, the sleeves' streams on the common dates (``meta/returns_<p>.parquet``).
+    meta_weights : dict of str -> dict
+        Per risk profile, the meta allocation (``meta/weights_<p>.json``).
+    meta_stream : dict of str -> DataFrame of shape (n_test_dates, 1)
+        Per risk profile, the node's out-of-sample stream (``meta/stream_<p>.parquet``).
+    flattened : dict of str -> dict
+        Per risk profile, the node's flattened book (``flattened_<p>.json``).
+    prices : sequence of str
+        The price files of the atomic sleeves below the node and the returns files of the
+        external ones: each is read through its sleeve's data block (or external block),
+        which names it.
+
+    Returns
+    -------
+    dict of str -> dict
+        Risk profile -> its record.
+
+    Raises
+    ------
+    DataError
+        Returns the contributions cannot be computed on (see :mod:`risk`), or a common date
+        missing from a position's prices.
     """
-    _await_prewarm()
     import pandas as pd
 
-    from ..data import periods_per_year
-    from ..risk import euler_contributions, realised_contributions
+    from .data import periods_per_year
+    from .risk import euler_contributions, realised_contributions
 
-    spec, files, profiles = ctx.spec(node_path), _named(input), ctx.plan.risk_profiles
-    own = {k: dict(zip(profiles, files[k], strict=True)) for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")}
-    inputs = [own[k][p] for p in profiles for k in own] + [os.path.abspath(f) for f in files.get("prices", [])]
-    outs = dict(zip(profiles, _named(output)["risk"], strict=True))
-    paths = _AssetPaths(ctx.base_dir)
-    with _stage(ctx, "risk", node_path, log, {"profiles": profiles}, inputs, outs.values()):
-        for profile, out in outs.items():
-            returns = read_parquet(own["meta_returns"][profile])
-            meta = read_json(own["meta_weights"][profile])
-            flat = read_json(own["flattened"][profile])
-            stream = read_parquet(own["meta_stream"][profile])[profile]
-            fitted = meta["fitted_on"]
-            window = returns.loc[pd.Timestamp(fitted["start"]) : pd.Timestamp(fitted["end"])]
-            first = returns.index.get_loc(window.index[0])
-            dates = returns.index[max(first - 1, 0) : first + len(window)]
-            sleeves = euler_contributions(window, pd.Series(meta["weights"], dtype=float))
-            ppy = periods_per_year(window.index)
-            windows = meta.get("windows")
-            assets = _asset_risk(ctx, node_path, profile, flat, dates, paths)
-            fallbacks = [
-                {"scope": "sleeve", "symbol": None, "direction": None, "sleeve": s,
-                 "reason": f"its stream is constant from {window.index[0].date()} to {window.index[-1].date()} "
-                           "(zero variance over the window): its contribution is 0 and skfolio's volatility "
-                           "check runs without it"}
-                for s in sleeves.get("zero_variance", [])
-            ] + assets.pop("fallbacks", [])  # fmt: skip
-            for f in fallbacks:
-                console_warning(_fallback_line(node_path, profile, f))
-            write_json(
-                out,
-                {
-                    "meta_profile": spec.profile,
-                    "risk_profile": profile,
-                    "run_id": ctx.run_id,
-                    "node": node_path,
-                    "convention": (
-                        "Euler: RC_i = w_i (S w)_i / sigma, sigma = sqrt(w' S w) = sum_i RC_i; S is skfolio's "
-                        "EmpiricalCovariance (ddof 1) of the window's per-period returns"
-                    ),
-                    "window": {**fitted, "periods_per_year": ppy},
-                    "sleeves": {
-                        "volatility": sleeves["volatility"],
-                        "annualised_volatility": sleeves["volatility"] * ppy**0.5,
-                        "rows": sleeves["positions"],
-                    },
-                    "assets": assets,
-                    "realised": (
-                        realised_contributions(returns, stream, windows["start"], windows["weights"])
-                        if windows
-                        else None
-                    ),
-                    **({"fallbacks": fallbacks} if fallbacks else {}),
-                },
-            )
-
+    paths, out = _AssetPaths(base_dir), {}
+    for profile, returns in meta_returns.items():
+        meta, flat, stream = meta_weights[profile], flattened[profile], meta_stream[profile][profile]
+        fitted = meta["fitted_on"]
+        window = returns.loc[pd.Timestamp(fitted["start"]) : pd.Timestamp(fitted["end"])]
+        first = returns.index.get_loc(window.index[0])
+        dates = returns.index[max(first - 1, 0) : first + len(window)]
+        sleeves = euler_contributions(window, pd.Series(meta["weights"], dtype=float))
+        ppy = periods_per_year(window.index)
+        windows = meta.get("windows")
+        assets = _asset_risk(plan, profile, flat, dates, paths)
+        fallbacks = [
+            {"scope": "sleeve", "symbol": None, "direction": None, "sleeve": s,
+             "reason": f"its stream is constant from {window.index[0].date()} to {window.index[-1].date()} "
+                       "(zero variance over the window): its contribution is 0 and skfolio's volatility "
+                       "check runs without it"}
+            for s in sleeves.get("zero_variance", [])
+        ] + assets.pop("fallbacks", [])  # fmt: skip
+        for f in fallbacks:
+            warn(_fallback_line(node.path, profile, f))
+        out[profile] = {
+            "meta_profile": node.profile,
+            "risk_profile": profile,
+            "run_id": run_id,
+            "node": node.path,
+            "convention": (
+                "Euler: RC_i = w_i (S w)_i / sigma, sigma = sqrt(w' S w) = sum_i RC_i; S is skfolio's "
+                "EmpiricalCovariance (ddof 1) of the window's per-period returns"
+            ),
+            "window": {**fitted, "periods_per_year": ppy},
+            "sleeves": {
+                "volatility": sleeves["volatility"],
+                "annualised_volatility": sleeves["volatility"] * ppy**0.5,
+                "rows": sleeves["positions"],
+            },
+            "assets": assets,
+            "realised": (
+                realised_contributions(returns, stream, windows["start"], windows["weights"]) if windows else None
+            ),
+            **({"fallbacks": fallbacks} if fallbacks else {}),
+        }
+    return out
