@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from functools import partial
 
 from .. import steps
@@ -28,11 +29,13 @@ class Job:
     def __init__(self, ctx: RunContext, node_path: str, profile: str | None) -> None:
         self.profile, self.plan, self.run_id = profile, ctx.plan, ctx.run_id
         self.profiles = ctx.plan.risk_profiles
-        self.node = ctx.spec(node_path)
+        self.node, self.node_dir = ctx.spec(node_path), ctx.node(node_path)  # its plan node and its directory
         self.children = [ctx.spec(c) for c in self.node.children]
         self.offload = partial(_on_running_cluster, ctx)  # fn on the run's cluster when it is up
         self.note: dict = {}  # the step's outcome, added to its ledger params
         self.windows = ctx.store("windows")  # the runs root's window store, None when reuse is off
+        self.cluster = ctx.cluster  # the run's Ray cluster (None: sequential)
+        self.base_dir, self.runs_root = ctx.base_dir, ctx.runs_root
 
 
 def _read(path: str):
@@ -45,36 +48,42 @@ def _read(path: str):
 
 
 def _write(path: str, value) -> None:
-    """Write an output atomically by its file type: a DataFrame as parquet, a value as JSON, else bytes."""
-    if path.endswith(".parquet"):
-        write_parquet(path, value)
-    elif path.endswith(".json"):
-        write_json(path, value)
-    else:
+    """Write an output atomically: bytes as they are, else by its file type (a DataFrame as parquet, a value as JSON)."""
+    if isinstance(value, bytes):
         atomic_write_bytes(path, value)
+    elif path.endswith(".parquet"):
+        write_parquet(path, value)
+    else:
+        write_json(path, value)
 
 
 def _inputs(step: steps.Step, job: Job, files: dict) -> tuple[dict, list[str]]:
     """The named inputs the step reads, as paths (a child's grouped by sleeve id, a file per risk
-    profile by profile), and those files in the rule's order."""
+    profile by profile, an outside source's named files by name), and the files the ledger records
+    as read: in the rule's order, each once, a file from outside the run by its absolute path."""
 
     def per(spec, value):
-        return dict(zip(job.profiles, value, strict=True)) if spec.per == "profiles" else value
+        return dict(zip(job.profiles, value, strict=True)) if getattr(spec, "per", None) == "profiles" else value
 
     named: dict = {}
+    read: list[str] = []
     for name, spec in step.inputs.items():
         if isinstance(spec, steps.Children):
             kind = [c for c in job.children if (spec.meta if c.is_meta else spec.atomic)]
             if spec.when and not all(child_input(name, c.sleeve_id) in files for c in kind):
                 continue  # an input only some jobs have (``when``)
             value = {c.sleeve_id: per(spec, files[child_input(name, c.sleeve_id)]) for c in kind}
-        elif name in files:  # an input only some jobs have (``when``)
+        elif name in files:
             value = per(spec, files[name])
+        elif isinstance(spec, steps.Outside):  # a source of named files (none: an empty input)
+            value = {k: v for k, v in files.items() if k.partition(":")[0] not in step.inputs}
         else:
-            continue
+            continue  # an input only some jobs have (``when``)
         if getattr(spec, "read", True):
             named[name] = value
-    return named, [f for v in named.values() for f in _flat(v)]
+            outside = isinstance(spec, steps.Outside)
+            read += [os.path.abspath(f) if outside else f for f in _flat(value)]
+    return named, list(dict.fromkeys(read))
 
 
 def _flat(value) -> list[str]:
@@ -141,7 +150,7 @@ def _reused(step: steps.Step, ctx: RunContext, node_path: str, files: dict, outs
     artifacts = _reuse.take(entry, ctx, outs)
     if artifacts is None:
         return False
-    read = [f for name, v in files.items() if getattr(step.inputs.get(name.partition(":")[0]), "read", True) for f in _flat(v)]
+    read = _inputs(step, Job(ctx, node_path, None), files)[1]
     params = {**entry["params"], "reused": {"run": entry["run"], "artifacts": artifacts}}
     with _stage(ctx, step.name, node_path, log, params, read, _flat(outs), computes=False):
         logger.info("%s %s: reused from run %s", step.name, node_path, entry["run"])
@@ -168,12 +177,19 @@ def _compute(
     params = step.ledger(job) if step.ledger else {}
     with _stage(ctx, step.name, node_path, log, params, read, _flat(outs)) as rec:
         wanted = inspect.signature(fn).parameters
-        # a declared input this job does not have (``when``) is left to the parameter's default
-        kwargs = {k: (_loaded(named[k]) if k in named else getattr(job, k)) for k in wanted if k in named or k not in step.inputs}
+        # a declared input this job does not have (``when``) is left to the parameter's default;
+        # files from outside the run are handed as paths (their format is the step's to read)
+        kwargs = {
+            k: (named[k] if isinstance(step.inputs[k], steps.Outside) else _loaded(named[k])) if k in named else getattr(job, k)
+            for k in wanted
+            if k in named or k not in step.inputs
+        }
         result = fn(**kwargs)
         # One output: the function returns its value; several: output name -> value.
         values = result if len(outs) > 1 else {next(iter(outs)): result}
-        for out_name, path in outs.items():
+        first, *rest = outs  # the first output last: its file says the job's others are written
+        for out_name in [*rest, first]:
+            path = outs[out_name]
             if isinstance(path, list):
                 for p, file in zip(job.profiles, path, strict=True):
                     _write(file, values[out_name][p])
