@@ -26,11 +26,10 @@ from ._common import (
 )
 from ._ledger import first_failure, report_at_exit
 from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin
-from ._preflight import preflight
+from ._preflight import check_data, preflight
 from ._rebalance import drift_source, needs_prices, rebalance_source
 from ._rebalance_checks import check_previous_run, check_rebalance
 from ._reuse import reusable
-from ._sleeves import check_data, run_sleeve
 from ._sources import check_source_run
 from ._step import run_step
 
@@ -58,7 +57,6 @@ __all__ = [
     "report_at_exit",
     "reusable",
     "resolve_pin",
-    "run_sleeve",
     "run_step",
     "watch",
 ]
