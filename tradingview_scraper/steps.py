@@ -141,8 +141,8 @@ STEPS: dict[str, Step] = {
         # A reused sleeve keeps the provenance of the run that computed it (its ``run_id``).
         Step("sleeve", "stages._sleeves:sleeve", {"prices": Outside("sleeve_prices")}, params=_SLEEVE, reuse=True,
              ledger=lambda job: {"profile": job.node.profile, "config": job.node.config}),  # fmt: skip
-        Step("pinned_sleeve", "stages._pins:run_pinned_sleeve", {"source": Outside("pin_source")},
-             params={**_SLEEVE, "content": "pin_content"}, custom=True),  # fmt: skip
+        Step("pinned_sleeve", "stages._pins:pinned_sleeve", {"source": Outside("pin_source")},
+             params={**_SLEEVE, "content": "pin_content"}, ledger=lambda job: {"pin": job.node.pin}),  # fmt: skip
         Step("meta_returns", "stages._meta:run_meta_returns", _META_CHILDREN, numeric=True, params=_META, custom=True,
              reuse=True),  # fmt: skip
         Step(

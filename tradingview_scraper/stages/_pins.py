@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
-from .. import audit
 from ..errors import DataError
-from ..layout import (
-    Node,
-    atomic_write_bytes,
-    child_path,
-    read_bytes,
-    read_json,
-    read_parquet,
-    run_node,
-    write_json,
-    write_parquet,
-)
+from ..layout import Node, child_path, read_bytes, read_json, read_parquet, run_node
 from ..manifest import ROOT, NodeSpec, Plan
 from ..run import RunContext
-from ._common import Files, _named, _stage
 from ._sources import check_source_run
 
 #: Artifacts a pinned sleeve directory must hold, besides ``weights_<p>.json`` per risk profile.
@@ -149,43 +138,33 @@ def pin_source(ctx: RunContext, node_path: str) -> Node:
     return resolve_pin(ctx.spec(node_path), ctx.runs_root, ctx.plan.risk_profiles, ctx.run_id)[0]
 
 
-def run_pinned_sleeve(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:
-    """Copy a pinned sleeve's artifacts (``input``: ``returns``, ``health``, ``sign_test``, ``weights`` per risk profile, and
-    ``provenance`` / ``resolved`` when the source has them) into this run's ``output``
-    (named as the sleeve rule's), recording where they came from.
+def pinned_sleeve(node: NodeSpec, profiles: list[str], run_id: str, runs_root: Path, source: dict, note: dict) -> dict:
+    """A pinned sleeve's artifacts, copied from its ``source`` files (``returns``, ``health``,
+    ``sign_test``, ``weights`` per risk profile, and ``provenance`` / ``resolved`` when the source
+    has them), with a ``provenance`` recording where they came from.
 
     Raises
     ------
     DataError
         The pin does not resolve or is unusable (see :func:`resolve_pin`).
     """
-    spec, files, out = ctx.spec(node_path), _named(input), _named(output)
-    src, info = resolve_pin(spec, ctx.runs_root, ctx.plan.risk_profiles, ctx.run_id)
-    params = {"pin": spec.pin, "source": str(src.dir)}
-    outputs = [out[k] for k in ("returns", "health", "sign_test", "provenance")] + out["weights"]
-    inputs = [files["returns"], files["health"], files["sign_test"], *files["weights"]]
-    inputs += [files[k] for k in ("provenance", "resolved") if k in files]
-    inputs = [os.path.abspath(f) for f in inputs]  # another run's files: recorded with their stat keys
-    with _stage(ctx, "pinned_sleeve", node_path, log, params, inputs, outputs):
-        pairs = [(files[k], out[k]) for k in ("health", "sign_test")]
-        pairs += list(zip(files["weights"], out["weights"], strict=True))
-        for s, d in pairs:
-            atomic_write_bytes(d, read_bytes(s))
-        write_json(
-            out["provenance"],
-            {
-                "computed": False,
-                "run_id": ctx.run_id,
-                "profile": spec.profile,
-                "sleeve": spec.sleeve_id,
-                "pinned_run_id": spec.pin,
-                "source": str(src.dir),
-                "source_profile": info["profile"],
-                "source_manifest_sha256": info["manifest_sha256"],
-                "source_config": info["config"],
-                "source_provenance": read_json(files["provenance"]) if "provenance" in files else None,
-                "copied": sorted(Path(d).name for _, d in pairs) + [Path(out["returns"]).name],
-                "sha256": {Path(d).name: audit.file_sha256(d) for _, d in pairs},
-            },
-        )
-        write_parquet(out["returns"], read_parquet(files["returns"])[ctx.plan.risk_profiles])
+    src, info = resolve_pin(node, runs_root, profiles, run_id)
+    note["source"] = str(src.dir)
+    paths = [source["health"], source["sign_test"], *source["weights"]]
+    data = [read_bytes(f) for f in paths]  # copied as they are: their names are the source's (one layout)
+    provenance = {
+        "computed": False,
+        "run_id": run_id,
+        "profile": node.profile,
+        "sleeve": node.sleeve_id,
+        "pinned_run_id": node.pin,
+        "source": str(src.dir),
+        "source_profile": info["profile"],
+        "source_manifest_sha256": info["manifest_sha256"],
+        "source_config": info["config"],
+        "source_provenance": read_json(source["provenance"]) if "provenance" in source else None,
+        "copied": sorted(Path(f).name for f in paths) + [Path(source["returns"]).name],
+        "sha256": {Path(f).name: hashlib.sha256(b).hexdigest() for f, b in zip(paths, data, strict=True)},
+    }
+    return {"returns": read_parquet(source["returns"])[profiles], "health": data[0], "sign_test": data[1],
+            "provenance": provenance, "weights": dict(zip(profiles, data[2:], strict=True))}  # fmt: skip
