@@ -179,8 +179,9 @@ STEPS: dict[str, Step] = {
              "returns": Own("returns"), "since": Outside("rebalance_since"), "prices": Outside("rebalance_prices")},
              params={"book": "rebalance_params", "content": "rebalance_content"}, custom=True),  # fmt: skip
         # External sleeves (issue 22): a strategy's own files into the sleeve interface.
-        Step("external_sleeve", "stages._external:run_external_sleeve", {"files": Outside("external_files")},
-             params={"external": "external_params", "content": "external_content"}, custom=True),  # fmt: skip
+        Step("external_sleeve", "external:sleeve_interface", {"files": Outside("external_files")},
+             params={"external": "external_params", "content": "external_content"},
+             ledger=lambda job: {"sleeve": job.node.sleeve_id, "external": job.node.config["external"]}),  # fmt: skip
         # Issue 24: the orders of a rebalance with trading settings, a view of its file.
         Step("orders", "stages._rebalance:orders_file", {"rebalance": Own("rebalance", per="profile")},
              ledger=lambda job: {"profile": job.profile}),  # fmt: skip
