@@ -25,12 +25,11 @@ from ._common import (
     watch,
 )
 from ._ledger import first_failure, report_at_exit
-from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin
-from ._preflight import check_data, preflight
+from ._pins import PIN_REQUIRED, pin_source, resolve_pin
+from ._preflight import check_data, check_pins, preflight
 from ._rebalance import drift_source, needs_prices, rebalance_source
 from ._rebalance_checks import check_previous_run, check_rebalance
 from ._reuse import reusable
-from ._sources import check_source_run
 from ._step import run_step
 
 __all__ = [
@@ -44,7 +43,6 @@ __all__ = [
     "check_rebalance",
     "drift_source",
     "needs_prices",
-    "check_source_run",
     "child_input",
     "console_warning",
     "ensure_genesis",

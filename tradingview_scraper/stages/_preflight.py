@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import PipelineError
 from ..manifest import Plan
-from ._pins import check_pins
+from ._pins import resolve_pin
 from ._rebalance_checks import check_rebalance
 
 
@@ -76,3 +76,17 @@ def check_data(plan: Plan, base_dir: Path | str = ".", *, include_pinned: bool =
         except PipelineError as exc:
             raise type(exc)(f"profile {spec.profile!r}: {exc}") from None
 
+
+def check_pins(plan: Plan, runs_root: Path | str, run_id: str | None = None) -> None:
+    """Resolve every pinned sleeve of ``plan`` before any work starts.
+
+    Raises
+    ------
+    DataError
+        The first pin that does not resolve or is unusable (see :func:`resolve_pin`).
+    """
+    verified: set[str] = set()
+    for spec in plan.atomic_nodes():
+        if spec.pin:
+            resolve_pin(spec, Path(runs_root), plan.risk_profiles, run_id, whole=spec.pin not in verified)
+            verified.add(spec.pin)
