@@ -35,7 +35,7 @@ class Job:
         self.note: dict = {}  # the step's outcome, added to its ledger params
         self.windows = ctx.store("windows")  # the runs root's window store, None when reuse is off
         self.cluster = ctx.cluster  # the run's Ray cluster (None: sequential)
-        self.base_dir, self.runs_root = ctx.base_dir, ctx.runs_root
+        self.base_dir, self.runs_root = ctx.base_dir, ctx.runs_root  # relative data paths, other runs
 
 
 def _read(path: str):
@@ -111,11 +111,13 @@ def run_step(
 ) -> None:
     """Run ``step`` (an entry of the table, :func:`steps.step`) for the job at ``node_path`` (and risk ``profile``) on its rule's files.
 
-    Reads the inputs the step reads (by file type), calls its function with them and with what
-    it asks of the job, writes each output the rule declares (atomically, by file type) and
-    records the step, its params (:class:`steps.Step` ``ledger``) and outcome in the run's
-    ledger, after checking each input against its record (``audit.check_inputs``). A custom step
-    does its reading and writing in its function.
+    Reads the inputs the step reads (by file type; a file from outside the run is handed as its
+    path), calls its function with them and with what it asks of the job, writes each output the
+    rule declares (atomically: bytes as they are, else by file type; the first output last, so
+    that its file says the others are written) and records the step, its params
+    (:class:`steps.Step` ``ledger``) and outcome in the run's ledger, after checking each input
+    against its record (``audit.check_inputs``). A custom step does its reading and writing in
+    its function.
 
     ``params``: the rule's evaluated params (name -> value). With them, a step the table lets
     reuse (:class:`steps.Step` ``reuse``) first looks its job up in the runs root's node store
