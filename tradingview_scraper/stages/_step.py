@@ -39,12 +39,8 @@ class Job:
 
 
 def _read(path: str):
-    """An input's value by its file type: a parquet file's DataFrame, a JSON file's value, else its path."""
-    if path.endswith(".parquet"):
-        return read_parquet(path)
-    if path.endswith(".json"):
-        return read_json(path)
-    return path
+    """An input's value by its file type: a parquet file's DataFrame, a JSON file's value."""
+    return read_parquet(path) if path.endswith(".parquet") else read_json(path)
 
 
 def _write(path: str, value) -> None:
