@@ -38,11 +38,6 @@ class Job:
         self.base_dir, self.runs_root = ctx.base_dir, ctx.runs_root  # relative data paths, other runs
 
 
-def _read(path: str):
-    """An input's value by its file type: a parquet file's DataFrame, a JSON file's value."""
-    return read_parquet(path) if path.endswith(".parquet") else read_json(path)
-
-
 def _write(path: str, value) -> None:
     """Write an output atomically: bytes as they are, else by its file type (a DataFrame as parquet, a value as JSON)."""
     if isinstance(value, bytes):
@@ -89,8 +84,9 @@ def _flat(value) -> list[str]:
 
 
 def _loaded(value):
+    """An input's value by its file type (a parquet file's DataFrame, a JSON file's value), grouped as its paths are."""
     if isinstance(value, str):
-        return _read(value)
+        return read_parquet(value) if value.endswith(".parquet") else read_json(value)
     return {k: _loaded(v) for k, v in value.items()} if isinstance(value, dict) else [_loaded(v) for v in value]
 
 
