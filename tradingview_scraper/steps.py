@@ -72,9 +72,11 @@ class Step:
     function : str
         ``"module:function"`` below the package. A plain step's function takes its inputs by
         name (a parquet file as a DataFrame, a JSON file as its value, a file per risk profile
-        as profile -> value, a child's as sleeve id -> value) and what it needs of the job by
-        name (``node``, ``children``, ``profile``, ``profiles``, ``run_id``, ``plan``,
-        ``offload``, ``note``); it returns its output's value, or output name -> value. A
+        as profile -> value, a child's as sleeve id -> value, files from outside the run as
+        paths) and what it needs of the job by name (``node``, ``node_dir``, ``children``,
+        ``profile``, ``profiles``, ``run_id``, ``plan``, ``offload``, ``cluster``,
+        ``base_dir``, ``runs_root``, ``windows``, ``note``: :class:`stages._step.Job`); it
+        returns its output's value (bytes are written as they are), or output name -> value. A
         ``custom`` step's function does its own reading and writing:
         ``function(ctx, node_path, profile, input=, output=, log=)``.
     inputs : dict of str -> Own | Children | Outside
