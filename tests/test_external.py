@@ -399,3 +399,32 @@ def test_meta_custom_runs_from_a_fresh_clone(tmp_path):
     assert "SPY LONG" in proc.stderr and "not drifted (cvar)" in proc.stderr
     rebalance = json.loads((clone / "data" / "runs" / "d" / "rebalance_cvar.json").read_text())
     assert {r["symbol"] for r in rebalance["rows"]} >= {"SPY", "GLD", "TLT", "USO"}
+
+
+def test_the_step_gets_its_files_as_paths_records_each_once_and_writes_returns_last(tmp_path, monkeypatch):
+    """The shipped ``meta_custom``'s external sleeve through the one adapter, its files named relative
+    to the project: the step reads them by path, the ledger records each once by where it is (the
+    holdings file both risk profiles share too) with its sha256, and ``returns.parquet``, the file
+    the meta layer's DAG and a resumed run wait on, is written after every other output."""
+    from tradingview_scraper import audit, stages, steps
+    from tradingview_scraper.rule_inputs import Wiring
+    from tradingview_scraper.run import RunContext
+
+    from .helpers import ledger, sleeve_outputs
+
+    monkeypatch.chdir(PROJECT)
+    plan = load_plan("meta_custom", PROJECT / "config" / "manifest.json")
+    ctx = RunContext(plan=plan, run_id="ext", runs_root=tmp_path, base_dir=Path("."))
+    node = ctx.node("sleeves/trend")
+    files = Wiring(ctx).external_files(str(node.dir))
+    assert not os.path.isabs(files["returns"]) and len(set(files["holdings"])) == 1 < len(files["holdings"])
+    seen: list[stages.StageIO] = []
+    with stages.watch(seen.append):
+        stages.run_step(steps.step("external_sleeve"), ctx, "sleeves/trend", input=files, output=sleeve_outputs(ctx, "sleeves/trend"))
+    assert Path(seen[0].writes[-1]).name == "returns.parquet" and len(seen[0].writes) == 4 + len(plan.risk_profiles)
+    entry = [e for e in ledger(ctx.run_dir) if e.get("stage") == "external_sleeve"][0]
+    read = [(ctx.run_dir / i["path"]).resolve() for i in entry["inputs"]]
+    assert read == [(PROJECT / files["returns"]).resolve(), (PROJECT / files["holdings"][0]).resolve()]
+    assert all(i["sha256"] == audit.file_sha256(p) for i, p in zip(entry["inputs"], read, strict=True))
+    assert entry["params"] == {"sleeve": "trend", "external": plan.nodes["sleeves/trend"].config["external"]}
+    assert json.loads((node.file("provenance")).read_text())["returns"] == files["returns"]  # the path as given

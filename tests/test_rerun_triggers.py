@@ -165,7 +165,7 @@ def test_code_is_what_the_stage_function_reaches():
     sleeve = steps.reached("sleeve")
     assert {"sleeve.py", "backtest.py", "engines.py", "data/_prices.py", "stages/_sleeves.py", "stages/_step.py"} <= set(sleeve)
     assert not any(rel.startswith(("orchestration/", "cluster/", "report/", "stages/_meta")) for rel in sleeve)
-    assert "run_sleeve" in sleeve["stages/_sleeves.py"] and "check_data" not in sleeve["stages/_sleeves.py"]
+    assert "sleeve" in sleeve["stages/_sleeves.py"] and "check_data" not in sleeve["stages/_sleeves.py"]
     report = steps.reached("report")
     assert "backtest.py" not in report and any(rel.startswith("report/") for rel in report)
     # Steps of one module count apart: the report and the resolved manifest share stages/_report.py.

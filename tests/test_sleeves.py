@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tradingview_scraper import stages
+from tradingview_scraper import stages, steps
 from tradingview_scraper.backtest import walk_forward
 from tradingview_scraper.data import load_prices, prices_to_returns
 from tradingview_scraper.errors import ConfigError, MetaError, PipelineError, SleeveError
@@ -72,12 +72,12 @@ def test_relative_data_path_resolves_against_base_dir(prices, small_manifest_dic
     path = write_manifest(with_profiles(small_manifest_dict, user=user_profile("prices/user.csv")))
     plan = load_plan("user", path, ["equal_weight"])
     ctx = RunContext(plan=plan, run_id="rel", runs_root=tmp_path / "runs", base_dir=tmp_path / "project")
-    stages.run_sleeve(ctx, ".", output=sleeve_outputs(ctx))
+    stages.run_step(steps.step("sleeve"), ctx, ".", output=sleeve_outputs(ctx))
     returns = pd.read_parquet(ctx.run_dir / "returns.parquet")
     assert returns.index[-1] == pd.Timestamp("2021-12-31") and len(returns) == len(prices) - 1 - 126
     elsewhere = RunContext(plan=plan, run_id="rel2", runs_root=tmp_path / "runs", base_dir=tmp_path / "x")
     with pytest.raises(SleeveError, match=rf"price table not found: {tmp_path / 'x' / 'prices' / 'user.csv'}"):
-        stages.run_sleeve(elsewhere, ".", output=sleeve_outputs(elsewhere))
+        stages.run_step(steps.step("sleeve"), elsewhere, ".", output=sleeve_outputs(elsewhere))
     assert RunContext.from_config({"profile": "user", "manifest": str(path)}, environ={}).base_dir == Path.cwd()
 
 

@@ -167,7 +167,7 @@ def test_a_corrupt_store_file_is_ignored_with_a_log_line_and_rewritten(sp500, tm
 def test_the_sleeve_stage_uses_the_runs_roots_store_unless_reuse_is_off(tmp_path):
     """``reuse: false``: no store read or written. On: a second run id reuses every window (the
     same history), its shared artifacts keep their bytes, and provenance says how many."""
-    from tradingview_scraper import stages
+    from tradingview_scraper import stages, steps
     from tradingview_scraper.manifest import load_plan
     from tradingview_scraper.run import RunContext
 
@@ -179,7 +179,7 @@ def test_the_sleeve_stage_uses_the_runs_roots_store_unless_reuse_is_off(tmp_path
     seen = {}
     for run_id, reuse in (("off", False), ("first", True), ("second", True)):
         ctx = RunContext(plan=plan, run_id=run_id, runs_root=root, reuse=reuse)
-        stages.run_sleeve(ctx, ".", output=sleeve_outputs(ctx))
+        stages.run_step(steps.step("sleeve"), ctx, ".", output=sleeve_outputs(ctx))
         if not reuse:
             assert not (root / ".store").exists()
         tasks = json.loads((ctx.run_dir / "provenance.json").read_text())["tasks"]

@@ -3,13 +3,14 @@
 A meta profile's sleeve ``{"id": "trend", "external": {"returns": "path", "holdings": "path"}}``
 is read here into the sleeve interface every node exposes (``returns.parquet``,
 ``weights_<p>.json``, ``health.json``, ``sign_test.json``, ``provenance.json``), so the meta
-layer, the risk stage, flattening and the report take it like any sleeve. Pure functions of
-the files' contents; the ``external_sleeve`` step (``stages._external``) writes the artifacts.
+layer, the risk stage, flattening and the report take it like any sleeve. Functions of the
+files' contents; the ``external_sleeve`` step is :func:`sleeve_interface`.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -288,3 +289,26 @@ def external_sleeve(
         **span,
     }
     return {"returns": frame, "weights": weights, "health": health, "sign_test": sign_test, "provenance": provenance}
+
+
+def sleeve_interface(node, profiles: list[str], run_id: str, files: Mapping[str, object]) -> dict:
+    """The ``external_sleeve`` step: :func:`external_sleeve` of ``node`` on its ``files``.
+
+    ``files``: ``returns`` (the stream's file), ``holdings`` (one book per risk profile, in
+    ``profiles`` order; the same file may repeat) and, when the sleeve gives one, ``prices``.
+    ``provenance.json`` records each file's sha256, by its absolute path.
+
+    Raises
+    ------
+    DataError
+        A file is missing or a row is refused: one line naming the sleeve, the file and the row.
+    """
+    from .deps import file_sha256
+
+    holdings = files["holdings"] if isinstance(files["holdings"], list) else [files["holdings"]] * len(profiles)
+    prices = files.get("prices")
+    read = dict.fromkeys(os.path.abspath(f) for f in [files["returns"], *holdings, *([prices] if prices else [])])
+    try:
+        return external_sleeve(node, profiles, run_id, files["returns"], holdings, {f: file_sha256(f) for f in read}, prices)
+    except DataError as exc:
+        raise DataError(f"{node.label}: {exc}") from None

@@ -162,7 +162,7 @@ def meta_optimize(
     Parameters
     ----------
     returns : DataFrame of shape (n_dates, n_sleeves)
-        Output of :func:`meta_returns`.
+        The frame of :func:`aligned_returns`.
     estimator : dict, optional
         The profile's definition when it is an estimator object: the same estimator the
         sleeves' streams of ``profile`` come from allocates across them (the record keeps

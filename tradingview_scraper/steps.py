@@ -72,9 +72,11 @@ class Step:
     function : str
         ``"module:function"`` below the package. A plain step's function takes its inputs by
         name (a parquet file as a DataFrame, a JSON file as its value, a file per risk profile
-        as profile -> value, a child's as sleeve id -> value, a file from outside the run as its
-        path) and what it needs of the job by name (``node``, ``children``, ``profile``,
-        ``profiles``, ``run_id``, ``plan``, ``base_dir``, ``offload``, ``note``, ``warn``); it returns its output's value, or output name -> value. A
+        as profile -> value, a child's as sleeve id -> value, files from outside the run as
+        paths) and what it needs of the job by name (``node``, ``node_dir``, ``children``,
+        ``profile``, ``profiles``, ``run_id``, ``plan``, ``offload``, ``cluster``,
+        ``base_dir``, ``runs_root``, ``windows``, ``note``, ``warn``: :class:`stages._step.Job`); it
+        returns its output's value (bytes are written as they are), or output name -> value. A
         ``custom`` step's function does its own reading and writing:
         ``function(ctx, node_path, profile, input=, output=, log=)``.
     inputs : dict of str -> Own | Children | Outside
@@ -139,10 +141,10 @@ STEPS: dict[str, Step] = {
     s.name: s
     for s in (
         # A reused sleeve keeps the provenance of the run that computed it (its ``run_id``).
-        Step("sleeve", "stages._sleeves:run_sleeve", {"prices": Outside("sleeve_prices")}, params=_SLEEVE, custom=True,
-             reuse=True),  # fmt: skip
-        Step("pinned_sleeve", "stages._pins:run_pinned_sleeve", {"source": Outside("pin_source")},
-             params={**_SLEEVE, "content": "pin_content"}, custom=True),  # fmt: skip
+        Step("sleeve", "stages._sleeves:sleeve", {"prices": Outside("sleeve_prices")}, params=_SLEEVE, reuse=True,
+             ledger=lambda job: {"profile": job.node.profile, "config": job.node.config}),  # fmt: skip
+        Step("pinned_sleeve", "stages._pins:pinned_sleeve", {"source": Outside("pin_source")},
+             params={**_SLEEVE, "content": "pin_content"}, ledger=lambda job: {"pin": job.node.pin}),  # fmt: skip
         Step("meta_returns", "stages._meta:run_meta_returns", _META_CHILDREN, numeric=True, params=_META, custom=True,
              reuse=True),  # fmt: skip
         Step(
@@ -180,8 +182,9 @@ STEPS: dict[str, Step] = {
              "returns": Own("returns"), "since": Outside("rebalance_since"), "prices": Outside("rebalance_prices")},
              params={"book": "rebalance_params", "content": "rebalance_content"}, custom=True),  # fmt: skip
         # External sleeves (issue 22): a strategy's own files into the sleeve interface.
-        Step("external_sleeve", "stages._external:run_external_sleeve", {"files": Outside("external_files")},
-             params={"external": "external_params", "content": "external_content"}, custom=True),  # fmt: skip
+        Step("external_sleeve", "external:sleeve_interface", {"files": Outside("external_files")},
+             params={"external": "external_params", "content": "external_content"},
+             ledger=lambda job: {"sleeve": job.node.sleeve_id, "external": job.node.config["external"]}),  # fmt: skip
         # Issue 24: the orders of a rebalance with trading settings, a view of its file.
         Step("orders", "stages._rebalance:orders_file", {"rebalance": Own("rebalance", per="profile")},
              ledger=lambda job: {"profile": job.profile}),  # fmt: skip

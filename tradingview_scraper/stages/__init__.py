@@ -4,8 +4,8 @@ The adapter receives the rule's files (``input``, ``output``, ``log``: plain pat
 the rule names them), reads the inputs, calls the step's function, writes the outputs
 atomically and records the step in the run's audit ledger. It builds no artifact path of its
 own: the rule's declarations are the one source (input functions derived from the table:
-:mod:`tradingview_scraper.rule_inputs`). Steps that do their own reading and writing (a
-sleeve on Ray, a pinned copy, the risk, the report, the rebalance) keep a body of their own.
+:mod:`tradingview_scraper.rule_inputs`). Steps that do their own reading and writing (the
+meta returns, the report, the rebalance) keep a body of their own.
 
 The step functions live in one module per rule family; this module only re-exports names
 (no code here: a step's code trigger counts the modules its function reaches).
@@ -14,11 +14,10 @@ The step functions live in one module per rule family; this module only re-expor
 from __future__ import annotations
 
 from ._common import StageIO, child_input, watch
-from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin
-from ._preflight import preflight
+from ._pins import PIN_REQUIRED, pin_source, resolve_pin
+from ._preflight import check_data, check_pins, preflight
 from ._rebalance import drift_source, needs_prices, rebalance_source
 from ._reuse import reusable
-from ._sleeves import check_data, run_sleeve
 from ._step import run_step
 
 __all__ = [
@@ -34,7 +33,6 @@ __all__ = [
     "rebalance_source",
     "resolve_pin",
     "reusable",
-    "run_sleeve",
     "run_step",
     "watch",
 ]

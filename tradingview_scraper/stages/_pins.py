@@ -1,27 +1,18 @@
-"""Pinned sleeves: a pin resolved to an earlier run's sleeve, its pre-flight check, the pin stage."""
+"""What a run reads from another run, verified before it is used: a pinned sleeve (the pin
+resolved to an earlier run's sleeve, the pinned_sleeve step) and a previous run's book."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-from .. import audit
-from ..errors import DataError
-from ..layout import (
-    Node,
-    atomic_write_bytes,
-    child_path,
-    read_bytes,
-    read_json,
-    read_parquet,
-    run_node,
-    write_json,
-    write_parquet,
-)
-from ..manifest import ROOT, NodeSpec, Plan
+from .. import audit, runlock
+from ..errors import DataError, PipelineError
+from ..layout import Node, child_path, read_bytes, read_json, read_parquet, run_node
+from ..manifest import ROOT, NodeSpec
 from ..run import RunContext
-from ._common import Files, _named, _stage
-from ._sources import check_source_run
 
 #: Artifacts a pinned sleeve directory must hold, besides ``weights_<p>.json`` per risk profile.
 PIN_REQUIRED = ("returns", "health", "sign_test")
@@ -129,63 +120,124 @@ def resolve_pin(
     return source, info
 
 
-def check_pins(plan: Plan, runs_root: Path | str, run_id: str | None = None) -> None:
-    """Resolve every pinned sleeve of ``plan`` before any work starts.
-
-    Raises
-    ------
-    DataError
-        The first pin that does not resolve or is unusable (see :func:`resolve_pin`).
-    """
-    verified: set[str] = set()
-    for spec in plan.atomic_nodes():
-        if spec.pin:
-            resolve_pin(spec, Path(runs_root), plan.risk_profiles, run_id, whole=spec.pin not in verified)
-            verified.add(spec.pin)
-
-
 def pin_source(ctx: RunContext, node_path: str) -> Node:
     """The checked sleeve directory pinned node ``node_path`` reuses (see :func:`resolve_pin`)."""
     return resolve_pin(ctx.spec(node_path), ctx.runs_root, ctx.plan.risk_profiles, ctx.run_id)[0]
 
 
-def run_pinned_sleeve(ctx: RunContext, node_path: str, *, input: Files, output: Files, log: str | None = None) -> None:
-    """Copy a pinned sleeve's artifacts (``input``: ``returns``, ``health``, ``sign_test``, ``weights`` per risk profile, and
-    ``provenance`` / ``resolved`` when the source has them) into this run's ``output``
-    (named as the sleeve rule's), recording where they came from.
+def pinned_sleeve(node: NodeSpec, profiles: list[str], run_id: str, runs_root: Path, source: dict, note: dict) -> dict:
+    """A pinned sleeve's artifacts, copied from its ``source`` files (``returns``, ``health``,
+    ``sign_test``, ``weights`` per risk profile, and ``provenance`` / ``resolved`` when the source
+    has them), with a ``provenance`` recording where they came from.
 
     Raises
     ------
     DataError
         The pin does not resolve or is unusable (see :func:`resolve_pin`).
     """
-    spec, files, out = ctx.spec(node_path), _named(input), _named(output)
-    src, info = resolve_pin(spec, ctx.runs_root, ctx.plan.risk_profiles, ctx.run_id)
-    params = {"pin": spec.pin, "source": str(src.dir)}
-    outputs = [out[k] for k in ("returns", "health", "sign_test", "provenance")] + out["weights"]
-    inputs = [files["returns"], files["health"], files["sign_test"], *files["weights"]]
-    inputs += [files[k] for k in ("provenance", "resolved") if k in files]
-    inputs = [os.path.abspath(f) for f in inputs]  # another run's files: recorded with their stat keys
-    with _stage(ctx, "pinned_sleeve", node_path, log, params, inputs, outputs):
-        pairs = [(files[k], out[k]) for k in ("health", "sign_test")]
-        pairs += list(zip(files["weights"], out["weights"], strict=True))
-        for s, d in pairs:
-            atomic_write_bytes(d, read_bytes(s))
-        write_json(
-            out["provenance"],
-            {
-                "computed": False,
-                "run_id": ctx.run_id,
-                "profile": spec.profile,
-                "sleeve": spec.sleeve_id,
-                "pinned_run_id": spec.pin,
-                "source": str(src.dir),
-                "source_profile": info["profile"],
-                "source_manifest_sha256": info["manifest_sha256"],
-                "source_config": info["config"],
-                "source_provenance": read_json(files["provenance"]) if "provenance" in files else None,
-                "copied": sorted(Path(d).name for _, d in pairs) + [Path(out["returns"]).name],
-                "sha256": {Path(d).name: audit.file_sha256(d) for _, d in pairs},
-            },
+    src, info = resolve_pin(node, runs_root, profiles, run_id)
+    note["source"] = str(src.dir)
+    paths = [source["health"], source["sign_test"], *source["weights"]]
+    data = [read_bytes(f) for f in paths]  # copied as they are: their names are the source's (one layout)
+    provenance = {
+        "computed": False,
+        "run_id": run_id,
+        "profile": node.profile,
+        "sleeve": node.sleeve_id,
+        "pinned_run_id": node.pin,
+        "source": str(src.dir),
+        "source_profile": info["profile"],
+        "source_manifest_sha256": info["manifest_sha256"],
+        "source_config": info["config"],
+        "source_provenance": read_json(source["provenance"]) if "provenance" in source else None,
+        "copied": sorted(Path(f).name for f in paths) + [Path(source["returns"]).name],
+        "sha256": {Path(f).name: hashlib.sha256(b).hexdigest() for f, b in zip(paths, data, strict=True)},
+    }
+    return {"returns": read_parquet(source["returns"])[profiles], "health": data[0], "sign_test": data[1],
+            "provenance": provenance, "weights": dict(zip(profiles, data[2:], strict=True))}  # fmt: skip
+
+
+def check_source_run(
+    run_dir: Path | str,
+    files: Iterable[Path | str],
+    *,
+    who: str,
+    hint: str,
+    whole: bool = True,
+    ledger_required: bool = True,
+) -> None:
+    """Refuse to read ``files`` of the earlier run in ``run_dir`` unless that run can be trusted.
+
+    The run must not be reached through a symlink (nor may any of ``files`` be one), no live
+    process may hold its lock (it is being written), its ledger must verify, every stage that
+    failed in it must have run again successfully (it finished), and each of ``files`` must be
+    an artifact its ledger records with the bytes recorded.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        The earlier run's directory.
+    files : iterable of path-like
+        The files of it this run reads.
+    who : str
+        How the message names the source (``"previous_run 'x'"``, ``"sleeve 'a': pinned run_id 'x'"``).
+    hint : str
+        What to do instead, ending the message.
+    whole : bool
+        Check every artifact the ledger records (stat first), not only ``files``: the
+        pre-flight check does, a stage re-checks only what it reads.
+    ledger_required : bool
+        Refuse a run without a ledger (False: such a run is read unverified, as pins of
+        runs made before ledgers were).
+
+    Raises
+    ------
+    DataError
+        The first reason not to trust the run, in one line naming it.
+    """
+    run_dir = Path(run_dir)
+    files = [Path(f) for f in files]
+    if run_dir.is_symlink():
+        raise DataError(
+            f"{who}: run directory {run_dir} is a symlink (to {os.readlink(run_dir)}); runs are never followed "
+            f"through links; {hint}"
         )
-        write_parquet(out["returns"], read_parquet(files["returns"])[ctx.plan.risk_profiles])
+    for f in files:
+        if f.is_symlink():
+            raise DataError(f"{who}: {f} is a symlink (to {os.readlink(f)}); runs are never followed through links; {hint}")
+    pid = runlock.holder(run_dir)
+    if pid is not None:
+        raise DataError(
+            f"{who} is being written (pid {pid} holds {Node(run_dir).file('run_lock')}); wait for it to finish, "
+            "or give a finished run"
+        )
+    if not Node(run_dir).file("audit").is_file():
+        if ledger_required:
+            raise DataError(
+                f"{who} ({run_dir}) has no audit ledger (audit.jsonl): its files cannot be verified; {hint}"
+            )
+        return
+    try:
+        failure = audit.unfinished(run_dir)
+        if failure is not None:
+            raise DataError(
+                f"{who} did not finish: {failure[1]} (audit seq {failure[0]}) and it never ran again successfully; {hint}"
+            )
+        if whole:
+            damages = audit.damaged(run_dir)
+            mine = {os.path.normpath(os.path.relpath(f, run_dir)) for f in files}
+            damages.sort(key=lambda d: d.record.path not in mine)
+            if damages:
+                raise DataError(f"{who}: {damages[0].line(run_dir)}; {hint}")
+            known = set(audit.recorded(run_dir))
+            unknown = [f for f in files if os.path.normpath(os.path.relpath(f, run_dir)) not in known]
+            if unknown:
+                raise DataError(f"{who}: {unknown[0]} was not written by a stage of that run (no audit record); {hint}")
+        else:
+            audit.check_inputs(run_dir, files, hint=hint)
+    except DataError as exc:
+        if str(exc).startswith(who):
+            raise
+        raise DataError(f"{who}: {exc}") from None
+    except PipelineError as exc:
+        raise DataError(f"{who}: {exc}") from None

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import PipelineError
 from ..manifest import Plan
-from ._pins import check_pins
+from ._pins import resolve_pin
 from ._rebalance_checks import check_rebalance
-from ._sleeves import check_data
 
 
 def preflight(
@@ -39,3 +39,54 @@ def preflight(
     for spec in plan.external_nodes():
         check_files(spec.config, plan.risk_profiles, base_dir, spec.label)
     check_rebalance(plan, runs_root, run_id, previous_run, holdings, base_dir)
+
+
+def check_data(plan: Plan, base_dir: Path | str = ".", *, include_pinned: bool = False) -> None:
+    """Check the data of every sleeve ``plan`` computes before any work starts (no price is read).
+
+    Parameters
+    ----------
+    plan : Plan
+        The resolved run.
+    base_dir : path-like
+        Directory that relative ``data.path`` values are resolved against.
+    include_pinned : bool
+        Check pinned sleeves too (``--execute-sleeves`` recomputes them).
+
+    Raises
+    ------
+    ConfigError, DataError
+        From :func:`data.check_source`, prefixed with the profile.
+    """
+    from ..data import check_source
+
+    seen = set()
+    for spec in plan.atomic_nodes():
+        if (spec.pin and not include_pinned) or spec.profile in seen:
+            continue
+        seen.add(spec.profile)
+        bt = spec.config["backtest"]
+        try:
+            check_source(
+                spec.config["data"],
+                spec.config["universe"].get("symbols"),
+                base_dir=base_dir,
+                min_returns=int(bt["train_window"]) + int(bt["test_window"]),
+            )
+        except PipelineError as exc:
+            raise type(exc)(f"profile {spec.profile!r}: {exc}") from None
+
+
+def check_pins(plan: Plan, runs_root: Path | str, run_id: str | None = None) -> None:
+    """Resolve every pinned sleeve of ``plan`` before any work starts.
+
+    Raises
+    ------
+    DataError
+        The first pin that does not resolve or is unusable (see :func:`resolve_pin`).
+    """
+    verified: set[str] = set()
+    for spec in plan.atomic_nodes():
+        if spec.pin:
+            resolve_pin(spec, Path(runs_root), plan.risk_profiles, run_id, whole=spec.pin not in verified)
+            verified.add(spec.pin)

@@ -10,8 +10,8 @@ from ..layout import read_json, run_node, write_json
 from ..manifest import ROOT
 from ..run import RunContext
 from ._common import Files, _named, _stage, console_warning
+from ._pins import check_source_run
 from ._rebalance_checks import check_previous_run
-from ._sources import check_source_run
 
 
 def rebalance_source(ctx: RunContext, profile: str) -> Path | None:

@@ -9,7 +9,7 @@ from ..errors import ConfigError, DataError
 from ..layout import run_node
 from ..manifest import Plan
 from ._common import console_warning
-from ._sources import check_source_run
+from ._pins import check_source_run
 
 
 def check_rebalance(

@@ -29,60 +29,57 @@ class Job:
     def __init__(self, ctx: RunContext, node_path: str, profile: str | None) -> None:
         self.profile, self.plan, self.run_id = profile, ctx.plan, ctx.run_id
         self.profiles = ctx.plan.risk_profiles
-        self.node = ctx.spec(node_path)
+        self.node, self.node_dir = ctx.spec(node_path), ctx.node(node_path)  # its plan node and its directory
         self.children = [ctx.spec(c) for c in self.node.children]
         self.offload = partial(_on_running_cluster, ctx)  # fn on the run's cluster when it is up
         self.note: dict = {}  # the step's outcome, added to its ledger params
         self.windows = ctx.store("windows")  # the runs root's window store, None when reuse is off
-        self.base_dir = ctx.base_dir  # where a data block's relative paths start
+        self.cluster = ctx.cluster  # the run's Ray cluster (None: sequential)
+        self.base_dir, self.runs_root = ctx.base_dir, ctx.runs_root  # relative data paths, other runs
         self.warn = console_warning  # a line the person running the pipeline must see
 
 
-def _read(path: str):
-    """An input's value by its file type: a parquet file's DataFrame, a JSON file's value, else its path."""
-    if path.endswith(".parquet"):
-        return read_parquet(path)
-    if path.endswith(".json"):
-        return read_json(path)
-    return path
-
-
 def _write(path: str, value) -> None:
-    """Write an output atomically by its file type: a DataFrame as parquet, a value as JSON, else bytes."""
-    if path.endswith(".parquet"):
-        write_parquet(path, value)
-    elif path.endswith(".json"):
-        write_json(path, value)
-    else:
+    """Write an output atomically: bytes as they are, else by its file type (a DataFrame as parquet, a value as JSON)."""
+    if isinstance(value, bytes):
         atomic_write_bytes(path, value)
+    elif path.endswith(".parquet"):
+        write_parquet(path, value)
+    else:
+        write_json(path, value)
 
 
 def _inputs(step: steps.Step, job: Job, files: dict) -> tuple[dict, list[str]]:
     """The named inputs the step reads, as paths (a child's grouped by sleeve id, a file per risk
-    profile by profile, a file from outside the run absolute), and those files in the rule's order,
-    except that the node's own files per risk profile come first, profile by profile."""
+    profile by profile, an outside source's named files by name), and the files the ledger records
+    as read: in the rule's order (the node's own files per risk profile first, profile by profile),
+    each once, a file from outside the run by its absolute path."""
 
     def per(spec, value):
         return dict(zip(job.profiles, value, strict=True)) if getattr(spec, "per", None) == "profiles" else value
 
     named: dict = {}
+    read: list[str] = []
+    by_profile = [n for n, spec in step.inputs.items() if isinstance(spec, steps.Own) and spec.per == "profiles"]
     for name, spec in step.inputs.items():
         if isinstance(spec, steps.Children):
             kind = [c for c in job.children if (spec.meta if c.is_meta else spec.atomic)]
             if spec.when and not all(child_input(name, c.sleeve_id) in files for c in kind):
                 continue  # an input only some jobs have (``when``)
             value = {c.sleeve_id: per(spec, files[child_input(name, c.sleeve_id)]) for c in kind}
-        elif name in files:  # an input only some jobs have (``when``)
+        elif name in files:
             value = per(spec, files[name])
-            if isinstance(spec, steps.Outside):
-                value = [os.path.abspath(f) for f in value] if isinstance(value, list) else os.path.abspath(value)
+        elif isinstance(spec, steps.Outside):  # a source of named files (none: an empty input)
+            value = {k: v for k, v in files.items() if k.partition(":")[0] not in step.inputs}
         else:
-            continue
+            continue  # an input only some jobs have (``when``)
         if getattr(spec, "read", True):
             named[name] = value
-    by_profile = [n for n in named if isinstance(step.inputs[n], steps.Own) and step.inputs[n].per == "profiles"]
-    first = [named[n][p] for p in job.profiles for n in by_profile]
-    return named, first + [f for n, v in named.items() if n not in by_profile for f in _flat(v)]
+            outside = isinstance(spec, steps.Outside)
+            if name not in by_profile:
+                read += [os.path.abspath(f) if outside else f for f in _flat(value)]
+    first = [named[n][p] for p in job.profiles for n in by_profile if n in named]
+    return named, list(dict.fromkeys(first + read))
 
 
 def _flat(value) -> list[str]:
@@ -92,15 +89,10 @@ def _flat(value) -> list[str]:
 
 
 def _loaded(value):
+    """An input's value by its file type (a parquet file's DataFrame, a JSON file's value), grouped as its paths are."""
     if isinstance(value, str):
-        return _read(value)
+        return read_parquet(value) if value.endswith(".parquet") else read_json(value)
     return {k: _loaded(v) for k, v in value.items()} if isinstance(value, dict) else [_loaded(v) for v in value]
-
-
-def _value(step: steps.Step, name: str, paths):
-    """What the function receives of input ``name``: its value, or a file from outside the run as its
-    path (it has a format of its own, which the function reads)."""
-    return paths if isinstance(step.inputs[name], steps.Outside) else _loaded(paths)
 
 
 def run_step(
@@ -116,11 +108,13 @@ def run_step(
 ) -> None:
     """Run ``step`` (an entry of the table, :func:`steps.step`) for the job at ``node_path`` (and risk ``profile``) on its rule's files.
 
-    Reads the inputs the step reads (by file type), calls its function with them and with what
-    it asks of the job, writes each output the rule declares (atomically, by file type) and
-    records the step, its params (:class:`steps.Step` ``ledger``) and outcome in the run's
-    ledger, after checking each input against its record (``audit.check_inputs``). A custom step
-    does its reading and writing in its function.
+    Reads the inputs the step reads (by file type; a file from outside the run is handed as its
+    path), calls its function with them and with what it asks of the job, writes each output the
+    rule declares (atomically: bytes as they are, else by file type; the first output last, so
+    that its file says the others are written) and records the step, its params
+    (:class:`steps.Step` ``ledger``) and outcome in the run's ledger, after checking each input
+    against its record (``audit.check_inputs``). A custom step does its reading and writing in
+    its function.
 
     ``params``: the rule's evaluated params (name -> value). With them, a step the table lets
     reuse (:class:`steps.Step` ``reuse``) first looks its job up in the runs root's node store
@@ -155,7 +149,7 @@ def _reused(step: steps.Step, ctx: RunContext, node_path: str, files: dict, outs
     artifacts = _reuse.take(entry, ctx, outs)
     if artifacts is None:
         return False
-    read = [f for name, v in files.items() if getattr(step.inputs.get(name.partition(":")[0]), "read", True) for f in _flat(v)]
+    read = _inputs(step, Job(ctx, node_path, None), files)[1]
     params = {**entry["params"], "reused": {"run": entry["run"], "artifacts": artifacts}}
     with _stage(ctx, step.name, node_path, log, params, read, _flat(outs), computes=False):
         logger.info("%s %s: reused from run %s", step.name, node_path, entry["run"])
@@ -182,12 +176,19 @@ def _compute(
     params = step.ledger(job) if step.ledger else {}
     with _stage(ctx, step.name, node_path, log, params, read, _flat(outs)) as rec:
         wanted = inspect.signature(fn).parameters
-        # a declared input this job does not have (``when``) is left to the parameter's default
-        kwargs = {k: (_value(step, k, named[k]) if k in named else getattr(job, k)) for k in wanted if k in named or k not in step.inputs}
+        # a declared input this job does not have (``when``) is left to the parameter's default;
+        # files from outside the run are handed as paths (their format is the step's to read)
+        kwargs = {
+            k: (named[k] if isinstance(step.inputs[k], steps.Outside) else _loaded(named[k])) if k in named else getattr(job, k)
+            for k in wanted
+            if k in named or k not in step.inputs
+        }
         result = fn(**kwargs)
         # One output: the function returns its value; several: output name -> value.
         values = result if len(outs) > 1 else {next(iter(outs)): result}
-        for out_name, path in outs.items():
+        first, *rest = outs  # the first output last: its file says the job's others are written
+        for out_name in [*rest, first]:
+            path = outs[out_name]
             if isinstance(path, list):
                 for p, file in zip(job.profiles, path, strict=True):
                     _write(file, values[out_name][p])
