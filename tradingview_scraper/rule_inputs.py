@@ -86,7 +86,8 @@ def step_inputs(run: RunContext, name: str, node_path: str, profile: str | None 
     out: dict[str, str | list[str]] = {}
     for key, spec in steps.step(name).inputs.items():
         if isinstance(spec, steps.Own):
-            if spec.when != "book" or (node_path == ROOT and (run.previous_run or run.holdings)):
+            book = node_path == ROOT and (run.previous_run or run.holdings)
+            if spec.when is None or (spec.when == "book" and book) or (spec.when == "previous_run" and run.previous_run):
                 out[key] = files(node, spec.artifact, spec.per)
         elif isinstance(spec, steps.Children):
             if spec.when == "limits" and not run.spec(node_path).config["meta_allocation"].get("book"):

@@ -26,7 +26,8 @@ class Own:
 
     ``per``: ``None`` (one file), ``"profile"`` (the job's risk profile) or ``"profiles"`` (one
     file per risk profile of the plan, in its order). ``when="book"``: only at the root of a run
-    with a current book (a rebalance).
+    with a current book (a rebalance); ``when="previous_run"``: only in a run whose current book
+    is a previous run's.
     """
 
     artifact: str
@@ -53,9 +54,14 @@ class Children:
 
 @dataclass(frozen=True)
 class Outside:
-    """Files from outside the run, as ``Wiring.<source>(node_dir, profile)`` declares them (a list, or a named dict)."""
+    """Files from outside the run, as ``Wiring.<source>(node_dir, profile)`` declares them (a list, or a named dict).
+
+    A plain step's function gets them as paths. ``read=False``: declared (its bytes rerun the
+    rule through its ``content`` param), not read as such by the step.
+    """
 
     source: str
+    read: bool = True
 
 
 Input = Own | Children | Outside
@@ -71,11 +77,12 @@ class Step:
         The step's one name: its rule, its ledger stage, its log and its progress label.
     function : str
         ``"module:function"`` below the package. A plain step's function takes its inputs by
-        name (a parquet file as a DataFrame, a JSON file as its value, a file per risk profile
-        as profile -> value, a child's as sleeve id -> value) and what it needs of the job by
-        name (``node``, ``children``, ``profile``, ``profiles``, ``run_id``, ``plan``,
-        ``offload``, ``note``); it returns its output's value, or output name -> value. A
-        ``custom`` step's function does its own reading and writing:
+        name (a parquet file as a DataFrame, a JSON file as its value, a file from outside the
+        run as its path, a file per risk profile as profile -> value, a child's as sleeve id ->
+        value) and what it needs of the job by name (``node``, ``children``, ``profile``,
+        ``profiles``, ``run_id``, ``plan``, ``offload``, ``note``, ``previous_run``,
+        ``holdings``, ``runs_root``, ``base_dir``); it returns its output's value, or output
+        name -> value. A ``custom`` step's function does its own reading and writing:
         ``function(ctx, node_path, profile, input=, output=, log=)``.
     inputs : dict of str -> Own | Children | Outside
         The rule's named inputs, in order.
