@@ -33,6 +33,9 @@ class Job:
         self.offload = partial(_on_running_cluster, ctx)  # fn on the run's cluster when it is up
         self.note: dict = {}  # the step's outcome, added to its ledger params
         self.windows = ctx.store("windows")  # the runs root's window store, None when reuse is off
+        # The run's current book (a rebalance) and where files from outside the run are found.
+        self.previous_run, self.holdings = ctx.previous_run, ctx.holdings
+        self.runs_root, self.base_dir = ctx.runs_root, ctx.base_dir
 
 
 def _read(path: str):
@@ -59,7 +62,7 @@ def _inputs(step: steps.Step, job: Job, files: dict) -> tuple[dict, list[str]]:
     profile by profile), and those files in the rule's order."""
 
     def per(spec, value):
-        return dict(zip(job.profiles, value, strict=True)) if spec.per == "profiles" else value
+        return dict(zip(job.profiles, value, strict=True)) if getattr(spec, "per", None) == "profiles" else value
 
     named: dict = {}
     for name, spec in step.inputs.items():
@@ -168,8 +171,13 @@ def _compute(
     params = step.ledger(job) if step.ledger else {}
     with _stage(ctx, step.name, node_path, log, params, read, _flat(outs)) as rec:
         wanted = inspect.signature(fn).parameters
-        # a declared input this job does not have (``when``) is left to the parameter's default
-        kwargs = {k: (_loaded(named[k]) if k in named else getattr(job, k)) for k in wanted if k in named or k not in step.inputs}
+        # a declared input this job does not have (``when``) is left to the parameter's default; a
+        # file from outside the run is handed as its path (its format is the step's: a holdings file)
+        kwargs = {
+            k: (named[k] if isinstance(step.inputs.get(k), steps.Outside) else _loaded(named[k])) if k in named else getattr(job, k)
+            for k in wanted
+            if k in named or k not in step.inputs
+        }
         result = fn(**kwargs)
         # One output: the function returns its value; several: output name -> value.
         values = result if len(outs) > 1 else {next(iter(outs)): result}
