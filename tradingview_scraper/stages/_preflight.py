@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..holdings import check_rebalance
 from ..manifest import Plan
 from ._pins import check_pins
-from ._rebalance_checks import check_rebalance
 from ._sleeves import check_data
 
 
