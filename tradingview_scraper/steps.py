@@ -182,14 +182,23 @@ STEPS: dict[str, Step] = {
             custom=True,
             targets=("report_md", "report_html"),
         ),  # fmt: skip
-        Step("rebalance", "stages._rebalance:run_rebalance", {"target": Own("flattened", per="profile"), "current": Outside("rebalance_book"),
-             "returns": Own("returns"), "since": Outside("rebalance_since"), "prices": Outside("rebalance_prices")},
-             params={"book": "rebalance_params", "content": "rebalance_content"}, custom=True),  # fmt: skip
+        Step(
+            "rebalance",
+            "current_book:rebalance_file",
+            # this run's last date and the previous run's: where a previous run's book drifts; the
+            # prices: read through the sleeves' data (their bytes are in the content param)
+            {"target": Own("flattened", per="profile"), "current": Outside("rebalance_book"),
+             "returns": Own("returns", when="previous_run"), "since": Outside("rebalance_since"),
+             "prices": Outside("rebalance_prices", read=False)},
+            ledger=lambda job: {"profile": job.profile, "previous_run": job.previous_run, "holdings": job.holdings,
+                                **job.plan.root.config["frictions"], **({"trading": job.plan.trading} if job.plan.trading else {})},
+            params={"book": "rebalance_params", "content": "rebalance_content"},
+        ),  # fmt: skip
         # External sleeves (issue 22): a strategy's own files into the sleeve interface.
         Step("external_sleeve", "stages._external:run_external_sleeve", {"files": Outside("external_files")},
              params={"external": "external_params", "content": "external_content"}, custom=True),  # fmt: skip
         # Issue 24: the orders of a rebalance with trading settings, a view of its file.
-        Step("orders", "stages._rebalance:orders_file", {"rebalance": Own("rebalance", per="profile")},
+        Step("orders", "trading:orders_csv", {"rebalance": Own("rebalance", per="profile")},
              ledger=lambda job: {"profile": job.profile}),  # fmt: skip
         Step("resolved_manifest", "stages._report:resolved_manifest", ledger=lambda job: {"profile": job.plan.profile},
              params={"plan": "plan_params"}),  # fmt: skip

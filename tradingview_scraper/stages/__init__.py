@@ -5,7 +5,7 @@ the rule names them), reads the inputs, calls the step's function, writes the ou
 atomically and records the step in the run's audit ledger. It builds no artifact path of its
 own: the rule's declarations are the one source (input functions derived from the table:
 :mod:`tradingview_scraper.rule_inputs`). Steps that do their own reading and writing (a
-sleeve on Ray, a pinned copy, the risk, the report, the rebalance) keep a body of their own.
+sleeve on Ray, a pinned copy, the risk, the report) keep a body of their own.
 
 The step functions live in one module per rule family; this module only re-exports names
 (no code here: a step's code trigger counts the modules its function reaches).
@@ -27,8 +27,6 @@ from ._common import (
 from ._ledger import first_failure, report_at_exit
 from ._pins import PIN_REQUIRED, check_pins, pin_source, resolve_pin
 from ._preflight import preflight
-from ._rebalance import drift_source, needs_prices, rebalance_source
-from ._rebalance_checks import check_previous_run, check_rebalance
 from ._reuse import reusable
 from ._sleeves import check_data, run_sleeve
 from ._sources import check_source_run
@@ -41,10 +39,6 @@ __all__ = [
     "PIN_REQUIRED",
     "check_data",
     "check_pins",
-    "check_previous_run",
-    "check_rebalance",
-    "drift_source",
-    "needs_prices",
     "check_source_run",
     "child_input",
     "console_warning",
@@ -54,7 +48,6 @@ __all__ = [
     "pin_source",
     "preflight",
     "prewarm",
-    "rebalance_source",
     "report_at_exit",
     "reusable",
     "resolve_pin",
