@@ -153,29 +153,11 @@ def _drift_dates(previous_run: str, runs_root: Path, returns, since: str) -> tup
 
 
 def _traded(plan, doc: Mapping, prices, current: Sequence[Mapping], drifted_book: bool, quantities: Mapping | None) -> dict:
-    """What trading settings (``plan.trading``) add to a rebalance.
-
-    Per row of ``doc["rows"]`` (set on them): ``traded_weight``, ``untraded``, ``price``,
-    ``price_date``, ``cost_rate`` (:func:`rebalance.sleeve_cost_rate`), ``current_quantity``.
-    Returned: the rebalance to the target (``to_target``), the traded book's totals, the band
-    applied, the book limits it holds (``book_limits``, with the root's limits), the tracking
-    error left and the orders (:func:`trading.orders`).
-
-    Parameters
-    ----------
-    plan : Plan
-        The run's plan: its root's trading settings, frictions, book limits and sleeves.
-    doc : dict
-        The rebalance (:func:`rebalance.rebalance`).
-    prices : BookPrices
-        The prices of the book's symbols.
-    current : list of dict
-        The current book's rows (a drifted one with ``weight_then``).
-    drifted_book : bool
-        Whether ``current`` is a previous run's book (its per-sleeve holdings drift with the position).
-    quantities : dict of (symbol, direction) -> float, optional
-        The units held, for a book given in quantities.
-    """
+    """What trading settings (``plan.trading``) add to a rebalance (``doc``): per row ``traded_weight``,
+    ``untraded``, ``price``, ``cost_rate`` (:func:`rebalance.sleeve_cost_rate`), ``current_quantity``;
+    the traded book's totals, the book limits it holds (``book_limits``), the tracking error left and
+    the orders. ``current``: the book's rows (a previous run's, ``drifted_book``, with ``weight_then``);
+    ``quantities``: (symbol, direction) -> units held, for a book in quantities."""
     from .compose import node_limits
     from .trading import orders, traded_book
     from .trading_limits import book_rows
