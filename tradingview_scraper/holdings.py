@@ -1,4 +1,5 @@
-"""The holdings-file format: a book as rows of symbol, direction and weight (or quantity), from CSV or JSON."""
+"""The holdings-file format: a book as rows of symbol, direction and weight (or quantity), from CSV or JSON;
+and the checks of a rebalance's book (a holdings file or a previous run's) before any work starts."""
 
 from __future__ import annotations
 
@@ -142,7 +143,7 @@ def _holding(path: Path, where: str, rec: Mapping, measure: str = "weight") -> d
     return {"symbol": symbol, "direction": direction, measure: weight}
 
 
-# --------------------------------------------------------------------------- the current book of a rebalance
+# --------------------------------------------------------------------------- a rebalance's book, checked before any work
 
 
 def check_previous_run(previous_run: str, runs_root: Path | str, risk_profiles: list[str], *, whole: bool) -> str | None:
