@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -23,6 +24,12 @@ COST_RATE = 0.0005 + 0.0005  # the small manifest's commission + slippage
 
 def _json(path):
     return json.loads(path.read_text())
+
+
+def _recorded(run_dir, profile: str) -> dict:
+    """The ledger entry of the last rebalance of ``profile`` in ``run_dir``."""
+    entries = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
+    return [e for e in entries if e.get("stage") == "rebalance" and e["params"]["profile"] == profile][-1]
 
 
 # --------------------------------------------------------------------------- pure function
@@ -147,6 +154,18 @@ def test_rebalance_identities_on_a_real_run(pm_runs, profile):
 
 
 @pytest.mark.e2e
+def test_the_ledger_names_what_a_previous_runs_rebalance_read(pm_runs):
+    # this run's target and last date, the previous run's book and last date: no price file
+    entry = _recorded(pm_runs["now"], "hrp")
+    assert [f["path"] for f in entry["inputs"]] == [
+        "flattened_hrp.json", "../prev/flattened_hrp.json", "returns.parquet", "../prev/returns.parquet"
+    ]  # fmt: skip
+    assert entry["params"] == {"profile": "hrp", "previous_run": "prev", "holdings": None, "commission": 0.0005,
+                               "slippage": 0.0005}  # fmt: skip
+    assert [f["path"] for f in entry["outputs"]] == ["rebalance_hrp.json"]
+
+
+@pytest.mark.e2e
 def test_changed_holdings_file_reruns_only_the_rebalance(pm_runs, tmp_path):
     book = tmp_path / "book.csv"
     book.write_text("symbol,direction,weight\nAAPL,LONG,0.4\nKO,LONG,0.3\nXOM,SHORT,0.1\n")
@@ -158,6 +177,11 @@ def test_changed_holdings_file_reruns_only_the_rebalance(pm_runs, tmp_path):
     xom = next(r for r in first["rows"] if r["symbol"] == "XOM")
     assert xom["target_weight"] == 0.0 and xom["trade"] == -0.1 and xom["net_trade"] == 0.1  # a short disappears
     stamp = {p: (root / "book" / f"flattened_{p}.json").stat().st_mtime_ns for p in PROFILES}
+    # The ledger names what the rebalance read: the target and the book; no returns, no price file.
+    entry = _recorded(root / "book", "hrp")
+    assert [f["path"] for f in entry["inputs"]] == ["flattened_hrp.json", os.path.relpath(book, root / "book")]
+    assert entry["params"] == {"profile": "hrp", "previous_run": None, "holdings": str(book), "commission": 0.0005,
+                               "slippage": 0.0005}  # fmt: skip
 
     book.write_text("symbol,direction,weight\nAAPL,LONG,0.2\nMSFT,LONG,0.2\n")
     rerun = MetaPipeline("meta_small", **kw).execute()

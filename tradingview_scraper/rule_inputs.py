@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from . import audit, deps, stages, steps
+from . import audit, current_book, deps, stages, steps
 from .engines import HIERARCHICAL
 from .errors import ConfigError
 from .layout import NODE_FILES, literal_files, regex_literal, run_node, wildcard_like
@@ -86,7 +86,8 @@ def step_inputs(run: RunContext, name: str, node_path: str, profile: str | None 
     out: dict[str, str | list[str]] = {}
     for key, spec in steps.step(name).inputs.items():
         if isinstance(spec, steps.Own):
-            if spec.when != "book" or (node_path == ROOT and (run.previous_run or run.holdings)):
+            book = node_path == ROOT and (run.previous_run or run.holdings)
+            if spec.when is None or (spec.when == "book" and book) or (spec.when == "previous_run" and run.previous_run):
                 out[key] = files(node, spec.artifact, spec.per)
         elif isinstance(spec, steps.Children):
             if spec.when == "limits" and not run.spec(node_path).config["meta_allocation"].get("book"):
@@ -318,10 +319,11 @@ class Wiring:
 
     def rebalance_content(self, node_dir: str, profile: str) -> str:
         """The digest of the current book (the holdings file or the previous run's flattened file),
-        and of the price files it is valued at when it is (:func:`stages.needs_prices`)."""
-        book = self.content([stages.rebalance_source(self.run, profile)]
-                            + ([stages.drift_source(self.run)] if self.run.previous_run else []))  # fmt: skip
-        if not stages.needs_prices(self.run):
+        and of the price files it is valued at when it is (:func:`current_book.needs_prices`)."""
+        run = self.run
+        book = self.content([current_book.rebalance_source(run.previous_run, run.holdings, run.runs_root, profile)]
+                            + ([current_book.drift_source(run.previous_run, run.runs_root)] if run.previous_run else []))  # fmt: skip
+        if not current_book.needs_prices(run.previous_run, run.holdings, self.plan.trading):
             return book
         doc = {"book": book, "prices": self.risk_content(node_dir, profile)}
         if self._external_prices():  # only then: a run without external price tables keeps its params
@@ -357,18 +359,20 @@ class Wiring:
 
     def rebalance_book(self, node_dir: str, profile: str) -> str | list[str]:
         """The current book's file as the rebalance rule declares it (:func:`declared`), or none."""
-        book = declared([stages.rebalance_source(self.run, profile)])
+        run = self.run
+        # resolved: the rebalance records the book it read at its own path, whatever the working directory
+        book = declared([current_book.rebalance_source(run.previous_run, run.holdings, run.runs_root, profile).resolve()])
         return book[0] if book else []
 
     def rebalance_since(self, node_dir: str, profile: str | None = None) -> str | list[str]:
         """The previous run's ``returns.parquet`` (its last date: where its book drifts from), or none."""
-        since = declared([stages.drift_source(self.run)]) if self.run.previous_run else []
+        since = declared([current_book.drift_source(self.run.previous_run, self.run.runs_root)]) if self.run.previous_run else []
         return since[0] if since else []
 
     def rebalance_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
         """The price files a rebalance values its book at (those of every atomic sleeve and the external
         sleeves' price tables), or none."""
-        if not stages.needs_prices(self.run):
+        if not current_book.needs_prices(self.run.previous_run, self.run.holdings, self.plan.trading):
             return []
         return declared(risk_prices(self.run, self.node_path(node_dir)) + self._external_prices())
 

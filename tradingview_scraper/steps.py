@@ -26,7 +26,8 @@ class Own:
 
     ``per``: ``None`` (one file), ``"profile"`` (the job's risk profile) or ``"profiles"`` (one
     file per risk profile of the plan, in its order). ``when="book"``: only at the root of a run
-    with a current book (a rebalance).
+    with a current book (a rebalance); ``when="previous_run"``: only in a run whose current book
+    is a previous run's.
     """
 
     artifact: str
@@ -53,9 +54,14 @@ class Children:
 
 @dataclass(frozen=True)
 class Outside:
-    """Files from outside the run, as ``Wiring.<source>(node_dir, profile)`` declares them (a list, or a named dict)."""
+    """Files from outside the run, as ``Wiring.<source>(node_dir, profile)`` declares them (a list, or a named dict).
+
+    A plain step's function gets them as paths. ``read=False``: declared (its bytes rerun the
+    rule through its ``content`` param), not read as such by the step.
+    """
 
     source: str
+    read: bool = True
 
 
 Input = Own | Children | Outside
@@ -75,7 +81,8 @@ class Step:
         as profile -> value, a child's as sleeve id -> value, files from outside the run as
         paths) and what it needs of the job by name (``node``, ``node_dir``, ``children``,
         ``profile``, ``profiles``, ``run_id``, ``plan``, ``offload``, ``cluster``,
-        ``base_dir``, ``runs_root``, ``windows``, ``note``, ``warn``: :class:`stages._step.Job`); it
+        ``base_dir``, ``runs_root``, ``windows``, ``note``, ``warn``, ``previous_run``,
+        ``holdings``: :class:`stages._step.Job`); it
         returns its output's value (bytes are written as they are), or output name -> value. A
         ``custom`` step's function does its own reading and writing:
         ``function(ctx, node_path, profile, input=, output=, log=)``.
@@ -178,15 +185,24 @@ STEPS: dict[str, Step] = {
             custom=True,
             targets=("report_md", "report_html"),
         ),  # fmt: skip
-        Step("rebalance", "stages._rebalance:run_rebalance", {"target": Own("flattened", per="profile"), "current": Outside("rebalance_book"),
-             "returns": Own("returns"), "since": Outside("rebalance_since"), "prices": Outside("rebalance_prices")},
-             params={"book": "rebalance_params", "content": "rebalance_content"}, custom=True),  # fmt: skip
+        Step(
+            "rebalance",
+            "current_book:rebalance_file",
+            # this run's last date and the previous run's: where a previous run's book drifts; the
+            # prices: read through the sleeves' data (their bytes are in the content param)
+            {"target": Own("flattened", per="profile"), "current": Outside("rebalance_book"),
+             "returns": Own("returns", when="previous_run"), "since": Outside("rebalance_since"),
+             "prices": Outside("rebalance_prices", read=False)},
+            ledger=lambda job: {"profile": job.profile, "previous_run": job.previous_run, "holdings": job.holdings,
+                                **job.plan.root.config["frictions"], **({"trading": job.plan.trading} if job.plan.trading else {})},
+            params={"book": "rebalance_params", "content": "rebalance_content"},
+        ),  # fmt: skip
         # External sleeves (issue 22): a strategy's own files into the sleeve interface.
         Step("external_sleeve", "external:sleeve_interface", {"files": Outside("external_files")},
              params={"external": "external_params", "content": "external_content"},
              ledger=lambda job: {"sleeve": job.node.sleeve_id, "external": job.node.config["external"]}),  # fmt: skip
         # Issue 24: the orders of a rebalance with trading settings, a view of its file.
-        Step("orders", "stages._rebalance:orders_file", {"rebalance": Own("rebalance", per="profile")},
+        Step("orders", "trading:orders_csv", {"rebalance": Own("rebalance", per="profile")},
              ledger=lambda job: {"profile": job.profile}),  # fmt: skip
         Step("resolved_manifest", "stages._report:resolved_manifest", ledger=lambda job: {"profile": job.plan.profile},
              params={"plan": "plan_params"}),  # fmt: skip

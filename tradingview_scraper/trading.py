@@ -282,14 +282,14 @@ def orders(
     }
 
 
-def orders_csv(rebalance_doc: Mapping) -> bytes:
+def orders_csv(rebalance: Mapping) -> bytes:
     """``orders_<profile>.csv``: the orders of a rebalance, columns :data:`ORDER_COLUMNS`."""
     import io
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(ORDER_COLUMNS)
-    for o in rebalance_doc["orders"]["orders"]:
+    for o in rebalance["orders"]["orders"]:
         writer.writerow([o["symbol"], o["side"], repr(float(o["quantity"])), repr(float(o["price"])), o["price_date"],
                          repr(float(o["notional"])), repr(float(o["est_cost"]))])  # fmt: skip
     return buf.getvalue().encode()

@@ -5,7 +5,7 @@ the rule names them), reads the inputs, calls the step's function, writes the ou
 atomically and records the step in the run's audit ledger. It builds no artifact path of its
 own: the rule's declarations are the one source (input functions derived from the table:
 :mod:`tradingview_scraper.rule_inputs`). Steps that do their own reading and writing (the
-meta returns, the report, the rebalance) keep a body of their own.
+meta returns, the report) keep a body of their own.
 
 The step functions live in one module per rule family; this module only re-exports names
 (no code here: a step's code trigger counts the modules its function reaches).
@@ -13,10 +13,9 @@ The step functions live in one module per rule family; this module only re-expor
 
 from __future__ import annotations
 
-from ._common import StageIO, child_input, watch
-from ._pins import PIN_REQUIRED, pin_source, resolve_pin
+from ._common import StageIO, child_input, console_warning, watch
+from ._pins import PIN_REQUIRED, check_source_run, pin_source, resolve_pin
 from ._preflight import check_data, check_pins, preflight
-from ._rebalance import drift_source, needs_prices, rebalance_source
 from ._reuse import reusable
 from ._step import run_step
 
@@ -25,12 +24,11 @@ __all__ = [
     "StageIO",
     "check_data",
     "check_pins",
+    "check_source_run",
     "child_input",
-    "drift_source",
-    "needs_prices",
+    "console_warning",
     "pin_source",
     "preflight",
-    "rebalance_source",
     "resolve_pin",
     "reusable",
     "run_step",

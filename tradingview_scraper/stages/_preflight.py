@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import PipelineError
+from ..holdings import check_rebalance
 from ..manifest import Plan
 from ._pins import resolve_pin
-from ._rebalance_checks import check_rebalance
 
 
 def preflight(

@@ -37,6 +37,8 @@ class Job:
         self.cluster = ctx.cluster  # the run's Ray cluster (None: sequential)
         self.base_dir, self.runs_root = ctx.base_dir, ctx.runs_root  # relative data paths, other runs
         self.warn = console_warning  # a line the person running the pipeline must see
+        # The run's current book (a rebalance).
+        self.previous_run, self.holdings = ctx.previous_run, ctx.holdings
 
 
 def _write(path: str, value) -> None:
