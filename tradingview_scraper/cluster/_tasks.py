@@ -74,8 +74,16 @@ def label(names: Iterable[TaskName], kind: str = "sleeve") -> str:
     return f"sleeve {shown[0]}" if len(shown) == 1 else f"sleeves [{', '.join(shown)}]"
 
 
-def check_items(items: list) -> list[TaskName]:
-    """Return the names of ``(name, args, kwargs)`` items; raise ConfigError if malformed or duplicated."""
+def check_map(items: list, kind: str, num_cpus: float, cluster_cpus: int | None) -> list[TaskName]:
+    """The names of a map's ``(name, args, kwargs)`` items, once the map may run (see :meth:`Cluster.map`).
+
+    Raises
+    ------
+    ConfigError
+        An item is malformed, two share a name, or ``kind`` is unknown.
+    SleeveError or MetaError
+        The run was interrupted, or a task needs more CPUs than the private cluster has.
+    """
     names = []
     for item in items:
         name = item[0] if isinstance(item, tuple | list) and len(item) == 3 else None
@@ -86,6 +94,14 @@ def check_items(items: list) -> list[TaskName]:
     duplicates = sorted({str(n) for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"map items have duplicate names {duplicates}: names must be unique")
+    if kind not in TASK_ERRORS:
+        raise ConfigError(f"map kind={kind!r} is invalid: give one of {', '.join(TASK_ERRORS)}")
+    if names and interrupted():
+        raise TASK_ERRORS[kind](f"{label(names, kind)} not started: the run was interrupted (SIGINT)")
+    if names and cluster_cpus is not None and num_cpus > cluster_cpus:
+        raise TASK_ERRORS[kind](f"{label(names, kind)} needs num_cpus={num_cpus:g} (backtest.num_cpus) but the "
+                                f"private Ray cluster has {cluster_cpus} CPUs: lower it, or use an external "
+                                "cluster with larger nodes")  # fmt: skip
     return names
 
 
@@ -132,9 +148,11 @@ def task_error(name: TaskName, err: Exception, max_retries: int, kind: str = "sl
 
 
 def run_tasks(remote: Any, fn: Callable[..., Any], items: list, names: list[TaskName], *, num_cpus: float,
-              max_retries: int, timeout_s: float | None, closing: Callable[[], bool],
-              kind: str = "sleeve") -> dict:  # fmt: skip
-    """Submit one task per item, then collect them in completion order (see :meth:`Cluster.map`)."""
+              max_retries: int, timeout_s: float | None, closing: Callable[[], bool], kind: str,
+              where: dict) -> dict:  # fmt: skip
+    """Submit one task per item, then collect them in completion order (see :meth:`Cluster.map`).
+
+    Each task's provenance gets ``where`` (the cluster's address and mode)."""
     import ray
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -167,8 +185,9 @@ def run_tasks(remote: Any, fn: Callable[..., Any], items: list, names: list[Task
         ready, pending = ray.wait(pending, num_returns=1, timeout=slice_s, fetch_local=False)
         for ref in ready:
             try:
-                done[refs[ref]] = ray.get(ref)
+                result, provenance = ray.get(ref)
             except Exception as err:
                 cancel(pending)
                 raise task_error(refs[ref], err, max_retries, kind) from err
+            done[refs[ref]] = (result, {**provenance, **where})
     return {name: done[name] for name in names}
