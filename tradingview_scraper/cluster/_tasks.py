@@ -58,17 +58,11 @@ def local_call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple[An
     return result, {**where, "worker_pid": os.getpid(), "duration_s": time.perf_counter() - started, "warnings": []}
 
 
-def _name(name: TaskName, kind: str = "sleeve") -> str:
-    """``'a'`` for a sleeve's task, ``'a' (hrp)`` for one part ``(sleeve, part)`` of it; a meta
-    node's task ``(label, part)`` as ``<label> (<part>)``."""
-    if kind == "meta":
-        return name if isinstance(name, str) else f"{name[0]} ({name[1]})"
-    return repr(name) if isinstance(name, str) else f"{name[0]!r} ({name[1]})"
-
-
 def label(names: Iterable[TaskName], kind: str = "sleeve") -> str:
-    """``sleeve 'a'`` or ``sleeves ['a', 'b' (hrp)]`` (a meta node's: ``meta profile 'm' (hrp)``) for error messages."""
-    shown = sorted(_name(n, kind) for n in names)
+    """``sleeve 'a'`` or ``sleeves ['a', 'b' (hrp)]`` (a task of part ``hrp`` of sleeve ``b``) for error
+    messages; a meta node's task ``(label, part)``: ``meta profile 'm' (hrp)`` or ``meta nodes [...]``."""
+    show = str if kind == "meta" else repr
+    shown = sorted(f"{show(n[0])} ({n[1]})" if isinstance(n, tuple) else show(n) for n in names)
     if kind == "meta":
         return shown[0] if len(shown) == 1 else f"meta nodes [{', '.join(shown)}]"
     return f"sleeve {shown[0]}" if len(shown) == 1 else f"sleeves [{', '.join(shown)}]"
@@ -133,11 +127,8 @@ def task_error(name: TaskName, err: Exception, max_retries: int, kind: str = "sl
     from ray import exceptions as rex
 
     who, error = label([name], kind), TASK_ERRORS[kind]
-    if isinstance(err, rex.RayTaskError):
-        cause = getattr(err, "cause", None)
-        if cause is None:
-            return error(f"{who} failed: {one_line(str(err))}")
-        return error(f"{who} failed: {one_line(cause)}")
+    if isinstance(err, rex.RayTaskError):  # the exception ``fn`` raised, where Ray kept it
+        return error(f"{who} failed: {one_line(getattr(err, 'cause', None) or str(err))}")
     if isinstance(err, rex.TaskCancelledError):
         return error(f"{who} was cancelled")
     died = (rex.WorkerCrashedError, rex.OutOfMemoryError, rex.NodeDiedError, rex.LocalRayletDiedError)
