@@ -179,7 +179,7 @@ def store_entry(store: Path | str, key: str) -> Path:
 
 
 def run_node(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Node:
-    """Root node of run ``run_id`` (cached: input functions ask for it once per job)."""
+    """Root node of run ``run_id`` under ``runs_root``."""
     return Node(run_dir(run_id, runs_root))
 
 
