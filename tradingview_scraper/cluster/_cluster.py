@@ -185,8 +185,9 @@ class Cluster:
                     _node_ip_address=LOOPBACK,
                     _temp_dir=str(self._temp_dir / "r"),
                 )
-                self._started, self.token_path = True, token_path
+                self._started = True
                 self.address = context.address_info["gcs_address"]
+                self.token_path = token_path
                 if not self.address.startswith(f"{LOOPBACK}:"):
                     raise PipelineError(f"the private Ray cluster bound {self.address}, not 127.0.0.1: set "
                                         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before anything imports ray")  # fmt: skip
@@ -390,11 +391,10 @@ class Cluster:
             self._temp_dir = None
 
     def _set_env(self, **values: str | None) -> None:
-        for key, value in values.items():
+        for key in values:
             self._saved_env.setdefault(key, os.environ.get(key))
-            put_env(key, value)
+        put_env(values)
 
     def _restore_env(self) -> None:
-        for key, value in self._saved_env.items():
-            put_env(key, value)
+        put_env(self._saved_env)
         self._saved_env.clear()
