@@ -114,6 +114,7 @@ class Cluster:
         """
         if self.address is not None and not self._started:
             return self.connect()
+        self._check_usable()
         if not self._up and threading.current_thread() is not threading.main_thread():
             raise PipelineError("start the run's private Ray cluster from the main thread: Ray ties "
                                 "its processes to the thread that starts them")  # fmt: skip
@@ -142,8 +143,7 @@ class Cluster:
                 self._keeper.start()
         self._head_ready.wait()
         if self._head_error is not None:
-            error = self._head_error
-            raise (error if isinstance(error, PipelineError) else PipelineError(one_line(error))) from None
+            raise self._head_error from None
         self._check_usable()
         return self
 
@@ -151,7 +151,7 @@ class Cluster:
         try:
             self._start_private()
         except BaseException as exc:  # handed to the waiting tasks' threads, which raise it
-            self._head_error = exc
+            self._head_error = exc if isinstance(exc, PipelineError) else PipelineError(one_line(exc))
         finally:
             self._head_ready.set()
         if self._head_error is None:
