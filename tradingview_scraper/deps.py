@@ -93,11 +93,7 @@ def dataset_pin(data: Mapping[str, Any]) -> str | None:
     """``"skfolio <version> <dataset>"`` for a sleeve on a dataset shipped inside skfolio (which pins it), else None."""
     if data.get("source", "skfolio") != "skfolio":
         return None
-    try:
-        version = importlib.metadata.version("skfolio")
-    except importlib.metadata.PackageNotFoundError:
-        version = "absent"
-    return f"skfolio {version} {data.get('dataset', 'sp500')}"
+    return f"skfolio {importlib.metadata.version('skfolio')} {data.get('dataset', 'sp500')}"
 
 
 # --------------------------------------------------------------------------- file digests

@@ -1,22 +1,23 @@
 """What the workflow's rules ask: node patterns, named inputs, params and final targets.
 
 ``workflow/rules/common.smk`` builds one :class:`Wiring` per process (of the run's owner's
-run, or of the config in a job process) and only forwards to it; the plain functions below
+run, or of the config in a job process) and only forwards to it; the plain functions
 take a :class:`run.RunContext`. Everything here is tested without Snakemake (this module
 never imports it) and returns path strings, as Snakemake expects.
 """
 
 from __future__ import annotations
 
-import functools
 import gc
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from . import audit, current_book, deps, stages, steps
 from .engines import HIERARCHICAL
 from .errors import ConfigError
+from .external import external_files
 from .layout import NODE_FILES, literal_files, regex_literal, run_node, wildcard_like
 from .manifest import ROOT
 from .run import RunContext
@@ -112,6 +113,11 @@ def atomic_below(run: RunContext, node_path: str) -> list:
     return out
 
 
+def price_files(run: RunContext, spec) -> list[str]:
+    """The price files atomic sleeve ``spec`` reads (:func:`deps.price_files`)."""
+    return [str(f) for f in deps.price_files(spec.config["data"], spec.config["universe"].get("symbols"), run.base_dir)]
+
+
 def risk_prices(run: RunContext, node_path: str) -> list[str]:
     """The price files the risk job of ``node_path`` may read: those of every atomic sleeve below it,
     pinned ones included (a position's prices come from the sleeve that holds it), and the returns
@@ -119,12 +125,9 @@ def risk_prices(run: RunContext, node_path: str) -> list[str]:
     files: dict[str, None] = {}
     for spec in atomic_below(run, node_path):
         if spec.kind == "external":  # its positions' returns are its stream (the risk stage reads the file)
-            from .external import external_files
-
             files[str(external_files(spec.config, run.plan.risk_profiles, run.base_dir)["returns"])] = None
-            continue
-        data, symbols = spec.config["data"], spec.config["universe"].get("symbols")
-        files.update(dict.fromkeys(str(f) for f in deps.price_files(data, symbols, run.base_dir)))
+        else:
+            files.update(dict.fromkeys(price_files(run, spec)))
     return list(files)
 
 
@@ -140,33 +143,29 @@ def pin_inputs(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
     return files
 
 
-def final_targets(run: RunContext) -> list[Path]:
-    """Every final artifact of ``run``: what rule ``all`` (or the runner, see :func:`targets`) asks Snakemake for."""
-    plan, root, profiles = run.plan, run.root, run.plan.risk_profiles
-    targets = [root.file("resolved"), root.file("returns")]
-    if plan.root.is_meta:
-        targets += [root.file("flattened", profile=p) for p in profiles]
-        for meta in plan.meta_nodes():  # every level is a run directory of its own, with its report
-            node = run.node(meta.path)
-            for name in steps.meta_targets():  # the steps' final artifacts at every meta node
-                per = "{profile}" in NODE_FILES[name]
-                targets += [node.file(name, profile=p) for p in profiles] if per else [node.file(name)]
-        if run.previous_run or run.holdings:
-            targets += [root.file("rebalance", profile=p) for p in profiles]
-            if plan.trading:  # issue 24: the orders of the traded book
-                targets += [root.file("orders", profile=p) for p in profiles]
-    else:
-        targets += [root.file(k) for k in ("health", "sign_test", "provenance")]
-        targets += [root.file("weights", profile=p) for p in profiles]
-    return targets
-
-
 def targets(run: RunContext, *, runner: bool) -> list[str]:
     """Every final artifact of ``run`` as the files of rule ``all`` (``runner=False``) or as the
     runner's targets: rule ``all`` holds them unless the run directory has a wildcard-like part
     (Snakemake would format it, see :func:`check_plain_runs_root`), then the runner names them."""
-    named_by_runner = wildcard_like(run.run_dir)
-    return [str(t) for t in final_targets(run)] if named_by_runner == runner else []
+    if wildcard_like(run.run_dir) != runner:
+        return []
+    plan, root, profiles = run.plan, run.root, run.plan.risk_profiles
+    files = [root.file("resolved"), root.file("returns")]
+    if plan.root.is_meta:
+        files += [root.file("flattened", profile=p) for p in profiles]
+        for meta in plan.meta_nodes():  # every level is a run directory of its own, with its report
+            node = run.node(meta.path)
+            for name in steps.meta_targets():  # the steps' final artifacts at every meta node
+                per = "{profile}" in NODE_FILES[name]
+                files += [node.file(name, profile=p) for p in profiles] if per else [node.file(name)]
+        if run.previous_run or run.holdings:
+            files += [root.file("rebalance", profile=p) for p in profiles]
+            if plan.trading:  # issue 24: the orders of the traded book
+                files += [root.file("orders", profile=p) for p in profiles]
+    else:
+        files += [root.file(k) for k in ("health", "sign_test", "provenance")]
+        files += [root.file("weights", profile=p) for p in profiles]
+    return [str(f) for f in files]
 
 
 def check_plain_runs_root(run: RunContext) -> None:
@@ -190,7 +189,13 @@ def check_plain_runs_root(run: RunContext) -> None:
 
 
 class Wiring:
-    """The run's plan as the rules need it.
+    """The run's plan as the rules need it: the patterns of their ``{node}`` and ``{profile}``, and
+    the inputs and params their steps' entries name (:mod:`steps`).
+
+    A param method ``<name>(node_dir, profile)`` gives what a step's result depends on besides
+    its inputs' content and code: settings, and the digest of the files it reads from outside
+    the run (so new bytes rerun it whatever their mtime). A source method gives those files, as
+    the rule declares them (:func:`declared`).
 
     Parameters
     ----------
@@ -214,27 +219,15 @@ class Wiring:
         )
         self.hierarchical_profiles = "|".join(p for p in self.profiles if p in HIERARCHICAL) or NOTHING
         self.flat_profiles = "|".join(p for p in self.profiles if p not in HIERARCHICAL) or NOTHING
-        # The resolved plan's identity: the params of rule resolved_manifest (cheaper to
-        # serialize than the plan itself, which is derived from these).
-        self.plan_source = json.dumps(
-            {
-                "profile": self.plan.profile,
-                "risk_profiles": self.profiles,
-                "manifest": self.plan.manifest_path,
-                "manifest_sha256": self.plan.manifest_sha256,
-                "execute_sleeves": run.execute_sleeves,
-            },
-            sort_keys=True,
-        )
-        # Sleeves of one atomic profile share their params and price files: computed once.
-        self._sleeve_params = functools.cache(self._sleeve_params_of)
-        self._price_files = functools.cache(self._price_files_of)
-        self._sleeve_content = functools.cache(self._sleeve_content_of)
-        self._pin_files = functools.cache(self._pin_files_of)  # the input function and the params resolve it once
-        self._file_digest = functools.cache(self._file_digest_of)
+        self._memo: dict[tuple, object] = {}
         self._known: dict | None = None
 
-    # ----------------------------------------------------------------- input functions
+    def _once(self, key: tuple, compute: Callable[[], object]):
+        """``compute()``, once per ``key`` in this process: sleeves of one atomic profile share their
+        params and price files, and each file is hashed at most once."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def node_path(self, node_dir: str) -> str:
         """Plan path (``"."`` or ``"sleeves/a/..."``) of a ``{node}`` directory."""
@@ -242,31 +235,6 @@ class Wiring:
 
     def spec(self, node_dir: str):
         return self.plan.nodes[self.node_path(node_dir)]
-
-    def _sleeve_params_of(self, profile: str, pin: str | None) -> str:
-        # Sleeves of one atomic profile share one resolved config: serialized once. A skfolio
-        # dataset ships inside skfolio, so its version pins the prices.
-        spec = next(n for n in self.plan.atomic_nodes() if (n.profile, n.pin) == (profile, pin))
-        dataset = deps.dataset_pin(spec.config["data"])
-        return json.dumps(
-            {"config": spec.config, "profiles": self.profiles, "pin": pin, "dataset": dataset}, sort_keys=True
-        )
-
-    def param(self, name: str, key: str, node_dir: str, profile: str | None = None) -> str:
-        """Param ``key`` of rule ``name`` for the job at ``node_dir`` (and ``profile``), from its step's entry (:mod:`steps`)."""
-        return getattr(self, steps.step(name).params[key])(node_dir, profile)
-
-    def plan_params(self, node_dir: str, profile: str | None = None) -> str:
-        return self.plan_source
-
-    def sleeve_params(self, node_dir: str, profile: str | None = None) -> str:
-        spec = self.spec(node_dir)
-        return self._sleeve_params(spec.profile, spec.pin)
-
-    def _price_files_of(self, profile: str) -> list[str]:
-        spec = next(n for n in self.plan.atomic_nodes() if n.profile == profile)
-        files = deps.price_files(spec.config["data"], spec.config["universe"].get("symbols"), self.run.base_dir)
-        return [str(f) for f in files]
 
     def inputs(self, name: str, node_dir: str, profile: str | None = None) -> dict[str, str | list[str]]:
         """Rule ``name``'s named inputs for the job at ``node_dir`` (and ``profile``), from its step's entry
@@ -279,69 +247,35 @@ class Wiring:
                 files.update(found if isinstance(found, dict) else {key: found})
         return files
 
-    def sleeve_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
-        """The price files a computed sleeve reads (table and TradingView sources; none for skfolio),
-        as its rule declares them (:func:`declared`)."""
-        return declared(self._price_files(self.spec(node_dir).profile))
-
-    # -------------------------------------------------------- content of external files
-    # A rule's params carry the digest of the files it reads from outside the run, so new
-    # bytes rerun it whatever their mtime. The ledger's record of each file's stat key and
-    # sha256 (read, never written, here) spares hashing a file whose stat is unchanged.
-
-    def _file_digest_of(self, path: str) -> str | None:
-        if self._known is None:
-            self._known = audit.recorded_inputs(self.run.run_dir)
-        return deps.file_digest(path, self._known)
+    def param(self, name: str, key: str, node_dir: str, profile: str | None = None) -> str:
+        """Param ``key`` of rule ``name`` for the job at ``node_dir`` (and ``profile``), from its step's entry (:mod:`steps`)."""
+        return getattr(self, steps.step(name).params[key])(node_dir, profile)
 
     def content(self, paths) -> str:
-        """The content digest of ``paths`` (see :func:`deps.content_digest`), each file hashed at most once per process."""
-        return deps.content_digest(paths, digest_of=self._file_digest)
-
-    def _sleeve_content_of(self, profile: str) -> str:
-        return self.content(self._price_files(profile))
-
-    def sleeve_content(self, node_dir: str, profile: str | None = None) -> str:
-        """The digest of a computed sleeve's price files (:meth:`sleeve_prices`)."""
-        return self._sleeve_content(self.spec(node_dir).profile)
-
-    def pin_content(self, node_dir: str, profile: str | None = None) -> str:
-        """The digest of the pinned run's files a pinned sleeve copies (:meth:`pin_source`)."""
-        files = self._pin_files(self.node_path(node_dir))
-        return self.content(f for v in files.values() for f in ([v] if isinstance(v, str) else v))
-
-    def risk_content(self, node_dir: str, profile: str | None = None) -> str:
-        """What the risk job of a meta node reads from outside the run: the data blocks of the
-        atomic sleeves below it and their price files' digest."""
-        path = self.node_path(node_dir)
-        data = sorted({json.dumps([s.config["data"], s.config["universe"].get("symbols")], sort_keys=True) for s in atomic_below(self.run, path) if s.kind == "atomic"})
-        return json.dumps({"data": data, "files": self.content(risk_prices(self.run, path))}, sort_keys=True)
-
-    def rebalance_content(self, node_dir: str, profile: str) -> str:
-        """The digest of the current book (the holdings file or the previous run's flattened file),
-        and of the price files it is valued at when it is (:func:`current_book.needs_prices`)."""
-        run = self.run
-        book = self.content([current_book.rebalance_source(run.previous_run, run.holdings, run.runs_root, profile)]
-                            + ([current_book.drift_source(run.previous_run, run.runs_root)] if run.previous_run else []))  # fmt: skip
-        if not current_book.needs_prices(run.previous_run, run.holdings, self.plan.trading):
-            return book
-        doc = {"book": book, "prices": self.risk_content(node_dir, profile)}
-        if self._external_prices():  # only then: a run without external price tables keeps its params
-            doc["external_prices"] = self.content(self._external_prices())
-        return json.dumps(doc, sort_keys=True)
+        """The content digest of ``paths`` (:func:`deps.content_digest`). The ledger's record of each file's
+        stat key and sha256 (read, never written, here) spares hashing a file whose stat is unchanged."""
+        if self._known is None:
+            self._known = audit.recorded_inputs(self.run.run_dir)
+        return deps.content_digest(paths, digest_of=lambda path: self._once(("sha", path), lambda: deps.file_digest(path, self._known)))
 
     def sleeve_cpus(self, node_dir: str) -> int:
         return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))
 
-    def pin_source(self, node_dir: str, profile: str | None = None) -> dict[str, str | list[str]]:
-        """The pinned run's files a pinned sleeve copies, spelled for Snakemake (:func:`layout.literal_files`)."""
-        return literal_files(self._pin_files(self.node_path(node_dir)), node_dir)
+    # ------------------------------------------------------------------ params
 
-    def _pin_files_of(self, node_path: str) -> dict[str, str | list[str]]:
-        from .owner import reported  # the owner imports this module
+    def plan_params(self, node_dir: str, profile: str | None = None) -> str:
+        """The resolved plan's identity (cheaper to serialize than the plan, which is derived from it)."""
+        keys = {"profile": self.plan.profile, "risk_profiles": self.profiles, "manifest": self.plan.manifest_path,
+                "manifest_sha256": self.plan.manifest_sha256, "execute_sleeves": self.run.execute_sleeves}  # fmt: skip
+        return json.dumps(keys, sort_keys=True)
 
-        with reported():
-            return pin_inputs(self.run, node_path)
+    def sleeve_params(self, node_dir: str, profile: str | None = None) -> str:
+        """A sleeve's resolved config and pin; a skfolio dataset ships inside skfolio, so its version pins the prices."""
+        spec = self.spec(node_dir)
+        return self._once(("sleeve", spec.profile, spec.pin), lambda: json.dumps(
+            {"config": spec.config, "profiles": self.profiles, "pin": spec.pin, "dataset": deps.dataset_pin(spec.config["data"])},
+            sort_keys=True,
+        ))  # fmt: skip
 
     def meta_params(self, node_dir: str, profile: str | None = None) -> str:
         spec = self.spec(node_dir)
@@ -352,13 +286,55 @@ class Wiring:
             params["estimators"] = spec.config["estimators"]
         return json.dumps(params, sort_keys=True)
 
+    def rebalance_params(self, node_dir: str, profile: str | None = None) -> str:
+        book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
+        trading = {"trading": self.plan.trading} if self.plan.trading else {}  # issue 24
+        if self.plan.trading and self.plan.root.config["meta_allocation"].get("book"):
+            trading["book"] = self.plan.root.config["meta_allocation"]["book"]  # the traded book holds them
+        return json.dumps({**book, **self.plan.root.config["frictions"], **trading}, sort_keys=True)
+
+    def external_params(self, node_dir: str, profile: str | None = None) -> str:
+        """An external sleeve's entry as the manifest gives it (paths as written) and the run's risk profiles."""
+        spec = self.spec(node_dir)
+        return json.dumps({"external": spec.config["external"], "profiles": self.profiles}, sort_keys=True)
+
+    # ------------------------------------------------- files from outside the run, and their content
+
+    def _sleeve_files(self, node_dir: str) -> list[str]:
+        spec = self.spec(node_dir)
+        return self._once(("prices", spec.profile), lambda: price_files(self.run, spec))
+
+    def sleeve_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
+        """The price files a computed sleeve reads (table and TradingView sources; none for skfolio)."""
+        return declared(self._sleeve_files(node_dir))
+
+    def sleeve_content(self, node_dir: str, profile: str | None = None) -> str:
+        return self._once(("content", self.spec(node_dir).profile), lambda: self.content(self._sleeve_files(node_dir)))
+
+    def _pin_files(self, node_dir: str) -> dict[str, str | list[str]]:
+        from .owner import reported  # the owner imports this module
+
+        with reported():
+            return self._once(("pin", node_dir), lambda: pin_inputs(self.run, self.node_path(node_dir)))
+
+    def pin_source(self, node_dir: str, profile: str | None = None) -> dict[str, str | list[str]]:
+        """The pinned run's files a pinned sleeve copies (:func:`pin_inputs`), spelled for Snakemake (:func:`layout.literal_files`)."""
+        return literal_files(self._pin_files(node_dir), node_dir)
+
+    def pin_content(self, node_dir: str, profile: str | None = None) -> str:
+        return self.content(f for v in self._pin_files(node_dir).values() for f in ([v] if isinstance(v, str) else v))
+
     def risk_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
-        """The price files a risk job reads from outside the run, as :func:`declared` keeps them
-        (their content is in the params)."""
         return declared(risk_prices(self.run, self.node_path(node_dir)))
 
+    def risk_content(self, node_dir: str, profile: str | None = None) -> str:
+        """The data blocks of the atomic sleeves below a meta node, and their price files' digest."""
+        path = self.node_path(node_dir)
+        data = sorted({json.dumps([s.config["data"], s.config["universe"].get("symbols")], sort_keys=True) for s in atomic_below(self.run, path) if s.kind == "atomic"})
+        return json.dumps({"data": data, "files": self.content(risk_prices(self.run, path))}, sort_keys=True)
+
     def rebalance_book(self, node_dir: str, profile: str) -> str | list[str]:
-        """The current book's file as the rebalance rule declares it (:func:`declared`), or none."""
+        """The current book's file (the holdings file or the previous run's flattened file), or none."""
         run = self.run
         # resolved: the rebalance records the book it read at its own path, whatever the working directory
         book = declared([current_book.rebalance_source(run.previous_run, run.holdings, run.runs_root, profile).resolve()])
@@ -377,37 +353,27 @@ class Wiring:
         return declared(risk_prices(self.run, self.node_path(node_dir)) + self._external_prices())
 
     def _external_prices(self) -> list[str]:
-        """The price tables of the plan's external sleeves (issue 24), in plan order."""
-        from .external import external_files
-
         files = [external_files(s.config, self.profiles, self.run.base_dir).get("prices") for s in self.plan.external_nodes()]
         return [str(f) for f in files if f is not None]
 
-    def rebalance_params(self, node_dir: str, profile: str | None = None) -> str:
-        book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
-        trading = {"trading": self.plan.trading} if self.plan.trading else {}  # issue 24
-        if self.plan.trading and self.plan.root.config["meta_allocation"].get("book"):
-            trading["book"] = self.plan.root.config["meta_allocation"]["book"]  # the traded book holds them
-        return json.dumps({**book, **self.plan.root.config["frictions"], **trading}, sort_keys=True)
-
-    # ------------------------------------------------------------ external sleeves (issue 22)
+    def rebalance_content(self, node_dir: str, profile: str) -> str:
+        """The digest of the current book (the holdings file or the previous run's flattened file),
+        and of the price files it is valued at when it is (:func:`current_book.needs_prices`)."""
+        run = self.run
+        book = self.content([current_book.rebalance_source(run.previous_run, run.holdings, run.runs_root, profile)]
+                            + ([current_book.drift_source(run.previous_run, run.runs_root)] if run.previous_run else []))  # fmt: skip
+        if not current_book.needs_prices(run.previous_run, run.holdings, self.plan.trading):
+            return book
+        doc = {"book": book, "prices": self.risk_content(node_dir, profile)}
+        if self._external_prices():  # only then: a run without external price tables keeps its params
+            doc["external_prices"] = self.content(self._external_prices())
+        return json.dumps(doc, sort_keys=True)
 
     def external_files(self, node_dir: str, profile: str | None = None) -> dict[str, object]:
-        """An external sleeve's files (``returns``, ``holdings`` per risk profile), its rule's inputs."""
-        from .external import external_files
-
+        """An external sleeve's files (``returns``, ``holdings`` per risk profile, its ``prices`` table if any)."""
         files = external_files(self.spec(node_dir).config, self.profiles, self.run.base_dir)
-        out = {"returns": str(files["returns"]), "holdings": [str(h) for h in files["holdings"]]}
-        if "prices" in files:  # issue 24: its own price table
-            out["prices"] = str(files["prices"])
-        return out
-
-    def external_params(self, node_dir: str, profile: str | None = None) -> str:
-        """An external sleeve's entry as the manifest gives it (paths as written) and the run's risk profiles."""
-        spec = self.spec(node_dir)
-        return json.dumps({"external": spec.config["external"], "profiles": self.profiles}, sort_keys=True)
+        return {k: [str(f) for f in v] if isinstance(v, list) else str(v) for k, v in files.items()}
 
     def external_content(self, node_dir: str, profile: str | None = None) -> str:
-        """The digest of an external sleeve's files: new bytes rerun it whatever their mtime."""
         files = self.external_files(node_dir)
         return self.content(dict.fromkeys([files["returns"], *files["holdings"], *([files["prices"]] if "prices" in files else [])]))

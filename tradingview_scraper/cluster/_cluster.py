@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -11,13 +12,12 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, PipelineError, one_line
 from . import _tasks
-from ._interrupts import interrupted
 from ._process import (
     LOOPBACK,
     PACKAGE_DIR,
@@ -114,14 +114,11 @@ class Cluster:
         """
         if self.address is not None and not self._started:
             return self.connect()
-        with self._lock:
-            self._check_usable()
-            if self._up:
-                return self
-            if threading.current_thread() is not threading.main_thread():
-                raise PipelineError("start the run's private Ray cluster from the main thread: Ray ties "
-                                    "its processes to the thread that starts them")  # fmt: skip
-            return self._start_private()
+        self._check_usable()
+        if not self._up and threading.current_thread() is not threading.main_thread():
+            raise PipelineError("start the run's private Ray cluster from the main thread: Ray ties "
+                                "its processes to the thread that starts them")  # fmt: skip
+        return self._start_private()
 
     def start_on_demand(self) -> Cluster:
         """Let the first :meth:`connect` (so the first :meth:`map`), from any thread, start the private cluster.
@@ -146,8 +143,7 @@ class Cluster:
                 self._keeper.start()
         self._head_ready.wait()
         if self._head_error is not None:
-            error = self._head_error
-            raise (error if isinstance(error, PipelineError) else PipelineError(one_line(error))) from None
+            raise self._head_error from None
         self._check_usable()
         return self
 
@@ -155,7 +151,7 @@ class Cluster:
         try:
             self._start_private()
         except BaseException as exc:  # handed to the waiting tasks' threads, which raise it
-            self._head_error = exc
+            self._head_error = exc if isinstance(exc, PipelineError) else PipelineError(one_line(exc))
         finally:
             self._head_ready.set()
         if self._head_error is None:
@@ -165,22 +161,23 @@ class Cluster:
         """Start the private cluster and connect (from the main thread, or the keeper thread)."""
         with self._lock:
             self._check_usable()
+            if self._up:
+                return self
             if "ray" in sys.modules and sys.modules["ray"].is_initialized():
                 raise PipelineError("Ray is already connected in this process: one process owns one "
                                     "cluster; shut the other connection down first")  # fmt: skip
-            started = time.monotonic()
-            self._temp_dir = private_temp_dir()
-            token_path = write_token(self._temp_dir)
-            # Read by Ray at import and by every process it starts: loopback listeners only.
-            self._set_env(
-                RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-                RAY_AUTH_MODE="token",
-                RAY_AUTH_TOKEN_PATH=str(token_path),
-                RAY_AUTH_TOKEN=None,
-                RAY_ADDRESS=None,
-                RAY_USAGE_STATS_ENABLED="0",
-            )
-            try:
+            with self._coming_up():
+                self._temp_dir = private_temp_dir()
+                token_path = write_token(self._temp_dir)
+                # Read by Ray at import and by every process it starts: loopback listeners only.
+                self._set_env(
+                    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+                    RAY_AUTH_MODE="token",
+                    RAY_AUTH_TOKEN_PATH=str(token_path),
+                    RAY_AUTH_TOKEN=None,
+                    RAY_ADDRESS=None,
+                    RAY_USAGE_STATS_ENABLED="0",
+                )
                 context = self._init(
                     address="local",
                     num_cpus=self.num_cpus,
@@ -194,13 +191,7 @@ class Cluster:
                 if not self.address.startswith(f"{LOOPBACK}:"):
                     raise PipelineError(f"the private Ray cluster bound {self.address}, not 127.0.0.1: set "
                                         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before anything imports ray")  # fmt: skip
-            except BaseException:
-                self._teardown()
-                raise
-            self._restore_env()  # Ray has read them: nothing of the cluster leaks to child processes
-            self._up = True
-            self._log_up(started)
-            return self
+        return self
 
     def connect(self) -> Cluster:
         """Join the cluster at :attr:`address` (what a job does); idempotent.
@@ -230,34 +221,43 @@ class Cluster:
                 self._up = True
                 return self
             host, _, port = self.address.removeprefix("ray://").rpartition(":")
-            if ray_module is None:  # read once, at import: keep loopback, or a real address
-                self._set_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0" if host in {LOOPBACK, "localhost"} else "1")
-            if self.token_path is not None:
-                self._set_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path), RAY_AUTH_TOKEN=None)
-            started = time.monotonic()
-            try:
-                # ray.init retries an unreachable address for minutes: fail fast instead.
-                socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
-            except OSError as exc:
-                self._restore_env()
-                raise PipelineError(
-                    f"cannot reach the Ray cluster at {self.address!r}: {exc}; check the address "
-                    "(config ray_address) and that the cluster is running"
-                ) from exc
-            options: dict[str, Any] = {"address": self.address}
-            if self.mode == "external":
-                options["runtime_env"] = {"py_modules": [str(PACKAGE_DIR)]}
-            try:
+            with self._coming_up():
+                if ray_module is None:  # read once, at import: keep loopback, or a real address
+                    self._set_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0" if host in {LOOPBACK, "localhost"} else "1")
+                if self.token_path is not None:
+                    self._set_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path), RAY_AUTH_TOKEN=None)
+                try:
+                    # ray.init retries an unreachable address for minutes: fail fast instead.
+                    socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+                except OSError as exc:
+                    raise PipelineError(
+                        f"cannot reach the Ray cluster at {self.address!r}: {exc}; check the address "
+                        "(config ray_address) and that the cluster is running"
+                    ) from exc
+                options: dict[str, Any] = {"address": self.address}
+                if self.mode == "external":
+                    options["runtime_env"] = {"py_modules": [str(PACKAGE_DIR)]}
                 self._init(**options)
-            except BaseException:
-                self._teardown()
-                raise
-            self._restore_env()
-            if not self.address.startswith("ray://"):  # as Ray names it (a host name resolved)
-                self.address = sys.modules["ray"].get_runtime_context().gcs_address
-            self._up = True
-            self._log_up(started)
+                if not self.address.startswith("ray://"):  # as Ray names it (a host name resolved)
+                    self.address = sys.modules["ray"].get_runtime_context().gcs_address
             return self
+
+    @contextlib.contextmanager
+    def _coming_up(self) -> Iterator[None]:
+        """Around a start or a join: undone if it fails, else up (Ray has read the environment: restored)."""
+        started = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            self._teardown()
+            raise
+        self._restore_env()  # nothing of the cluster leaks to child processes
+        self._up = True
+        self.start_s = time.monotonic() - started
+        atexit.register(self.shutdown)
+        verb = "started" if self._started else "joined"
+        extra = {"ray_start_s": self.start_s, "ray_mode": self.mode, "ray_owner": self._started}
+        logger.info("%s the %s Ray cluster at %s in %.2f s", verb, self.mode, self.address, self.start_s, extra=extra)
 
     def shutdown(self) -> None:
         """Disconnect, and stop the cluster if this object started it; idempotent.
@@ -328,28 +328,16 @@ class Cluster:
         cluster cannot be used.
         """
         items = list(items)
-        names = _tasks.check_items(items)
-        if kind not in _tasks.TASK_ERRORS:
-            raise ConfigError(f"map kind={kind!r} is invalid: give one of {', '.join(_tasks.TASK_ERRORS)}")
+        names = _tasks.check_map(items, kind, num_cpus, self.num_cpus)
         if not items:
             return {}
-        error = _tasks.TASK_ERRORS[kind]
-        if interrupted():
-            raise error(f"{_tasks.label(names, kind)} not started: the run was interrupted (SIGINT)")
-        if self.num_cpus is not None and num_cpus > self.num_cpus:
-            raise error(f"{_tasks.label(names, kind)} needs num_cpus={num_cpus:g} (backtest.num_cpus) but the "
-                              f"private Ray cluster has {self.num_cpus} CPUs: lower it, or use an external "
-                              "cluster with larger nodes")  # fmt: skip
         self.connect()
         if self._remote is None:
             import ray
 
             self._remote = ray.remote(_tasks.traced_call)
-        results = _tasks.run_tasks(self._remote, fn, items, names, num_cpus=num_cpus, max_retries=max_retries,
-                                   timeout_s=timeout_s, closing=self._closing.is_set, kind=kind)  # fmt: skip
-        for _, provenance in results.values():
-            provenance.update(address=self.address, mode=self.mode)
-        return results
+        return _tasks.run_tasks(self._remote, fn, items, names, num_cpus=num_cpus, max_retries=max_retries, timeout_s=timeout_s,
+                                closing=self._closing.is_set, kind=kind, where={"address": self.address, "mode": self.mode})  # fmt: skip
 
     def _check_usable(self) -> None:
         if self._closing.is_set():
@@ -371,8 +359,6 @@ class Cluster:
             context = ray.init(logging_level=logging.WARNING, **options)
             self._initialized = True
             return context
-        except PipelineError:
-            raise
         except Exception as exc:
             hint = ""
             if self.address is not None and self.mode == "external":
@@ -387,13 +373,6 @@ class Cluster:
                 handler.removeFilter(no_sigterm_note)
             if main and previous is not None:
                 signal.signal(signal.SIGTERM, previous)
-
-    def _log_up(self, started: float) -> None:
-        self.start_s = time.monotonic() - started
-        atexit.register(self.shutdown)
-        verb = "started" if self._started else "joined"
-        extra = {"ray_start_s": self.start_s, "ray_mode": self.mode, "ray_owner": self._started}
-        logger.info("%s the %s Ray cluster at %s in %.2f s", verb, self.mode, self.address, self.start_s, extra=extra)
 
     def _teardown(self) -> None:
         self._up = False
@@ -412,11 +391,10 @@ class Cluster:
             self._temp_dir = None
 
     def _set_env(self, **values: str | None) -> None:
-        for key, value in values.items():
+        for key in values:
             self._saved_env.setdefault(key, os.environ.get(key))
-            put_env(key, value)
+        put_env(values)
 
     def _restore_env(self) -> None:
-        for key, value in self._saved_env.items():
-            put_env(key, value)
+        put_env(self._saved_env)
         self._saved_env.clear()

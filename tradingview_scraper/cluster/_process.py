@@ -62,9 +62,10 @@ def no_sigterm_note(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("SIGTERM handler is not set")
 
 
-def put_env(key: str, value: str | None) -> None:
-    """Set ``key`` in this process's environment (None: unset it)."""
-    if value is None:
-        os.environ.pop(key, None)
-    else:
-        os.environ[key] = value
+def put_env(values: dict[str, str | None]) -> None:
+    """Set each of ``values`` in this process's environment (None: unset it)."""
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

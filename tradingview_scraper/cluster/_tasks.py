@@ -58,24 +58,26 @@ def local_call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple[An
     return result, {**where, "worker_pid": os.getpid(), "duration_s": time.perf_counter() - started, "warnings": []}
 
 
-def _name(name: TaskName, kind: str = "sleeve") -> str:
-    """``'a'`` for a sleeve's task, ``'a' (hrp)`` for one part ``(sleeve, part)`` of it; a meta
-    node's task ``(label, part)`` as ``<label> (<part>)``."""
-    if kind == "meta":
-        return name if isinstance(name, str) else f"{name[0]} ({name[1]})"
-    return repr(name) if isinstance(name, str) else f"{name[0]!r} ({name[1]})"
-
-
 def label(names: Iterable[TaskName], kind: str = "sleeve") -> str:
-    """``sleeve 'a'`` or ``sleeves ['a', 'b' (hrp)]`` (a meta node's: ``meta profile 'm' (hrp)``) for error messages."""
-    shown = sorted(_name(n, kind) for n in names)
+    """``sleeve 'a'`` or ``sleeves ['a', 'b' (hrp)]`` (a task of part ``hrp`` of sleeve ``b``) for error
+    messages; a meta node's task ``(label, part)``: ``meta profile 'm' (hrp)`` or ``meta nodes [...]``."""
+    show = str if kind == "meta" else repr
+    shown = sorted(f"{show(n[0])} ({n[1]})" if isinstance(n, tuple) else show(n) for n in names)
     if kind == "meta":
         return shown[0] if len(shown) == 1 else f"meta nodes [{', '.join(shown)}]"
     return f"sleeve {shown[0]}" if len(shown) == 1 else f"sleeves [{', '.join(shown)}]"
 
 
-def check_items(items: list) -> list[TaskName]:
-    """Return the names of ``(name, args, kwargs)`` items; raise ConfigError if malformed or duplicated."""
+def check_map(items: list, kind: str, num_cpus: float, cluster_cpus: int | None) -> list[TaskName]:
+    """The names of a map's ``(name, args, kwargs)`` items, once the map may run (see :meth:`Cluster.map`).
+
+    Raises
+    ------
+    ConfigError
+        An item is malformed, two share a name, or ``kind`` is unknown.
+    SleeveError or MetaError
+        The run was interrupted, or a task needs more CPUs than the private cluster has.
+    """
     names = []
     for item in items:
         name = item[0] if isinstance(item, tuple | list) and len(item) == 3 else None
@@ -86,6 +88,14 @@ def check_items(items: list) -> list[TaskName]:
     duplicates = sorted({str(n) for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"map items have duplicate names {duplicates}: names must be unique")
+    if kind not in TASK_ERRORS:
+        raise ConfigError(f"map kind={kind!r} is invalid: give one of {', '.join(TASK_ERRORS)}")
+    if names and interrupted():
+        raise TASK_ERRORS[kind](f"{label(names, kind)} not started: the run was interrupted (SIGINT)")
+    if names and cluster_cpus is not None and num_cpus > cluster_cpus:
+        raise TASK_ERRORS[kind](f"{label(names, kind)} needs num_cpus={num_cpus:g} (backtest.num_cpus) but the "
+                                f"private Ray cluster has {cluster_cpus} CPUs: lower it, or use an external "
+                                "cluster with larger nodes")  # fmt: skip
     return names
 
 
@@ -117,11 +127,8 @@ def task_error(name: TaskName, err: Exception, max_retries: int, kind: str = "sl
     from ray import exceptions as rex
 
     who, error = label([name], kind), TASK_ERRORS[kind]
-    if isinstance(err, rex.RayTaskError):
-        cause = getattr(err, "cause", None)
-        if cause is None:
-            return error(f"{who} failed: {one_line(str(err))}")
-        return error(f"{who} failed: {one_line(cause)}")
+    if isinstance(err, rex.RayTaskError):  # the exception ``fn`` raised, where Ray kept it
+        return error(f"{who} failed: {one_line(getattr(err, 'cause', None) or str(err))}")
     if isinstance(err, rex.TaskCancelledError):
         return error(f"{who} was cancelled")
     died = (rex.WorkerCrashedError, rex.OutOfMemoryError, rex.NodeDiedError, rex.LocalRayletDiedError)
@@ -132,9 +139,11 @@ def task_error(name: TaskName, err: Exception, max_retries: int, kind: str = "sl
 
 
 def run_tasks(remote: Any, fn: Callable[..., Any], items: list, names: list[TaskName], *, num_cpus: float,
-              max_retries: int, timeout_s: float | None, closing: Callable[[], bool],
-              kind: str = "sleeve") -> dict:  # fmt: skip
-    """Submit one task per item, then collect them in completion order (see :meth:`Cluster.map`)."""
+              max_retries: int, timeout_s: float | None, closing: Callable[[], bool], kind: str,
+              where: dict) -> dict:  # fmt: skip
+    """Submit one task per item, then collect them in completion order (see :meth:`Cluster.map`).
+
+    Each task's provenance gets ``where`` (the cluster's address and mode)."""
     import ray
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -167,8 +176,9 @@ def run_tasks(remote: Any, fn: Callable[..., Any], items: list, names: list[Task
         ready, pending = ray.wait(pending, num_returns=1, timeout=slice_s, fetch_local=False)
         for ref in ready:
             try:
-                done[refs[ref]] = ray.get(ref)
+                result, provenance = ray.get(ref)
             except Exception as err:
                 cancel(pending)
                 raise task_error(refs[ref], err, max_retries, kind) from err
+            done[refs[ref]] = (result, {**provenance, **where})
     return {name: done[name] for name in names}

@@ -101,11 +101,10 @@ def check_name(value: object, what: str) -> str:
     return value
 
 
-def new_run_id(prefix: str = "") -> str:
+def new_run_id() -> str:
     """A fresh run id that sorts by time, e.g. ``20261125-181530-123456``."""
     now = time.time()
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{int(now * 1e6) % 1_000_000:06d}"
-    return f"{prefix}{stamp}"
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{int(now * 1e6) % 1_000_000:06d}"
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ def store_entry(store: Path | str, key: str) -> Path:
 
 
 def run_node(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Node:
-    """Root node of run ``run_id`` (cached: input functions ask for it once per job)."""
+    """Root node of run ``run_id`` under ``runs_root``."""
     return Node(run_dir(run_id, runs_root))
 
 
@@ -294,6 +293,6 @@ def literal_files(files, node_dir: str):
     return spelled
 
 
-def node_pattern(name: str, node: str = "{node}", **fields: str) -> str:
-    """A Snakemake path pattern for artifact ``name`` below the node wildcard ``node``."""
-    return f"{node}/" + NODE_FILES[name].format(**fields) if fields else f"{node}/" + NODE_FILES[name]
+def node_pattern(name: str, **fields: str) -> str:
+    """A Snakemake path pattern for artifact ``name`` below the ``{node}`` wildcard, ``fields`` filled in."""
+    return "{node}/" + (NODE_FILES[name].format(**fields) if fields else NODE_FILES[name])

@@ -7,7 +7,7 @@ import functools
 
 from snakemake.utils import validate
 
-from tradingview_scraper import deps, stages, steps
+from tradingview_scraper import stages, steps
 from tradingview_scraper.errors import PipelineError
 from tradingview_scraper.layout import node_pattern as artifact  # a rule's file patterns: artifact(name, **fields)
 from tradingview_scraper.owner import RunOwner, reported
@@ -46,7 +46,7 @@ except PipelineError as exc:
     raise WorkflowError(str(exc)) from None
 
 W = Wiring(RUN)
-PLAN, PROFILES = W.plan, W.profiles
+PROFILES = W.profiles
 tune_gc_for_dag()
 
 

@@ -1,15 +1,19 @@
 # Atomic sleeves: computed (on Ray, or in-process with ray=false), copied from a pinned run or read from external files.
+# Each kind writes the sleeve interface every node exposes.
+SLEEVE_INTERFACE = dict(
+    returns=artifact("returns"),
+    health=artifact("health"),
+    sign_test=artifact("sign_test"),
+    provenance=artifact("provenance"),
+    weights=[artifact("weights", profile=p) for p in PROFILES],
+)
 
 
 rule sleeve:
     input:
         unpack(get_inputs("sleeve")),
     output:
-        returns=artifact("returns"),
-        health=artifact("health"),
-        sign_test=artifact("sign_test"),
-        provenance=artifact("provenance"),
-        weights=[artifact("weights", profile=p) for p in PROFILES],
+        **SLEEVE_INTERFACE,
     params:
         **get_params("sleeve"),
     resources:
@@ -26,11 +30,7 @@ rule pinned_sleeve:
     input:
         unpack(get_inputs("pinned_sleeve")),
     output:
-        returns=artifact("returns"),
-        health=artifact("health"),
-        sign_test=artifact("sign_test"),
-        provenance=artifact("provenance"),
-        weights=[artifact("weights", profile=p) for p in PROFILES],
+        **SLEEVE_INTERFACE,
     params:
         **get_params("pinned_sleeve"),
     wildcard_constraints:
@@ -46,11 +46,7 @@ rule external_sleeve:
     input:
         unpack(get_inputs("external_sleeve")),
     output:
-        returns=artifact("returns"),
-        health=artifact("health"),
-        sign_test=artifact("sign_test"),
-        provenance=artifact("provenance"),
-        weights=[artifact("weights", profile=p) for p in PROFILES],
+        **SLEEVE_INTERFACE,
     params:
         **get_params("external_sleeve"),
     wildcard_constraints:
