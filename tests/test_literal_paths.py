@@ -269,6 +269,10 @@ def test_the_plain_command_reads_a_braced_holdings_file_literally_and_reruns_on_
     record = json.loads((runs / "r1" / "rebalance_min_variance.json").read_text())
     assert record["current"]["path"] == str(book)
     assert {r["symbol"]: r["current_weight"] for r in record["rows"]}["CCC"] == 0.5
+    # The rule cannot declare the book (its path reads as a wildcard); the ledger records it all the same.
+    entries = [json.loads(line) for line in (runs / "r1" / "audit.jsonl").read_text().splitlines()]
+    read = [{os.path.normpath(runs / "r1" / i["path"]) for i in e["inputs"]} for e in entries if e.get("stage") == "rebalance"]
+    assert read and all(str(book) in r for r in read), read
     stat = book.stat()
     _book(book, {"AAA": 1.0})
     os.utime(book, (stat.st_atime - 3600, stat.st_mtime - 3600))

@@ -38,7 +38,7 @@ def needs_prices(previous_run: str | None, holdings: str | None, trading: dict |
 
 def rebalance_file(
     target: dict, plan, profile: str, run_id: str, previous_run: str | None, holdings: str | None, runs_root: Path,
-    base_dir: Path, current: str | None = None, returns=None, since: str | None = None,
+    base_dir: Path, current: str | None = None, returns=None, since: str | None = None, reads: list | None = None,
 ) -> dict:  # fmt: skip
     """``rebalance_<profile>.json``: the trades from the current book to the flattened weights.
 
@@ -60,6 +60,9 @@ def rebalance_file(
         This run's ``returns.parquet`` (with a previous run: its last date).
     since : str, optional
         The previous run's ``returns.parquet`` (default: where ``previous_run`` has it).
+    reads : list, optional
+        Where the files it reads that the rule could not declare (``current``, ``since``) are
+        added, for the ledger.
 
     Raises
     ------
@@ -73,6 +76,12 @@ def rebalance_file(
     from .stages import console_warning
 
     source = Path(current or rebalance_source(previous_run, holdings, runs_root, profile)).resolve()
+    undeclared = [] if current else [str(source)]
+    if previous_run and not since:
+        since = str(drift_source(previous_run, runs_root))
+        undeclared.append(since)
+    if reads is not None:
+        reads += undeclared
     frictions, trading = plan.root.config["frictions"], plan.trading
     held_by = {r["symbol"]: r["sleeve"] for r in target.get("held_by", [])}
     prices = BookPrices(plan, base_dir, held_by) if needs_prices(previous_run, holdings, trading) else None
@@ -97,7 +106,7 @@ def rebalance_file(
             "path": str(source),
             "sha256": audit.file_sha256(source),
         }
-        then, now = _drift_dates(previous_run, runs_root, returns, since or str(drift_source(previous_run, runs_root)))
+        then, now = _drift_dates(previous_run, runs_root, returns, since)
         growth, undrifted = {}, []
         for r in prev["weights"]:
             try:

@@ -82,7 +82,7 @@ class Step:
         paths) and what it needs of the job by name (``node``, ``node_dir``, ``children``,
         ``profile``, ``profiles``, ``run_id``, ``plan``, ``offload``, ``cluster``,
         ``base_dir``, ``runs_root``, ``windows``, ``note``, ``warn``, ``previous_run``,
-        ``holdings``: :class:`stages._step.Job`); it
+        ``holdings``, ``reads``: :class:`stages._step.Job`); it
         returns its output's value (bytes are written as they are), or output name -> value. A
         ``custom`` step's function does its own reading and writing:
         ``function(ctx, node_path, profile, input=, output=, log=)``.

@@ -39,6 +39,9 @@ class Job:
         self.warn = console_warning  # a line the person running the pipeline must see
         # The run's current book (a rebalance).
         self.previous_run, self.holdings = ctx.previous_run, ctx.holdings
+        # Files from outside the run the step read that its rule could not declare (a path Snakemake
+        # would take for a wildcard): recorded as read all the same.
+        self.reads: list[str] = []
 
 
 def _write(path: str, value) -> None:
@@ -196,6 +199,7 @@ def _compute(
                     _write(file, values[out_name][p])
             else:
                 _write(path, values[out_name])
+        rec.inputs += [p for p in dict.fromkeys(map(os.path.abspath, job.reads)) if p not in rec.inputs]
         rec.params.update(job.note)
 
 
