@@ -143,16 +143,7 @@ class RunOwner:
     def preflight(self) -> None:
         """Check the run's pins, data and rebalance book once (:func:`stages.preflight`)."""
         if not self._preflight_done:
-            run = self.run
-            stages.preflight(
-                run.plan,
-                base_dir=run.base_dir,
-                runs_root=run.runs_root,
-                run_id=run.run_id,
-                execute_sleeves=run.execute_sleeves,
-                previous_run=run.previous_run,
-                holdings=run.holdings,
-            )
+            stages.preflight(self.run)
             self._preflight_done = True
 
     def claim(self, *, repair: bool = True) -> None:
