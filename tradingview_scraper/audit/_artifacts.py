@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -285,17 +284,7 @@ def last_seq(run_dir: Path | str | Node) -> int:
 
 def failures(run_dir: Path | str | Node, after: int = -1) -> list[dict[str, Any]]:
     """The stage entries recorded with ``outcome="error"`` after entry ``after``, in ledger order (a line unread skipped)."""
-    ledger = _ledger_path(run_dir)
-    out = []
-    for raw in ledger.read_bytes().splitlines() if ledger.is_file() else []:
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("kind") == "stage" and entry.get("outcome") == "error":
-            if isinstance(entry.get("seq"), int) and entry["seq"] > after:
-                out.append(entry)
-    return out
+    return [e for e in _ledger.stage_entries(run_dir, "error") if isinstance(e.get("seq"), int) and e["seq"] > after]
 
 
 def first_failure(run_dir: Path | str | Node, after: int = -1) -> PipelineError | None:

@@ -133,6 +133,21 @@ def _entry_of(line: bytes) -> dict[str, Any] | None:
     return entry if isinstance(entry["hash"], str) and isinstance(entry["prev_hash"], str) else None
 
 
+def stage_entries(run_dir: Path | str | Node, outcome: str) -> Iterator[dict[str, Any]]:
+    """The stage entries with ``outcome`` of the run's ledger, in ledger order, read leniently.
+
+    No ledger has none; a line that is no JSON object is skipped (the chain check reports it).
+    """
+    ledger = _ledger_path(run_dir)
+    for raw in ledger.read_bytes().splitlines() if ledger.is_file() else []:
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("kind") == "stage" and entry.get("outcome") == outcome:
+            yield entry
+
+
 def genesis_of(run_dir: Path | str | Node) -> dict[str, Any] | None:
     """The first entry of the run's ledger if it is a genesis entry, else None (no ledger, or not a ledger).
 
