@@ -12,7 +12,6 @@ from ._artifacts import (
     damaged,
     digests,
     discard,
-    failures,
     first_failure,
     last_seq,
     recorded,
@@ -32,7 +31,7 @@ from ._ledger import (
 from ._records import genesis, git_commit, record_stage, stage_audit
 
 __all__ = [
-    "GENESIS_PREV_HASH", "RENAMED_STAGES", "check_inputs", "damaged", "digests", "discard", "failures", "file_sha256",
+    "GENESIS_PREV_HASH", "RENAMED_STAGES", "check_inputs", "damaged", "digests", "discard", "file_sha256",
     "fingerprint", "first_failure", "genesis", "genesis_for", "genesis_of", "git_commit", "last_seq", "main", "record_stage",
     "recorded", "recorded_inputs", "retire", "stage_audit", "stage_entries", "unfinished", "verify",
 ]  # fmt: skip

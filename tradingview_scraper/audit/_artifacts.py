@@ -282,21 +282,15 @@ def last_seq(run_dir: Path | str | Node) -> int:
         return index.chain.next_seq - 1
 
 
-def failures(run_dir: Path | str | Node, after: int = -1) -> list[dict[str, Any]]:
-    """The stage entries recorded with ``outcome="error"`` after entry ``after``, in ledger order (a line unread skipped)."""
-    return [e for e in _ledger.stage_entries(run_dir, "error") if isinstance(e.get("seq"), int) and e["seq"] > after]
-
-
 def first_failure(run_dir: Path | str | Node, after: int = -1) -> PipelineError | None:
     """The first stage failure the run's ledger recorded after entry ``after``, as the pipeline error it was.
 
     Stages run as threads, processes or cluster jobs; Snakemake reports their exceptions only
     as text, but every stage records its failure's one line in the ledger.
     """
-    found = failures(run_dir, after)
-    if not found:
+    later = (e for e in _ledger.stage_entries(run_dir, "error") if isinstance(e.get("seq"), int) and e["seq"] > after)
+    if (entry := next(later, None)) is None:
         return None
-    entry = found[0]
     name, _, message = str(entry.get("error") or "").partition(": ")
     cls = getattr(errors, name, None)
     if isinstance(cls, type) and issubclass(cls, PipelineError) and message:
