@@ -265,6 +265,27 @@ def test_genesis_is_idempotent_and_rejects_other_run_id(tmp_path):
     assert len(_lines(run)) == 1
 
 
+def test_the_owner_and_the_genesis_refuse_another_runs_ledger_in_the_same_words(tmp_path):
+    """The run's owner (exit 2, before any job) and a job's genesis refuse a directory that is not
+    the run's with one check: another run's ledger, or a ledger that starts with no genesis."""
+    from tradingview_scraper import runlock
+    from tradingview_scraper.errors import ConfigError
+
+    run = tmp_path / "run"
+    _start(run)
+    runlock.check_run_dir(run, "r1")  # its own run
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    Node(forged).file("audit").write_text('{"kind": "stage"}\n')
+    for directory, match in ((run, "holds the ledger of run 'r1', not 'r2'"), (forged, "does not start with a genesis")):
+        with pytest.raises(ConfigError, match=match) as owner:
+            runlock.check_run_dir(directory, "r2")
+        with pytest.raises(PipelineError, match=match) as job:
+            _start(directory, run_id="r2")
+        assert str(job.value) == str(owner.value) and not isinstance(job.value, ConfigError)
+    assert len(_lines(run)) == 1
+
+
 def test_record_stage_requires_genesis(tmp_path):
     with pytest.raises(PipelineError, match="genesis"):
         record_stage(tmp_path, stage="sleeve", node=".", params={}, inputs=[], outputs=[],

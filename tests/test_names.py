@@ -20,12 +20,12 @@ def test_one_line_folds_an_exception_or_a_text():
 
 def test_a_multi_line_stage_error_is_recorded_whole(tmp_path):
     """The ledger keeps every line of a failure's message, folded (it kept the first only)."""
-    from tradingview_scraper.audit import failures, genesis, stage_audit
+    from tradingview_scraper.audit import genesis, stage_audit, stage_entries
 
     genesis(tmp_path, run_id="r", meta_profile="p", manifest_path="m.json", manifest_sha256="0" * 64)
     with pytest.raises(DataError), stage_audit(tmp_path, "sleeve", ".", {}, [], []):
         raise DataError("prices.csv: 2 bad rows:\nrow 3: NaN\nrow 9: -1.0")
-    (entry,) = failures(tmp_path)
+    (entry,) = stage_entries(tmp_path, "error")
     assert entry["error"] == "DataError: prices.csv: 2 bad rows: row 3: NaN row 9: -1.0"
 
 

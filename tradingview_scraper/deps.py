@@ -21,13 +21,18 @@ Known = Mapping[str, tuple[str | None, str | None]]
 # --------------------------------------------------------------------------- price files
 
 
+def resolve_against(raw: Path | str, base_dir: Path | str) -> Path:
+    """A manifest path resolved against ``base_dir`` (the directory the pipeline runs in)."""
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else Path(base_dir) / path
+
+
 def resolve_path(data: Mapping[str, Any], base_dir: Path | str) -> Path:
     """``data["path"]`` resolved against ``base_dir``; ConfigError when it is absent or empty."""
     raw = data.get("path")
     if not isinstance(raw, (str, Path)) or not str(raw):
         raise ConfigError(f"data.path is required for source {data.get('source')!r}, got {raw!r}")
-    path = Path(raw).expanduser()
-    return path if path.is_absolute() else Path(base_dir) / path
+    return resolve_against(raw, base_dir)
 
 
 def symbol_from_filename(name: str) -> str:

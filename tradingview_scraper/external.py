@@ -14,16 +14,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from .deps import file_sha256, resolve_against
 from .errors import DataError
 
 #: How far a book's gross weights may be from 1: the flattening's own conservation tolerance.
 BOOK_TOL = 1e-9
-
-
-def resolve(raw: str, base_dir: Path | str) -> Path:
-    """A manifest path resolved against ``base_dir`` (the directory the pipeline runs in)."""
-    path = Path(raw).expanduser()
-    return path if path.is_absolute() else Path(base_dir) / path
 
 
 def external_files(config: Mapping, risk_profiles: list[str], base_dir: Path | str) -> dict[str, object]:
@@ -32,9 +27,9 @@ def external_files(config: Mapping, risk_profiles: list[str], base_dir: Path | s
     ext = config["external"]
     holdings = ext["holdings"]
     books = [holdings[p] for p in risk_profiles] if isinstance(holdings, Mapping) else [holdings] * len(risk_profiles)
-    out = {"returns": resolve(ext["returns"], base_dir), "holdings": [resolve(b, base_dir) for b in books]}
+    out = {"returns": resolve_against(ext["returns"], base_dir), "holdings": [resolve_against(b, base_dir) for b in books]}
     if ext.get("prices"):
-        out["prices"] = resolve(ext["prices"], base_dir)
+        out["prices"] = resolve_against(ext["prices"], base_dir)
     return out
 
 
@@ -303,8 +298,6 @@ def sleeve_interface(node, profiles: list[str], run_id: str, files: Mapping[str,
     DataError
         A file is missing or a row is refused: one line naming the sleeve, the file and the row.
     """
-    from .deps import file_sha256
-
     holdings = files["holdings"] if isinstance(files["holdings"], list) else [files["holdings"]] * len(profiles)
     prices = files.get("prices")
     read = dict.fromkeys(os.path.abspath(f) for f in [files["returns"], *holdings, *([prices] if prices else [])])

@@ -92,20 +92,14 @@ def read_run(path: Path | str) -> RunInfo | str:
         run_id=path.name, dir=path, profile=str(genesis.get("meta_profile")), started=str(genesis.get("time", "")),
         status="incomplete", pins=set(extra.get("pins") or ()), previous={extra["previous_run"]} if extra.get("previous_run") else set(),
     )  # fmt: skip
-    _read_stages(info, ledger)
+    _read_stages(info)
     info.status, info.detail = _status(info)
     return info
 
 
-def _read_stages(info: RunInfo, ledger: Path) -> None:
-    """What the stage entries say: the report's headline, the runs read (inputs in sibling run directories)."""
-    for raw in ledger.read_bytes().splitlines():
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            continue  # the chain check (status) reports it
-        if not isinstance(entry, dict) or entry.get("kind") != "stage" or entry.get("outcome") != "success":
-            continue
+def _read_stages(info: RunInfo) -> None:
+    """What the successful stage entries say: the report's headline, the runs read (inputs in sibling run directories)."""
+    for entry in audit.stage_entries(info.dir, "success"):
         params = entry.get("params") if isinstance(entry.get("params"), dict) else {}
         if entry.get("stage") == "report" and entry.get("node") == ROOT and isinstance(params.get("headline"), dict):
             info.data_end = params["headline"].get("data_end")

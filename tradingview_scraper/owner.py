@@ -21,9 +21,8 @@ from pathlib import Path
 
 from . import audit, runlock, stages
 from .cluster import watch_interrupts
-from .errors import PipelineError
-from .layout import check_runs_root
-from .rule_inputs import check_plain_runs_root
+from .errors import ConfigError, PipelineError
+from .layout import check_runs_root, wildcard_like
 from .run import RunContext
 
 # SIGTERM, like SIGINT, is process-wide: a plain bool a signal handler may set.
@@ -123,7 +122,12 @@ class RunOwner:
             if owner is None or str(config.get("run_id")) != owner.run_id:
                 run = RunContext.from_config(config)
                 check_runs_root(run.runs_root, writable=False)
-                check_plain_runs_root(run)
+                if wildcard_like(run.run_dir):  # rule all's paths are formatted: braces have no escape
+                    raise ConfigError(
+                        f"runs_root {run.runs_root}: Snakemake would read part of it as a wildcard in the targets of "
+                        "rule all; run it with scripts/run_meta_pipeline.py, make or the Python API (which name the "
+                        "targets literally), or use a runs root without '{name}'"
+                    )
                 owner = cls(run)
                 runlock.check_run_dir(owner.run_dir, owner.run_id)
                 owner._workflow_releases = True
@@ -143,16 +147,7 @@ class RunOwner:
     def preflight(self) -> None:
         """Check the run's pins, data and rebalance book once (:func:`stages.preflight`)."""
         if not self._preflight_done:
-            run = self.run
-            stages.preflight(
-                run.plan,
-                base_dir=run.base_dir,
-                runs_root=run.runs_root,
-                run_id=run.run_id,
-                execute_sleeves=run.execute_sleeves,
-                previous_run=run.previous_run,
-                holdings=run.holdings,
-            )
+            stages.preflight(self.run)
             self._preflight_done = True
 
     def claim(self, *, repair: bool = True) -> None:

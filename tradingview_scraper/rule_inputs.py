@@ -16,7 +16,6 @@ from pathlib import Path
 
 from . import audit, current_book, deps, stages, steps
 from .engines import HIERARCHICAL
-from .errors import ConfigError
 from .external import external_files
 from .layout import NODE_FILES, literal_files, regex_literal, run_node, wildcard_like
 from .manifest import ROOT
@@ -146,7 +145,7 @@ def pin_inputs(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
 def targets(run: RunContext, *, runner: bool) -> list[str]:
     """Every final artifact of ``run`` as the files of rule ``all`` (``runner=False``) or as the
     runner's targets: rule ``all`` holds them unless the run directory has a wildcard-like part
-    (Snakemake would format it, see :func:`check_plain_runs_root`), then the runner names them."""
+    (Snakemake would format it, see :meth:`owner.RunOwner.for_workflow`), then the runner names them."""
     if wildcard_like(run.run_dir) != runner:
         return []
     plan, root, profiles = run.plan, run.root, run.plan.risk_profiles
@@ -166,26 +165,6 @@ def targets(run: RunContext, *, runner: bool) -> list[str]:
         files += [root.file(k) for k in ("health", "sign_test", "provenance")]
         files += [root.file("weights", profile=p) for p in profiles]
     return [str(f) for f in files]
-
-
-def check_plain_runs_root(run: RunContext) -> None:
-    """Refuse a run directory with a wildcard-like part (``{name}``) for the plain ``snakemake`` command.
-
-    Snakemake formats the paths of rule ``all`` and has no escape for braces; the runner (the
-    scripts, ``make``, the Python API) names the final artifacts as Snakemake's targets instead,
-    so only the run's owner of the plain command calls this.
-
-    Raises
-    ------
-    ConfigError
-        The plain ``snakemake`` command with such a runs root.
-    """
-    if wildcard_like(run.run_dir):
-        raise ConfigError(
-            f"runs_root {run.runs_root}: Snakemake would read part of it as a wildcard in the targets of rule "
-            "all; run it with scripts/run_meta_pipeline.py, make or the Python API (which name the targets "
-            "literally), or use a runs root without '{name}'"
-        )
 
 
 class Wiring:

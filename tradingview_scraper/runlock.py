@@ -49,19 +49,7 @@ def check_run_dir(run_dir: Path, run_id: str) -> None:
         return
     if holder(run_dir) is not None:
         return  # a live run holds it: claiming it is refused as "in progress", a dry run may look
-    ledger = Node(run_dir).file("audit")
-    if ledger.is_file() and ledger.stat().st_size > 0:
-        first = audit.genesis_of(run_dir)
-        if first is None:
-            raise ConfigError(
-                f"{ledger} does not start with a genesis entry: {run_dir} is not a run directory of this pipeline; "
-                "choose another run id"
-            )
-        if first.get("run_id") != run_id:
-            raise ConfigError(
-                f"run directory {run_dir} holds the ledger of run {first.get('run_id')!r}, not {run_id!r}; "
-                "choose another run id (a run directory is never renamed or reused)"
-            )
+    if audit.genesis_for(run_dir, run_id, ConfigError) is not None:
         return
     stray = [
         rel

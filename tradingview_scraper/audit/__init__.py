@@ -12,7 +12,6 @@ from ._artifacts import (
     damaged,
     digests,
     discard,
-    failures,
     first_failure,
     last_seq,
     recorded,
@@ -20,11 +19,19 @@ from ._artifacts import (
     retire,
     unfinished,
 )
-from ._ledger import GENESIS_PREV_HASH, RENAMED_STAGES, genesis_of, main, verify
+from ._ledger import (
+    GENESIS_PREV_HASH,
+    RENAMED_STAGES,
+    genesis_for,
+    genesis_of,
+    main,
+    stage_entries,
+    verify,
+)
 from ._records import genesis, git_commit, record_stage, stage_audit
 
 __all__ = [
-    "GENESIS_PREV_HASH", "RENAMED_STAGES", "check_inputs", "damaged", "digests", "discard", "failures", "file_sha256",
-    "fingerprint", "first_failure", "genesis", "genesis_of", "git_commit", "last_seq", "main", "record_stage",
-    "recorded", "recorded_inputs", "retire", "stage_audit", "unfinished", "verify",
+    "GENESIS_PREV_HASH", "RENAMED_STAGES", "check_inputs", "damaged", "digests", "discard", "file_sha256",
+    "fingerprint", "first_failure", "genesis", "genesis_for", "genesis_of", "git_commit", "last_seq", "main", "record_stage",
+    "recorded", "recorded_inputs", "retire", "stage_audit", "stage_entries", "unfinished", "verify",
 ]  # fmt: skip

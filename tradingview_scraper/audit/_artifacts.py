@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -283,31 +282,15 @@ def last_seq(run_dir: Path | str | Node) -> int:
         return index.chain.next_seq - 1
 
 
-def failures(run_dir: Path | str | Node, after: int = -1) -> list[dict[str, Any]]:
-    """The stage entries recorded with ``outcome="error"`` after entry ``after``, in ledger order (a line unread skipped)."""
-    ledger = _ledger_path(run_dir)
-    out = []
-    for raw in ledger.read_bytes().splitlines() if ledger.is_file() else []:
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("kind") == "stage" and entry.get("outcome") == "error":
-            if isinstance(entry.get("seq"), int) and entry["seq"] > after:
-                out.append(entry)
-    return out
-
-
 def first_failure(run_dir: Path | str | Node, after: int = -1) -> PipelineError | None:
     """The first stage failure the run's ledger recorded after entry ``after``, as the pipeline error it was.
 
     Stages run as threads, processes or cluster jobs; Snakemake reports their exceptions only
     as text, but every stage records its failure's one line in the ledger.
     """
-    found = failures(run_dir, after)
-    if not found:
+    later = (e for e in _ledger.stage_entries(run_dir, "error") if isinstance(e.get("seq"), int) and e["seq"] > after)
+    if (entry := next(later, None)) is None:
         return None
-    entry = found[0]
     name, _, message = str(entry.get("error") or "").partition(": ")
     cls = getattr(errors, name, None)
     if isinstance(cls, type) and issubclass(cls, PipelineError) and message:

@@ -133,6 +133,21 @@ def _entry_of(line: bytes) -> dict[str, Any] | None:
     return entry if isinstance(entry["hash"], str) and isinstance(entry["prev_hash"], str) else None
 
 
+def stage_entries(run_dir: Path | str | Node, outcome: str) -> Iterator[dict[str, Any]]:
+    """The stage entries with ``outcome`` of the run's ledger, in ledger order, read leniently.
+
+    No ledger has none; a line that is no JSON object is skipped (the chain check reports it).
+    """
+    ledger = _ledger_path(run_dir)
+    for raw in ledger.read_bytes().splitlines() if ledger.is_file() else []:
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("kind") == "stage" and entry.get("outcome") == outcome:
+            yield entry
+
+
 def genesis_of(run_dir: Path | str | Node) -> dict[str, Any] | None:
     """The first entry of the run's ledger if it is a genesis entry, else None (no ledger, or not a ledger).
 
@@ -144,6 +159,31 @@ def genesis_of(run_dir: Path | str | Node) -> dict[str, Any] | None:
     except OSError:
         return None
     return first if first is not None and first["kind"] == "genesis" else None
+
+
+def genesis_for(run_dir: Path | str | Node, run_id: str, error: type[PipelineError] = PipelineError) -> dict[str, Any] | None:
+    """Run ``run_id``'s genesis entry in the directory's ledger; None when there is no ledger yet.
+
+    Raises
+    ------
+    error
+        The ledger does not start with a genesis entry, or it is another run's.
+    """
+    ledger = _ledger_path(run_dir)
+    if not ledger.exists() or ledger.stat().st_size == 0:
+        return None
+    first = genesis_of(run_dir)
+    if first is None:
+        raise error(
+            f"{ledger} does not start with a genesis entry: {_run_dir_of(run_dir)} is not a run directory of this pipeline; "
+            "choose another run id"
+        )
+    if first.get("run_id") != run_id:
+        raise error(
+            f"run directory {_run_dir_of(run_dir)} holds the ledger of run {first.get('run_id')!r}, not {run_id!r}; "
+            "choose another run id (a run directory is never renamed or reused)"
+        )
+    return first
 
 
 def _make_entry(seq: int, prev_hash: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:

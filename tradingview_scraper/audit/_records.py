@@ -23,7 +23,7 @@ from ._ledger import (
     _normalise,
     _relative,
     _run_dir_of,
-    genesis_of,
+    genesis_for,
 )
 
 #: Libraries whose installed versions the genesis entry records (never imported).
@@ -81,15 +81,7 @@ def genesis(
     ledger = _ledger_path(run_dir)
     ledger.parent.mkdir(parents=True, exist_ok=True)
     with _locked(ledger):
-        if ledger.exists() and ledger.stat().st_size > 0:
-            first = genesis_of(run_dir)
-            if first is None:
-                raise PipelineError(f"audit: {ledger} does not start with a genesis entry")
-            if first.get("run_id") != run_id:
-                raise PipelineError(
-                    f"audit: {ledger} belongs to run {first.get('run_id')!r}, not {run_id!r}; "
-                    "use a fresh run directory for a new run id"
-                )
+        if (first := genesis_for(run_dir, run_id)) is not None:
             return first
         payload = {
             "run_id": run_id,

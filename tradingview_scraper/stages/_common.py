@@ -120,12 +120,11 @@ def recorded_entry() -> dict | None:
 
 @contextlib.contextmanager
 def _stage(
-    ctx: RunContext, stage: str, node_path: str, logfile: str | None, params: dict, inputs, outputs, *, computes: bool = True
+    ctx: RunContext, stage: str, node_path: str, logfile: str | None, params: dict, inputs, outputs
 ) -> Iterator[audit.stage_audit]:
     """Log this thread's records to ``logfile`` and audit the stage's inputs and outputs.
 
     Yields the audit record, whose ``params`` a stage may extend with its outcome.
-    ``computes=False``: the stage fits nothing (a reused step), so no numeric import.
     """
     handler = None
     if logfile:
@@ -139,8 +138,6 @@ def _stage(
     what = f"{stage} {node_path}" + (f" ({params['profile']})" if stage in ("meta_optimize", "flatten") else "")
     try:
         _last.entry, _last.warnings = None, []
-        if stage == "sleeve" and not ctx.ray and computes:  # it fits skfolio models in this process (numeric steps: run_step)
-            _import_numerics()
         ensure_genesis(ctx)
         with (
             _watched(stage, node_path, logfile, inputs, outputs),

@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import PipelineError
 from ..holdings import check_rebalance
 from ..manifest import Plan
 from ._pins import resolve_pin
 
+if TYPE_CHECKING:
+    from ..run import RunContext
 
-def preflight(
-    plan: Plan,
-    *,
-    base_dir: Path | str,
-    runs_root: Path | str,
-    run_id: str,
-    execute_sleeves: bool = False,
-    previous_run: str | None = None,
-    holdings: str | None = None,
-) -> None:
-    """Check every pin (unless ``execute_sleeves`` recomputes them), data source, external sleeve's files and the current book.
 
-    The runner calls it once before Snakemake starts, and the workflow's ``onstart`` for a
-    run the runner did not check in this process (the plain ``snakemake`` command).
+def preflight(run: RunContext) -> None:
+    """Check every pin (unless the run recomputes them), data source, external sleeve's files and the current book.
+
+    The run's owner calls it once before any job executes, whichever entry point started
+    the run.
 
     Raises
     ------
@@ -33,12 +28,13 @@ def preflight(
     """
     from ..external import check_files
 
-    if not execute_sleeves:
-        check_pins(plan, runs_root, run_id)
-    check_data(plan, base_dir, include_pinned=execute_sleeves)
+    plan = run.plan
+    if not run.execute_sleeves:
+        check_pins(plan, run.runs_root, run.run_id)
+    check_data(plan, run.base_dir, include_pinned=run.execute_sleeves)
     for spec in plan.external_nodes():
-        check_files(spec.config, plan.risk_profiles, base_dir, spec.label)
-    check_rebalance(plan, runs_root, run_id, previous_run, holdings, base_dir)
+        check_files(spec.config, plan.risk_profiles, run.base_dir, spec.label)
+    check_rebalance(plan, run.runs_root, run.run_id, run.previous_run, run.holdings, run.base_dir)
 
 
 def check_data(plan: Plan, base_dir: Path | str = ".", *, include_pinned: bool = False) -> None:

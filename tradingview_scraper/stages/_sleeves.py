@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import PipelineError, SleeveError
 from ..layout import Node
 from ..manifest import ROOT, NodeSpec
-from ._common import console_warning, logger, prewarm
+from ._common import _import_numerics, console_warning, logger, prewarm
 
 
 def _driver_prices(config: dict, base_dir: Path) -> tuple[object, list[dict] | None]:
@@ -61,6 +61,7 @@ def sleeve(
     kw = {"sleeve_id": sid, "profile": node.profile, "base_dir": str(base_dir), "prices": frame, "windows": WindowStore.at(windows)}
     tasks = [((sid, rp), (node.config, [rp]), kw) for rp in profiles]
     if cluster is None:
+        _import_numerics()  # the fits run in this job's thread: one thread at a time imports skfolio first
         done = {}
         for name, args, kwargs in tasks:
             try:

@@ -156,7 +156,7 @@ def _reused(step: steps.Step, ctx: RunContext, node_path: str, files: dict, outs
         return False
     read = _inputs(step, Job(ctx, node_path, None), files)[1]
     params = {**entry["params"], "reused": {"run": entry["run"], "artifacts": artifacts}}
-    with _stage(ctx, step.name, node_path, log, params, read, _flat(outs), computes=False):
+    with _stage(ctx, step.name, node_path, log, params, read, _flat(outs)):
         logger.info("%s %s: reused from run %s", step.name, node_path, entry["run"])
         for warning in entry.get("warnings", []):  # what the computing run told its user, told again
             console_warning(warning)
