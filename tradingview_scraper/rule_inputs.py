@@ -141,8 +141,7 @@ def risk_prices(run: RunContext, node_path: str) -> list[str]:
 
 
 def data_blocks(run: RunContext, node_path: str) -> list[str]:
-    """How the atomic sleeves below ``node_path`` read their prices: each distinct ``data`` block
-    with its symbols (JSON, sorted). A step valuing positions at those prices depends on them."""
+    """How the atomic sleeves below ``node_path`` read their prices: each distinct ``data`` block with its symbols (JSON, sorted)."""
     specs = [s for s in atomic_below(run, node_path) if s.kind == "atomic"]
     return sorted({json.dumps([s.config["data"], s.config["universe"].get("symbols")], sort_keys=True) for s in specs})
 
@@ -255,9 +254,8 @@ class Wiring:
     def inputs(self, name: str, node_dir: str, profile: str | None = None) -> dict[str, str | list[str]]:
         """Rule ``name``'s named inputs for the job at ``node_dir`` (and ``profile``), from its step's entry
         (:mod:`steps`): the run's own files spelled through ``{node}`` (:func:`layout.literal_files`), and
-        the files from outside the run that ``self.<source>`` names: named files (which the step
-        reads by name) each spelled literally (:func:`layout.literal_files`), a path or a list of
-        them as the rule can declare them (:func:`declared`)."""
+        the files from outside the run ``self.<source>`` names: named ones (the step reads each) spelled
+        literally, a path or a list as the rule can declare them (:func:`declared`)."""
         files = literal_files(step_inputs(self.run, name, self.node_path(node_dir), profile), node_dir)
         for key, found in self._outside(name, node_dir, profile).items():
             files.update(literal_files(found, node_dir) if isinstance(found, dict) else {key: declared(found)})
@@ -281,17 +279,11 @@ class Wiring:
         return self.content(dict.fromkeys(f for found in self._outside(name, node_dir, profile).values() for f in _paths(found)))
 
     def content(self, paths) -> str:
-        """The content digest of ``paths`` (:func:`deps.content_digest`), once per list of paths. The ledger's
-        record of each file's stat key and sha256 (read, never written, here) spares hashing a file whose
-        stat is unchanged."""
+        """The content digest of ``paths`` (:func:`deps.content_digest`). The ledger's record of each file's
+        stat key and sha256 (read, never written, here) spares hashing a file whose stat is unchanged."""
         if self._known is None:
             self._known = audit.recorded_inputs(self.run.run_dir)
-        paths = tuple(map(str, paths))
-
-        def digest_of(path: str) -> str | None:
-            return self._once(("sha", path), lambda: deps.file_digest(path, self._known))
-
-        return self._once(("content", paths), lambda: deps.content_digest(paths, digest_of=digest_of))
+        return deps.content_digest(paths, digest_of=lambda path: self._once(("sha", path), lambda: deps.file_digest(path, self._known)))
 
     def sleeve_cpus(self, node_dir: str) -> int:
         return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))

@@ -134,8 +134,6 @@ _META_CHILDREN = {
     # A nested meta child's flattened books (its sleeve interface with its returns): an edge of the DAG, not read.
     "flattened": Children(None, "flattened", per="profiles", read=False),
 }
-#: A sleeve's resolved config.
-_SLEEVE = {"sleeve": "sleeve_params"}
 #: A meta node's allocation, windows and health policy.
 _META = {"meta": "meta_params"}
 _OWN_META = {k: Own(k, per="profiles") for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")}
@@ -150,10 +148,10 @@ STEPS: dict[str, Step] = {
     s.name: s
     for s in (
         # A reused sleeve keeps the provenance of the run that computed it (its ``run_id``).
-        Step("sleeve", "stages._sleeves:sleeve", {"prices": Outside("sleeve_prices")}, params=_SLEEVE, reuse=True,
+        Step("sleeve", "stages._sleeves:sleeve", {"prices": Outside("sleeve_prices")}, params={"sleeve": "sleeve_params"}, reuse=True,
              ledger=lambda job: {"profile": job.node.profile, "config": job.node.config}),  # fmt: skip
         Step("pinned_sleeve", "stages._pins:pinned_sleeve", {"source": Outside("pin_source")},
-             params=_SLEEVE, ledger=lambda job: {"pin": job.node.pin}),  # fmt: skip
+             params={"sleeve": "sleeve_params"}, ledger=lambda job: {"pin": job.node.pin}),  # fmt: skip
         Step("meta_returns", "stages._meta:run_meta_returns", _META_CHILDREN, numeric=True, params=_META, custom=True,
              reuse=True),  # fmt: skip
         Step(
@@ -217,21 +215,14 @@ def step(name: str) -> Step:
     return STEPS[name]
 
 
-#: The param of a step that reads files from outside the run: the digest of their bytes.
+#: The param of a step with files from outside the run: their bytes' digest (``Wiring.outside_content``).
 CONTENT = "content"
 
 
 def rule_params(name: str) -> list[str]:
-    """The names of rule ``name``'s params besides its code trigger: its entry's ``params``, then
-    :data:`CONTENT` if it has an :class:`Outside` input (``Wiring.param`` gives their values)."""
+    """Rule ``name``'s params besides its code trigger: its entry's, and :data:`CONTENT` if it has an :class:`Outside` input."""
     entry = step(name)
-    outside = any(isinstance(spec, Outside) for spec in entry.inputs.values())
-    return [*entry.params, *([CONTENT] if outside else [])]
-
-
-def reused() -> list[str]:
-    """Names of the steps a later run may reuse from an earlier one (:class:`Step` ``reuse``)."""
-    return [s.name for s in STEPS.values() if s.reuse]
+    return [*entry.params, *([CONTENT] if any(isinstance(s, Outside) for s in entry.inputs.values()) else [])]
 
 
 def meta_targets() -> list[str]:
