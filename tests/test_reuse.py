@@ -147,11 +147,11 @@ def test_no_reuse_option_and_the_table():
     args = build_parser("x", "y").parse_args(["--profile", "meta_small", "--no-reuse"])
     assert args.no_reuse is True
     assert MetaPipeline("meta_small", manifest=SMALL_MANIFEST, dry_run=True, reuse=False).config()["reuse"] is False
-    assert steps.reused() == ["sleeve", "meta_returns", "meta_optimize", "node_returns"]
+    assert [s.name for s in steps.STEPS.values() if s.reuse] == ["sleeve", "meta_returns", "meta_optimize", "node_returns"]
     for step in steps.STEPS.values():
         # a job's inputs from outside the run count by path in its key: their bytes are in its params
         if any(isinstance(spec, steps.Outside) for spec in step.inputs.values()):
-            assert "content" in step.params, step.name
+            assert steps.CONTENT in steps.rule_params(step.name), step.name
         # a reused output never carries the run's identity (but a reused sleeve's provenance, which
         # names the run that computed it: its artifacts are what reuse takes)
         if step.reuse and not step.custom and step.name != "sleeve":

@@ -267,3 +267,38 @@ def test_a_real_run_through_the_runner_checks_once_and_plain_snakemake_checks_it
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode != 0 and last.startswith("error: ") and "line 3" in last and "'x'" in last, proc.stderr[-2000:]
     assert not (tmp_path / "runs" / "plain" / "returns.parquet").exists()
+
+
+def test_the_content_param_hashes_every_file_a_steps_outside_sources_name(tmp_path, monkeypatch):
+    """A step's ``content`` param is derived from its ``Outside`` inputs: it hashes exactly the files their
+    sources name, one the rule cannot declare (a braced holdings file) included, and follows its bytes."""
+    from pathlib import Path
+
+    from tradingview_scraper import deps
+    from tradingview_scraper.manifest import load_plan
+    from tradingview_scraper.rule_inputs import Wiring, _paths
+    from tradingview_scraper.run import RunContext
+
+    monkeypatch.chdir(PROJECT)
+    book = tmp_path / "book {profile}.csv"
+    book.write_text("symbol,direction,quantity\nSPY,LONG,3\n")  # a quantity book is valued at the prices
+    plan = load_plan("meta_custom", PROJECT / "config" / "manifest.json")
+    ctx = RunContext(plan=plan, run_id="r", runs_root=tmp_path / "runs", base_dir=Path("."), holdings=str(book))
+    hashed: list[str] = []
+    file_digest = deps.file_digest
+    monkeypatch.setattr(deps, "file_digest", lambda path, known=None: hashed.append(str(path)) or file_digest(path, known))
+    jobs = [(n.path, None, "external_sleeve" if n.kind == "external" else "sleeve") for n in plan.atomic_nodes()]
+    jobs += [(".", None, "risk"), (".", plan.risk_profiles[0], "rebalance")]
+    for path, profile, name in jobs:
+        wiring, node_dir = Wiring(ctx), str(ctx.node(path).dir)  # a new one: nothing hashed before
+        sources = [spec.source for spec in steps.step(name).inputs.values() if isinstance(spec, steps.Outside)]
+        named = {f for source in sources for f in _paths(getattr(wiring, source)(node_dir, profile))}
+        hashed.clear()
+        assert steps.CONTENT in steps.rule_params(name), name
+        digest = wiring.param(name, steps.CONTENT, node_dir, profile)
+        assert set(hashed) == named and (named or name == "sleeve"), (name, path)  # its sleeves read skfolio's data
+        if name == "rebalance":
+            assert str(book) in named and wiring.inputs(name, node_dir, profile)["current"] == []  # not declared
+            assert len(named) >= 2  # the book and the prices it is valued at
+            book.write_text("symbol,direction,quantity\nSPY,LONG,4\n")
+            assert Wiring(ctx).param(name, steps.CONTENT, node_dir, profile) != digest

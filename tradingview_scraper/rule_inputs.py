@@ -44,16 +44,25 @@ def computed_sleeve_pattern(run_dir: Path | str, excluded: list[Path | str]) -> 
     return rf"(?!(?:{alternation(excluded)})(?!/sleeves/[^/]+)){node}"
 
 
-def declared(files) -> list[str]:
-    """The files from outside the run (price files, a holdings file, a previous run's book) a rule
-    declares as inputs: those whose paths Snakemake takes literally.
+def declared(files: str | list[str]) -> str | list[str]:
+    """A path from outside the run (a price file, a holdings file, a previous run's book), or a list
+    of them, as a rule declares it: only a path Snakemake takes literally (``[]``: none).
 
     A path with a wildcard-like part (such as ``{profile}``) stays out of Snakemake's inputs (a
     spelling through ``{node}/..`` would need the node's directory to exist before its job
-    runs); the rule's content params (:meth:`Wiring.content`) still carry its bytes, so an edit
-    reruns the rule all the same.
+    runs); the rule's ``content`` param (:meth:`Wiring.outside_content`) still carries its bytes,
+    so an edit reruns the rule all the same.
     """
-    return [str(f) for f in files if not wildcard_like(f)]
+    if isinstance(files, list):
+        return [str(f) for f in files if not wildcard_like(f)]
+    return [] if wildcard_like(files) else str(files)
+
+
+def _paths(files) -> list[str]:
+    """The paths of a source's result (a path, a list of them or a dict of either), in order."""
+    if isinstance(files, str):
+        return [files]
+    return [f for v in (files.values() if isinstance(files, dict) else files) for f in _paths(v)]
 
 
 def tune_gc_for_dag() -> None:
@@ -130,6 +139,12 @@ def risk_prices(run: RunContext, node_path: str) -> list[str]:
     return list(files)
 
 
+def data_blocks(run: RunContext, node_path: str) -> list[str]:
+    """How the atomic sleeves below ``node_path`` read their prices: each distinct ``data`` block with its symbols (JSON, sorted)."""
+    specs = [s for s in atomic_below(run, node_path) if s.kind == "atomic"]
+    return sorted({json.dumps([s.config["data"], s.config["universe"].get("symbols")], sort_keys=True) for s in specs})
+
+
 def pin_inputs(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
     """Rule pinned_sleeve: the checked source's files the pin copies (``returns``, ``health``,
     ``sign_test``, ``weights``), and its ``provenance`` and run's ``resolved`` manifest if present."""
@@ -172,9 +187,9 @@ class Wiring:
     the inputs and params their steps' entries name (:mod:`steps`).
 
     A param method ``<name>(node_dir, profile)`` gives what a step's result depends on besides
-    its inputs' content and code: settings, and the digest of the files it reads from outside
-    the run (so new bytes rerun it whatever their mtime). A source method gives those files, as
-    the rule declares them (:func:`declared`).
+    its inputs' content and code: settings. A source method names the files a step reads from
+    outside the run (:class:`steps.Outside`); the rule declares them (:meth:`inputs`) and their
+    bytes are its ``content`` param (:meth:`outside_content`).
 
     Parameters
     ----------
@@ -218,17 +233,29 @@ class Wiring:
     def inputs(self, name: str, node_dir: str, profile: str | None = None) -> dict[str, str | list[str]]:
         """Rule ``name``'s named inputs for the job at ``node_dir`` (and ``profile``), from its step's entry
         (:mod:`steps`): the run's own files spelled through ``{node}`` (:func:`layout.literal_files`), and
-        the files from outside the run as ``self.<source>`` declares them."""
+        the files from outside the run ``self.<source>`` names: named ones (the step reads each) spelled
+        literally, a path or a list as the rule can declare them (:func:`declared`)."""
         files = literal_files(step_inputs(self.run, name, self.node_path(node_dir), profile), node_dir)
-        for key, spec in steps.step(name).inputs.items():
-            if isinstance(spec, steps.Outside):
-                found = getattr(self, spec.source)(node_dir, profile)
-                files.update(found if isinstance(found, dict) else {key: found})
+        for key, found in self._outside(name, node_dir, profile).items():
+            files.update(literal_files(found, node_dir) if isinstance(found, dict) else {key: declared(found)})
         return files
 
+    def _outside(self, name: str, node_dir: str, profile: str | None) -> dict[str, object]:
+        """Input name -> what ``self.<source>`` names, for each :class:`steps.Outside` input of step ``name``."""
+        specs = steps.step(name).inputs.items()
+        return {key: getattr(self, spec.source)(node_dir, profile) for key, spec in specs if isinstance(spec, steps.Outside)}
+
     def param(self, name: str, key: str, node_dir: str, profile: str | None = None) -> str:
-        """Param ``key`` of rule ``name`` for the job at ``node_dir`` (and ``profile``), from its step's entry (:mod:`steps`)."""
+        """Param ``key`` of rule ``name`` for the job at ``node_dir`` (and ``profile``) (:func:`steps.rule_params`)."""
+        if key == steps.CONTENT:
+            return self.outside_content(name, node_dir, profile)
         return getattr(self, steps.step(name).params[key])(node_dir, profile)
+
+    def outside_content(self, name: str, node_dir: str, profile: str | None = None) -> str:
+        """The digest of every file step ``name`` reads from outside the run (its :class:`steps.Outside`
+        sources), those its rule cannot declare (:func:`declared`) included: new bytes rerun the job
+        whatever their mtime."""
+        return self.content(dict.fromkeys(f for found in self._outside(name, node_dir, profile).values() for f in _paths(found)))
 
     def content(self, paths) -> str:
         """The content digest of ``paths`` (:func:`deps.content_digest`). The ledger's record of each file's
@@ -265,94 +292,66 @@ class Wiring:
             params["estimators"] = spec.config["estimators"]
         return json.dumps(params, sort_keys=True)
 
+    def risk_params(self, node_dir: str, profile: str | None = None) -> str:
+        """How the atomic sleeves below a meta node read the prices its risk job loads (:func:`data_blocks`)."""
+        return json.dumps(data_blocks(self.run, self.node_path(node_dir)))
+
     def rebalance_params(self, node_dir: str, profile: str | None = None) -> str:
-        book = {"previous_run": self.run.previous_run, "holdings": self.run.holdings}
-        trading = {"trading": self.plan.trading} if self.plan.trading else {}  # issue 24
-        if self.plan.trading and self.plan.root.config["meta_allocation"].get("book"):
-            trading["book"] = self.plan.root.config["meta_allocation"]["book"]  # the traded book holds them
-        return json.dumps({**book, **self.plan.root.config["frictions"], **trading}, sort_keys=True)
+        """The current book, the frictions, the trading settings and, when the book is valued at the
+        sleeves' prices (:func:`current_book.needs_prices`), how they are read (:func:`data_blocks`)."""
+        run, plan = self.run, self.plan
+        doc = {"previous_run": run.previous_run, "holdings": run.holdings, **plan.root.config["frictions"]}
+        if plan.trading:  # issue 24
+            doc["trading"] = plan.trading
+            if plan.root.config["meta_allocation"].get("book"):
+                doc["book"] = plan.root.config["meta_allocation"]["book"]  # the traded book holds them
+        if current_book.needs_prices(run.previous_run, run.holdings, plan.trading):
+            doc["data"] = data_blocks(run, self.node_path(node_dir))
+        return json.dumps(doc, sort_keys=True)
 
     def external_params(self, node_dir: str, profile: str | None = None) -> str:
         """An external sleeve's entry as the manifest gives it (paths as written) and the run's risk profiles."""
         spec = self.spec(node_dir)
         return json.dumps({"external": spec.config["external"], "profiles": self.profiles}, sort_keys=True)
 
-    # ------------------------------------------------- files from outside the run, and their content
-
-    def _sleeve_files(self, node_dir: str) -> list[str]:
-        spec = self.spec(node_dir)
-        return self._once(("prices", spec.profile), lambda: price_files(self.run, spec))
+    # ------------------------------------------------- files from outside the run
+    # Each names the files as they are; ``inputs`` spells them for the rule, ``outside_content`` hashes them.
 
     def sleeve_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
         """The price files a computed sleeve reads (table and TradingView sources; none for skfolio)."""
-        return declared(self._sleeve_files(node_dir))
+        spec = self.spec(node_dir)
+        return self._once(("prices", spec.profile), lambda: price_files(self.run, spec))
 
-    def sleeve_content(self, node_dir: str, profile: str | None = None) -> str:
-        return self._once(("content", self.spec(node_dir).profile), lambda: self.content(self._sleeve_files(node_dir)))
-
-    def _pin_files(self, node_dir: str) -> dict[str, str | list[str]]:
+    def pin_source(self, node_dir: str, profile: str | None = None) -> dict[str, str | list[str]]:
+        """The pinned run's files a pinned sleeve copies (:func:`pin_inputs`)."""
         from .owner import reported  # the owner imports this module
 
         with reported():
             return self._once(("pin", node_dir), lambda: pin_inputs(self.run, self.node_path(node_dir)))
 
-    def pin_source(self, node_dir: str, profile: str | None = None) -> dict[str, str | list[str]]:
-        """The pinned run's files a pinned sleeve copies (:func:`pin_inputs`), spelled for Snakemake (:func:`layout.literal_files`)."""
-        return literal_files(self._pin_files(node_dir), node_dir)
-
-    def pin_content(self, node_dir: str, profile: str | None = None) -> str:
-        return self.content(f for v in self._pin_files(node_dir).values() for f in ([v] if isinstance(v, str) else v))
-
     def risk_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
-        return declared(risk_prices(self.run, self.node_path(node_dir)))
+        """The price and returns files the risk job of a meta node may read (:func:`risk_prices`)."""
+        return risk_prices(self.run, self.node_path(node_dir))
 
-    def risk_content(self, node_dir: str, profile: str | None = None) -> str:
-        """The data blocks of the atomic sleeves below a meta node, and their price files' digest."""
-        path = self.node_path(node_dir)
-        data = sorted({json.dumps([s.config["data"], s.config["universe"].get("symbols")], sort_keys=True) for s in atomic_below(self.run, path) if s.kind == "atomic"})
-        return json.dumps({"data": data, "files": self.content(risk_prices(self.run, path))}, sort_keys=True)
-
-    def rebalance_book(self, node_dir: str, profile: str) -> str | list[str]:
-        """The current book's file (the holdings file or the previous run's flattened file), or none."""
+    def rebalance_book(self, node_dir: str, profile: str) -> str:
+        """The current book's file (the holdings file or the previous run's flattened file)."""
         run = self.run
         # resolved: the rebalance records the book it read at its own path, whatever the working directory
-        book = declared([current_book.rebalance_source(run.previous_run, run.holdings, run.runs_root, profile).resolve()])
-        return book[0] if book else []
+        return str(current_book.rebalance_source(run.previous_run, run.holdings, run.runs_root, profile).resolve())
 
     def rebalance_since(self, node_dir: str, profile: str | None = None) -> str | list[str]:
         """The previous run's ``returns.parquet`` (its last date: where its book drifts from), or none."""
-        since = declared([current_book.drift_source(self.run.previous_run, self.run.runs_root)]) if self.run.previous_run else []
-        return since[0] if since else []
+        return str(current_book.drift_source(self.run.previous_run, self.run.runs_root)) if self.run.previous_run else []
 
     def rebalance_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
         """The price files a rebalance values its book at (those of every atomic sleeve and the external
         sleeves' price tables), or none."""
         if not current_book.needs_prices(self.run.previous_run, self.run.holdings, self.plan.trading):
             return []
-        return declared(risk_prices(self.run, self.node_path(node_dir)) + self._external_prices())
-
-    def _external_prices(self) -> list[str]:
-        files = [external_files(s.config, self.profiles, self.run.base_dir).get("prices") for s in self.plan.external_nodes()]
-        return [str(f) for f in files if f is not None]
-
-    def rebalance_content(self, node_dir: str, profile: str) -> str:
-        """The digest of the current book (the holdings file or the previous run's flattened file),
-        and of the price files it is valued at when it is (:func:`current_book.needs_prices`)."""
-        run = self.run
-        book = self.content([current_book.rebalance_source(run.previous_run, run.holdings, run.runs_root, profile)]
-                            + ([current_book.drift_source(run.previous_run, run.runs_root)] if run.previous_run else []))  # fmt: skip
-        if not current_book.needs_prices(run.previous_run, run.holdings, self.plan.trading):
-            return book
-        doc = {"book": book, "prices": self.risk_content(node_dir, profile)}
-        if self._external_prices():  # only then: a run without external price tables keeps its params
-            doc["external_prices"] = self.content(self._external_prices())
-        return json.dumps(doc, sort_keys=True)
+        external = [external_files(s.config, self.profiles, self.run.base_dir).get("prices") for s in self.plan.external_nodes()]
+        return risk_prices(self.run, self.node_path(node_dir)) + [str(f) for f in external if f is not None]
 
     def external_files(self, node_dir: str, profile: str | None = None) -> dict[str, object]:
         """An external sleeve's files (``returns``, ``holdings`` per risk profile, its ``prices`` table if any)."""
         files = external_files(self.spec(node_dir).config, self.profiles, self.run.base_dir)
         return {k: [str(f) for f in v] if isinstance(v, list) else str(v) for k, v in files.items()}
-
-    def external_content(self, node_dir: str, profile: str | None = None) -> str:
-        files = self.external_files(node_dir)
-        return self.content(dict.fromkeys([files["returns"], *files["holdings"], *([files["prices"]] if "prices" in files else [])]))

@@ -54,10 +54,11 @@ class Children:
 
 @dataclass(frozen=True)
 class Outside:
-    """Files from outside the run, as ``Wiring.<source>(node_dir, profile)`` declares them (a list, or a named dict).
+    """Files from outside the run, as ``Wiring.<source>(node_dir, profile)`` names them (a path, a list, or a named dict).
 
-    A plain step's function gets them as paths. ``read=False``: declared (its bytes rerun the
-    rule through its ``content`` param), not read as such by the step.
+    A plain step's function gets them as paths. Their bytes are the rule's ``content`` param
+    (:func:`rule_params`), so new bytes rerun it whatever their mtime. ``read=False``: declared,
+    not read as such by the step.
     """
 
     source: str
@@ -97,9 +98,10 @@ class Step:
         Layout names of its outputs that are final targets at every meta node (one per risk
         profile where the pattern has ``{profile}``).
     params : dict of str -> str
-        The rule's params besides its code trigger (:func:`code`): param name -> the method of
-        ``Wiring`` giving its value (what the step's result depends on besides its inputs'
-        content and code: settings, the bytes of files from outside the run).
+        The rule's settings params: param name -> the method of ``Wiring`` giving its value (what
+        the step's result depends on besides its inputs' content and code). The code trigger
+        (:func:`code`) and the bytes of the :class:`Outside` files (``content``) are added by
+        :func:`rule_params`.
     custom : bool
         See ``function``.
     reuse : bool
@@ -132,8 +134,6 @@ _META_CHILDREN = {
     # A nested meta child's flattened books (its sleeve interface with its returns): an edge of the DAG, not read.
     "flattened": Children(None, "flattened", per="profiles", read=False),
 }
-#: A sleeve's resolved config and the bytes of the files it reads from outside the run.
-_SLEEVE = {"sleeve": "sleeve_params", "content": "sleeve_content"}
 #: A meta node's allocation, windows and health policy.
 _META = {"meta": "meta_params"}
 _OWN_META = {k: Own(k, per="profiles") for k in ("meta_returns", "meta_weights", "meta_stream", "flattened")}
@@ -148,10 +148,10 @@ STEPS: dict[str, Step] = {
     s.name: s
     for s in (
         # A reused sleeve keeps the provenance of the run that computed it (its ``run_id``).
-        Step("sleeve", "stages._sleeves:sleeve", {"prices": Outside("sleeve_prices")}, params=_SLEEVE, reuse=True,
+        Step("sleeve", "stages._sleeves:sleeve", {"prices": Outside("sleeve_prices")}, params={"sleeve": "sleeve_params"}, reuse=True,
              ledger=lambda job: {"profile": job.node.profile, "config": job.node.config}),  # fmt: skip
         Step("pinned_sleeve", "stages._pins:pinned_sleeve", {"source": Outside("pin_source")},
-             params={**_SLEEVE, "content": "pin_content"}, ledger=lambda job: {"pin": job.node.pin}),  # fmt: skip
+             params={"sleeve": "sleeve_params"}, ledger=lambda job: {"pin": job.node.pin}),  # fmt: skip
         Step("meta_returns", "stages._meta:run_meta_returns", _META_CHILDREN, numeric=True, params=_META, custom=True,
              reuse=True),  # fmt: skip
         Step(
@@ -175,7 +175,7 @@ STEPS: dict[str, Step] = {
         ),
         Step("risk", "risk_book:node_risk", {**_OWN_META, "prices": Outside("risk_prices")},
              ledger=lambda job: {"profiles": job.profiles}, numeric=True, targets=("risk",),
-             params={"content": "risk_content"}),  # fmt: skip
+             params={"data": "risk_params"}),  # fmt: skip
         Step(
             "report",
             "stages._report:run_report",
@@ -195,11 +195,11 @@ STEPS: dict[str, Step] = {
              "prices": Outside("rebalance_prices", read=False)},
             ledger=lambda job: {"profile": job.profile, "previous_run": job.previous_run, "holdings": job.holdings,
                                 **job.plan.root.config["frictions"], **({"trading": job.plan.trading} if job.plan.trading else {})},
-            params={"book": "rebalance_params", "content": "rebalance_content"},
+            params={"book": "rebalance_params"},
         ),  # fmt: skip
         # External sleeves (issue 22): a strategy's own files into the sleeve interface.
         Step("external_sleeve", "external:sleeve_interface", {"files": Outside("external_files")},
-             params={"external": "external_params", "content": "external_content"},
+             params={"external": "external_params"},
              ledger=lambda job: {"sleeve": job.node.sleeve_id, "external": job.node.config["external"]}),  # fmt: skip
         # Issue 24: the orders of a rebalance with trading settings, a view of its file.
         Step("orders", "trading:orders_csv", {"rebalance": Own("rebalance", per="profile")},
@@ -215,9 +215,14 @@ def step(name: str) -> Step:
     return STEPS[name]
 
 
-def reused() -> list[str]:
-    """Names of the steps a later run may reuse from an earlier one (:class:`Step` ``reuse``)."""
-    return [s.name for s in STEPS.values() if s.reuse]
+#: The param of a step with files from outside the run: their bytes' digest (``Wiring.outside_content``).
+CONTENT = "content"
+
+
+def rule_params(name: str) -> list[str]:
+    """Rule ``name``'s params besides its code trigger: its entry's, and :data:`CONTENT` if it has an :class:`Outside` input."""
+    entry = step(name)
+    return [*entry.params, *([CONTENT] if any(isinstance(s, Outside) for s in entry.inputs.values()) else [])]
 
 
 def meta_targets() -> list[str]:

@@ -72,8 +72,8 @@ def step_param(step, key, wildcards):
 
 
 def get_params(step):
-    """The params of a step: its code trigger and, as input functions, those its table entry names."""
-    params = {key: functools.partial(step_param, step, key) for key in steps.step(step).params}
+    """The params of a step: its code trigger and, as input functions, those of :func:`steps.rule_params`."""
+    params = {key: functools.partial(step_param, step, key) for key in steps.rule_params(step)}
     return {**params, "code": CODES[step]}
 
 
