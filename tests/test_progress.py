@@ -11,6 +11,7 @@ from tradingview_scraper.orchestration import cli
 from .conftest import SMALL_MANIFEST
 
 LINE = re.compile(r"^\[(\d+)/(\d+)\] (\S.*) done \((\d+\.\d) s\)$")
+REUSED = re.compile(r"^\[(\d+)/(\d+)\] (\S.*) reused from run (\S+) \((\d+\.\d) s\)$")
 
 
 def _argv(runs, run_id, *extra):
@@ -41,6 +42,15 @@ def test_progress_lines_count_every_job_and_the_last_line_names_the_report(tmp_p
     assert cli.main(_argv(runs, "q", "--quiet"), prog="run_meta_pipeline.py", require_meta=True) == 0
     out, err = capsys.readouterr()
     assert err == "" and out.strip().splitlines() == [f"done: {runs / 'q'}  (report: {runs / 'q' / 'report.html'})"]
+
+    # A job that takes its outputs from an earlier run says so, and from which run.
+    assert cli.main(_argv(runs, "r"), prog="run_meta_pipeline.py", require_meta=True) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[1:-1]
+    reused = {m.group(3): m.group(4) for m in map(REUSED.match, lines) if m}
+    assert {f"sleeve {s}" for s in ("tech", "staples", "factors")} <= set(reused), lines
+    assert set(reused.values()) <= {"p", "q"}
+    assert all(LINE.match(line) or REUSED.match(line) for line in lines), lines
+    assert {"risk", "report"} <= {m.group(3) for m in map(LINE.match, lines) if m}  # they write the run id: computed
 
 
 def test_quiet_and_verbose_exclude_each_other(capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -25,8 +26,9 @@ class Progress(logging.Handler):
     ``job_finished``, and the errors it reports as text.
 
     ``jobs`` are the jobs announced (in a valid topological order); with a ``stream``, one line
-    per finished job is printed there, ``[7/16] sleeve tech done (4.1 s)`` (the workflow's
-    closing ``all`` job is not counted); ``first_error`` is the first error Snakemake itself
+    per finished job is printed there, ``[7/16] sleeve tech done (4.1 s)``, or ``[7/16] sleeve
+    tech reused from run <id> (0.0 s)`` for a job that took its outputs from an earlier run (its
+    log says so); the workflow's closing ``all`` job is not counted. ``first_error`` is the first error Snakemake itself
     reports (a failure outside any stage, e.g. a missing output).
     """
 
@@ -65,10 +67,27 @@ class Progress(logging.Handler):
             rule, wildcards = str(getattr(record, "rule_name", "")), dict(getattr(record, "wildcards", None) or {})
             self.jobs.append(JobRecord(rule, files["output"], wildcards, files["input"], files["log"]))
             if rule != "all":
-                self.started[str(getattr(record, "jobid", ""))] = (self._label(rule, wildcards), record.created)
+                self.started[str(getattr(record, "jobid", ""))] = (self._label(rule, wildcards), record.created, files["log"])
         elif event == "job_finished" and (job := self.started.pop(str(getattr(record, "job_id", "")), None)):
             self.done += 1
             if self.stream is not None:
-                label, t0 = job
-                self.stream.write(f"[{self.done}/{self.total or '?'}] {label} done ({record.created - t0:.1f} s)\n")
+                label, t0, logs = job
+                outcome = _reused(logs) or "done"
+                self.stream.write(f"[{self.done}/{self.total or '?'}] {label} {outcome} ({record.created - t0:.1f} s)\n")
                 self.stream.flush()
+
+
+#: The adapter's log line for a job whose outputs come from an earlier run (``stages.run_step``).
+_REUSED = re.compile(r": reused from run (\S+)$", re.M)
+
+
+def _reused(logs: tuple[str, ...]) -> str | None:
+    """``"reused from run <id>"`` when the job's log says it took its outputs from an earlier run."""
+    for log in logs:
+        try:
+            found = _REUSED.search(Path(log).read_text())
+        except OSError:
+            continue
+        if found:
+            return f"reused from run {found.group(1)}"
+    return None
