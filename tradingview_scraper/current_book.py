@@ -4,7 +4,7 @@ run's prices), the trades to the flattened book and, with trading settings, the 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from . import audit
@@ -38,7 +38,8 @@ def needs_prices(previous_run: str | None, holdings: str | None, trading: dict |
 
 def rebalance_file(
     target: dict, plan, profile: str, run_id: str, previous_run: str | None, holdings: str | None, runs_root: Path,
-    base_dir: Path, current: str | None = None, returns=None, since: str | None = None, reads: list | None = None,
+    base_dir: Path, warn: Callable[[str], None], current: str | None = None, returns=None, since: str | None = None,
+    reads: list | None = None,
 ) -> dict:  # fmt: skip
     """``rebalance_<profile>.json``: the trades from the current book to the flattened weights.
 
@@ -53,6 +54,8 @@ def rebalance_file(
         This run's ``flattened_<profile>.json``.
     plan, profile, run_id, previous_run, holdings, runs_root, base_dir
         The run's (a step's job attributes).
+    warn : callable
+        Prints a line the person running the pipeline must see (a position not drifted).
     current : str, optional
         The current book's file (default: where ``holdings`` / ``previous_run`` has it: a path
         Snakemake cannot take literally is not a rule's input).
@@ -73,8 +76,6 @@ def rebalance_file(
         prices while trading; a held symbol without a price; a quantity book worth more than
         the capital.
     """
-    from .stages import console_warning
-
     source = Path(current or rebalance_source(previous_run, holdings, runs_root, profile)).resolve()
     undeclared = [] if current else [str(source)]
     if previous_run and not since:
@@ -121,7 +122,7 @@ def rebalance_file(
         book["drift"] = {"from": then.date().isoformat(), "to": now.date().isoformat(), "book_value": value}
         if undrifted:
             book["drift"]["undrifted"] = undrifted
-            console_warning(
+            warn(
                 f"previous_run {previous_run!r}: {', '.join(undrifted)} not drifted ({profile}): no sleeve of "
                 f"meta profile {plan.profile!r} prices it"
             )
@@ -147,7 +148,7 @@ def rebalance_file(
 def _drift_dates(previous_run: str, runs_root: Path, returns, since: str) -> tuple:
     """The previous run's last date (``since``: its ``returns.parquet``, verified against its ledger)
     and this run's (``returns``), refused when out of order."""
-    from .stages import check_source_run
+    from .runlock import check_source_run
 
     prev = run_node(previous_run, runs_root)
     check_source_run(prev.dir, [since], who=f"previous_run {previous_run!r}",

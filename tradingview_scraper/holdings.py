@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .errors import DataError
@@ -155,12 +155,12 @@ def check_previous_run(previous_run: str, runs_root: Path | str, risk_profiles: 
     ------
     DataError
         The previous run lacks a risk profile's ``flattened_<profile>.json``; is a symlink, is
-        being written, did not finish or does not verify (see ``stages.check_source_run``); or a
+        being written, did not finish or does not verify (see ``runlock.check_source_run``); or a
         flattened file is not a valid book (see :func:`read_holdings`).
     """
     from . import audit
     from .layout import run_node
-    from .stages import check_source_run
+    from .runlock import check_source_run
 
     prev = run_node(previous_run, Path(runs_root))
     who = f"previous_run {previous_run!r}"
@@ -182,12 +182,13 @@ def check_previous_run(previous_run: str, runs_root: Path | str, risk_profiles: 
 
 
 def check_rebalance(
-    plan, runs_root: Path | str, run_id: str, previous_run: str | None, holdings: str | None, base_dir: Path | str = "."
+    plan, runs_root: Path | str, run_id: str, previous_run: str | None, holdings: str | None, base_dir: Path | str,
+    warn: Callable[[str], None],
 ) -> None:
     """Check the current book of a rebalance before any work starts.
 
     A previous run is verified like a pin (:func:`check_previous_run`); a previous run of
-    another meta profile is used, with a warning on the console.
+    another meta profile is used, with a warning on the console (``warn``).
 
     Raises
     ------
@@ -217,9 +218,8 @@ def check_rebalance(
         profile = check_previous_run(previous_run, runs_root, plan.risk_profiles, whole=True)
         if profile != plan.profile:
             from .rebalance import other_profile
-            from .stages import console_warning
 
-            console_warning(other_profile(previous_run, profile, plan.profile))
+            warn(other_profile(previous_run, profile, plan.profile))
     if holdings:
         rows = read_holdings(holdings)
         quantities = any("quantity" in r for r in rows)

@@ -14,7 +14,7 @@ The step functions live in one module per rule family; this module only re-expor
 from __future__ import annotations
 
 from ._common import StageIO, child_input, console_warning, watch
-from ._pins import PIN_REQUIRED, check_source_run, pin_source, resolve_pin
+from ._pins import PIN_REQUIRED, pin_source, resolve_pin
 from ._preflight import check_data, check_pins, preflight
 from ._reuse import reusable
 from ._step import run_step
@@ -24,7 +24,6 @@ __all__ = [
     "StageIO",
     "check_data",
     "check_pins",
-    "check_source_run",
     "child_input",
     "console_warning",
     "pin_source",

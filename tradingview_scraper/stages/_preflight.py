@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from ..errors import PipelineError
 from ..holdings import check_rebalance
 from ..manifest import Plan
+from ._common import console_warning
 from ._pins import resolve_pin
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def preflight(run: RunContext) -> None:
     check_data(plan, run.base_dir, include_pinned=run.execute_sleeves)
     for spec in plan.external_nodes():
         check_files(spec.config, plan.risk_profiles, run.base_dir, spec.label)
-    check_rebalance(plan, run.runs_root, run.run_id, run.previous_run, run.holdings, run.base_dir)
+    check_rebalance(plan, run.runs_root, run.run_id, run.previous_run, run.holdings, run.base_dir, console_warning)
 
 
 def check_data(plan: Plan, base_dir: Path | str = ".", *, include_pinned: bool = False) -> None:
