@@ -26,7 +26,7 @@ import pytest
 import tradingview_scraper as tvs
 from tradingview_scraper.api import NodeResult, PlanResult
 from tradingview_scraper.errors import ConfigError
-from tradingview_scraper.layout import literal_input, regex_literal, wildcard_like
+from tradingview_scraper.layout import literal_files, regex_literal, wildcard_like
 from tradingview_scraper.orchestration.cli import main
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
@@ -85,15 +85,18 @@ def test_a_literal_regex_is_a_valid_snakemake_constraint():
     assert not re.match(pattern, "/tmp/a hrp x/runs {p,1}/r1/returns.parquet")
 
 
-def test_literal_input_spells_a_braced_path_through_the_node(tmp_path):
+def test_literal_files_spells_a_braced_path_through_the_node(tmp_path):
     from snakemake.io import apply_wildcards
 
     node = tmp_path / BRACED / "runs" / "r1"
     path = node / "sleeves" / "a" / "returns.parquet"
-    assert apply_wildcards(literal_input(path, node), {"node": str(node), "profile": "hrp"}) == str(path)
-    assert literal_input(tmp_path / "plain" / "book.csv", node) == str(tmp_path / "plain" / "book.csv")
-    assert literal_input(tmp_path / "book {profile}.csv", node) is None  # its own name: tracked by content
-    assert literal_input(node.parent / "prev" / "flattened_hrp.json", node) is None  # beside it: tracked too
+    files = literal_files({"a": str(path), "b": [str(node / "x.json")], "c": str(tmp_path / "plain" / "book.csv")}, node)
+    assert apply_wildcards(files["a"], {"node": str(node), "profile": "hrp"}) == str(path)
+    assert files["b"] == ["{node}/x.json"] and files["c"] == str(tmp_path / "plain" / "book.csv")
+    # no spelling: its own name (rule_inputs.declared keeps it out, tracked by content), or beside the node
+    for outside in (tmp_path / "book {profile}.csv", node.parent / "prev" / "flattened_hrp.json"):
+        with pytest.raises(ConfigError, match=r"would read part of this path as a wildcard"):
+            literal_files(str(outside), node)
 
 
 # ----------------------------------------------------------------------------- runs root

@@ -18,7 +18,6 @@ A run directory is a tree of *nodes*. Every node exposes the same sleeve interfa
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import time
@@ -29,7 +28,6 @@ from .. import steps
 from ..errors import ConfigError
 from ._io import (
     atomic_write_bytes,
-    copy_artifact,
     dumps_json,
     read_bytes,
     read_json,
@@ -41,15 +39,14 @@ from ._io import (
     write_json,
     write_parquet,
     write_store_file,
-    write_text,
 )
 
 __all__ = [
-    "NODE_FILES", "ROOT", "RUNS_ROOT", "STORE", "Node", "atomic_write_bytes", "check_name", "copy_artifact", "check_runs_root",
-    "child_path", "dumps_json", "literal_files", "literal_input", "new_run_id", "node_at", "node_pattern", "read_bytes", "read_json",
-    "read_parquet", "read_parquet_metadata", "refuse_symlink", "regex_literal", "remove_artifact",
-    "remove_partial_writes", "run_dir", "run_node", "store_dir", "store_entry", "store_file", "watch_io", "wildcard_like", "write_json",
-    "write_parquet", "write_store_file", "write_text",
+    "NODE_FILES", "ROOT", "RUNS_ROOT", "STORE", "Node", "atomic_write_bytes", "check_name", "check_runs_root", "child_path",
+    "dumps_json", "literal_files", "new_run_id", "node_at", "node_pattern", "read_bytes", "read_json", "read_parquet",
+    "read_parquet_metadata", "refuse_symlink", "regex_literal", "remove_artifact", "remove_partial_writes", "run_dir",
+    "run_node", "store_dir", "store_entry", "store_file", "watch_io", "wildcard_like", "write_json", "write_parquet",
+    "write_store_file",
 ]  # fmt: skip
 
 #: Where run directories live, relative to the working directory.
@@ -128,7 +125,7 @@ ROOT = "."
 
 def node_at(run_dir: Path | str, path: str) -> Node:
     """The node of plan path ``path`` (``"."`` or ``"sleeves/a/sleeves/b"``) in ``run_dir``."""
-    return Node(Path(run_dir)) if path == ROOT else Node(Path(run_dir) / path)
+    return Node(Path(run_dir) / path)  # pathlib drops the root's ".": one spelling of each directory
 
 
 def child_path(parent: str, sleeve_id: str) -> str:
@@ -159,22 +156,20 @@ def refuse_symlink(path: Path | str, what: str) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=256)
 def store_dir(runs_root: Path | str, kind: str) -> Path:
     """Directory of the runs root's store of ``kind`` (``"nodes"``: node artifacts reused across runs,
-    ``"windows"``: walk-forward window fits reused by a grown history)."""
+    ``"windows"``: walk-forward window fits reused by a grown history, ``"report"``: report figures)."""
     return Path(runs_root) / STORE / kind
 
 
 def store_file(store: Path | str, key: str, suffix: str) -> Path:
-    """File ``key`` of a store directory (:func:`store_dir`): ``<store>/<key><suffix>``."""
-    check_name(key, "store key")
-    return Path(store) / f"{key}{suffix}"
+    """File ``<store>/<key><suffix>`` of a store directory (:func:`store_dir`): one file per key."""
+    return Path(store) / (check_name(key, "store key") + suffix)
 
 
 def store_entry(store: Path | str, key: str) -> Path:
-    """Directory of one entry of a store (:func:`store_dir`): a content key's files and its ``index.json``."""
-    return Path(store) / key[:2] / key
+    """Directory ``<store>/<key[:2]>/<key>`` of a store whose entry is several files (a figure and its ``index.json``)."""
+    return Path(store) / key[:2] / check_name(key, "store key")
 
 
 def run_node(run_id: str, runs_root: Path | str = RUNS_ROOT) -> Node:
@@ -207,22 +202,20 @@ def check_runs_root(runs_root: Path | str, *, writable: bool = True, run_id: str
     if not isinstance(runs_root, (str, os.PathLike)) or not str(runs_root).strip():
         raise ConfigError(f"runs_root={runs_root!r} is not a path: give a directory (default {RUNS_ROOT})")
     root = Path(runs_root)
-    existing = root
-    while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
-        existing = existing.parent
+    existing = next((p for p in (root, *root.parents) if p.exists() or p.is_symlink()), root)
     if not existing.is_dir():
         where = "is" if existing == root else f"lies under {existing}, which is"
         raise ConfigError(
             f"runs_root {root} {where} not a directory: give a directory for run directories "
             f"(created if missing; default {RUNS_ROOT})"
         )
-    target = root / run_id if run_id and existing == root and (root / run_id).is_dir() else None
-    if writable and target is not None and not os.access(target, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"run directory {target} is not writable by this user: choose another run id or runs root, "
-            "or use --dry-run to only read"
-        )
-    if writable and target is None and not os.access(existing, os.W_OK | os.X_OK):
+    own = root / run_id if run_id and existing == root and (root / run_id).is_dir() else None
+    if writable and not os.access(own or existing, os.W_OK | os.X_OK):
+        if own is not None:
+            raise ConfigError(
+                f"run directory {own} is not writable by this user: choose another run id or runs root, "
+                "or use --dry-run to only read"
+            )
         what = "is" if existing == root else f"would be created in {existing}, which is"
         raise ConfigError(
             f"runs_root {root} {what} not writable by this user: give a directory you can write to "
@@ -250,47 +243,34 @@ def regex_literal(text: Path | str) -> str:
     return re.escape(str(text)).replace("\\{", "\\x7b").replace("\\}", "\\x7d")
 
 
-def literal_input(path: Path | str, node_dir: Path | str) -> str | None:
-    """``path`` as an input function of the job at ``{node}`` = ``node_dir`` must return it, or None.
+def literal_files(files, node_dir: Path | str):
+    """An input function's result (a path, a list of them or a dict of either) with each path
+    spelled so that Snakemake takes it literally, for the job at ``{node}`` = ``node_dir``.
 
     Snakemake formats every path an input function returns with the job's wildcards and has
     no escape for braces: ``book_{profile}.csv`` would silently become ``book_hrp.csv``. A path
     without a wildcard-like part is returned as it is; one below ``node_dir`` is spelled
-    relative to the ``{node}`` wildcard, whose value Snakemake substitutes verbatim. None: no
-    such spelling (a ``{node}/..`` one would need the node's directory to exist before its
-    job runs); the caller keeps the file out of Snakemake's inputs and tracks its content.
-    """
-    text = str(path)
-    if not wildcard_like(text):
-        return text
-    rel = os.path.relpath(text, node_dir)
-    if wildcard_like(rel) or rel.split(os.sep, 1)[0] == "..":
-        return None
-    return "{node}" if rel == "." else "{node}/" + Path(rel).as_posix()
-
-
-def literal_files(files, node_dir: str):
-    """An input function's result (a path, a list of them or a dict of either) with each path
-    spelled so that Snakemake takes it literally (:func:`literal_input`).
-
-    For the files of the node's own tree (below ``{node}``).
+    relative to the ``{node}`` wildcard, whose value Snakemake substitutes verbatim.
 
     Raises
     ------
     ConfigError
-        A path has no such spelling.
+        A path with a wildcard-like part outside ``node_dir``: it has no such spelling (a
+        ``{node}/..`` one would need the node's directory to exist before its job runs).
     """
     if isinstance(files, dict):
         return {k: literal_files(v, node_dir) for k, v in files.items()}
     if isinstance(files, list):
         return [literal_files(f, node_dir) for f in files]
-    spelled = literal_input(files, node_dir)
-    if spelled is None:
+    if not wildcard_like(files):
+        return str(files)
+    rel = os.path.relpath(files, node_dir)
+    if wildcard_like(rel) or rel.split(os.sep, 1)[0] == "..":
         raise ConfigError(
             f"{files}: Snakemake would read part of this path as a wildcard and it cannot be reached from "
             f"{node_dir}; use a runs root without '{{name}}'"
         )
-    return spelled
+    return "{node}" if rel == "." else "{node}/" + Path(rel).as_posix()
 
 
 def node_pattern(name: str, **fields: str) -> str:

@@ -20,8 +20,6 @@ _TMP_SUFFIX = ".tmp"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-# --------------------------------------------------------------------------- watching artifact I/O
-
 _watchers: list[Callable[[str, str], None]] = []
 
 
@@ -41,22 +39,10 @@ def _seen(op: str, path: Path | str) -> None:
         callback(op, str(path))
 
 
-# --------------------------------------------------------------------------- atomic writes
-
-
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temp file and a rename: readers never see half a file."""
     _seen("write", path)
     return _atomic_write(Path(path), data)
-
-
-def copy_artifact(source: Path | str, path: Path | str) -> Path:
-    """Copy ``source``'s bytes to ``path`` atomically (:func:`atomic_write_bytes`): a reused artifact.
-
-    A copy, not a hard link: each run owns its bytes, so a file edited in place in one run
-    never damages another, and Snakemake's touch of an output never changes another run's file.
-    """
-    return atomic_write_bytes(path, Path(source).read_bytes())
 
 
 def write_store_file(path: Path | str, data: bytes) -> Path:
@@ -117,11 +103,6 @@ def dumps_json(obj: Any) -> str:
 def write_json(path: Path | str, obj: Any) -> Path:
     """Atomically write ``obj`` as canonical JSON."""
     return atomic_write_bytes(path, dumps_json(obj).encode())
-
-
-def write_text(path: Path | str, text: str) -> Path:
-    """Atomically write a text file."""
-    return atomic_write_bytes(path, text.encode())
 
 
 def read_bytes(path: Path | str) -> bytes:

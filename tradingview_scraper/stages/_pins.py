@@ -67,19 +67,17 @@ def resolve_pin(
         raise DataError(f"{who}: run directory {pinned.dir} is a symlink (to {os.readlink(pinned.dir)}); pins are never followed through links")
     resolved = read_json(pinned.file("resolved")) if pinned.file("resolved").is_file() else None
     nodes = (resolved or {}).get("nodes") or {}
+
+    def holds(node: Node, path: str) -> bool:  # a run made before resolved manifests: its files tell
+        if resolved is None:
+            return any(node.file(k).exists() for k in PIN_REQUIRED)
+        return nodes.get(path, {}).get("kind") == "atomic" and node.dir.is_dir()
+
     candidates = [(pinned.child(sid), child_path(ROOT, sid)), (pinned, ROOT)]
-    source, source_spec = None, None
-    for cand, path in candidates:
-        if resolved is not None:
-            found = nodes.get(path, {}).get("kind") == "atomic" and cand.dir.is_dir()
-        else:
-            found = any(cand.file(k).exists() for k in PIN_REQUIRED)
-        if found:
-            source, source_spec = cand, nodes.get(path)
-            break
+    source, path = next(((n, p) for n, p in candidates if holds(n, p)), (None, None))
     if source is None:
-        looked = " or ".join(str(c.dir) for c, _ in candidates)
-        raise DataError(f"{who} not found: no sleeve of that run in {looked}")
+        raise DataError(f"{who} not found: no sleeve of that run in {' or '.join(str(n.dir) for n, _ in candidates)}")
+    source_spec = nodes.get(path) or {}
     required = [source.file(k) for k in PIN_REQUIRED] + [source.file("weights", profile=p) for p in risk_profiles]
     missing = [f.name for f in required if not f.is_file()]
     if missing:
@@ -87,7 +85,7 @@ def resolve_pin(
     # Finished, idle, verified, and its files still what its ledger recorded.
     runlock.check_source_run(pinned.dir, required, who=who, hint=f"rerun run {pin!r}, or pin another run", whole=whole, ledger_required=False)
     health = read_json(source.file("health"))
-    profile = (source_spec or {}).get("profile") or health.get("profile")
+    profile = source_spec.get("profile") or health.get("profile")
     if profile != spec.profile:
         raise DataError(
             f"{who} ({source.dir}) is a run of profile {profile!r}, not {spec.profile!r}; "
@@ -97,26 +95,20 @@ def resolve_pin(
     want = spec.config["universe"].get("direction", "LONG")
     if direction != want:
         raise DataError(f"{who} ({source.dir}) has direction {direction!r}, but profile {spec.profile!r} is {want!r}")
-    config = (source_spec or {}).get("config")
-    if config is not None:
-        old = (config["backtest"]["train_window"], config["backtest"]["test_window"])
-        new = (spec.config["backtest"]["train_window"], spec.config["backtest"]["test_window"])
-        if old != new:
-            raise DataError(
-                f"{who} ({source.dir}) used walk-forward windows train/test {old[0]}/{old[1]}, the manifest now "
-                f"says {new[0]}/{new[1]}; sleeves must share windows (rerun it, or use --execute-sleeves)"
-            )
+    config = source_spec.get("config")
+    new = (spec.config["backtest"]["train_window"], spec.config["backtest"]["test_window"])
+    old = (config["backtest"]["train_window"], config["backtest"]["test_window"]) if config is not None else new
+    if old != new:
+        raise DataError(
+            f"{who} ({source.dir}) used walk-forward windows train/test {old[0]}/{old[1]}, the manifest now "
+            f"says {new[0]}/{new[1]}; sleeves must share windows (rerun it, or use --execute-sleeves)"
+        )
     columns = read_parquet(source.file("returns")).columns
     absent = [p for p in risk_profiles if p not in columns]
     if absent:
         raise DataError(f"{who} has no risk profile(s) {', '.join(absent)} in {source.file('returns')}")
-    info = {
-        "profile": profile,
-        "direction": direction,
-        "config": config,
-        "manifest_sha256": (resolved or {}).get("manifest_sha256"),
-    }
-    return source, info
+    return source, {"profile": profile, "direction": direction, "config": config,
+                    "manifest_sha256": (resolved or {}).get("manifest_sha256")}  # fmt: skip
 
 
 def pin_source(ctx: RunContext, node_path: str) -> Node:

@@ -3,9 +3,9 @@
 A job is keyed by what decides a rerun inside a run: its step, node and risk profile, its
 rule's params (which carry its code trigger and the content of what it reads from outside
 the run) and the sha256 of each named input it reads (the ledger's digests). The store keeps
-one small JSON entry per key: the run that computed (or last reused) the job, and the
-run-relative path and sha256 of each output. A later job with the same key copies those files
-into its own outputs when every one still has its recorded bytes.
+one small JSON entry per key: the run that computed (or last reused) the job, and the sha256
+of each output by its run-relative path (the key covers those paths). A later job with the
+same key copies those files into its own outputs when every one still has its recorded bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ from pathlib import Path
 
 from .. import audit, steps
 from ..errors import PipelineError
-from ..layout import copy_artifact, dumps_json, remove_artifact, run_dir, write_store_file
+from ..layout import (
+    atomic_write_bytes,
+    dumps_json,
+    remove_artifact,
+    run_dir,
+    store_file,
+    write_store_file,
+)
 from ..run import RunContext
 from ._common import _named
 
@@ -25,17 +32,16 @@ from ._common import _named
 _KEY_VERSION = 1
 
 
-def _inside(ctx: RunContext, path: str) -> bool:
+def _relative(ctx: RunContext, value: str | list[str]) -> str | list[str]:
+    """A path, or a list of them, relative to the run directory (as the ledger records them)."""
     root = os.path.abspath(ctx.run_dir)
-    return os.path.abspath(path).startswith(root.rstrip(os.sep) + os.sep)
+    rel = [Path(os.path.relpath(os.path.abspath(p), root)).as_posix() for p in ([value] if isinstance(value, str) else value)]
+    return rel[0] if isinstance(value, str) else rel
 
 
-def _relative(ctx: RunContext, path: str) -> str:
-    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(ctx.run_dir))).as_posix()
-
-
-def _map(value, fn):
-    return fn(value) if isinstance(value, str) else [fn(v) for v in value]
+def _paths(outs: dict) -> list[str]:
+    """Every path of a rule's named files, in order."""
+    return [p for v in outs.values() for p in ([v] if isinstance(v, str) else v)]
 
 
 def job_key(step: steps.Step, ctx: RunContext, node_path: str, profile: str | None, files: dict, outs: dict, params) -> str:
@@ -46,58 +52,40 @@ def job_key(step: steps.Step, ctx: RunContext, node_path: str, profile: str | No
     DAG) does not count; one from outside the run counts by its path, its content being in
     the params (every :class:`steps.Outside` input has a ``content`` param).
     """
-    read = {}
-    for name, value in files.items():
-        spec = step.inputs.get(name.partition(":")[0])
-        # an empty input (a sleeve on skfolio's data has no price file) is absent from a rule's `run:`
-        if value != [] and (spec is None or getattr(spec, "read", True)):
-            read[name] = value
-    flat = [p for v in read.values() for p in ([v] if isinstance(v, str) else v)]
-    sha = audit.digests(ctx.run_dir, [p for p in flat if _inside(ctx, p)])
+    # an empty input (a sleeve on skfolio's data has no price file) is absent from a rule's `run:`
+    read = {k: v for k, v in files.items() if v != [] and getattr(step.inputs.get(k.partition(":")[0]), "read", True)}
+    inside = [p for p in _paths(read) if not _relative(ctx, p).startswith("../")]
+    sha = audit.digests(ctx.run_dir, inside)
+
+    def digest(path: str) -> str:
+        return sha[path] if path in sha else f"outside:{path}"
+
     body = {
         "version": _KEY_VERSION,
         "step": step.name,
         "node": node_path,
         "profile": profile,
         "params": dict(params.items()),
-        "inputs": {name: _map(v, lambda p: sha[p] if p in sha else f"outside:{p}") for name, v in sorted(read.items())},
-        "outputs": {name: _map(v, lambda p: _relative(ctx, p)) for name, v in sorted(outs.items())},
+        "inputs": {k: digest(v) if isinstance(v, str) else [digest(p) for p in v] for k, v in sorted(read.items())},
+        "outputs": {k: _relative(ctx, v) for k, v in sorted(outs.items())},
     }
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _entry_path(store: Path, key: str) -> Path:
-    return store / f"{key}.json"
-
-
 def lookup(store: Path, key: str, ctx: RunContext, outs: dict) -> dict | None:
-    """The store's entry of ``key`` when it names an earlier run's files for exactly these outputs, else None.
+    """The store's entry of ``key`` when it names an earlier run's digest of each of these outputs, else None.
 
     An entry of this run is never used: a rerun inside a run computes, as its workflow decided.
     """
     try:
-        entry = json.loads(_entry_path(store, key).read_text(encoding="utf-8"))
-        run_dir(str(entry["run"]), ctx.runs_root)  # a run id, or no entry of ours
-        for name, value in outs.items():
-            items = [entry["outputs"][name]] if isinstance(value, str) else entry["outputs"][name]
-            if [i["path"] for i in items] != [_relative(ctx, p) for p in ([value] if isinstance(value, str) else value)]:
-                return None
-            if not all(isinstance(i["sha256"], str) for i in items):
-                return None
+        entry = json.loads(store_file(store, key, ".json").read_text(encoding="utf-8"))
+        run_dir(entry["run"], ctx.runs_root)  # a run id, or no entry of ours
+        if not all(isinstance(entry["outputs"][p], str) for p in _relative(ctx, _paths(outs))):
+            return None
     except (OSError, ValueError, KeyError, TypeError, PipelineError):
         return None
     return None if entry["run"] == ctx.run_id else entry
-
-
-def intact(entry: dict, ctx: RunContext) -> bool:
-    """Whether every file an entry names still has its recorded sha256 (read only)."""
-    source = run_dir(str(entry["run"]), ctx.runs_root)
-    items = [i for v in entry["outputs"].values() for i in ([v] if isinstance(v, dict) else v)]
-    try:
-        return all(audit.file_sha256(source / i["path"]) == i["sha256"] for i in items)
-    except OSError:
-        return False
 
 
 def reusable(step: steps.Step, ctx: RunContext, node_path: str, profile: str | None, *, input, output, params) -> bool:
@@ -111,7 +99,11 @@ def reusable(step: steps.Step, ctx: RunContext, node_path: str, profile: str | N
         return False
     outs = _named(output)
     entry = lookup(store, job_key(step, ctx, node_path, profile, _named(input), outs, params), ctx, outs)
-    return entry is not None and intact(entry, ctx)
+    source = run_dir(entry["run"], ctx.runs_root) if entry is not None else None
+    try:
+        return source is not None and all(audit.file_sha256(source / p) == entry["outputs"][p] for p in entry["outputs"])
+    except OSError:
+        return False
 
 
 def take(entry: dict, ctx: RunContext, outs: dict) -> dict | None:
@@ -121,20 +113,21 @@ def take(entry: dict, ctx: RunContext, outs: dict) -> dict | None:
     outputs, when a file is gone or its bytes are not the recorded ones (a file edited in
     place keeps no trace in its mtime: only its hash tells).
     """
-    source = run_dir(str(entry["run"]), ctx.runs_root)
-    linked = []
+    source = run_dir(entry["run"], ctx.runs_root)
+    written = []
     try:
-        for name, value in outs.items():
-            items = [entry["outputs"][name]] if isinstance(value, str) else entry["outputs"][name]
-            for path, item in zip([value] if isinstance(value, str) else value, items, strict=True):
-                linked.append(copy_artifact(source / item["path"], path))
-                if audit.file_sha256(path) != item["sha256"]:
-                    raise ValueError(f"{source / item['path']} changed since it was recorded")
+        for path in _paths(outs):
+            rel = _relative(ctx, path)
+            # A copy, not a hard link: each run owns its bytes, so a file edited in place in one run
+            # never damages another, and Snakemake's touch of an output never changes another run's file.
+            written.append(atomic_write_bytes(path, (source / rel).read_bytes()))
+            if audit.file_sha256(path) != entry["outputs"][rel]:
+                raise ValueError(f"{source / rel} changed since it was recorded")
     except (OSError, ValueError):
-        for path in linked:
+        for path in written:
             remove_artifact(path)
         return None
-    return {name: _map(value, lambda p: _relative(ctx, p)) for name, value in outs.items()}
+    return {name: _relative(ctx, value) for name, value in outs.items()}
 
 
 def remember(store: Path, key: str, ctx: RunContext, outs: dict, entry: dict | None) -> None:
@@ -142,14 +135,11 @@ def remember(store: Path, key: str, ctx: RunContext, outs: dict, entry: dict | N
     if entry is None:
         return
     sha = {o["path"]: o.get("sha256") for o in entry.get("outputs", [])}
-    outputs = {}
-    for name, value in outs.items():
-        items = _map(value, lambda p: {"path": _relative(ctx, p), "sha256": sha.get(_relative(ctx, p))})
-        if any(i["sha256"] is None for i in ([items] if isinstance(items, dict) else items)):
-            return  # an output the ledger did not digest: nothing to vouch for
-        outputs[name] = items
+    outputs = {p: sha.get(p) for p in _relative(ctx, _paths(outs))}
+    if None in outputs.values():
+        return  # an output the ledger did not digest: nothing to vouch for
     params = {k: v for k, v in (entry.get("params") or {}).items() if k != "reused"}
     warnings = [w for w in entry.get("warnings", []) if isinstance(w, str)]
     record = {"run": ctx.run_id, "step": entry.get("stage"), "node": entry.get("node"), "params": params,
               "outputs": outputs, "warnings": warnings}  # fmt: skip
-    write_store_file(_entry_path(store, key), dumps_json(record).encode())  # not an artifact of the job
+    write_store_file(store_file(store, key, ".json"), dumps_json(record).encode())  # not an artifact of the job
