@@ -42,18 +42,13 @@ def _seen(op: str, path: Path | str) -> None:
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temp file and a rename: readers never see half a file."""
     _seen("write", path)
-    return _atomic_write(Path(path), data)
+    return write_store_file(path, data)
 
 
 def write_store_file(path: Path | str, data: bytes) -> Path:
-    """Write a file of the runs root's store atomically (:func:`store_file`).
-
-    Not an artifact of the stage writing it (no rule declares it): the stage watchers do not see it.
-    """
-    return _atomic_write(Path(path), data)
-
-
-def _atomic_write(path: Path, data: bytes) -> Path:
+    """:func:`atomic_write_bytes` for a file of the runs root's store (:func:`store_file`), unseen by the
+    stage watchers: it is no artifact of the stage writing it (no rule declares it)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     try:

@@ -16,10 +16,11 @@ if TYPE_CHECKING:
 
 
 def preflight(run: RunContext) -> None:
-    """Check every pin (unless the run recomputes them), data source, external sleeve's files and the current book.
+    """Check every pin, data source, external sleeve's files and the current book.
 
     The run's owner calls it once before any job executes, whichever entry point started
-    the run.
+    the run. A run that recomputes its pinned sleeves (``--execute-sleeves``) has a plan
+    without pins (:meth:`run.RunContext.from_config`): their data is checked instead.
 
     Raises
     ------
@@ -30,16 +31,15 @@ def preflight(run: RunContext) -> None:
     from ..external import check_files
 
     plan = run.plan
-    if not run.execute_sleeves:
-        check_pins(plan, run.runs_root, run.run_id)
-    check_data(plan, run.base_dir, include_pinned=run.execute_sleeves)
+    check_pins(plan, run.runs_root, run.run_id)
+    check_data(plan, run.base_dir)
     for spec in plan.external_nodes():
         check_files(spec.config, plan.risk_profiles, run.base_dir, spec.label)
     check_rebalance(plan, run.runs_root, run.run_id, run.previous_run, run.holdings, run.base_dir, console_warning)
 
 
-def check_data(plan: Plan, base_dir: Path | str = ".", *, include_pinned: bool = False) -> None:
-    """Check the data of every sleeve ``plan`` computes before any work starts (no price is read).
+def check_data(plan: Plan, base_dir: Path | str = ".") -> None:
+    """Check the data of every sleeve ``plan`` computes (every unpinned one) before any work starts (no price is read).
 
     Parameters
     ----------
@@ -47,8 +47,6 @@ def check_data(plan: Plan, base_dir: Path | str = ".", *, include_pinned: bool =
         The resolved run.
     base_dir : path-like
         Directory that relative ``data.path`` values are resolved against.
-    include_pinned : bool
-        Check pinned sleeves too (``--execute-sleeves`` recomputes them).
 
     Raises
     ------
@@ -59,7 +57,7 @@ def check_data(plan: Plan, base_dir: Path | str = ".", *, include_pinned: bool =
 
     seen = set()
     for spec in plan.atomic_nodes():
-        if (spec.pin and not include_pinned) or spec.profile in seen:
+        if spec.pin or spec.profile in seen:
             continue
         seen.add(spec.profile)
         bt = spec.config["backtest"]
