@@ -1,19 +1,10 @@
 """The run-directory layout and atomic artifact writes (:mod:`._io`): the only package that builds artifact paths.
 
-A run directory is a tree of *nodes*. Every node exposes the same sleeve interface
-(``returns.parquet`` plus per-risk-profile asset weights), so recursion is uniform::
-
-    data/runs/<run_id>/                 root node (a meta profile, or one atomic sleeve)
-      manifest.resolved.json
-      sleeves/<sleeve_id>/              child node: atomic sleeve or nested meta run
-      meta/returns_<profile>.parquet
-      meta/weights_<profile>.json
-      meta/stream_<profile>.parquet     the meta level's out-of-sample walk-forward returns
-      meta/cluster_tree_<profile>.json
-      flattened_<profile>.json
-      risk_<profile>.json               ex-ante and realised risk contributions
-      rebalance_<profile>.json          (root, with a previous run or a holdings file)
-      report.md, report.html, audit.jsonl
+A run directory (``data/runs/<run_id>/``) is a tree of *nodes*: the root (a meta profile, or
+one atomic sleeve) and, below any meta node, ``sleeves/<sleeve_id>/`` (an atomic sleeve or a
+nested meta run). Every node exposes the same sleeve interface (``returns.parquet`` plus
+per-risk-profile asset weights), so recursion is uniform. :data:`NODE_FILES` names a node's
+files; ``docs/artifacts.md`` describes each.
 """
 
 from __future__ import annotations

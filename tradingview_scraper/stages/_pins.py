@@ -1,5 +1,5 @@
-"""What a run reads from another run, verified before it is used: a pinned sleeve (the pin
-resolved to an earlier run's sleeve, the pinned_sleeve step) and a previous run's book."""
+"""Pinned sleeves: a pin resolved to an earlier run's sleeve and verified before it is used, and
+the pinned_sleeve step that copies it."""
 
 from __future__ import annotations
 

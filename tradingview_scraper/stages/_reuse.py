@@ -95,13 +95,13 @@ def reusable(step: steps.Step, ctx: RunContext, node_path: str, profile: str | N
     reused needs none.
     """
     store = ctx.store("nodes") if step.reuse else None
-    if store is None:
-        return False
     outs = _named(output)
-    entry = lookup(store, job_key(step, ctx, node_path, profile, _named(input), outs, params), ctx, outs)
-    source = run_dir(entry["run"], ctx.runs_root) if entry is not None else None
+    entry = lookup(store, job_key(step, ctx, node_path, profile, _named(input), outs, params), ctx, outs) if store else None
+    if entry is None:
+        return False
+    source = run_dir(entry["run"], ctx.runs_root)
     try:
-        return source is not None and all(audit.file_sha256(source / p) == entry["outputs"][p] for p in entry["outputs"])
+        return all(audit.file_sha256(source / path) == sha for path, sha in entry["outputs"].items())
     except OSError:
         return False
 
