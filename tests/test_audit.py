@@ -499,3 +499,20 @@ def test_an_append_is_chained_to_a_verified_ledger_and_refused_after_an_interrup
     with pytest.raises(PipelineError, match=r"line 2 \(seq 5\) was altered or breaks the hash chain"):
         record_stage(forged, stage="report", node=".", params={}, inputs=[], outputs=[], outcome="success")
     assert last_seq(forged) == -1 and last_seq(tmp_path / "none") == -1
+
+
+def test_verify_and_the_checks_read_the_same_lines(tmp_path):
+    """A carriage return is JSON whitespace, not a line break: an entry holding one verifies, and the
+    artifact checks and appends, which read the ledger through the same fold, take it as verify does."""
+    from tradingview_scraper.audit import damaged, last_seq
+
+    run = tmp_path / "run"
+    _build_run(run)
+    ledger = Node(run).file("audit")
+    lines = ledger.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b',"outcome":', b',\r"outcome":', 1)
+    ledger.write_bytes(b"\n".join(lines))
+    assert verify(run) == []
+    assert damaged(run) == [] and last_seq(run) == 2
+    record_stage(run, stage="report", node=".", params={}, inputs=[], outputs=[], outcome="success")
+    assert verify(run) == [] and last_seq(run) == 3

@@ -242,7 +242,7 @@ def verify(run_dir: Path | str | Node) -> list[str]:
     whole = data.endswith(b"\n")
     ledger = Ledger().extended(data if whole else data + b"\n")  # an interrupted last line is checked too
     problems = [] if whole else [f"line {ledger.lines}: incomplete last line (interrupted write)"]
-    problems += ledger.problems
+    problems += [p for _, _, line in ledger.problems for p in line]
     for rel, record in sorted(ledger.latest.items()):
         full = Path(os.path.normpath(root / rel))
         if not full.exists():

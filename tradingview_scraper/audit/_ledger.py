@@ -112,10 +112,9 @@ class Ledger:
     ----------
     entries : list of dict
         The entries of the lines that are JSON ledger objects, in ledger order.
-    problems : list of str
-        What :func:`verify` reports about the chain, line by line.
-    bad : tuple or None
-        The first line with a problem: its number, its entry (None if malformed) and its problems.
+    problems : list of tuple
+        What :func:`verify` reports about the chain: per line with a problem, its number, its
+        entry (None if malformed) and the problems.
     latest : dict
         Path -> :class:`Recorded` of every output of a successful stage not discarded since.
     next_seq, prev_hash
@@ -127,8 +126,7 @@ class Ledger:
     def __init__(self, inode: int | None = None) -> None:
         self.inode, self.size, self.tail, self.lines = inode, 0, b"", 0  # what of the file is folded
         self.entries: list[dict[str, Any]] = []
-        self.problems: list[str] = []
-        self.bad: tuple[int, dict[str, Any] | None, list[str]] | None = None
+        self.problems: list[tuple[int, dict[str, Any] | None, list[str]]] = []
         self.latest: dict[str, Recorded] = {}
         self.next_seq, self.prev_seq, self.prev_hash = 0, None, GENESIS_PREV_HASH
         self.complete = True
@@ -142,18 +140,13 @@ class Ledger:
         new.entries, new.problems, new.latest = list(self.entries), list(self.problems), dict(self.latest)
         end = data.rfind(b"\n") + 1
         for raw in data[:end].split(b"\n")[:-1]:
-            new._add(raw)
+            new.lines += 1
+            entry = _entry_of(raw)
+            if problems := new._apply(new.lines, entry):
+                new.problems.append((new.lines, entry, problems))
             new.tail = raw + b"\n"
         new.size, new.complete = self.size + end, end == len(data)
         return new
-
-    def _add(self, raw: bytes) -> None:
-        self.lines += 1
-        n, entry = self.lines, _entry_of(raw)
-        problems = self._apply(n, entry)
-        self.problems += problems
-        if problems and self.bad is None:
-            self.bad = (n, entry, problems)
 
     def _apply(self, n: int, entry: dict[str, Any] | None) -> list[str]:
         """Apply the line ``n`` holding ``entry`` and give the problems :func:`verify` reports for it."""
@@ -247,9 +240,9 @@ def verified(run_dir: Path | str | Node, anew: bool = False) -> Ledger:
         In one line naming the ledger line and what is wrong with it.
     """
     ledger = read(run_dir, anew)
-    if ledger.bad is None:
+    if not ledger.problems:
         return ledger
-    n, entry, problems = ledger.bad
+    n, entry, problems = ledger.problems[0]
     where = f"audit: {_ledger_path(run_dir)} line {n}"
     if entry is None:
         raise PipelineError(f"{where} is not a ledger entry; {_DAMAGED_LEDGER}")
