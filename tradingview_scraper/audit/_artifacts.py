@@ -40,13 +40,13 @@ class Damage:
         return f"{where} {self.problem} since stage {self.record.stage} wrote it (audit seq {self.record.seq})"
 
 
-def _check(root: Path, record: Recorded) -> str | None:
-    """None if the file still matches ``record`` (its fingerprint, else its sha256), else the problem."""
+def _check(root: Path, record: Recorded, trust_stat: bool = True) -> str | None:
+    """None if the file still matches ``record`` (its fingerprint, unless not ``trust_stat``, else its sha256), else the problem."""
     full = os.path.join(root, record.path)
     fp = fingerprint(full)
     if fp is None:
         return "is missing"
-    if record.stat is not None and fp == record.stat:
+    if trust_stat and record.stat is not None and fp == record.stat:
         return None
     if record.sha256 is not None and file_sha256(full) == record.sha256:
         return None
@@ -244,10 +244,9 @@ def verify(run_dir: Path | str | Node) -> list[str]:
     problems = [] if whole else [f"line {ledger.lines}: incomplete last line (interrupted write)"]
     problems += [p for _, _, line in ledger.problems for p in line]
     for rel, record in sorted(ledger.latest.items()):
-        full = Path(os.path.normpath(root / rel))
-        if not full.exists():
+        if (problem := _check(root, record, trust_stat=False)) == "is missing":
             problems.append(f"artifact {rel} missing (recorded by stage {record.stage}, seq {record.seq})")
-        elif record.sha256 is None or file_sha256(full) != record.sha256:
+        elif problem:
             problems.append(f"artifact {rel} changed since stage {record.stage} (seq {record.seq})")
     return problems
 
