@@ -516,3 +516,23 @@ def test_verify_and_the_checks_read_the_same_lines(tmp_path):
     assert damaged(run) == [] and last_seq(run) == 2
     record_stage(run, stage="report", node=".", params={}, inputs=[], outputs=[], outcome="success")
     assert verify(run) == [] and last_seq(run) == 3
+
+
+def _record_one(run: str) -> None:
+    record_stage(run, stage="report", node=".", params={}, inputs=[], outputs=[], outcome="success")
+
+
+def test_a_child_forked_while_the_ledger_is_locked_appends_once_the_parent_is_done(tmp_path):
+    """A process forked while a thread of its parent holds the ledger's locks (a stage appending while
+    Snakemake forks) gets a fresh thread lock: it waits for the parent's flock, never forever."""
+    from tradingview_scraper.audit._ledger import locked
+
+    run = tmp_path / "run"
+    _start(run)
+    with locked(run):
+        child = multiprocessing.get_context("fork").Process(target=_record_one, args=(str(run),))
+        child.start()
+    child.join(60)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0 and [e["seq"] for e in _lines(run)] == [0, 1] and verify(run) == []
