@@ -499,3 +499,40 @@ def test_an_append_is_chained_to_a_verified_ledger_and_refused_after_an_interrup
     with pytest.raises(PipelineError, match=r"line 2 \(seq 5\) was altered or breaks the hash chain"):
         record_stage(forged, stage="report", node=".", params={}, inputs=[], outputs=[], outcome="success")
     assert last_seq(forged) == -1 and last_seq(tmp_path / "none") == -1
+
+
+def test_verify_and_the_checks_read_the_same_lines(tmp_path):
+    """A carriage return is JSON whitespace, not a line break: an entry holding one verifies, and the
+    artifact checks and appends, which read the ledger through the same fold, take it as verify does."""
+    from tradingview_scraper.audit import damaged, last_seq
+
+    run = tmp_path / "run"
+    _build_run(run)
+    ledger = Node(run).file("audit")
+    lines = ledger.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b',"outcome":', b',\r"outcome":', 1)
+    ledger.write_bytes(b"\n".join(lines))
+    assert verify(run) == []
+    assert damaged(run) == [] and last_seq(run) == 2
+    record_stage(run, stage="report", node=".", params={}, inputs=[], outputs=[], outcome="success")
+    assert verify(run) == [] and last_seq(run) == 3
+
+
+def _record_one(run: str) -> None:
+    record_stage(run, stage="report", node=".", params={}, inputs=[], outputs=[], outcome="success")
+
+
+def test_a_child_forked_while_the_ledger_is_locked_appends_once_the_parent_is_done(tmp_path):
+    """A process forked while a thread of its parent holds the ledger's locks (a stage appending while
+    Snakemake forks) gets a fresh thread lock: it waits for the parent's flock, never forever."""
+    from tradingview_scraper.audit._ledger import locked
+
+    run = tmp_path / "run"
+    _start(run)
+    with locked(run):
+        child = multiprocessing.get_context("fork").Process(target=_record_one, args=(str(run),))
+        child.start()
+    child.join(60)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0 and [e["seq"] for e in _lines(run)] == [0, 1] and verify(run) == []

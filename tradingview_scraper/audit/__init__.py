@@ -1,9 +1,10 @@
 """The hash-chained audit ledger (``audit.jsonl``) of a run: genesis, stage records, verification.
 
-``_ledger`` owns the file's format, its locks and the one walk that checks its chain, for
-:func:`verify` (``python -m tradingview_scraper.audit verify <run_dir>``) and for the index of
-``_artifacts``, which appends to the ledger, checks recorded artifacts against their files and
-discards damaged ones; ``_records`` writes the genesis and stage entries.
+``_ledger`` owns the file: its entries' format, its locks, appending, and the one fold that
+reads it (its entries, its chain checked, the latest record per artifact); ``_records`` writes
+the genesis and stage entries; ``_artifacts`` answers from a fold what the run needs (recorded
+artifacts checked against their files, damaged ones discarded, the run's failures) and
+:func:`verify` (``python -m tradingview_scraper.audit verify <run_dir>``).
 """
 
 from ..deps import file_sha256, fingerprint
@@ -14,20 +15,14 @@ from ._artifacts import (
     discard,
     first_failure,
     last_seq,
+    main,
     recorded,
     recorded_inputs,
     retire,
     unfinished,
-)
-from ._ledger import (
-    GENESIS_PREV_HASH,
-    RENAMED_STAGES,
-    genesis_for,
-    genesis_of,
-    main,
-    stage_entries,
     verify,
 )
+from ._ledger import GENESIS_PREV_HASH, RENAMED_STAGES, genesis_for, genesis_of, stage_entries
 from ._records import genesis, git_commit, record_stage, stage_audit
 
 __all__ = [

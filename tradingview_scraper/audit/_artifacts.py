@@ -1,9 +1,9 @@
-"""The ledger as it is read while a run goes: its index, appending to it, and the artifacts against their records."""
+"""What a run's ledger says about its artifacts: their checks against their records, its failures, ``verify``."""
 
 from __future__ import annotations
 
 import os
-import threading
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,16 +12,19 @@ from .. import errors
 from ..deps import file_digest, file_sha256, fingerprint
 from ..errors import DataError, PipelineError, StageError
 from ..layout import Node, remove_artifact
-from . import _ledger
 from ._ledger import (
+    RENAMED_STAGES,
+    Ledger,
     Recorded,
-    _append_entry,
-    _Chain,
+    _canonical,
     _ledger_path,
-    _locked,
-    _make_entry,
+    _paths,
     _relative,
     _run_dir_of,
+    append,
+    read,
+    stage_entries,
+    verified,
 )
 
 
@@ -37,133 +40,13 @@ class Damage:
         return f"{where} {self.problem} since stage {self.record.stage} wrote it (audit seq {self.record.seq})"
 
 
-_DAMAGED_LEDGER = (
-    "the run's record cannot be trusted: run `python -m tradingview_scraper.audit verify <run_dir>`, "
-    "restore audit.jsonl or start a new run id"
-)
-
-
-class _Index:
-    """The :class:`_Chain` of one ledger, read incrementally (the ledger is append-only).
-
-    It stops at the first line :func:`verify` would report, so it is only ever built on a
-    ledger that verifies.
-    """
-
-    def __init__(self, ledger: Path) -> None:
-        self.ledger = ledger
-        self.lock = threading.Lock()
-        self._reset()
-
-    def _reset(self) -> None:
-        self.offset, self.inode, self.tail, self.chain = 0, None, b"", _Chain()
-
-    def refresh(self, reread: bool = False) -> dict[str, Recorded]:
-        """The latest record per artifact, after reading what was appended since the last call (``reread``: all of it)."""
-        with self.lock:
-            try:
-                st = self.ledger.stat()
-            except FileNotFoundError:
-                self._reset()
-                return {}
-            if reread or st.st_ino != self.inode or st.st_size < self.offset:
-                self._reset()
-            self.inode = st.st_ino
-            if st.st_size == self.offset:
-                return self.chain.latest
-            with open(self.ledger, "rb") as fh:
-                fh.seek(self.offset - len(self.tail))
-                data = fh.read()
-            if not data.startswith(self.tail):  # rewritten in place (a reused inode): read it anew
-                self._reset()
-                with open(self.ledger, "rb") as fh:
-                    data = fh.read()
-            data = data[len(self.tail) :]
-            end = data.rfind(b"\n") + 1  # an incomplete last line is being written: read it later
-            lines = data[:end].splitlines(keepends=True)
-            for raw in lines:
-                entry, problems = self.chain.add(raw)
-                if problems:
-                    where = f"audit: {self.ledger} line {self.chain.lines}"
-                    self._reset()
-                    if entry is None:
-                        raise PipelineError(f"{where} is not a ledger entry; {_DAMAGED_LEDGER}")
-                    if any(word in p for p in problems for word in ("bad hash", "seq gap", "broken chain")):
-                        raise PipelineError(f"{where} (seq {entry['seq']}) was altered or breaks the hash chain; {_DAMAGED_LEDGER}")
-                    raise PipelineError(f"audit: {self.ledger} {problems[0]}; {_DAMAGED_LEDGER}")
-            self.offset += end
-            if lines:
-                self.tail = lines[-1]
-            return self.chain.latest
-
-    def computed_from(self, paths: set[str]) -> set[str]:
-        """``paths``, the other outputs of the stages that wrote them, and everything recorded as computed from them."""
-        with self.lock:
-            producer = {rel: r.seq for rel, r in self.chain.latest.items()}
-            io = {seq: self.chain.io[seq] for seq in set(producer.values()) if seq in self.chain.io}
-        consumers: dict[str, set[int]] = {}
-        for seq, (inputs, _) in io.items():
-            for rel in inputs:
-                consumers.setdefault(rel, set()).add(seq)
-        out, todo = set(), list(paths)
-        while todo:
-            rel = todo.pop()
-            if rel in out:
-                continue
-            out.add(rel)
-            seqs = consumers.get(rel, set()) | ({producer[rel]} if rel in producer else set())
-            todo.extend(o for seq in seqs for o in io.get(seq, ((), ()))[1] if o not in out)
-        return {rel for rel in out if rel in producer or rel in paths}
-
-
-_INDEXES: dict[str, _Index] = {}
-
-
-def _index(run_dir: Path | str | Node) -> _Index:
-    ledger = _ledger_path(run_dir)
-    with _ledger._LOCKS_GUARD:  # the module's current guard: a forked child replaces it
-        return _INDEXES.setdefault(os.path.abspath(ledger), _Index(ledger))
-
-
-def _forget_indexes_after_fork() -> None:
-    """Give a forked child fresh indexes: an index lock held by another parent thread would never be freed."""
-    _INDEXES.clear()
-
-
-os.register_at_fork(after_in_child=_forget_indexes_after_fork)
-
-
-def _append(ledger: Path, kind: str, payload: dict[str, Any], no_genesis: str) -> dict[str, Any]:
-    """Append a ``kind`` entry chained to the last one, under the ledger's locks.
-
-    Raises
-    ------
-    PipelineError
-        ``no_genesis``: the ledger is empty; or the ledger does not verify, or ends with an
-        incomplete line (an interrupted write).
-    """
-    with _locked(ledger):
-        index = _index(ledger.parent)
-        index.refresh()
-        with index.lock:
-            chain, complete = index.chain, index.offset == ledger.stat().st_size
-        if not complete:  # no writer is at work under the lock: the last write was interrupted
-            raise PipelineError(
-                f"audit: {ledger} ends with an incomplete line (interrupted write); run "
-                f"`python -m tradingview_scraper.audit verify {ledger.parent}` and repair it"
-            )
-        if chain.entries == 0:
-            raise PipelineError(no_genesis)
-        return _append_entry(ledger, _make_entry(chain.next_seq, chain.prev_hash, kind, payload))
-
-
-def _check(root: Path, record: Recorded) -> str | None:
-    """None if the file still matches ``record`` (its fingerprint, else its sha256), else the problem."""
+def _check(root: Path, record: Recorded, trust_stat: bool = True) -> str | None:
+    """None if the file still matches ``record`` (its fingerprint, unless not ``trust_stat``, else its sha256), else the problem."""
     full = os.path.join(root, record.path)
     fp = fingerprint(full)
     if fp is None:
         return "is missing"
-    if record.stat is not None and fp == record.stat:
+    if trust_stat and record.stat is not None and fp == record.stat:
         return None
     if record.sha256 is not None and file_sha256(full) == record.sha256:
         return None
@@ -182,13 +65,13 @@ def damaged(run_dir: Path | str | Node) -> list[Damage]:
         The ledger does not verify (an altered entry, a broken chain, a malformed line).
     """
     root = _run_dir_of(run_dir)
-    records = list(_index(run_dir).refresh(reread=True).values())
+    records = verified(run_dir, anew=True).latest.values()
     return [Damage(record, problem) for record in records if (problem := _check(root, record))]
 
 
 def recorded(run_dir: Path | str | Node) -> list[str]:
-    """Every artifact the run's ledger currently records (relative paths, sorted); the ledger is verified."""
-    return sorted(_index(run_dir).refresh(reread=True))
+    """Every artifact the run's ledger currently records (relative paths, sorted); the whole ledger is verified."""
+    return sorted(verified(run_dir, anew=True).latest)
 
 
 def recorded_inputs(run_dir: Path | str | Node) -> dict[str, tuple[str | None, str | None]]:
@@ -198,13 +81,15 @@ def recorded_inputs(run_dir: Path | str | Node) -> dict[str, tuple[str | None, s
     reports that).
     """
     root = os.path.abspath(_run_dir_of(run_dir))
-    index = _index(run_dir)
     try:
-        index.refresh()
+        ledger = verified(run_dir)
     except PipelineError:
         return {}
-    with index.lock:
-        return {os.path.normpath(os.path.join(root, rel)): record for rel, record in index.chain.external.items()}
+    known = {}
+    for item in (i for entry in ledger.successes() for i in entry.get("inputs") or [] if isinstance(i, dict)):
+        if isinstance(item.get("path"), str) and item["path"].startswith("../") and "stat" in item:
+            known[os.path.normpath(os.path.join(root, item["path"]))] = (item.get("stat"), item.get("sha256"))
+    return known
 
 
 def _records_of(run_dir: Path | str | Node, paths: list[Any]) -> list[tuple[Any, Recorded | None]]:
@@ -212,7 +97,7 @@ def _records_of(run_dir: Path | str | Node, paths: list[Any]) -> list[tuple[Any,
     root = _run_dir_of(run_dir)
     rels = [_relative(root, p) for p in paths]
     inside = [not rel.startswith("../") for rel in rels]
-    latest = _index(run_dir).refresh() if any(inside) else {}
+    latest = verified(run_dir).latest if any(inside) else {}
     return [(p, latest.get(rel) if ok else None) for p, rel, ok in zip(paths, rels, inside, strict=True)]
 
 
@@ -242,6 +127,26 @@ def check_inputs(run_dir: Path | str | Node, inputs: list[Any], hint: str = "rer
             raise DataError(f"{Damage(record, problem).line(root)}; {hint}")
 
 
+def _computed_from(ledger: Ledger, paths: set[str]) -> set[str]:
+    """``paths``, the other outputs of the stages that wrote them, and everything recorded as computed from them."""
+    producer = {rel: r.seq for rel, r in ledger.latest.items()}
+    writers = set(producer.values())
+    io = {e["seq"]: (_paths(e.get("inputs")), _paths(e["outputs"])) for e in ledger.successes() if e["seq"] in writers}
+    consumers: dict[str, set[int]] = {}
+    for seq, (inputs, _) in io.items():
+        for rel in inputs:
+            consumers.setdefault(rel, set()).add(seq)
+    out, todo = set(), list(paths)
+    while todo:
+        rel = todo.pop()
+        if rel in out:
+            continue
+        out.add(rel)
+        seqs = consumers.get(rel, set()) | ({producer[rel]} if rel in producer else set())
+        todo.extend(o for seq in seqs for o in io[seq][1] if o not in out)
+    return {rel for rel in out if rel in producer or rel in paths}
+
+
 def discard(run_dir: Path | str | Node, damages: list[Damage]) -> list[str]:
     """Delete damaged artifacts and what was computed from them, recording that in the ledger; the paths, sorted.
 
@@ -251,7 +156,9 @@ def discard(run_dir: Path | str | Node, damages: list[Damage]) -> list[str]:
     to a damaged file then reruns. The ``discard`` entry retires the records (:func:`verify`
     no longer expects the files; the stage that writes one again records it anew).
     """
-    doomed = sorted(_index(run_dir).computed_from({d.record.path for d in damages}))
+    if not damages:
+        return []
+    doomed = sorted(_computed_from(verified(run_dir), {d.record.path for d in damages}))
     problems = {d.record.path: f"{d.problem} since stage {d.record.stage} (seq {d.record.seq})" for d in damages}
     return _remove_recorded(run_dir, doomed, problems)
 
@@ -266,20 +173,16 @@ def _remove_recorded(run_dir: Path | str | Node, doomed: list[str], problems: di
         return []
     for rel in doomed:
         remove_artifact(_run_dir_of(run_dir) / rel)
-    ledger = _ledger_path(run_dir)
-    _append(ledger, "discard", {"paths": doomed, "problems": problems}, f"audit: {ledger} has no genesis entry")
+    append(run_dir, "discard", {"paths": doomed, "problems": problems}, f"audit: {_ledger_path(run_dir)} has no genesis entry")
     return doomed
 
 
 def last_seq(run_dir: Path | str | Node) -> int:
     """``seq`` of the ledger's last entry (-1 without a ledger, or with one that does not verify: the claim reports that)."""
-    index = _index(run_dir)
     try:
-        index.refresh()
+        return verified(run_dir).next_seq - 1
     except PipelineError:
         return -1
-    with index.lock:
-        return index.chain.next_seq - 1
 
 
 def first_failure(run_dir: Path | str | Node, after: int = -1) -> PipelineError | None:
@@ -288,8 +191,8 @@ def first_failure(run_dir: Path | str | Node, after: int = -1) -> PipelineError 
     Stages run as threads, processes or cluster jobs; Snakemake reports their exceptions only
     as text, but every stage records its failure's one line in the ledger.
     """
-    later = (e for e in _ledger.stage_entries(run_dir, "error") if isinstance(e.get("seq"), int) and e["seq"] > after)
-    if (entry := next(later, None)) is None:
+    entry = next((e for e in stage_entries(run_dir, "error") if e["seq"] > after), None)
+    if entry is None:
         return None
     name, _, message = str(entry.get("error") or "").partition(": ")
     cls = getattr(errors, name, None)
@@ -309,11 +212,60 @@ def unfinished(run_dir: Path | str | Node) -> tuple[int, str] | None:
     PipelineError
         The ledger does not verify.
     """
-    index = _index(run_dir)
-    index.refresh()
-    with index.lock:
-        failed, live = sorted(index.chain.failed.values()), list(index.chain.latest)
-    for seq, node, line in failed:
-        if node == "." or any(rel.startswith(node.rstrip("/") + "/") for rel in live):
+    ledger = verified(run_dir)
+    failed: dict[str, tuple[int, str, str]] = {}
+    for entry in (e for e in ledger.entries if e["kind"] == "stage"):
+        params = entry.get("params") if isinstance(entry.get("params"), dict) else {}
+        stage, node = str(entry.get("stage")), entry.get("node")
+        key = _canonical([RENAMED_STAGES.get(stage, stage), node, params.get("profile")])
+        if entry.get("outcome") == "success":
+            failed.pop(key, None)  # a later success of the same stage on the same node repairs a failure
+        else:
+            failed[key] = (entry["seq"], str(node), f"{stage} {node}: {entry.get('error')}")
+    for seq, node, line in sorted(failed.values()):
+        if node == "." or any(rel.startswith(node.rstrip("/") + "/") for rel in ledger.latest):
             return seq, line
     return None
+
+
+def verify(run_dir: Path | str | Node) -> list[str]:
+    """Check a run's ledger and the artifacts it records, every byte hashed; one message per problem, none when it verifies.
+
+    Problems: a missing ledger or genesis, malformed lines, bad hashes (an entry altered), seq
+    gaps, a broken chain, and a missing or changed file of each output of a latest successful
+    stage entry (``"artifact <path> changed since stage <stage> (seq N)"``).
+    """
+    root, path = _run_dir_of(run_dir), _ledger_path(run_dir)
+    data = path.read_bytes() if path.is_file() else None
+    if not data:
+        return [f"missing genesis: no ledger at {path}" if data is None else f"missing genesis: ledger {path} is empty"]
+    whole = data.endswith(b"\n")
+    ledger = Ledger().extended(data if whole else data + b"\n")  # an interrupted last line is checked too
+    problems = [] if whole else [f"line {ledger.lines}: incomplete last line (interrupted write)"]
+    problems += [p for _, _, line in ledger.problems for p in line]
+    for rel, record in sorted(ledger.latest.items()):
+        if (problem := _check(root, record, trust_stat=False)) == "is missing":
+            problems.append(f"artifact {rel} missing (recorded by stage {record.stage}, seq {record.seq})")
+        elif problem:
+            problems.append(f"artifact {rel} changed since stage {record.stage} (seq {record.seq})")
+    return problems
+
+
+_PROG = "python -m tradingview_scraper.audit"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tradingview_scraper.audit verify <run_dir>``: 0 verified, 1 problems, 2 bad usage (one line)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "verify":
+        print(f"{_PROG}: error: expected `verify <run_dir>`, got {' '.join(args) or 'no arguments'!r}", file=sys.stderr)
+        return 2
+    if not Path(args[1]).is_dir():
+        print(f"{_PROG}: error: run directory {args[1]} does not exist", file=sys.stderr)
+        return 2
+    for problem in (problems := verify(args[1])):
+        print(problem)
+    if not problems:
+        ledger = read(args[1], anew=True)
+        print(f"audit OK: {len(ledger.entries)} entries, {len(ledger.latest)} artifacts verified")
+    return 1 if problems else 0

@@ -1,14 +1,12 @@
-"""The ledger file of a run: entry hashing, locking, writing a line, and the one walk that checks its chain."""
+"""The ledger file of a run: its entries' format, the one fold that reads and checks it, and appending under its locks."""
 
 from __future__ import annotations
 
-import argparse
+import copy
 import fcntl
 import hashlib
 import json
 import os
-import re
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..deps import file_digest, file_sha256, fingerprint, stat_key
+from ..deps import file_digest, fingerprint, stat_key
 from ..errors import PipelineError
 from ..layout import Node, dumps_json
 
@@ -31,20 +29,10 @@ ENTRY_KEYS = ("seq", "prev_hash", "time", "kind", "hash")
 #: failure recorded under the old one.
 RENAMED_STAGES = {"meta_stream": "node_returns", "pin": "pinned_sleeve", "resolve": "resolved_manifest"}
 
-# One threading lock per ledger path: flock() serialises processes, these serialise the
-# threads of one process (and keep the lock-file handling simple).
-_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def _reset_locks_after_fork() -> None:
-    """Give a forked child fresh locks: a lock held by another parent thread would never be freed."""
-    global _LOCKS_GUARD
-    _LOCKS_GUARD = threading.Lock()
-    _LOCKS.clear()
-
-
-os.register_at_fork(after_in_child=_reset_locks_after_fork)
+_DAMAGED_LEDGER = (
+    "the run's record cannot be trusted: run `python -m tradingview_scraper.audit verify <run_dir>`, "
+    "restore audit.jsonl or start a new run id"
+)
 
 
 def _canonical(obj: Any) -> str:
@@ -101,25 +89,106 @@ def _hashed(run_dir: Path, paths: list[Any], stat: bool = False) -> list[dict[st
     return out
 
 
-@contextmanager
-def _locked(ledger: Path) -> Iterator[None]:
-    """Hold the ledger's thread lock and an exclusive ``flock`` on ``audit.jsonl.lock``."""
-    with _LOCKS_GUARD:
-        tlock = _LOCKS.setdefault(os.path.abspath(ledger), threading.Lock())
-    with tlock:
-        fd = os.open(_lock_path(ledger), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+def _paths(items: Any) -> list[str]:
+    """The ``path`` of each well-formed ``{"path": ...}`` record of an entry's inputs or outputs."""
+    return [i["path"] for i in items or [] if isinstance(i, dict) and isinstance(i.get("path"), str)]
 
 
-def _lock_path(ledger: Path) -> Path:
-    return ledger.with_name(ledger.name + ".lock")
+@dataclass(frozen=True)
+class Recorded:
+    """The latest successful record of an artifact: who wrote it, its sha256 and its fingerprint."""
+
+    path: str
+    stage: str
+    seq: int
+    sha256: str | None
+    stat: str | None
+
+
+class Ledger:
+    """A run's ledger folded line by line: its entries, its chain checked, the latest record per artifact.
+
+    Attributes
+    ----------
+    entries : list of dict
+        The entries of the lines that are JSON ledger objects, in ledger order.
+    problems : list of tuple
+        What :func:`verify` reports about the chain: per line with a problem, its number, its
+        entry (None if malformed) and the problems.
+    latest : dict
+        Path -> :class:`Recorded` of every output of a successful stage not discarded since.
+    next_seq, prev_hash
+        What the next entry carries (``prev_hash`` None: the chain is unknown past a malformed line).
+    complete : bool
+        Whether the file ends with a whole line (no write was interrupted, or none is under way).
+    """
+
+    def __init__(self, inode: int | None = None) -> None:
+        self.inode, self.size, self.tail, self.lines = inode, 0, b"", 0  # what of the file is folded
+        self.entries: list[dict[str, Any]] = []
+        self.problems: list[tuple[int, dict[str, Any] | None, list[str]]] = []
+        self.latest: dict[str, Recorded] = {}
+        self.next_seq, self.prev_seq, self.prev_hash = 0, None, GENESIS_PREV_HASH
+        self.complete = True
+
+    def extended(self, data: bytes) -> Ledger:
+        """A copy with the whole lines of ``data``, the bytes that follow what is folded, folded in.
+
+        The copy leaves this ledger as it is, so a ledger once read never changes under a thread that holds it.
+        """
+        new = copy.copy(self)
+        new.entries, new.problems, new.latest = list(self.entries), list(self.problems), dict(self.latest)
+        end = data.rfind(b"\n") + 1
+        for raw in data[:end].split(b"\n")[:-1]:
+            new.lines += 1
+            entry = _entry_of(raw)
+            if problems := new._apply(new.lines, entry):
+                new.problems.append((new.lines, entry, problems))
+            new.tail = raw + b"\n"
+        new.size, new.complete = self.size + end, end == len(data)
+        return new
+
+    def _apply(self, n: int, entry: dict[str, Any] | None) -> list[str]:
+        """Apply the line ``n`` holding ``entry`` and give the problems :func:`verify` reports for it."""
+        if entry is None:
+            self.next_seq, self.prev_hash = self.next_seq + 1, None  # the chain is unknown past it
+            first = ["missing genesis: the first line is not a genesis entry"] if n == 1 else []
+            return [f"line {n}: malformed entry (not a JSON ledger object)", *first]
+        self.entries.append(entry)
+        seq, kind, label = entry["seq"], entry["kind"], f"line {n} (seq {entry['seq']})"
+        problems = []
+        if n == 1 and kind != "genesis":
+            problems.append(f"missing genesis: the first entry is of kind {kind!r}")
+        elif n > 1 and kind == "genesis":
+            problems.append(f"{label}: unexpected second genesis entry")
+        elif kind not in ("genesis", "stage", "discard"):
+            problems.append(f"{label}: unknown kind {kind!r}")
+        if _entry_hash(entry) != entry["hash"]:
+            problems.append(f"{label}: bad hash, entry altered after it was written")
+        if seq != self.next_seq:
+            after = f"after seq {self.prev_seq}" if self.prev_seq is not None else "at the start"
+            problems.append(f"{label}: seq gap, expected seq {self.next_seq} {after}")
+        if self.prev_hash is not None and entry["prev_hash"] != self.prev_hash:
+            what = "the genesis value" if n == 1 else "the previous entry's hash"
+            problems.append(f"{label}: broken chain, prev_hash does not match {what}")
+        self.next_seq, self.prev_hash, self.prev_seq = seq + 1, entry["hash"], seq
+        if kind == "discard":
+            for rel in entry.get("paths") or []:
+                self.latest.pop(rel, None)
+        if kind != "stage" or entry.get("outcome") != "success":
+            return problems
+        if not isinstance(entry.get("outputs"), list):
+            return [*problems, f"{label}: malformed outputs"]
+        for out in entry["outputs"]:
+            if isinstance(out, dict) and isinstance(out.get("path"), str):
+                self.latest[out["path"]] = Recorded(out["path"], str(entry.get("stage")), seq, out.get("sha256"), out.get("stat"))
+            else:
+                problems.append(f"{label}: malformed output record {out!r}")
+        return problems
+
+    def successes(self) -> Iterator[dict[str, Any]]:
+        """The successful stage entries, in ledger order."""
+        return (e for e in self.entries if e["kind"] == "stage" and e.get("outcome") == "success")
 
 
 def _entry_of(line: bytes) -> dict[str, Any] | None:
@@ -133,19 +202,61 @@ def _entry_of(line: bytes) -> dict[str, Any] | None:
     return entry if isinstance(entry["hash"], str) and isinstance(entry["prev_hash"], str) else None
 
 
-def stage_entries(run_dir: Path | str | Node, outcome: str) -> Iterator[dict[str, Any]]:
-    """The stage entries with ``outcome`` of the run's ledger, in ledger order, read leniently.
+# Absolute ledger path -> the ledger as last read. The file is append-only: a later read folds
+# only the lines appended since, and a file replaced (another inode) or rewritten is read anew.
+_READ: dict[str, Ledger] = {}
 
-    No ledger has none; a line that is no JSON object is skipped (the chain check reports it).
+
+def read(run_dir: Path | str | Node, anew: bool = False) -> Ledger:
+    """The run's ledger folded up to its last whole line, without raising (an empty one when there is none).
+
+    ``anew``: fold the whole file again, not only what was appended since the last read.
     """
-    ledger = _ledger_path(run_dir)
-    for raw in ledger.read_bytes().splitlines() if ledger.is_file() else []:
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("kind") == "stage" and entry.get("outcome") == outcome:
-            yield entry
+    path = _ledger_path(run_dir)
+    key = os.path.abspath(path)
+    try:
+        with open(path, "rb") as fh:
+            inode = os.fstat(fh.fileno()).st_ino
+            last = _READ.get(key)
+            if anew or last is None or last.inode != inode:
+                last = Ledger(inode)
+            fh.seek(last.size - len(last.tail))
+            data = fh.read()
+    except FileNotFoundError:
+        return Ledger()
+    if not data.startswith(last.tail):  # rewritten in place (a reused inode)
+        return read(run_dir, anew=True)
+    ledger = last.extended(data[len(last.tail) :])
+    _READ[key] = ledger
+    return ledger
+
+
+def verified(run_dir: Path | str | Node, anew: bool = False) -> Ledger:
+    """:func:`read`, refusing a ledger at the first line :func:`verify` would report.
+
+    Raises
+    ------
+    PipelineError
+        In one line naming the ledger line and what is wrong with it.
+    """
+    ledger = read(run_dir, anew)
+    if not ledger.problems:
+        return ledger
+    n, entry, problems = ledger.problems[0]
+    where = f"audit: {_ledger_path(run_dir)} line {n}"
+    if entry is None:
+        raise PipelineError(f"{where} is not a ledger entry; {_DAMAGED_LEDGER}")
+    if any(word in p for p in problems for word in ("bad hash", "seq gap", "broken chain")):
+        raise PipelineError(f"{where} (seq {entry['seq']}) was altered or breaks the hash chain; {_DAMAGED_LEDGER}")
+    raise PipelineError(f"audit: {_ledger_path(run_dir)} {problems[0]}; {_DAMAGED_LEDGER}")
+
+
+def stage_entries(run_dir: Path | str | Node, outcome: str) -> Iterator[dict[str, Any]]:
+    """The stage entries with ``outcome`` of the run's ledger, in ledger order, whether or not its chain verifies.
+
+    No ledger has none; a line that is no ledger entry is skipped (the chain check reports it).
+    """
+    return (e for e in read(run_dir).entries if e["kind"] == "stage" and e.get("outcome") == outcome)
 
 
 def genesis_of(run_dir: Path | str | Node) -> dict[str, Any] | None:
@@ -186,14 +297,41 @@ def genesis_for(run_dir: Path | str | Node, run_id: str, error: type[PipelineErr
     return first
 
 
-def _make_entry(seq: int, prev_hash: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+# flock() serialises processes; on a network file system it locks per process, so this lock
+# serialises the threads of one process.
+_THREADS = threading.Lock()
+
+
+def _fresh_thread_lock() -> None:
+    """Give a forked child its own lock: one held by another thread of the parent would never be freed."""
+    global _THREADS
+    _THREADS = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_thread_lock)
+
+
+@contextmanager
+def locked(run_dir: Path | str | Node) -> Iterator[Path]:
+    """Hold the thread lock and an exclusive ``flock`` on ``audit.jsonl.lock``; yields the ledger's path."""
+    ledger = _ledger_path(run_dir)
+    with _THREADS:
+        fd = os.open(ledger.with_name(ledger.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield ledger
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)  # a child forked meanwhile shares the descriptor: closing alone keeps the lock
+        finally:
+            os.close(fd)
+
+
+def write_entry(ledger: Path, seq: int, prev_hash: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Append an entry as one canonical line with a single O_APPEND write, flushed to disk; the entry."""
     time = datetime.now(UTC).isoformat(timespec="microseconds")
     body = _normalise({**payload, "seq": seq, "prev_hash": prev_hash, "time": time, "kind": kind}, f"{kind} entry")
-    return {**body, "hash": _entry_hash(body)}
-
-
-def _append_entry(ledger: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """Append ``entry`` as one canonical line with a single O_APPEND write, then flush it to disk."""
+    entry = {**body, "hash": _entry_hash(body)}
     view = memoryview((_canonical(entry) + "\n").encode("utf-8"))
     created = not ledger.exists()
     fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -203,7 +341,7 @@ def _append_entry(ledger: Path, entry: dict[str, Any]) -> dict[str, Any]:
         os.fsync(fd)
     finally:
         os.close(fd)
-    if created:
+    if created:  # the new file's directory entry is durable too
         dfd = os.open(ledger.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)
@@ -214,163 +352,22 @@ def _append_entry(ledger: Path, entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-@dataclass(frozen=True)
-class Recorded:
-    """The latest successful record of an artifact: who wrote it, its sha256 and its fingerprint."""
+def append(run_dir: Path | str | Node, kind: str, payload: dict[str, Any], no_genesis: str) -> dict[str, Any]:
+    """Append a ``kind`` entry chained to the last one of a ledger that verifies, under the ledger's locks.
 
-    path: str
-    stage: str
-    seq: int
-    sha256: str | None
-    stat: str | None
-
-
-_HASH_FIELD = re.compile(rb',"hash":"([0-9a-f]{64})"|"hash":"([0-9a-f]{64})",')
-
-
-def _line_hash_ok(raw: bytes, entry: dict[str, Any]) -> bool:
-    """Whether ``entry``, parsed from ledger line ``raw``, carries its own hash.
-
-    A canonical line hashes as its bytes without the ``hash`` field (no re-serializing);
-    any other spelling falls back to :func:`_entry_hash`.
+    Raises
+    ------
+    PipelineError
+        ``no_genesis``: the ledger is empty; or the ledger does not verify, or ends with an
+        incomplete line (an interrupted write).
     """
-    want, body = entry.get("hash"), raw.rstrip(b"\n")
-    for match in _HASH_FIELD.finditer(body):
-        if (match[1] or match[2]).decode() == want:
-            if hashlib.sha256(body[: match.start()] + body[match.end() :]).hexdigest() == want:
-                return True
-    return _entry_hash(entry) == want
-
-
-class _Chain:
-    """A ledger folded line by line: its chain checked, and what its entries record.
-
-    ``latest``: path -> :class:`Recorded` of every artifact not discarded since; ``external``:
-    each input outside the run -> (stat key, sha256); ``io``: seq -> (inputs, outputs) of a
-    successful stage; ``failed``: a stage (renamed, node, profile) -> (seq, node, one line) of
-    a failure not repaired by a later success.
-    """
-
-    def __init__(self) -> None:
-        self.lines, self.entries, self.next_seq, self.prev_seq = 0, 0, 0, None
-        self.prev_hash: str | None = GENESIS_PREV_HASH
-        self.latest: dict[str, Recorded] = {}
-        self.external: dict[str, tuple[str | None, str | None]] = {}
-        self.io: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        self.failed: dict[str, tuple[int, str, str]] = {}
-
-    def add(self, raw: bytes) -> tuple[dict[str, Any] | None, list[str]]:
-        """Check and apply one line: its entry (None if malformed) and the problems :func:`verify` reports for it."""
-        self.lines += 1
-        n, entry = self.lines, _entry_of(raw)
-        if entry is None:
-            self.next_seq, self.prev_hash = self.next_seq + 1, None  # the chain is unknown past it
-            first = ["missing genesis: the first line is not a genesis entry"] if n == 1 else []
-            return None, [f"line {n}: malformed entry (not a JSON ledger object)", *first]
-        seq, kind, label = entry["seq"], entry["kind"], f"line {n} (seq {entry['seq']})"
-        problems = []
-        if n == 1 and kind != "genesis":
-            problems.append(f"missing genesis: the first entry is of kind {kind!r}")
-        elif n > 1 and kind == "genesis":
-            problems.append(f"{label}: unexpected second genesis entry")
-        elif kind not in ("genesis", "stage", "discard"):
-            problems.append(f"{label}: unknown kind {kind!r}")
-        if not _line_hash_ok(raw, entry):
-            problems.append(f"{label}: bad hash, entry altered after it was written")
-        if seq != self.next_seq:
-            after = f"after seq {self.prev_seq}" if self.prev_seq is not None else "at the start"
-            problems.append(f"{label}: seq gap, expected seq {self.next_seq} {after}")
-        if self.prev_hash is not None and entry["prev_hash"] != self.prev_hash:
-            what = "the genesis value" if n == 1 else "the previous entry's hash"
-            problems.append(f"{label}: broken chain, prev_hash does not match {what}")
-        self.entries += 1
-        self.next_seq, self.prev_hash, self.prev_seq = seq + 1, entry["hash"], seq
-        if kind == "discard":
-            for rel in entry.get("paths") or []:
-                self.latest.pop(rel, None)
-        if kind != "stage":
-            return entry, problems
-        params = entry.get("params") if isinstance(entry.get("params"), dict) else {}
-        stage, node = str(entry.get("stage")), entry.get("node")
-        key = _canonical([RENAMED_STAGES.get(stage, stage), node, params.get("profile")])
-        if entry.get("outcome") != "success":
-            self.failed[key] = (seq, str(node), f"{stage} {node}: {entry.get('error')}")
-            return entry, problems
-        self.failed.pop(key, None)  # a later success of the same stage on the same node repairs a failure
-        if not isinstance(entry.get("outputs"), list):
-            return entry, [*problems, f"{label}: malformed outputs"]
-        inputs = [i for i in entry.get("inputs") or [] if isinstance(i, dict) and isinstance(i.get("path"), str)]
-        for item in inputs:
-            if "stat" in item and item["path"].startswith("../"):
-                self.external[item["path"]] = (item.get("stat"), item.get("sha256"))
-        outputs = []
-        for out in entry["outputs"]:
-            if not isinstance(out, dict) or not isinstance(out.get("path"), str):
-                problems.append(f"{label}: malformed output record {out!r}")
-                continue
-            outputs.append(out["path"])
-            self.latest[out["path"]] = Recorded(out["path"], stage, seq, out.get("sha256"), out.get("stat"))
-        self.io[seq] = (tuple(i["path"] for i in inputs), tuple(outputs))
-        return entry, problems
-
-
-def _verify(run_dir: Path | str | Node) -> tuple[list[str], int, int]:
-    """Problems, number of entries and number of artifacts checked."""
-    root, ledger = _run_dir_of(run_dir), _ledger_path(run_dir)
-    data = ledger.read_bytes() if ledger.is_file() else None
-    if not data:
-        return [f"missing genesis: no ledger at {ledger}" if data is None else f"missing genesis: ledger {ledger} is empty"], 0, 0
-    problems: list[str] = []
-    lines = data.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    else:
-        problems.append(f"line {len(lines)}: incomplete last line (interrupted write)")
-    chain = _Chain()
-    for raw in lines:
-        problems += chain.add(raw)[1]
-    for rel, record in sorted(chain.latest.items()):
-        full = Path(os.path.normpath(root / rel))
-        if not full.exists():
-            problems.append(f"artifact {rel} missing (recorded by stage {record.stage}, seq {record.seq})")
-        elif record.sha256 is None or file_sha256(full) != record.sha256:
-            problems.append(f"artifact {rel} changed since stage {record.stage} (seq {record.seq})")
-    return problems, chain.entries, len(chain.latest)
-
-
-def verify(run_dir: Path | str | Node) -> list[str]:
-    """Check a run's ledger and the artifacts it records; one message per problem, none when it verifies.
-
-    Problems: a missing ledger or genesis, malformed lines, bad hashes (an entry altered), seq
-    gaps, a broken chain, and a missing or changed file of each output of a latest successful
-    stage entry (``"artifact <path> changed since stage <stage> (seq N)"``).
-    """
-    return _verify(run_dir)[0]
-
-
-_PROG = "python -m tradingview_scraper.audit"
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """An argparse parser whose usage errors are one line (exit status 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{_PROG}: error: {message} (usage: {_PROG} verify <run_dir>)\n")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m tradingview_scraper.audit verify <run_dir>``: 0 verified, 1 problems, 2 bad usage."""
-    parser = _OneLineParser(prog=_PROG, description="Verify the hash-chained audit ledger of a run directory.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
-    cmd = sub.add_parser("verify", help="verify audit.jsonl and the artifacts it records")
-    cmd.add_argument("run_dir", help="the root run directory, e.g. data/runs/<run_id>")
-    args = parser.parse_args(argv)
-    if not Path(args.run_dir).is_dir():
-        print(f"{_PROG}: error: run directory {args.run_dir} does not exist", file=sys.stderr)
-        return 2
-    problems, n_entries, n_artifacts = _verify(args.run_dir)
-    for problem in problems:
-        print(problem)
-    if not problems:
-        print(f"audit OK: {n_entries} entries, {n_artifacts} artifacts verified")
-    return 1 if problems else 0
+    with locked(run_dir) as path:
+        ledger = verified(run_dir)
+        if not ledger.complete:  # no writer is at work under the lock: the last write was interrupted
+            raise PipelineError(
+                f"audit: {path} ends with an incomplete line (interrupted write); run "
+                f"`python -m tradingview_scraper.audit verify {path.parent}` and repair it"
+            )
+        if not ledger.entries:
+            raise PipelineError(no_genesis)
+        return write_entry(path, ledger.next_seq, ledger.prev_hash, kind, payload)

@@ -12,18 +12,17 @@ from typing import Any
 from .. import __version__
 from ..errors import PipelineError, one_line
 from ..layout import Node
-from ._artifacts import _append
 from ._ledger import (
     GENESIS_PREV_HASH,
-    _append_entry,
     _hashed,
     _ledger_path,
-    _locked,
-    _make_entry,
     _normalise,
     _relative,
     _run_dir_of,
+    append,
     genesis_for,
+    locked,
+    write_entry,
 )
 
 #: Libraries whose installed versions the genesis entry records (never imported).
@@ -78,9 +77,8 @@ def genesis(
     PipelineError
         The ledger starts with the genesis of another run id, or with no genesis entry at all.
     """
-    ledger = _ledger_path(run_dir)
-    ledger.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(ledger):
+    _ledger_path(run_dir).parent.mkdir(parents=True, exist_ok=True)
+    with locked(run_dir) as ledger:
         if (first := genesis_for(run_dir, run_id)) is not None:
             return first
         payload = {
@@ -94,7 +92,7 @@ def genesis(
             "libraries": {name: _version(name) for name in KEY_LIBRARIES},
             "extra": extra or {},
         }
-        return _append_entry(ledger, _make_entry(0, GENESIS_PREV_HASH, "genesis", payload))
+        return write_entry(ledger, 0, GENESIS_PREV_HASH, "genesis", payload)
 
 
 def record_stage(
@@ -153,7 +151,7 @@ def record_stage(
         "duration_s": None if duration_s is None else round(float(duration_s), 6),
         "cpu_s": None if cpu_s is None else round(float(cpu_s), 6),
     }
-    return _append(ledger, "stage", payload, no_genesis)
+    return append(run_dir, "stage", payload, no_genesis)
 
 
 class stage_audit:  # noqa: N801 - used like a function: ``with stage_audit(...):``
