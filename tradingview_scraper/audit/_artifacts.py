@@ -257,6 +257,9 @@ _PROG = "python -m tradingview_scraper.audit"
 def main(argv: list[str] | None = None) -> int:
     """``python -m tradingview_scraper.audit verify <run_dir>``: 0 verified, 1 problems, 2 bad usage (one line)."""
     args = sys.argv[1:] if argv is None else argv
+    if args in (["-h"], ["--help"]):
+        print(f"usage: {_PROG} verify <run_dir>")
+        return 0
     if len(args) != 2 or args[0] != "verify":
         print(f"{_PROG}: error: expected `verify <run_dir>`, got {' '.join(args) or 'no arguments'!r}", file=sys.stderr)
         return 2
