@@ -33,35 +33,30 @@ PLACEMENT = frozenset({"cluster"})
 #: anything of the module is.
 TOPLEVEL = "<toplevel>"
 
-#: A name's binding by an import: (absolute module, imported name or None for ``import module``).
-Binding = tuple[str, str | None]
-#: What a unit uses: an import binding used bare (``attr`` None) or as ``name.attr``, or
-#: ``(own module, name, None)`` for a definition of its own module.
-Use = tuple[str, str | None, str | None]
-
 
 @dataclass
 class _Module:
-    """One package module, parsed: per unit its digest and what it uses, and the module's import bindings."""
+    """One package module, parsed: per unit its digest and the dotted names it uses (``pkg.mod.name``,
+    ``numpy.linalg``), and the dotted name each of the module's imports binds."""
 
-    units: dict[str, tuple[str, frozenset[Use]]] = field(default_factory=dict)
-    imports: dict[str, Binding] = field(default_factory=dict)
+    units: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    imports: dict[str, str] = field(default_factory=dict)
 
 
-def _bindings(nodes: Iterable[ast.AST], absolute: str, is_package: bool) -> dict[str, Binding]:
-    """Name -> binding of the import statements among ``nodes``, written in module ``absolute``."""
+def _bindings(nodes: Iterable[ast.AST], absolute: str, is_package: bool) -> dict[str, str]:
+    """Name -> the dotted name it binds, of the import statements among ``nodes``, written in module ``absolute``."""
     package = absolute.split(".") if is_package else absolute.split(".")[:-1]
-    out: dict[str, Binding] = {}
+    out: dict[str, str] = {}
     for node in nodes:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 top = alias.name.split(".")[0]
-                out[alias.asname or top] = (alias.name if alias.asname else top, None)
+                out[alias.asname or top] = alias.name if alias.asname else top
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative: from the module's package, or ``level - 1`` packages up
                 base = ".".join([*package[: len(package) - node.level + 1], *([base] if base else [])])
-            out.update({a.asname or a.name: (base, a.name) for a in node.names if a.name != "*"})
+            out.update({a.asname or a.name: f"{base}.{a.name}" for a in node.names if a.name != "*"})
     return out
 
 
@@ -99,15 +94,15 @@ def _parse(path: Path, key: str | None) -> _Module:
         nodes = [n for stmt in body for n in ast.walk(stmt)]
         local = {**mod.imports, **_bindings(nodes, absolute, is_package)}  # a function's own imports win
         roots = {id(n.value) for n in nodes if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
-        uses: set[Use] = set()
+        uses: set[str] = set()
         for n in nodes:
-            used, attr = (n.value, n.attr) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) else (n, None)
-            if not isinstance(used, ast.Name) or (attr is None and id(n) in roots):
+            used, attr = (n.value, "." + n.attr) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) else (n, "")
+            if not isinstance(used, ast.Name) or (not attr and id(n) in roots):
                 continue
             if used.id in local:
-                uses.add((*local[used.id], attr))
+                uses.add(local[used.id] + attr)
             elif used.id in stmts:
-                uses.add((absolute, used.id, None))
+                uses.add(f"{absolute}.{used.id}")
         text = "\n".join(ast.dump(stmt, annotate_fields=False) for stmt in body)
         mod.units[name] = (hashlib.sha256(text.encode()).hexdigest(), frozenset(uses))
     return mod
@@ -140,21 +135,22 @@ class Reach:
     units: dict[str, dict[str, str]] = field(default_factory=dict)
     external: set[str] = field(default_factory=set)
 
-    def follow(self, base: str, imported: str | None, attr: str | None) -> list[tuple[str, str]]:
-        """The package units ``from base import imported`` (``import base`` when ``imported`` is None)
-        leads to, used as ``.attr`` if given; a third-party ``base`` is recorded instead."""
-        if base != PACKAGE and not base.startswith(PACKAGE + "."):
-            if base.split(".")[0] not in sys.stdlib_module_names:
-                self.external.add(base.split(".")[0])
+    def follow(self, dotted: str) -> list[tuple[str, str]]:
+        """The package units dotted name ``dotted`` leads to: as Python resolves it, a name a module
+        binds before a submodule of that name; a third-party name is recorded instead."""
+        parts = dotted.split(".")
+        if parts[0] != PACKAGE:
+            if parts[0] not in sys.stdlib_module_names:
+                self.external.add(parts[0])
             return []
-        module = base[len(PACKAGE) + 1 :]
-        if imported is not None:
-            sub, mod = f"{module}.{imported}" if module else imported, _module(module)
-            binds_other = mod is not None and (imported in mod.units or mod.imports.get(imported, (base, imported)) != (base, imported))
+        module = ""
+        for part in parts[1:]:
+            sub, mod = f"{module}.{part}".lstrip("."), _module(module)
+            binds_other = mod is not None and (part in mod.units or mod.imports.get(part, f"{PACKAGE}.{sub}") != f"{PACKAGE}.{sub}")
             if _module_file(sub) is None or binds_other:
-                return [(module, imported)]
+                return [(module, part)]
             module = sub
-        return _whole(module) if attr is None else [(module, attr)]
+        return _whole(module)
 
 
 def _entry(func: Callable) -> tuple[str, str]:
@@ -186,9 +182,9 @@ def reach(*funcs: Callable) -> Reach:
         sub = f"{module}.{name}" if module else name
         if name in mod.units:
             units[name], uses = mod.units[name]
-            todo.extend(unit for use in uses for unit in out.follow(*use))
+            todo.extend(unit for use in uses for unit in out.follow(use))
         elif name in mod.imports:  # a re-export
-            todo.extend(out.follow(*mod.imports[name], None))
+            todo.extend(out.follow(mod.imports[name]))
         else:  # a submodule, or a name bound some other way (a loop, ``globals()``): all of it counts
             todo.extend(_whole(sub if _module_file(sub) is not None else module))
     return out
