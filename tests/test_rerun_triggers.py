@@ -200,6 +200,24 @@ def test_content_digest_takes_a_recorded_sha256_only_for_the_same_stat(tmp_path)
     assert deps.content_digest([tmp_path / "missing.csv"]).startswith("sha256:")
 
 
+def test_a_file_is_hashed_once_per_version_while_its_digests_are_kept(tmp_path, monkeypatch):
+    """The workflow keeps one ``known`` per parse (``Wiring``): a price file many sleeves share is hashed
+    once, and a file rewritten during the parse (same size, old mtime put back) is hashed again."""
+    f = tmp_path / "p.csv"
+    f.write_text("date,A\n2020-01-01,1.5\n")
+    known: dict = {}
+    first = deps.content_digest([f], known)
+    assert known == {str(f): (deps.stat_key(f), deps.file_sha256(f))}
+    hashed: list = []
+    sha256 = deps.file_sha256
+    monkeypatch.setattr(deps, "file_sha256", lambda path: hashed.append(path) or sha256(path))
+    assert deps.content_digest([f], known) == first and deps.content_digest([f, f], known) and hashed == []
+    st = f.stat()
+    f.write_text("date,A\n2020-01-01,1.6\n")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert deps.content_digest([f], known) != first and hashed == [f]
+
+
 def test_price_files_lists_exactly_what_a_sleeve_reads(tmp_path):
     write_table_data(tmp_path)
     m = table_manifest(tmp_path)
