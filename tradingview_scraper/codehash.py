@@ -11,7 +11,6 @@ import ast
 import functools
 import hashlib
 import importlib.metadata
-import importlib.util
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -75,8 +74,7 @@ def _parse(path: Path, key: str | None) -> _Module:
     is_package = rel.name == "__init__"
     absolute = ".".join([PACKAGE, *(rel.parts[:-1] if is_package else rel.parts)])
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    for node in ast.walk(tree):
-        _strip_docstring(node)
+    _strip_docstring(tree)
     mod, stmts = _Module(), {TOPLEVEL: []}
     for stmt in tree.body:
         test = getattr(stmt, "test", None)
@@ -92,6 +90,8 @@ def _parse(path: Path, key: str | None) -> _Module:
             stmts.setdefault(name, []).append(stmt)
     for name, body in stmts.items():
         nodes = [n for stmt in body for n in ast.walk(stmt)]
+        for n in nodes:
+            _strip_docstring(n)
         local = {**mod.imports, **_bindings(nodes, absolute, is_package)}  # a function's own imports win
         roots = {id(n.value) for n in nodes if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
         uses: set[str] = set()
@@ -214,23 +214,15 @@ def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+#: Import name -> the distributions installing it, read from every installed distribution's
+#: files: once per process, for a name that is not its distribution's.
+_distributions_of = functools.cache(importlib.metadata.packages_distributions)
+
+
 @functools.cache
 def _import_dists(top: str) -> tuple[str, ...]:
-    """The distributions providing import name ``top``: its namesake, else the ``*.dist-info`` beside
-    it whose RECORD lists it (``cvxpy`` is ``cvxpy-base``), else the slow index of every distribution."""
-    if _dist_info(top) is not None:
-        return (top,)
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.origin not in (None, "built-in", "frozen"):
-        origin = Path(spec.origin)
-        for info in sorted((origin.parent.parent if origin.name == "__init__.py" else origin.parent).glob("*.dist-info")):
-            record = info / "RECORD"
-            if _normal(info.name).startswith(_normal(top)) and record.is_file() and f"\n{top}/" in "\n" + record.read_text(errors="replace"):
-                return (info.name.split("-")[0],)
-    return tuple(importlib.metadata.packages_distributions().get(top, ()))
+    """The distributions providing import name ``top``: its namesake, else those that install it (``cvxpy`` is ``cvxpy-base``)."""
+    return (top,) if _dist_info(top) is not None else tuple(_distributions_of().get(top, ()))
 
 
 def libraries(imports: Iterable[str]) -> dict[str, str]:
