@@ -220,14 +220,16 @@ class Wiring:
         return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))
 
     def _atomic_below(self, node_dir: str) -> list:
-        """The specs of the atomic nodes below ``node_dir`` (itself if atomic), at any depth, in plan order;
-        external sleeves included."""
+        """The specs of the atomic nodes below meta node ``node_dir``, at any depth, in plan order (the
+        plan lists a node before its children); external sleeves included."""
         top = self.node_path(node_dir)
-        return [s for path, s in self.plan.nodes.items() if not s.is_meta and (top == ROOT or path == top or path.startswith(top + "/"))]
+        below = [s for path, s in self.plan.nodes.items() if path != top and (top == ROOT or path.startswith(top + "/"))]
+        return [s for s in below if not s.is_meta]
 
     def _price_files(self, spec) -> list[str]:
-        """The price files atomic sleeve ``spec`` reads (:func:`deps.price_files`)."""
-        return [str(f) for f in deps.price_files(spec.config["data"], spec.config["universe"].get("symbols"), self.run.base_dir)]
+        """The price files atomic sleeve ``spec`` reads (:func:`deps.price_files`), listed once per atomic profile."""
+        data, symbols = spec.config["data"], spec.config["universe"].get("symbols")
+        return self._once(("prices", spec.profile), lambda: [str(f) for f in deps.price_files(data, symbols, self.run.base_dir)])
 
     def _data_blocks(self, node_dir: str) -> list[str]:
         """How the atomic sleeves below ``node_dir`` read their prices: each distinct ``data`` block with its symbols (JSON, sorted)."""
@@ -286,8 +288,7 @@ class Wiring:
 
     def sleeve_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
         """The price files a computed sleeve reads (table and TradingView sources; none for skfolio)."""
-        spec = self.spec(node_dir)
-        return self._once(("prices", spec.profile), lambda: self._price_files(spec))
+        return self._price_files(self.spec(node_dir))
 
     def pin_source(self, node_dir: str, profile: str | None = None) -> dict[str, str | list[str]]:
         """The checked source's files a pinned sleeve copies (``returns``, ``health``, ``sign_test``,
