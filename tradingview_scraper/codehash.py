@@ -173,10 +173,12 @@ def reach(*funcs: Callable) -> Reach:
     todo = [_entry(func) for func in funcs]
     while todo:
         module, name = symbol = todo.pop()
-        mod = _module(module)
-        if symbol in seen or mod is None or module.split(".")[0] in PLACEMENT:
+        if symbol in seen or module.split(".")[0] in PLACEMENT:
             continue
         seen.add(symbol)
+        mod = _module(module)
+        if mod is None:
+            continue
         units = out.units.setdefault(module, {})
         todo.append((module, TOPLEVEL))  # a module reached counts its import-time code too
         sub = f"{module}.{name}" if module else name
