@@ -146,8 +146,9 @@ class Reach:
         module = ""
         for part in parts[1:]:
             sub, mod = f"{module}.{part}".lstrip("."), _module(module)
-            binds_other = mod is not None and (part in mod.units or mod.imports.get(part, f"{PACKAGE}.{sub}") != f"{PACKAGE}.{sub}")
-            if _module_file(sub) is None or binds_other:
+            # The module's own name for ``part`` (a definition, or an import of something else) wins.
+            own = mod is not None and (part in mod.units or mod.imports.get(part, f"{PACKAGE}.{sub}") != f"{PACKAGE}.{sub}")
+            if own or _module_file(sub) is None:
                 return [(module, part)]
             module = sub
         return _whole(module)
