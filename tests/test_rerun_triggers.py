@@ -179,16 +179,12 @@ def test_code_is_what_the_stage_function_reaches():
 def test_library_versions_are_those_the_reached_code_imports_and_their_requirements():
     from tradingview_scraper import stages, steps
 
-    walk = codehash._Reach()
-    walk.walk(*codehash._entry(steps.step("sleeve").load()))
-    libs = codehash.libraries(walk.external)
+    libs = codehash.libraries(codehash.reach(steps.step("sleeve").load()).external)
     assert {"numpy", "pandas", "skfolio", "scikit-learn", "clarabel"} <= set(libs)  # clarabel: skfolio's solver, required
     assert "ray" not in libs and "matplotlib" not in libs  # Ray places tasks; plots are the report's
-    resolved = codehash._Reach()
-    resolved.walk(*codehash._entry(steps.step("resolved_manifest").load()))
-    resolved.walk(*codehash._entry(stages.run_step))
+    resolved = codehash.reach(steps.step("resolved_manifest").load(), stages.run_step)
     assert "skfolio" not in codehash.libraries(resolved.external)
-    assert codehash._import_dists("cvxpy") == ("cvxpy_base",)  # an import name that is not its distribution's
+    assert "cvxpy-base" in codehash.libraries(["cvxpy"])  # an import name that is not its distribution's
 
 
 def test_content_digest_takes_a_recorded_sha256_only_for_the_same_stat(tmp_path):
@@ -202,6 +198,24 @@ def test_content_digest_takes_a_recorded_sha256_only_for_the_same_stat(tmp_path)
     assert deps.stat_key(f) != before and deps.file_digest(f, {str(f): (before, real)}) != real
     assert deps.content_digest([f]) != deps.content_digest([f], {str(f): (deps.stat_key(f), real)})
     assert deps.content_digest([tmp_path / "missing.csv"]).startswith("sha256:")
+
+
+def test_a_file_is_hashed_once_per_version_while_its_digests_are_kept(tmp_path, monkeypatch):
+    """The workflow keeps one ``known`` per parse (``Wiring``): a price file many sleeves share is hashed
+    once, and a file rewritten during the parse (same size, old mtime put back) is hashed again."""
+    f = tmp_path / "p.csv"
+    f.write_text("date,A\n2020-01-01,1.5\n")
+    known: dict = {}
+    first = deps.content_digest([f], known)
+    assert known == {str(f): (deps.stat_key(f), deps.file_sha256(f))}
+    hashed: list = []
+    sha256 = deps.file_sha256
+    monkeypatch.setattr(deps, "file_sha256", lambda path: hashed.append(path) or sha256(path))
+    assert deps.content_digest([f], known) == first and deps.content_digest([f, f], known) and hashed == []
+    st = f.stat()
+    f.write_text("date,A\n2020-01-01,1.6\n")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert deps.content_digest([f], known) != first and hashed == [f]
 
 
 def test_price_files_lists_exactly_what_a_sleeve_reads(tmp_path):

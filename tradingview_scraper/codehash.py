@@ -11,7 +11,6 @@ import ast
 import functools
 import hashlib
 import importlib.metadata
-import importlib.util
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -36,76 +35,76 @@ TOPLEVEL = "<toplevel>"
 
 @dataclass
 class _Module:
-    """One package module, parsed: its definitions, its import bindings and its import-time code."""
+    """One package module, parsed: per unit its digest and the dotted names it uses (``pkg.mod.name``,
+    ``numpy.linalg``), and the dotted name each of the module's imports binds."""
 
-    name: str  # dotted, relative to the package ("" for the package's __init__)
-    path: Path
-    units: dict[str, list[ast.stmt]] = field(default_factory=dict)  # name -> its statements
-    imports: dict[str, tuple[str, str | None]] = field(default_factory=dict)
-
-
-def _absolute(module: str, is_package: bool, level: int, target: str | None) -> str:
-    """The absolute dotted name of ``from <level dots><target> import ...`` written in ``module``."""
-    if level == 0:
-        return target or ""
-    parts = [PACKAGE, *(module.split(".") if module else [])]
-    here = parts if is_package else parts[:-1]
-    base = here[: len(here) - (level - 1)]
-    return ".".join([*base, *([target] if target else [])])
+    units: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    imports: dict[str, str] = field(default_factory=dict)
 
 
-def _bindings(stmts: Iterable[ast.stmt], module: str, is_package: bool) -> dict[str, tuple[str, str | None]]:
-    """Name -> (absolute module, attribute or None) of the import statements in ``stmts`` (nested ones too)."""
-    out: dict[str, tuple[str, str | None]] = {}
-    for stmt in stmts:
-        for node in ast.walk(stmt):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.asname:
-                        out[alias.asname] = (alias.name, None)
-                    else:
-                        top = alias.name.split(".")[0]
-                        out[top] = (top, None)
-            elif isinstance(node, ast.ImportFrom):
-                base = _absolute(module, is_package, node.level, node.module)
-                for alias in node.names:
-                    if alias.name != "*":
-                        out[alias.asname or alias.name] = (base, alias.name)
+def _bindings(nodes: Iterable[ast.AST], absolute: str, is_package: bool) -> dict[str, str]:
+    """Name -> the dotted name it binds, of the import statements among ``nodes``, written in module ``absolute``."""
+    package = absolute.split(".") if is_package else absolute.split(".")[:-1]
+    out: dict[str, str] = {}
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")[0]
+                out[alias.asname or top] = alias.name if alias.asname else top
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the module's package, or ``level - 1`` packages up
+                base = ".".join([*package[: len(package) - node.level + 1], *([base] if base else [])])
+            out.update({a.asname or a.name: f"{base}.{a.name}" for a in node.names if a.name != "*"})
     return out
 
 
-def _docstring(node: ast.AST) -> bool:
+def _strip_docstring(node: ast.AST) -> None:
     body = getattr(node, "body", None)
     first = body[0] if isinstance(body, list) and body else None
-    return isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        node.body = body[1:] or ([] if isinstance(node, ast.Module) else [ast.Pass()])
 
 
 @functools.cache
 def _parse(path: Path, key: str | None) -> _Module:
-    """Parse package file ``path`` (``key``: its stat key, so an edited file is parsed anew), docstrings dropped."""
+    """Parse package file ``path`` once per version (``key``: its stat key): each unit's normalized AST
+    (docstrings dropped, so comments, docstrings and formatting do not count) and what it uses."""
     rel = path.relative_to(PACKAGE_DIR).with_suffix("")
     is_package = rel.name == "__init__"
-    name = ".".join(rel.parts[:-1] if is_package else rel.parts)
+    absolute = ".".join([PACKAGE, *(rel.parts[:-1] if is_package else rel.parts)])
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and _docstring(node):
-            node.body = node.body[1:] or [ast.Pass()]
-    mod = _Module(name, path)
-    for stmt in tree.body[1:] if _docstring(tree) else tree.body:
-        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            mod.imports.update(_bindings([stmt], name, is_package))
-            continue
+    _strip_docstring(tree)
+    mod, stmts = _Module(), {TOPLEVEL: []}
+    for stmt in tree.body:
         test = getattr(stmt, "test", None)
-        if isinstance(stmt, ast.Try) or (isinstance(stmt, ast.If) and not (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")):
-            mod.imports.update(_bindings([stmt], name, is_package))
-        names: list[str] = []
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names = [stmt.name]
-        elif isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.Try, ast.If)) and not (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"):
+            mod.imports.update(_bindings(ast.walk(stmt), absolute, is_package))  # guarded imports bind too
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            continue
+        names = [stmt.name] if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else []
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
             names = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
-        for n in names or [TOPLEVEL]:
-            mod.units.setdefault(n, []).append(stmt)
+        for name in names or [TOPLEVEL]:
+            stmts.setdefault(name, []).append(stmt)
+    for name, body in stmts.items():
+        nodes = [n for stmt in body for n in ast.walk(stmt)]
+        for n in nodes:
+            _strip_docstring(n)
+        local = {**mod.imports, **_bindings(nodes, absolute, is_package)}  # a function's own imports win
+        roots = {id(n.value) for n in nodes if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
+        uses: set[str] = set()
+        for n in nodes:
+            used, attr = (n.value, "." + n.attr) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) else (n, "")
+            if not isinstance(used, ast.Name) or (not attr and id(n) in roots):
+                continue
+            if used.id in local:
+                uses.add(local[used.id] + attr)
+            elif used.id in stmts:
+                uses.add(f"{absolute}.{used.id}")
+        text = "\n".join(ast.dump(stmt, annotate_fields=False) for stmt in body)
+        mod.units[name] = (hashlib.sha256(text.encode()).hexdigest(), frozenset(uses))
     return mod
 
 
@@ -115,180 +114,44 @@ def _module_file(name: str) -> Path | None:
     base = PACKAGE_DIR.joinpath(*name.split(".")) if name else PACKAGE_DIR
     if (base / "__init__.py").is_file():
         return base / "__init__.py"
-    file = base.with_suffix(".py")
-    return file if name and file.is_file() else None
+    return base.with_suffix(".py") if name and base.with_suffix(".py").is_file() else None
 
 
-def _module(name: str, keys: dict[str, str | None]) -> _Module | None:
-    """Package module ``name``, parsed; ``keys`` memoizes its file's stat key for one walk."""
+def _module(name: str) -> _Module | None:
     path = _module_file(name)
-    if path is None:
-        return None
-    if name not in keys:
-        keys[name] = stat_key(path)
-    return _parse(path, keys[name])
+    return None if path is None else _parse(path, stat_key(path))
 
 
-@functools.cache
-def _unit_uses(path: Path, key: str | None, unit: str):
-    """The names unit ``unit`` of file ``path`` uses bare, the ``(name, attribute)`` pairs it uses as
-    ``name.attribute``, and its own import bindings; once per file version."""
-    mod = _parse(path, key)
-    attrs: set[tuple[str, str]] = set()
-    roots: set[int] = set()
-    names: list[ast.Name] = []
-    imports: list[ast.stmt] = []
-    for stmt in mod.units.get(unit, []):
-        for node in ast.walk(stmt):
-            if isinstance(node, ast.Name):
-                names.append(node)
-            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-                attrs.add((node.value.id, node.attr))
-                roots.add(id(node.value))
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                imports.append(node)
-    local = _bindings(imports, mod.name, path.name == "__init__.py") if imports else {}
-    return {n.id for n in names if id(n) not in roots}, attrs, local
+def _whole(module: str) -> list[tuple[str, str]]:
+    """Every unit of package module ``module``: a module used bare, or one binding a name some other way."""
+    mod = _module(module)
+    return [(module, unit) for unit in mod.units] if mod is not None else []
 
 
-class _Reach:
-    """The package code (module -> unit names) and third-party packages a stage function reaches."""
+@dataclass
+class Reach:
+    """The package code (module -> unit -> digest) and third-party import names some functions reach."""
 
-    def __init__(self) -> None:
-        self.units: dict[str, set[str]] = {}
-        self.external: set[str] = set()
-        self.keys: dict[str, str | None] = {}  # module -> its file's stat key, taken once per walk
-        self._todo: list[tuple[str, str]] = []
+    units: dict[str, dict[str, str]] = field(default_factory=dict)
+    external: set[str] = field(default_factory=set)
 
-    def walk(self, module: str, name: str) -> None:
-        self._symbol(module, name)
-        while self._todo:
-            mod_name, unit = self._todo.pop()
-            mod = _module(mod_name, self.keys)
-            if mod is None:
-                continue
-            bare, attrs, local = _unit_uses(mod.path, self.keys[mod_name], unit)
-            for n in bare:
-                self._name(mod, local, n, None)
-            for n, attr in attrs:
-                self._name(mod, local, n, attr)
-
-    def _add(self, module: str, unit: str) -> None:
-        if module.split(".")[0] in PLACEMENT:
-            return
-        got = self.units.setdefault(module, set())
-        if not got:  # a module reached counts its import-time code too
-            got.add(TOPLEVEL)
-            self._todo.append((module, TOPLEVEL))
-        if unit not in got:
-            got.add(unit)
-            self._todo.append((module, unit))
-
-    def _whole(self, module: str) -> None:
-        mod = _module(module, self.keys)
-        if mod is not None:
-            for unit in mod.units:
-                self._add(module, unit)
-
-    def _name(self, mod: _Module, local: dict, name: str, attr: str | None) -> None:
-        """Follow ``name`` (used as ``name.attr`` when ``attr`` is given) as module ``mod`` binds it."""
-        binding = local.get(name) or mod.imports.get(name)
-        if binding is not None:
-            self._import(*binding, attr, 0)
-        elif name in mod.units:
-            self._add(mod.name, name)
-
-    def _import(self, base: str, imported: str | None, attr: str | None, depth: int) -> None:
-        """Follow ``from base import imported`` (``import base`` when ``imported`` is None), used as ``.attr`` if given."""
-        if base != PACKAGE and not base.startswith(PACKAGE + "."):
-            top = base.split(".")[0]
-            if top and top not in sys.stdlib_module_names:
-                self.external.add(top)
-            return
-        module = base[len(PACKAGE) + 1 :]
-        if imported is not None:
-            sub = f"{module}.{imported}" if module else imported
-            mod = _module(module, self.keys)
-            if _module_file(sub) is None or (mod is not None and (imported in mod.units or imported in mod.imports)):
-                self._symbol(module, imported, depth)
-                return
+    def follow(self, dotted: str) -> list[tuple[str, str]]:
+        """The package units dotted name ``dotted`` leads to: as Python resolves it, a name a module
+        binds before a submodule of that name; a third-party name is recorded instead."""
+        parts = dotted.split(".")
+        if parts[0] != PACKAGE:
+            if parts[0] not in sys.stdlib_module_names:
+                self.external.add(parts[0])
+            return []
+        module = ""
+        for part in parts[1:]:
+            sub, mod = f"{module}.{part}".lstrip("."), _module(module)
+            # The module's own name for ``part`` (a definition, or an import of something else) wins.
+            own = mod is not None and (part in mod.units or mod.imports.get(part, f"{PACKAGE}.{sub}") != f"{PACKAGE}.{sub}")
+            if own or _module_file(sub) is None:
+                return [(module, part)]
             module = sub
-        if attr is None:  # a package module used bare counts whole
-            self._whole(module)
-        else:
-            self._symbol(module, attr)
-
-    def _symbol(self, module: str, name: str, depth: int = 0) -> None:
-        """Definition ``name`` of package module ``module``, followed through re-exports."""
-        mod = _module(module, self.keys)
-        if mod is None:
-            return
-        if name in mod.units:
-            self._add(module, name)
-        elif name in mod.imports and depth < 20:
-            self._add(module, TOPLEVEL)  # the re-exporting module counts (it decides where the name comes from)
-            self._import(*mod.imports[name], None, depth + 1)
-        elif _module_file(f"{module}.{name}" if module else name) is not None:
-            self._whole(f"{module}.{name}" if module else name)
-        else:  # bound some other way (a loop, ``globals()``): the whole module counts
-            self._whole(module)
-
-
-@functools.cache
-def _dist_info(name: str) -> tuple[str, tuple[str, ...]] | None:
-    """(version, names of the distributions it requires, extras aside) of installed distribution ``name``."""
-    try:
-        dist = importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    requires = []
-    for req in dist.requires or []:
-        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
-        if match and "extra ==" not in req.replace("extra==", "extra =="):
-            requires.append(match[1])
-    return dist.version, tuple(requires)
-
-
-def _normal(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-@functools.cache
-def _import_dists(top: str) -> tuple[str, ...]:
-    """The distributions providing import name ``top``: its namesake, else the ``*.dist-info`` beside
-    it whose RECORD lists it (``cvxpy`` is ``cvxpy-base``), else the slow index of every distribution."""
-    if _dist_info(top) is not None:
-        return (top,)
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        spec = None
-    origin = spec.origin if spec is not None and spec.origin not in (None, "built-in", "frozen") else None
-    if origin:
-        site = Path(origin).parent.parent if Path(origin).name == "__init__.py" else Path(origin).parent
-        for info in sorted(site.glob("*.dist-info")):
-            if not _normal(info.name).startswith(_normal(top)):
-                continue
-            record = info / "RECORD"
-            if record.is_file() and f"\n{top}/" in "\n" + record.read_text(encoding="utf-8", errors="replace"):
-                return (info.name.split("-")[0],)
-    return tuple(importlib.metadata.packages_distributions().get(top, ()))
-
-
-def libraries(imports: Iterable[str]) -> dict[str, str]:
-    """Distribution -> installed version of third-party import names ``imports`` and of what they require."""
-    todo = [d for top in imports for d in _import_dists(top)]
-    out: dict[str, str] = {}
-    while todo:
-        name = todo.pop()
-        key = _normal(name)
-        if key in out:
-            continue
-        info = _dist_info(name)
-        out[key] = info[0] if info is not None else "absent"
-        if info is not None:
-            todo.extend(info[1])
-    return dict(sorted(out.items()))
+        return _whole(module)
 
 
 def _entry(func: Callable) -> tuple[str, str]:
@@ -300,37 +163,89 @@ def _entry(func: Callable) -> tuple[str, str]:
     return module[len(PACKAGE) + 1 :], qualname.split(".")[0]
 
 
-def _walk(func: Callable) -> _Reach:
-    walk = _Reach()
-    walk.walk(*_entry(func))
-    return walk
+def reach(*funcs: Callable) -> Reach:
+    """What the package functions ``funcs`` reach together: every name they use is followed to its
+    module-level definition (function, class, assignment) in the package, through imports and
+    re-exports, transitively; each reached module counts its import-time statements.
+
+    Raises ConfigError when one of ``funcs`` is not a top-level function of the package.
+    """
+    out, seen = Reach(), set()
+    todo = [_entry(func) for func in funcs]
+    while todo:
+        module, name = symbol = todo.pop()
+        if symbol in seen or module.split(".")[0] in PLACEMENT:
+            continue
+        seen.add(symbol)
+        mod = _module(module)
+        if mod is None:
+            continue
+        units = out.units.setdefault(module, {})
+        todo.append((module, TOPLEVEL))  # a module reached counts its import-time code too
+        sub = f"{module}.{name}" if module else name
+        if name in mod.units:
+            units[name], uses = mod.units[name]
+            todo.extend(unit for use in uses for unit in out.follow(use))
+        elif name in mod.imports:  # a re-export
+            todo.extend(out.follow(mod.imports[name]))
+        else:  # a submodule, or a name bound some other way (a loop, ``globals()``): all of it counts
+            todo.extend(_whole(sub if _module_file(sub) is not None else module))
+    return out
 
 
 def reached(func: Callable) -> dict[str, set[str]]:
-    """The package code stage function ``func`` reaches: module file (relative, posix) -> names of its units.
+    """The package code stage function ``func`` reaches (:func:`reach`): module file (relative, posix) -> names of its units.
 
     A unit is a module-level definition (function, class, assignment) or :data:`TOPLEVEL`.
-    Raises ConfigError when ``func`` is not a top-level function of the package.
     """
-    walk = _walk(func)
-    return {
-        _module_file(m).relative_to(PACKAGE_DIR).as_posix(): units
-        for m, units in sorted(walk.units.items())
-        if _module_file(m) is not None
-    }
+    found = reach(func).units
+    return {_module_file(m).relative_to(PACKAGE_DIR).as_posix(): set(units) for m, units in sorted(found.items())}
 
 
 @functools.cache
-def _unit_digest(path: Path, key: str | None, unit: str) -> str:
-    text = "\n".join(ast.dump(stmt, annotate_fields=False) for stmt in _parse(path, key).units.get(unit, []))
-    return hashlib.sha256(text.encode()).hexdigest()
+def _dist_info(name: str) -> tuple[str, tuple[str, ...]] | None:
+    """(version, names of the distributions it requires, extras aside) of installed distribution ``name``."""
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    requires = [re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", r) for r in dist.requires or [] if not re.search(r"extra\s*==", r)]
+    return dist.version, tuple(m[1] for m in requires if m)
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+#: Import name -> the distributions installing it, read from every installed distribution's
+#: files: once per process, for a name that is not its distribution's.
+_distributions_of = functools.cache(importlib.metadata.packages_distributions)
+
+
+@functools.cache
+def _import_dists(top: str) -> tuple[str, ...]:
+    """The distributions providing import name ``top``: its namesake, else those that install it (``cvxpy`` is ``cvxpy-base``)."""
+    return (top,) if _dist_info(top) is not None else tuple(_distributions_of().get(top, ()))
+
+
+def libraries(imports: Iterable[str]) -> dict[str, str]:
+    """Distribution -> installed version of third-party import names ``imports`` and of what they require."""
+    todo = [d for top in imports for d in _import_dists(top)]
+    out: dict[str, str] = {}
+    while todo:
+        name = todo.pop()
+        if _normal(name) not in out:
+            info = _dist_info(name)
+            out[_normal(name)] = info[0] if info is not None else "absent"
+            todo.extend(info[1] if info is not None else ())
+    return dict(sorted(out.items()))
 
 
 def code_hash(func: Callable) -> str:
     """Fingerprint of the code stage function ``func`` runs: ``"<name>@<digest>"``.
 
     The digest covers the normalized AST of every package definition ``func`` reaches
-    (:func:`reached`; comments, docstrings and formatting aside) and the versions of the
+    (:func:`reach`; comments, docstrings and formatting aside) and the versions of the
     third-party packages that code imports, with what they require. Files are parsed once
     per process, and again when their stat key changes.
 
@@ -339,15 +254,10 @@ def code_hash(func: Callable) -> str:
     ConfigError
         ``func`` is not a top-level function of the package.
     """
-    walk = _walk(func)
+    found = reach(func)
     digest = hashlib.sha256()
-    for mod_name in sorted(walk.units):
-        path = _module_file(mod_name)
-        if path is None:
-            continue
-        key = walk.keys.get(mod_name) or stat_key(path)
-        for unit in sorted(walk.units[mod_name]):
-            digest.update(f"{mod_name}:{unit}\0{_unit_digest(path, key, unit)}\n".encode())
-    for dist, version in libraries(walk.external).items():
+    for module, units in sorted(found.units.items()):
+        digest.update("".join(f"{module}:{unit}\0{units[unit]}\n" for unit in sorted(units)).encode())
+    for dist, version in libraries(found.external).items():
         digest.update(f"{dist}=={version}\n".encode())
     return f"{_entry(func)[1]}@{digest.hexdigest()[:20]}"

@@ -16,7 +16,8 @@ from typing import Any
 
 from .errors import ConfigError, DataError
 
-Known = Mapping[str, tuple[str | None, str | None]]
+#: Absolute path -> (stat key, sha256) of files already hashed (the ledger's records, then the caller's).
+Known = dict[str, tuple[str | None, str | None]]
 
 # --------------------------------------------------------------------------- price files
 
@@ -150,24 +151,27 @@ def file_digest(path: Path | str, known: Known | None = None) -> str | None:
     """:func:`file_sha256` of a file (None if unreadable), or its sha256 in ``known`` while its stat key is the one recorded.
 
     ``known`` maps an absolute path to ``(stat key, sha256)``: the run's ledger records both
-    for every file outside the run that a stage read.
+    for every file outside the run that a stage read. A file hashed here is recorded in
+    ``known`` too, so a caller that keeps it hashes each version of a file once.
     """
-    stat, sha = (known or {}).get(os.path.abspath(path), (None, None))
-    if stat is not None and sha is not None and stat == stat_key(path):
-        return sha
-    try:
-        return file_sha256(path)
-    except OSError:
-        return None
+    absolute, key = os.path.abspath(path), stat_key(path)  # stat first: a change while hashing then shows
+    known = {} if known is None else known
+    stat, sha = known.get(absolute, (None, None))
+    if stat is None or sha is None or stat != key:
+        try:
+            sha = file_sha256(path)
+        except OSError:
+            return None
+        known[absolute] = (key, sha)
+    return sha
 
 
-def content_digest(paths: Iterable[Path | str], known: Known | None = None, *, digest_of: Callable[[str], str | None] | None = None) -> str:
-    """One digest of the names and bytes of ``paths``, each file's from ``digest_of`` (a caller's memo) or :func:`file_digest`.
+def content_digest(paths: Iterable[Path | str], known: Known | None = None) -> str:
+    """One digest of the names and bytes of ``paths``, each file's by :func:`file_digest` against ``known``.
 
     An unreadable file counts as ``None``: the job that reads it reports it.
     """
     digest = hashlib.sha256()
     for path in paths:
-        sha = digest_of(str(path)) if digest_of is not None else file_digest(path, known)
-        digest.update(f"{path}\0{sha}\n".encode())
+        digest.update(f"{path}\0{file_digest(path, known)}\n".encode())
     return "sha256:" + digest.hexdigest()

@@ -8,6 +8,7 @@ never imports it) and returns path strings, as Snakemake expects.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import math
@@ -109,54 +110,6 @@ def step_inputs(run: RunContext, name: str, node_path: str, profile: str | None 
     return out
 
 
-def atomic_below(run: RunContext, node_path: str) -> list:
-    """The atomic nodes below meta node ``node_path``, at any depth, in plan order (their specs); external sleeves included."""
-    out, todo = [], list(reversed(run.spec(node_path).children))
-    while todo:
-        spec = run.spec(todo.pop())
-        if spec.is_meta:
-            todo.extend(reversed(spec.children))
-        else:
-            out.append(spec)
-    return out
-
-
-def price_files(run: RunContext, spec) -> list[str]:
-    """The price files atomic sleeve ``spec`` reads (:func:`deps.price_files`)."""
-    return [str(f) for f in deps.price_files(spec.config["data"], spec.config["universe"].get("symbols"), run.base_dir)]
-
-
-def risk_prices(run: RunContext, node_path: str) -> list[str]:
-    """The price files the risk job of ``node_path`` may read: those of every atomic sleeve below it,
-    pinned ones included (a position's prices come from the sleeve that holds it), and the returns
-    file of every external sleeve below it."""
-    files: dict[str, None] = {}
-    for spec in atomic_below(run, node_path):
-        if spec.kind == "external":  # its positions' returns are its stream (the risk stage reads the file)
-            files[str(external_files(spec.config, run.plan.risk_profiles, run.base_dir)["returns"])] = None
-        else:
-            files.update(dict.fromkeys(price_files(run, spec)))
-    return list(files)
-
-
-def data_blocks(run: RunContext, node_path: str) -> list[str]:
-    """How the atomic sleeves below ``node_path`` read their prices: each distinct ``data`` block with its symbols (JSON, sorted)."""
-    specs = [s for s in atomic_below(run, node_path) if s.kind == "atomic"]
-    return sorted({json.dumps([s.config["data"], s.config["universe"].get("symbols")], sort_keys=True) for s in specs})
-
-
-def pin_inputs(run: RunContext, node_path: str) -> dict[str, str | list[str]]:
-    """Rule pinned_sleeve: the checked source's files the pin copies (``returns``, ``health``,
-    ``sign_test``, ``weights``), and its ``provenance`` and run's ``resolved`` manifest if present."""
-    spec = run.spec(node_path)
-    src = stages.pin_source(run, node_path)
-    files: dict[str, str | list[str]] = {k: str(src.file(k)) for k in stages.PIN_REQUIRED}
-    files["weights"] = [str(src.file("weights", profile=p)) for p in run.plan.risk_profiles]
-    optional = {"provenance": src.file("provenance"), "resolved": run_node(spec.pin, run.runs_root).file("resolved")}
-    files.update({k: str(f) for k, f in optional.items() if f.is_file()})
-    return files
-
-
 def targets(run: RunContext, *, runner: bool) -> list[str]:
     """Every final artifact of ``run`` as the files of rule ``all`` (``runner=False``) or as the
     runner's targets: rule ``all`` holds them unless the run directory has a wildcard-like part
@@ -214,14 +167,19 @@ class Wiring:
         self.hierarchical_profiles = "|".join(p for p in self.profiles if p in HIERARCHICAL) or NOTHING
         self.flat_profiles = "|".join(p for p in self.profiles if p not in HIERARCHICAL) or NOTHING
         self._memo: dict[tuple, object] = {}
-        self._known: dict | None = None
 
     def _once(self, key: tuple, compute: Callable[[], object]):
         """``compute()``, once per ``key`` in this process: sleeves of one atomic profile share their
-        params and price files, and each file is hashed at most once."""
+        params and price files."""
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
+
+    @functools.cached_property
+    def _known(self) -> deps.Known:
+        """The ledger's record of each file read from outside the run (read, never written, here), and each
+        file hashed since: a file whose stat is unchanged is not hashed again (:func:`deps.file_digest`)."""
+        return audit.recorded_inputs(self.run.run_dir)
 
     def node_path(self, node_dir: str) -> str:
         """Plan path (``"."`` or ``"sleeves/a/..."``) of a ``{node}`` directory."""
@@ -254,18 +212,29 @@ class Wiring:
     def outside_content(self, name: str, node_dir: str, profile: str | None = None) -> str:
         """The digest of every file step ``name`` reads from outside the run (its :class:`steps.Outside`
         sources), those its rule cannot declare (:func:`declared`) included: new bytes rerun the job
-        whatever their mtime."""
-        return self.content(dict.fromkeys(f for found in self._outside(name, node_dir, profile).values() for f in _paths(found)))
-
-    def content(self, paths) -> str:
-        """The content digest of ``paths`` (:func:`deps.content_digest`). The ledger's record of each file's
-        stat key and sha256 (read, never written, here) spares hashing a file whose stat is unchanged."""
-        if self._known is None:
-            self._known = audit.recorded_inputs(self.run.run_dir)
-        return deps.content_digest(paths, digest_of=lambda path: self._once(("sha", path), lambda: deps.file_digest(path, self._known)))
+        whatever their mtime (:func:`deps.content_digest`)."""
+        paths = dict.fromkeys(f for found in self._outside(name, node_dir, profile).values() for f in _paths(found))
+        return deps.content_digest(paths, self._known)
 
     def sleeve_cpus(self, node_dir: str) -> int:
         return math.ceil(self.spec(node_dir).config["backtest"].get("num_cpus", 1))
+
+    def _atomic_below(self, node_dir: str) -> list:
+        """The specs of the atomic nodes below meta node ``node_dir``, at any depth, in plan order (the
+        plan lists a node before its children); external sleeves included."""
+        top = self.node_path(node_dir)
+        below = [s for path, s in self.plan.nodes.items() if path != top and (top == ROOT or path.startswith(top + "/"))]
+        return [s for s in below if not s.is_meta]
+
+    def _price_files(self, spec) -> list[str]:
+        """The price files atomic sleeve ``spec`` reads (:func:`deps.price_files`), listed once per atomic profile."""
+        data, symbols = spec.config["data"], spec.config["universe"].get("symbols")
+        return self._once(("prices", spec.profile), lambda: [str(f) for f in deps.price_files(data, symbols, self.run.base_dir)])
+
+    def _data_blocks(self, node_dir: str) -> list[str]:
+        """How the atomic sleeves below ``node_dir`` read their prices: each distinct ``data`` block with its symbols (JSON, sorted)."""
+        specs = [s for s in self._atomic_below(node_dir) if s.kind == "atomic"]
+        return sorted({json.dumps([s.config["data"], s.config["universe"].get("symbols")], sort_keys=True) for s in specs})
 
     # ------------------------------------------------------------------ params
 
@@ -293,12 +262,12 @@ class Wiring:
         return json.dumps(params, sort_keys=True)
 
     def risk_params(self, node_dir: str, profile: str | None = None) -> str:
-        """How the atomic sleeves below a meta node read the prices its risk job loads (:func:`data_blocks`)."""
-        return json.dumps(data_blocks(self.run, self.node_path(node_dir)))
+        """How the atomic sleeves below a meta node read the prices its risk job loads (:meth:`_data_blocks`)."""
+        return json.dumps(self._data_blocks(node_dir))
 
     def rebalance_params(self, node_dir: str, profile: str | None = None) -> str:
         """The current book, the frictions, the trading settings and, when the book is valued at the
-        sleeves' prices (:func:`current_book.needs_prices`), how they are read (:func:`data_blocks`)."""
+        sleeves' prices (:func:`current_book.needs_prices`), how they are read (:meth:`_data_blocks`)."""
         run, plan = self.run, self.plan
         doc = {"previous_run": run.previous_run, "holdings": run.holdings, **plan.root.config["frictions"]}
         if plan.trading:  # issue 24
@@ -306,7 +275,7 @@ class Wiring:
             if plan.root.config["meta_allocation"].get("book"):
                 doc["book"] = plan.root.config["meta_allocation"]["book"]  # the traded book holds them
         if current_book.needs_prices(run.previous_run, run.holdings, plan.trading):
-            doc["data"] = data_blocks(run, self.node_path(node_dir))
+            doc["data"] = self._data_blocks(node_dir)
         return json.dumps(doc, sort_keys=True)
 
     def external_params(self, node_dir: str, profile: str | None = None) -> str:
@@ -319,19 +288,34 @@ class Wiring:
 
     def sleeve_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
         """The price files a computed sleeve reads (table and TradingView sources; none for skfolio)."""
-        spec = self.spec(node_dir)
-        return self._once(("prices", spec.profile), lambda: price_files(self.run, spec))
+        return self._price_files(self.spec(node_dir))
 
     def pin_source(self, node_dir: str, profile: str | None = None) -> dict[str, str | list[str]]:
-        """The pinned run's files a pinned sleeve copies (:func:`pin_inputs`)."""
+        """The checked source's files a pinned sleeve copies (``returns``, ``health``, ``sign_test``,
+        ``weights``), and its ``provenance`` and run's ``resolved`` manifest if present."""
         from .owner import reported  # the owner imports this module
 
+        def files() -> dict[str, str | list[str]]:
+            src = stages.pin_source(self.run, self.node_path(node_dir))
+            out: dict[str, str | list[str]] = {k: str(src.file(k)) for k in stages.PIN_REQUIRED}
+            out["weights"] = [str(src.file("weights", profile=p)) for p in self.profiles]
+            optional = {"provenance": src.file("provenance"), "resolved": run_node(self.spec(node_dir).pin, self.run.runs_root).file("resolved")}
+            return {**out, **{k: str(f) for k, f in optional.items() if f.is_file()}}
+
         with reported():
-            return self._once(("pin", node_dir), lambda: pin_inputs(self.run, self.node_path(node_dir)))
+            return self._once(("pin", node_dir), files)
 
     def risk_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
-        """The price and returns files the risk job of a meta node may read (:func:`risk_prices`)."""
-        return risk_prices(self.run, self.node_path(node_dir))
+        """The price files the risk job of ``node_dir`` may read: those of every atomic sleeve below it,
+        pinned ones included (a position's prices come from the sleeve that holds it), and the returns
+        file of every external sleeve below it."""
+        files: dict[str, None] = {}
+        for spec in self._atomic_below(node_dir):
+            if spec.kind == "external":  # its positions' returns are its stream (the risk stage reads the file)
+                files[str(external_files(spec.config, self.profiles, self.run.base_dir)["returns"])] = None
+            else:
+                files.update(dict.fromkeys(self._price_files(spec)))
+        return list(files)
 
     def rebalance_book(self, node_dir: str, profile: str) -> str:
         """The current book's file (the holdings file or the previous run's flattened file)."""
@@ -349,7 +333,7 @@ class Wiring:
         if not current_book.needs_prices(self.run.previous_run, self.run.holdings, self.plan.trading):
             return []
         external = [external_files(s.config, self.profiles, self.run.base_dir).get("prices") for s in self.plan.external_nodes()]
-        return risk_prices(self.run, self.node_path(node_dir)) + [str(f) for f in external if f is not None]
+        return self.risk_prices(node_dir) + [str(f) for f in external if f is not None]
 
     def external_files(self, node_dir: str, profile: str | None = None) -> dict[str, object]:
         """An external sleeve's files (``returns``, ``holdings`` per risk profile, its ``prices`` table if any)."""
