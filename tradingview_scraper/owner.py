@@ -72,16 +72,19 @@ class RunOwner:
     ----------
     run : RunContext
         The run (plan, run id, directories, the cluster it starts or joins).
+    plain : bool
+        The plain ``snakemake`` command's owner (:meth:`for_workflow`): the workflow, not a
+        runner, ends the run (its verdict the command's last line, the lock released).
     """
 
-    def __init__(self, run: RunContext) -> None:
+    def __init__(self, run: RunContext, *, plain: bool = False) -> None:
         self.run = run
         self.run_dir, self.run_id = run.run_dir, run.run_id
         self.claimed = False
         self.start_seq = audit.last_seq(self.run_dir)  # failures after it are this run's
         self._preflight_done = False
         self._pass_to_jobs: Callable[[dict], None] = lambda settings: None
-        self.plain = False  # the plain command's owner: the workflow, not a runner, ends the run
+        self.plain = plain
         self._produced: list[str] | None = None
         self._outcome: list[PipelineError | None] = []  # the run's verdict, once it finished
         self._watching = False
@@ -126,9 +129,8 @@ class RunOwner:
                         "rule all; run it with scripts/run_meta_pipeline.py, make or the Python API (which name the "
                         "targets literally), or use a runs root without '{name}'"
                     )
-                owner = cls(run)
-                runlock.check_run_dir(owner.run_dir, owner.run_id)
-                owner.plain = True
+                runlock.check_run_dir(run.run_dir, run.run_id)
+                owner = cls(run, plain=True)
             owner._pass_to_jobs = pass_to_jobs
             if not config.get("run_id"):
                 pass_to_jobs({"run_id": owner.run_id})
