@@ -214,13 +214,9 @@ class MetaPipeline:
                 owner.watch_signals()
                 if not self.dry_run:
                     owner.claim()
-                # Sleeve jobs reserve ray_cpus: no more run at once than the cluster can place. A
-                # named cluster is joined (and so proven reachable) before any work starts and its
-                # jobs reuse this connection; the owner starts a private one in the workflow's
-                # onstart hook, in this process, only if a sleeve is to be computed.
-                cluster, ray_cpus = owner.cluster, None
-                if cluster is not None and (cluster.address is None or not self.dry_run):
-                    ray_cpus = cluster.cpus()
+                # The workflow's parse sizes ray_cpus from the owner's cluster (a named one is joined
+                # there, before any job, and its jobs reuse the connection); the owner starts a
+                # private one in the onstart hook, in this process, only if a sleeve is to be computed.
                 quiet = {smk.Quietness.ALL} if self.quiet else None
                 with SnakemakeApi(smk.OutputSettings(quiet=quiet, show_failed_logs=True)) as api:
                     smk_logger.addHandler(log)
@@ -228,9 +224,7 @@ class MetaPipeline:
                         workflow = api.workflow(
                             snakefile=SNAKEFILE,
                             workdir=Path.cwd(),
-                            resource_settings=smk.ResourceSettings(
-                                cores=self.cores, resources={"ray_cpus": ray_cpus} if ray_cpus else {}
-                            ),
+                            resource_settings=smk.ResourceSettings(cores=self.cores),
                             config_settings=smk.ConfigSettings(config=self.config()),
                         )
                         dag = workflow.dag(
