@@ -119,3 +119,18 @@ def test_the_lock_holder_is_found_with_and_without_the_kernels_lock_table(proc_l
     assert runlock.holder(run_dir) is None  # the kernel released it with the process
     assert runlock.acquire(run_dir, "held") is True and runlock.holder(run_dir) is None  # this process: not another
     runlock.release(run_dir)
+
+
+def test_a_run_directory_or_lock_path_that_is_not_a_regular_file_is_refused_in_one_line(tmp_path):
+    """A run id naming a file, or a lock path that is a directory, is a ConfigError naming it; nothing is changed."""
+    from tradingview_scraper import runlock
+    from tradingview_scraper.errors import ConfigError
+
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(ConfigError, match=r"run directory \S+/afile is a file; choose another run id"):
+        runlock.check_run_dir(tmp_path / "afile", "afile")
+    (tmp_path / "r" / ".run.lock").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"cannot open lock file \S+/r/\.run\.lock: .+; it must be a regular file"):
+        runlock.acquire(tmp_path / "r", "r")
+    assert (tmp_path / "afile").read_text() == "mine" and (tmp_path / "r" / ".run.lock").is_dir()
+    assert runlock.holder(tmp_path / "r") is None  # not a lock: nobody holds it

@@ -54,9 +54,11 @@ def check_options(options: MetaPipeline) -> None:
     """
     hints = get_type_hints(MetaPipeline)
     for f in fields(MetaPipeline):
-        value, kinds = getattr(options, f.name), [get_origin(t) or t for t in get_args(hints[f.name]) or (hints[f.name],)]
+        value, hint = getattr(options, f.name), hints[f.name]
+        kinds = [get_origin(t) or t for t in get_args(hint) or (hint,)]  # list[str] counts as list
         if value is None and type(None) in kinds:
             continue
+        # A path accepts a string too: the message names the path alone.
         accepted = [kind for kind in _ACCEPTS if kind in kinds and not (kind is str and Path in kinds)]
         if not any(_ACCEPTS[kind][1](value) for kind in accepted):
             valid = " or ".join(_ACCEPTS[kind][0] for kind in accepted) + (" or None" if type(None) in kinds else "")
