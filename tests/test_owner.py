@@ -88,3 +88,49 @@ def test_releasing_the_lock_removes_only_an_empty_directory_taking_it_created(tm
     assert not created.exists()
     assert sorted(p.name for p in existed.iterdir()) == [".run.lock"]
     assert sorted(p.name for p in written.iterdir()) == [".run.lock", "audit.jsonl"]
+
+
+@pytest.mark.parametrize("proc_locks", [True, False], ids=["proc-locks", "no-proc-locks"])
+def test_the_lock_holder_is_found_with_and_without_the_kernels_lock_table(proc_locks, tmp_path, monkeypatch):
+    """``runlock.holder`` names another live holder's pid from /proc/locks, or (where there is none) by a shared lock."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tradingview_scraper import runlock
+
+    if not proc_locks:
+        real = Path.read_text
+        monkeypatch.setattr(Path, "read_text", lambda p, *a, **k: (_ for _ in ()).throw(OSError("none"))
+                            if str(p) == "/proc/locks" else real(p, *a, **k))  # fmt: skip
+    run_dir = tmp_path / "held"
+    assert runlock.holder(run_dir) is None  # no lock file: nobody
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from tradingview_scraper import runlock; "
+         "runlock.acquire(sys.argv[1], 'held'); print('locked', flush=True); time.sleep(60)", str(run_dir)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert runlock.holder(run_dir) == str(holder.pid)
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert runlock.holder(run_dir) is None  # the kernel released it with the process
+    assert runlock.acquire(run_dir, "held") is True and runlock.holder(run_dir) is None  # this process: not another
+    runlock.release(run_dir)
+
+
+def test_a_run_directory_or_lock_path_that_is_not_a_regular_file_is_refused_in_one_line(tmp_path):
+    """A run id naming a file, or a lock path that is a directory, is a ConfigError naming it; nothing is changed."""
+    from tradingview_scraper import runlock
+    from tradingview_scraper.errors import ConfigError
+
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(ConfigError, match=r"run directory \S+/afile is a file; choose another run id"):
+        runlock.check_run_dir(tmp_path / "afile", "afile")
+    (tmp_path / "r" / ".run.lock").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"cannot open lock file \S+/r/\.run\.lock: .+; it must be a regular file"):
+        runlock.acquire(tmp_path / "r", "r")
+    assert (tmp_path / "afile").read_text() == "mine" and (tmp_path / "r" / ".run.lock").is_dir()
+    assert runlock.holder(tmp_path / "r") is None  # not a lock: nobody holds it

@@ -33,24 +33,22 @@ _handed: contextvars.ContextVar[RunOwner | None] = contextvars.ContextVar("tvs_r
 
 
 def report_at_exit(error: BaseException | None) -> None:
-    """Print ``error`` as one line when the process exits, i.e. after Snakemake's own closing lines.
+    """Print ``error`` as one line when the process exits, after Snakemake's own closing lines.
 
-    For the plain ``snakemake`` command, whose last line is then the root cause; a runner
-    driving the workflow in this context prints its own.
+    Only with no runner driving the workflow in this context (the plain ``snakemake``
+    command, whose last line is then the root cause); a runner prints its own.
     """
     if error is not None and _handed.get() is None:
         atexit.register(print, f"error: {error}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
-def reported(plain: bool = True) -> Iterator[None]:
-    """With ``plain`` (the plain command's run), report a :class:`PipelineError` leaving the block at exit
-    (:func:`report_at_exit`); re-raise it."""
+def reported() -> Iterator[None]:
+    """Report a :class:`PipelineError` leaving the block at exit (:func:`report_at_exit`); re-raise it."""
     try:
         yield
     except PipelineError as exc:
-        if plain:
-            report_at_exit(exc)
+        report_at_exit(exc)
         raise
 
 
@@ -74,16 +72,19 @@ class RunOwner:
     ----------
     run : RunContext
         The run (plan, run id, directories, the cluster it starts or joins).
+    plain : bool
+        The plain ``snakemake`` command's owner (:meth:`for_workflow`): the workflow, not a
+        runner, ends the run (its verdict the command's last line, the lock released).
     """
 
-    def __init__(self, run: RunContext) -> None:
+    def __init__(self, run: RunContext, *, plain: bool = False) -> None:
         self.run = run
         self.run_dir, self.run_id = run.run_dir, run.run_id
         self.claimed = False
         self.start_seq = audit.last_seq(self.run_dir)  # failures after it are this run's
         self._preflight_done = False
         self._pass_to_jobs: Callable[[dict], None] = lambda settings: None
-        self._workflow_releases = False  # the plain command: the workflow ends the run, not a runner
+        self.plain = plain
         self._produced: list[str] | None = None
         self._outcome: list[PipelineError | None] = []  # the run's verdict, once it finished
         self._watching = False
@@ -117,7 +118,7 @@ class RunOwner:
         PipelineError
             The configuration is refused (reported as the plain command's last line too).
         """
-        with reported(_handed.get() is None):
+        with reported():
             owner = _handed.get()
             if owner is None or str(config.get("run_id")) != owner.run_id:
                 run = RunContext.from_config(config)
@@ -128,9 +129,8 @@ class RunOwner:
                         "rule all; run it with scripts/run_meta_pipeline.py, make or the Python API (which name the "
                         "targets literally), or use a runs root without '{name}'"
                     )
-                owner = cls(run)
-                runlock.check_run_dir(owner.run_dir, owner.run_id)
-                owner._workflow_releases = True
+                runlock.check_run_dir(run.run_dir, run.run_id)
+                owner = cls(run, plain=True)
             owner._pass_to_jobs = pass_to_jobs
             if not config.get("run_id"):
                 pass_to_jobs({"run_id": owner.run_id})
@@ -141,7 +141,7 @@ class RunOwner:
 
     def ray_cpus(self) -> int:
         """How many sleeve jobs may run at once: the CPUs of the run's cluster (a named cluster is asked)."""
-        with reported(self._workflow_releases):
+        with reported():
             return self.cluster.cpus()
 
     def preflight(self) -> None:
@@ -170,7 +170,7 @@ class RunOwner:
         """
         if self.claimed:
             return
-        with reported(self._workflow_releases):
+        with reported():
             self.preflight()
             check_runs_root(self.run.runs_root, run_id=self.run_id)
             runlock.check_run_dir(self.run_dir, self.run_id)
@@ -183,7 +183,7 @@ class RunOwner:
                 self.release()
                 raise
         self.start_seq = audit.last_seq(self.run_dir)
-        if self._workflow_releases:  # a no-op run of the plain command ends without hooks
+        if self.plain:  # a no-op run of the plain command ends without hooks
             atexit.register(self.release)
         for d in damages:
             print(f"{d.line(self.run_dir)}: discarded with what was computed from it; recomputing", file=sys.stderr, flush=True)
@@ -222,7 +222,7 @@ class RunOwner:
         self._produced = produced
         if self.cluster is None or self.cluster.address is not None:
             return
-        with reported(self._workflow_releases):
+        with reported():
             if jobs_in_process:
                 self.cluster.start_on_demand()
             elif sleeves_to_compute:
@@ -257,11 +257,11 @@ class RunOwner:
                 if error is None and self._produced is not None:
                     self._retire(self._produced)
             self._outcome.append(error)
-            if self._workflow_releases:
+            if self.plain:
                 report_at_exit(error)
             return error
         finally:
-            if self._workflow_releases:
+            if self.plain:
                 self.release()
 
     def _retire(self, produced: list[str]) -> None:

@@ -51,10 +51,6 @@ class RunContext:
     reuse: bool = True
 
     @property
-    def ray(self) -> bool:
-        return self.cluster is not None
-
-    @property
     def root(self) -> Node:
         return run_node(self.run_id, self.runs_root)
 

@@ -236,27 +236,25 @@ def check_source_run(
                 f"{who} ({run_dir}) has no audit ledger (audit.jsonl): its files cannot be verified; {hint}"
             )
         return
-    try:
-        failure = audit.unfinished(run_dir)
-        if failure is not None:
-            raise DataError(
-                f"{who} did not finish: {failure[1]} (audit seq {failure[0]}) and it never ran again successfully; {hint}"
-            )
-        if whole:
-            damages = audit.damaged(run_dir)
-            mine = {os.path.normpath(os.path.relpath(f, run_dir)) for f in files}
-            damages.sort(key=lambda d: d.record.path not in mine)
-            if damages:
-                raise DataError(f"{who}: {damages[0].line(run_dir)}; {hint}")
-            known = set(audit.recorded(run_dir))
-            unknown = [f for f in files if os.path.normpath(os.path.relpath(f, run_dir)) not in known]
-            if unknown:
-                raise DataError(f"{who}: {unknown[0]} was not written by a stage of that run (no audit record); {hint}")
-        else:
-            audit.check_inputs(run_dir, files, hint=hint)
-    except DataError as exc:
-        if str(exc).startswith(who):
-            raise
-        raise DataError(f"{who}: {exc}") from None
-    except PipelineError as exc:
-        raise DataError(f"{who}: {exc}") from None
+
+    def audited(check, *args, **kwargs):
+        """``check``'s answer; a ledger that does not verify (or a damaged input) is refused naming the source."""
+        try:
+            return check(*args, **kwargs)
+        except PipelineError as exc:
+            raise DataError(f"{who}: {exc}") from None
+
+    failure = audited(audit.unfinished, run_dir)
+    if failure is not None:
+        raise DataError(f"{who} did not finish: {failure[1]} (audit seq {failure[0]}) and it never ran again successfully; {hint}")
+    if not whole:
+        audited(audit.check_inputs, run_dir, files, hint=hint)
+        return
+    mine = {os.path.normpath(os.path.relpath(f, run_dir)) for f in files}
+    damages = sorted(audited(audit.damaged, run_dir), key=lambda d: d.record.path not in mine)
+    if damages:
+        raise DataError(f"{who}: {damages[0].line(run_dir)}; {hint}")
+    known = set(audited(audit.recorded, run_dir))
+    unknown = [f for f in files if os.path.normpath(os.path.relpath(f, run_dir)) not in known]
+    if unknown:
+        raise DataError(f"{who}: {unknown[0]} was not written by a stage of that run (no audit record); {hint}")

@@ -91,7 +91,7 @@ def main(argv: list[str] | None, *, prog: str, require_meta: bool) -> int:
     except PipelineError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
-    if result.dry_run:
+    if pipeline.dry_run:
         for job in result.jobs:
             print(f"  {job.rule:<28} {' '.join(job.outputs)}")
         print(f"dry run: {len(result.jobs)} jobs scheduled, nothing executed")

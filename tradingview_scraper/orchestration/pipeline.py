@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gc
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, get_args, get_origin, get_type_hints
 
 from ..cluster import interrupted
 from ..errors import ConfigError, PipelineError, one_line
@@ -25,57 +26,43 @@ SNAKEFILE = Path(__file__).resolve().parents[1] / "workflow" / "Snakefile"
 
 @dataclass
 class RunResult:
-    """Outcome of :meth:`MetaPipeline.execute`."""
+    """Outcome of :meth:`MetaPipeline.execute`: the run and the jobs it scheduled (in a valid topological order)."""
 
     run_id: str
     run_dir: Path
     jobs: list[JobRecord]
-    dry_run: bool
 
 
-#: What each option of :class:`MetaPipeline` accepts: (types, None allowed, what would be valid).
-_OPTIONS: dict[str, tuple[tuple[type, ...], bool, str]] = {
-    "meta_profile": ((str,), False, "a profile name of the manifest, e.g. 'meta_demo'"),
-    "profiles": ((str, list, tuple), True, "a list of risk profile names or one comma-separated string"),
-    "execute_sleeves": ((bool,), False, "True or False"),
-    "run_id": ((str,), True, "a run id string, or None for a generated one"),
-    "manifest": ((str, os.PathLike), False, "a path to the manifest JSON"),
-    "cores": ((int,), False, "a positive integer"),
-    "dry_run": ((bool,), False, "True or False"),
-    "ray": ((bool,), False, "True or False"),
-    "ray_address": ((str,), True, "'host:port' of a Ray cluster, or None"),
-    "ray_token_path": ((str, os.PathLike), True, "a path to the cluster's token file, or None"),
-    "ray_num_cpus": ((int,), True, "a positive integer, or None"),
-    "runs_root": ((str, os.PathLike), False, "a path to the directory of run directories"),
-    "forceall": ((bool,), False, "True or False"),
-    "quiet": ((bool,), False, "True or False"),
-    "previous_run": ((str,), True, "an earlier run id, 'latest' (the newest finished run of the profile), or None"),
-    "holdings": ((str, os.PathLike), True, "a path to a holdings file (CSV or JSON), or None"),
-    "reuse": ((bool,), False, "True or False"),
+#: What an option's annotated type accepts, in the order a message names them.
+_ACCEPTS: dict[object, tuple[str, Callable[[object], bool]]] = {
+    bool: ("True or False", lambda v: isinstance(v, bool)),
+    int: ("a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+    Path: ("a path", lambda v: isinstance(v, (str, os.PathLike))),
+    list: ("a list of strings", lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)),
+    str: ("a string", lambda v: isinstance(v, str)),
+    TextIO: ("a text stream (e.g. sys.stdout)", lambda v: callable(getattr(v, "write", None))),
 }
 
 
-def check_options(options: object) -> None:
-    """Refuse an option of the wrong type (a :class:`MetaPipeline` or anything with its attributes).
+def check_options(options: MetaPipeline) -> None:
+    """Refuse an option of the wrong type, as the annotations of :class:`MetaPipeline`'s fields give it.
 
     Raises
     ------
     ConfigError
         The first bad option, named with its value and what would be valid.
     """
-    for name, (types, optional, valid) in _OPTIONS.items():
-        value = getattr(options, name)
-        if value is None and optional:
+    hints = get_type_hints(MetaPipeline)
+    for f in fields(MetaPipeline):
+        value, hint = getattr(options, f.name), hints[f.name]
+        kinds = [get_origin(t) or t for t in get_args(hint) or (hint,)]  # list[str] counts as list
+        if value is None and type(None) in kinds:
             continue
-        ok = isinstance(value, types) and not (bool not in types and isinstance(value, bool))
-        if ok and types == (int,):
-            ok = value >= 1
-        if ok and isinstance(value, (list, tuple)):
-            ok = all(isinstance(v, str) for v in value)
-        if not ok:
-            raise ConfigError(f"{name}={value!r} must be {valid} (got {type(value).__name__})")
-    if options.progress is not None and not callable(getattr(options.progress, "write", None)):
-        raise ConfigError(f"progress={options.progress!r} must be a text stream (e.g. sys.stdout) or None")
+        # A path accepts a string too: the message names the path alone.
+        accepted = [kind for kind in _ACCEPTS if kind in kinds and not (kind is str and Path in kinds)]
+        if not any(_ACCEPTS[kind][1](value) for kind in accepted):
+            valid = " or ".join(_ACCEPTS[kind][0] for kind in accepted) + (" or None" if type(None) in kinds else "")
+            raise ConfigError(f"{f.name}={value!r} must be {valid} (got {type(value).__name__})")
 
 
 @dataclass
@@ -129,7 +116,7 @@ class MetaPipeline:
     dry_run: bool = False
     ray: bool = True
     ray_address: str | None = None
-    ray_token_path: str | None = None
+    ray_token_path: str | Path | None = None
     ray_num_cpus: int | None = None
     runs_root: str | Path = RUNS_ROOT
     forceall: bool = False
@@ -199,8 +186,9 @@ class MetaPipeline:
     def execute(self) -> RunResult:
         """Run (or dry-run) the workflow; raise PipelineError with the failing job's message.
 
-        A real run holds the run's lock (:mod:`tradingview_scraper.runlock`) throughout, so
-        Snakemake's own lock is off; jobs a killed earlier driver left incomplete rerun.
+        The owner watches signals and, for a real run, claims the run directory (lock, partial
+        writes, damaged artifacts discarded) before Snakemake builds the DAG, so Snakemake's
+        own lock is off; the whole call is the hand-off of the owner to the workflow.
 
         Raises
         ------
@@ -209,19 +197,12 @@ class MetaPipeline:
         PipelineError
             A job failed; the message is the root cause's one line.
         KeyboardInterrupt
-            On Ctrl-C (SIGINT), once the running sleeves' Ray tasks are cancelled and the
-            run's private cluster is stopped.
+            On Ctrl-C (SIGINT) or SIGTERM, once the running sleeves' Ray tasks are cancelled
+            and the run's private cluster is stopped.
         """
         from snakemake.api import SnakemakeApi
         from snakemake.logging import logger as smk_logger
-        from snakemake.settings.types import (
-            ConfigSettings,
-            DAGSettings,
-            ExecutionSettings,
-            OutputSettings,
-            Quietness,
-            ResourceSettings,
-        )
+        from snakemake.settings import types as smk
 
         log = Progress(self.progress, self.run_dir)
         gc_thresholds = gc.get_threshold()  # the Snakefile raises them for the DAG build
@@ -230,52 +211,42 @@ class MetaPipeline:
         owner = self.owner
         if owner.cluster is not None:
             owner.run.cluster = owner.cluster.renewed()  # an earlier execute shut it down
-        cluster = owner.cluster
         try:
-            owner.watch_signals()
-            # A real run claims its directory (lock, partial writes, damaged artifacts
-            # discarded) before Snakemake builds the DAG; a dry run touches nothing.
-            if not self.dry_run:
-                owner.claim()
-            # Sleeve jobs reserve ray_cpus: no more run at once than the cluster can place.
-            # A named cluster is joined (and so proven reachable) before any work starts and
-            # its jobs reuse this connection; a private one is started by the owner in the
-            # workflow's onstart hook, in this process, only if a sleeve is to be computed.
-            ray_cpus = None
-            if cluster is not None and (cluster.address is None or not self.dry_run):
-                ray_cpus = cluster.cpus()
-            with (
-                owner.handed(),
-                SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if self.quiet else None, show_failed_logs=True)) as api,
-            ):
-                smk_logger.addHandler(log)
-                try:
-                    workflow = api.workflow(
-                        snakefile=SNAKEFILE,
-                        workdir=Path.cwd(),
-                        resource_settings=ResourceSettings(
-                            cores=self.cores, resources={"ray_cpus": ray_cpus} if ray_cpus else {}
-                        ),
-                        config_settings=ConfigSettings(config=self.config()),
-                    )
-                    dag = workflow.dag(
-                        DAGSettings(
-                            targets=frozenset(targets(owner.run, runner=True)),
-                            forceall=self.forceall,
-                            forcerun=["sleeve"] if self.execute_sleeves else [],
-                            force_incomplete=True,
+            with owner.handed():
+                owner.watch_signals()
+                if not self.dry_run:
+                    owner.claim()
+                # The workflow's parse sizes ray_cpus from the owner's cluster (a named one is joined
+                # there, before any job, and its jobs reuse the connection); the owner starts a
+                # private one in the onstart hook, in this process, only if a sleeve is to be computed.
+                quiet = {smk.Quietness.ALL} if self.quiet else None
+                with SnakemakeApi(smk.OutputSettings(quiet=quiet, show_failed_logs=True)) as api:
+                    smk_logger.addHandler(log)
+                    try:
+                        workflow = api.workflow(
+                            snakefile=SNAKEFILE,
+                            workdir=Path.cwd(),
+                            resource_settings=smk.ResourceSettings(cores=self.cores),
+                            config_settings=smk.ConfigSettings(config=self.config()),
                         )
-                    )
-                    dag.execute_workflow(
-                        executor="local",
-                        pseudo_executor="dryrun" if self.dry_run else None,
-                        execution_settings=ExecutionSettings(use_threads=True, lock=False),
-                    )
-                finally:
-                    smk_logger.removeHandler(log)
-            # Never "done" while an artifact differs from its record (the onsuccess hook gave
-            # the verdict already; a no-op rerun has no hooks).
-            verdict = None if self.dry_run else owner.finish()
+                        dag = workflow.dag(
+                            smk.DAGSettings(
+                                targets=frozenset(targets(owner.run, runner=True)),
+                                forceall=self.forceall,
+                                forcerun=["sleeve"] if self.execute_sleeves else [],
+                                force_incomplete=True,
+                            )
+                        )
+                        dag.execute_workflow(
+                            executor="local",
+                            pseudo_executor="dryrun" if self.dry_run else None,
+                            execution_settings=smk.ExecutionSettings(use_threads=True, lock=False),
+                        )
+                    finally:
+                        smk_logger.removeHandler(log)
+                # Never "done" while an artifact differs from its record (the onsuccess hook gave
+                # the verdict already; a no-op rerun has no hooks).
+                verdict = None if self.dry_run else owner.finish()
             if verdict is not None:
                 raise verdict
         except PipelineError:
@@ -288,7 +259,7 @@ class MetaPipeline:
             gc.unfreeze()  # what the DAG build froze is collectable again
             gc.set_threshold(*gc_thresholds)
             owner.release()  # the cluster stopped (a named one left), the lock released, SIGTERM's handler back
-        return RunResult(self.run_id, self.run_dir, log.jobs, self.dry_run)
+        return RunResult(self.run_id, self.run_dir, log.jobs)
 
 
 def _root_message(exc: BaseException, logged: str | None = None) -> str:
