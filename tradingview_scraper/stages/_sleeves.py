@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import PipelineError, SleeveError
 from ..layout import Node
 from ..manifest import ROOT, NodeSpec
-from ._common import _import_numerics, console_warning, logger, prewarm
+from ._common import _import_numerics, logger, prewarm
 
 
 def _driver_prices(config: dict, base_dir: Path) -> tuple[object, list[dict] | None]:
@@ -28,14 +28,15 @@ def _driver_prices(config: dict, base_dir: Path) -> tuple[object, list[dict] | N
 
 
 def sleeve(
-    node: NodeSpec, node_dir: Node, profiles: list[str], run_id: str, prices, note: dict, cluster, base_dir: Path, windows=None
-) -> dict:
+    node: NodeSpec, node_dir: Node, profiles: list[str], run_id: str, prices, note: dict, warn, cluster, base_dir: Path,
+    windows=None,
+) -> dict:  # fmt: skip
     """Compute atomic sleeve ``node`` (on the run's Ray ``cluster``; in-process when it is None):
     ``returns``, ``health``, ``sign_test``, ``provenance`` and ``weights`` (risk profile -> record).
 
     ``prices``: the price files, read through the sleeve's ``data`` block, which names them, and
     passed through the data-quality pass before any fit: a finding that ``health.data_quality``
-    refuses stops the sleeve, one it lets through is a console warning and lands in
+    refuses stops the sleeve, one it lets through is a console warning (``warn``) and lands in
     ``health.json`` (``data_quality``).
 
     Each risk profile's walk-forward is a task of its own (they are independent), so one
@@ -79,7 +80,7 @@ def sleeve(
     if findings:
         result.health["data_quality"] = findings
     for finding in result.health.get("data_quality", []):
-        console_warning(f"sleeve {sid!r}: data {finding['check']}: {finding['message']}")
+        warn(f"sleeve {sid!r}: data {finding['check']}: {finding['message']}")
     placement = {name[1]: prov for name, (_, prov) in done.items()}
     for rp, prov in placement.items():
         for warning in prov["warnings"]:
@@ -90,7 +91,7 @@ def sleeve(
         except SleeveError as exc:
             warning = f"{exc}; a meta run consuming it stops"
         if warning:
-            console_warning(warning)
+            warn(warning)
     else:
         bad = unhealthy_profiles(result.health, float(node.config["health"]["min_success_ratio"]))
         if bad:
