@@ -162,10 +162,11 @@ def console_warning(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-#: Heavy modules the driver's steps import: skfolio (sleeves, meta optimize) and matplotlib (report).
+#: Heavy modules the driver's steps import: skfolio first (sleeves, meta optimize), then matplotlib (report).
 _PREWARM_MODULES = (
-    "skfolio.optimization",
+    "skfolio.datasets",
     "skfolio.model_selection",
+    "skfolio.optimization",
     "skfolio.measures",
     "matplotlib.figure",
     "matplotlib.backends.backend_agg",
@@ -174,22 +175,23 @@ _PREWARM_MODULES = (
     "tradingview_scraper.report",
 )
 
-_import_guard = threading.Lock()
+_prewarm_lock = threading.Lock()
 _prewarm_thread: threading.Thread | None = None
 
 
-def prewarm() -> None:
-    """Import the steps' heavy modules in a background thread, once per process.
+def prewarm() -> threading.Thread:
+    """Import the steps' heavy modules in one background thread, once per process; returns the thread.
 
     While the sleeves compute on Ray the driver only waits; importing skfolio and matplotlib
     then takes them off the critical path, where the first meta optimize and
     the report would otherwise import them after the last sleeve (see docs/performance.md).
     """
     global _prewarm_thread
-    with _import_guard:
+    with _prewarm_lock:
         if _prewarm_thread is None:
             _prewarm_thread = threading.Thread(target=_import_modules, name="tvs-prewarm")
             _prewarm_thread.start()
+        return _prewarm_thread
 
 
 def _import_modules() -> None:
@@ -199,19 +201,11 @@ def _import_modules() -> None:
 
 
 def _import_numerics() -> None:
-    """Before a step fits or draws in this process: wait for :func:`prewarm`'s imports (two threads
-    importing one package at once can deadlock), then import skfolio (and through it sklearn,
-    scipy) one thread at a time.
+    """Before a step fits or draws in this process: wait for the heavy modules, imported by
+    :func:`prewarm`'s one thread (started now if no step has yet).
 
-    Job threads that import them for the first time concurrently can see a partially
-    initialized module (``ImportError: cannot import name 'clone' from partially
-    initialized module 'sklearn.base'``).
+    Job threads that import scikit-learn for the first time at once can see a partially
+    initialized module (``ImportError: cannot import name 'clone' from partially initialized
+    module 'sklearn.base'``), and two threads importing one package at once can deadlock.
     """
-    with _import_guard:
-        thread = _prewarm_thread
-    if thread is not None:
-        thread.join()
-    with _import_guard:
-        import skfolio.datasets  # noqa: F401
-        import skfolio.model_selection  # noqa: F401
-        import skfolio.optimization  # noqa: F401
+    prewarm().join()

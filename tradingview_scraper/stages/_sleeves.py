@@ -73,7 +73,9 @@ def sleeve(
         prewarm()
         done = cluster.map(compute_sleeve, tasks, num_cpus=float(node.config["backtest"].get("num_cpus", 1)))
     result = SleeveResult.merge([part for part, _ in done.values()])
-    note["windows"] = window_counts(result.windows)
+    # the ledger's summary of the window counts: totals and each risk profile's
+    counts = result.windows.values()
+    note["windows"] = {"fitted": sum(c["fitted"] for c in counts), "reused": sum(c["reused"] for c in counts), "profiles": result.windows}
     for rp, count in result.windows.items():
         if (count["store"] or "").startswith("unreadable"):
             logger.warning("sleeve %s (%s): window store %s", sid, rp, count["store"])
@@ -106,11 +108,3 @@ def sleeve(
     return {"returns": result.returns, "health": result.health, "sign_test": result.sign_test,
             "provenance": provenance, "weights": result.weights}  # fmt: skip
 
-
-def window_counts(windows: dict[str, dict]) -> dict:
-    """The ledger's summary of walk-forward window counts (risk profile -> ``fitted``, ``reused``, ``store``): totals and each profile's."""
-    return {
-        "fitted": sum(c["fitted"] for c in windows.values()),
-        "reused": sum(c["reused"] for c in windows.values()),
-        "profiles": windows,
-    }
