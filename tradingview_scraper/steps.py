@@ -104,8 +104,8 @@ class Step:
     ledger : callable, optional
         ``job -> dict``: the params recorded in the ledger (default none).
     numeric : bool
-        The step fits skfolio models or draws figures in the driver: it waits for the
-        background imports (``stages.prewarm``) and imports skfolio one thread at a time.
+        The step fits skfolio models or draws figures in the driver: it waits for the one
+        background thread that imports skfolio and matplotlib (``stages.prewarm``).
     targets : tuple of str
         Layout names of its outputs that are final targets at every meta node (one per risk
         profile where the pattern has ``{profile}``).

@@ -12,7 +12,7 @@ The step functions live in one module per rule family; this module only re-expor
 
 from __future__ import annotations
 
-from ._common import StageIO, child_input, console_warning, watch
+from ._common import StageIO, child_input, watch
 from ._pins import PIN_REQUIRED, pin_source, resolve_pin
 from ._preflight import check_data, check_pins, preflight
 from ._reuse import reusable
@@ -24,7 +24,6 @@ __all__ = [
     "check_data",
     "check_pins",
     "child_input",
-    "console_warning",
     "pin_source",
     "preflight",
     "resolve_pin",

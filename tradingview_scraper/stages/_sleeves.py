@@ -48,7 +48,7 @@ def sleeve(
     into ``provenance.json`` and the ledger's params (``note``), never into the shared artifacts.
     """
     from ..cluster import local_call
-    from ..health import health_gate, unhealthy_profiles
+    from ..health import sleeve_verdict
     from ..sleeve import SleeveResult, compute_sleeve
     from ..window_store import WindowStore
 
@@ -87,17 +87,9 @@ def sleeve(
     for rp, prov in placement.items():
         for warning in prov["warnings"]:
             logger.info("sleeve %s (%s) warned on its worker: %s", sid, rp, warning)
-    if node.path == ROOT:  # a standalone run warns its user now; a meta run applies the policy
-        try:
-            warning = health_gate(node, result.health, node.config["health"], where=str(node_dir.file("health")))
-        except SleeveError as exc:
-            warning = f"{exc}; a meta run consuming it stops"
-        if warning:
-            warn(warning)
-    else:
-        bad = unhealthy_profiles(result.health, float(node.config["health"]["min_success_ratio"]))
-        if bad:
-            logger.warning("sleeve %s is unhealthy: %s (a meta run consuming it stops)", sid, ", ".join(bad))
+    verdict = sleeve_verdict(node, result.health, str(node_dir.file("health")))
+    if verdict:  # a standalone run tells its user now; below a meta node, the sleeve's log keeps it
+        (warn if node.path == ROOT else logger.warning)(verdict)
     first = next(iter(placement.values()))
     placed = {
         rp: {**{k: prov[k] for k in ("node_id", "node_ip", "worker_pid", "duration_s")}, "windows": result.windows.get(rp)}
