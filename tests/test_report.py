@@ -17,10 +17,16 @@ from PIL import Image
 
 from tradingview_scraper import audit, report
 from tradingview_scraper.errors import DataError
-from tradingview_scraper.layout import read_parquet, run_node, write_parquet
+from tradingview_scraper.layout import (
+    read_json,
+    read_parquet,
+    read_parquet_metadata,
+    run_node,
+    write_parquet,
+)
 from tradingview_scraper.orchestration.pipeline import MetaPipeline
-from tradingview_scraper.rule_inputs import step_inputs
 from tradingview_scraper.run import RunContext
+from tradingview_scraper.steps import Parquet
 
 from .conftest import PROJECT, SMALL_MANIFEST
 
@@ -35,6 +41,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def _ctx(runs_root, run_id="rep") -> RunContext:
     config = {"profile": "meta_small", "run_id": run_id, "manifest": str(SMALL_MANIFEST), "runs_root": str(runs_root)}
     return RunContext.from_config(config, environ={})
+
+
+def _node_data(ctx: RunContext) -> report.NodeData:
+    """The report's data of the run's root, from its files as the ``report`` step receives them."""
+    root, spec, profiles = ctx.node("."), ctx.spec("."), ctx.plan.risk_profiles
+    meta = {p: root.file("meta_returns", profile=p) for p in profiles}
+    meta = {p: Parquet(read_parquet(f), read_parquet_metadata(f)) for p, f in meta.items()}
+    books = {k: {p: read_json(root.file(k, profile=p)) for p in profiles} for k in ("meta_weights", "flattened", "risk")}
+    children = [ctx.spec(c) for c in spec.children]
+    return report.node_data(spec, children, ctx.run_id, profiles, root, read_parquet(root.file("returns")), meta, **books)
 
 
 def _returns(n=300, cols=("a", "b"), scale=0.01, seed=0, freq="B") -> pd.DataFrame:
@@ -297,7 +313,7 @@ def test_figures_have_the_pixels_of_matplotlibs_own_constrained_savefig(small_ru
     # the report lays each figure out once and skips work that changes no pixel; matplotlib's
     # own path (a constrained-layout engine, savefig) must give the very same image
     ctx = _ctx(small_run.parent)
-    data = report.load_node(ctx, ".", step_inputs(ctx, "report", "."))
+    data = _node_data(ctx)
     a = report.analyse(data)
     fast = report.figures(data, a)
 
@@ -322,7 +338,7 @@ def test_injected_extreme_return_shows_up_under_anomalies(small_run, tmp_path):
     frame.loc[day, "tech"] = -1.5
     write_parquet(path, frame)
     ctx = _ctx(tmp_path)
-    md = report.build_report(report.load_node(ctx, ".", step_inputs(ctx, "report", ".")))["md"].decode()
+    md = report.build_report(_node_data(ctx))["md"].decode()
     anomalies = md.split("## Anomalies")[1].split("\n## ")[0]
     d = day.date().isoformat()
     assert f"| hrp | sleeve | tech | return <= -100% | {d} | return -150.00% |" in anomalies
@@ -445,7 +461,7 @@ def test_the_figures_key_follows_what_the_figures_show_not_the_run_id(small_run)
     import dataclasses
 
     ctx = _ctx(small_run.parent)
-    data = report.load_node(ctx, ".", step_inputs(ctx, "report", "."))
+    data = _node_data(ctx)
     key = report.figures_key(data)
     assert re.fullmatch(r"[0-9a-f]{64}", key)
     renamed = dataclasses.replace(data, run_id="other", risk={p: {**r, "run_id": "other"} for p, r in data.risk.items()})

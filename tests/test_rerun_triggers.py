@@ -143,11 +143,12 @@ def test_price_files_and_code_are_rerun_triggers(project):
     assert stages_since(run_dir, seq) == [("report", ".")]
     assert {k: v for k, v in file_bytes(run_dir).items() if not k.startswith("report")} == kept
 
-    # The stages module of the report and the resolved manifest changes: those two rerun, not every rule.
-    _edit_module(repo, "stages/_report")
+    # The stages module of the meta steps and the resolved manifest changes: those rerun (and the
+    # meta layer after them), not the sleeves.
+    _edit_module(repo, "stages/_meta")
     seq = last_seq(run_dir)
     _run(repo)
-    assert stages_since(run_dir, seq) == [("report", "."), ("resolved_manifest", ".")]
+    assert stages_since(run_dir, seq) == sorted([*META_CHAIN, ("resolved_manifest", ".")])
 
     # Walk-forward code changes: every sleeve and the meta layer (which runs it too), not the manifest.
     _edit_module(repo, "backtest")
@@ -168,8 +169,9 @@ def test_code_is_what_the_stage_function_reaches():
     assert "sleeve" in sleeve["stages/_sleeves.py"] and "check_data" not in sleeve["stages/_sleeves.py"]
     report = steps.reached("report")
     assert "backtest.py" not in report and any(rel.startswith("report/") for rel in report)
-    # Steps of one module count apart: the report and the resolved manifest share stages/_report.py.
-    assert "resolved_manifest" not in report["stages/_report.py"] and "run_report" in report["stages/_report.py"]
+    # Steps of one module count apart: the meta steps and the resolved manifest share stages/_meta.py.
+    meta_returns, manifest = steps.reached("meta_returns")["stages/_meta.py"], steps.reached("resolved_manifest")["stages/_meta.py"]
+    assert "resolved_manifest" not in meta_returns and "meta_returns" in meta_returns and "meta_returns" not in manifest
     # meta_optimize runs the health gate of health.py (the hand-kept list of old left it out).
     assert "health_gate" in steps.reached("meta_optimize")["health.py"]
     hashes = {name: steps.code(name) for name in ("sleeve", "meta_optimize", "report", "resolved_manifest")}

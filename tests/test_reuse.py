@@ -154,7 +154,7 @@ def test_no_reuse_option_and_the_table():
             assert steps.CONTENT in steps.rule_params(step.name), step.name
         # a reused output never carries the run's identity (but a reused sleeve's provenance, which
         # names the run that computed it: its artifacts are what reuse takes)
-        if step.reuse and not step.custom and step.name != "sleeve":
+        if step.reuse and step.name != "sleeve":
             assert "run_id" not in inspect.signature(step.load()).parameters, step.name
 
 

@@ -103,15 +103,12 @@ def test_every_rule_runs_the_step_its_code_trigger_names(runs_root):
         assert code == steps.code(step), name
         # One name per step (a ``use rule`` variant is the step it varies).
         assert step == Progress._NAMES.get(name, name), f"rule {name} runs step {step}"
-        entry = steps.step(step)
-        if entry.custom:  # a body of its own records the step under its name; the adapter does for the others
-            assert f'_stage(ctx, "{step}"' in inspect.getsource(entry.load()), f"{entry.function} records another stage"
         log = os.path.basename(str(rule.log[0]))
         assert re.fullmatch(rf"{step}(_{{profile[^}}]*}})?\.log", log), f"rule {name} logs to {log}"
 
 
-def test_a_plain_step_takes_its_inputs_and_the_job_by_name():
-    """The adapter calls a plain step's function with its named inputs and what it asks of the job:
+def test_a_step_takes_its_inputs_and_the_job_by_name():
+    """The adapter calls a step's function with its named inputs and what it asks of the job:
     every parameter is one or the other, and every input the step reads is a parameter."""
     from tradingview_scraper import steps
     from tradingview_scraper.run import RunContext
@@ -119,8 +116,6 @@ def test_a_plain_step_takes_its_inputs_and_the_job_by_name():
 
     job = set(vars(Job(RunContext.from_config({"profile": "meta_small", "manifest": str(SMALL_MANIFEST), "run_id": "j"}), ".", "hrp")))
     for entry in steps.STEPS.values():
-        if entry.custom:
-            continue
         params = set(inspect.signature(entry.load()).parameters)
         read = {k for k, spec in entry.inputs.items() if getattr(spec, "read", True)}
         assert read <= params and params <= read | job, (entry.name, params - read - job, read - params)

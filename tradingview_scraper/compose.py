@@ -144,20 +144,21 @@ def node_limits(node: NodeSpec):
     return book_limits(book, node.label)
 
 
-def node_returns(streams: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """A meta node's ``returns.parquet``: its streams (one column each) on their common dates.
+def node_returns(streams: Mapping[str, pd.DataFrame] | Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """A meta node's ``returns.parquet`` (its sleeve interface): its streams (one column each) on their common dates.
 
     Parameters
     ----------
-    streams : list of DataFrame of shape (n_test_dates, 1)
-        Each risk profile's stream, its column named after the profile.
+    streams : dict of risk profile -> DataFrame of shape (n_test_dates, 1), or a list of them
+        Each risk profile's stream (``meta/stream_<profile>.parquet``), its column named after
+        the profile, in the plan's order.
 
     Returns
     -------
     DataFrame of shape (n_dates, n_risk_profiles)
         Index ``date``.
     """
-    frame = pd.concat(list(streams), axis=1, join="inner")
+    frame = pd.concat(list(streams.values() if isinstance(streams, Mapping) else streams), axis=1, join="inner")
     frame.index.name = "date"
     return frame
 

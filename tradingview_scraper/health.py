@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import MetaError, SleeveError
+from .layout import ROOT
 
 if TYPE_CHECKING:
     from .manifest import NodeSpec
@@ -110,6 +111,23 @@ def sign_gate(who: str, sign_test: dict | None, direction: str, where: str | Non
             f"{who}: sign test missing or failed{f' ({where})' if where else ''}; its streams do not provably "
             f"carry direction {direction}"
         )
+
+
+def sleeve_verdict(node: NodeSpec, health: dict, where: str | None = None) -> str | None:
+    """What a computed sleeve's own job says of its walk-forward; None when healthy.
+
+    A standalone run (the sleeve is the run's root) judges under the sleeve's ``health`` policy
+    (:func:`health_gate`; ``where``: its ``health.json``) and says so to its user; a verdict that
+    would stop says that a meta run consuming the sleeve stops. Below a meta node the parent's
+    gate (:func:`children_gate`) applies the policy later: the line is for the sleeve's log.
+    """
+    if node.path != ROOT:
+        bad = unhealthy_profiles(health, float(node.config["health"]["min_success_ratio"]))
+        return f"sleeve {node.sleeve_id} is unhealthy: {', '.join(bad)} (a meta run consuming it stops)" if bad else None
+    try:
+        return health_gate(node, health, node.config["health"], where=where)
+    except SleeveError as exc:
+        return f"{exc}; a meta run consuming it stops"
 
 
 class ChildRecords(NamedTuple):

@@ -18,6 +18,18 @@ import hashlib
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+
+class Parquet(NamedTuple):
+    """A parquet file's frame and the metadata kept beside it (``layout.write_parquet``, ``layout.read_parquet_metadata``).
+
+    A step returns one for a parquet output that carries metadata; an :class:`Own` input with
+    ``metadata=True`` is given to its function as one.
+    """
+
+    frame: Any
+    metadata: dict
 
 
 @dataclass(frozen=True)
@@ -27,12 +39,13 @@ class Own:
     ``per``: ``None`` (one file), ``"profile"`` (the job's risk profile) or ``"profiles"`` (one
     file per risk profile of the plan, in its order). ``when="book"``: only at the root of a run
     with a current book (a rebalance); ``when="previous_run"``: only in a run whose current book
-    is a previous run's.
+    is a previous run's. ``metadata=True``: a parquet file read as :class:`Parquet`.
     """
 
     artifact: str
     per: str | None = None
     when: str | None = None
+    metadata: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,17 +96,16 @@ class Step:
         paths) and what it needs of the job by name (``node``, ``node_dir``, ``children``,
         ``profile``, ``profiles``, ``run_id``, ``plan``, ``offload``, ``cluster``,
         ``base_dir``, ``runs_root``, ``windows``, ``note``, ``warn``, ``previous_run``,
-        ``holdings``, ``reads``: :class:`stages._step.Job`); it
-        returns its output's value (bytes are written as they are), or output name -> value. A
-        ``custom`` step's function does its own reading and writing:
-        ``function(ctx, node_path, profile, input=, output=, log=)``.
+        ``holdings``, ``reads``, ``report_store``: :class:`stages._step.Job`); it returns its
+        output's value (bytes are written as they are, a :class:`Parquet` with its metadata), or
+        output name -> value.
     inputs : dict of str -> Own | Children | Outside
         The rule's named inputs, in order.
     ledger : callable, optional
         ``job -> dict``: the params recorded in the ledger (default none).
     numeric : bool
-        The step fits skfolio models or draws figures in the driver: it waits for the
-        background imports (``stages.prewarm``) and imports skfolio one thread at a time.
+        The step fits skfolio models or draws figures in the driver: it waits for the one
+        background thread that imports skfolio and matplotlib (``stages.prewarm``).
     targets : tuple of str
         Layout names of its outputs that are final targets at every meta node (one per risk
         profile where the pattern has ``{profile}``).
@@ -102,8 +114,6 @@ class Step:
         the step's result depends on besides its inputs' content and code). The code trigger
         (:func:`code`) and the bytes of the :class:`Outside` files (``content``) are added by
         :func:`rule_params`.
-    custom : bool
-        See ``function``.
     reuse : bool
         A later run may take the step's outputs from an earlier run whose job had the same
         params, code and input bytes (``stages.run_step``, the runs root's node store). Only
@@ -118,7 +128,6 @@ class Step:
     numeric: bool = False
     targets: tuple[str, ...] = ()
     params: Mapping[str, str] = field(default_factory=dict)
-    custom: bool = False
     reuse: bool = False
 
     def load(self) -> Callable:
@@ -152,8 +161,8 @@ STEPS: dict[str, Step] = {
              ledger=lambda job: {"profile": job.node.profile, "config": job.node.config}),  # fmt: skip
         Step("pinned_sleeve", "stages._pins:pinned_sleeve", {"source": Outside("pin_source")},
              params={"sleeve": "sleeve_params"}, ledger=lambda job: {"pin": job.node.pin}),  # fmt: skip
-        Step("meta_returns", "stages._meta:run_meta_returns", _META_CHILDREN, numeric=True, params=_META, custom=True,
-             reuse=True),  # fmt: skip
+        Step("meta_returns", "stages._meta:meta_returns", _META_CHILDREN, numeric=True, params=_META, reuse=True,
+             ledger=lambda job: {"profiles": job.profiles}),  # fmt: skip
         Step(
             "meta_optimize",
             "stages._meta:meta_optimize",
@@ -165,7 +174,7 @@ STEPS: dict[str, Step] = {
             params=_META,
             reuse=True,
         ),
-        Step("node_returns", "stages._meta:node_returns", {"streams": Own("meta_stream", per="profiles")}, reuse=True),
+        Step("node_returns", "compose:node_returns", {"streams": Own("meta_stream", per="profiles")}, reuse=True),
         Step(
             "flatten",
             "stages._meta:flatten",
@@ -178,11 +187,11 @@ STEPS: dict[str, Step] = {
              params={"data": "risk_params"}),  # fmt: skip
         Step(
             "report",
-            "stages._report:run_report",
-            {"returns": Own("returns"), **{k: Own(k, per="profiles") for k in ("meta_returns", "meta_weights", "flattened", "risk")},
+            "report:node_report",
+            {"returns": Own("returns"), "meta_returns": Own("meta_returns", per="profiles", metadata=True),
+             **{k: Own(k, per="profiles") for k in ("meta_weights", "flattened", "risk")},
              "rebalance": Own("rebalance", per="profiles", when="book")},
             numeric=True,
-            custom=True,
             targets=("report_md", "report_html"),
         ),  # fmt: skip
         Step(
@@ -204,7 +213,7 @@ STEPS: dict[str, Step] = {
         # Issue 24: the orders of a rebalance with trading settings, a view of its file.
         Step("orders", "trading:orders_csv", {"rebalance": Own("rebalance", per="profile")},
              ledger=lambda job: {"profile": job.profile}),  # fmt: skip
-        Step("resolved_manifest", "stages._report:resolved_manifest", ledger=lambda job: {"profile": job.plan.profile},
+        Step("resolved_manifest", "stages._meta:resolved_manifest", ledger=lambda job: {"profile": job.plan.profile},
              params={"plan": "plan_params"}),  # fmt: skip
     )
 }
@@ -259,7 +268,7 @@ def _entry_digest(entry: Step) -> str:
     """
     ledger = entry.ledger.__code__ if entry.ledger else None
     code = (ledger.co_code.hex(), repr(ledger.co_consts), ledger.co_names) if ledger else None
-    return repr((entry.function, list(entry.inputs.items()), entry.numeric, entry.custom, code))
+    return repr((entry.function, list(entry.inputs.items()), entry.numeric, code))
 
 
 def reached(name: str) -> dict[str, set[str]]:

@@ -1,19 +1,19 @@
 """The report a portfolio manager reads: out-of-sample performance, allocation, diversification, holdings, anomalies.
 
-The package reads a meta node's artifacts (:func:`load_node`), computes every number
+The package takes a meta node's artifacts (:func:`node_data`), computes every number
 (:func:`analyse`, over the pure metrics and anomaly checks), builds a document of blocks
 (:func:`document`), renders it (:func:`to_markdown`, :func:`to_html`) with its figures
 (:func:`figures`, kept across runs by :func:`figures_via_store`), and assembles every output file
-(:func:`build_report`).
+(:func:`build_report`); :func:`node_report` is the workflow's ``report`` step.
 """
 
 from ._analysis import analyse, headline
 from ._anomalies import FALSE_ALARMS, TAIL_DF, Check, anomalies, jump_cutoff, stale_run
-from ._build import build_report, output_name
+from ._build import build_report, node_report, output_name
 from ._document import Heading, Image, Para, Table
 from ._figures import DPI, FIGURES, MAX_FIGURE_SLEEVES, figures, figures_key, largest_sleeves, png
 from ._metrics import calendar, diversification, effective_number, performance, tournament
-from ._node import NodeData, load_node
+from ._node import NodeData, node_data
 from ._rendering import to_html, to_markdown
 from ._sections import TABLES, document
 from ._store import figures_via_store, stored_figures
@@ -44,7 +44,8 @@ __all__ = [
     "headline",
     "jump_cutoff",
     "largest_sleeves",
-    "load_node",
+    "node_data",
+    "node_report",
     "output_name",
     "performance",
     "png",

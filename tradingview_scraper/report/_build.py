@@ -1,12 +1,13 @@
-"""The report of one meta node: every output's name and bytes."""
+"""The report of one meta node: every output's name and bytes, and the ``report`` step."""
 
 from __future__ import annotations
 
-from ._analysis import Analysis, analyse
+from ._analysis import Analysis, analyse, headline
 from ._figures import FIGURES, figures
-from ._node import NodeData
+from ._node import NodeData, node_data
 from ._rendering import to_html, to_markdown
 from ._sections import TABLES, document, sections
+from ._store import figures_via_store
 
 
 def output_name(kind: str, name: str) -> str:
@@ -51,4 +52,23 @@ def build_report(
     blocks = document(data, a)
     out["md"] = to_markdown(blocks).encode()
     out["html"] = to_html(blocks, title, pngs).encode()
+    return out
+
+
+def node_report(
+    node, children: list, run_id: str, profiles: list[str], node_dir, returns, meta_returns: dict, meta_weights: dict,
+    flattened: dict, risk: dict, report_store, note: dict, rebalance: dict | None = None,
+) -> dict[str, bytes]:  # fmt: skip
+    """The ``report`` step: a meta node's ``report.md``, self-contained ``report.html`` and ``report_assets/``, by output name.
+
+    The node's artifacts as :func:`node_data` takes them. ``report_store``: the runs root's
+    report store (None: reuse is off). The ledger (``note``) records whether the ``figures``
+    were ``drawn`` or ``reused`` from the store (:func:`figures_via_store`) and the report's
+    ``headline`` (:func:`headline`).
+    """
+    data = node_data(node, children, run_id, profiles, node_dir, returns, meta_returns, meta_weights, flattened, risk, rebalance)
+    analysis = analyse(data)
+    pngs, note["figures"] = figures_via_store(report_store, data, analysis)
+    out = build_report(data, analysis, pngs)
+    note["headline"] = headline(analysis)
     return out

@@ -1,16 +1,14 @@
-"""Reading the artifacts of one meta node into :class:`NodeData` (the report's only input I/O)."""
+"""The artifacts of one meta node the report reads, as :class:`NodeData`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..errors import DataError
-from ..layout import read_json, read_parquet, read_parquet_metadata
 
 
 @dataclass
@@ -54,42 +52,42 @@ def sleeve_kind(spec) -> str:
     return "pinned" if spec.pin else "computed"
 
 
-def load_node(ctx, node_path: str, files: Mapping[str, Any]) -> NodeData:
-    """Read the artifacts ``files`` of meta node ``node_path`` of run ``ctx``.
+def node_data(
+    node, children: list, run_id: str, profiles: list[str], node_dir, returns: pd.DataFrame, meta_returns: Mapping[str, Any],
+    meta_weights: dict, flattened: dict, risk: dict, rebalance: dict | None = None,
+) -> NodeData:  # fmt: skip
+    """The report's data of meta node ``node`` (a ``NodeSpec``) from its artifacts, as the ``report`` step receives them.
 
-    ``files`` are the ``report`` rule's named inputs: ``returns`` (the node's stream), and
-    one file per risk profile (the plan's order) under ``meta_returns``, ``meta_weights``,
-    ``flattened``, ``risk`` and (a rebalance) ``rebalance``.
+    ``returns``: the node's stream (``returns.parquet``); per risk profile (the plan's order):
+    ``meta_returns`` (each ``meta/returns_<p>.parquet`` with its metadata, a ``steps.Parquet``),
+    ``meta_weights``, ``flattened``, ``risk`` and (a rebalance) ``rebalance``. ``node_dir``: the
+    node's directory (``layout.Node``), named in the message.
 
     Raises
     ------
     DataError
         If a risk profile's column is missing from ``returns.parquet``.
     """
-    spec = ctx.spec(node_path)
-    profiles = list(ctx.plan.risk_profiles)
-    per = {k: dict(zip(profiles, map(str, v), strict=True)) for k, v in files.items() if k != "returns"}
-    stream = read_parquet(files["returns"])
-    missing = [p for p in profiles if p not in stream.columns]
+    missing = [p for p in profiles if p not in returns.columns]
     if missing:
         raise DataError(
-            f"{files['returns']}: no column for risk profile(s) {', '.join(missing)} "
-            f"(has {', '.join(map(str, stream.columns))})"
+            f"{node_dir.file('returns')}: no column for risk profile(s) {', '.join(missing)} "
+            f"(has {', '.join(map(str, returns.columns))})"
         )
-    metadata = read_parquet_metadata(per["meta_returns"][profiles[0]])
+    metadata = meta_returns[profiles[0]].metadata
     return NodeData(
-        meta_profile=spec.profile,
-        run_id=ctx.run_id,
-        node_path=node_path,
-        risk_profiles=profiles,
-        stream=stream[profiles],
-        sleeves={p: read_parquet(f) for p, f in per["meta_returns"].items()},
-        weights={p: read_json(f) for p, f in per["meta_weights"].items()},
-        flattened={p: read_json(f) for p, f in per["flattened"].items()},
+        meta_profile=node.profile,
+        run_id=run_id,
+        node_path=node.path,
+        risk_profiles=list(profiles),
+        stream=returns[profiles],
+        sleeves={p: v.frame for p, v in meta_returns.items()},
+        weights=dict(meta_weights),
+        flattened=dict(flattened),
         calendar=metadata.get("calendar"),
-        risk={p: read_json(f) for p, f in per.get("risk", {}).items() if Path(f).is_file()},
-        rebalance={p: read_json(f) for p, f in per.get("rebalance", {}).items()},
+        risk=dict(risk),
+        rebalance=dict(rebalance or {}),
         data_quality=list(metadata.get("data_quality", [])),
-        warnings=list(spec.config.get("parity_warnings", [])),
-        kinds={c.sleeve_id: sleeve_kind(c) for c in map(ctx.spec, spec.children)},
+        warnings=list(node.config.get("parity_warnings", [])),
+        kinds={c.sleeve_id: sleeve_kind(c) for c in children},
     )

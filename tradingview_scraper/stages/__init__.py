@@ -4,8 +4,7 @@ The adapter receives the rule's files (``input``, ``output``, ``log``: plain pat
 the rule names them), reads the inputs, calls the step's function, writes the outputs
 atomically and records the step in the run's audit ledger. It builds no artifact path of its
 own: the rule's declarations are the one source (input functions derived from the table:
-:mod:`tradingview_scraper.rule_inputs`). Steps that do their own reading and writing (the
-meta returns, the report) keep a body of their own.
+:mod:`tradingview_scraper.rule_inputs`).
 
 The step functions live in one module per rule family; this module only re-exports names
 (no code here: a step's code trigger counts the modules its function reaches).
@@ -13,7 +12,7 @@ The step functions live in one module per rule family; this module only re-expor
 
 from __future__ import annotations
 
-from ._common import StageIO, child_input, console_warning, watch
+from ._common import StageIO, child_input, watch
 from ._pins import PIN_REQUIRED, pin_source, resolve_pin
 from ._preflight import check_data, check_pins, preflight
 from ._reuse import reusable
@@ -25,7 +24,6 @@ __all__ = [
     "check_data",
     "check_pins",
     "child_input",
-    "console_warning",
     "pin_source",
     "preflight",
     "resolve_pin",

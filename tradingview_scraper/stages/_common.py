@@ -1,4 +1,4 @@
-"""What every stage runs in: its log file, its audit record, one-line errors, warnings, imports."""
+"""What every step runs in: its log file, its ledger entry, one-line errors, the declared-I/O watch, warnings, imports."""
 
 from __future__ import annotations
 
@@ -20,9 +20,6 @@ from ..run import RunContext
 logger = logging.getLogger("tradingview_scraper")
 
 
-_IMPORT_GUARD = threading.Lock()
-
-
 #: A rule's named files as a stage receives them: name -> path, or name -> list of paths. Any
 #: object with ``items()`` of that shape will do: a dict, or the ``input`` / ``output`` a
 #: rule's ``run:`` block has (Snakemake's named lists, whose ``items()`` are their names).
@@ -40,19 +37,6 @@ def _named(files: Files) -> dict[str, str | list[str]]:
 def child_input(name: str, child: str) -> str:
     """The name of input ``name`` of child ``child`` (a sleeve id or plan path) in a rule's named inputs."""
     return f"{name}:{child}"
-
-
-def _import_numerics() -> None:
-    """Import skfolio (and through it sklearn, scipy) once, one thread at a time.
-
-    Job threads that import them for the first time concurrently can see a partially
-    initialized module (``ImportError: cannot import name 'clone' from partially
-    initialized module 'sklearn.base'``).
-    """
-    with _IMPORT_GUARD:
-        import skfolio.datasets  # noqa: F401
-        import skfolio.model_selection  # noqa: F401
-        import skfolio.optimization  # noqa: F401
 
 
 @dataclass
@@ -86,12 +70,11 @@ def watch(callback: Callable[[StageIO], None]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _watched(stage: str, node_path: str, logfile: str | None, inputs, outputs) -> Iterator[None]:
+def _watched(io: StageIO) -> Iterator[None]:
     """Collect this thread's artifact I/O for the stage's watchers (a job thread runs one stage at a time)."""
     if not _stage_watchers:
         yield
         return
-    io = StageIO(stage, node_path, logfile and str(logfile), [str(p) for p in inputs], [str(p) for p in outputs])
     me = threading.get_ident()
 
     def seen(op: str, path: str) -> None:
@@ -106,25 +89,16 @@ def _watched(stage: str, node_path: str, logfile: str | None, inputs, outputs) -
             callback(io)
 
 
-#: The ledger entry of the last stage that succeeded in this thread (:func:`recorded_entry`).
-_last = threading.local()
-
-
-def recorded_entry() -> dict | None:
-    """The ledger entry of the last stage :func:`_stage` recorded as a success in this thread (its
-    params and digested outputs: what the node store keeps of a computed step), with the
-    console warnings it gave (``"warnings"``: a reused step gives them again)."""
-    entry = getattr(_last, "entry", None)
-    return None if entry is None else {**entry, "warnings": list(getattr(_last, "warnings", []))}
-
-
 @contextlib.contextmanager
 def _stage(
-    ctx: RunContext, stage: str, node_path: str, logfile: str | None, params: dict, inputs, outputs
+    ctx: RunContext, stage: str, node_path: str, profile: str | None, logfile: str | None, params: dict, inputs, outputs
 ) -> Iterator[audit.stage_audit]:
-    """Log this thread's records to ``logfile`` and audit the stage's inputs and outputs.
+    """Log this thread's records to ``logfile`` and record the stage, its inputs and outputs in the ledger.
 
-    Yields the audit record, whose ``params`` a stage may extend with its outcome.
+    Yields the ledger record: a stage may extend its ``params`` with its outcome and its
+    ``inputs`` with what it read undeclared; once the block ends, ``.entry`` is what the ledger
+    holds. Any error but the project's own becomes a StageError naming the stage, node and
+    risk ``profile``.
     """
     handler = None
     if logfile:
@@ -135,14 +109,11 @@ def _stage(
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-    what = f"{stage} {node_path}" + (f" ({params['profile']})" if stage in ("meta_optimize", "flatten") else "")
+    what = f"{stage} {node_path}" + (f" ({profile})" if profile else "")
+    io = StageIO(stage, node_path, logfile and str(logfile), [str(p) for p in inputs], [str(p) for p in outputs])
     try:
-        _last.entry, _last.warnings = None, []
         ensure_genesis(ctx)
-        with (
-            _watched(stage, node_path, logfile, inputs, outputs),
-            audit.stage_audit(ctx.run_dir, stage, node_path, params, inputs, outputs) as record,
-        ):
+        with _watched(io), audit.stage_audit(ctx.run_dir, stage, node_path, params, inputs, outputs) as record:
             try:
                 audit.check_inputs(ctx.run_dir, record.inputs)  # never consume an artifact changed since written
                 logger.info("%s %s: start", stage, node_path)
@@ -151,7 +122,6 @@ def _stage(
                 raise
             except Exception as exc:  # a library's error: name the stage and node it broke
                 raise StageError(f"{what}: {one_line(exc)}") from exc
-        _last.entry = record.entry
         logger.info("%s %s: done in %.2f s", stage, node_path, record.entry["duration_s"])
     except Exception as exc:
         logger.error("%s: %s", what, exc)  # for the stage's log file; the ledger and the exception carry it
@@ -182,51 +152,6 @@ def ensure_genesis(ctx: RunContext) -> None:
     )
 
 
-#: Heavy modules the driver's later stages import: skfolio (meta optimize) and matplotlib (report).
-_PREWARM_MODULES = (
-    "skfolio.optimization",
-    "skfolio.model_selection",
-    "skfolio.measures",
-    "matplotlib.figure",
-    "matplotlib.backends.backend_agg",
-    "matplotlib.dates",
-    "tradingview_scraper.meta",
-    "tradingview_scraper.report",
-)
-
-
-_prewarm_lock = threading.Lock()
-_prewarm_thread: threading.Thread | None = None
-
-
-def prewarm() -> None:
-    """Import the meta stages' and the report's heavy modules in a background thread, once per process.
-
-    While the sleeves compute on Ray the driver only waits; importing skfolio and matplotlib
-    then takes them off the critical path, where the first meta optimize and
-    the report would otherwise import them after the last sleeve (see docs/performance.md).
-    """
-    global _prewarm_thread
-    with _prewarm_lock:
-        if _prewarm_thread is None:
-            _prewarm_thread = threading.Thread(target=_import_modules, args=(_PREWARM_MODULES,), name="tvs-prewarm")
-            _prewarm_thread.start()
-
-
-def _await_prewarm() -> None:
-    """Wait for :func:`prewarm`'s imports: two threads importing one package at once can deadlock."""
-    with _prewarm_lock:
-        thread = _prewarm_thread
-    if thread is not None:
-        thread.join()
-
-
-def _import_modules(names: tuple[str, ...]) -> None:
-    for name in names:
-        with contextlib.suppress(Exception):  # the stage that needs the module reports the error
-            importlib.import_module(name)
-
-
 def console_warning(message: str) -> None:
     """A warning the person running the pipeline must see: on stderr, whatever the entry point.
 
@@ -235,6 +160,52 @@ def console_warning(message: str) -> None:
     """
     logger.warning("%s", message)
     print(f"warning: {message}", file=sys.stderr, flush=True)
-    if isinstance(getattr(_last, "warnings", None), list):
-        _last.warnings.append(message)
 
+
+#: Heavy modules the driver's steps import: skfolio first (sleeves, meta optimize), then matplotlib (report).
+_PREWARM_MODULES = (
+    "skfolio.datasets",
+    "skfolio.model_selection",
+    "skfolio.optimization",
+    "skfolio.measures",
+    "matplotlib.figure",
+    "matplotlib.backends.backend_agg",
+    "matplotlib.dates",
+    "tradingview_scraper.meta",
+    "tradingview_scraper.report",
+)
+
+_prewarm_lock = threading.Lock()
+_prewarm_thread: threading.Thread | None = None
+
+
+def prewarm() -> threading.Thread:
+    """Import the steps' heavy modules in one background thread, once per process; returns the thread.
+
+    While the sleeves compute on Ray the driver only waits; importing skfolio and matplotlib
+    then takes them off the critical path, where the first meta optimize and
+    the report would otherwise import them after the last sleeve (see docs/performance.md).
+    """
+    global _prewarm_thread
+    with _prewarm_lock:
+        if _prewarm_thread is None:
+            _prewarm_thread = threading.Thread(target=_import_modules, name="tvs-prewarm")
+            _prewarm_thread.start()
+        return _prewarm_thread
+
+
+def _import_modules() -> None:
+    for name in _PREWARM_MODULES:
+        with contextlib.suppress(Exception):  # the step that needs the module reports the error
+            importlib.import_module(name)
+
+
+def _import_numerics() -> None:
+    """Before a step fits or draws in this process: wait for the heavy modules, imported by
+    :func:`prewarm`'s one thread (started now if no step has yet).
+
+    Job threads that import scikit-learn for the first time at once can see a partially
+    initialized module (``ImportError: cannot import name 'clone' from partially initialized
+    module 'sklearn.base'``), and two threads importing one package at once can deadlock.
+    """
+    prewarm().join()

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import PipelineError, SleeveError
 from ..layout import Node
 from ..manifest import ROOT, NodeSpec
-from ._common import _import_numerics, console_warning, logger, prewarm
+from ._common import _import_numerics, logger, prewarm
 
 
 def _driver_prices(config: dict, base_dir: Path) -> tuple[object, list[dict] | None]:
@@ -28,14 +28,15 @@ def _driver_prices(config: dict, base_dir: Path) -> tuple[object, list[dict] | N
 
 
 def sleeve(
-    node: NodeSpec, node_dir: Node, profiles: list[str], run_id: str, prices, note: dict, cluster, base_dir: Path, windows=None
-) -> dict:
+    node: NodeSpec, node_dir: Node, profiles: list[str], run_id: str, prices, note: dict, warn, cluster, base_dir: Path,
+    windows=None,
+) -> dict:  # fmt: skip
     """Compute atomic sleeve ``node`` (on the run's Ray ``cluster``; in-process when it is None):
     ``returns``, ``health``, ``sign_test``, ``provenance`` and ``weights`` (risk profile -> record).
 
     ``prices``: the price files, read through the sleeve's ``data`` block, which names them, and
     passed through the data-quality pass before any fit: a finding that ``health.data_quality``
-    refuses stops the sleeve, one it lets through is a console warning and lands in
+    refuses stops the sleeve, one it lets through is a console warning (``warn``) and lands in
     ``health.json`` (``data_quality``).
 
     Each risk profile's walk-forward is a task of its own (they are independent), so one
@@ -47,7 +48,7 @@ def sleeve(
     into ``provenance.json`` and the ledger's params (``note``), never into the shared artifacts.
     """
     from ..cluster import local_call
-    from ..health import health_gate, unhealthy_profiles
+    from ..health import sleeve_verdict
     from ..sleeve import SleeveResult, compute_sleeve
     from ..window_store import WindowStore
 
@@ -72,29 +73,23 @@ def sleeve(
         prewarm()
         done = cluster.map(compute_sleeve, tasks, num_cpus=float(node.config["backtest"].get("num_cpus", 1)))
     result = SleeveResult.merge([part for part, _ in done.values()])
-    note["windows"] = window_counts(result.windows)
+    # the ledger's summary of the window counts: totals and each risk profile's
+    counts = result.windows.values()
+    note["windows"] = {"fitted": sum(c["fitted"] for c in counts), "reused": sum(c["reused"] for c in counts), "profiles": result.windows}
     for rp, count in result.windows.items():
         if (count["store"] or "").startswith("unreadable"):
             logger.warning("sleeve %s (%s): window store %s", sid, rp, count["store"])
     if findings:
         result.health["data_quality"] = findings
     for finding in result.health.get("data_quality", []):
-        console_warning(f"sleeve {sid!r}: data {finding['check']}: {finding['message']}")
+        warn(f"sleeve {sid!r}: data {finding['check']}: {finding['message']}")
     placement = {name[1]: prov for name, (_, prov) in done.items()}
     for rp, prov in placement.items():
         for warning in prov["warnings"]:
             logger.info("sleeve %s (%s) warned on its worker: %s", sid, rp, warning)
-    if node.path == ROOT:  # a standalone run warns its user now; a meta run applies the policy
-        try:
-            warning = health_gate(node, result.health, node.config["health"], where=str(node_dir.file("health")))
-        except SleeveError as exc:
-            warning = f"{exc}; a meta run consuming it stops"
-        if warning:
-            console_warning(warning)
-    else:
-        bad = unhealthy_profiles(result.health, float(node.config["health"]["min_success_ratio"]))
-        if bad:
-            logger.warning("sleeve %s is unhealthy: %s (a meta run consuming it stops)", sid, ", ".join(bad))
+    verdict = sleeve_verdict(node, result.health, str(node_dir.file("health")))
+    if verdict:  # a standalone run tells its user now; below a meta node, the sleeve's log keeps it
+        (warn if node.path == ROOT else logger.warning)(verdict)
     first = next(iter(placement.values()))
     placed = {
         rp: {**{k: prov[k] for k in ("node_id", "node_ip", "worker_pid", "duration_s")}, "windows": result.windows.get(rp)}
@@ -105,11 +100,3 @@ def sleeve(
     return {"returns": result.returns, "health": result.health, "sign_test": result.sign_test,
             "provenance": provenance, "weights": result.weights}  # fmt: skip
 
-
-def window_counts(windows: dict[str, dict]) -> dict:
-    """The ledger's summary of walk-forward window counts (risk profile -> ``fitted``, ``reused``, ``store``): totals and each profile's."""
-    return {
-        "fitted": sum(c["fitted"] for c in windows.values()),
-        "reused": sum(c["reused"] for c in windows.values()),
-        "profiles": windows,
-    }

@@ -6,21 +6,10 @@ import inspect
 import os
 from functools import partial
 
-from .. import steps
-from ..layout import ROOT, atomic_write_bytes, read_json, read_parquet, write_json, write_parquet
+from .. import layout, steps
 from ..run import RunContext
 from . import _reuse
-from ._common import (
-    Files,
-    _await_prewarm,
-    _import_numerics,
-    _named,
-    _stage,
-    child_input,
-    console_warning,
-    logger,
-    recorded_entry,
-)
+from ._common import Files, _import_numerics, _named, _stage, child_input, console_warning, logger
 
 
 class Job:
@@ -33,25 +22,23 @@ class Job:
         self.children = [ctx.spec(c) for c in self.node.children]
         self.offload = partial(_on_running_cluster, ctx)  # fn on the run's cluster when it is up
         self.note: dict = {}  # the step's outcome, added to its ledger params
-        self.windows = ctx.store("windows")  # the runs root's window store, None when reuse is off
+        # the runs root's window and report stores, None when reuse is off
+        self.windows, self.report_store = ctx.store("windows"), ctx.store("report")
         self.cluster = ctx.cluster  # the run's Ray cluster (None: sequential)
         self.base_dir, self.runs_root = ctx.base_dir, ctx.runs_root  # relative data paths, other runs
-        self.warn = console_warning  # a line the person running the pipeline must see
         # The run's current book (a rebalance).
         self.previous_run, self.holdings = ctx.previous_run, ctx.holdings
         # Files from outside the run the step read that its rule could not declare (a path Snakemake
         # would take for a wildcard): recorded as read all the same.
         self.reads: list[str] = []
+        # A line the person running the pipeline must see; the node store keeps them (a reused step tells them again).
+        self.warnings: list[str] = []
+        self.warn = partial(_tell, self.warnings)
 
 
-def _write(path: str, value) -> None:
-    """Write an output atomically: bytes as they are, else by its file type (a DataFrame as parquet, a value as JSON)."""
-    if isinstance(value, bytes):
-        atomic_write_bytes(path, value)
-    elif path.endswith(".parquet"):
-        write_parquet(path, value)
-    else:
-        write_json(path, value)
+def _tell(warnings: list[str], message: str) -> None:
+    console_warning(message)
+    warnings.append(message)
 
 
 def _inputs(step: steps.Step, job: Job, files: dict) -> tuple[dict, list[str]]:
@@ -93,17 +80,37 @@ def _flat(value) -> list[str]:
     return [f for v in (value.values() if isinstance(value, dict) else value) for f in _flat(v)]
 
 
-def _loaded(value):
-    """An input's value by its file type (a parquet file's DataFrame, a JSON file's value), grouped as its paths are."""
-    if isinstance(value, str):
-        return read_parquet(value) if value.endswith(".parquet") else read_json(value)
-    return {k: _loaded(v) for k, v in value.items()} if isinstance(value, dict) else [_loaded(v) for v in value]
+def _loaded(spec: steps.Input, value):
+    """An input as the step's function gets it, grouped as its paths are: a file from outside the
+    run as its path (its format is the step's to read), a parquet file as its DataFrame (with its
+    metadata: a :class:`steps.Parquet`), a JSON file as its value."""
+    if isinstance(spec, steps.Outside):
+        return value
+    if isinstance(value, dict):
+        return {k: _loaded(spec, v) for k, v in value.items()}
+    if not value.endswith(".parquet"):
+        return layout.read_json(value)
+    frame = layout.read_parquet(value)
+    return steps.Parquet(frame, layout.read_parquet_metadata(value)) if getattr(spec, "metadata", False) else frame
+
+
+def _write(path: str, value) -> None:
+    """Write an output atomically: bytes as they are, else by its file type (a DataFrame or a
+    :class:`steps.Parquet` as parquet, a value as JSON)."""
+    if isinstance(value, bytes):
+        layout.atomic_write_bytes(path, value)
+    elif isinstance(value, steps.Parquet):
+        layout.write_parquet(path, value.frame, metadata=value.metadata)
+    elif path.endswith(".parquet"):
+        layout.write_parquet(path, value)
+    else:
+        layout.write_json(path, value)
 
 
 def run_step(
     step: steps.Step,
     ctx: RunContext,
-    node_path: str = ROOT,
+    node_path: str = layout.ROOT,
     profile: str | None = None,
     *,
     input: Files | None = None,
@@ -118,8 +125,7 @@ def run_step(
     rule declares (atomically: bytes as they are, else by file type; the first output last, so
     that its file says the others are written) and records the step, its params
     (:class:`steps.Step` ``ledger``) and outcome in the run's ledger, after checking each input
-    against its record (``audit.check_inputs``). A custom step does its reading and writing in
-    its function.
+    against its record (``audit.check_inputs``).
 
     ``params``: the rule's evaluated params (name -> value). With them, a step the table lets
     reuse (:class:`steps.Step` ``reuse``) first looks its job up in the runs root's node store
@@ -136,71 +142,56 @@ def run_step(
     KeyError
         The rule did not give an input the step reads (a child's file, say).
     """
-    store = ctx.store("nodes") if step.reuse and params is not None else None
-    if store is not None:
-        files, outs = _named(input or {}), _named(output)
-        key = _reuse.job_key(step, ctx, node_path, profile, files, outs, params)
-        entry = _reuse.lookup(store, key, ctx, outs)
-        if entry is not None and _reused(step, ctx, node_path, files, outs, entry, log):
-            _reuse.remember(store, key, ctx, outs, recorded_entry())  # the newest run holding the files
-            return
-    _compute(step, ctx, node_path, profile, input=input, output=output, log=log)
-    if store is not None:
-        _reuse.remember(store, key, ctx, outs, recorded_entry())
-
-
-def _reused(step: steps.Step, ctx: RunContext, node_path: str, files: dict, outs: dict, entry: dict, log: str | None) -> bool:
-    """Take an earlier run's outputs of the job (``entry``) and record the step as reused; False if they are not intact."""
-    artifacts = _reuse.take(entry, ctx, outs)
-    if artifacts is None:
-        return False
-    read = _inputs(step, Job(ctx, node_path, None), files)[1]
-    params = {**entry["params"], "reused": {"run": entry["run"], "artifacts": artifacts}}
-    with _stage(ctx, step.name, node_path, log, params, read, _flat(outs)):
-        logger.info("%s %s: reused from run %s", step.name, node_path, entry["run"])
-        for warning in entry.get("warnings", []):  # what the computing run told its user, told again
-            console_warning(warning)
-    return True
-
-
-def _compute(
-    step: steps.Step, ctx: RunContext, node_path: str, profile: str | None, *, input: Files | None, output: Files, log: str | None
-) -> None:
-    """Run the step's function on the rule's files (see :func:`run_step`)."""
-    fn = step.load()
-    if step.numeric:  # job threads importing scikit-learn for the first time at once can see half a module
-        _await_prewarm()
-        _import_numerics()
-    if step.custom:
-        kw = {"profile": profile} if profile is not None else {}
-        fn(ctx, node_path, input=input or {}, output=output, log=log, **kw)
-        return
+    files, outs = _named(input or {}), _named(output)
     job = Job(ctx, node_path, profile)
-    named, read = _inputs(step, job, _named(input or {}))
-    outs = _named(output)
+    store = ctx.store("nodes") if step.reuse and params is not None else None
+    entry = None
+    if store is not None:
+        key = _reuse.job_key(step, ctx, node_path, profile, files, outs, params)
+        earlier = _reuse.lookup(store, key, ctx, outs)
+        entry = None if earlier is None else _reused(step, job, ctx, files, outs, earlier, log)
+    if entry is None:
+        entry = _compute(step, job, ctx, files, outs, log)
+    if store is not None:
+        _reuse.remember(store, key, ctx, outs, entry)  # the newest run holding the files
+
+
+def _reused(step: steps.Step, job: Job, ctx: RunContext, files: dict, outs: dict, earlier: dict, log: str | None) -> dict | None:
+    """Take an earlier run's outputs of the job and record the step as reused: its ledger entry, or None if they are not intact."""
+    artifacts = _reuse.take(earlier, ctx, outs)
+    if artifacts is None:
+        return None
+    params = {**earlier["params"], "reused": {"run": earlier["run"], "artifacts": artifacts}}
+    with _stage(ctx, step.name, job.node.path, job.profile, log, params, _inputs(step, job, files)[1], _flat(outs)) as rec:
+        logger.info("%s %s: reused from run %s", step.name, job.node.path, earlier["run"])
+        for warning in earlier.get("warnings", []):  # what the computing run told its user, told again
+            job.warn(warning)
+    return {**rec.entry, "warnings": job.warnings}
+
+
+def _compute(step: steps.Step, job: Job, ctx: RunContext, files: dict, outs: dict, log: str | None) -> dict:
+    """Run the step's function on the rule's files (see :func:`run_step`): its ledger entry, with the warnings it gave."""
+    fn = step.load()
+    if step.numeric:
+        _import_numerics()
+    named, read = _inputs(step, job, files)
     params = step.ledger(job) if step.ledger else {}
-    with _stage(ctx, step.name, node_path, log, params, read, _flat(outs)) as rec:
-        wanted = inspect.signature(fn).parameters
-        # a declared input this job does not have (``when``) is left to the parameter's default;
-        # files from outside the run are handed as paths (their format is the step's to read)
-        kwargs = {
-            k: (named[k] if isinstance(step.inputs[k], steps.Outside) else _loaded(named[k])) if k in named else getattr(job, k)
-            for k in wanted
-            if k in named or k not in step.inputs
-        }
-        result = fn(**kwargs)
+    with _stage(ctx, step.name, job.node.path, job.profile, log, params, read, _flat(outs)) as rec:
+        # a declared input this job does not have (``when``) is left to the parameter's default
+        wanted = [k for k in inspect.signature(fn).parameters if k in named or k not in step.inputs]
+        result = fn(**{k: _loaded(step.inputs[k], named[k]) if k in named else getattr(job, k) for k in wanted})
         # One output: the function returns its value; several: output name -> value.
         values = result if len(outs) > 1 else {next(iter(outs)): result}
         first, *rest = outs  # the first output last: its file says the job's others are written
-        for out_name in [*rest, first]:
-            path = outs[out_name]
-            if isinstance(path, list):
-                for p, file in zip(job.profiles, path, strict=True):
-                    _write(file, values[out_name][p])
+        for name in [*rest, first]:
+            if isinstance(outs[name], list):
+                for p, path in zip(job.profiles, outs[name], strict=True):
+                    _write(path, values[name][p])
             else:
-                _write(path, values[out_name])
+                _write(outs[name], values[name])
         rec.inputs += [p for p in dict.fromkeys(map(os.path.abspath, job.reads)) if p not in rec.inputs]
         rec.params.update(job.note)
+    return {**rec.entry, "warnings": job.warnings}
 
 
 def _on_running_cluster(ctx: RunContext, name: tuple[str, str], fn, *args, **kwargs):
@@ -217,4 +208,3 @@ def _on_running_cluster(ctx: RunContext, name: tuple[str, str], fn, *args, **kwa
     for warning in provenance["warnings"]:
         logger.info("%s (%s) warned on its worker: %s", *name, warning)
     return result
-
