@@ -61,10 +61,7 @@ class Cluster:
         What provenance records (a job on its run's private cluster says "private");
         default "external" with an address, else "private".
 
-    Raises
-    ------
-    ConfigError
-        An invalid setting.
+    Raises ConfigError for an invalid setting.
     """
 
     def __init__(
@@ -117,10 +114,7 @@ class Cluster:
     def start(self) -> Cluster:
         """Start the private cluster, or join the named one, from any thread; idempotent.
 
-        Raises
-        ------
-        PipelineError
-            One line: the cluster does not come up, or this process is connected to another.
+        Raises PipelineError (one line) if it does not come up, or this process is connected to another.
         """
         with self._lock:
             self._check_usable()
@@ -144,13 +138,9 @@ class Cluster:
         If this process is already connected to it (the run owner's connection, jobs being
         its threads), that connection is used and left to its owner. An external cluster's
         workers get this package through ``runtime_env`` (``py_modules``): they need Ray
-        and the dependencies, not the project.
-
-        Raises
-        ------
-        PipelineError
-            The private cluster is not started (nor to be started on demand), the cluster
-            is unreachable or refuses the token, or this process is connected to another.
+        and the dependencies, not the project. Raises PipelineError if the private cluster is
+        not started (nor to be started on demand), the cluster is unreachable or refuses the
+        token, or this process is connected to another.
         """
         self._check_usable()
         if self._private and not (self._up or self._on_demand):
@@ -194,8 +184,8 @@ class Cluster:
 
     def _private_settings(self) -> tuple[dict, dict]:
         """The environment and ``ray.init`` options of a private cluster; makes its temp dir and token."""
-        self._temp_dir = _private_temp_dir()
-        self.token_path = _write_token(self._temp_dir)
+        self.token_path = _private_token()
+        self._temp_dir = self.token_path.parent
         # Read by Ray at import and by every process it starts: loopback listeners, token auth.
         env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": None,
                "RAY_AUTH_TOKEN_PATH": str(self.token_path), "RAY_ADDRESS": None, "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
@@ -239,14 +229,9 @@ class Cluster:
                 with _environ(env):
                     import ray
 
-                    handlers = logging.getLogger("ray").handlers
-                    for handler in handlers:
+                    for handler in logging.getLogger("ray").handlers:  # once each: its note is always true here
                         handler.addFilter(_no_sigterm_note)
-                    try:
-                        outcome.put(ray.init(logging_level=logging.WARNING, **options))
-                    finally:
-                        for handler in handlers:
-                            handler.removeFilter(_no_sigterm_note)
+                    outcome.put(ray.init(logging_level=logging.WARNING, **options))
             except BaseException as exc:  # raised in the thread that asked for the cluster
                 outcome.put(exc)
                 return
@@ -341,22 +326,12 @@ class Cluster:
         ``fn`` never are); ``timeout_s`` bounds all tasks together. A pandas argument is put in
         the object store once per map: a sleeve's prices travel from here to wherever its tasks run.
 
-        Returns
-        -------
-        dict
-            ``{name: (result, provenance)}`` in the order of ``items``; provenance holds the
-            task's ``node_id``, ``node_ip``, ``worker_pid``, ``duration_s``, ``warnings`` and
-            the cluster's ``address`` and ``mode``.
-
-        Raises
-        ------
-        ConfigError
-            Malformed items or an unknown kind.
-        SleeveError or MetaError
-            One line naming the task: the first failure, a timeout, an interrupt or a
-            shutdown (the other tasks are cancelled).
-        PipelineError
-            The cluster cannot be used.
+        Returns ``{name: (result, provenance)}`` in the order of ``items``; provenance holds
+        the task's ``node_id``, ``node_ip``, ``worker_pid``, ``duration_s``, ``warnings`` and
+        the cluster's ``address`` and ``mode``. Raises ConfigError for malformed items or an
+        unknown kind; SleeveError (MetaError) (one line, naming the task) at the first failure,
+        a timeout, an interrupt or a shutdown (the other tasks are cancelled); PipelineError
+        if the cluster cannot be used.
         """
         items = list(items)
         names = _tasks.check_map(items, kind, num_cpus, self.num_cpus)
@@ -381,21 +356,16 @@ def _checked_address(address: str) -> str:
     return value
 
 
-def _private_temp_dir() -> Path:
-    """A new temp dir of a private cluster (token, Ray's files), after sweeping those of killed drivers."""
+def _private_token() -> Path:
+    """The process's auth token, in a 0600 file of a new 0700 temp dir (after sweeping those of killed drivers)."""
+    global _process_token
     for path in _TEMP_ROOT.glob(f"{_TEMP_PREFIX}*-*"):
         pid = path.name[len(_TEMP_PREFIX) :].split("-", 1)[0]
         with contextlib.suppress(OSError):
             if pid.isdigit() and path.stat().st_uid == os.getuid() and not Path(f"/proc/{pid}").exists():
                 shutil.rmtree(path, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-", dir=_TEMP_ROOT))
-
-
-def _write_token(temp_dir: Path) -> Path:
-    """Write the process's auth token to ``temp_dir/token`` (0600, created new); return its path."""
-    global _process_token
     _process_token = _process_token or secrets.token_hex(32)
-    token_path = temp_dir / "token"
+    token_path = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-", dir=_TEMP_ROOT)) / "token"
     fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(_process_token)
