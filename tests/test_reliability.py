@@ -234,7 +234,7 @@ ALLOWED_WRITES = {
     "tradingview_scraper/report/_figures.py": [".save(buf,"],  # PNGs into memory; written by atomic_write_bytes
     "tradingview_scraper/backtest.py": ["fits.save()"],  # the window store's file, by layout.write_store_file
     # the token of the run's private Ray cluster, in its private temp dir
-    "tradingview_scraper/cluster/_process.py": ["os.open(token_path, os.O_WRONLY", 'os.fdopen(fd, "w")'],
+    "tradingview_scraper/cluster/_cluster.py": ["os.open(token_path, os.O_WRONLY", 'os.fdopen(fd, "w")'],
 }
 
 

@@ -14,7 +14,6 @@ _os.environ.setdefault("RAY_AUTH_MODE", "token")
 _os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from ._cluster import Cluster  # noqa: E402
-from ._interrupts import interrupt, interrupted, watch_interrupts  # noqa: E402
-from ._tasks import local_call  # noqa: E402
+from ._tasks import interrupt, interrupted, local_call, watch_interrupts  # noqa: E402
 
 __all__ = ["Cluster", "interrupt", "interrupted", "local_call", "watch_interrupts"]

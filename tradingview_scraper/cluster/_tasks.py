@@ -1,21 +1,22 @@
-"""Sleeve tasks on Ray: submit all, collect in completion order, cancel the rest at the first failure."""
+"""A map's Ray tasks (submitted at once, collected as they finish, the rest cancelled at the first failure) and Ctrl-C."""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import ConfigError, MetaError, PipelineError, SleeveError, one_line
-from ._interrupts import interrupted
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two looks at the interrupt flag while waiting for tasks.
+#: Seconds between two looks at the interrupt flag, the shutdown and the deadline while waiting for tasks.
 WAIT_SLICE_S = 0.5
 
 TaskName = str | tuple[str, str]
@@ -23,6 +24,48 @@ TaskName = str | tuple[str, str]
 #: What a map's tasks compute, and the error that names a failed one: a sleeve (named by
 #: its id, or ``(sleeve id, part)``) or a meta node's optimization (``(node label, part)``).
 TASK_ERRORS: dict[str, type[PipelineError]] = {"sleeve": SleeveError, "meta": MetaError}
+
+# A signal is process-wide, so is this flag: a plain bool, since a signal handler must not
+# take the locks an Event uses.
+_requested = False
+
+
+def interrupt() -> None:
+    """Ask every job of this process waiting on Ray tasks to cancel them and fail (safe in a signal handler)."""
+    global _requested
+    _requested = True
+
+
+def interrupted() -> bool:
+    """Return whether :func:`interrupt` was called since the last :func:`watch_interrupts`."""
+    return _requested
+
+
+def watch_interrupts() -> None:
+    """Make Ctrl-C (SIGINT) cancel the run's Ray tasks promptly; call at the start of a run.
+
+    Snakemake answers Ctrl-C by waiting for its running jobs, and a job thread waiting for
+    a Ray task does not see the KeyboardInterrupt. The handler calls :func:`interrupt`,
+    then the handler it replaced (by default: raise KeyboardInterrupt). Idempotent; resets
+    the flag. Off the main thread (or where SIGINT is ignored) it only resets the flag.
+    """
+    global _requested
+    _requested = False
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN or getattr(previous, "_cancels_ray_tasks", False):
+        return
+
+    def _on_sigint(signum: int, frame: Any) -> None:
+        interrupt()
+        if callable(previous):
+            previous(signum, frame)
+        else:  # SIG_DFL or a handler not set from Python
+            raise KeyboardInterrupt
+
+    _on_sigint._cancels_ray_tasks = True
+    signal.signal(signal.SIGINT, _on_sigint)
 
 
 def traced_call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
@@ -99,65 +142,36 @@ def check_map(items: list, kind: str, num_cpus: float, cluster_cpus: int | None)
     return names
 
 
-def _put_frames(value: Any, puts: dict[int, Any]) -> Any:
-    """Return an object-store reference for a pandas object (put once per map), else ``value``."""
-    pd = sys.modules.get("pandas")
-    if pd is None or not isinstance(value, pd.DataFrame | pd.Series):
-        return value
-    if id(value) not in puts:
-        import ray
-
-        puts[id(value)] = (ray.put(value), value)  # keep value alive: ids stay unique
-    return puts[id(value)][0]
-
-
-def cancel(refs: Iterable) -> None:
-    """Cancel tasks, killing their workers; errors of a cluster going away are ignored."""
-    import ray
-
-    for ref in refs:
-        try:
-            ray.cancel(ref, force=True)
-        except Exception as exc:  # the cluster may already be gone
-            logger.debug("cancel failed: %s", exc)
-
-
-def task_error(name: TaskName, err: Exception, max_retries: int, kind: str = "sleeve") -> PipelineError:
-    """Translate a Ray error into a one-line error naming the task (a SleeveError for a sleeve's task)."""
-    from ray import exceptions as rex
-
-    who, error = label([name], kind), TASK_ERRORS[kind]
-    if isinstance(err, rex.RayTaskError):  # the exception ``fn`` raised, where Ray kept it
-        return error(f"{who} failed: {one_line(getattr(err, 'cause', None) or str(err))}")
-    if isinstance(err, rex.TaskCancelledError):
-        return error(f"{who} was cancelled")
-    died = (rex.WorkerCrashedError, rex.OutOfMemoryError, rex.NodeDiedError, rex.LocalRayletDiedError)
-    if isinstance(err, died):
-        retries = f"{max_retries} retr{'y' if max_retries == 1 else 'ies'}"
-        return error(f"{who} failed: worker died ({type(err).__name__}) after {retries}")
-    return error(f"{who} failed: {type(err).__name__}: {one_line(str(err))[:300]}")
-
-
 def run_tasks(remote: Any, fn: Callable[..., Any], items: list, names: list[TaskName], *, num_cpus: float,
               max_retries: int, timeout_s: float | None, closing: Callable[[], bool], kind: str,
               where: dict) -> dict:  # fmt: skip
-    """Submit one task per item, then collect them in completion order (see :meth:`Cluster.map`).
+    """Submit one task per item, then collect them as they finish (see :meth:`Cluster.map`).
 
-    Each task's provenance gets ``where`` (the cluster's address and mode)."""
+    A pandas argument goes to the object store once (``ray.put``), however many tasks take
+    it; each task's provenance gets ``where`` (the cluster's address and mode).
+    """
     import ray
 
+    pd = sys.modules.get("pandas")
+    frames = (pd.DataFrame, pd.Series) if pd is not None else ()
+    puts: dict[int, tuple] = {}  # id -> (reference, the frame, kept alive so that ids stay unique)
+
+    def put(value: Any) -> Any:
+        if not isinstance(value, frames):
+            return value
+        if id(value) not in puts:
+            puts[id(value)] = (ray.put(value), value)
+        return puts[id(value)][0]
+
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    puts: dict[int, Any] = {}
     refs: dict[Any, TaskName] = {}
     for name, args, kwargs in items:
         title = f"{kind}:{name if isinstance(name, str) else '/'.join(name)}"
         task = remote.options(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False, name=title)
         try:
-            args = tuple(_put_frames(a, puts) for a in args)
-            kwargs = {k: _put_frames(v, puts) for k, v in (kwargs or {}).items()}
-            refs[task.remote(fn, *args, **kwargs)] = name
+            refs[task.remote(fn, *map(put, args), **{k: put(v) for k, v in (kwargs or {}).items()})] = name
         except Exception as err:
-            cancel(refs)
+            _cancel(refs)
             raise TASK_ERRORS[kind](f"{label([name], kind)} could not be submitted: {one_line(err)}") from err
     done: dict[TaskName, tuple[Any, dict]] = {}
     pending = list(refs)
@@ -170,7 +184,7 @@ def run_tasks(remote: Any, fn: Callable[..., Any], items: list, names: list[Task
         elif deadline is not None and time.monotonic() >= deadline:
             reason = f"timed out after {timeout_s:g} s and was cancelled"
         if reason:
-            cancel(pending)
+            _cancel(pending)
             raise TASK_ERRORS[kind](f"{label((refs[r] for r in pending), kind)} {reason}")
         slice_s = WAIT_SLICE_S if deadline is None else max(0.0, min(WAIT_SLICE_S, deadline - time.monotonic()))
         ready, pending = ray.wait(pending, num_returns=1, timeout=slice_s, fetch_local=False)
@@ -178,7 +192,33 @@ def run_tasks(remote: Any, fn: Callable[..., Any], items: list, names: list[Task
             try:
                 result, provenance = ray.get(ref)
             except Exception as err:
-                cancel(pending)
-                raise task_error(refs[ref], err, max_retries, kind) from err
+                _cancel(pending)
+                raise _task_error(refs[ref], err, max_retries, kind) from err
             done[refs[ref]] = (result, {**provenance, **where})
     return {name: done[name] for name in names}
+
+
+def _cancel(refs: Iterable) -> None:
+    """Cancel tasks, killing their workers; errors of a cluster going away are ignored."""
+    import ray
+
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception as exc:  # the cluster may already be gone
+            logger.debug("cancel failed: %s", exc)
+
+
+def _task_error(name: TaskName, err: Exception, max_retries: int, kind: str) -> PipelineError:
+    """A Ray error as one line naming the task (a SleeveError for a sleeve's task, a MetaError for a meta node's)."""
+    from ray import exceptions as rex
+
+    who, error = label([name], kind), TASK_ERRORS[kind]
+    if isinstance(err, rex.RayTaskError):  # the exception ``fn`` raised, where Ray kept it
+        return error(f"{who} failed: {one_line(getattr(err, 'cause', None) or str(err))}")
+    if isinstance(err, rex.TaskCancelledError):
+        return error(f"{who} was cancelled")
+    if isinstance(err, rex.WorkerCrashedError | rex.OutOfMemoryError | rex.NodeDiedError | rex.LocalRayletDiedError):
+        retries = f"{max_retries} retr{'y' if max_retries == 1 else 'ies'}"
+        return error(f"{who} failed: worker died ({type(err).__name__}) after {retries}")
+    return error(f"{who} failed: {type(err).__name__}: {one_line(str(err))[:300]}")
