@@ -10,6 +10,7 @@ command's last line; SIGTERM stops a Ray run like Ctrl-C.
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import os
 import re
@@ -202,8 +203,9 @@ def _inject(repo: Path, stage: str, code: str) -> None:
         return
     from tradingview_scraper import steps
 
-    module, name = steps.step(stage).function.split(":")
-    path = repo / "tradingview_scraper" / (module.replace(".", "/") + ".py")
+    function = steps.step(stage).load()
+    name = function.__name__
+    path = repo / Path(inspect.getsourcefile(function)).relative_to(Path(steps.__file__).parents[1])  # a module or a package's file
     lines = path.read_text().splitlines(keepends=True)
     (fn,) = [n for n in ast.parse("".join(lines)).body if isinstance(n, ast.FunctionDef) and n.name == name]
     first = fn.body[1] if ast.get_docstring(fn) and len(fn.body) > 1 else fn.body[0]

@@ -228,7 +228,7 @@ WRITE = re.compile(r"\.to_parquet\(|\.to_csv\(|\.to_json\(|\.to_pickle\(|\.write
                    r"fdopen\(|O_WRONLY|O_RDWR|FileHandler\(")  # fmt: skip
 ALLOWED_WRITES = {
     "tradingview_scraper/layout/_io.py": ['os.fdopen(fd, "wb")'],  # the atomic writer itself
-    "tradingview_scraper/audit/_ledger.py": ["O_APPEND", "_lock_path(ledger)"],  # append-only ledger + its flock file
+    "tradingview_scraper/audit/_ledger.py": ["O_APPEND", 'ledger.name + ".lock"'],  # append-only ledger + its flock file
     "tradingview_scraper/runlock.py": ["os.open(path, os.O_RDWR"],  # the run's lock file
     "tradingview_scraper/stages/_common.py": ["logging.FileHandler(logfile"],  # per-stage logs (not artifacts)
     "tradingview_scraper/report/_figures.py": [".save(buf,"],  # PNGs into memory; written by atomic_write_bytes
