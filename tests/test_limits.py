@@ -255,6 +255,18 @@ def test_projection_meets_its_optimality_conditions(problem):
     assert residual <= 1e-6 * max(1.0, np.linalg.norm(m0 - m)), residual
 
 
+def test_a_projection_whose_active_rows_repeat_the_sum_is_optimal():
+    """A long-only book's gross and net limits repeat ``sum m = 1``: the least-squares multipliers split
+    and go negative, yet the active set is optimal (found by hypothesis; the old code returned a
+    feasible point 0.58 from ``m0`` instead of the projection at 0.559)."""
+    H = np.array([[0.0, 0.0, 1.0]] * 4 + [[0.0, 1.0, 0.0]])
+    limits = BookLimits(max_position={"*": 1.0}, groups={"S0": "g0", "S1": "g1", "S2": "g0"}, group_max={"g0": 0.5},
+                        gross_max=1.0, net_max=1.0)  # fmt: skip
+    m, dist = project(np.zeros(5), 0.0, 1.0, constraints(limits, H, ["S0", "S1", "S2"]))
+    np.testing.assert_allclose(m, [0.125, 0.125, 0.125, 0.125, 0.5], atol=1e-12)
+    assert abs(dist - np.sqrt(0.3125)) < 1e-12
+
+
 def test_a_feasible_allocation_is_not_moved():
     H = np.array([[0.5, 0.5], [0.2, 0.8]])
     cons = constraints(BookLimits(max_position={"*": 0.9}), H, ["A", "B"])

@@ -151,6 +151,22 @@ def _on_active_set(m0, approx, G, h, threshold: float) -> np.ndarray | None:
     K = np.block([[np.eye(n), C.T], [C, np.zeros((k, k))]])
     sol = np.linalg.lstsq(K, np.concatenate([m0, d]), rcond=None)[0]
     m, lam = sol[:n], sol[n:]
-    if (G @ m - h).max(initial=0.0) > 1e-12 or abs(m.sum() - 1) > 1e-12 or (lam[1:] < -1e-8).any():
+    if (G @ m - h).max(initial=0.0) > 1e-12 or abs(m.sum() - 1) > 1e-12:
+        return None
+    if (lam[1:] < -1e-8).any() and not _dual_feasible(m0 - m, G[active]):
         return None
     return m
+
+
+def _dual_feasible(gradient: np.ndarray, active: np.ndarray) -> bool:
+    """Whether ``gradient`` is a non-negative combination of the ``active`` rows plus a multiple of the all-ones vector.
+
+    The least-squares multipliers are the minimum-norm ones: where active rows repeat the sum
+    constraint (a long-only book's gross and net limits), they split its multiplier and can be
+    negative although non-negative ones exist; NNLS decides.
+    """
+    from scipy.optimize import nnls
+
+    n = len(gradient)
+    _, residual = nnls(np.vstack([active, np.ones(n), -np.ones(n)]).T, gradient)
+    return residual <= 1e-9 * max(1.0, float(np.linalg.norm(gradient)))
