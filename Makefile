@@ -15,6 +15,7 @@ PREVIOUS_RUN ?=
 HOLDINGS ?=
 ARGS ?=
 TEST_WORKERS ?= 3
+FAST_WORKERS ?= 2
 
 # $(call q,VALUE): VALUE as one shell word, taken literally (spaces, ';', quotes): single-quoted,
 # each ' written as '\''. $(call v,NAME): the user variable NAME so quoted, its text as given
@@ -25,7 +26,7 @@ v = $(call q,$(value $(1)))
 
 # They reach the scripts as arguments only: make would expand a command-line variable (a
 # '$(shell ...)' in it included) to put it in the recipes' environment.
-unexport PROFILE CORES MANIFEST RUN_ID PROFILES PREVIOUS_RUN HOLDINGS ARGS TEST_WORKERS
+unexport PROFILE CORES MANIFEST RUN_ID PROFILES PREVIOUS_RUN HOLDINGS ARGS TEST_WORKERS FAST_WORKERS
 ifeq ($(origin RAY_ADDRESS),command line)
 unexport RAY_ADDRESS
 endif
@@ -58,9 +59,10 @@ test: install
 
 # The developer's loop: unit tests, dry-run DAG tests and one small in-process run (no Ray
 # cluster, no killed drivers); tests marked e2e are left to `make test`. It computes rather
-# than waits, so it runs on the same workers, one file each, to use both cores.
+# than waits, so it runs on one worker per core (FAST_WORKERS), one file each: a third worker
+# would only add its own start-up and collection to the same two cores.
 test-fast: install
-	$(PY) -m pytest -q -m "not e2e" -n $(call v,TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -q -m "not e2e" -n $(call v,FAST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(VENV)/bin/ruff check tradingview_scraper scripts tests bench

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -67,13 +69,47 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.path.stem, len(FIRST)))
 
 
+def _built_once(tmp_path_factory, name: str, build) -> Path:
+    """The directory ``build(directory)`` fills, built once per test session and shared by its workers.
+
+    Under pytest-xdist every worker is a process of its own, so a session fixture would be
+    built once per worker; the workers share the session's base temp dir instead: the first
+    to take the lock builds, the others wait on the lock (not on a clock) and read the result.
+    A build that raises leaves no mark, so the next worker builds again and fails the same way.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        directory = tmp_path_factory.mktemp(name)
+        build(directory)
+        return directory
+    directory = tmp_path_factory.getbasetemp().parent / f"shared-{name}"
+    with open(f"{directory}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (directory / ".built").exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            build(directory)
+            (directory / ".built").touch()
+    return directory
+
+
+def _own_copy(tmp_path_factory, shared: Path, name: str) -> Path:
+    """A copy of a shared build for one worker's tests to add runs to (mtimes kept, links as links)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return shared
+    own = tmp_path_factory.mktemp(name)
+    shutil.copytree(shared, own, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".built"))
+    return own
+
+
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory) -> Path:
     """One real run of ``meta_small`` (in-process, no Ray), run id ``rep``: read-only for its tests."""
     from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
-    root = tmp_path_factory.mktemp("small")
-    return MetaPipeline("meta_small", manifest=SMALL_MANIFEST, run_id="rep", runs_root=root, ray=False).execute().run_dir
+    def build(root: Path) -> None:
+        MetaPipeline("meta_small", manifest=SMALL_MANIFEST, run_id="rep", runs_root=root, ray=False).execute()
+
+    return _built_once(tmp_path_factory, "small", build) / "rep"
 
 
 @pytest.fixture(scope="session")
@@ -81,24 +117,31 @@ def demo_run(tmp_path_factory) -> Path:
     """One real run of the shipped ``meta_demo`` (in-process, no Ray), run id ``demo-local``: read-only."""
     from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
-    root = tmp_path_factory.mktemp("demo")
-    return MetaPipeline("meta_demo", run_id="demo-local", runs_root=root, ray=False).execute().run_dir
+    def build(root: Path) -> None:
+        MetaPipeline("meta_demo", run_id="demo-local", runs_root=root, ray=False).execute()
+
+    return _built_once(tmp_path_factory, "demo", build) / "demo-local"
 
 
 @pytest.fixture(scope="session")
 def pm_runs(tmp_path_factory):
     """Two real runs of ``meta_small``: ``prev`` on data to mid-2021, ``now`` on the full data with
-    ``previous_run="prev"`` (so its weights differ and it carries rebalance and change artifacts)."""
+    ``previous_run="prev"`` (so its weights differ and it carries rebalance and change artifacts).
+
+    The two runs are computed once per session; each worker gets its own copy of their runs root,
+    as its tests add runs of their own next to them."""
     from tradingview_scraper.orchestration.pipeline import MetaPipeline
 
-    base = tmp_path_factory.mktemp("pm")
-    root = base / "runs"
-    manifest = json.loads(SMALL_MANIFEST.read_text())
-    manifest["defaults"]["data"]["end"] = "2021-06-30"
-    earlier = base / "manifest_earlier.json"
-    earlier.write_text(json.dumps(manifest))
-    MetaPipeline("meta_small", manifest=earlier, run_id="prev", runs_root=root, ray=False).execute()
-    MetaPipeline(
-        "meta_small", manifest=SMALL_MANIFEST, run_id="now", runs_root=root, ray=False, previous_run="prev"
-    ).execute()
+    def build(base: Path) -> None:
+        root = base / "runs"
+        manifest = json.loads(SMALL_MANIFEST.read_text())
+        manifest["defaults"]["data"]["end"] = "2021-06-30"
+        earlier = base / "manifest_earlier.json"
+        earlier.write_text(json.dumps(manifest))
+        MetaPipeline("meta_small", manifest=earlier, run_id="prev", runs_root=root, ray=False).execute()
+        MetaPipeline(
+            "meta_small", manifest=SMALL_MANIFEST, run_id="now", runs_root=root, ray=False, previous_run="prev"
+        ).execute()
+
+    root = _own_copy(tmp_path_factory, _built_once(tmp_path_factory, "pm", build), "pm") / "runs"
     return {"root": root, "prev": root / "prev", "now": root / "now"}

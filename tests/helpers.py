@@ -280,8 +280,11 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
-def run_script(cwd: Path, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``scripts/run_meta_pipeline.py`` as a subprocess from ``cwd``, importing the package found there."""
+def run_script(cwd: Path, *args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``scripts/run_meta_pipeline.py`` as a subprocess from ``cwd``, importing the package found there.
+
+    The timeout only guards against a hang: on a loaded machine a run with a Ray cluster takes minutes.
+    """
     full_env = {**os.environ, "PYTHONPATH": str(cwd), **(env or {})}
     return subprocess.run(
         [sys.executable, "scripts/run_meta_pipeline.py", *args],

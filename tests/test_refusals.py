@@ -27,7 +27,14 @@ from tradingview_scraper import audit
 from tradingview_scraper.orchestration.cli import main
 
 from .conftest import PROJECT, SMALL_MANIFEST
-from .helpers import ClusterWatch, copy_project, run_script, table_manifest, write_table_data
+from .helpers import (
+    ClusterWatch,
+    copy_project,
+    run_script,
+    table_manifest,
+    wait_gone,
+    write_table_data,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -278,10 +285,8 @@ def test_sigterm_stops_a_ray_run_like_ctrl_c(tmp_path):
     print(f"SIGTERM to exit: {stop_s:.1f} s")
     assert driver.returncode == 143, err[-3000:]
     assert err.strip().splitlines() == [f"{PROG}: terminated (SIGTERM); rerun the same command to resume run term"], err[-3000:]
-    gone_by = time.monotonic() + 30
-    while time.monotonic() < gone_by and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in seen.values()):
-        time.sleep(0.2)
-    left = [p.pid for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    # Handles, not PIDs (a PID may be reused); the wait ends when the last one exits.
+    left = wait_gone(seen.values(), 30)
     assert left == [], f"processes outlived the terminated run: {left}"
 
     proc = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=300)
