@@ -15,7 +15,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tradingview_scraper.errors import ConfigError, LimitsError, MetaError
@@ -220,51 +220,100 @@ def test_limits_on_a_node_with_a_nested_meta_sleeve_are_refused(write_manifest):
 def _problems(draw):
     n = draw(st.integers(2, 6))
     k = draw(st.integers(1, 8))
-    H = np.array(draw(st.lists(st.lists(st.floats(-0.3, 1.0), min_size=k, max_size=k), min_size=n, max_size=n)))
+    H = np.array(draw(st.lists(st.lists(st.sampled_from([0.0, 1.0]) | st.floats(-0.3, 1.0), min_size=k, max_size=k), min_size=n, max_size=n)))
     H = np.abs(H) / np.abs(H).sum(axis=1, keepdims=True).clip(1e-9) if draw(st.booleans()) else H
     m0 = np.array(draw(st.lists(st.floats(-0.5, 1.5), min_size=n, max_size=n)))
     cap = draw(st.floats(0.05, 1.0))
     groups = {f"S{j}": f"g{j % 2}" for j in range(k)}
     limits = BookLimits(max_position={"*": cap}, groups=groups, group_max={"g0": draw(st.floats(0.0, 1.0))},
-                        net_max=draw(st.floats(0.2, 1.0)), gross_max=draw(st.floats(0.5, 1.5)))  # fmt: skip
+                        net_max=draw(st.just(1.0) | st.floats(0.2, 1.0)), gross_max=draw(st.just(1.0) | st.floats(0.5, 1.5)))  # fmt: skip
     return H, m0, limits, [f"S{j}" for j in range(k)]
 
 
-@settings(max_examples=60, deadline=None)
-@given(_problems())
-def test_projection_meets_its_optimality_conditions(problem):
-    """A projected allocation is feasible to 1e-9 and optimal: ``m0 - m`` is a non-negative combination of the
-    active rows' normals plus a multiple of the all-ones vector (KKT, checked by NNLS); or no allocation exists."""
+def _polytope(m0, lo, hi, cons):
+    """``G m <= h``: the limits' rows and the sleeve bounds."""
+    n = len(m0)
+    return np.vstack([cons.A, np.eye(n), -np.eye(n)]), np.concatenate([cons.b, np.full(n, hi), np.full(n, -lo)])
+
+
+def _assert_optimal(m, m0, G, h):
+    """``m`` is feasible to 1e-9 and optimal: ``m0 - m`` is a non-negative combination of the active rows'
+    normals plus a multiple of the all-ones vector (KKT, checked by NNLS)."""
     from scipy.optimize import nnls
 
-    H, m0, limits, symbols = problem
-    cons = constraints(limits, H, symbols)
-    lo, hi = 0.0, 1.0
-    try:
-        m, dist = project(m0, lo, hi, cons)
-    except LimitsError:
-        return
     n = len(m0)
-    G = np.vstack([cons.A, np.eye(n), -np.eye(n)])
-    h = np.concatenate([cons.b, np.full(n, hi), np.full(n, -lo)])
     assert (G @ m - h).max() <= 1e-9 and abs(m.sum() - 1) <= 1e-9
-    assert abs(dist - np.linalg.norm(m - m0)) < 1e-12
     active = G[G @ m - h >= -1e-7]
     basis = np.vstack([active, np.ones(n), -np.ones(n)]).T
     _, residual = nnls(basis, m0 - m)
     assert residual <= 1e-6 * max(1.0, np.linalg.norm(m0 - m)), residual
 
 
+@settings(max_examples=60, deadline=None)
+@given(_problems())
+def test_projection_meets_its_optimality_conditions(problem):
+    """A projected allocation is feasible and optimal (:func:`_assert_optimal`); or no allocation exists."""
+    H, m0, limits, symbols = problem
+    cons = constraints(limits, H, symbols)
+    try:
+        m, dist = project(m0, 0.0, 1.0, cons)
+    except LimitsError:
+        return
+    _assert_optimal(m, m0, *_polytope(m0, 0.0, 1.0, cons))
+    assert abs(dist - np.linalg.norm(m - m0)) < 1e-12
+
+
+#: Five sleeves, four holding only S2 (group g0, capped at 0.5), one only S1, zero holdings: the gross and net
+#: limits of 1 repeat ``sum m = 1`` (found by hypothesis).
+REPEATED_SUM = (
+    np.array([[0.0, 0.0, 1.0]] * 4 + [[0.0, 1.0, 0.0]]),
+    np.zeros(5),
+    BookLimits(max_position={"*": 1.0}, groups={"S0": "g0", "S1": "g1", "S2": "g0"}, group_max={"g0": 0.5},
+               gross_max=1.0, net_max=1.0),  # fmt: skip
+    ["S0", "S1", "S2"],
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_problems())
+@example(REPEATED_SUM)
+def test_the_least_distance_fallback_alone_meets_the_optimality_conditions(problem):
+    """The exact method :func:`project` falls back on is the projection by itself (not only once polished on
+    its active set), and finds no allocation exactly where :func:`project` refuses the limits."""
+    from tradingview_scraper.projection import _least_distance
+
+    H, m0, limits, symbols = problem
+    cons = constraints(limits, H, symbols)
+    G, h = _polytope(m0, 0.0, 1.0, cons)
+    m = _least_distance(m0, G, h)
+    if m is None:
+        with pytest.raises(LimitsError):
+            project(m0, 0.0, 1.0, cons)
+    else:
+        _assert_optimal(m, m0, G, h)
+
+
 def test_a_projection_whose_active_rows_repeat_the_sum_is_optimal():
     """A long-only book's gross and net limits repeat ``sum m = 1``: the least-squares multipliers split
-    and go negative, yet the active set is optimal (found by hypothesis; the old code returned a
-    feasible point 0.58 from ``m0`` instead of the projection at 0.559)."""
-    H = np.array([[0.0, 0.0, 1.0]] * 4 + [[0.0, 1.0, 0.0]])
-    limits = BookLimits(max_position={"*": 1.0}, groups={"S0": "g0", "S1": "g1", "S2": "g0"}, group_max={"g0": 0.5},
-                        gross_max=1.0, net_max=1.0)  # fmt: skip
-    m, dist = project(np.zeros(5), 0.0, 1.0, constraints(limits, H, ["S0", "S1", "S2"]))
+    and go negative, yet the active set is optimal (the old code returned a feasible point 0.58 from
+    ``m0`` instead of the projection at 0.559)."""
+    H, m0, limits, symbols = REPEATED_SUM
+    cons = constraints(limits, H, symbols)
+    m, dist = project(m0, 0.0, 1.0, cons)
     np.testing.assert_allclose(m, [0.125, 0.125, 0.125, 0.125, 0.5], atol=1e-12)
     assert abs(dist - np.sqrt(0.3125)) < 1e-12
+
+
+def test_the_least_distance_fallback_is_the_projection_when_rows_repeat_the_sum():
+    """Rows that repeat ``sum m = 1`` are constant on the plane and leave rounding residue as rows of the
+    least-distance problem, each a half-space through its origin (the old code returned a feasible point
+    0.58 from ``m0``, not the projection at 0.559)."""
+    from tradingview_scraper.projection import _least_distance
+
+    H, m0, limits, symbols = REPEATED_SUM
+    cons = constraints(limits, H, symbols)
+    m = _least_distance(m0, *_polytope(m0, 0.0, 1.0, cons))
+    np.testing.assert_allclose(m, [0.125, 0.125, 0.125, 0.125, 0.5], atol=1e-12)
 
 
 def test_a_feasible_allocation_is_not_moved():

@@ -123,6 +123,12 @@ def _least_distance(m0: np.ndarray, G: np.ndarray, h: np.ndarray) -> np.ndarray 
     ``y = N^T m0 + u``, the projection is the shortest ``u`` with ``E u >= f``,
     ``E = -G N``, ``f = G (1/n + N N^T m0) - h`` (Lawson and Hanson, *Solving Least Squares
     Problems*, 1974, ch. 23).
+
+    A row of ``G`` parallel to the ones vector (a long-only book's gross and net limits) is
+    constant on the plane ``sum m = 1``: it is met or not by every point, so it is checked once and
+    left out of ``E``. Kept, its row of ``E`` is rounding residue, and ``E_i u >= f_i = 0`` is then a
+    half-space through the origin in an arbitrary direction, however small the residue, that cuts
+    off the projection.
     """
     from scipy.linalg import null_space
     from scipy.optimize import nnls
@@ -131,10 +137,14 @@ def _least_distance(m0: np.ndarray, G: np.ndarray, h: np.ndarray) -> np.ndarray 
     N = null_space(np.ones((1, n)))
     base = np.full(n, 1.0 / n) + N @ (N.T @ m0)
     E, f = -G @ N, G @ base - h
+    constant = np.linalg.norm(E, axis=1) <= 1e-12 * np.linalg.norm(G, axis=1)
+    if (f[constant] > LIMIT_TOL).any():  # a limit on the sum that no allocation summing to 1 meets
+        return None
+    M = np.vstack([E[~constant].T, f[~constant]])
     target = np.zeros(N.shape[1] + 1)
     target[-1] = 1.0
-    w, _ = nnls(np.vstack([E.T, f]), target, maxiter=50 * len(f))
-    r = np.vstack([E.T, f]) @ w - target
+    w, _ = nnls(M, target, maxiter=50 * M.shape[1])
+    r = M @ w - target
     if abs(r[-1]) < 1e-12:  # the residual cannot be normalized: the constraints are incompatible
         return None
     m = base + N @ (-r[:-1] / r[-1])
