@@ -150,7 +150,7 @@ _OWN_META = {k: Own(k, per="profiles") for k in ("meta_returns", "meta_weights",
 
 #: Patterns of the artifacts the steps introduce (layout name -> path below the node),
 #: merged into ``layout.NODE_FILES``.
-FILES: dict[str, str] = {"orders": "orders_{profile}.csv", "drawdown": "drawdown_{profile}.json"}
+FILES: dict[str, str] = {"orders": "orders_{profile}.csv"}
 
 #: Every rule's step, by name.
 STEPS: dict[str, Step] = {
@@ -182,8 +182,6 @@ STEPS: dict[str, Step] = {
             ledger=lambda job: {"profile": job.profile},
             numeric=True,
         ),
-        Step("drawdown", "stages._meta:drawdown", {"stream": Own("meta_stream", per="profile")},
-             ledger=lambda job: {"profile": job.profile}, targets=("drawdown",)),  # fmt: skip
         Step("risk", "risk_book:node_risk", {**_OWN_META, "prices": Outside("risk_prices")},
              ledger=lambda job: {"profiles": job.profiles}, numeric=True, targets=("risk",),
              params={"data": "risk_params"}),  # fmt: skip

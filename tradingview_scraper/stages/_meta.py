@@ -96,17 +96,6 @@ def _allocate(node: NodeSpec, returns, profile: str, books: dict | None, windows
     return (*allocate(node, returns, profile, books, store=windows, fits=fits), fits)
 
 
-def drawdown(profile: str, stream) -> dict:
-    """``drawdown_<profile>.json``: the deepest and the current drawdown of the node's meta stream.
-
-    ``stream``: ``meta/stream_<profile>.parquet``, DataFrame of shape (n_test_dates, 1).
-    """
-    wealth = (1.0 + stream[profile]).cumprod()
-    dd = wealth / wealth.cummax() - 1.0
-    return {"risk_profile": profile, "max_drawdown": float(dd.min()), "trough": dd.idxmin().date().isoformat(),
-            "current": float(dd.iloc[-1])}  # fmt: skip
-
-
 def flatten(node: NodeSpec, children: list, profile: str, run_id: str, meta_weights: dict, holdings: dict) -> dict:
     """``flattened_<profile>.json``: the node's meta weights @ its children's asset weights.
 

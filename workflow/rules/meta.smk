@@ -79,18 +79,3 @@ rule flatten:
         artifact("log", stage="flatten_{profile}"),
     run:
         run_step("flatten", wildcards, input, output, params, log)
-
-
-rule drawdown:
-    input:
-        unpack(get_inputs("drawdown")),
-    output:
-        drawdown=artifact("drawdown"),
-    params:
-        **get_params("drawdown"),
-    wildcard_constraints:
-        node=W.meta_nodes,
-    log:
-        artifact("log", stage="drawdown_{profile}"),
-    run:
-        run_step("drawdown", wildcards, input, output, params, log)
