@@ -23,7 +23,7 @@ def build_report(
     Parameters
     ----------
     data : NodeData
-        The node's artifacts (:func:`load_node`).
+        The node's artifacts (:func:`node_data`).
     analysis : Analysis, optional
         ``analyse(data)``, when the caller has it already (the report step records its headline).
     pngs : dict of str -> bytes, optional
