@@ -193,12 +193,12 @@ def reach(*funcs: Callable) -> Reach:
     return out
 
 
-def reached(func: Callable) -> dict[str, set[str]]:
-    """The package code stage function ``func`` reaches (:func:`reach`): module file (relative, posix) -> names of its units.
+def reached(*funcs: Callable) -> dict[str, set[str]]:
+    """The package code functions ``funcs`` reach together (:func:`reach`): module file (relative, posix) -> names of its units.
 
     A unit is a module-level definition (function, class, assignment) or :data:`TOPLEVEL`.
     """
-    found = reach(func).units
+    found = reach(*funcs).units
     return {_module_file(m).relative_to(PACKAGE_DIR).as_posix(): set(units) for m, units in sorted(found.items())}
 
 

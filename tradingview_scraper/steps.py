@@ -275,8 +275,4 @@ def reached(name: str) -> dict[str, set[str]]:
     """Package module -> definitions step ``name`` reaches (its function's and the adapter's; see :func:`code`)."""
     from . import codehash, stages
 
-    out: dict[str, set[str]] = {}
-    for fn in (stages.run_step, step(name).load()):
-        for rel, units in codehash.reached(fn).items():
-            out.setdefault(rel, set()).update(units)
-    return out
+    return codehash.reached(stages.run_step, step(name).load())
