@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import PipelineError, SleeveError
+from ..errors import PipelineError, SleeveError, one_line
 from ..layout import Node
 from ..manifest import ROOT, NodeSpec
 from ._common import _import_numerics, logger, prewarm
@@ -56,7 +56,7 @@ def sleeve(
     try:
         frame, findings = _driver_prices(node.config, base_dir)
     except PipelineError as exc:
-        raise SleeveError(f"sleeve {sid!r} failed: {type(exc).__name__}: {exc}") from exc
+        raise SleeveError(f"sleeve {sid!r} failed: {one_line(exc)}") from exc
     # on a worker, the returns travel back as an Arrow table (SleeveResult); the window store is
     # on a file system the workers share
     kw = {"sleeve_id": sid, "profile": node.profile, "base_dir": str(base_dir), "prices": frame, "windows": WindowStore.at(windows)}
@@ -68,7 +68,7 @@ def sleeve(
             try:
                 done[name] = local_call(compute_sleeve, *args, **kwargs)
             except Exception as exc:
-                raise SleeveError(f"sleeve {sid!r} ({name[1]}) failed: {type(exc).__name__}: {exc}") from exc
+                raise SleeveError(f"sleeve {sid!r} ({name[1]}) failed: {one_line(exc)}") from exc
     else:
         prewarm()
         done = cluster.map(compute_sleeve, tasks, num_cpus=float(node.config["backtest"].get("num_cpus", 1)))
