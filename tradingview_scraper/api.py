@@ -229,11 +229,10 @@ def _compute_atomic(plan: Plan, base: Path, runs_root: Path, max_workers: int | 
 
 
 def _external(spec: NodeSpec, base: Path, rps: list[str]) -> NodeResult:
-    """An external sleeve read from its files (:mod:`external`), as its workflow step reads it."""
-    from .external import external_files, external_sleeve
+    """An external sleeve read from its files (:mod:`external`) by its workflow step's function."""
+    from .external import external_files, sleeve_interface
 
-    files = external_files(spec.config, rps, base)
-    res = external_sleeve(spec, rps, "", str(files["returns"]), [str(h) for h in files["holdings"]], {})
+    res = sleeve_interface(spec, rps, "", external_files(spec.config, rps, base))
     holdings = {rp: rec["weights"] for rp, rec in res["weights"].items()}
     return NodeResult(spec.path, spec, res["returns"], holdings, res["health"], res["sign_test"])
 
