@@ -74,3 +74,17 @@ def test_the_meta_returns_gate_names_the_childs_file_and_stops_before_any_output
     with pytest.raises(SleeveError, match=rf"^sleeve 'staples' is unhealthy: hrp \(1/4 windows succeeded\) in {where}; "):
         _meta_returns(ctx)
     assert not any(ctx.root.file("meta_returns", profile=p).exists() for p in profiles)
+
+
+def test_a_ledger_function_with_a_comprehension_gives_its_rule_the_same_code_trigger_in_every_process():
+    """A nested code object's repr holds its address: hashed by its content, the trigger is stable across processes."""
+    import subprocess
+    import sys
+
+    probe = (
+        "from tradingview_scraper import steps\n"
+        "e = steps.Step('x', 'a:b', ledger=lambda job: {'p': [q for q in job.profiles]})\n"
+        "print(steps._entry_digest(e))\n"
+    )
+    runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout for _ in range(2)]
+    assert runs[0] == runs[1] and "code object" not in runs[0]

@@ -266,9 +266,15 @@ def _entry_digest(entry: Step) -> str:
 
     The rest of the table does not count: adding a step reruns no other rule.
     """
-    ledger = entry.ledger.__code__ if entry.ledger else None
-    code = (ledger.co_code.hex(), repr(ledger.co_consts), ledger.co_names) if ledger else None
+    code = _code(entry.ledger.__code__) if entry.ledger else None
     return repr((entry.function, list(entry.inputs.items()), entry.numeric, code))
+
+
+def _code(code) -> tuple:
+    """A code object by its bytecode, constants and names; a nested one (a comprehension's) the same
+    way, not by its repr, which holds its address and would change the trigger in every process."""
+    consts = tuple(_code(c) if hasattr(c, "co_code") else c for c in code.co_consts)
+    return code.co_code.hex(), repr(consts), code.co_names
 
 
 def reached(name: str) -> dict[str, set[str]]:
