@@ -154,16 +154,21 @@ class Reach:
         return _whole(module)
 
 
-def _entry(func: Callable) -> tuple[str, str]:
-    """(package-relative module, top-level name) of a package function."""
-    module = getattr(func, "__module__", "") or ""
-    qualname = getattr(func, "__qualname__", "") or ""
+def _entry(func: Callable | str) -> tuple[str, str]:
+    """(package-relative module, top-level name) of a package function, or of its dotted name
+    ``"module:function"`` below the package (its module is not imported: the walk reads sources)."""
+    if isinstance(func, str):
+        module, _, qualname = func.partition(":")
+        module = f"{PACKAGE}.{module}"
+    else:
+        module = getattr(func, "__module__", "") or ""
+        qualname = getattr(func, "__qualname__", "") or ""
     if not (module == PACKAGE or module.startswith(PACKAGE + ".")) or not qualname or "<" in qualname:
         raise ConfigError(f"codehash: {func!r} is not a top-level function of package {PACKAGE}")
     return module[len(PACKAGE) + 1 :], qualname.split(".")[0]
 
 
-def reach(*funcs: Callable) -> Reach:
+def reach(*funcs: Callable | str) -> Reach:
     """What the package functions ``funcs`` reach together: every name they use is followed to its
     module-level definition (function, class, assignment) in the package, through imports and
     re-exports, transitively; each reached module counts its import-time statements.
@@ -241,7 +246,7 @@ def libraries(imports: Iterable[str]) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def code_hash(func: Callable) -> str:
+def code_hash(func: Callable | str) -> str:
     """Fingerprint of the code stage function ``func`` runs: ``"<name>@<digest>"``.
 
     The digest covers the normalized AST of every package definition ``func`` reaches
