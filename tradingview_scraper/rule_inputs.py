@@ -328,8 +328,8 @@ class Wiring:
         return str(current_book.drift_source(self.run.previous_run, self.run.runs_root)) if self.run.previous_run else []
 
     def rebalance_prices(self, node_dir: str, profile: str | None = None) -> list[str]:
-        """The price files a rebalance values its book at (those of every atomic sleeve and the external
-        sleeves' price tables), or none."""
+        """The files a rebalance values its book through (those the risk step reads: every atomic sleeve's
+        prices and the external sleeves' returns, and the external sleeves' price tables), or none."""
         if not current_book.needs_prices(self.run.previous_run, self.run.holdings, self.plan.trading):
             return []
         external = [external_files(s.config, self.profiles, self.run.base_dir).get("prices") for s in self.plan.external_nodes()]

@@ -69,7 +69,7 @@ class Children:
 class Outside:
     """Files from outside the run, as ``Wiring.<source>(node_dir, profile)`` names them (a path, a list, or a named dict).
 
-    A plain step's function gets them as paths. Their bytes are the rule's ``content`` param
+    A step's function gets them as paths. Their bytes are the rule's ``content`` param
     (:func:`rule_params`), so new bytes rerun it whatever their mtime. ``read=False``: declared,
     not read as such by the step.
     """
@@ -90,7 +90,7 @@ class Step:
     name : str
         The step's one name: its rule, its ledger stage, its log and its progress label.
     function : str
-        ``"module:function"`` below the package. A plain step's function takes its inputs by
+        ``"module:function"`` below the package. A step's function takes its inputs by
         name (a parquet file as a DataFrame, a JSON file as its value, a file per risk profile
         as profile -> value, a child's as sleeve id -> value, files from outside the run as
         paths) and what it needs of the job by name (``node``, ``node_dir``, ``children``,

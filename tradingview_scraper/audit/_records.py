@@ -119,7 +119,7 @@ def record_stage(
     inputs, outputs : list of path-like
         Files read / written, relative to ``run_dir`` unless they already point inside it from
         the working directory; each recorded as ``{"path", "sha256"}`` (None if missing),
-        an output also with its ``"stat"`` fingerprint.
+        an output, and an input from outside the run, also with its ``"stat"`` fingerprint.
     outcome : {"success", "error"}
         How the stage ended; ``error`` is its message.
     duration_s, cpu_s : float, optional
