@@ -59,7 +59,7 @@ test: install
 
 # The developer's loop: unit tests, dry-run DAG tests and one small in-process run (no Ray
 # cluster, no killed drivers); tests marked e2e are left to `make test`. It computes rather
-# than waits, so it runs on one worker per core (FAST_WORKERS), one file each: a third worker
+# than waits, so it runs on two workers, one per core of a two-core machine (FAST_WORKERS), one file each: a third worker
 # would only add its own start-up and collection to the same two cores.
 test-fast: install
 	$(PY) -m pytest -q -m "not e2e" -n $(call v,FAST_WORKERS) --dist loadfile --no-loadscope-reorder

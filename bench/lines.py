@@ -40,7 +40,7 @@ def modules(paths, tree: Path = ROOT) -> list[Path]:
     out = []
     for rel in paths:
         p = tree / PACKAGE / rel
-        out.extend(sorted(p.glob("*.py")) if p.is_dir() else [p] if p.is_file() else [])
+        out.extend(sorted(p.rglob("*.py")) if p.is_dir() else [p] if p.is_file() else [])
     return out
 
 

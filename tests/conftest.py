@@ -82,13 +82,14 @@ def _built_once(tmp_path_factory, name: str, build) -> Path:
         build(directory)
         return directory
     directory = tmp_path_factory.getbasetemp().parent / f"shared-{name}"
+    built = Path(f"{directory}.built")  # beside the build, not in it: a copy of the runs root holds runs only
     with open(f"{directory}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not (directory / ".built").exists():
+        if not built.exists():
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir()
             build(directory)
-            (directory / ".built").touch()
+            built.touch()
     return directory
 
 
@@ -97,7 +98,7 @@ def _own_copy(tmp_path_factory, shared: Path, name: str) -> Path:
     if "PYTEST_XDIST_WORKER" not in os.environ:
         return shared
     own = tmp_path_factory.mktemp(name)
-    shutil.copytree(shared, own, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".built"))
+    shutil.copytree(shared, own, symlinks=True, dirs_exist_ok=True)
     return own
 
 

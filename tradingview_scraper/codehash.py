@@ -155,14 +155,11 @@ class Reach:
 
 
 def _entry(func: Callable | str) -> tuple[str, str]:
-    """(package-relative module, top-level name) of a package function, or of its dotted name
-    ``"module:function"`` below the package (its module is not imported: the walk reads sources)."""
-    if isinstance(func, str):
-        module, _, qualname = func.partition(":")
-        module = f"{PACKAGE}.{module}"
+    """(package-relative module, top-level name) of a package function or its ``"module:function"``."""
+    if isinstance(func, str):  # a name below the package: its module is not imported, the walk reads sources
+        module, _, qualname = f"{PACKAGE}.{func}".partition(":")
     else:
-        module = getattr(func, "__module__", "") or ""
-        qualname = getattr(func, "__qualname__", "") or ""
+        module, qualname = getattr(func, "__module__", "") or "", getattr(func, "__qualname__", "") or ""
     if not (module == PACKAGE or module.startswith(PACKAGE + ".")) or not qualname or "<" in qualname:
         raise ConfigError(f"codehash: {func!r} is not a top-level function of package {PACKAGE}")
     return module[len(PACKAGE) + 1 :], qualname.split(".")[0]
