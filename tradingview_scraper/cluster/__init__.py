@@ -9,8 +9,7 @@ import os as _os
 # Ray reads these once, when it is first imported: the auth mode of the process, and
 # whether 127.0.0.1 stays 127.0.0.1 (all listeners on loopback) rather than being rewritten
 # to the machine's external address. Set before anything here imports Ray; a user's own
-# values win, and joining a cluster on real addresses sets the second one while it joins
-# (``_cluster._join_settings``).
+# values win, and joining a cluster on real addresses sets the second one while it joins.
 _os.environ.setdefault("RAY_AUTH_MODE", "token")
 _os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
